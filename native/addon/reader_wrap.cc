@@ -1,0 +1,186 @@
+#include "reader_wrap.h"
+
+#include "common.h"
+#include "core/socket_util.h"
+
+namespace udsipc {
+
+Napi::Function ReaderWrap::Init(Napi::Env env) {
+  return DefineClass(env, "ReaderHandle",
+                     {
+                         InstanceMethod<&ReaderWrap::Listen>("listen"),
+                         InstanceMethod<&ReaderWrap::Drain>("drain"),
+                         InstanceMethod<&ReaderWrap::Ack>("ack"),
+                         InstanceMethod<&ReaderWrap::BeginStop>("beginStop"),
+                         InstanceMethod<&ReaderWrap::Close>("close"),
+                         InstanceMethod<&ReaderWrap::Ref>("ref"),
+                         InstanceMethod<&ReaderWrap::Unref>("unref"),
+                         InstanceMethod<&ReaderWrap::Metrics>("metrics"),
+                     });
+}
+
+ReaderWrap::ReaderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ReaderWrap>(info), env_(info.Env()) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsObject() || !info[2].IsFunction())
+    throw Napi::TypeError::New(env, "ReaderHandle(path, options, onReady)");
+  path_ = info[0].As<Napi::String>().Utf8Value();
+  Napi::Object o = info[1].As<Napi::Object>();
+  asm_cfg_.max_message_size = static_cast<uint64_t>(get_number(o, "maxMessageSize", 10 * 1024 * 1024));
+  asm_cfg_.slab_size = static_cast<size_t>(get_number(o, "slabSize", 512 * 1024));
+  asm_cfg_.min_read = static_cast<size_t>(get_number(o, "minRead", 64 * 1024));
+  asm_cfg_.large_threshold = static_cast<size_t>(get_number(o, "largeThreshold", 128 * 1024));
+  max_pending_ = static_cast<uint64_t>(get_number(o, "maxPendingBytes", 8 * 1024 * 1024));
+  backlog_ = static_cast<int>(get_number(o, "backlog", 511));
+  mode_ = static_cast<int>(get_number(o, "mode", -1));
+  on_ready_ = Napi::Persistent(info[2].As<Napi::Function>());
+}
+
+ReaderWrap::~ReaderWrap() { Shutdown(); }
+
+void ReaderWrap::CleanupHook(void* self) { static_cast<ReaderWrap*>(self)->Shutdown(); }
+
+uint64_t ReaderWrap::Shutdown() {
+  uint64_t undelivered = 0;
+  if (engine_) {
+    engine_->close();  // joins the IO thread: nothing calls the TSFN after this
+    std::vector<ReaderItem> left;
+    engine_->take(left);
+    for (const ReaderItem& it : left)
+      if (it.type == ReaderItem::kBatch) undelivered += it.batch.count();
+    engine_.reset();
+  }
+  if (tsfn_live_) {
+    tsfn_live_ = false;
+    tsfn_.Release();
+  }
+  if (hook_) {
+    hook_ = false;
+    napi_remove_env_cleanup_hook(env_, CleanupHook, this);
+  }
+  return undelivered;
+}
+
+Napi::Value ReaderWrap::Listen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (engine_) return env.Undefined();
+  Listener l = listen_unix(path_, backlog_, mode_);
+  if (l.error) throw_core_error(env, l.error);
+
+  ReaderConfig cfg;
+  cfg.listen_fd = std::move(l.fd);
+  cfg.path = path_;
+  cfg.dev = l.dev;
+  cfg.ino = l.ino;
+  cfg.assembler = asm_cfg_;
+  cfg.max_pending_bytes = max_pending_;
+
+  tsfn_ = Napi::ThreadSafeFunction::New(env, on_ready_.Value(), "uds-ipc reader", 0, 1);
+  tsfn_live_ = true;
+  if (!refed_) tsfn_.Unref(env);
+  // Registered after the TSFN so that, hooks running in reverse order, ours
+  // joins the IO thread before Node tears the TSFN down.
+  napi_add_env_cleanup_hook(env_, CleanupHook, this);
+  hook_ = true;
+  Napi::ThreadSafeFunction tsfn = tsfn_;
+  engine_ = std::make_unique<ReaderEngine>(std::move(cfg), [tsfn]() mutable { tsfn.NonBlockingCall(); });
+  engine_->start();
+  return env.Undefined();
+}
+
+namespace {
+
+void finalize_slab(napi_env, void*, void* hint) { static_cast<Slab*>(hint)->unref(); }
+
+// The batch region as an ArrayBuffer that keeps its slab alive. Falls back to
+// a copy where external buffers are not allowed (e.g. under a V8 sandbox).
+Napi::Value batch_buffer(Napi::Env env, Batch& b) {
+  napi_value ab;
+  Slab* slab = b.slab.get();
+  napi_status st = napi_create_external_arraybuffer(env, const_cast<uint8_t*>(b.base), b.length,
+                                                    finalize_slab, slab, &ab);
+  if (st == napi_ok) {
+    b.slab.release();  // now owned by the finalizer
+    return Napi::Value(env, ab);
+  }
+  Napi::ArrayBuffer copy = Napi::ArrayBuffer::New(env, b.length);
+  std::memcpy(copy.Data(), b.base, b.length);
+  return copy;
+}
+
+}  // namespace
+
+Napi::Value ReaderWrap::Drain(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<ReaderItem> items;
+  if (engine_) engine_->take(items);
+  // Flat: [type, connId, a, b, c] per item.
+  Napi::Array out = Napi::Array::New(env, items.size() * 5);
+  uint32_t k = 0;
+  for (ReaderItem& it : items) {
+    out.Set(k++, static_cast<uint32_t>(it.type));
+    out.Set(k++, it.conn_id);
+    switch (it.type) {
+      case ReaderItem::kBatch: {
+        Batch& b = it.batch;
+        Napi::Uint32Array offs = Napi::Uint32Array::New(env, b.offsets.size());
+        std::memcpy(offs.Data(), b.offsets.data(), b.offsets.size() * sizeof(uint32_t));
+        out.Set(k++, batch_buffer(env, b));
+        out.Set(k++, offs);
+        out.Set(k++, static_cast<double>(b.payload_bytes));
+        break;
+      }
+      case ReaderItem::kError:
+        out.Set(k++, error_to_object(env, it.error));
+        out.Set(k++, env.Undefined());
+        out.Set(k++, env.Undefined());
+        break;
+      default:
+        out.Set(k++, env.Undefined());
+        out.Set(k++, env.Undefined());
+        out.Set(k++, env.Undefined());
+    }
+  }
+  return out;
+}
+
+void ReaderWrap::Ack(const Napi::CallbackInfo& info) {
+  if (!engine_) return;
+  engine_->ack(info[0].As<Napi::Number>().Uint32Value(),
+               static_cast<uint64_t>(info[1].As<Napi::Number>().DoubleValue()));
+}
+
+void ReaderWrap::BeginStop(const Napi::CallbackInfo&) {
+  if (engine_) engine_->begin_stop();
+}
+
+Napi::Value ReaderWrap::Close(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(Shutdown()));
+}
+
+void ReaderWrap::Ref(const Napi::CallbackInfo& info) {
+  refed_ = true;
+  if (tsfn_live_) tsfn_.Ref(info.Env());
+}
+
+void ReaderWrap::Unref(const Napi::CallbackInfo& info) {
+  refed_ = false;
+  if (tsfn_live_) tsfn_.Unref(info.Env());
+}
+
+Napi::Value ReaderWrap::Metrics(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ReaderMetrics m = engine_ ? engine_->metrics() : ReaderMetrics{};
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("connections", static_cast<double>(m.accepted));
+  o.Set("activeConnections", static_cast<double>(m.active));
+  o.Set("readCalls", static_cast<double>(m.read_calls));
+  o.Set("bytesRead", static_cast<double>(m.bytes_read));
+  o.Set("framesParsed", static_cast<double>(m.frames));
+  o.Set("batchesParsed", static_cast<double>(m.batches));
+  o.Set("connectionErrors", static_cast<double>(m.errors));
+  o.Set("pauses", static_cast<double>(m.pauses));
+  o.Set("acceptErrors", static_cast<double>(m.accept_errors));
+  return o;
+}
+
+}  // namespace udsipc

@@ -1,0 +1,48 @@
+// JS handle of a ReaderEngine: new ReaderHandle(path, options, onReady).
+#pragma once
+
+#include <napi.h>
+
+#include <memory>
+#include <string>
+
+#include "core/reader_engine.h"
+
+namespace udsipc {
+
+class ReaderWrap : public Napi::ObjectWrap<ReaderWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  explicit ReaderWrap(const Napi::CallbackInfo& info);
+  ~ReaderWrap() override;
+
+ private:
+  Napi::Value Listen(const Napi::CallbackInfo& info);
+  Napi::Value Drain(const Napi::CallbackInfo& info);
+  void Ack(const Napi::CallbackInfo& info);
+  void BeginStop(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);  // -> messages never delivered
+  void Ref(const Napi::CallbackInfo& info);
+  void Unref(const Napi::CallbackInfo& info);
+  Napi::Value Metrics(const Napi::CallbackInfo& info);
+
+  static void CleanupHook(void* self);
+  uint64_t Shutdown();  // joins the IO thread, releases the TSFN; idempotent
+
+  // All members: JS thread only (the IO thread sees the engine and a copy of
+  // the TSFN handle, both thread-safe to use as documented).
+  napi_env env_;
+  std::string path_;
+  AssemblerConfig asm_cfg_;
+  uint64_t max_pending_ = 0;
+  int backlog_ = 511;
+  int mode_ = -1;
+  Napi::FunctionReference on_ready_;
+  Napi::ThreadSafeFunction tsfn_;
+  bool tsfn_live_ = false;
+  bool hook_ = false;
+  bool refed_ = true;
+  std::unique_ptr<ReaderEngine> engine_;
+};
+
+}  // namespace udsipc

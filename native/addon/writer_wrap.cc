@@ -1,0 +1,155 @@
+#include "writer_wrap.h"
+
+#include "common.h"
+
+namespace udsipc {
+
+Napi::Function WriterWrap::Init(Napi::Env env) {
+  return DefineClass(env, "WriterHandle",
+                     {
+                         InstanceMethod<&WriterWrap::Start>("start"),
+                         InstanceMethod<&WriterWrap::Wake>("wake"),
+                         InstanceMethod<&WriterWrap::Drain>("drain"),
+                         InstanceMethod<&WriterWrap::BeginStop>("beginStop"),
+                         InstanceMethod<&WriterWrap::Close>("close"),
+                         InstanceMethod<&WriterWrap::Ref>("ref"),
+                         InstanceMethod<&WriterWrap::Unref>("unref"),
+                         InstanceMethod<&WriterWrap::Metrics>("metrics"),
+                     });
+}
+
+WriterWrap::WriterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<WriterWrap>(info), env_(info.Env()) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsString() || !info[1].IsObject() || !info[2].IsArrayBuffer() ||
+      !info[3].IsFunction())
+    throw Napi::TypeError::New(env, "WriterHandle(path, options, shared, onEvent)");
+  cfg_.path = info[0].As<Napi::String>().Utf8Value();
+  Napi::Object o = info[1].As<Napi::Object>();
+  Napi::ArrayBuffer shared = info[2].As<Napi::ArrayBuffer>();
+  const size_t total = shared.ByteLength();
+  const size_t cap = total > ctrl::kBytes ? total - ctrl::kBytes : 0;
+  if (cap == 0 || (cap & (cap - 1)) != 0 || cap > (size_t{1} << 31))
+    throw Napi::RangeError::New(env, "ring capacity must be a power of two up to 2 GiB");
+  shared_ref_ = Napi::Persistent(shared);
+  cfg_.ctrl = static_cast<uint32_t*>(shared.Data());
+  cfg_.ring = static_cast<uint8_t*>(shared.Data()) + ctrl::kBytes;
+  cfg_.capacity = static_cast<uint32_t>(cap);
+  cfg_.send_buffer_size = static_cast<int>(get_number(o, "sendBufferSize", 0));
+  Napi::Value rc = o.Get("reconnect");
+  if (rc.IsObject()) {
+    Napi::Object r = rc.As<Napi::Object>();
+    cfg_.reconnect.enabled = true;
+    cfg_.reconnect.initial_delay_ms = static_cast<uint32_t>(get_number(r, "initialDelayMs", 100));
+    cfg_.reconnect.max_delay_ms = static_cast<uint32_t>(get_number(r, "maxDelayMs", 5000));
+    cfg_.reconnect.multiplier = get_number(r, "multiplier", 2);
+    cfg_.reconnect.max_attempts = static_cast<uint32_t>(get_number(r, "maxAttempts", 0));
+  } else {
+    cfg_.reconnect.enabled = false;
+  }
+  on_event_ = Napi::Persistent(info[3].As<Napi::Function>());
+}
+
+WriterWrap::~WriterWrap() { Shutdown(); }
+
+void WriterWrap::CleanupHook(void* self) { static_cast<WriterWrap*>(self)->Shutdown(); }
+
+void WriterWrap::Shutdown() {
+  if (engine_) {
+    engine_->close();  // joins: the ring is not touched after this
+    engine_.reset();
+  }
+  if (tsfn_live_) {
+    tsfn_live_ = false;
+    tsfn_.Release();
+  }
+  if (hook_) {
+    hook_ = false;
+    napi_remove_env_cleanup_hook(env_, CleanupHook, this);
+  }
+}
+
+Napi::Value WriterWrap::Start(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (engine_) return env.Undefined();
+  tsfn_ = Napi::ThreadSafeFunction::New(env, on_event_.Value(), "uds-ipc writer", 0, 1);
+  tsfn_live_ = true;
+  if (!refed_) tsfn_.Unref(env);
+  napi_add_env_cleanup_hook(env_, CleanupHook, this);  // after the TSFN: runs before its teardown
+  hook_ = true;
+  Napi::ThreadSafeFunction tsfn = tsfn_;
+  engine_ = std::make_unique<WriterEngine>(cfg_, [tsfn]() mutable { tsfn.NonBlockingCall(); });
+  engine_->start();
+  return env.Undefined();
+}
+
+void WriterWrap::Wake(const Napi::CallbackInfo&) {
+  if (engine_) engine_->wake();
+}
+
+Napi::Value WriterWrap::Drain(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<WriterEvent> evs;
+  if (engine_) evs = engine_->take_events();
+  // Flat: [type, a, b, c] per event.
+  Napi::Array out = Napi::Array::New(env, evs.size() * 4);
+  uint32_t k = 0;
+  for (const WriterEvent& e : evs) {
+    out.Set(k++, static_cast<uint32_t>(e.type));
+    switch (e.type) {
+      case WriterEvent::kDisconnect:
+      case WriterEvent::kError:
+        out.Set(k++, error_to_object(env, e.error));
+        out.Set(k++, env.Undefined());
+        out.Set(k++, env.Undefined());
+        break;
+      case WriterEvent::kReconnecting:
+        out.Set(k++, error_to_object(env, e.error));
+        out.Set(k++, e.attempt);
+        out.Set(k++, e.delay_ms);
+        break;
+      case WriterEvent::kStopped:
+        out.Set(k++, static_cast<double>(e.discarded));
+        out.Set(k++, env.Undefined());
+        out.Set(k++, env.Undefined());
+        break;
+      default:
+        out.Set(k++, env.Undefined());
+        out.Set(k++, env.Undefined());
+        out.Set(k++, env.Undefined());
+    }
+  }
+  return out;
+}
+
+void WriterWrap::BeginStop(const Napi::CallbackInfo& info) {
+  if (engine_) engine_->request_stop(static_cast<int64_t>(info[0].As<Napi::Number>().Int64Value()));
+}
+
+void WriterWrap::Close(const Napi::CallbackInfo&) { Shutdown(); }
+
+void WriterWrap::Ref(const Napi::CallbackInfo& info) {
+  refed_ = true;
+  if (tsfn_live_) tsfn_.Ref(info.Env());
+}
+
+void WriterWrap::Unref(const Napi::CallbackInfo& info) {
+  refed_ = false;
+  if (tsfn_live_) tsfn_.Unref(info.Env());
+}
+
+Napi::Value WriterWrap::Metrics(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  WriterMetrics m = engine_ ? engine_->metrics() : WriterMetrics{};
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("sent", static_cast<double>(m.sent));
+  o.Set("bytesSent", static_cast<double>(m.bytes_sent));
+  o.Set("sendCalls", static_cast<double>(m.send_calls));
+  o.Set("connects", static_cast<double>(m.connects));
+  o.Set("disconnects", static_cast<double>(m.disconnects));
+  o.Set("connectAttempts", static_cast<double>(m.connect_attempts));
+  o.Set("sendBufferSize", m.send_buffer_size);
+  o.Set("connected", m.connected);
+  return o;
+}
+
+}  // namespace udsipc

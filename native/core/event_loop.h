@@ -1,0 +1,41 @@
+// epoll + eventfd: the IO thread's poller and the way other threads wake it.
+#pragma once
+
+#include <sys/epoll.h>
+
+#include <cstdint>
+
+#include "error.h"
+#include "unique_fd.h"
+
+namespace udsipc {
+
+class EventLoop {
+ public:
+  static constexpr uint64_t kWakeTag = ~uint64_t{0};
+
+  EventLoop();  // throws std::system_error if epoll/eventfd cannot be created
+  EventLoop(const EventLoop&) = delete;
+  EventLoop& operator=(const EventLoop&) = delete;
+
+  // IO thread (or before it starts).
+  bool add(int fd, uint32_t events, uint64_t tag);
+  bool modify(int fd, uint32_t events, uint64_t tag);
+  void remove(int fd);
+  // Waits up to timeout_ms (-1 = forever). Returns the number of events in
+  // out (0 on timeout or EINTR). A wake-up is reported with tag kWakeTag and
+  // is already consumed.
+  int wait(epoll_event* out, int max, int timeout_ms);
+
+  // Any thread; async-signal-safe. Coalesces: many wakes, one event.
+  void wake();
+
+ private:
+  UniqueFd epfd_;  // set in the constructor, then read-only
+  UniqueFd evfd_;  // set in the constructor, then read-only
+};
+
+// Monotonic clock in milliseconds.
+int64_t now_ms();
+
+}  // namespace udsipc

@@ -1,0 +1,216 @@
+// Turns a byte stream read from one connection into batches of whole frames.
+//
+// The IO thread asks prepare_read() where to read, reads there, and calls
+// commit(n). Small frames are parsed in place inside a large slab; a batch is
+// one contiguous region of a slab plus a table of (start, end) payload offsets
+// relative to the region. A frame whose payload is at least
+// `large_threshold` bytes is read straight into a buffer of its announced
+// length (one copy of what was already read, then reads land in place).
+//
+// Plain C++, single-threaded: owned by the connection's IO thread. Batches it
+// hands out hold slab references and may travel to any thread.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <utility>
+#include <vector>
+
+#include "slab.h"
+#include "varint.h"
+
+namespace udsipc {
+
+struct Batch {
+  SlabRef slab;            // keeps the memory below alive
+  const uint8_t* base = nullptr;  // first byte of the region
+  size_t length = 0;       // bytes in the region (headers included)
+  std::vector<uint32_t> offsets;  // 2 per message: start, end (relative)
+  uint64_t payload_bytes = 0;
+  uint32_t conn_id = 0;
+  size_t count() const { return offsets.size() / 2; }
+};
+
+enum class FrameError {
+  kNone,
+  kTooLarge,   // announced length above max_message_size
+  kInvalid,    // varint overflow (10th byte > 1 or prefix longer than 10)
+};
+
+struct AssemblerConfig {
+  size_t slab_size = 512 * 1024;   // bytes per slab
+  size_t min_read = 64 * 1024;     // rotate to a new slab below this space
+  uint64_t max_message_size = 10 * 1024 * 1024;
+  size_t large_threshold = 128 * 1024;  // payloads this big get their own buffer
+};
+
+class FrameAssembler {
+ public:
+  explicit FrameAssembler(const AssemblerConfig& cfg) : cfg_(cfg) {
+    if (cfg_.min_read == 0) cfg_.min_read = 1;
+    if (cfg_.min_read > cfg_.slab_size) cfg_.min_read = cfg_.slab_size;
+    // A frame below the threshold must always fit a fresh slab.
+    if (cfg_.large_threshold + kMaxVarintLen + cfg_.min_read > cfg_.slab_size)
+      cfg_.large_threshold = cfg_.slab_size > cfg_.min_read + kMaxVarintLen
+                                 ? cfg_.slab_size - cfg_.min_read - kMaxVarintLen
+                                 : 1;
+    if (cfg_.large_threshold == 0) cfg_.large_threshold = 1;
+  }
+
+  // Where the next read should land; the span is never empty.
+  std::pair<uint8_t*, size_t> prepare_read() {
+    if (large_) return {large_.get()->data() + large_got_, large_len_ - large_got_};
+    if (!slab_ || slab_space() < cfg_.min_read ||
+        (need_total_ && parse_pos_ + need_total_ > slab_.get()->capacity())) {
+      rotate();
+    }
+    return {slab_.get()->data() + write_pos_, slab_space()};
+  }
+
+  // `n` bytes were written where prepare_read() pointed. Returns false on a
+  // framing error; messages completed before the error stay available.
+  bool commit(size_t n) {
+    if (error_ != FrameError::kNone) return false;
+    if (large_) {
+      large_got_ += n;
+      if (large_got_ == large_len_) {
+        Batch b;
+        b.base = large_.get()->data();
+        b.length = large_len_;
+        b.offsets = {0, static_cast<uint32_t>(large_len_)};
+        b.payload_bytes = large_len_;
+        b.slab = std::move(large_);
+        ready_.push_back(std::move(b));
+        large_len_ = large_got_ = 0;
+      }
+      return true;
+    }
+    write_pos_ += n;
+    return parse();
+  }
+
+  bool has_batch() const { return !ready_.empty() || !offsets_.empty(); }
+
+  // Oldest complete batch. Precondition: has_batch().
+  Batch take_batch() {
+    close_batch();
+    Batch b = std::move(ready_.front());
+    ready_.pop_front();
+    return b;
+  }
+
+  // True when no partial frame is buffered (a clean place for EOF).
+  bool at_frame_boundary() const { return !large_ && parse_pos_ == write_pos_; }
+  // Bytes of a partial frame (header and payload) received so far.
+  size_t partial_bytes() const {
+    return large_ ? large_got_ + large_hdr_ : write_pos_ - parse_pos_;
+  }
+
+  FrameError error() const { return error_; }
+  uint64_t error_length() const { return error_length_; }  // for kTooLarge
+
+ private:
+  size_t slab_space() const { return slab_.get()->capacity() - write_pos_; }
+
+  bool parse() {
+    uint8_t* data = slab_.get()->data();
+    need_total_ = 0;
+    while (parse_pos_ < write_pos_) {
+      const size_t avail = write_pos_ - parse_pos_;
+      uint64_t len = 0;
+      size_t h = 0;
+      switch (uvarint_decode(data + parse_pos_, avail, cfg_.max_message_size, &len, &h)) {
+        case VarintStatus::kNeedMore:
+          return true;
+        case VarintStatus::kOverflow:
+          error_ = FrameError::kInvalid;
+          return false;
+        case VarintStatus::kTooLarge:
+          error_ = FrameError::kTooLarge;
+          // the full length may not have arrived: report what is known
+          error_length_ = decode_lower_bound(data + parse_pos_, avail);
+          return false;
+        case VarintStatus::kOk:
+          break;
+      }
+      if (avail - h >= len) {
+        const size_t start = parse_pos_ + h - batch_begin_;
+        offsets_.push_back(static_cast<uint32_t>(start));
+        offsets_.push_back(static_cast<uint32_t>(start + len));
+        payload_bytes_ += len;
+        parse_pos_ += h + len;
+        continue;
+      }
+      if (len >= cfg_.large_threshold) {
+        // Give this frame its own buffer of the announced length.
+        close_batch();
+        large_ = SlabRef(Slab::create(len));
+        large_len_ = len;
+        large_hdr_ = h;
+        large_got_ = avail - h;
+        std::memcpy(large_.get()->data(), data + parse_pos_ + h, large_got_);
+        // Those slab bytes were never handed out: reuse them.
+        write_pos_ = parse_pos_;
+        batch_begin_ = parse_pos_;
+        return true;
+      }
+      need_total_ = h + len;
+      return true;
+    }
+    return true;
+  }
+
+  static uint64_t decode_lower_bound(const uint8_t* p, size_t n) {
+    uint64_t x = 0;
+    for (size_t i = 0; i < n && i < kMaxVarintLen; ++i) {
+      x |= static_cast<uint64_t>(p[i] & 0x7f) << (7 * i);
+      if (p[i] < 0x80) break;
+    }
+    return x;
+  }
+
+  void close_batch() {
+    if (offsets_.empty()) return;
+    Batch b;
+    b.slab = slab_.share();
+    b.base = slab_.get()->data() + batch_begin_;
+    b.length = parse_pos_ - batch_begin_;
+    b.offsets = std::move(offsets_);
+    b.payload_bytes = payload_bytes_;
+    ready_.push_back(std::move(b));
+    offsets_ = {};
+    payload_bytes_ = 0;
+    batch_begin_ = parse_pos_;
+  }
+
+  // Starts a new slab, carrying over the partial frame (always small: large
+  // frames have their own buffer).
+  void rotate() {
+    close_batch();
+    SlabRef next(Slab::create(cfg_.slab_size));
+    const size_t partial = slab_ ? write_pos_ - parse_pos_ : 0;
+    if (partial) std::memcpy(next.get()->data(), slab_.get()->data() + parse_pos_, partial);
+    slab_ = std::move(next);
+    write_pos_ = partial;
+    parse_pos_ = 0;
+    batch_begin_ = 0;
+  }
+
+  AssemblerConfig cfg_;
+  SlabRef slab_;
+  size_t write_pos_ = 0;    // bytes filled in slab_
+  size_t parse_pos_ = 0;    // first byte not yet part of a complete frame
+  size_t batch_begin_ = 0;  // first byte of the batch being built
+  size_t need_total_ = 0;   // header+payload of the pending frame, if known
+  std::vector<uint32_t> offsets_;
+  uint64_t payload_bytes_ = 0;
+  SlabRef large_;
+  size_t large_len_ = 0, large_got_ = 0, large_hdr_ = 0;
+  std::deque<Batch> ready_;
+  FrameError error_ = FrameError::kNone;
+  uint64_t error_length_ = 0;
+};
+
+}  // namespace udsipc

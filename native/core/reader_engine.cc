@@ -1,0 +1,300 @@
+#include "reader_engine.h"
+
+#include <errno.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "socket_util.h"
+
+namespace udsipc {
+
+namespace {
+constexpr uint64_t kListenTag = 0;
+constexpr int kMaxReadsPerEvent = 4;      // fairness between connections
+constexpr int kMaxAcceptsPerEvent = 256;  // fairness between accept and reads
+constexpr int kAcceptRetryMs = 100;       // after EMFILE/ENFILE
+}  // namespace
+
+ReaderEngine::ReaderEngine(ReaderConfig cfg, Notify notify)
+    : cfg_(std::move(cfg)), notify_(std::move(notify)), queue_(cfg_.queue_capacity) {}
+
+ReaderEngine::~ReaderEngine() { close(); }
+
+void ReaderEngine::start() {
+  if (thread_.joinable()) return;
+  loop_.add(cfg_.listen_fd.get(), EPOLLIN, kListenTag);
+  thread_ = std::thread([this] { run(); });
+}
+
+void ReaderEngine::begin_stop() {
+  stop_requested_.store(true);
+  loop_.wake();
+}
+
+void ReaderEngine::close() {
+  exit_now_.store(true);
+  loop_.wake();
+  if (thread_.joinable()) thread_.join();
+}
+
+size_t ReaderEngine::take(std::vector<ReaderItem>& out) {
+  call_pending_.store(false);
+  size_t n = 0;
+  while (ReaderItem* it = queue_.front()) {
+    out.push_back(std::move(*it));
+    queue_.pop();
+    ++n;
+  }
+  if (n && consumer_wake_.exchange(false)) loop_.wake();
+  return n;
+}
+
+void ReaderEngine::ack(uint32_t conn_id, uint64_t bytes) {
+  {
+    std::lock_guard<std::mutex> lk(acks_mu_);
+    acks_.emplace_back(conn_id, bytes);
+  }
+  // Only a paused connection needs the IO thread to act on an ack now. The
+  // IO thread bumps paused_count_ before it re-reads the ack list, so one of
+  // the two sides always sees the other.
+  if (paused_count_.load() > 0) loop_.wake();
+}
+
+ReaderMetrics ReaderEngine::metrics() const {
+  ReaderMetrics m;
+  m.accepted = m_accepted_.load(std::memory_order_relaxed);
+  m.active = m_active_.load(std::memory_order_relaxed);
+  m.read_calls = m_reads_.load(std::memory_order_relaxed);
+  m.bytes_read = m_bytes_.load(std::memory_order_relaxed);
+  m.frames = m_frames_.load(std::memory_order_relaxed);
+  m.batches = m_batches_.load(std::memory_order_relaxed);
+  m.errors = m_errors_.load(std::memory_order_relaxed);
+  m.pauses = m_pauses_.load(std::memory_order_relaxed);
+  m.accept_errors = m_accept_errors_.load(std::memory_order_relaxed);
+  return m;
+}
+
+void ReaderEngine::push(ReaderItem&& item) {
+  pushed_ = true;
+  if (overflow_.empty() && queue_.try_push(std::move(item))) return;
+  overflow_.push_back(std::move(item));
+}
+
+void ReaderEngine::flush_overflow() {
+  while (!overflow_.empty()) {
+    if (!queue_.try_push(std::move(overflow_.front()))) {
+      consumer_wake_.store(true);
+      // The consumer may have emptied the queue just before the flag was set.
+      if (!queue_.try_push(std::move(overflow_.front()))) return;
+      consumer_wake_.store(false);
+    }
+    overflow_.pop_front();
+    pushed_ = true;
+  }
+}
+
+void ReaderEngine::apply_acks() {
+  std::vector<std::pair<uint32_t, uint64_t>> acks;
+  {
+    std::lock_guard<std::mutex> lk(acks_mu_);
+    acks.swap(acks_);
+  }
+  for (auto [id, bytes] : acks) {
+    auto it = conns_.find(id);
+    if (it == conns_.end()) continue;
+    Conn& c = *it->second;
+    c.pending -= std::min(c.pending, bytes);
+    if (c.paused && c.pending < cfg_.max_pending_bytes) resume(c);
+  }
+}
+
+void ReaderEngine::resume(Conn& c) {
+  c.paused = false;
+  paused_count_.fetch_sub(1);
+  loop_.add(c.fd.get(), EPOLLIN | EPOLLRDHUP, c.id);
+}
+
+void ReaderEngine::run() {
+  std::vector<epoll_event> events(64);
+  while (!exit_now_.load()) {
+    apply_acks();
+    if (stop_requested_.load() && !stopping_) {
+      stopping_ = true;
+      accept_all();  // take what is waiting in the backlog before closing it
+      stop_listening();
+      for (auto& [id, c] : conns_) ::shutdown(c->fd.get(), SHUT_RD);
+    }
+    flush_overflow();
+    if (stopping_ && conns_.empty() && overflow_.empty() && !drained_sent_) {
+      drained_sent_ = true;
+      push(ReaderItem{ReaderItem::kDrained});
+    }
+    if (pushed_) {
+      pushed_ = false;
+      if (!call_pending_.exchange(true)) notify_();
+    }
+    int timeout = -1;
+    if (accept_retry_at_ != 0) {
+      const int64_t now = now_ms();
+      if (now >= accept_retry_at_) {
+        accept_retry_at_ = 0;
+        if (listening_) loop_.add(cfg_.listen_fd.get(), EPOLLIN, kListenTag);
+      } else {
+        timeout = static_cast<int>(accept_retry_at_ - now);
+      }
+    }
+    const int n = loop_.wait(events.data(), static_cast<int>(events.size()), timeout);
+    for (int i = 0; i < n; ++i) {
+      const uint64_t tag = events[i].data.u64;
+      if (tag == EventLoop::kWakeTag) continue;
+      if (tag == kListenTag) {
+        if (listening_) accept_all();
+        continue;
+      }
+      auto it = conns_.find(static_cast<uint32_t>(tag));
+      if (it != conns_.end()) on_readable(*it->second);
+    }
+  }
+  // Exit: everything closes here (RAII); unread items stay in the queue until
+  // the engine is destroyed.
+  conns_.clear();
+  cfg_.listen_fd.reset();
+  if (listening_) {
+    listening_ = false;
+    if (!cfg_.path.empty()) unlink_if_same(cfg_.path, cfg_.dev, cfg_.ino);
+  }
+}
+
+void ReaderEngine::stop_listening() {
+  if (!listening_) return;
+  listening_ = false;
+  loop_.remove(cfg_.listen_fd.get());
+  cfg_.listen_fd.reset();
+  accept_retry_at_ = 0;
+  if (!cfg_.path.empty()) unlink_if_same(cfg_.path, cfg_.dev, cfg_.ino);
+}
+
+void ReaderEngine::accept_all() {
+  if (!listening_ || accept_retry_at_ != 0) return;
+  for (int i = 0; i < kMaxAcceptsPerEvent || stopping_; ++i) {
+    const int fd = ::accept4(cfg_.listen_fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      const int e = errno;
+      if (e == EINTR || e == ECONNABORTED) continue;
+      if (e == EAGAIN || e == EWOULDBLOCK) return;
+      m_accept_errors_.fetch_add(1, std::memory_order_relaxed);
+      if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+        // Level-triggered epoll would report the listener forever: stop
+        // watching it for a while instead of spinning.
+        loop_.remove(cfg_.listen_fd.get());
+        accept_retry_at_ = now_ms() + kAcceptRetryMs;
+        ReaderItem item{ReaderItem::kError};
+        item.error = CoreError::sys("ERR_SOCKET", e, "accept4", "cannot accept a connection");
+        push(std::move(item));
+      }
+      return;
+    }
+    const uint32_t id = next_id_++;
+    if (next_id_ == 0) next_id_ = 1;
+    auto conn = std::make_unique<Conn>(id, UniqueFd(fd), cfg_.assembler);
+    if (stopping_) ::shutdown(fd, SHUT_RD);
+    loop_.add(fd, EPOLLIN | EPOLLRDHUP, id);
+    conns_.emplace(id, std::move(conn));
+    m_accepted_.fetch_add(1, std::memory_order_relaxed);
+    m_active_.fetch_add(1, std::memory_order_relaxed);
+    ReaderItem item{ReaderItem::kOpen};
+    item.conn_id = id;
+    push(std::move(item));
+  }
+}
+
+void ReaderEngine::on_readable(Conn& c) {
+  const uint32_t id = c.id;
+  for (int r = 0; r < kMaxReadsPerEvent && !c.paused; ++r) {
+    auto [ptr, len] = c.assembler.prepare_read();
+    const ssize_t n = ::read(c.fd.get(), ptr, len);
+    if (n > 0) {
+      m_reads_.fetch_add(1, std::memory_order_relaxed);
+      m_bytes_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+    }
+    const bool ok = n > 0 ? c.assembler.commit(static_cast<size_t>(n)) : true;
+    while (c.assembler.has_batch()) {
+      ReaderItem item{ReaderItem::kBatch};
+      item.conn_id = id;
+      item.batch = c.assembler.take_batch();
+      item.batch.conn_id = id;
+      c.pending += item.batch.length;
+      m_frames_.fetch_add(item.batch.count(), std::memory_order_relaxed);
+      m_batches_.fetch_add(1, std::memory_order_relaxed);
+      push(std::move(item));
+    }
+    if (!ok) {
+      const bool too_large = c.assembler.error() == FrameError::kTooLarge;
+      close_conn(id, too_large
+                         ? CoreError::plain("ERR_MESSAGE_TOO_LARGE",
+                                            "peer announced a message of at least " +
+                                                std::to_string(c.assembler.error_length()) +
+                                                " bytes, above maxMessageSize " +
+                                                std::to_string(cfg_.assembler.max_message_size))
+                         : CoreError::plain("ERR_INVALID_FRAME",
+                                            "peer sent an invalid length prefix (varint overflow)"));
+      return;
+    }
+    if (n == 0) {
+      if (!c.assembler.at_frame_boundary()) {
+        close_conn(id, CoreError::plain("ERR_TRUNCATED_FRAME",
+                                        "peer closed the connection in the middle of a frame (" +
+                                            std::to_string(c.assembler.partial_bytes()) +
+                                            " bytes of it received)"));
+      } else {
+        close_conn(id, CoreError{});
+      }
+      return;
+    }
+    if (n < 0) {
+      const int e = errno;
+      if (e == EINTR) continue;
+      if (e == EAGAIN || e == EWOULDBLOCK) break;
+      CoreError why = CoreError::sys("ERR_SOCKET", e, "read", "connection failed");
+      if (!c.assembler.at_frame_boundary()) {
+        why.code = "ERR_TRUNCATED_FRAME";
+        why.message = "connection failed in the middle of a frame: " + why.message;
+      }
+      close_conn(id, why);
+      return;
+    }
+    if (static_cast<size_t>(n) < len) break;  // the kernel buffer is empty
+  }
+  if (!c.paused && c.pending >= cfg_.max_pending_bytes) {
+    c.paused = true;
+    // The consumer may ack between these two lines: it sees paused_count_
+    // and wakes us, and the next loop round applies the ack.
+    paused_count_.fetch_add(1);
+    loop_.remove(c.fd.get());
+    m_pauses_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void ReaderEngine::close_conn(uint32_t id, CoreError why) {
+  auto it = conns_.find(id);
+  if (it == conns_.end()) return;
+  Conn& c = *it->second;
+  if (c.paused) paused_count_.fetch_sub(1);
+  else loop_.remove(c.fd.get());
+  if (why) {
+    m_errors_.fetch_add(1, std::memory_order_relaxed);
+    ReaderItem err{ReaderItem::kError};
+    err.conn_id = id;
+    err.error = why;
+    push(std::move(err));
+  }
+  ReaderItem item{ReaderItem::kClose};
+  item.conn_id = id;
+  push(std::move(item));
+  conns_.erase(it);
+  m_active_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+}  // namespace udsipc

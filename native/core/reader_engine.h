@@ -1,0 +1,132 @@
+// The reader engine: one IO thread that accepts connections on a listening
+// Unix socket, reads large chunks into slabs, cuts them into batches of whole
+// frames and hands the batches to the consumer (JavaScript, or a C++ test).
+//
+// Hand-off: items go into a bounded lock-free SPSC queue (IO thread ->
+// consumer). After a round of work the IO thread calls `notify` at most once
+// while a previous notification is unconsumed; the consumer drains every
+// ready item per notification. Backpressure: bytes handed over but not yet
+// acknowledged by the consumer are counted per connection; at
+// max_pending_bytes the connection is no longer read until acks come back,
+// so the kernel buffer fills and the peer's writer slows down.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "error.h"
+#include "event_loop.h"
+#include "frame_assembler.h"
+#include "spsc_queue.h"
+#include "unique_fd.h"
+
+namespace udsipc {
+
+struct ReaderConfig {
+  UniqueFd listen_fd;          // a listening, non-blocking socket (adopted)
+  std::string path;            // socket file to remove on stop ("" = none)
+  dev_t dev = 0;               // identity of that file
+  ino_t ino = 0;
+  AssemblerConfig assembler;   // slab sizes and max_message_size
+  uint64_t max_pending_bytes = 8 * 1024 * 1024;  // per connection
+  size_t queue_capacity = 4096;                   // items in the hand-off queue
+};
+
+struct ReaderItem {
+  enum Type { kBatch, kOpen, kClose, kError, kDrained } type = kBatch;
+  ReaderItem() = default;
+  explicit ReaderItem(Type t) : type(t) {}
+  uint32_t conn_id = 0;
+  Batch batch;      // kBatch
+  CoreError error;  // kError (the connection is closed right after), kClose reason
+};
+
+struct ReaderMetrics {
+  uint64_t accepted = 0, active = 0, read_calls = 0, bytes_read = 0, frames = 0, batches = 0,
+           errors = 0, pauses = 0, accept_errors = 0;
+};
+
+class ReaderEngine {
+ public:
+  using Notify = std::function<void()>;  // called on the IO thread; must not block
+
+  ReaderEngine(ReaderConfig cfg, Notify notify);
+  ~ReaderEngine();  // closes and joins
+  ReaderEngine(const ReaderEngine&) = delete;
+  ReaderEngine& operator=(const ReaderEngine&) = delete;
+
+  void start();  // owner thread
+
+  // Consumer thread. Appends every ready item to out; returns how many.
+  size_t take(std::vector<ReaderItem>& out);
+  // Consumer thread: `bytes` of connection `conn_id` are done with.
+  void ack(uint32_t conn_id, uint64_t bytes);
+  // Any thread: graceful stop. Accept what is in the backlog, stop listening
+  // (removing the socket file if still ours), shut every connection's read
+  // side, read what the kernel holds until EOF, then emit kDrained.
+  void begin_stop();
+  // Owner thread: stop now, close everything, join.
+  void close();
+
+  ReaderMetrics metrics() const;  // any thread
+
+ private:
+  struct Conn {
+    uint32_t id;
+    UniqueFd fd;
+    FrameAssembler assembler;
+    uint64_t pending = 0;  // bytes handed over, not yet acked
+    bool paused = false;
+    Conn(uint32_t i, UniqueFd f, const AssemblerConfig& c) : id(i), fd(std::move(f)), assembler(c) {}
+  };
+
+  void run();
+  void accept_all();
+  void stop_listening();
+  void on_readable(Conn& c);
+  void close_conn(uint32_t id, CoreError why);
+  void push(ReaderItem&& item);
+  void flush_overflow();
+  void apply_acks();
+  void resume(Conn& c);
+
+  ReaderConfig cfg_;  // listen_fd: IO thread after start(); the rest immutable
+  const Notify notify_;
+  EventLoop loop_;    // thread-safe wake(); the rest used by the IO thread
+
+  // IO thread only.
+  std::unordered_map<uint32_t, std::unique_ptr<Conn>> conns_;
+  uint32_t next_id_ = 1;
+  std::deque<ReaderItem> overflow_;  // items waiting for queue space, in order
+  bool listening_ = true;
+  bool stopping_ = false;
+  bool drained_sent_ = false;
+  bool pushed_ = false;              // items pushed since the last notify
+  int64_t accept_retry_at_ = 0;      // accept paused (EMFILE) until then
+
+  // Shared.
+  SpscQueue<ReaderItem> queue_;      // producer: IO thread; consumer: take()
+  std::atomic<bool> call_pending_{false};
+  std::atomic<bool> consumer_wake_{false};  // IO thread waits for queue space
+  std::atomic<bool> stop_requested_{false};
+  std::atomic<bool> exit_now_{false};
+  std::atomic<int> paused_count_{0};
+  std::mutex acks_mu_;
+  std::vector<std::pair<uint32_t, uint64_t>> acks_;  // guarded by acks_mu_
+  std::atomic<uint64_t> m_accepted_{0}, m_active_{0}, m_reads_{0}, m_bytes_{0}, m_frames_{0},
+      m_batches_{0}, m_errors_{0}, m_pauses_{0}, m_accept_errors_{0};
+
+  std::thread thread_;  // owner thread starts and joins it
+};
+
+}  // namespace udsipc

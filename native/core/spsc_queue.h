@@ -1,0 +1,98 @@
+// Bounded lock-free single-producer/single-consumer queue (in the style of
+// rigtorp/SPSCQueue): indices on their own cache lines, each side caching the
+// other's index so that the common case touches no shared line.
+//
+// Exactly one thread may call try_push and exactly one (other) thread may call
+// front/pop/try_pop. Capacity is fixed at construction.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <memory>
+#include <new>
+#include <stdexcept>
+#include <type_traits>
+#include <utility>
+
+namespace udsipc {
+
+constexpr size_t kCacheLine = 64;
+
+template <typename T>
+class SpscQueue {
+ public:
+  explicit SpscQueue(size_t capacity)
+      : cap_(checked(capacity) + 1),  // one slot stays empty: full != empty
+        slots_(static_cast<T*>(::operator new[](sizeof(T) * cap_,
+                                                std::align_val_t{alignof(T)}))) {}
+  SpscQueue(const SpscQueue&) = delete;
+  SpscQueue& operator=(const SpscQueue&) = delete;
+  ~SpscQueue() {
+    while (front()) pop();
+    ::operator delete[](slots_, std::align_val_t{alignof(T)});
+  }
+
+  // Producer. Returns false (and leaves v untouched) when full.
+  template <typename U>
+  bool try_push(U&& v) {
+    const size_t w = write_.load(std::memory_order_relaxed);
+    size_t next = w + 1;
+    if (next == cap_) next = 0;
+    if (next == read_cache_) {
+      read_cache_ = read_.load(std::memory_order_acquire);
+      if (next == read_cache_) return false;
+    }
+    new (&slots_[w]) T(std::forward<U>(v));
+    write_.store(next, std::memory_order_release);
+    return true;
+  }
+
+  // Consumer. Pointer to the oldest element, or nullptr when empty.
+  T* front() {
+    const size_t r = read_.load(std::memory_order_relaxed);
+    if (r == write_cache_) {
+      write_cache_ = write_.load(std::memory_order_acquire);
+      if (r == write_cache_) return nullptr;
+    }
+    return &slots_[r];
+  }
+
+  // Consumer. Precondition: front() != nullptr.
+  void pop() {
+    const size_t r = read_.load(std::memory_order_relaxed);
+    slots_[r].~T();
+    size_t next = r + 1;
+    if (next == cap_) next = 0;
+    read_.store(next, std::memory_order_release);
+  }
+
+  // Consumer. Moves the oldest element into out; false when empty.
+  bool try_pop(T& out) {
+    T* f = front();
+    if (!f) return false;
+    out = std::move(*f);
+    pop();
+    return true;
+  }
+
+  // Either side; a snapshot that may be stale by the time it is used.
+  bool empty() const {
+    return read_.load(std::memory_order_acquire) == write_.load(std::memory_order_acquire);
+  }
+  size_t capacity() const { return cap_ - 1; }
+
+ private:
+  static size_t checked(size_t c) {
+    if (c == 0) throw std::invalid_argument("SpscQueue capacity must be > 0");
+    return c;
+  }
+  const size_t cap_;
+  T* const slots_;
+  alignas(kCacheLine) std::atomic<size_t> write_{0};  // producer-owned
+  alignas(kCacheLine) size_t read_cache_ = 0;          // producer's copy of read_
+  alignas(kCacheLine) std::atomic<size_t> read_{0};   // consumer-owned
+  alignas(kCacheLine) size_t write_cache_ = 0;         // consumer's copy of write_
+  char pad_[kCacheLine - sizeof(size_t)];
+};
+
+}  // namespace udsipc

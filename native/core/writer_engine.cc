@@ -1,0 +1,324 @@
+#include "writer_engine.h"
+
+#include <errno.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "varint.h"
+
+namespace udsipc {
+
+namespace {
+
+constexpr uint64_t kSocketTag = 1;
+
+bool retryable_connect_error(int e) {
+  switch (e) {
+    case ENOENT:
+    case ECONNREFUSED:
+    case ECONNRESET:
+    case EPIPE:
+    case EAGAIN:
+    case EINTR:
+    case ETIMEDOUT:
+      return true;
+    default:
+      return false;
+  }
+}
+
+uint64_t splitmix(uint64_t& s) {
+  uint64_t z = (s += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+WriterEngine::WriterEngine(WriterConfig cfg, Notify notify)
+    : cfg_(std::move(cfg)), mask_(cfg_.capacity - 1), notify_(std::move(notify)) {
+  head_ = send_pos_ = load(ctrl::kHead);
+  sent_count_ = load(ctrl::kSent);
+  rng_ = static_cast<uint64_t>(now_ms()) ^ reinterpret_cast<uintptr_t>(this);
+}
+
+WriterEngine::~WriterEngine() { close(); }
+
+uint32_t WriterEngine::load(int word) const {
+  return std::atomic_ref<uint32_t>(cfg_.ctrl[word]).load(std::memory_order_seq_cst);
+}
+void WriterEngine::store(int word, uint32_t v) {
+  std::atomic_ref<uint32_t>(cfg_.ctrl[word]).store(v, std::memory_order_seq_cst);
+}
+
+void WriterEngine::start() {
+  if (thread_.joinable()) return;
+  thread_ = std::thread([this] { run(); });
+}
+
+void WriterEngine::request_stop(int64_t timeout_ms) {
+  stop_deadline_.store(now_ms() + std::max<int64_t>(0, timeout_ms));
+  stop_requested_.store(true);
+  loop_.wake();
+}
+
+void WriterEngine::close() {
+  exit_now_.store(true);
+  loop_.wake();
+  if (thread_.joinable()) thread_.join();
+}
+
+void WriterEngine::emit(WriterEvent ev) {
+  {
+    std::lock_guard<std::mutex> lk(events_mu_);
+    events_.push_back(std::move(ev));
+  }
+  if (!call_pending_.exchange(true)) notify_();
+}
+
+std::vector<WriterEvent> WriterEngine::take_events() {
+  call_pending_.store(false);
+  std::lock_guard<std::mutex> lk(events_mu_);
+  std::vector<WriterEvent> out;
+  out.swap(events_);
+  return out;
+}
+
+WriterMetrics WriterEngine::metrics() const {
+  WriterMetrics m;
+  m.sent = m_sent_.load(std::memory_order_relaxed);
+  m.bytes_sent = m_bytes_.load(std::memory_order_relaxed);
+  m.send_calls = m_calls_.load(std::memory_order_relaxed);
+  m.connects = m_connects_.load(std::memory_order_relaxed);
+  m.disconnects = m_disconnects_.load(std::memory_order_relaxed);
+  m.connect_attempts = m_attempts_.load(std::memory_order_relaxed);
+  m.send_buffer_size = m_sndbuf_.load(std::memory_order_relaxed);
+  m.connected = m_connected_.load(std::memory_order_relaxed);
+  return m;
+}
+
+void WriterEngine::run() {
+  epoll_event events[8];
+  next_connect_at_ = now_ms();
+  while (!exit_now_.load()) {
+    const int64_t now = now_ms();
+    const bool stopping = stop_requested_.load();
+    if (!connected_ && !failed_ && now >= next_connect_at_) try_connect(now);
+    if (connected_ && !want_out_) flush();
+
+    if (stopping) {
+      const uint32_t tail = load(ctrl::kTail);
+      const bool empty = head_ == tail;
+      const bool hopeless = !connected_ && (failed_ || !cfg_.reconnect.enabled);
+      if (empty || hopeless || now >= stop_deadline_.load()) {
+        WriterEvent ev{WriterEvent::kStopped};
+        ev.discarded = frames_between(head_, tail);
+        fd_.reset();
+        connected_ = false;
+        m_connected_.store(false);
+        emit(std::move(ev));
+        // Stay alive (idle) until close(): the owner joins us.
+        while (!exit_now_.load()) loop_.wait(events, 8, -1);
+        break;
+      }
+    }
+
+    // How long may we sleep?
+    int timeout = -1;
+    if (!connected_ && !failed_) timeout = static_cast<int>(std::max<int64_t>(0, next_connect_at_ - now));
+    if (stopping) {
+      const int64_t left = std::max<int64_t>(0, stop_deadline_.load() - now);
+      timeout = timeout < 0 ? static_cast<int>(left) : std::min<int>(timeout, static_cast<int>(left));
+    }
+    const bool idle = connected_ && !want_out_;
+    if (idle) {
+      // Dekker handshake with the producer: announce sleep, then look again.
+      store(ctrl::kSleep, 1);
+      if (load(ctrl::kTail) != send_pos_) {
+        store(ctrl::kSleep, 0);
+        continue;
+      }
+    }
+    const int n = loop_.wait(events, 8, timeout);
+    if (idle) store(ctrl::kSleep, 0);
+    for (int i = 0; i < n; ++i) {
+      if (events[i].data.u64 != kSocketTag || !connected_) continue;
+      const uint32_t ev = events[i].events;
+      if (ev & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        ::getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+        disconnect(CoreError::sys("ERR_SOCKET", err ? err : EPIPE, "epoll", "peer closed the connection"));
+      } else if (ev & EPOLLOUT) {
+        want_out_ = false;
+        loop_.modify(fd_.get(), EPOLLRDHUP, kSocketTag);
+      }
+    }
+  }
+}
+
+void WriterEngine::try_connect(int64_t now) {
+  m_attempts_.fetch_add(1, std::memory_order_relaxed);
+  UniqueFd fd;
+  const int err = connect_unix_fd(&fd);
+  if (err != 0) {
+    if (retryable_connect_error(err) && cfg_.reconnect.enabled) {
+      schedule_retry(now, err);
+    } else {
+      failed_ = true;
+      WriterEvent ev{WriterEvent::kError};
+      ev.error = CoreError::sys("ERR_CONNECT_FAILED", err, "connect", "cannot connect to " + cfg_.path);
+      emit(std::move(ev));
+    }
+    return;
+  }
+  fd_ = std::move(fd);
+  m_sndbuf_.store(raise_send_buffer(fd_.get(), cfg_.send_buffer_size));
+  loop_.add(fd_.get(), EPOLLRDHUP, kSocketTag);
+  connected_ = true;
+  want_out_ = false;
+  attempt_ = 0;
+  send_pos_ = head_;  // a frame cut by the last connection goes again, whole
+  m_connects_.fetch_add(1, std::memory_order_relaxed);
+  m_connected_.store(true);
+  emit(WriterEvent{WriterEvent::kConnect});
+}
+
+int WriterEngine::connect_unix_fd(UniqueFd* out) { return connect_unix(cfg_.path, out); }
+
+void WriterEngine::schedule_retry(int64_t now, int err) {
+  ++attempt_;
+  const auto& p = cfg_.reconnect;
+  if (p.max_attempts != 0 && attempt_ > p.max_attempts) {
+    failed_ = true;
+    WriterEvent ev{WriterEvent::kError};
+    ev.error = CoreError::sys("ERR_CONNECT_FAILED", err, "connect",
+                              "gave up connecting to " + cfg_.path + " after " +
+                                  std::to_string(p.max_attempts) + " attempts");
+    emit(std::move(ev));
+    return;
+  }
+  // Exponential backoff with full jitter; a full backlog (EAGAIN) is retried
+  // on a short timer since the listener is alive and just busy.
+  double cap = p.initial_delay_ms * std::pow(p.multiplier, static_cast<double>(attempt_ - 1));
+  cap = std::min<double>(cap, p.max_delay_ms);
+  if (err == EAGAIN) cap = std::min<double>(cap, 20.0);
+  uint32_t delay = static_cast<uint32_t>(static_cast<double>(splitmix(rng_) % 1000000) / 1e6 * cap);
+  if (delay < 1) delay = 1;
+  next_connect_at_ = now + delay;
+  WriterEvent ev{WriterEvent::kReconnecting};
+  ev.attempt = attempt_;
+  ev.delay_ms = delay;
+  ev.error = CoreError::sys("ERR_SOCKET", err, "connect", "cannot connect to " + cfg_.path);
+  emit(std::move(ev));
+}
+
+void WriterEngine::flush() {
+  for (;;) {
+    const uint32_t tail = load(ctrl::kTail);
+    if (tail == send_pos_) return;
+    const uint32_t len = tail - send_pos_;
+    const uint32_t off = send_pos_ & mask_;
+    iovec iov[2];
+    int iovcnt = 1;
+    const uint32_t first = std::min<uint32_t>(len, cfg_.capacity - off);
+    iov[0] = {cfg_.ring + off, first};
+    if (first < len) {
+      iov[1] = {cfg_.ring, static_cast<size_t>(len - first)};
+      iovcnt = 2;
+    }
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = iovcnt;
+    const ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    m_calls_.fetch_add(1, std::memory_order_relaxed);
+    if (n > 0) {
+      send_pos_ += static_cast<uint32_t>(n);
+      advance_head();
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      want_out_ = true;
+      loop_.modify(fd_.get(), EPOLLOUT | EPOLLRDHUP, kSocketTag);
+      return;
+    }
+    disconnect(CoreError::sys("ERR_SOCKET", n < 0 ? errno : EPIPE, "sendmsg", "send failed"));
+    return;
+  }
+}
+
+// Walks the frames that are now fully sent and publishes head and sent.
+void WriterEngine::advance_head() {
+  uint32_t head = head_;
+  uint32_t count = 0;
+  uint64_t bytes = 0;
+  while (head != send_pos_) {
+    uint8_t hdr[kMaxVarintLen];
+    const uint32_t avail = std::min<uint32_t>(kMaxVarintLen, send_pos_ - head);
+    for (uint32_t i = 0; i < avail; ++i) hdr[i] = cfg_.ring[(head + i) & mask_];
+    uint64_t len = 0;
+    size_t h = 0;
+    if (uvarint_decode(hdr, avail, UINT32_MAX, &len, &h) != VarintStatus::kOk) break;
+    const uint32_t end = head + static_cast<uint32_t>(h + len);
+    if (static_cast<int32_t>(send_pos_ - end) < 0) break;  // not fully sent
+    head = end;
+    ++count;
+    bytes += len;
+  }
+  if (count == 0) return;
+  head_ = head;
+  sent_count_ += count;
+  m_sent_.fetch_add(count, std::memory_order_relaxed);
+  m_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+  store(ctrl::kSent, sent_count_);
+  store(ctrl::kHead, head_);
+  if (load(ctrl::kNotifyArmed) == 1) {
+    const uint32_t th = load(ctrl::kNotifyHead);
+    const uint32_t ts = load(ctrl::kNotifySent);
+    if (static_cast<int32_t>(head_ - th) >= 0 && static_cast<int32_t>(sent_count_ - ts) >= 0) {
+      uint32_t expected = 1;
+      if (std::atomic_ref<uint32_t>(cfg_.ctrl[ctrl::kNotifyArmed]).compare_exchange_strong(expected, 0))
+        emit(WriterEvent{WriterEvent::kNotify});
+    }
+  }
+}
+
+void WriterEngine::disconnect(const CoreError& why) {
+  loop_.remove(fd_.get());
+  fd_.reset();
+  connected_ = false;
+  want_out_ = false;
+  send_pos_ = head_;
+  m_connected_.store(false);
+  m_disconnects_.fetch_add(1, std::memory_order_relaxed);
+  WriterEvent ev{WriterEvent::kDisconnect};
+  ev.error = why;
+  emit(std::move(ev));
+  if (!cfg_.reconnect.enabled) {
+    failed_ = true;
+    return;
+  }
+  next_connect_at_ = now_ms();  // first retry at once, then back off
+}
+
+uint64_t WriterEngine::frames_between(uint32_t from, uint32_t to) const {
+  uint64_t n = 0;
+  while (from != to) {
+    uint8_t hdr[kMaxVarintLen];
+    const uint32_t avail = std::min<uint32_t>(kMaxVarintLen, to - from);
+    for (uint32_t i = 0; i < avail; ++i) hdr[i] = cfg_.ring[(from + i) & mask_];
+    uint64_t len = 0;
+    size_t h = 0;
+    if (uvarint_decode(hdr, avail, UINT32_MAX, &len, &h) != VarintStatus::kOk) break;
+    from += static_cast<uint32_t>(h + len);
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace udsipc

@@ -1,0 +1,146 @@
+// The writer engine: one IO thread that connects to a Unix socket and sends
+// the frames JavaScript (or a C++ test) appends to a shared byte ring.
+//
+// The ring is a single-producer/single-consumer byte queue that already holds
+// wire-format frames back to back. The producer copies frames in at `tail`
+// and publishes tail; the IO thread sends [send_pos, tail) with sendmsg
+// (MSG_NOSIGNAL), walks the frame headers it has fully sent, and publishes
+// `head` (the start of the first frame not yet fully sent) and `sent` (frames
+// fully sent). Space is freed only frame by frame, so a frame cut by a broken
+// connection is still in the ring and is sent again, whole, on the next one.
+//
+// Control block (32-bit words, each group on its own cache line):
+//   kTail   producer: ring position after the last frame appended
+//   kHead   IO:       ring position of the first frame not fully sent
+//   kSent   IO:       frames fully sent (wraps)
+//   kSleep  IO sets 1 while idle and waiting for frames; the producer
+//           swaps it 1 -> 0 and calls wake() after publishing a tail
+//   kNotifyArmed/kNotifyHead/kNotifySent  producer asks to be notified
+//           (event kNotify) once head and sent both reach the targets
+// Positions are ring offsets modulo 2^32; capacity is a power of two.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "error.h"
+#include "event_loop.h"
+#include "socket_util.h"
+#include "unique_fd.h"
+
+namespace udsipc {
+
+namespace ctrl {
+constexpr int kTail = 0;
+constexpr int kHead = 16;
+constexpr int kSent = 32;
+constexpr int kSleep = 48;
+constexpr int kNotifyArmed = 64;
+constexpr int kNotifyHead = 65;
+constexpr int kNotifySent = 66;
+constexpr int kWords = 80;
+constexpr size_t kBytes = 512;  // control block size, ring follows it
+}  // namespace ctrl
+
+struct ReconnectPolicy {
+  bool enabled = true;
+  uint32_t initial_delay_ms = 100;
+  uint32_t max_delay_ms = 5000;
+  double multiplier = 2.0;
+  uint32_t max_attempts = 0;  // 0 = unlimited
+};
+
+struct WriterConfig {
+  std::string path;
+  uint32_t* ctrl = nullptr;   // kWords words, owned by the caller, outlives the engine
+  uint8_t* ring = nullptr;    // capacity bytes, owned by the caller
+  uint32_t capacity = 0;      // power of two
+  int send_buffer_size = 0;   // raise SO_SNDBUF to this (0 = leave)
+  ReconnectPolicy reconnect;
+};
+
+struct WriterEvent {
+  enum Type { kConnect, kDisconnect, kReconnecting, kError, kNotify, kStopped } type = kNotify;
+  WriterEvent() = default;
+  explicit WriterEvent(Type t) : type(t) {}
+  CoreError error;            // kDisconnect (reason), kError
+  uint32_t attempt = 0;       // kReconnecting
+  uint32_t delay_ms = 0;      // kReconnecting
+  uint64_t discarded = 0;     // kStopped: frames left unsent
+};
+
+struct WriterMetrics {
+  uint64_t sent = 0, bytes_sent = 0, send_calls = 0, connects = 0, disconnects = 0,
+           connect_attempts = 0;
+  int send_buffer_size = 0;
+  bool connected = false;
+};
+
+class WriterEngine {
+ public:
+  using Notify = std::function<void()>;  // called on the IO thread; must not block
+
+  WriterEngine(WriterConfig cfg, Notify notify);
+  ~WriterEngine();  // stops and joins
+  WriterEngine(const WriterEngine&) = delete;
+  WriterEngine& operator=(const WriterEngine&) = delete;
+
+  void start();                             // owner thread
+  void wake() { loop_.wake(); }             // any thread
+  void request_stop(int64_t timeout_ms);    // any thread: drain, then stop
+  void close();                             // owner thread: stop now and join
+  std::vector<WriterEvent> take_events();   // any thread (the consumer)
+  WriterMetrics metrics() const;            // any thread
+
+ private:
+  void run();
+  void try_connect(int64_t now);
+  int connect_unix_fd(UniqueFd* out);
+  void schedule_retry(int64_t now, int err);
+  void flush();
+  void advance_head();
+  void disconnect(const CoreError& why);
+  void emit(WriterEvent ev);
+  uint64_t frames_between(uint32_t from, uint32_t to) const;
+  uint32_t load(int word) const;
+  void store(int word, uint32_t v);
+
+  // Immutable after construction.
+  const WriterConfig cfg_;
+  const uint32_t mask_;
+  const Notify notify_;
+  EventLoop loop_;  // thread-safe wake(); the rest used by the IO thread
+
+  // IO thread only.
+  UniqueFd fd_;
+  bool connected_ = false;
+  bool want_out_ = false;      // waiting for EPOLLOUT
+  bool failed_ = false;        // gave up connecting
+  uint32_t send_pos_ = 0;      // next ring byte to send
+  uint32_t head_ = 0;          // first byte of the first frame not fully sent
+  uint32_t sent_count_ = 0;
+  uint32_t attempt_ = 0;
+  int64_t next_connect_at_ = 0;
+  uint64_t rng_ = 0;           // jitter state, seeded in the constructor
+
+  // Shared.
+  std::atomic<bool> stop_requested_{false};
+  std::atomic<int64_t> stop_deadline_{0};  // monotonic ms
+  std::atomic<bool> exit_now_{false};
+  std::atomic<bool> call_pending_{false};
+  mutable std::mutex events_mu_;
+  std::vector<WriterEvent> events_;  // guarded by events_mu_
+  std::atomic<uint64_t> m_sent_{0}, m_bytes_{0}, m_calls_{0}, m_connects_{0}, m_disconnects_{0},
+      m_attempts_{0};
+  std::atomic<int> m_sndbuf_{0};
+  std::atomic<bool> m_connected_{false};
+
+  std::thread thread_;  // owner thread starts and joins it
+};
+
+}  // namespace udsipc

@@ -1,0 +1,76 @@
+/**
+ * Loads the native addon: a prebuilt binary from prebuilds/ when one matches,
+ * otherwise build/Release (node-gyp-build's rules). `UDS_IPC_ADDON_PATH`
+ * names a `.node` file explicitly (bundlers, unusual layouts).
+ * @internal
+ */
+import * as path from 'node:path';
+import { IpcError } from './errors';
+
+export interface NativeReaderHandle {
+  listen(): void;
+  drain(): unknown[];
+  ack(connId: number, bytes: number): void;
+  beginStop(): void;
+  /** Joins the IO thread; returns how many received messages were never handed to JS. */
+  close(): number;
+  ref(): void;
+  unref(): void;
+  metrics(): Record<string, number>;
+}
+
+export interface NativeWriterHandle {
+  start(): void;
+  wake(): void;
+  drain(): unknown[];
+  beginStop(timeoutMs: number): void;
+  close(): void;
+  ref(): void;
+  unref(): void;
+  metrics(): Record<string, number | boolean>;
+}
+
+export interface NativeBinding {
+  ReaderHandle: new (path: string, options: object, onReady: () => void) => NativeReaderHandle;
+  WriterHandle: new (path: string, options: object, shared: ArrayBuffer, onEvent: () => void) => NativeWriterHandle;
+  MAX_PATH_BYTES: number;
+  ctrl: {
+    TAIL: number;
+    HEAD: number;
+    SENT: number;
+    SLEEP: number;
+    NOTIFY_ARMED: number;
+    NOTIFY_HEAD: number;
+    NOTIFY_SENT: number;
+    BYTES: number;
+  };
+  liveSlabs(): number;
+}
+
+function load(): NativeBinding {
+  const explicit = process.env.UDS_IPC_ADDON_PATH;
+  const root = path.join(__dirname, '..');
+  try {
+    if (explicit) return require(path.resolve(explicit)) as NativeBinding;
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const nodeGypBuild = require('node-gyp-build') as (dir: string) => NativeBinding;
+    return nodeGypBuild(root);
+  } catch (e) {
+    const where = explicit
+      ? `UDS_IPC_ADDON_PATH=${explicit}`
+      : `${path.join(root, 'prebuilds', `${process.platform}-${process.arch}`)} and ${path.join(root, 'build', 'Release')}`;
+    throw new IpcError(
+      'ERR_ADDON_LOAD',
+      `uds-ipc: cannot load the native addon (searched ${where}): ${(e as Error).message}. ` +
+        'Run `npm rebuild uds-ipc` to build it from source (needs python3, make and a C++ compiler).',
+      { cause: e },
+    );
+  }
+}
+
+let cached: NativeBinding | undefined;
+
+/** The addon, loaded on first use. */
+export function binding(): NativeBinding {
+  return (cached ??= load());
+}

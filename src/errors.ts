@@ -1,0 +1,90 @@
+/**
+ * Errors raised or reported by uds-ipc. Every error a user can meet carries a
+ * stable `code`; the README lists them all.
+ */
+
+/** Stable error codes of {@link IpcError}. */
+export const ErrorCodes = {
+  /** A message is larger than `maxMessageSize` (writer: refused by write(); reader: announced by a peer). */
+  ERR_MESSAGE_TOO_LARGE: 'ERR_MESSAGE_TOO_LARGE',
+  /** A peer sent a malformed length prefix (varint overflow or longer than 10 bytes). */
+  ERR_INVALID_FRAME: 'ERR_INVALID_FRAME',
+  /** A peer closed its connection in the middle of a frame. */
+  ERR_TRUNCATED_FRAME: 'ERR_TRUNCATED_FRAME',
+  /** The socket path is empty, contains a NUL byte, or is longer than 107 bytes of UTF-8. */
+  ERR_PATH_TOO_LONG: 'ERR_PATH_TOO_LONG',
+  /** Another process is listening on the socket path. */
+  ERR_ADDRESS_IN_USE: 'ERR_ADDRESS_IN_USE',
+  /** The socket path exists and is not a socket; it was left untouched. */
+  ERR_NOT_A_SOCKET: 'ERR_NOT_A_SOCKET',
+  /** The Reader/Writer is not running (stopped, or stopping). */
+  ERR_NOT_RUNNING: 'ERR_NOT_RUNNING',
+  /** A connect attempt failed with an error that retrying cannot fix, or retries ran out. */
+  ERR_CONNECT_FAILED: 'ERR_CONNECT_FAILED',
+  /** Another socket system call failed; see `errno` and `syscall`. */
+  ERR_SOCKET: 'ERR_SOCKET',
+  /** The Reader's handler threw or its promise rejected. */
+  ERR_HANDLER: 'ERR_HANDLER',
+  /** The native addon could not be loaded. */
+  ERR_ADDON_LOAD: 'ERR_ADDON_LOAD',
+} as const;
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+export interface IpcErrorOptions {
+  errno?: number;
+  syscall?: string;
+  cause?: unknown;
+}
+
+/** An error with a stable `code`, plus `errno`/`syscall` when a system call failed. */
+export class IpcError extends Error {
+  readonly code: ErrorCode;
+  readonly errno?: number;
+  readonly syscall?: string;
+
+  constructor(code: ErrorCode, message: string, options: IpcErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'IpcError';
+    this.code = code;
+    if (options.errno !== undefined && options.errno !== 0) this.errno = options.errno;
+    if (options.syscall) this.syscall = options.syscall;
+  }
+}
+
+/** Where an error reported to `onError` happened. */
+export type ErrorContext = 'connection' | 'handler' | 'connect' | 'send' | 'accept';
+
+/** @internal Turns an error thrown by the addon (with code/errno/syscall) into an IpcError. */
+export function fromNative(e: unknown): IpcError | unknown {
+  if (e && typeof e === 'object' && 'code' in e && typeof (e as { code: unknown }).code === 'string') {
+    const n = e as { code: string; message: string; errno?: number; syscall?: string };
+    if ((Object.values(ErrorCodes) as string[]).includes(n.code)) {
+      return new IpcError(n.code as ErrorCode, n.message, { errno: n.errno, syscall: n.syscall });
+    }
+  }
+  return e;
+}
+
+/** @internal A TypeError with code ERR_INVALID_ARG_TYPE, worded like Node's own. */
+export function invalidType(name: string, expected: string, actual: unknown): TypeError {
+  const err = new TypeError(`The "${name}" option must be ${expected}. Received ${describe(actual)}`);
+  (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_TYPE';
+  return err;
+}
+
+/** @internal A RangeError with code ERR_OUT_OF_RANGE, worded like Node's own. */
+export function outOfRange(name: string, range: string, actual: unknown): RangeError {
+  const err = new RangeError(`The value of "${name}" is out of range. It must be ${range}. Received ${describe(actual)}`);
+  (err as RangeError & { code: string }).code = 'ERR_OUT_OF_RANGE';
+  return err;
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v);
+  if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint') return `${typeof v} ${String(v)}`;
+  if (typeof v === 'function') return 'a function';
+  if (Array.isArray(v)) return 'an array';
+  return typeof v === 'object' ? `an instance of ${(v as object).constructor?.name ?? 'Object'}` : typeof v;
+}

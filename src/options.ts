@@ -1,0 +1,215 @@
+/**
+ * Options, their defaults and their validation. Everything a user passes is
+ * checked here, before anything reaches native code.
+ * @internal
+ */
+import { invalidType, outOfRange, IpcError, type ErrorContext } from './errors';
+
+/** Largest `maxMessageSize` accepted (1 GiB). */
+export const MAX_MESSAGE_SIZE_LIMIT = 1024 * 1024 * 1024;
+/** Default maximum message size: 10 MiB, as in the Go library. */
+export const DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024;
+/** Longest socket path in bytes of UTF-8 (sun_path is 108 bytes with the NUL). */
+export const MAX_PATH_BYTES = 107;
+
+export type ErrorHandler = (error: Error, context: ErrorContext, connection?: unknown) => void;
+
+/** Options of {@link Reader}. */
+export interface ReaderOptions {
+  /** Largest message accepted from a peer, in bytes. A peer announcing more is disconnected (`ERR_MESSAGE_TOO_LARGE`). Default 10 MiB; at most 1 GiB. */
+  maxMessageSize?: number;
+  /** Bytes handed to the handler but not yet finished with, per connection, above which that connection is no longer read until the handler catches up. Default 8 MiB. */
+  maxPendingBytes?: number;
+  /** listen(2) backlog. Default 511. */
+  backlog?: number;
+  /** Permission bits of the socket file, applied before the socket listens. Default `0o600` (owner only). */
+  mode?: number;
+  /** Size of the receive slabs in bytes (advanced). Default 512 KiB. */
+  slabSize?: number;
+  /** Called for errors that are not the caller's fault (a peer's bad frame, a failing handler). Never throws into the IO path. */
+  onError?: ErrorHandler;
+}
+
+/** Reconnection policy of a {@link Writer}. */
+export interface ReconnectOptions {
+  /** First retry delay upper bound in ms (full jitter). Default 100. */
+  initialDelayMs?: number;
+  /** Largest retry delay in ms. Default 5000. */
+  maxDelayMs?: number;
+  /** Growth of the delay bound per attempt. Default 2. */
+  multiplier?: number;
+  /** Attempts before giving up (`ERR_CONNECT_FAILED`); 0 = never give up. Default 0. */
+  maxAttempts?: number;
+}
+
+/** Options of {@link Writer}. */
+export interface WriterOptions {
+  /** Largest message `write()` accepts, in bytes; larger throws `ERR_MESSAGE_TOO_LARGE`. Default 10 MiB; at most 1 GiB. */
+  maxMessageSize?: number;
+  /** Messages that may wait in the queue; beyond it `write()` returns false. Default 10,000. */
+  maxBufferedWrites?: number;
+  /** Bytes (frames, headers included) that may wait in the queue. Default the larger of 16 MiB and maxMessageSize + 10. Must be at least maxMessageSize + 10. */
+  maxBufferedBytes?: number;
+  /** SO_SNDBUF to ask for, in bytes; only ever raised, capped by net.core.wmem_max. Default 4 MiB. */
+  sendBufferSize?: number;
+  /** Reconnect with exponential backoff and full jitter; `false` disables (the writer stops trying after the first failure). */
+  reconnect?: ReconnectOptions | false;
+  /** Called for errors that are not the caller's fault (connect failures, lost connections). */
+  onError?: ErrorHandler;
+}
+
+export interface ResolvedReaderOptions {
+  maxMessageSize: number;
+  maxPendingBytes: number;
+  backlog: number;
+  mode: number;
+  slabSize: number;
+  onError: ErrorHandler | undefined;
+}
+
+export interface ResolvedWriterOptions {
+  maxMessageSize: number;
+  maxBufferedWrites: number;
+  maxBufferedBytes: number;
+  sendBufferSize: number;
+  reconnect: Required<ReconnectOptions> | false;
+  onError: ErrorHandler | undefined;
+}
+
+function checkObject(name: string, v: unknown): Record<string, unknown> {
+  if (v === undefined) return {};
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw invalidType(name, 'an object', v);
+  return v as Record<string, unknown>;
+}
+
+function checkKeys(name: string, o: Record<string, unknown>, allowed: readonly string[]): void {
+  for (const k of Object.keys(o)) {
+    if (!allowed.includes(k)) {
+      const err = new TypeError(`Unknown option "${k}" in ${name}. Known options: ${allowed.join(', ')}`);
+      (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_VALUE';
+      throw err;
+    }
+  }
+}
+
+/** Validates an integer option (undefined → default). */
+export function intOption(name: string, v: unknown, def: number, min: number, max: number): number {
+  if (v === undefined) return def;
+  if (typeof v !== 'number') throw invalidType(name, 'a number', v);
+  if (!Number.isInteger(v) || v < min || v > max) throw outOfRange(name, `an integer >= ${min} and <= ${max}`, v);
+  return v;
+}
+
+function numberOption(name: string, v: unknown, def: number, min: number, max: number): number {
+  if (v === undefined) return def;
+  if (typeof v !== 'number') throw invalidType(name, 'a number', v);
+  if (!Number.isFinite(v) || v < min || v > max) throw outOfRange(name, `>= ${min} and <= ${max}`, v);
+  return v;
+}
+
+function fnOption<T>(name: string, v: unknown): T | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'function') throw invalidType(name, 'a function', v);
+  return v as T;
+}
+
+/** Validates a socket path: a non-empty string of at most 107 UTF-8 bytes with no NUL. */
+export function validatePath(path: unknown): string {
+  if (typeof path !== 'string') throw invalidType('path', 'a string', path);
+  if (path.length === 0 || path.includes('\0')) {
+    const err = new TypeError(`The socket path must be a non-empty string without NUL bytes. Received ${JSON.stringify(path)}`);
+    (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_VALUE';
+    throw err;
+  }
+  const bytes = Buffer.byteLength(path, 'utf8');
+  if (bytes > MAX_PATH_BYTES) {
+    throw new IpcError(
+      'ERR_PATH_TOO_LONG',
+      `The socket path is ${bytes} bytes of UTF-8; Unix sockets allow at most ${MAX_PATH_BYTES}: ${path}`,
+    );
+  }
+  return path;
+}
+
+const READER_KEYS = ['maxMessageSize', 'maxPendingBytes', 'backlog', 'mode', 'slabSize', 'onError'] as const;
+const WRITER_KEYS = [
+  'maxMessageSize',
+  'maxBufferedWrites',
+  'maxBufferedBytes',
+  'sendBufferSize',
+  'reconnect',
+  'onError',
+] as const;
+const RECONNECT_KEYS = ['initialDelayMs', 'maxDelayMs', 'multiplier', 'maxAttempts'] as const;
+
+export function resolveReaderOptions(options: unknown): ResolvedReaderOptions {
+  const o = checkObject('options', options);
+  checkKeys('Reader options', o, READER_KEYS);
+  return {
+    maxMessageSize: intOption('maxMessageSize', o.maxMessageSize, DEFAULT_MAX_MESSAGE_SIZE, 0, MAX_MESSAGE_SIZE_LIMIT),
+    maxPendingBytes: intOption('maxPendingBytes', o.maxPendingBytes, 8 * 1024 * 1024, 1, 2 ** 40),
+    backlog: intOption('backlog', o.backlog, 511, 1, 65535),
+    mode: intOption('mode', o.mode, 0o600, 0, 0o777),
+    slabSize: intOption('slabSize', o.slabSize, 512 * 1024, 64 * 1024, 64 * 1024 * 1024),
+    onError: fnOption<ErrorHandler>('onError', o.onError),
+  };
+}
+
+export function resolveWriterOptions(options: unknown): ResolvedWriterOptions {
+  const o = checkObject('options', options);
+  checkKeys('Writer options', o, WRITER_KEYS);
+  const maxMessageSize = intOption('maxMessageSize', o.maxMessageSize, DEFAULT_MAX_MESSAGE_SIZE, 0, MAX_MESSAGE_SIZE_LIMIT);
+  const minBytes = maxMessageSize + 10;
+  const maxBufferedBytes = intOption(
+    'maxBufferedBytes',
+    o.maxBufferedBytes,
+    Math.max(16 * 1024 * 1024, minBytes),
+    1,
+    2 ** 31,
+  );
+  if (maxBufferedBytes < minBytes) {
+    throw outOfRange(
+      'maxBufferedBytes',
+      `at least maxMessageSize + 10 (${minBytes}) so that one message of the largest size fits the queue`,
+      maxBufferedBytes,
+    );
+  }
+  let reconnect: Required<ReconnectOptions> | false;
+  if (o.reconnect === false) {
+    reconnect = false;
+  } else {
+    const r = checkObject('reconnect', o.reconnect);
+    checkKeys('reconnect options', r, RECONNECT_KEYS);
+    const initialDelayMs = intOption('reconnect.initialDelayMs', r.initialDelayMs, 100, 1, 3_600_000);
+    const maxDelayMs = intOption('reconnect.maxDelayMs', r.maxDelayMs, Math.max(5000, initialDelayMs), 1, 3_600_000);
+    if (maxDelayMs < initialDelayMs) {
+      throw outOfRange('reconnect.maxDelayMs', `>= reconnect.initialDelayMs (${initialDelayMs})`, maxDelayMs);
+    }
+    reconnect = {
+      initialDelayMs,
+      maxDelayMs,
+      multiplier: numberOption('reconnect.multiplier', r.multiplier, 2, 1, 100),
+      maxAttempts: intOption('reconnect.maxAttempts', r.maxAttempts, 0, 0, 2 ** 31 - 1),
+    };
+  }
+  return {
+    maxMessageSize,
+    maxBufferedWrites: intOption('maxBufferedWrites', o.maxBufferedWrites, 10_000, 1, 2 ** 30),
+    maxBufferedBytes,
+    sendBufferSize: intOption('sendBufferSize', o.sendBufferSize, 4 * 1024 * 1024, 0, 2 ** 30),
+    reconnect,
+    onError: fnOption<ErrorHandler>('onError', o.onError),
+  };
+}
+
+/** Options of `stop()`. */
+export interface StopOptions {
+  /** How long to drain before closing anyway, in ms. Default 5000. */
+  timeoutMs?: number;
+}
+
+export function resolveStopOptions(options: unknown): { timeoutMs: number } {
+  const o = checkObject('options', options);
+  checkKeys('stop options', o, ['timeoutMs']);
+  return { timeoutMs: intOption('timeoutMs', o.timeoutMs, 5000, 0, 2 ** 31 - 1) };
+}

@@ -1,0 +1,381 @@
+/**
+ * Reader: the server side. Listens on a Unix socket path and hands the
+ * handler batches of messages received from any number of writers.
+ */
+import { EventEmitter } from 'node:events';
+import { binding, type NativeReaderHandle } from './binding';
+import { fromNative, IpcError, type ErrorContext } from './errors';
+import { resolveReaderOptions, resolveStopOptions, validatePath, type ReaderOptions, type ResolvedReaderOptions, type StopOptions } from './options';
+
+/** One accepted connection (one writer). */
+export interface Connection {
+  /** Identifier unique within this Reader. */
+  readonly id: number;
+}
+
+/**
+ * A batch of messages from one connection, in the order they were sent.
+ *
+ * Iterating yields one `Buffer` per message. The Buffers are views of memory
+ * that stays valid for as long as you keep them (it is never recycled under a
+ * live view). For zero-allocation access use {@link Batch.bytes} with
+ * {@link Batch.start}/{@link Batch.end} or {@link Batch.visit}.
+ */
+export class Batch implements Iterable<Buffer> {
+  /** The connection these messages came from. */
+  readonly connection: Connection;
+  /** Number of messages. */
+  readonly length: number;
+  /** Total payload bytes of the messages (length prefixes excluded). */
+  readonly byteLength: number;
+  /** The batch's memory: message i is `bytes.subarray(start(i), end(i))`. */
+  readonly bytes: Uint8Array;
+  readonly #buffer: ArrayBuffer;
+  readonly #offsets: Uint32Array;
+
+  /** @internal */
+  constructor(connection: Connection, buffer: ArrayBuffer, offsets: Uint32Array, byteLength: number) {
+    this.connection = connection;
+    this.#buffer = buffer;
+    this.#offsets = offsets;
+    this.length = offsets.length >>> 1;
+    this.byteLength = byteLength;
+    this.bytes = new Uint8Array(buffer);
+  }
+
+  /** Offset in {@link Batch.bytes} where message `i` starts. */
+  start(i: number): number {
+    return this.#offsets[2 * i];
+  }
+
+  /** Offset in {@link Batch.bytes} just past message `i`. */
+  end(i: number): number {
+    return this.#offsets[2 * i + 1];
+  }
+
+  /** Message `i` as a Buffer view (no copy); undefined when out of range. Negative counts from the end. */
+  at(i: number): Buffer | undefined {
+    if (i < 0) i += this.length;
+    if (!(i >= 0 && i < this.length)) return undefined;
+    const s = this.#offsets[2 * i];
+    return Buffer.from(this.#buffer, s, this.#offsets[2 * i + 1] - s);
+  }
+
+  /** Calls `fn(bytes, start, end, index)` for each message without creating any object. */
+  visit(fn: (bytes: Uint8Array, start: number, end: number, index: number) => void): void {
+    const o = this.#offsets;
+    const b = this.bytes;
+    for (let i = 0, n = this.length; i < n; i++) fn(b, o[2 * i], o[2 * i + 1], i);
+  }
+
+  /** All messages as Buffer views. */
+  toArray(): Buffer[] {
+    const out = new Array<Buffer>(this.length);
+    for (let i = 0; i < this.length; i++) out[i] = this.at(i)!;
+    return out;
+  }
+
+  *[Symbol.iterator](): Iterator<Buffer> {
+    const o = this.#offsets;
+    const ab = this.#buffer;
+    for (let i = 0, n = this.length; i < n; i++) {
+      const s = o[2 * i];
+      yield Buffer.from(ab, s, o[2 * i + 1] - s);
+    }
+  }
+}
+
+/** The handler: return a promise to hold back the next batch until it settles. */
+export type BatchHandler = (batch: Batch) => void | Promise<void>;
+
+/** Counters of a {@link Reader}. */
+export interface ReaderMetrics {
+  /** Messages handed to the handler. */
+  received: number;
+  /** Payload bytes handed to the handler. */
+  bytesReceived: number;
+  /** Batches handed to the handler. */
+  batches: number;
+  /** Connections accepted since start. */
+  connections: number;
+  /** Connections open now. */
+  activeConnections: number;
+  /** Errors reported (bad frames, failed connections, handler failures). */
+  errors: number;
+  /** Handler calls that threw or rejected. */
+  handlerErrors: number;
+  /** Bytes read from sockets. */
+  bytesRead: number;
+  /** read(2) calls that returned data. */
+  readCalls: number;
+  /** Times a connection was paused because the handler fell behind. */
+  pauses: number;
+  /** Messages received but not delivered because stop() timed out. */
+  discarded: number;
+}
+
+/** Result of `stop()`. */
+export interface StopResult {
+  /** Messages that were received but not delivered (stop timed out). */
+  discarded: number;
+}
+
+type State = 'idle' | 'running' | 'stopping' | 'stopped';
+
+const T_BATCH = 0;
+const T_OPEN = 1;
+const T_CLOSE = 2;
+const T_ERROR = 3;
+const T_DRAINED = 4;
+const ITEM = 5;
+
+/**
+ * Listens on a Unix socket and delivers the messages that writers send.
+ *
+ * Events: `'listening'`, `'connection'` (conn), `'disconnect'` (conn),
+ * `'error'` (err, context, conn) — emitted only when a listener is attached,
+ * so an unobserved error never crashes the process.
+ */
+export class Reader extends EventEmitter {
+  /** The socket path. */
+  readonly path: string;
+  readonly #handler: BatchHandler;
+  readonly #opts: ResolvedReaderOptions;
+  #state: State = 'idle';
+  #handle: NativeReaderHandle | undefined;
+  #refed = true;
+  // Items from the IO thread not yet handled: flat, ITEM slots each.
+  #queue: unknown[] = [];
+  #qhead = 0;
+  #busy = false;
+  #drained = false;
+  #conns = new Map<number, Connection>();
+  #stopPromise: Promise<StopResult> | undefined;
+  #stopResolve: ((r: StopResult) => void) | undefined;
+  #stopTimer: NodeJS.Timeout | undefined;
+  #lastNative: Record<string, number> = {};
+  #m = { received: 0, bytesReceived: 0, batches: 0, errors: 0, handlerErrors: 0, discarded: 0 };
+
+  constructor(path: string, handler: BatchHandler, options?: ReaderOptions) {
+    super();
+    this.path = validatePath(path);
+    if (typeof handler !== 'function') {
+      const err = new TypeError(`The "handler" argument must be a function. Received ${typeof handler}`);
+      (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_TYPE';
+      throw err;
+    }
+    this.#handler = handler;
+    this.#opts = resolveReaderOptions(options);
+  }
+
+  /** True between a successful start() and stop(). */
+  get listening(): boolean {
+    return this.#state === 'running';
+  }
+
+  /**
+   * Binds and listens. Resolves once connections are accepted; rejects with an
+   * IpcError (`ERR_ADDRESS_IN_USE`, `ERR_NOT_A_SOCKET`, `ERR_PATH_TOO_LONG`,
+   * `ERR_SOCKET`). Calling it again while running does nothing; a stopped
+   * Reader cannot be restarted (`ERR_NOT_RUNNING`).
+   */
+  async start(): Promise<void> {
+    if (this.#state === 'running') return;
+    if (this.#state !== 'idle') throw new IpcError('ERR_NOT_RUNNING', 'This Reader was stopped; create a new one');
+    const o = this.#opts;
+    const handle = new (binding().ReaderHandle)(
+      this.path,
+      { maxMessageSize: o.maxMessageSize, maxPendingBytes: o.maxPendingBytes, backlog: o.backlog, mode: o.mode, slabSize: o.slabSize },
+      () => this.#onReady(),
+    );
+    if (!this.#refed) handle.unref();
+    try {
+      handle.listen();
+    } catch (e) {
+      throw fromNative(e);
+    }
+    this.#handle = handle;
+    this.#state = 'running';
+    this.emit('listening');
+  }
+
+  /**
+   * Stops accepting, delivers every message already received (including what
+   * writers had in the kernel's buffers and clients still in the backlog),
+   * waits for the handler, then closes. After `timeoutMs` it closes anyway and
+   * reports how many received messages it discarded. Idempotent.
+   */
+  stop(options?: StopOptions): Promise<StopResult> {
+    const { timeoutMs } = resolveStopOptions(options);
+    if (this.#stopPromise) return this.#stopPromise;
+    if (this.#state !== 'running') {
+      this.#state = 'stopped';
+      this.#stopPromise = Promise.resolve({ discarded: 0 });
+      return this.#stopPromise;
+    }
+    this.#state = 'stopping';
+    this.#stopPromise = new Promise<StopResult>((resolve) => {
+      this.#stopResolve = resolve;
+    });
+    this.#stopTimer = setTimeout(() => this.#finishStop(true), timeoutMs);
+    if (!this.#refed) this.#stopTimer.unref();
+    this.#handle!.beginStop();
+    return this.#stopPromise;
+  }
+
+  /** Counters; cheap enough to call often. */
+  metrics(): ReaderMetrics {
+    const n = this.#handle ? this.#handle.metrics() : this.#lastNative;
+    return {
+      received: this.#m.received,
+      bytesReceived: this.#m.bytesReceived,
+      batches: this.#m.batches,
+      connections: n.connections ?? 0,
+      activeConnections: n.activeConnections ?? 0,
+      errors: this.#m.errors,
+      handlerErrors: this.#m.handlerErrors,
+      bytesRead: n.bytesRead ?? 0,
+      readCalls: n.readCalls ?? 0,
+      pauses: n.pauses ?? 0,
+      discarded: this.#m.discarded,
+    };
+  }
+
+  /** Lets the process exit while this Reader runs (like `server.unref()`). */
+  unref(): this {
+    this.#refed = false;
+    this.#handle?.unref();
+    this.#stopTimer?.unref();
+    return this;
+  }
+
+  /** Undoes {@link Reader.unref}. */
+  ref(): this {
+    this.#refed = true;
+    this.#handle?.ref();
+    this.#stopTimer?.ref();
+    return this;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+
+  #onReady(): void {
+    const h = this.#handle;
+    if (!h) return;
+    const items = h.drain();
+    if (items.length === 0) return;
+    if (this.#qhead === this.#queue.length) {
+      this.#queue = items;
+      this.#qhead = 0;
+    } else {
+      for (let i = 0; i < items.length; i++) this.#queue.push(items[i]);
+    }
+    this.#pump();
+  }
+
+  #pump(): void {
+    if (this.#busy) return;
+    const q = this.#queue;
+    while (this.#qhead < q.length && this.#handle) {
+      const i = this.#qhead;
+      this.#qhead += ITEM;
+      const type = q[i] as number;
+      const connId = q[i + 1] as number;
+      if (type === T_BATCH) {
+        const ab = q[i + 2] as ArrayBuffer;
+        const offsets = q[i + 3] as Uint32Array;
+        const bytes = q[i + 4] as number;
+        q[i + 2] = q[i + 3] = undefined; // let the slab go once delivered
+        const conn = this.#conns.get(connId) ?? { id: connId };
+        const batch = new Batch(conn, ab, offsets, bytes);
+        this.#m.received += batch.length;
+        this.#m.bytesReceived += bytes;
+        this.#m.batches++;
+        let r: unknown;
+        try {
+          r = this.#handler(batch);
+        } catch (e) {
+          this.#handlerFailed(e, conn);
+        }
+        if (r !== undefined && r !== null && typeof (r as PromiseLike<void>).then === 'function') {
+          this.#busy = true;
+          (r as PromiseLike<void>).then(
+            () => this.#afterAsync(connId, ab.byteLength),
+            (e: unknown) => {
+              this.#handlerFailed(e, conn);
+              this.#afterAsync(connId, ab.byteLength);
+            },
+          );
+          return;
+        }
+        this.#handle.ack(connId, ab.byteLength);
+      } else if (type === T_OPEN) {
+        const conn: Connection = { id: connId };
+        this.#conns.set(connId, conn);
+        this.emit('connection', conn);
+      } else if (type === T_CLOSE) {
+        const conn = this.#conns.get(connId) ?? { id: connId };
+        this.#conns.delete(connId);
+        this.emit('disconnect', conn);
+      } else if (type === T_ERROR) {
+        const e = fromNative(Object.assign(new Error(), q[i + 2] as object)) as Error;
+        this.#report(e, connId === 0 ? 'accept' : 'connection', this.#conns.get(connId));
+      } else if (type === T_DRAINED) {
+        this.#drained = true;
+      }
+    }
+    if (this.#qhead >= q.length) {
+      this.#queue = [];
+      this.#qhead = 0;
+    }
+    if (this.#state === 'stopping' && this.#drained) this.#finishStop(false);
+  }
+
+  #afterAsync(connId: number, bytes: number): void {
+    this.#busy = false;
+    this.#handle?.ack(connId, bytes);
+    this.#pump();
+  }
+
+  #handlerFailed(e: unknown, conn: Connection): void {
+    this.#m.handlerErrors++;
+    const err = new IpcError('ERR_HANDLER', `The batch handler failed: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+    this.#report(err, 'handler', conn);
+  }
+
+  #report(err: Error, context: ErrorContext, conn?: Connection): void {
+    this.#m.errors++;
+    const onError = this.#opts.onError;
+    if (onError) {
+      try {
+        onError(err, context, conn);
+      } catch (e) {
+        process.emitWarning(`uds-ipc: onError threw: ${(e as Error)?.message ?? String(e)}`);
+      }
+    }
+    if (this.listenerCount('error') > 0) this.emit('error', err, context, conn);
+  }
+
+  #finishStop(forced: boolean): void {
+    if (this.#state !== 'stopping') return;
+    if (this.#stopTimer) clearTimeout(this.#stopTimer);
+    const h = this.#handle!;
+    this.#lastNative = h.metrics();
+    this.#lastNative.activeConnections = 0;
+    // Anything still queued, here or in the engine, could not be delivered in time.
+    let discarded = h.close();
+    const q = this.#queue;
+    for (let i = this.#qhead; i < q.length; i += ITEM) {
+      if (q[i] === T_BATCH) discarded += (q[i + 3] as Uint32Array).length >>> 1;
+    }
+    this.#queue = [];
+    this.#qhead = 0;
+    this.#m.discarded += discarded;
+    this.#handle = undefined;
+    this.#state = 'stopped';
+    this.#stopResolve!({ discarded });
+    this.emit('close', { forced });
+  }
+}

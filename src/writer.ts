@@ -1,0 +1,436 @@
+/**
+ * Writer: the client side. Connects to a Reader's socket in the background
+ * and sends messages, reconnecting when the connection breaks.
+ */
+import { EventEmitter } from 'node:events';
+import { binding, type NativeBinding, type NativeWriterHandle } from './binding';
+import { fromNative, invalidType, IpcError, type ErrorContext } from './errors';
+import { resolveStopOptions, resolveWriterOptions, validatePath, type ResolvedWriterOptions, type StopOptions, type WriterOptions } from './options';
+
+/** Counters of a {@link Writer}. `written = sent + dropped + failed + queueDepth` always holds. */
+export interface WriterMetrics {
+  /** Calls to write() that did not throw. */
+  written: number;
+  /** Messages fully accepted by the kernel on some connection. */
+  sent: number;
+  /** Messages refused by write() because the queue was full. */
+  dropped: number;
+  /** Messages accepted by write() but discarded unsent by stop(). */
+  failed: number;
+  /** Messages waiting to be sent. */
+  queueDepth: number;
+  /** Bytes waiting to be sent (frames, length prefixes included). */
+  queuedBytes: number;
+  /** Payload bytes of the sent messages. */
+  bytesSent: number;
+  /** sendmsg(2) calls. */
+  sendCalls: number;
+  /** Successful connects. */
+  connects: number;
+  /** Connections lost. */
+  disconnects: number;
+  /** connect(2) attempts. */
+  connectAttempts: number;
+  /** Whether a connection is up now. */
+  connected: boolean;
+  /** Effective SO_SNDBUF of the current connection (as the kernel reports it). */
+  sendBufferSize: number;
+}
+
+/** Result of `stop()`. */
+export interface WriterStopResult {
+  /** Messages accepted by write() that were never sent. */
+  discarded: number;
+}
+
+/** Payload of the `'reconnecting'` event. */
+export interface ReconnectingInfo {
+  attempt: number;
+  delayMs: number;
+  error: IpcError;
+}
+
+type State = 'idle' | 'running' | 'stopping' | 'stopped';
+
+const E_CONNECT = 0;
+const E_DISCONNECT = 1;
+const E_RECONNECTING = 2;
+const E_ERROR = 3;
+const E_NOTIFY = 4;
+const E_STOPPED = 5;
+
+interface Waiter {
+  head: number;
+  sent: number;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
+/**
+ * Sends messages to a Reader. `write()` copies each message into a bounded
+ * queue shared with the writer's IO thread and returns at once.
+ *
+ * Events: `'connect'`, `'disconnect'` (reason), `'reconnecting'` (info),
+ * `'drain'` (after write() returned false, once there is room again),
+ * `'error'` (err, context) — emitted only when a listener is attached.
+ */
+export class Writer extends EventEmitter {
+  /** The socket path. */
+  readonly path: string;
+  readonly #opts: ResolvedWriterOptions;
+  readonly #b: NativeBinding;
+  readonly #handle: NativeWriterHandle;
+  readonly #ctrl: Int32Array;
+  readonly #ring: Uint8Array;
+  readonly #ringBuf: Buffer;
+  readonly #mask: number;
+  readonly #cap: number;
+  readonly #maxBytes: number;
+  readonly #maxWrites: number;
+  readonly #maxMessage: number;
+  readonly #iTail: number;
+  readonly #iHead: number;
+  readonly #iSent: number;
+  readonly #iSleep: number;
+  #tail = 0; // u32 ring position after the last frame
+  #accepted = 0; // u32 frames accepted (wraps)
+  #state: State = 'idle';
+  #written = 0;
+  #dropped = 0;
+  #failed = 0;
+  #waiters: Waiter[] = [];
+  #drainWanted: { head: number; sent: number } | undefined;
+  #stopPromise: Promise<WriterStopResult> | undefined;
+  #stopResolve: ((r: WriterStopResult) => void) | undefined;
+  #lastNative: Record<string, number | boolean> = {};
+
+  constructor(path: string, options?: WriterOptions) {
+    super();
+    this.path = validatePath(path);
+    this.#opts = resolveWriterOptions(options);
+    this.#b = binding();
+    const c = this.#b.ctrl;
+    let cap = 1;
+    while (cap < this.#opts.maxBufferedBytes) cap *= 2;
+    const shared = new ArrayBuffer(c.BYTES + cap);
+    this.#ctrl = new Int32Array(shared, 0, c.BYTES / 4);
+    this.#ring = new Uint8Array(shared, c.BYTES, cap);
+    this.#ringBuf = Buffer.from(shared, c.BYTES, cap);
+    this.#cap = cap;
+    this.#mask = cap - 1;
+    this.#maxBytes = this.#opts.maxBufferedBytes;
+    this.#maxWrites = this.#opts.maxBufferedWrites;
+    this.#maxMessage = this.#opts.maxMessageSize;
+    this.#iTail = c.TAIL;
+    this.#iHead = c.HEAD;
+    this.#iSent = c.SENT;
+    this.#iSleep = c.SLEEP;
+    const o = this.#opts;
+    this.#handle = new this.#b.WriterHandle(
+      this.path,
+      { sendBufferSize: o.sendBufferSize, reconnect: o.reconnect === false ? false : { ...o.reconnect } },
+      shared,
+      () => this.#onEvent(),
+    );
+  }
+
+  /** True while a connection is up. */
+  get connected(): boolean {
+    return this.#state === 'running' && this.#handle.metrics().connected === true;
+  }
+
+  /**
+   * Starts connecting in the background (idempotent). Messages written before
+   * start() wait in the queue. A stopped Writer cannot be restarted.
+   */
+  start(): this {
+    if (this.#state === 'running') return this;
+    if (this.#state !== 'idle') throw new IpcError('ERR_NOT_RUNNING', 'This Writer was stopped; create a new one');
+    this.#state = 'running';
+    this.#handle.start();
+    return this;
+  }
+
+  /**
+   * Queues one message. Returns true if it was queued, false if the queue was
+   * full (the message is dropped and counted; wait for `'drain'`). The bytes
+   * are copied: the caller may reuse its buffer at once. Throws
+   * `ERR_MESSAGE_TOO_LARGE` above `maxMessageSize`, `ERR_NOT_RUNNING` once
+   * stop() was called, and a TypeError for anything but a Uint8Array or string.
+   */
+  write(data: Uint8Array | string): boolean {
+    if (this.#state === 'stopping' || this.#state === 'stopped') {
+      throw new IpcError('ERR_NOT_RUNNING', 'write() after stop(): this Writer no longer sends');
+    }
+    let len: number;
+    const isString = typeof data === 'string';
+    if (isString) len = Buffer.byteLength(data, 'utf8');
+    else if (data instanceof Uint8Array) len = data.byteLength;
+    else throw invalidType('data', 'a Uint8Array, Buffer or string', data);
+    if (len > this.#maxMessage) {
+      throw new IpcError(
+        'ERR_MESSAGE_TOO_LARGE',
+        `Message of ${len} bytes exceeds maxMessageSize (${this.#maxMessage} bytes)`,
+      );
+    }
+    const total = len + (len < 0x80 ? 1 : len < 0x4000 ? 2 : len < 0x200000 ? 3 : len < 0x10000000 ? 4 : 5);
+    const ctrl = this.#ctrl;
+    const tail = this.#tail;
+    this.#written++;
+    const used = (tail - Atomics.load(ctrl, this.#iHead)) >>> 0;
+    if (used + total > this.#maxBytes || ((this.#accepted - Atomics.load(ctrl, this.#iSent)) >>> 0) >= this.#maxWrites) {
+      this.#dropped++;
+      this.#wantDrain(total);
+      return false;
+    }
+    const ring = this.#ring;
+    let pos = tail & this.#mask;
+    if (pos + total <= this.#cap) {
+      let v = len;
+      while (v >= 0x80) {
+        ring[pos++] = (v & 0x7f) | 0x80;
+        v >>>= 7;
+      }
+      ring[pos++] = v;
+      if (isString) this.#ringBuf.write(data as string, pos, len, 'utf8');
+      else if (len > 0) ring.set(data as Uint8Array, pos);
+    } else {
+      this.#writeWrapped(pos, len, total, data);
+    }
+    this.#tail = (tail + total) >>> 0;
+    this.#accepted = (this.#accepted + 1) >>> 0;
+    Atomics.store(ctrl, this.#iTail, this.#tail | 0);
+    // Wake the IO thread only if it sleeps waiting for frames.
+    if (Atomics.load(ctrl, this.#iSleep) === 1 && Atomics.compareExchange(ctrl, this.#iSleep, 1, 0) === 1) {
+      this.#handle.wake();
+    }
+    return true;
+  }
+
+  #writeWrapped(pos: number, len: number, total: number, data: Uint8Array | string): void {
+    const frame = Buffer.allocUnsafe(total);
+    let p = 0;
+    let v = len;
+    while (v >= 0x80) {
+      frame[p++] = (v & 0x7f) | 0x80;
+      v >>>= 7;
+    }
+    frame[p++] = v;
+    if (typeof data === 'string') frame.write(data, p, len, 'utf8');
+    else frame.set(data, p);
+    const first = this.#cap - pos;
+    this.#ring.set(frame.subarray(0, first), pos);
+    this.#ring.set(frame.subarray(first), 0);
+  }
+
+  /**
+   * Resolves once every message queued so far has been accepted by the
+   * kernel. Rejects with `ERR_NOT_RUNNING` if the Writer stops first with
+   * those messages unsent.
+   */
+  flush(): Promise<void> {
+    const w: Waiter = { head: this.#tail, sent: this.#accepted, resolve: () => {}, reject: () => {} };
+    if (this.#reached(w.head, w.sent)) return Promise.resolve();
+    if (this.#state === 'stopped') {
+      return Promise.reject(new IpcError('ERR_NOT_RUNNING', 'The Writer stopped with messages unsent'));
+    }
+    const p = new Promise<void>((resolve, reject) => {
+      w.resolve = resolve;
+      w.reject = reject;
+    });
+    this.#waiters.push(w);
+    this.#arm();
+    return p;
+  }
+
+  /**
+   * Sends what is queued (through reconnects) until `timeoutMs`, then closes
+   * and resolves with how many queued messages were discarded. Never waits
+   * past its deadline. Idempotent.
+   */
+  stop(options?: StopOptions): Promise<WriterStopResult> {
+    const { timeoutMs } = resolveStopOptions(options);
+    if (this.#stopPromise) return this.#stopPromise;
+    if (this.#state === 'idle') {
+      this.#state = 'stopped';
+      const discarded = (this.#accepted - Atomics.load(this.#ctrl, this.#iSent)) >>> 0;
+      this.#failed += discarded;
+      this.#handle.close();
+      this.#settleWaiters();
+      this.#stopPromise = Promise.resolve({ discarded });
+      return this.#stopPromise;
+    }
+    this.#state = 'stopping';
+    this.#stopPromise = new Promise<WriterStopResult>((resolve) => {
+      this.#stopResolve = resolve;
+    });
+    this.#handle.beginStop(timeoutMs);
+    return this.#stopPromise;
+  }
+
+  /** Counters. */
+  metrics(): WriterMetrics {
+    const n = this.#state === 'stopped' ? this.#lastNative : this.#handle.metrics();
+    const queueDepth = this.#state === 'stopped' ? 0 : (this.#accepted - Atomics.load(this.#ctrl, this.#iSent)) >>> 0;
+    const queuedBytes = this.#state === 'stopped' ? 0 : (this.#tail - Atomics.load(this.#ctrl, this.#iHead)) >>> 0;
+    return {
+      written: this.#written,
+      sent: (n.sent as number) ?? 0,
+      dropped: this.#dropped,
+      failed: this.#failed,
+      queueDepth,
+      queuedBytes,
+      bytesSent: (n.bytesSent as number) ?? 0,
+      sendCalls: (n.sendCalls as number) ?? 0,
+      connects: (n.connects as number) ?? 0,
+      disconnects: (n.disconnects as number) ?? 0,
+      connectAttempts: (n.connectAttempts as number) ?? 0,
+      connected: this.#state === 'running' && n.connected === true,
+      sendBufferSize: (n.sendBufferSize as number) ?? 0,
+    };
+  }
+
+  /** Lets the process exit while this Writer runs (like `socket.unref()`). */
+  unref(): this {
+    this.#handle.unref();
+    return this;
+  }
+
+  /** Undoes {@link Writer.unref}. */
+  ref(): this {
+    this.#handle.ref();
+    return this;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+
+  #reached(head: number, sent: number): boolean {
+    const ctrl = this.#ctrl;
+    return (
+      ((Atomics.load(ctrl, this.#iHead) - head) | 0) >= 0 && ((Atomics.load(ctrl, this.#iSent) - sent) | 0) >= 0
+    );
+  }
+
+  #wantDrain(total: number): void {
+    if (this.#drainWanted || this.#state === 'idle') {
+      if (!this.#drainWanted) this.#drainWanted = this.#drainTarget(total);
+      return;
+    }
+    this.#drainWanted = this.#drainTarget(total);
+    this.#arm();
+  }
+
+  // 'drain' when the queue is at most half full and the refused message fits.
+  #drainTarget(total: number): { head: number; sent: number } {
+    const room = Math.min(Math.floor(this.#maxBytes / 2), this.#maxBytes - total);
+    return {
+      head: (this.#tail - room) >>> 0,
+      sent: (this.#accepted - Math.floor(this.#maxWrites / 2)) >>> 0,
+    };
+  }
+
+  // Asks the IO thread to tell us when the nearest target is reached.
+  #arm(): void {
+    const c = this.#b.ctrl;
+    const ctrl = this.#ctrl;
+    for (;;) {
+      this.#check(false);
+      const head = Atomics.load(ctrl, this.#iHead);
+      let best: { head: number; sent: number } | undefined = this.#drainWanted;
+      for (const w of this.#waiters) {
+        if (!best || ((w.head - head) | 0) < ((best.head - head) | 0)) best = w;
+      }
+      if (!best) return;
+      ctrl[c.NOTIFY_HEAD] = best.head | 0;
+      ctrl[c.NOTIFY_SENT] = best.sent | 0;
+      Atomics.store(ctrl, c.NOTIFY_ARMED, 1);
+      // The IO thread may have passed the target before it saw the request.
+      if (!this.#reached(best.head, best.sent)) return;
+      Atomics.store(ctrl, c.NOTIFY_ARMED, 0);
+    }
+  }
+
+  // Resolves reached waiters; emits 'drain' when due.
+  #check(rearm: boolean): void {
+    if (this.#waiters.length) {
+      const left: Waiter[] = [];
+      for (const w of this.#waiters) {
+        if (this.#reached(w.head, w.sent)) w.resolve();
+        else left.push(w);
+      }
+      this.#waiters = left;
+    }
+    if (this.#drainWanted && this.#reached(this.#drainWanted.head, this.#drainWanted.sent)) {
+      this.#drainWanted = undefined;
+      process.nextTick(() => this.emit('drain'));
+    }
+    if (rearm) this.#arm();
+  }
+
+  #settleWaiters(): void {
+    for (const w of this.#waiters) {
+      if (this.#reached(w.head, w.sent)) w.resolve();
+      else w.reject(new IpcError('ERR_NOT_RUNNING', 'The Writer stopped with messages unsent'));
+    }
+    this.#waiters = [];
+    this.#drainWanted = undefined;
+  }
+
+  #onEvent(): void {
+    const ev = this.#handle.drain();
+    for (let i = 0; i < ev.length; i += 4) {
+      switch (ev[i] as number) {
+        case E_CONNECT:
+          this.emit('connect');
+          break;
+        case E_DISCONNECT:
+          this.emit('disconnect', toError(ev[i + 1]));
+          break;
+        case E_RECONNECTING:
+          this.emit('reconnecting', { attempt: ev[i + 2] as number, delayMs: ev[i + 3] as number, error: toError(ev[i + 1]) });
+          break;
+        case E_ERROR:
+          this.#report(toError(ev[i + 1]), 'connect');
+          break;
+        case E_NOTIFY:
+          break;
+        case E_STOPPED:
+          this.#onStopped(ev[i + 1] as number);
+          return;
+      }
+    }
+    if (this.#state === 'running' || this.#state === 'stopping') {
+      if (this.#state === 'running' && this.#drainWanted === undefined && this.#waiters.length === 0) return;
+      this.#check(true);
+    }
+  }
+
+  #onStopped(discarded: number): void {
+    this.#lastNative = this.#handle.metrics();
+    this.#handle.close();
+    this.#failed += discarded;
+    this.#state = 'stopped';
+    this.#settleWaiters();
+    this.#stopResolve!({ discarded });
+    this.emit('close');
+  }
+
+  #report(err: IpcError, context: ErrorContext): void {
+    const onError = this.#opts.onError;
+    if (onError) {
+      try {
+        onError(err, context);
+      } catch (e) {
+        process.emitWarning(`uds-ipc: onError threw: ${(e as Error)?.message ?? String(e)}`);
+      }
+    }
+    if (this.listenerCount('error') > 0) this.emit('error', err, context);
+  }
+}
+
+function toError(o: unknown): IpcError {
+  const e = fromNative(Object.assign(new Error((o as { message?: string })?.message ?? 'unknown error'), o as object));
+  return e instanceof IpcError ? e : new IpcError('ERR_SOCKET', String((e as Error)?.message ?? e));
+}
