@@ -28,7 +28,13 @@ class SpscQueue {
   SpscQueue(const SpscQueue&) = delete;
   SpscQueue& operator=(const SpscQueue&) = delete;
   ~SpscQueue() {
-    while (front()) pop();
+    // No other thread may be using the queue now: read both indices directly.
+    size_t r = read_.load(std::memory_order_acquire);
+    const size_t w = write_.load(std::memory_order_acquire);
+    while (r != w) {
+      slots_[r].~T();
+      if (++r == cap_) r = 0;
+    }
     ::operator delete[](slots_, std::align_val_t{alignof(T)});
   }
 

@@ -1,0 +1,177 @@
+#include <cstring>
+#include <random>
+
+#include "check.h"
+#include "core/frame_assembler.h"
+
+using namespace udsipc;
+
+namespace {
+
+std::vector<uint8_t> frames_of(const std::vector<std::vector<uint8_t>>& msgs) {
+  std::vector<uint8_t> out;
+  for (auto& m : msgs) {
+    uint8_t h[10];
+    size_t n = uvarint_encode(m.size(), h);
+    out.insert(out.end(), h, h + n);
+    out.insert(out.end(), m.begin(), m.end());
+  }
+  return out;
+}
+
+std::vector<std::vector<uint8_t>> mixed_messages(uint32_t seed, int count, size_t max_size) {
+  std::mt19937 rng(seed);
+  std::vector<std::vector<uint8_t>> msgs;
+  for (int i = 0; i < count; ++i) {
+    size_t len;
+    switch (rng() % 5) {
+      case 0: len = 0; break;
+      case 1: len = rng() % 128; break;
+      case 2: len = 128 + rng() % 20000; break;
+      case 3: len = rng() % (max_size + 1); break;
+      default: len = rng() % 64;
+    }
+    std::vector<uint8_t> m(len);
+    for (auto& b : m) b = static_cast<uint8_t>(rng());
+    msgs.push_back(std::move(m));
+  }
+  return msgs;
+}
+
+// Feeds `stream` to an assembler in chunks chosen by `next_chunk` and collects
+// the messages. Returns false on a framing error.
+template <typename F>
+bool feed(FrameAssembler& a, const std::vector<uint8_t>& stream, F next_chunk,
+          std::vector<std::vector<uint8_t>>& out, std::vector<Batch>* keep = nullptr) {
+  size_t pos = 0;
+  bool ok = true;
+  while (pos < stream.size() && ok) {
+    auto [ptr, cap] = a.prepare_read();
+    CHECK(cap > 0);
+    size_t n = std::min({cap, stream.size() - pos, next_chunk()});
+    std::memcpy(ptr, stream.data() + pos, n);
+    pos += n;
+    ok = a.commit(n);
+    while (a.has_batch()) {
+      Batch b = a.take_batch();
+      CHECK(b.offsets.size() % 2 == 0);
+      for (size_t i = 0; i < b.count(); ++i) {
+        uint32_t s = b.offsets[2 * i], e = b.offsets[2 * i + 1];
+        CHECK(s <= e && e <= b.length);
+        out.emplace_back(b.base + s, b.base + e);
+      }
+      if (keep) keep->push_back(std::move(b));
+    }
+  }
+  return ok;
+}
+
+AssemblerConfig small_cfg() {
+  AssemblerConfig c;
+  c.slab_size = 64 * 1024;
+  c.min_read = 4 * 1024;
+  c.large_threshold = 16 * 1024;
+  c.max_message_size = 1 << 20;
+  return c;
+}
+
+}  // namespace
+
+TEST(split_at_every_byte_boundary) {
+  auto msgs = mixed_messages(1, 40, 3000);
+  auto stream = frames_of(msgs);
+  for (size_t cut = 1; cut < stream.size(); cut += 7) {
+    FrameAssembler a(small_cfg());
+    std::vector<std::vector<uint8_t>> got;
+    bool first = true;
+    size_t c = cut;
+    CHECK(feed(a, stream, [&] { size_t r = first ? c : SIZE_MAX; first = false; return r; }, got));
+    CHECK(got == msgs);
+    CHECK(a.at_frame_boundary());
+  }
+  // One byte at a time.
+  FrameAssembler a(small_cfg());
+  std::vector<std::vector<uint8_t>> got;
+  CHECK(feed(a, stream, [] { return size_t{1}; }, got));
+  CHECK(got == msgs);
+}
+
+TEST(random_chunks_large_and_small_retained) {
+  std::mt19937 rng(7);
+  auto msgs = mixed_messages(2, 600, 200000);
+  auto stream = frames_of(msgs);
+  FrameAssembler a(small_cfg());
+  std::vector<std::vector<uint8_t>> got;
+  std::vector<Batch> keep;  // batches stay valid after later reads
+  CHECK(feed(a, stream, [&] { return size_t{1} + rng() % 70000; }, got, &keep));
+  CHECK(got == msgs);
+  std::vector<std::vector<uint8_t>> again;
+  for (auto& b : keep)
+    for (size_t i = 0; i < b.count(); ++i) again.emplace_back(b.base + b.offsets[2 * i], b.base + b.offsets[2 * i + 1]);
+  CHECK(again == msgs);
+}
+
+TEST(zero_length_frames_delivered) {
+  std::vector<std::vector<uint8_t>> msgs(1000);
+  auto stream = frames_of(msgs);
+  FrameAssembler a(small_cfg());
+  std::vector<std::vector<uint8_t>> got;
+  CHECK(feed(a, stream, [] { return SIZE_MAX; }, got));
+  CHECK_EQ(got.size(), size_t{1000});
+}
+
+TEST(too_large_reported_from_prefix) {
+  AssemblerConfig c = small_cfg();
+  c.max_message_size = 1000;
+  FrameAssembler a(c);
+  std::vector<uint8_t> stream = frames_of({{1, 2, 3}});
+  stream.push_back(0xe9);  // 1001, incomplete prefix is enough
+  stream.push_back(0x07);
+  std::vector<std::vector<uint8_t>> got;
+  CHECK(!feed(a, stream, [] { return SIZE_MAX; }, got));
+  CHECK(a.error() == FrameError::kTooLarge);
+  CHECK_EQ(got.size(), size_t{1});  // the message before the error survives
+  // exactly the limit is fine
+  FrameAssembler b(c);
+  std::vector<std::vector<uint8_t>> one = {std::vector<uint8_t>(1000, 9)};
+  got.clear();
+  CHECK(feed(b, frames_of(one), [] { return SIZE_MAX; }, got));
+  CHECK(got == one);
+}
+
+TEST(overflow_prefixes) {
+  for (auto prefix : {std::vector<uint8_t>(10, 0x80), std::vector<uint8_t>{0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02}}) {
+    AssemblerConfig c = small_cfg();
+    c.max_message_size = UINT64_MAX;
+    FrameAssembler a(c);
+    std::vector<std::vector<uint8_t>> got;
+    CHECK(!feed(a, prefix, [] { return size_t{1}; }, got));
+    CHECK(a.error() == FrameError::kInvalid);
+  }
+}
+
+TEST(truncated_frame_detected) {
+  auto stream = frames_of({std::vector<uint8_t>(100, 1)});
+  stream.resize(20);
+  FrameAssembler a(small_cfg());
+  std::vector<std::vector<uint8_t>> got;
+  CHECK(feed(a, stream, [] { return SIZE_MAX; }, got));
+  CHECK(got.empty());
+  CHECK(!a.at_frame_boundary());
+  CHECK_EQ(a.partial_bytes(), size_t{20});
+}
+
+TEST(slabs_freed) {
+  const int64_t before = Slab::live();
+  {
+    auto msgs = mixed_messages(3, 300, 100000);
+    FrameAssembler a(small_cfg());
+    std::vector<std::vector<uint8_t>> got;
+    std::vector<Batch> keep;
+    CHECK(feed(a, frames_of(msgs), [] { return size_t{5000}; }, got, &keep));
+    CHECK(Slab::live() > before);
+  }
+  CHECK_EQ(Slab::live(), before);
+}
+
+TEST_MAIN()
