@@ -265,15 +265,16 @@ void ReaderEngine::on_readable(Conn& c) {
       close_conn(id, why);
       return;
     }
+    if (c.pending >= cfg_.max_pending_bytes) {
+      c.paused = true;
+      // The consumer may ack between these two lines: it sees paused_count_
+      // and wakes us, and the next loop round applies the ack.
+      paused_count_.fetch_add(1);
+      loop_.remove(c.fd.get());
+      m_pauses_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
     if (static_cast<size_t>(n) < len) break;  // the kernel buffer is empty
-  }
-  if (!c.paused && c.pending >= cfg_.max_pending_bytes) {
-    c.paused = true;
-    // The consumer may ack between these two lines: it sees paused_count_
-    // and wakes us, and the next loop round applies the ack.
-    paused_count_.fetch_add(1);
-    loop_.remove(c.fd.get());
-    m_pauses_.fetch_add(1, std::memory_order_relaxed);
   }
 }
 
