@@ -44,6 +44,7 @@ struct AssemblerConfig {
   size_t min_read = 64 * 1024;     // rotate to a new slab below this space
   uint64_t max_message_size = 10 * 1024 * 1024;
   size_t large_threshold = 128 * 1024;  // payloads this big get their own buffer
+  SlabPool* pool = nullptr;  // where slabs come from (not owned); null = malloc
 };
 
 class FrameAssembler {
@@ -189,7 +190,8 @@ class FrameAssembler {
   // frames have their own buffer).
   void rotate() {
     close_batch();
-    SlabRef next(Slab::create(cfg_.slab_size));
+    SlabRef next(cfg_.pool && cfg_.pool->slab_size() == cfg_.slab_size ? cfg_.pool->get()
+                                                                       : Slab::create(cfg_.slab_size));
     const size_t partial = slab_ ? write_pos_ - parse_pos_ : 0;
     if (partial) std::memcpy(next.get()->data(), slab_.get()->data() + parse_pos_, partial);
     slab_ = std::move(next);

@@ -17,10 +17,20 @@ constexpr int kMaxAcceptsPerEvent = 256;  // fairness between accept and reads
 constexpr int kAcceptRetryMs = 100;       // after EMFILE/ENFILE
 }  // namespace
 
-ReaderEngine::ReaderEngine(ReaderConfig cfg, Notify notify)
-    : cfg_(std::move(cfg)), notify_(std::move(notify)), queue_(cfg_.queue_capacity) {}
+constexpr size_t kPooledSlabs = 16;  // warm slabs kept for reuse per reader
 
-ReaderEngine::~ReaderEngine() { close(); }
+ReaderEngine::ReaderEngine(ReaderConfig cfg, Notify notify)
+    : pool_{SlabPool::create(cfg.assembler.slab_size, kPooledSlabs)},
+      cfg_(std::move(cfg)),
+      notify_(std::move(notify)),
+      queue_(cfg_.queue_capacity) {
+  cfg_.assembler.pool = pool_.p;
+}
+
+ReaderEngine::~ReaderEngine() {
+  close();
+  conns_.clear();
+}
 
 void ReaderEngine::start() {
   if (thread_.joinable()) return;

@@ -100,6 +100,12 @@ class ReaderEngine {
   void apply_acks();
   void resume(Conn& c);
 
+  // Owns one pool reference; declared first so that it is released last,
+  // after the queue and connections have returned their slabs.
+  struct PoolRef {
+    SlabPool* p;
+    ~PoolRef() { p->unref(); }
+  } pool_;
   ReaderConfig cfg_;  // listen_fd: IO thread after start(); the rest immutable
   const Notify notify_;
   EventLoop loop_;    // thread-safe wake(); the rest used by the IO thread

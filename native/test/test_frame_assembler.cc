@@ -174,4 +174,36 @@ TEST(slabs_freed) {
   CHECK_EQ(Slab::live(), before);
 }
 
+TEST(pooled_slabs_reused_and_freed_after_owner_goes) {
+  const int64_t before = Slab::live();
+  AssemblerConfig c = small_cfg();
+  SlabPool* pool = SlabPool::create(c.slab_size, 4);
+  c.pool = pool;
+  auto msgs = mixed_messages(4, 400, 3000);
+  auto stream = frames_of(msgs);
+  std::vector<Batch> keep;
+  {
+    FrameAssembler a(c);
+    std::vector<std::vector<uint8_t>> got;
+    CHECK(feed(a, stream, [] { return size_t{3000}; }, got, &keep));
+    CHECK(got == msgs);
+    const size_t slabs_in_use = static_cast<size_t>(Slab::live() - before);
+    CHECK(slabs_in_use > 1);
+    keep.clear();  // views gone: slabs go back to the pool (up to 4)
+    CHECK_EQ(pool->free_count(), std::min<size_t>(4, slabs_in_use - 1));
+    // Reading on reuses them: no new slab while the pool has some.
+    const int64_t live_now = Slab::live();
+    got.clear();
+    CHECK(feed(a, stream, [] { return size_t{3000}; }, got, &keep));
+    CHECK(got == msgs);
+    CHECK(Slab::live() - live_now <= static_cast<int64_t>(slabs_in_use));
+  }
+  pool->unref();  // the owner goes; batches still view pooled slabs
+  CHECK(Slab::live() > before);
+  std::vector<uint8_t> first(keep.front().base + keep.front().offsets[0], keep.front().base + keep.front().offsets[1]);
+  CHECK(first == msgs.front());
+  keep.clear();  // last views gone: pool and every slab freed
+  CHECK_EQ(Slab::live(), before);
+}
+
 TEST_MAIN()
