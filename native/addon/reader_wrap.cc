@@ -47,6 +47,7 @@ uint64_t ReaderWrap::Shutdown() {
     engine_->take(left);
     for (const ReaderItem& it : left)
       if (it.type == ReaderItem::kBatch) undelivered += it.batch.count();
+    undelivered += engine_->discarded_unread();
     engine_.reset();
   }
   if (tsfn_live_) {

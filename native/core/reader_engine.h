@@ -79,6 +79,9 @@ class ReaderEngine {
   void close();
 
   ReaderMetrics metrics() const;  // any thread
+  // After close(): whole frames that were still in the kernel's buffers of
+  // shut connections when a stop was cut short, and so never delivered.
+  uint64_t discarded_unread() const { return discarded_.load(); }
 
  private:
   struct Conn {
@@ -95,6 +98,7 @@ class ReaderEngine {
   void stop_listening();
   void on_readable(Conn& c);
   void close_conn(uint32_t id, CoreError why);
+  uint64_t count_unread_frames(Conn& c);
   void push(ReaderItem&& item);
   void flush_overflow();
   void apply_acks();
@@ -127,6 +131,7 @@ class ReaderEngine {
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> exit_now_{false};
   std::atomic<int> paused_count_{0};
+  std::atomic<uint64_t> discarded_{0};
   std::mutex acks_mu_;
   std::vector<std::pair<uint32_t, uint64_t>> acks_;  // guarded by acks_mu_
   std::atomic<uint64_t> m_accepted_{0}, m_active_{0}, m_reads_{0}, m_bytes_{0}, m_frames_{0},
