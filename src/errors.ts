@@ -11,7 +11,7 @@ export const ErrorCodes = {
   ERR_INVALID_FRAME: 'ERR_INVALID_FRAME',
   /** A peer closed its connection in the middle of a frame. */
   ERR_TRUNCATED_FRAME: 'ERR_TRUNCATED_FRAME',
-  /** The socket path is empty, contains a NUL byte, or is longer than 107 bytes of UTF-8. */
+  /** The socket path is longer than 107 bytes of UTF-8. */
   ERR_PATH_TOO_LONG: 'ERR_PATH_TOO_LONG',
   /** Another process is listening on the socket path. */
   ERR_ADDRESS_IN_USE: 'ERR_ADDRESS_IN_USE',
