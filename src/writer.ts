@@ -52,6 +52,9 @@ export interface ReconnectingInfo {
 
 type State = 'idle' | 'running' | 'stopping' | 'stopped';
 
+// Publish the ring's tail to the IO thread at least every this many bytes.
+const PUBLISH_BYTES = 16 * 1024;
+
 const E_CONNECT = 0;
 const E_DISCONNECT = 1;
 const E_RECONNECTING = 2;
@@ -94,6 +97,14 @@ export class Writer extends EventEmitter {
   readonly #iSleep: number;
   #tail = 0; // u32 ring position after the last frame
   #accepted = 0; // u32 frames accepted (wraps)
+  #headCache = 0; // last head read from the IO thread (only moves forward)
+  #sentCache = 0; // last sent count read from the IO thread
+  #unpublished = 0; // bytes appended since the tail was last published
+  #publishQueued = false;
+  readonly #publishTask = (): void => {
+    this.#publishQueued = false;
+    if (this.#unpublished !== 0) this.#publish();
+  };
   #state: State = 'idle';
   #written = 0;
   #dropped = 0;
@@ -174,14 +185,25 @@ export class Writer extends EventEmitter {
       );
     }
     const total = len + (len < 0x80 ? 1 : len < 0x4000 ? 2 : len < 0x200000 ? 3 : len < 0x10000000 ? 4 : 5);
-    const ctrl = this.#ctrl;
     const tail = this.#tail;
     this.#written++;
-    const used = (tail - Atomics.load(ctrl, this.#iHead)) >>> 0;
-    if (used + total > this.#maxBytes || ((this.#accepted - Atomics.load(ctrl, this.#iSent)) >>> 0) >= this.#maxWrites) {
-      this.#dropped++;
-      this.#wantDrain(total);
-      return false;
+    // Room is checked against cached head/sent values first; the shared ones
+    // are only read when the cache says the queue might be full.
+    if (
+      ((tail - this.#headCache) >>> 0) + total > this.#maxBytes ||
+      ((this.#accepted - this.#sentCache) >>> 0) >= this.#maxWrites
+    ) {
+      this.#headCache = Atomics.load(this.#ctrl, this.#iHead) >>> 0;
+      this.#sentCache = Atomics.load(this.#ctrl, this.#iSent) >>> 0;
+      if (
+        ((tail - this.#headCache) >>> 0) + total > this.#maxBytes ||
+        ((this.#accepted - this.#sentCache) >>> 0) >= this.#maxWrites
+      ) {
+        this.#dropped++;
+        if (this.#unpublished !== 0) this.#publish();
+        this.#wantDrain(total);
+        return false;
+      }
     }
     const ring = this.#ring;
     let pos = tail & this.#mask;
@@ -199,12 +221,25 @@ export class Writer extends EventEmitter {
     }
     this.#tail = (tail + total) >>> 0;
     this.#accepted = (this.#accepted + 1) >>> 0;
+    // Publish the tail to the IO thread every PUBLISH_BYTES, and in any case
+    // before this task ends (one microtask per burst, not one per message).
+    this.#unpublished += total;
+    if (this.#unpublished >= PUBLISH_BYTES) this.#publish();
+    else if (!this.#publishQueued) {
+      this.#publishQueued = true;
+      queueMicrotask(this.#publishTask);
+    }
+    return true;
+  }
+
+  // Makes every appended frame visible to the IO thread, waking it if it sleeps.
+  #publish(): void {
+    const ctrl = this.#ctrl;
+    this.#unpublished = 0;
     Atomics.store(ctrl, this.#iTail, this.#tail | 0);
-    // Wake the IO thread only if it sleeps waiting for frames.
     if (Atomics.load(ctrl, this.#iSleep) === 1 && Atomics.compareExchange(ctrl, this.#iSleep, 1, 0) === 1) {
       this.#handle.wake();
     }
-    return true;
   }
 
   #writeWrapped(pos: number, len: number, total: number, data: Uint8Array | string): void {
@@ -229,6 +264,7 @@ export class Writer extends EventEmitter {
    * those messages unsent.
    */
   flush(): Promise<void> {
+    if (this.#unpublished !== 0) this.#publish();
     const w: Waiter = { head: this.#tail, sent: this.#accepted, resolve: () => {}, reject: () => {} };
     if (this.#reached(w.head, w.sent)) return Promise.resolve();
     if (this.#state === 'stopped') {
@@ -260,6 +296,7 @@ export class Writer extends EventEmitter {
       this.#stopPromise = Promise.resolve({ discarded });
       return this.#stopPromise;
     }
+    if (this.#unpublished !== 0) this.#publish();
     this.#state = 'stopping';
     this.#stopPromise = new Promise<WriterStopResult>((resolve) => {
       this.#stopResolve = resolve;
