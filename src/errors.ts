@@ -21,6 +21,10 @@ export const ErrorCodes = {
   ERR_NOT_RUNNING: 'ERR_NOT_RUNNING',
   /** A connect attempt failed with an error that retrying cannot fix, or retries ran out. */
   ERR_CONNECT_FAILED: 'ERR_CONNECT_FAILED',
+  /** A writer's connection accepted no bytes for `writeTimeoutMs` while data was queued; it was replaced. */
+  ERR_WRITE_TIMEOUT: 'ERR_WRITE_TIMEOUT',
+  /** A reader closed a connection that sent nothing for `inactivityTimeoutMs` (the `'disconnect'` reason). */
+  ERR_INACTIVITY_TIMEOUT: 'ERR_INACTIVITY_TIMEOUT',
   /** Another socket system call failed; see `errno` and `syscall`. */
   ERR_SOCKET: 'ERR_SOCKET',
   /** The Reader's handler threw or its promise rejected. */

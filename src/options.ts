@@ -26,6 +26,8 @@ export interface ReaderOptions {
   mode?: number;
   /** Size of the receive slabs in bytes (advanced). Default 512 KiB. */
   slabSize?: number;
+  /** Close a connection that sends nothing for this many ms (0 = never). The `'disconnect'` event's reason has code `ERR_INACTIVITY_TIMEOUT`. Default 0. */
+  inactivityTimeoutMs?: number;
   /** Called for errors that are not the caller's fault (a peer's bad frame, a failing handler). Never throws into the IO path. */
   onError?: ErrorHandler;
 }
@@ -52,6 +54,8 @@ export interface WriterOptions {
   maxBufferedBytes?: number;
   /** SO_SNDBUF to ask for, in bytes; only ever raised, capped by net.core.wmem_max. Default 4 MiB. */
   sendBufferSize?: number;
+  /** Replace a connection that accepts no bytes for this many ms while messages are queued, reporting `ERR_WRITE_TIMEOUT` (0 = never). Default 0. */
+  writeTimeoutMs?: number;
   /** Reconnect with exponential backoff and full jitter; `false` disables (the writer stops trying after the first failure). */
   reconnect?: ReconnectOptions | false;
   /** Called for errors that are not the caller's fault (connect failures, lost connections). */
@@ -64,6 +68,7 @@ export interface ResolvedReaderOptions {
   backlog: number;
   mode: number;
   slabSize: number;
+  inactivityTimeoutMs: number;
   onError: ErrorHandler | undefined;
 }
 
@@ -72,6 +77,7 @@ export interface ResolvedWriterOptions {
   maxBufferedWrites: number;
   maxBufferedBytes: number;
   sendBufferSize: number;
+  writeTimeoutMs: number;
   reconnect: Required<ReconnectOptions> | false;
   onError: ErrorHandler | undefined;
 }
@@ -131,12 +137,21 @@ export function validatePath(path: unknown): string {
   return path;
 }
 
-const READER_KEYS = ['maxMessageSize', 'maxPendingBytes', 'backlog', 'mode', 'slabSize', 'onError'] as const;
+const READER_KEYS = [
+  'maxMessageSize',
+  'maxPendingBytes',
+  'backlog',
+  'mode',
+  'slabSize',
+  'inactivityTimeoutMs',
+  'onError',
+] as const;
 const WRITER_KEYS = [
   'maxMessageSize',
   'maxBufferedWrites',
   'maxBufferedBytes',
   'sendBufferSize',
+  'writeTimeoutMs',
   'reconnect',
   'onError',
 ] as const;
@@ -151,6 +166,7 @@ export function resolveReaderOptions(options: unknown): ResolvedReaderOptions {
     backlog: intOption('backlog', o.backlog, 511, 1, 65535),
     mode: intOption('mode', o.mode, 0o600, 0, 0o777),
     slabSize: intOption('slabSize', o.slabSize, 512 * 1024, 64 * 1024, 64 * 1024 * 1024),
+    inactivityTimeoutMs: intOption('inactivityTimeoutMs', o.inactivityTimeoutMs, 0, 0, 2 ** 31 - 1),
     onError: fnOption<ErrorHandler>('onError', o.onError),
   };
 }
@@ -197,6 +213,7 @@ export function resolveWriterOptions(options: unknown): ResolvedWriterOptions {
     maxBufferedWrites: intOption('maxBufferedWrites', o.maxBufferedWrites, 10_000, 1, 2 ** 30),
     maxBufferedBytes,
     sendBufferSize: intOption('sendBufferSize', o.sendBufferSize, 4 * 1024 * 1024, 0, 2 ** 30),
+    writeTimeoutMs: intOption('writeTimeoutMs', o.writeTimeoutMs, 0, 0, 2 ** 31 - 1),
     reconnect,
     onError: fnOption<ErrorHandler>('onError', o.onError),
   };

@@ -132,7 +132,8 @@ const ITEM = 5;
 /**
  * Listens on a Unix socket and delivers the messages that writers send.
  *
- * Events: `'listening'`, `'connection'` (conn), `'disconnect'` (conn),
+ * Events: `'listening'`, `'connection'` (conn), `'disconnect'` (conn, reason?:
+ * an IpcError when the Reader closed it, e.g. `ERR_INACTIVITY_TIMEOUT`, or when it failed),
  * `'error'` (err, context, conn) — emitted only when a listener is attached,
  * so an unobserved error never crashes the process.
  */
@@ -185,7 +186,14 @@ export class Reader extends EventEmitter {
     const o = this.#opts;
     const handle = new (binding().ReaderHandle)(
       this.path,
-      { maxMessageSize: o.maxMessageSize, maxPendingBytes: o.maxPendingBytes, backlog: o.backlog, mode: o.mode, slabSize: o.slabSize },
+      {
+        maxMessageSize: o.maxMessageSize,
+        maxPendingBytes: o.maxPendingBytes,
+        backlog: o.backlog,
+        mode: o.mode,
+        slabSize: o.slabSize,
+        inactivityTimeoutMs: o.inactivityTimeoutMs,
+      },
       () => this.#onReady(),
     );
     if (!this.#refed) handle.unref();
@@ -318,7 +326,8 @@ export class Reader extends EventEmitter {
       } else if (type === T_CLOSE) {
         const conn = this.#conns.get(connId) ?? { id: connId };
         this.#conns.delete(connId);
-        this.emit('disconnect', conn);
+        const why = q[i + 2];
+        this.emit('disconnect', conn, why === undefined ? undefined : fromNative(Object.assign(new Error(), why as object)));
       } else if (type === T_ERROR) {
         const e = fromNative(Object.assign(new Error(), q[i + 2] as object)) as Error;
         this.#report(e, connId === 0 ? 'accept' : 'connection', this.#conns.get(connId));

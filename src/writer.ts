@@ -139,7 +139,11 @@ export class Writer extends EventEmitter {
     const o = this.#opts;
     this.#handle = new this.#b.WriterHandle(
       this.path,
-      { sendBufferSize: o.sendBufferSize, reconnect: o.reconnect === false ? false : { ...o.reconnect } },
+      {
+        sendBufferSize: o.sendBufferSize,
+        writeTimeoutMs: o.writeTimeoutMs,
+        reconnect: o.reconnect === false ? false : { ...o.reconnect },
+      },
       shared,
       () => this.#onEvent(),
     );
@@ -428,9 +432,11 @@ export class Writer extends EventEmitter {
         case E_RECONNECTING:
           this.emit('reconnecting', { attempt: ev[i + 2] as number, delayMs: ev[i + 3] as number, error: toError(ev[i + 1]) });
           break;
-        case E_ERROR:
-          this.#report(toError(ev[i + 1]), 'connect');
+        case E_ERROR: {
+          const err = toError(ev[i + 1]);
+          this.#report(err, err.code === 'ERR_WRITE_TIMEOUT' ? 'send' : 'connect');
           break;
+        }
         case E_NOTIFY:
           break;
         case E_STOPPED:

@@ -30,6 +30,7 @@ ReaderWrap::ReaderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader
   asm_cfg_.min_read = static_cast<size_t>(get_number(o, "minRead", 64 * 1024));
   asm_cfg_.large_threshold = static_cast<size_t>(get_number(o, "largeThreshold", 128 * 1024));
   max_pending_ = static_cast<uint64_t>(get_number(o, "maxPendingBytes", 8 * 1024 * 1024));
+  inactivity_ms_ = static_cast<uint32_t>(get_number(o, "inactivityTimeoutMs", 0));
   backlog_ = static_cast<int>(get_number(o, "backlog", 511));
   mode_ = static_cast<int>(get_number(o, "mode", -1));
   on_ready_ = Napi::Persistent(info[2].As<Napi::Function>());
@@ -74,6 +75,7 @@ Napi::Value ReaderWrap::Listen(const Napi::CallbackInfo& info) {
   cfg.ino = l.ino;
   cfg.assembler = asm_cfg_;
   cfg.max_pending_bytes = max_pending_;
+  cfg.inactivity_timeout_ms = inactivity_ms_;
 
   tsfn_ = Napi::ThreadSafeFunction::New(env, on_ready_.Value(), "uds-ipc reader", 0, 1);
   tsfn_live_ = true;
@@ -130,6 +132,11 @@ Napi::Value ReaderWrap::Drain(const Napi::CallbackInfo& info) {
         out.Set(k++, static_cast<double>(b.payload_bytes));
         break;
       }
+      case ReaderItem::kClose:
+        out.Set(k++, it.error ? Napi::Value(error_to_object(env, it.error)) : env.Undefined());
+        out.Set(k++, env.Undefined());
+        out.Set(k++, env.Undefined());
+        break;
       case ReaderItem::kError:
         out.Set(k++, error_to_object(env, it.error));
         out.Set(k++, env.Undefined());

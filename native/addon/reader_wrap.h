@@ -35,6 +35,7 @@ class ReaderWrap : public Napi::ObjectWrap<ReaderWrap> {
   std::string path_;
   AssemblerConfig asm_cfg_;
   uint64_t max_pending_ = 0;
+  uint32_t inactivity_ms_ = 0;
   int backlog_ = 511;
   int mode_ = -1;
   Napi::FunctionReference on_ready_;

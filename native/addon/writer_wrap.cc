@@ -35,6 +35,7 @@ WriterWrap::WriterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Writer
   cfg_.ring = static_cast<uint8_t*>(shared.Data()) + ctrl::kBytes;
   cfg_.capacity = static_cast<uint32_t>(cap);
   cfg_.send_buffer_size = static_cast<int>(get_number(o, "sendBufferSize", 0));
+  cfg_.write_timeout_ms = static_cast<uint32_t>(get_number(o, "writeTimeoutMs", 0));
   Napi::Value rc = o.Get("reconnect");
   if (rc.IsObject()) {
     Napi::Object r = rc.As<Napi::Object>();

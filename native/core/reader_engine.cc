@@ -17,7 +17,7 @@ constexpr int kMaxAcceptsPerEvent = 256;  // fairness between accept and reads
 constexpr int kAcceptRetryMs = 100;       // after EMFILE/ENFILE
 }  // namespace
 
-constexpr size_t kPooledSlabs = 16;  // warm slabs kept for reuse per reader
+constexpr size_t kPooledSlabs = 32;  // warm slabs kept for reuse per reader
 
 ReaderEngine::ReaderEngine(ReaderConfig cfg, Notify notify)
     : pool_{SlabPool::create(cfg.assembler.slab_size, kPooledSlabs)},
@@ -155,6 +155,17 @@ void ReaderEngine::run() {
         timeout = static_cast<int>(accept_retry_at_ - now);
       }
     }
+    if (cfg_.inactivity_timeout_ms > 0) {
+      const int64_t now = now_ms();
+      if (now >= next_idle_scan_) {
+        close_idle(now);
+        // Scan a few times per timeout period: closes within ~1.25x of it.
+        next_idle_scan_ = now + std::max<int64_t>(1, cfg_.inactivity_timeout_ms / 4);
+        continue;  // items may have been pushed: notify first
+      }
+      const int wait = static_cast<int>(next_idle_scan_ - now);
+      timeout = timeout < 0 ? wait : std::min(timeout, wait);
+    }
     const int n = loop_.wait(events.data(), static_cast<int>(events.size()), timeout);
     for (int i = 0; i < n; ++i) {
       const uint64_t tag = events[i].data.u64;
@@ -228,6 +239,7 @@ void ReaderEngine::accept_all() {
     const uint32_t id = next_id_++;
     if (next_id_ == 0) next_id_ = 1;
     auto conn = std::make_unique<Conn>(id, UniqueFd(fd), cfg_.assembler);
+    conn->last_active_ms = now_ms();
     if (stopping_) ::shutdown(fd, SHUT_RD);
     loop_.add(fd, EPOLLIN | EPOLLRDHUP, id);
     conns_.emplace(id, std::move(conn));
@@ -245,6 +257,7 @@ void ReaderEngine::on_readable(Conn& c) {
     auto [ptr, len] = c.assembler.prepare_read();
     const ssize_t n = ::read(c.fd.get(), ptr, len);
     if (n > 0) {
+      if (cfg_.inactivity_timeout_ms > 0) c.last_active_ms = now_ms();
       m_reads_.fetch_add(1, std::memory_order_relaxed);
       m_bytes_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
     }
@@ -309,7 +322,20 @@ void ReaderEngine::on_readable(Conn& c) {
   }
 }
 
-void ReaderEngine::close_conn(uint32_t id, CoreError why) {
+void ReaderEngine::close_idle(int64_t now) {
+  std::vector<uint32_t> idle;
+  for (auto& [id, c] : conns_) {
+    // A paused connection is silent because of us, not the peer.
+    if (!c->paused && now - c->last_active_ms >= cfg_.inactivity_timeout_ms) idle.push_back(id);
+  }
+  for (uint32_t id : idle) {
+    close_conn(id, CoreError{},
+               CoreError::plain("ERR_INACTIVITY_TIMEOUT", "no data for " + std::to_string(cfg_.inactivity_timeout_ms) +
+                                                              " ms (inactivityTimeoutMs)"));
+  }
+}
+
+void ReaderEngine::close_conn(uint32_t id, CoreError why, CoreError reason) {
   auto it = conns_.find(id);
   if (it == conns_.end()) return;
   Conn& c = *it->second;
@@ -324,6 +350,7 @@ void ReaderEngine::close_conn(uint32_t id, CoreError why) {
   }
   ReaderItem item{ReaderItem::kClose};
   item.conn_id = id;
+  item.error = why ? why : reason;
   push(std::move(item));
   conns_.erase(it);
   m_active_.fetch_sub(1, std::memory_order_relaxed);

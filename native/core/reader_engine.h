@@ -40,6 +40,7 @@ struct ReaderConfig {
   AssemblerConfig assembler;   // slab sizes and max_message_size
   uint64_t max_pending_bytes = 8 * 1024 * 1024;  // per connection
   size_t queue_capacity = 4096;                   // items in the hand-off queue
+  uint32_t inactivity_timeout_ms = 0;  // close connections silent this long (0 = never)
 };
 
 struct ReaderItem {
@@ -48,7 +49,7 @@ struct ReaderItem {
   explicit ReaderItem(Type t) : type(t) {}
   uint32_t conn_id = 0;
   Batch batch;      // kBatch
-  CoreError error;  // kError (the connection is closed right after), kClose reason
+  CoreError error;  // kError (the connection is closed right after); kClose: why, if not EOF
 };
 
 struct ReaderMetrics {
@@ -90,6 +91,7 @@ class ReaderEngine {
     FrameAssembler assembler;
     uint64_t pending = 0;  // bytes handed over, not yet acked
     bool paused = false;
+    int64_t last_active_ms = 0;  // last read that returned data (or accept)
     Conn(uint32_t i, UniqueFd f, const AssemblerConfig& c) : id(i), fd(std::move(f)), assembler(c) {}
   };
 
@@ -97,7 +99,8 @@ class ReaderEngine {
   void accept_all();
   void stop_listening();
   void on_readable(Conn& c);
-  void close_conn(uint32_t id, CoreError why);
+  void close_conn(uint32_t id, CoreError why, CoreError reason = {});
+  void close_idle(int64_t now);
   uint64_t count_unread_frames(Conn& c);
   void push(ReaderItem&& item);
   void flush_overflow();
@@ -123,6 +126,7 @@ class ReaderEngine {
   bool drained_sent_ = false;
   bool pushed_ = false;              // items pushed since the last notify
   int64_t accept_retry_at_ = 0;      // accept paused (EMFILE) until then
+  int64_t next_idle_scan_ = 0;       // when to look for inactive connections
 
   // Shared.
   SpscQueue<ReaderItem> queue_;      // producer: IO thread; consumer: take()

@@ -140,6 +140,22 @@ void WriterEngine::run() {
     // How long may we sleep?
     int timeout = -1;
     if (!connected_ && !failed_) timeout = static_cast<int>(std::max<int64_t>(0, next_connect_at_ - now));
+    if (connected_ && want_out_ && cfg_.write_timeout_ms > 0) {
+      const int64_t due = last_progress_ms_ + cfg_.write_timeout_ms;
+      if (now >= due) {
+        // The peer has accepted nothing for write_timeout_ms while we have
+        // data queued: report it and replace the connection.
+        WriterEvent ev{WriterEvent::kError};
+        ev.error = CoreError::plain("ERR_WRITE_TIMEOUT", "the reader accepted no bytes for " +
+                                                             std::to_string(cfg_.write_timeout_ms) +
+                                                             " ms; replacing the connection");
+        emit(std::move(ev));
+        disconnect(CoreError::plain("ERR_WRITE_TIMEOUT", "write timed out"));
+        continue;
+      }
+      const int wait = static_cast<int>(due - now);
+      timeout = timeout < 0 ? wait : std::min(timeout, wait);
+    }
     if (stopping) {
       const int64_t left = std::max<int64_t>(0, stop_deadline_.load() - now);
       timeout = timeout < 0 ? static_cast<int>(left) : std::min<int>(timeout, static_cast<int>(left));
@@ -191,7 +207,8 @@ void WriterEngine::try_connect(int64_t now) {
   loop_.add(fd_.get(), EPOLLRDHUP, kSocketTag);
   connected_ = true;
   want_out_ = false;
-  attempt_ = 0;
+  progress_ = false;
+  last_progress_ms_ = now;
   send_pos_ = head_;  // a frame cut by the last connection goes again, whole
   m_connects_.fetch_add(1, std::memory_order_relaxed);
   m_connected_.store(true);
@@ -248,6 +265,7 @@ void WriterEngine::flush() {
     m_calls_.fetch_add(1, std::memory_order_relaxed);
     if (n > 0) {
       send_pos_ += static_cast<uint32_t>(n);
+      last_progress_ms_ = now_ms();
       advance_head();
       continue;
     }
@@ -281,6 +299,10 @@ void WriterEngine::advance_head() {
     bytes += len;
   }
   if (count == 0) return;
+  if (!progress_) {
+    progress_ = true;
+    attempt_ = 0;  // a frame got through: the next failure starts a fresh backoff
+  }
   head_ = head;
   sent_count_ += count;
   m_sent_.fetch_add(count, std::memory_order_relaxed);
@@ -313,7 +335,16 @@ void WriterEngine::disconnect(const CoreError& why) {
     failed_ = true;
     return;
   }
-  next_connect_at_ = now_ms();  // first retry at once, then back off
+  if (progress_) {
+    // The connection did useful work: try again at once, then back off.
+    attempt_ = 0;
+    next_connect_at_ = now_ms();
+  } else {
+    // It broke before a single frame got through (a reader refusing our
+    // frame, a peer that accepts and closes): back off as for a failed
+    // connect, so that this can never become a hot reconnect loop.
+    schedule_retry(now_ms(), why.err ? why.err : EPIPE);
+  }
 }
 
 uint64_t WriterEngine::frames_between(uint32_t from, uint32_t to) const {

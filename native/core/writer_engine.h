@@ -61,6 +61,7 @@ struct WriterConfig {
   uint8_t* ring = nullptr;    // capacity bytes, owned by the caller
   uint32_t capacity = 0;      // power of two
   int send_buffer_size = 0;   // raise SO_SNDBUF to this (0 = leave)
+  uint32_t write_timeout_ms = 0;  // replace a connection that accepts nothing this long (0 = off)
   ReconnectPolicy reconnect;
 };
 
@@ -124,7 +125,9 @@ class WriterEngine {
   uint32_t send_pos_ = 0;      // next ring byte to send
   uint32_t head_ = 0;          // first byte of the first frame not fully sent
   uint32_t sent_count_ = 0;
-  uint32_t attempt_ = 0;
+  uint32_t attempt_ = 0;       // failed connects (or fruitless connections) in a row
+  bool progress_ = false;      // a frame completed on the current connection
+  int64_t last_progress_ms_ = 0;  // last time the kernel accepted bytes
   int64_t next_connect_at_ = 0;
   uint64_t rng_ = 0;           // jitter state, seeded in the constructor
 
