@@ -22,6 +22,8 @@ export interface NativeReaderHandle {
 export interface NativeWriterHandle {
   start(): void;
   wake(): void;
+  /** Sends the published frames on this thread; only after swapping SLEEP 1 -> 2. */
+  sendDirect(): void;
   drain(): unknown[];
   beginStop(timeoutMs: number): void;
   close(): void;

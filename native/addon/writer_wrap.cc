@@ -9,6 +9,7 @@ Napi::Function WriterWrap::Init(Napi::Env env) {
                      {
                          InstanceMethod<&WriterWrap::Start>("start"),
                          InstanceMethod<&WriterWrap::Wake>("wake"),
+                         InstanceMethod<&WriterWrap::SendDirect>("sendDirect"),
                          InstanceMethod<&WriterWrap::Drain>("drain"),
                          InstanceMethod<&WriterWrap::BeginStop>("beginStop"),
                          InstanceMethod<&WriterWrap::Close>("close"),
@@ -85,6 +86,10 @@ Napi::Value WriterWrap::Start(const Napi::CallbackInfo& info) {
 
 void WriterWrap::Wake(const Napi::CallbackInfo&) {
   if (engine_) engine_->wake();
+}
+
+void WriterWrap::SendDirect(const Napi::CallbackInfo&) {
+  if (engine_) engine_->send_direct();
 }
 
 Napi::Value WriterWrap::Drain(const Napi::CallbackInfo& info) {

@@ -163,14 +163,18 @@ void WriterEngine::run() {
     const bool idle = connected_ && !want_out_;
     if (idle) {
       // Dekker handshake with the producer: announce sleep, then look again.
+      // From here until reclaim_send_state() the producer may take over
+      // sending (kSleep 1 -> 2, send_direct()), so no send state is touched.
+      const uint32_t pos = send_pos_;
       store(ctrl::kSleep, 1);
-      if (load(ctrl::kTail) != send_pos_) {
-        store(ctrl::kSleep, 0);
-        continue;
+      if (load(ctrl::kTail) != pos) {
+        uint32_t one = 1;
+        if (std::atomic_ref<uint32_t>(cfg_.ctrl[ctrl::kSleep]).compare_exchange_strong(one, 0)) continue;
+        // else the producer is sending right now; wait for events as usual
       }
     }
     const int n = loop_.wait(events, 8, timeout);
-    if (idle) store(ctrl::kSleep, 0);
+    if (idle) reclaim_send_state();
     for (int i = 0; i < n; ++i) {
       if (events[i].data.u64 != kSocketTag || !connected_) continue;
       const uint32_t ev = events[i].events;
@@ -184,6 +188,64 @@ void WriterEngine::run() {
         loop_.modify(fd_.get(), EPOLLRDHUP, kSocketTag);
       }
     }
+  }
+}
+
+void WriterEngine::reclaim_send_state() {
+  std::atomic_ref<uint32_t> sleep(cfg_.ctrl[ctrl::kSleep]);
+  for (;;) {
+    uint32_t v = sleep.load();
+    if (v == 2) {  // the producer is in send_direct(): it takes microseconds
+      std::this_thread::yield();
+      continue;
+    }
+    if (sleep.compare_exchange_weak(v, 0)) return;
+  }
+}
+
+void WriterEngine::send_direct() {
+  // Precondition: the producer swapped kSleep 1 -> 2, so the IO thread is idle
+  // (connected, nothing in flight) and waits in epoll until we hand back.
+  for (;;) {
+    const uint32_t tail = load(ctrl::kTail);
+    if (tail == send_pos_) {
+      store(ctrl::kSleep, 1);  // all sent; the IO thread sleeps on
+      return;
+    }
+    const uint32_t len = tail - send_pos_;
+    const uint32_t off = send_pos_ & mask_;
+    iovec iov[2];
+    int iovcnt = 1;
+    const uint32_t first = std::min<uint32_t>(len, cfg_.capacity - off);
+    iov[0] = {cfg_.ring + off, first};
+    if (first < len) {
+      iov[1] = {cfg_.ring, static_cast<size_t>(len - first)};
+      iovcnt = 2;
+    }
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = iovcnt;
+    const ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    m_calls_.fetch_add(1, std::memory_order_relaxed);
+    if (n > 0) {
+      send_pos_ += static_cast<uint32_t>(n);
+      last_progress_ms_ = now_ms();
+      advance_head();
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      // The socket is full: the IO thread waits for EPOLLOUT and goes on.
+      want_out_ = true;
+      loop_.modify(fd_.get(), EPOLLOUT | EPOLLRDHUP, kSocketTag);
+      store(ctrl::kSleep, 0);
+      return;
+    }
+    // An error: hand back to the IO thread, whose next send meets it again
+    // and handles the disconnect.
+    store(ctrl::kSleep, 0);
+    loop_.wake();
+    return;
   }
 }
 

@@ -13,8 +13,12 @@
 //   kTail   producer: ring position after the last frame appended
 //   kHead   IO:       ring position of the first frame not fully sent
 //   kSent   IO:       frames fully sent (wraps)
-//   kSleep  IO sets 1 while idle and waiting for frames; the producer
-//           swaps it 1 -> 0 and calls wake() after publishing a tail
+//   kSleep  IO sets 1 while idle and waiting for frames. After publishing a
+//           tail the producer swaps it 1 -> 2 and calls send_direct(): it
+//           sends on its own thread (no thread hop while idle, like libuv's
+//           try-write) and sets it back to 1 (all sent) or 0 (socket full
+//           or failed: the IO thread takes over). Alternatively the producer
+//           may swap 1 -> 0 and call wake().
 //   kNotifyArmed/kNotifyHead/kNotifySent  producer asks to be notified
 //           (event kNotify) once head and sent both reach the targets
 // Positions are ring offsets modulo 2^32; capacity is a power of two.
@@ -93,6 +97,7 @@ class WriterEngine {
 
   void start();                             // owner thread
   void wake() { loop_.wake(); }             // any thread
+  void send_direct();                       // producer thread, after kSleep 1 -> 2
   void request_stop(int64_t timeout_ms);    // any thread: drain, then stop
   void close();                             // owner thread: stop now and join
   std::vector<WriterEvent> take_events();   // any thread (the consumer)
@@ -104,6 +109,7 @@ class WriterEngine {
   int connect_unix_fd(UniqueFd* out);
   void schedule_retry(int64_t now, int err);
   void flush();
+  void reclaim_send_state();
   void advance_head();
   void disconnect(const CoreError& why);
   void emit(WriterEvent ev);
@@ -117,7 +123,9 @@ class WriterEngine {
   const Notify notify_;
   EventLoop loop_;  // thread-safe wake(); the rest used by the IO thread
 
-  // IO thread only.
+  // IO thread only, except that send_direct() borrows the send state (fd_,
+  // send_pos_, head_, sent_count_, want_out_, progress fields) from the
+  // producer thread while kSleep == 2, with seq_cst hand-over on kSleep.
   UniqueFd fd_;
   bool connected_ = false;
   bool want_out_ = false;      // waiting for EPOLLOUT

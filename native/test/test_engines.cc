@@ -23,6 +23,7 @@ struct Producer {
   std::vector<uint8_t> ring;
   uint32_t tail = 0, accepted = 0, mask;
   WriterEngine* engine = nullptr;
+  bool direct = false;  // hand-over protocol: send_direct() or wake()
   explicit Producer(uint32_t cap) : ring(cap), mask(cap - 1) {}
 
   uint32_t load(int w) { return std::atomic_ref<uint32_t>(ctrl[w]).load(); }
@@ -38,7 +39,12 @@ struct Producer {
     ++accepted;
     std::atomic_ref<uint32_t>(ctrl[ctrl::kTail]).store(tail);
     uint32_t one = 1;
-    if (std::atomic_ref<uint32_t>(ctrl[ctrl::kSleep]).compare_exchange_strong(one, 0)) engine->wake();
+    if (direct) {
+      // As the addon does: send on this thread while the IO thread idles.
+      if (std::atomic_ref<uint32_t>(ctrl[ctrl::kSleep]).compare_exchange_strong(one, 2)) engine->send_direct();
+    } else if (std::atomic_ref<uint32_t>(ctrl[ctrl::kSleep]).compare_exchange_strong(one, 0)) {
+      engine->wake();
+    }
     return true;
   }
 };
@@ -67,7 +73,12 @@ std::string temp_socket() {
 
 }  // namespace
 
-TEST(writer_to_reader_in_order_and_graceful_stop) {
+static void run_in_order_and_graceful_stop(bool direct);
+
+TEST(writer_to_reader_in_order_and_graceful_stop_wake) { run_in_order_and_graceful_stop(false); }
+TEST(writer_to_reader_in_order_and_graceful_stop_direct_send) { run_in_order_and_graceful_stop(true); }
+
+static void run_in_order_and_graceful_stop(bool direct) {
   const std::string path = temp_socket();
   Listener l = listen_unix(path, 128, 0600);
   CHECK(!l.error);
@@ -91,6 +102,7 @@ TEST(writer_to_reader_in_order_and_graceful_stop) {
   wcfg.capacity = static_cast<uint32_t>(prod.ring.size());
   WriterEngine writer(wcfg, [&] { wc.notify(); });
   prod.engine = &writer;
+  prod.direct = direct;
   writer.start();
 
   constexpr uint32_t kN = 200000;
