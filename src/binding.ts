@@ -8,9 +8,10 @@ import * as path from 'node:path';
 import { IpcError } from './errors';
 
 export interface NativeReaderHandle {
-  listen(): void;
+  listen(onReady: () => void): void;
   drain(): unknown[];
   ack(connId: number, bytes: number): void;
+  authorize(connId: number, allowed: boolean): void;
   beginStop(): void;
   /** Joins the IO thread; returns how many received messages were never handed to JS. */
   close(): number;
@@ -20,7 +21,7 @@ export interface NativeReaderHandle {
 }
 
 export interface NativeWriterHandle {
-  start(): void;
+  start(onEvent: () => void): void;
   wake(): void;
   /** Sends the published frames on this thread; only after swapping SLEEP 1 -> 2. */
   sendDirect(): void;
@@ -33,8 +34,8 @@ export interface NativeWriterHandle {
 }
 
 export interface NativeBinding {
-  ReaderHandle: new (path: string, options: object, onReady: () => void) => NativeReaderHandle;
-  WriterHandle: new (path: string, options: object, shared: ArrayBuffer, onEvent: () => void) => NativeWriterHandle;
+  ReaderHandle: new (path: string, options: object) => NativeReaderHandle;
+  WriterHandle: new (path: string, options: object, shared: ArrayBuffer) => NativeWriterHandle;
   MAX_PATH_BYTES: number;
   ctrl: {
     TAIL: number;
@@ -47,6 +48,11 @@ export interface NativeBinding {
     BYTES: number;
   };
   liveSlabs(): number;
+  lookupUser(name: string): number;
+  lookupGroup(name: string): number;
+  checkListeningFd(fd: number): null | { code: string; message: string };
+  boundPath(fd: number): string;
+  notifyDatagram(address: string, message: string): number;
 }
 
 function load(): NativeBinding {

@@ -25,6 +25,12 @@ export const ErrorCodes = {
   ERR_WRITE_TIMEOUT: 'ERR_WRITE_TIMEOUT',
   /** A reader closed a connection that sent nothing for `inactivityTimeoutMs` (the `'disconnect'` reason). */
   ERR_INACTIVITY_TIMEOUT: 'ERR_INACTIVITY_TIMEOUT',
+  /** A peer was refused by `allowUids`/`allowGids`/`authorize` before any of its messages was delivered. */
+  ERR_PEER_REJECTED: 'ERR_PEER_REJECTED',
+  /** A Writer's `expectOwner` check failed: the socket file's owner, group or mode is not as required. */
+  ERR_UNTRUSTED_SOCKET: 'ERR_UNTRUSTED_SOCKET',
+  /** systemd socket activation or notification could not be used as configured. */
+  ERR_SYSTEMD: 'ERR_SYSTEMD',
   /** Another socket system call failed; see `errno` and `syscall`. */
   ERR_SOCKET: 'ERR_SOCKET',
   /** The Reader's handler threw or its promise rejected. */
@@ -57,7 +63,7 @@ export class IpcError extends Error {
 }
 
 /** Where an error reported to `onError` happened. */
-export type ErrorContext = 'connection' | 'handler' | 'connect' | 'send' | 'accept';
+export type ErrorContext = 'connection' | 'handler' | 'connect' | 'send' | 'accept' | 'authorize' | 'systemd';
 
 /** @internal Turns an error thrown by the addon (with code/errno/syscall) into an IpcError. */
 export function fromNative(e: unknown): IpcError | unknown {

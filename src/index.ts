@@ -9,5 +9,5 @@ export type { WriterMetrics, WriterStopResult, ReconnectingInfo } from './writer
 export { IpcError, ErrorCodes } from './errors';
 export type { ErrorCode, ErrorContext } from './errors';
 export { MAX_PATH_BYTES, DEFAULT_MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE_LIMIT } from './options';
-export type { ReaderOptions, WriterOptions, ReconnectOptions, StopOptions, ErrorHandler } from './options';
+export type { ReaderOptions, WriterOptions, ReconnectOptions, StopOptions, ErrorHandler, PeerInfo } from './options';
 export * from './framing';

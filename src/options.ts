@@ -28,8 +28,34 @@ export interface ReaderOptions {
   slabSize?: number;
   /** Close a connection that sends nothing for this many ms (0 = never). The `'disconnect'` event's reason has code `ERR_INACTIVITY_TIMEOUT`. Default 0. */
   inactivityTimeoutMs?: number;
+  /** Owner of the socket file: a uid or a user name. Applied before the socket listens. Not for abstract names. */
+  uid?: number | string;
+  /** Group of the socket file: a gid or a group name. Applied before the socket listens. Not for abstract names. */
+  gid?: number | string;
+  /** Mode for parent directories that do not exist yet and are created. Default `0o700`. Not for abstract names. */
+  directoryMode?: number;
+  /** Only peers whose uid (SO_PEERCRED, read at accept) is listed may connect (or whose gid is in `allowGids`). */
+  allowUids?: number[];
+  /** Only peers whose gid is listed may connect (or whose uid is in `allowUids`). */
+  allowGids?: number[];
+  /** Decides per connection, before any of its messages is read; false, a throw or a rejection refuses it (`ERR_PEER_REJECTED`). */
+  authorize?: (peer: PeerInfo) => boolean | Promise<boolean>;
+  /** systemd socket activation: `'auto'` (default) takes a listener systemd passed to this process (by path, or the only one); `{ name }` takes the one named in LISTEN_FDNAMES; `false` never does. */
+  systemd?: 'auto' | false | { name: string };
+  /** Send `READY=1` to $NOTIFY_SOCKET once listening and `STOPPING=1` on stop. Default false. */
+  notifySystemd?: boolean;
   /** Called for errors that are not the caller's fault (a peer's bad frame, a failing handler). Never throws into the IO path. */
   onError?: ErrorHandler;
+}
+
+/** A peer's credentials, read with SO_PEERCRED when its connection was accepted. */
+export interface PeerInfo {
+  /** Connection id (0 for a peer refused by allowUids/allowGids before it got one). */
+  readonly id: number;
+  /** Process id as of its connect() (may have been reused since). */
+  readonly pid: number;
+  readonly uid: number;
+  readonly gid: number;
 }
 
 /** Reconnection policy of a {@link Writer}. */
@@ -58,6 +84,8 @@ export interface WriterOptions {
   writeTimeoutMs?: number;
   /** Reconnect with exponential backoff and full jitter; `false` disables (the writer stops trying after the first failure). */
   reconnect?: ReconnectOptions | false;
+  /** Refuse to connect (`ERR_UNTRUSTED_SOCKET`, the writer stops trying) unless the socket file has this owner uid, group gid, and no permission bits beyond `mode`. Not for abstract names. */
+  expectOwner?: { uid?: number; gid?: number; mode?: number };
   /** Called for errors that are not the caller's fault (connect failures, lost connections). */
   onError?: ErrorHandler;
 }
@@ -69,6 +97,14 @@ export interface ResolvedReaderOptions {
   mode: number;
   slabSize: number;
   inactivityTimeoutMs: number;
+  uid: number | string | undefined;
+  gid: number | string | undefined;
+  directoryMode: number;
+  allowUids: number[];
+  allowGids: number[];
+  authorize: ((peer: PeerInfo) => boolean | Promise<boolean>) | undefined;
+  systemd: 'auto' | false | { name: string };
+  notifySystemd: boolean;
   onError: ErrorHandler | undefined;
 }
 
@@ -78,6 +114,7 @@ export interface ResolvedWriterOptions {
   maxBufferedBytes: number;
   sendBufferSize: number;
   writeTimeoutMs: number;
+  expectOwner: { uid: number; gid: number; mode: number } | undefined;
   reconnect: Required<ReconnectOptions> | false;
   onError: ErrorHandler | undefined;
 }
@@ -119,7 +156,15 @@ function fnOption<T>(name: string, v: unknown): T | undefined {
   return v as T;
 }
 
-/** Validates a socket path: a non-empty string of at most 107 UTF-8 bytes with no NUL. */
+/** True for a Linux abstract socket name ("@name"). */
+export function isAbstract(path: string): boolean {
+  return path.startsWith('@');
+}
+
+/**
+ * Validates a socket path: a non-empty string with no NUL, at most 107 bytes
+ * of UTF-8; or "@name" for an abstract socket, the name 1 to 107 bytes.
+ */
 export function validatePath(path: unknown): string {
   if (typeof path !== 'string') throw invalidType('path', 'a string', path);
   if (path.length === 0 || path.includes('\0')) {
@@ -127,8 +172,20 @@ export function validatePath(path: unknown): string {
     (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_VALUE';
     throw err;
   }
-  const bytes = Buffer.byteLength(path, 'utf8');
+  const abstract = isAbstract(path);
+  const bytes = Buffer.byteLength(abstract ? path.slice(1) : path, 'utf8');
+  if (abstract && bytes === 0) {
+    const err = new TypeError('An abstract socket name ("@name") needs at least one byte after the "@"');
+    (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_VALUE';
+    throw err;
+  }
   if (bytes > MAX_PATH_BYTES) {
+    if (abstract) {
+      throw new IpcError(
+        'ERR_PATH_TOO_LONG',
+        `The abstract socket name is ${bytes} bytes of UTF-8; at most ${MAX_PATH_BYTES} are allowed: ${path}`,
+      );
+    }
     throw new IpcError(
       'ERR_PATH_TOO_LONG',
       `The socket path is ${bytes} bytes of UTF-8; Unix sockets allow at most ${MAX_PATH_BYTES}: ${path}`,
@@ -144,6 +201,14 @@ const READER_KEYS = [
   'mode',
   'slabSize',
   'inactivityTimeoutMs',
+  'uid',
+  'gid',
+  'directoryMode',
+  'allowUids',
+  'allowGids',
+  'authorize',
+  'systemd',
+  'notifySystemd',
   'onError',
 ] as const;
 const WRITER_KEYS = [
@@ -152,15 +217,63 @@ const WRITER_KEYS = [
   'maxBufferedBytes',
   'sendBufferSize',
   'writeTimeoutMs',
+  'expectOwner',
   'reconnect',
   'onError',
 ] as const;
 const RECONNECT_KEYS = ['initialDelayMs', 'maxDelayMs', 'multiplier', 'maxAttempts'] as const;
 
-export function resolveReaderOptions(options: unknown): ResolvedReaderOptions {
+function idOption(name: string, v: unknown): number | string | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v === 'string') {
+    if (v.length === 0) throw invalidType(name, 'a non-negative integer or a non-empty name', v);
+    return v;
+  }
+  if (typeof v !== 'number') throw invalidType(name, 'a number or a name', v);
+  return intOption(name, v, 0, 0, 2 ** 32 - 2);
+}
+
+function idListOption(name: string, v: unknown): number[] {
+  if (v === undefined) return [];
+  if (!Array.isArray(v)) throw invalidType(name, 'an array of integers', v);
+  return v.map((x, i) => intOption(`${name}[${i}]`, x, 0, 0, 2 ** 31 - 1));
+}
+
+function notForAbstract(path: string, o: Record<string, unknown>, keys: readonly string[]): void {
+  if (!isAbstract(path)) return;
+  for (const k of keys) {
+    if (o[k] !== undefined) {
+      const err = new TypeError(`The "${k}" option does not apply to the abstract socket ${path}: it has no file`);
+      (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_VALUE';
+      throw err;
+    }
+  }
+}
+
+export function resolveReaderOptions(options: unknown, path = ''): ResolvedReaderOptions {
   const o = checkObject('options', options);
   checkKeys('Reader options', o, READER_KEYS);
+  notForAbstract(path, o, ['mode', 'uid', 'gid', 'directoryMode']);
+  let systemd: ResolvedReaderOptions['systemd'] = 'auto';
+  if (o.systemd === false) systemd = false;
+  else if (o.systemd !== undefined && o.systemd !== 'auto') {
+    const sd = checkObject('systemd', o.systemd);
+    checkKeys('systemd options', sd, ['name']);
+    if (typeof sd.name !== 'string' || sd.name.length === 0) throw invalidType('systemd.name', 'a non-empty string', sd.name);
+    systemd = { name: sd.name };
+  }
+  if (o.notifySystemd !== undefined && typeof o.notifySystemd !== 'boolean') {
+    throw invalidType('notifySystemd', 'a boolean', o.notifySystemd);
+  }
   return {
+    uid: idOption('uid', o.uid),
+    gid: idOption('gid', o.gid),
+    directoryMode: intOption('directoryMode', o.directoryMode, 0o700, 0, 0o777),
+    allowUids: idListOption('allowUids', o.allowUids),
+    allowGids: idListOption('allowGids', o.allowGids),
+    authorize: fnOption('authorize', o.authorize),
+    systemd,
+    notifySystemd: o.notifySystemd === true,
     maxMessageSize: intOption('maxMessageSize', o.maxMessageSize, DEFAULT_MAX_MESSAGE_SIZE, 0, MAX_MESSAGE_SIZE_LIMIT),
     maxPendingBytes: intOption('maxPendingBytes', o.maxPendingBytes, 8 * 1024 * 1024, 1, 2 ** 40),
     backlog: intOption('backlog', o.backlog, 511, 1, 65535),
@@ -171,9 +284,20 @@ export function resolveReaderOptions(options: unknown): ResolvedReaderOptions {
   };
 }
 
-export function resolveWriterOptions(options: unknown): ResolvedWriterOptions {
+export function resolveWriterOptions(options: unknown, path = ''): ResolvedWriterOptions {
   const o = checkObject('options', options);
   checkKeys('Writer options', o, WRITER_KEYS);
+  notForAbstract(path, o, ['expectOwner']);
+  let expectOwner: ResolvedWriterOptions['expectOwner'];
+  if (o.expectOwner !== undefined) {
+    const e = checkObject('expectOwner', o.expectOwner);
+    checkKeys('expectOwner', e, ['uid', 'gid', 'mode']);
+    expectOwner = {
+      uid: intOption('expectOwner.uid', e.uid, -1, 0, 2 ** 32 - 2),
+      gid: intOption('expectOwner.gid', e.gid, -1, 0, 2 ** 32 - 2),
+      mode: intOption('expectOwner.mode', e.mode, -1, 0, 0o7777),
+    };
+  }
   const maxMessageSize = intOption('maxMessageSize', o.maxMessageSize, DEFAULT_MAX_MESSAGE_SIZE, 0, MAX_MESSAGE_SIZE_LIMIT);
   const minBytes = maxMessageSize + 10;
   const maxBufferedBytes = intOption(
@@ -214,6 +338,7 @@ export function resolveWriterOptions(options: unknown): ResolvedWriterOptions {
     maxBufferedBytes,
     sendBufferSize: intOption('sendBufferSize', o.sendBufferSize, 4 * 1024 * 1024, 0, 2 ** 30),
     writeTimeoutMs: intOption('writeTimeoutMs', o.writeTimeoutMs, 0, 0, 2 ** 31 - 1),
+    expectOwner,
     reconnect,
     onError: fnOption<ErrorHandler>('onError', o.onError),
   };

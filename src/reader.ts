@@ -5,12 +5,27 @@
 import { EventEmitter } from 'node:events';
 import { binding, type NativeReaderHandle } from './binding';
 import { fromNative, IpcError, type ErrorContext } from './errors';
-import { resolveReaderOptions, resolveStopOptions, validatePath, type ReaderOptions, type ResolvedReaderOptions, type StopOptions } from './options';
+import {
+  isAbstract,
+  resolveReaderOptions,
+  resolveStopOptions,
+  validatePath,
+  type ReaderOptions,
+  type ResolvedReaderOptions,
+  type StopOptions,
+} from './options';
+import { notify as notifySystemd, takeListener } from './systemd';
 
-/** One accepted connection (one writer). */
+/** One accepted connection (one writer), with its peer's credentials (SO_PEERCRED, read at accept). */
 export interface Connection {
   /** Identifier unique within this Reader. */
   readonly id: number;
+  /** The peer's process id as of its connect() (may have been reused since). */
+  readonly pid: number;
+  /** The peer's user id (65534 if unmapped in this user namespace). */
+  readonly uid: number;
+  /** The peer's group id. */
+  readonly gid: number;
 }
 
 /**
@@ -112,6 +127,8 @@ export interface ReaderMetrics {
   pauses: number;
   /** Messages received but not delivered because stop() timed out. */
   discarded: number;
+  /** Connections refused by allowUids/allowGids/authorize before any message was read. */
+  rejected: number;
 }
 
 /** Result of `stop()`. */
@@ -127,6 +144,7 @@ const T_OPEN = 1;
 const T_CLOSE = 2;
 const T_ERROR = 3;
 const T_DRAINED = 4;
+const T_REJECTED = 5;
 const ITEM = 5;
 
 /**
@@ -145,17 +163,19 @@ export class Reader extends EventEmitter {
   #state: State = 'idle';
   #handle: NativeReaderHandle | undefined;
   #refed = true;
+  #systemdActivated = false;
   // Items from the IO thread not yet handled: flat, ITEM slots each.
   #queue: unknown[] = [];
   #qhead = 0;
   #busy = false;
   #drained = false;
   #conns = new Map<number, Connection>();
+  #held = new Set<number>(); // connections waiting for authorize()
   #stopPromise: Promise<StopResult> | undefined;
   #stopResolve: ((r: StopResult) => void) | undefined;
   #stopTimer: NodeJS.Timeout | undefined;
   #lastNative: Record<string, number> = {};
-  #m = { received: 0, bytesReceived: 0, batches: 0, errors: 0, handlerErrors: 0, discarded: 0 };
+  #m = { received: 0, bytesReceived: 0, batches: 0, errors: 0, handlerErrors: 0, discarded: 0, rejected: 0 };
 
   constructor(path: string, handler: BatchHandler, options?: ReaderOptions) {
     super();
@@ -166,7 +186,7 @@ export class Reader extends EventEmitter {
       throw err;
     }
     this.#handler = handler;
-    this.#opts = resolveReaderOptions(options);
+    this.#opts = resolveReaderOptions(options, this.path);
   }
 
   /** True between a successful start() and stop(). */
@@ -184,27 +204,53 @@ export class Reader extends EventEmitter {
     if (this.#state === 'running') return;
     if (this.#state !== 'idle') throw new IpcError('ERR_NOT_RUNNING', 'This Reader was stopped; create a new one');
     const o = this.#opts;
-    const handle = new (binding().ReaderHandle)(
+    const b = binding();
+    const abstract = isAbstract(this.path);
+    const uid = resolveId('uid', o.uid, b.lookupUser);
+    const gid = resolveId('gid', o.gid, b.lookupGroup);
+    const fd = o.systemd === false ? undefined : takeListener(this.path, typeof o.systemd === 'object' ? o.systemd.name : undefined);
+    const handle = new b.ReaderHandle(
       this.path,
       {
         maxMessageSize: o.maxMessageSize,
         maxPendingBytes: o.maxPendingBytes,
         backlog: o.backlog,
-        mode: o.mode,
+        mode: abstract ? -1 : o.mode,
+        uid,
+        gid,
+        directoryMode: abstract ? -1 : o.directoryMode,
         slabSize: o.slabSize,
         inactivityTimeoutMs: o.inactivityTimeoutMs,
+        allowUids: o.allowUids,
+        allowGids: o.allowGids,
+        authorize: o.authorize !== undefined,
+        fd: fd ?? -1,
       },
-      () => this.#onReady(),
     );
     if (!this.#refed) handle.unref();
     try {
-      handle.listen();
+      handle.listen(() => this.#onReady());
     } catch (e) {
       throw fromNative(e);
     }
     this.#handle = handle;
     this.#state = 'running';
+    this.#systemdActivated = fd !== undefined;
+    if (o.notifySystemd) this.#notify('READY=1');
     this.emit('listening');
+  }
+
+  /** True when the listening socket was passed in by systemd (socket activation). */
+  get systemdActivated(): boolean {
+    return this.#systemdActivated;
+  }
+
+  #notify(state: string): void {
+    try {
+      notifySystemd(state);
+    } catch (e) {
+      this.#report(e as Error, 'systemd');
+    }
   }
 
   /**
@@ -222,6 +268,7 @@ export class Reader extends EventEmitter {
       return this.#stopPromise;
     }
     this.#state = 'stopping';
+    if (this.#opts.notifySystemd) this.#notify('STOPPING=1');
     this.#stopPromise = new Promise<StopResult>((resolve) => {
       this.#stopResolve = resolve;
     });
@@ -246,6 +293,7 @@ export class Reader extends EventEmitter {
       readCalls: n.readCalls ?? 0,
       pauses: n.pauses ?? 0,
       discarded: this.#m.discarded,
+      rejected: this.#m.rejected,
     };
   }
 
@@ -296,7 +344,7 @@ export class Reader extends EventEmitter {
         const offsets = q[i + 3] as Uint32Array;
         const bytes = q[i + 4] as number;
         q[i + 2] = q[i + 3] = undefined; // let the slab go once delivered
-        const conn = this.#conns.get(connId) ?? { id: connId };
+        const conn = this.#conns.get(connId) ?? { id: connId, pid: -1, uid: -1, gid: -1 };
         const batch = new Batch(conn, ab, offsets, bytes);
         this.#m.received += batch.length;
         this.#m.bytesReceived += bytes;
@@ -320,14 +368,23 @@ export class Reader extends EventEmitter {
         }
         this.#handle.ack(connId, ab.byteLength);
       } else if (type === T_OPEN) {
-        const conn: Connection = { id: connId };
+        const cred = q[i + 2] as { pid: number; uid: number; gid: number };
+        const conn: Connection = Object.freeze({ id: connId, pid: cred.pid, uid: cred.uid, gid: cred.gid });
         this.#conns.set(connId, conn);
-        this.emit('connection', conn);
+        if (this.#opts.authorize) this.#authorize(conn);
+        else this.emit('connection', conn);
+      } else if (type === T_REJECTED) {
+        const cred = q[i + 2] as { pid: number; uid: number; gid: number };
+        const peer: Connection = Object.freeze({ id: 0, pid: cred.pid, uid: cred.uid, gid: cred.gid });
+        this.#rejected(peer, 'not in allowUids/allowGids');
       } else if (type === T_CLOSE) {
-        const conn = this.#conns.get(connId) ?? { id: connId };
-        this.#conns.delete(connId);
+        const conn = this.#conns.get(connId) ?? { id: connId, pid: -1, uid: -1, gid: -1 };
+        const announced = this.#conns.delete(connId) && !this.#held.has(connId);
+        this.#held.delete(connId);
         const why = q[i + 2];
-        this.emit('disconnect', conn, why === undefined ? undefined : fromNative(Object.assign(new Error(), why as object)));
+        if (announced) {
+          this.emit('disconnect', conn, why === undefined ? undefined : fromNative(Object.assign(new Error(), why as object)));
+        }
       } else if (type === T_ERROR) {
         const e = fromNative(Object.assign(new Error(), q[i + 2] as object)) as Error;
         this.#report(e, connId === 0 ? 'accept' : 'connection', this.#conns.get(connId));
@@ -340,6 +397,46 @@ export class Reader extends EventEmitter {
       this.#qhead = 0;
     }
     if (this.#state === 'stopping' && this.#drained) this.#finishStop(false);
+  }
+
+  // Runs the authorize option for a held connection; nothing of it is read
+  // until the verdict, and a refusal closes it unread.
+  #authorize(conn: Connection): void {
+    this.#held.add(conn.id);
+    const verdict = (ok: boolean, why: string, cause?: unknown): void => {
+      if (!this.#held.delete(conn.id)) return;
+      this.#handle?.authorize(conn.id, ok);
+      if (ok) this.emit('connection', conn);
+      else {
+        this.#conns.delete(conn.id);
+        this.#rejected(conn, why, cause);
+      }
+    };
+    let r: boolean | Promise<boolean>;
+    try {
+      r = this.#opts.authorize!(conn);
+    } catch (e) {
+      verdict(false, `authorize() threw: ${(e as Error)?.message ?? String(e)}`, e);
+      return;
+    }
+    if (r !== null && typeof r === 'object' && typeof (r as Promise<boolean>).then === 'function') {
+      (r as Promise<boolean>).then(
+        (ok) => verdict(ok === true, 'authorize() resolved false'),
+        (e: unknown) => verdict(false, `authorize() rejected: ${(e as Error)?.message ?? String(e)}`, e),
+      );
+    } else {
+      verdict(r === true, 'authorize() returned false');
+    }
+  }
+
+  #rejected(peer: Connection, why: string, cause?: unknown): void {
+    this.#m.rejected++;
+    const err = new IpcError(
+      'ERR_PEER_REJECTED',
+      `Refused a connection from pid ${peer.pid} (uid ${peer.uid}, gid ${peer.gid}): ${why}`,
+      { cause },
+    );
+    this.#report(err, 'authorize', peer);
   }
 
   #afterAsync(connId: number, bytes: number): void {
@@ -387,4 +484,16 @@ export class Reader extends EventEmitter {
     this.#stopResolve!({ discarded });
     this.emit('close', { forced });
   }
+}
+
+function resolveId(name: string, v: number | string | undefined, lookup: (n: string) => number): number {
+  if (v === undefined) return -1;
+  if (typeof v === 'number') return v;
+  const id = lookup(v);
+  if (id < 0) {
+    const err = new TypeError(`The "${name}" option names ${name === 'uid' ? 'a user' : 'a group'} that does not exist: ${v}`);
+    (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_VALUE';
+    throw err;
+  }
+  return id;
 }

@@ -118,7 +118,7 @@ export class Writer extends EventEmitter {
   constructor(path: string, options?: WriterOptions) {
     super();
     this.path = validatePath(path);
-    this.#opts = resolveWriterOptions(options);
+    this.#opts = resolveWriterOptions(options, this.path);
     this.#b = binding();
     const c = this.#b.ctrl;
     let cap = 1;
@@ -142,10 +142,10 @@ export class Writer extends EventEmitter {
       {
         sendBufferSize: o.sendBufferSize,
         writeTimeoutMs: o.writeTimeoutMs,
+        expectOwner: o.expectOwner,
         reconnect: o.reconnect === false ? false : { ...o.reconnect },
       },
       shared,
-      () => this.#onEvent(),
     );
   }
 
@@ -162,7 +162,7 @@ export class Writer extends EventEmitter {
     if (this.#state === 'running') return this;
     if (this.#state !== 'idle') throw new IpcError('ERR_NOT_RUNNING', 'This Writer was stopped; create a new one');
     this.#state = 'running';
-    this.#handle.start();
+    this.#handle.start(() => this.#onEvent());
     return this;
   }
 

@@ -24,6 +24,29 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   c.Set("NOTIFY_SENT", ctrl::kNotifySent);
   c.Set("BYTES", static_cast<double>(ctrl::kBytes));
   exports.Set("ctrl", c);
+  exports.Set("lookupUser", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+                return Napi::Number::New(info.Env(), lookup_uid(info[0].As<Napi::String>().Utf8Value()));
+              }));
+  exports.Set("lookupGroup", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+                return Napi::Number::New(info.Env(), lookup_gid(info[0].As<Napi::String>().Utf8Value()));
+              }));
+  // (fd) -> null if fd is a listening AF_UNIX stream socket, else an error object.
+  exports.Set("checkListeningFd", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+                CoreError e = check_listening_unix(info[0].As<Napi::Number>().Int32Value());
+                if (!e) return info.Env().Null();
+                Napi::Object o = Napi::Object::New(info.Env());
+                o.Set("code", e.code);
+                o.Set("message", e.message);
+                return o;
+              }));
+  exports.Set("boundPath", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+                return Napi::String::New(info.Env(), bound_path(info[0].As<Napi::Number>().Int32Value()));
+              }));
+  // (address, message) -> errno (0 = sent)
+  exports.Set("notifyDatagram", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+                return Napi::Number::New(info.Env(), notify_datagram(info[0].As<Napi::String>().Utf8Value(),
+                                                                     info[1].As<Napi::String>().Utf8Value()));
+              }));
   exports.Set("liveSlabs", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
                 return Napi::Number::New(info.Env(), static_cast<double>(Slab::live()));
               }));

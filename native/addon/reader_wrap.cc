@@ -1,6 +1,8 @@
 #include "reader_wrap.h"
 
 #include "common.h"
+#include <fcntl.h>
+
 #include "core/socket_util.h"
 
 namespace udsipc {
@@ -11,6 +13,7 @@ Napi::Function ReaderWrap::Init(Napi::Env env) {
                          InstanceMethod<&ReaderWrap::Listen>("listen"),
                          InstanceMethod<&ReaderWrap::Drain>("drain"),
                          InstanceMethod<&ReaderWrap::Ack>("ack"),
+                         InstanceMethod<&ReaderWrap::Authorize>("authorize"),
                          InstanceMethod<&ReaderWrap::BeginStop>("beginStop"),
                          InstanceMethod<&ReaderWrap::Close>("close"),
                          InstanceMethod<&ReaderWrap::Ref>("ref"),
@@ -21,8 +24,8 @@ Napi::Function ReaderWrap::Init(Napi::Env env) {
 
 ReaderWrap::ReaderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ReaderWrap>(info), env_(info.Env()) {
   Napi::Env env = info.Env();
-  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsObject() || !info[2].IsFunction())
-    throw Napi::TypeError::New(env, "ReaderHandle(path, options, onReady)");
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsObject())
+    throw Napi::TypeError::New(env, "ReaderHandle(path, options)");
   path_ = info[0].As<Napi::String>().Utf8Value();
   Napi::Object o = info[1].As<Napi::Object>();
   asm_cfg_.max_message_size = static_cast<uint64_t>(get_number(o, "maxMessageSize", 10 * 1024 * 1024));
@@ -31,9 +34,19 @@ ReaderWrap::ReaderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader
   asm_cfg_.large_threshold = static_cast<size_t>(get_number(o, "largeThreshold", 128 * 1024));
   max_pending_ = static_cast<uint64_t>(get_number(o, "maxPendingBytes", 8 * 1024 * 1024));
   inactivity_ms_ = static_cast<uint32_t>(get_number(o, "inactivityTimeoutMs", 0));
-  backlog_ = static_cast<int>(get_number(o, "backlog", 511));
-  mode_ = static_cast<int>(get_number(o, "mode", -1));
-  on_ready_ = Napi::Persistent(info[2].As<Napi::Function>());
+  listen_.backlog = static_cast<int>(get_number(o, "backlog", 511));
+  listen_.mode = static_cast<int>(get_number(o, "mode", -1));
+  listen_.uid = static_cast<int>(get_number(o, "uid", -1));
+  listen_.gid = static_cast<int>(get_number(o, "gid", -1));
+  listen_.dir_mode = static_cast<int>(get_number(o, "directoryMode", -1));
+  adopt_fd_ = static_cast<int>(get_number(o, "fd", -1));
+  hold_for_authorize_ = o.Get("authorize").ToBoolean();
+  for (auto [key, out] : {std::pair{"allowUids", &allow_uids_}, std::pair{"allowGids", &allow_gids_}}) {
+    Napi::Value v = o.Get(key);
+    if (!v.IsArray()) continue;
+    Napi::Array a = v.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); ++i) out->push_back(a.Get(i).As<Napi::Number>().Int32Value());
+  }
 }
 
 ReaderWrap::~ReaderWrap() { Shutdown(); }
@@ -65,19 +78,37 @@ uint64_t ReaderWrap::Shutdown() {
 Napi::Value ReaderWrap::Listen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (engine_) return env.Undefined();
-  Listener l = listen_unix(path_, backlog_, mode_);
-  if (l.error) throw_core_error(env, l.error);
+  if (!info[0].IsFunction()) throw Napi::TypeError::New(env, "listen(onReady)");
+  // The callback is held only by the TSFN (released on stop), never by a
+  // persistent reference of ours: that would keep the JS Reader (which holds
+  // this handle) alive forever.
+  Listener l;
+  if (adopt_fd_ >= 0) {
+    // A listener handed over by the service manager: never ours to unlink.
+    if (CoreError e = check_listening_unix(adopt_fd_)) throw_core_error(env, e);
+    const int fl = ::fcntl(adopt_fd_, F_GETFL);
+    ::fcntl(adopt_fd_, F_SETFL, fl | O_NONBLOCK);
+    ::fcntl(adopt_fd_, F_SETFD, FD_CLOEXEC);
+    l.fd = UniqueFd(adopt_fd_);
+    adopt_fd_ = -1;
+  } else {
+    l = listen_unix(path_, listen_);
+    if (l.error) throw_core_error(env, l.error);
+  }
 
   ReaderConfig cfg;
   cfg.listen_fd = std::move(l.fd);
-  cfg.path = path_;
+  cfg.path = l.ino ? path_ : "";
   cfg.dev = l.dev;
   cfg.ino = l.ino;
   cfg.assembler = asm_cfg_;
   cfg.max_pending_bytes = max_pending_;
   cfg.inactivity_timeout_ms = inactivity_ms_;
+  cfg.allow_uids = allow_uids_;
+  cfg.allow_gids = allow_gids_;
+  cfg.hold_for_authorize = hold_for_authorize_;
 
-  tsfn_ = Napi::ThreadSafeFunction::New(env, on_ready_.Value(), "uds-ipc reader", 0, 1);
+  tsfn_ = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "uds-ipc reader", 0, 1);
   tsfn_live_ = true;
   if (!refed_) tsfn_.Unref(env);
   // Registered after the TSFN so that, hooks running in reverse order, ours
@@ -132,6 +163,17 @@ Napi::Value ReaderWrap::Drain(const Napi::CallbackInfo& info) {
         out.Set(k++, static_cast<double>(b.payload_bytes));
         break;
       }
+      case ReaderItem::kOpen:
+      case ReaderItem::kRejected: {
+        Napi::Object c = Napi::Object::New(env);
+        c.Set("pid", it.cred.pid);
+        c.Set("uid", it.cred.uid);
+        c.Set("gid", it.cred.gid);
+        out.Set(k++, c);
+        out.Set(k++, env.Undefined());
+        out.Set(k++, env.Undefined());
+        break;
+      }
       case ReaderItem::kClose:
         out.Set(k++, it.error ? Napi::Value(error_to_object(env, it.error)) : env.Undefined());
         out.Set(k++, env.Undefined());
@@ -155,6 +197,11 @@ void ReaderWrap::Ack(const Napi::CallbackInfo& info) {
   if (!engine_) return;
   engine_->ack(info[0].As<Napi::Number>().Uint32Value(),
                static_cast<uint64_t>(info[1].As<Napi::Number>().DoubleValue()));
+}
+
+void ReaderWrap::Authorize(const Napi::CallbackInfo& info) {
+  if (!engine_) return;
+  engine_->authorize(info[0].As<Napi::Number>().Uint32Value(), info[1].ToBoolean());
 }
 
 void ReaderWrap::BeginStop(const Napi::CallbackInfo&) {
@@ -188,6 +235,7 @@ Napi::Value ReaderWrap::Metrics(const Napi::CallbackInfo& info) {
   o.Set("connectionErrors", static_cast<double>(m.errors));
   o.Set("pauses", static_cast<double>(m.pauses));
   o.Set("acceptErrors", static_cast<double>(m.accept_errors));
+  o.Set("rejected", static_cast<double>(m.rejected));
   return o;
 }
 

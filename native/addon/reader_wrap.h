@@ -1,4 +1,4 @@
-// JS handle of a ReaderEngine: new ReaderHandle(path, options, onReady).
+// JS handle of a ReaderEngine: new ReaderHandle(path, options); listen(onReady).
 #pragma once
 
 #include <napi.h>
@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/reader_engine.h"
+#include "core/socket_util.h"
 
 namespace udsipc {
 
@@ -20,6 +21,7 @@ class ReaderWrap : public Napi::ObjectWrap<ReaderWrap> {
   Napi::Value Listen(const Napi::CallbackInfo& info);
   Napi::Value Drain(const Napi::CallbackInfo& info);
   void Ack(const Napi::CallbackInfo& info);
+  void Authorize(const Napi::CallbackInfo& info);
   void BeginStop(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);  // -> messages never delivered
   void Ref(const Napi::CallbackInfo& info);
@@ -36,9 +38,10 @@ class ReaderWrap : public Napi::ObjectWrap<ReaderWrap> {
   AssemblerConfig asm_cfg_;
   uint64_t max_pending_ = 0;
   uint32_t inactivity_ms_ = 0;
-  int backlog_ = 511;
-  int mode_ = -1;
-  Napi::FunctionReference on_ready_;
+  ListenOptions listen_;
+  int adopt_fd_ = -1;  // a listening fd handed over (systemd), instead of binding
+  std::vector<int> allow_uids_, allow_gids_;
+  bool hold_for_authorize_ = false;
   Napi::ThreadSafeFunction tsfn_;
   bool tsfn_live_ = false;
   bool hook_ = false;

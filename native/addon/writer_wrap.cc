@@ -21,9 +21,8 @@ Napi::Function WriterWrap::Init(Napi::Env env) {
 
 WriterWrap::WriterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<WriterWrap>(info), env_(info.Env()) {
   Napi::Env env = info.Env();
-  if (info.Length() < 4 || !info[0].IsString() || !info[1].IsObject() || !info[2].IsArrayBuffer() ||
-      !info[3].IsFunction())
-    throw Napi::TypeError::New(env, "WriterHandle(path, options, shared, onEvent)");
+  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsObject() || !info[2].IsArrayBuffer())
+    throw Napi::TypeError::New(env, "WriterHandle(path, options, shared)");
   cfg_.path = info[0].As<Napi::String>().Utf8Value();
   Napi::Object o = info[1].As<Napi::Object>();
   Napi::ArrayBuffer shared = info[2].As<Napi::ArrayBuffer>();
@@ -37,6 +36,13 @@ WriterWrap::WriterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Writer
   cfg_.capacity = static_cast<uint32_t>(cap);
   cfg_.send_buffer_size = static_cast<int>(get_number(o, "sendBufferSize", 0));
   cfg_.write_timeout_ms = static_cast<uint32_t>(get_number(o, "writeTimeoutMs", 0));
+  Napi::Value eo = o.Get("expectOwner");
+  if (eo.IsObject()) {
+    Napi::Object e = eo.As<Napi::Object>();
+    cfg_.expect_uid = static_cast<int>(get_number(e, "uid", -1));
+    cfg_.expect_gid = static_cast<int>(get_number(e, "gid", -1));
+    cfg_.expect_mode = static_cast<int>(get_number(e, "mode", -1));
+  }
   Napi::Value rc = o.Get("reconnect");
   if (rc.IsObject()) {
     Napi::Object r = rc.As<Napi::Object>();
@@ -48,7 +54,6 @@ WriterWrap::WriterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Writer
   } else {
     cfg_.reconnect.enabled = false;
   }
-  on_event_ = Napi::Persistent(info[3].As<Napi::Function>());
 }
 
 WriterWrap::~WriterWrap() { Shutdown(); }
@@ -73,7 +78,10 @@ void WriterWrap::Shutdown() {
 Napi::Value WriterWrap::Start(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (engine_) return env.Undefined();
-  tsfn_ = Napi::ThreadSafeFunction::New(env, on_event_.Value(), "uds-ipc writer", 0, 1);
+  if (!info[0].IsFunction()) throw Napi::TypeError::New(env, "start(onEvent)");
+  // Held only by the TSFN (released on stop): a persistent reference here
+  // would keep the JS Writer, which holds this handle, alive forever.
+  tsfn_ = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "uds-ipc writer", 0, 1);
   tsfn_live_ = true;
   if (!refed_) tsfn_.Unref(env);
   napi_add_env_cleanup_hook(env_, CleanupHook, this);  // after the TSFN: runs before its teardown

@@ -1,4 +1,4 @@
-// JS handle of a WriterEngine: new WriterHandle(path, options, shared, onEvent)
+// JS handle of a WriterEngine: new WriterHandle(path, options, shared); start(onEvent)
 // where `shared` is an ArrayBuffer holding the control block (ctrl::kBytes)
 // followed by the frame ring (a power of two bytes).
 #pragma once
@@ -38,7 +38,6 @@ class WriterWrap : public Napi::ObjectWrap<WriterWrap> {
   napi_env env_;
   WriterConfig cfg_;
   Napi::Reference<Napi::ArrayBuffer> shared_ref_;
-  Napi::FunctionReference on_event_;
   Napi::ThreadSafeFunction tsfn_;
   bool tsfn_live_ = false;
   bool hook_ = false;

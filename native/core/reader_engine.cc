@@ -72,6 +72,14 @@ void ReaderEngine::ack(uint32_t conn_id, uint64_t bytes) {
   if (paused_count_.load() > 0) loop_.wake();
 }
 
+void ReaderEngine::authorize(uint32_t conn_id, bool allowed) {
+  {
+    std::lock_guard<std::mutex> lk(acks_mu_);
+    verdicts_.emplace_back(conn_id, allowed);
+  }
+  loop_.wake();
+}
+
 ReaderMetrics ReaderEngine::metrics() const {
   ReaderMetrics m;
   m.accepted = m_accepted_.load(std::memory_order_relaxed);
@@ -83,6 +91,7 @@ ReaderMetrics ReaderEngine::metrics() const {
   m.errors = m_errors_.load(std::memory_order_relaxed);
   m.pauses = m_pauses_.load(std::memory_order_relaxed);
   m.accept_errors = m_accept_errors_.load(std::memory_order_relaxed);
+  m.rejected = m_rejected_.load(std::memory_order_relaxed);
   return m;
 }
 
@@ -107,9 +116,26 @@ void ReaderEngine::flush_overflow() {
 
 void ReaderEngine::apply_acks() {
   std::vector<std::pair<uint32_t, uint64_t>> acks;
+  std::vector<std::pair<uint32_t, bool>> verdicts;
   {
     std::lock_guard<std::mutex> lk(acks_mu_);
     acks.swap(acks_);
+    verdicts.swap(verdicts_);
+  }
+  for (auto [id, allowed] : verdicts) {
+    auto it = conns_.find(id);
+    if (it == conns_.end() || !it->second->held) continue;
+    Conn& c = *it->second;
+    c.held = false;
+    if (allowed) {
+      c.last_active_ms = now_ms();
+      if (stopping_) ::shutdown(c.fd.get(), SHUT_RD);
+      loop_.add(c.fd.get(), EPOLLIN | EPOLLRDHUP, c.id);
+    } else {
+      m_rejected_.fetch_add(1, std::memory_order_relaxed);
+      c.paused = false;
+      close_conn(id, CoreError{}, CoreError::plain("ERR_PEER_REJECTED", "rejected by authorize()"));
+    }
   }
   for (auto [id, bytes] : acks) {
     auto it = conns_.find(id);
@@ -134,7 +160,8 @@ void ReaderEngine::run() {
       stopping_ = true;
       accept_all();  // take what is waiting in the backlog before closing it
       stop_listening();
-      for (auto& [id, c] : conns_) ::shutdown(c->fd.get(), SHUT_RD);
+      for (auto& [id, c] : conns_)
+        if (!c->held) ::shutdown(c->fd.get(), SHUT_RD);
     }
     flush_overflow();
     if (stopping_ && conns_.empty() && overflow_.empty() && !drained_sent_) {
@@ -182,7 +209,8 @@ void ReaderEngine::run() {
   // so what the kernel still holds is bounded: read it and count its whole
   // frames as discarded rather than lose them silently.
   if (stopping_) {
-    for (auto& [id, c] : conns_) discarded_.fetch_add(count_unread_frames(*c), std::memory_order_relaxed);
+    for (auto& [id, c] : conns_)
+      if (!c->held) discarded_.fetch_add(count_unread_frames(*c), std::memory_order_relaxed);
   }
   // Everything closes here (RAII); unread items stay in the queue until the
   // engine is destroyed.
@@ -238,15 +266,32 @@ void ReaderEngine::accept_all() {
     }
     const uint32_t id = next_id_++;
     if (next_id_ == 0) next_id_ = 1;
+    const PeerCred cred = peer_credentials(fd);
+    if (!cfg_.allow_uids.empty() || !cfg_.allow_gids.empty()) {
+      const auto has = [](const std::vector<int>& v, int x) { return std::find(v.begin(), v.end(), x) != v.end(); };
+      if (!has(cfg_.allow_uids, cred.uid) && !has(cfg_.allow_gids, cred.gid)) {
+        // Closed before a single byte of it is read.
+        ::close(fd);
+        m_rejected_.fetch_add(1, std::memory_order_relaxed);
+        ReaderItem item{ReaderItem::kRejected};
+        item.cred = cred;
+        push(std::move(item));
+        continue;
+      }
+    }
     auto conn = std::make_unique<Conn>(id, UniqueFd(fd), cfg_.assembler);
     conn->last_active_ms = now_ms();
-    if (stopping_) ::shutdown(fd, SHUT_RD);
-    loop_.add(fd, EPOLLIN | EPOLLRDHUP, id);
+    conn->held = cfg_.hold_for_authorize;
+    if (!conn->held) {
+      if (stopping_) ::shutdown(fd, SHUT_RD);
+      loop_.add(fd, EPOLLIN | EPOLLRDHUP, id);
+    }
     conns_.emplace(id, std::move(conn));
     m_accepted_.fetch_add(1, std::memory_order_relaxed);
     m_active_.fetch_add(1, std::memory_order_relaxed);
     ReaderItem item{ReaderItem::kOpen};
     item.conn_id = id;
+    item.cred = cred;
     push(std::move(item));
   }
 }
@@ -326,7 +371,7 @@ void ReaderEngine::close_idle(int64_t now) {
   std::vector<uint32_t> idle;
   for (auto& [id, c] : conns_) {
     // A paused connection is silent because of us, not the peer.
-    if (!c->paused && now - c->last_active_ms >= cfg_.inactivity_timeout_ms) idle.push_back(id);
+    if (!c->paused && !c->held && now - c->last_active_ms >= cfg_.inactivity_timeout_ms) idle.push_back(id);
   }
   for (uint32_t id : idle) {
     close_conn(id, CoreError{},
@@ -340,7 +385,7 @@ void ReaderEngine::close_conn(uint32_t id, CoreError why, CoreError reason) {
   if (it == conns_.end()) return;
   Conn& c = *it->second;
   if (c.paused) paused_count_.fetch_sub(1);
-  else loop_.remove(c.fd.get());
+  else if (!c.held) loop_.remove(c.fd.get());
   if (why) {
     m_errors_.fetch_add(1, std::memory_order_relaxed);
     ReaderItem err{ReaderItem::kError};

@@ -27,6 +27,7 @@
 #include "error.h"
 #include "event_loop.h"
 #include "frame_assembler.h"
+#include "socket_util.h"
 #include "spsc_queue.h"
 #include "unique_fd.h"
 
@@ -41,20 +42,30 @@ struct ReaderConfig {
   uint64_t max_pending_bytes = 8 * 1024 * 1024;  // per connection
   size_t queue_capacity = 4096;                   // items in the hand-off queue
   uint32_t inactivity_timeout_ms = 0;  // close connections silent this long (0 = never)
+  // Peers allowed by credentials (SO_PEERCRED at accept): a peer passes if
+  // its uid is in allow_uids or its gid in allow_gids; both empty = anyone.
+  std::vector<int> allow_uids, allow_gids;
+  // Hold each accepted connection unread until the consumer calls
+  // authorize(id, allowed) (JavaScript's authorize callback).
+  bool hold_for_authorize = false;
 };
 
 struct ReaderItem {
-  enum Type { kBatch, kOpen, kClose, kError, kDrained } type = kBatch;
+  // kOpen: a connection was accepted (cred; held unread until authorize() if
+  // hold_for_authorize). kRejected: a peer refused by allow_uids/allow_gids
+  // (cred), already closed.
+  enum Type { kBatch, kOpen, kClose, kError, kDrained, kRejected } type = kBatch;
   ReaderItem() = default;
   explicit ReaderItem(Type t) : type(t) {}
   uint32_t conn_id = 0;
   Batch batch;      // kBatch
   CoreError error;  // kError (the connection is closed right after); kClose: why, if not EOF
+  PeerCred cred;    // kOpen, kRejected
 };
 
 struct ReaderMetrics {
   uint64_t accepted = 0, active = 0, read_calls = 0, bytes_read = 0, frames = 0, batches = 0,
-           errors = 0, pauses = 0, accept_errors = 0;
+           errors = 0, pauses = 0, accept_errors = 0, rejected = 0;
 };
 
 class ReaderEngine {
@@ -72,6 +83,8 @@ class ReaderEngine {
   size_t take(std::vector<ReaderItem>& out);
   // Consumer thread: `bytes` of connection `conn_id` are done with.
   void ack(uint32_t conn_id, uint64_t bytes);
+  // Consumer thread: the verdict on a connection held for authorization.
+  void authorize(uint32_t conn_id, bool allowed);
   // Any thread: graceful stop. Accept what is in the backlog, stop listening
   // (removing the socket file if still ours), shut every connection's read
   // side, read what the kernel holds until EOF, then emit kDrained.
@@ -91,6 +104,7 @@ class ReaderEngine {
     FrameAssembler assembler;
     uint64_t pending = 0;  // bytes handed over, not yet acked
     bool paused = false;
+    bool held = false;           // waiting for authorize(); not in epoll
     int64_t last_active_ms = 0;  // last read that returned data (or accept)
     Conn(uint32_t i, UniqueFd f, const AssemblerConfig& c) : id(i), fd(std::move(f)), assembler(c) {}
   };
@@ -138,8 +152,9 @@ class ReaderEngine {
   std::atomic<uint64_t> discarded_{0};
   std::mutex acks_mu_;
   std::vector<std::pair<uint32_t, uint64_t>> acks_;  // guarded by acks_mu_
+  std::vector<std::pair<uint32_t, bool>> verdicts_;  // guarded by acks_mu_
   std::atomic<uint64_t> m_accepted_{0}, m_active_{0}, m_reads_{0}, m_bytes_{0}, m_frames_{0},
-      m_batches_{0}, m_errors_{0}, m_pauses_{0}, m_accept_errors_{0};
+      m_batches_{0}, m_errors_{0}, m_pauses_{0}, m_accept_errors_{0}, m_rejected_{0};
 
   std::thread thread_;  // owner thread starts and joins it
 };

@@ -1,5 +1,7 @@
-// Unix domain socket helpers: addresses, listening with stale-socket
-// recovery, non-blocking connect, send-buffer tuning. Plain POSIX, no Node.
+// Unix domain socket helpers: addresses (filesystem and abstract), listening
+// safely (stale-socket recovery, mode/owner applied before listen, missing
+// directories created, concurrent starters serialised), non-blocking connect,
+// peer credentials, send-buffer tuning, systemd notifications. Plain POSIX.
 #pragma once
 
 #include <sys/socket.h>
@@ -7,18 +9,31 @@
 #include <sys/un.h>
 
 #include <string>
+#include <vector>
 
 #include "error.h"
 #include "unique_fd.h"
 
 namespace udsipc {
 
-// sun_path holds 108 bytes: 107 path bytes and the terminating NUL.
+// sun_path holds 108 bytes: 107 path bytes and the terminating NUL (or, for
+// an abstract name, the leading NUL and 107 name bytes).
 constexpr size_t kMaxPathBytes = sizeof(sockaddr_un::sun_path) - 1;
 
-// Fills addr/len for a filesystem path. False if empty or longer than
-// kMaxPathBytes (nothing is truncated).
+// A path starting with '@' names a Linux abstract socket: "@name" binds to
+// "\0name" with an address length covering exactly the name (no padding).
+inline bool is_abstract(const std::string& path) { return !path.empty() && path[0] == '@'; }
+
+// Fills addr/len. False if empty, containing NUL, or too long (nothing is
+// ever truncated).
 bool make_address(const std::string& path, sockaddr_un* addr, socklen_t* len);
+
+struct ListenOptions {
+  int backlog = 511;
+  int mode = -1;            // chmod the socket file to this (-1 = leave)
+  int uid = -1, gid = -1;   // chown the socket file (-1 = leave)
+  int dir_mode = -1;        // create missing parent directories with this mode (-1 = don't)
+};
 
 struct Listener {
   UniqueFd fd;
@@ -27,11 +42,20 @@ struct Listener {
   CoreError error;
 };
 
-// socket + bind (+ chmod when mode >= 0) + listen. An existing path that is
-// not a socket is never touched (ERR_NOT_A_SOCKET); a socket with a live
-// listener is not stolen (ERR_ADDRESS_IN_USE); a stale one (connect refused)
-// is removed and replaced.
-Listener listen_unix(const std::string& path, int backlog, int mode);
+// socket + bind + chmod/chown + listen. An existing path that is not a socket
+// is never touched (ERR_NOT_A_SOCKET); a socket with a live listener is not
+// stolen (ERR_ADDRESS_IN_USE); a stale one (connect refused) is removed and
+// replaced. Starters in the same directory are serialised with flock() on the
+// directory, so of two started at once exactly one wins. Until listen() a
+// connect is refused, so nobody connects while the mode is looser than asked.
+// On failure, everything created (socket file, directories) is removed.
+Listener listen_unix(const std::string& path, const ListenOptions& opts);
+inline Listener listen_unix(const std::string& path, int backlog, int mode) {
+  ListenOptions o;
+  o.backlog = backlog;
+  o.mode = mode;
+  return listen_unix(path, o);
+}
 
 // Removes path only if it is still the socket identified by dev/ino.
 void unlink_if_same(const std::string& path, dev_t dev, ino_t ino);
@@ -40,8 +64,28 @@ void unlink_if_same(const std::string& path, dev_t dev, ino_t ino);
 // Note: on a full backlog a Unix stream connect fails with EAGAIN.
 int connect_unix(const std::string& path, UniqueFd* out);
 
+struct PeerCred {
+  int pid = -1, uid = -1, gid = -1;
+};
+// SO_PEERCRED: the peer's credentials as of its connect()/listen().
+PeerCred peer_credentials(int fd);
+
 // Raises SO_SNDBUF to `want` bytes if that is more than the current size
 // (never shrinks it) and returns the effective size the kernel reports.
 int raise_send_buffer(int fd, int want);
+
+// Resolves a user or group name (getpwnam_r/getgrnam_r). -1 if unknown.
+int lookup_uid(const std::string& name);
+int lookup_gid(const std::string& name);
+
+// Checks that fd is a listening AF_UNIX SOCK_STREAM socket. Empty error if so.
+CoreError check_listening_unix(int fd);
+// The filesystem path a listening socket is bound to ("" if none/abstract;
+// "@name" for an abstract name).
+std::string bound_path(int fd);
+
+// Sends one datagram (e.g. "READY=1") to $NOTIFY_SOCKET-style address.
+// Returns 0 or an errno.
+int notify_datagram(const std::string& address, const std::string& message);
 
 }  // namespace udsipc

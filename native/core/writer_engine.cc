@@ -2,11 +2,13 @@
 
 #include <errno.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include "varint.h"
 
@@ -249,8 +251,35 @@ void WriterEngine::send_direct() {
   }
 }
 
+CoreError WriterEngine::check_owner() const {
+  if (cfg_.expect_uid < 0 && cfg_.expect_gid < 0 && cfg_.expect_mode < 0) return {};
+  if (is_abstract(cfg_.path)) return {};  // no file: validated away in TypeScript
+  struct stat st;
+  if (::lstat(cfg_.path.c_str(), &st) != 0) return {};  // not there yet: connect reports it
+  std::string why;
+  if (!S_ISSOCK(st.st_mode)) why = "it is not a socket";
+  else if (cfg_.expect_uid >= 0 && static_cast<int>(st.st_uid) != cfg_.expect_uid)
+    why = "it is owned by uid " + std::to_string(st.st_uid) + ", expected " + std::to_string(cfg_.expect_uid);
+  else if (cfg_.expect_gid >= 0 && static_cast<int>(st.st_gid) != cfg_.expect_gid)
+    why = "its group is gid " + std::to_string(st.st_gid) + ", expected " + std::to_string(cfg_.expect_gid);
+  else if (cfg_.expect_mode >= 0 && (st.st_mode & 07777 & ~static_cast<mode_t>(cfg_.expect_mode)) != 0) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "its mode 0%o is wider than 0%o", st.st_mode & 07777, cfg_.expect_mode);
+    why = buf;
+  }
+  if (why.empty()) return {};
+  return CoreError::plain("ERR_UNTRUSTED_SOCKET", "refusing to connect to " + cfg_.path + ": " + why);
+}
+
 void WriterEngine::try_connect(int64_t now) {
   m_attempts_.fetch_add(1, std::memory_order_relaxed);
+  if (CoreError e = check_owner()) {
+    failed_ = true;
+    WriterEvent ev{WriterEvent::kError};
+    ev.error = std::move(e);
+    emit(std::move(ev));
+    return;
+  }
   UniqueFd fd;
   const int err = connect_unix_fd(&fd);
   if (err != 0) {

@@ -66,6 +66,9 @@ struct WriterConfig {
   uint32_t capacity = 0;      // power of two
   int send_buffer_size = 0;   // raise SO_SNDBUF to this (0 = leave)
   uint32_t write_timeout_ms = 0;  // replace a connection that accepts nothing this long (0 = off)
+  // Refuse to connect unless the socket file has this owner/group and no
+  // permission bits beyond expect_mode (-1 = not checked). ERR_UNTRUSTED_SOCKET.
+  int expect_uid = -1, expect_gid = -1, expect_mode = -1;
   ReconnectPolicy reconnect;
 };
 
@@ -107,6 +110,7 @@ class WriterEngine {
   void run();
   void try_connect(int64_t now);
   int connect_unix_fd(UniqueFd* out);
+  CoreError check_owner() const;
   void schedule_retry(int64_t now, int err);
   void flush();
   void reclaim_send_state();

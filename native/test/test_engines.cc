@@ -80,7 +80,10 @@ TEST(writer_to_reader_in_order_and_graceful_stop_direct_send) { run_in_order_and
 
 static void run_in_order_and_graceful_stop(bool direct) {
   const std::string path = temp_socket();
-  Listener l = listen_unix(path, 128, 0600);
+  ListenOptions lo;
+  lo.backlog = 128;
+  lo.mode = 0600;
+  Listener l = listen_unix(path, lo);
   CHECK(!l.error);
 
   Collector rc;
@@ -178,7 +181,10 @@ static void run_in_order_and_graceful_stop(bool direct) {
 
 TEST(unacked_bytes_pause_the_connection_until_acked) {
   const std::string path = temp_socket();
-  Listener l = listen_unix(path, 16, 0600);
+  ListenOptions lo;
+  lo.backlog = 16;
+  lo.mode = 0600;
+  Listener l = listen_unix(path, lo);
   CHECK(!l.error);
   Collector rc;
   ReaderConfig rcfg;
