@@ -27,7 +27,7 @@ struct Args {
   size_t size = 64;
   size_t buf = size_t{1} << 20;       // writer: frames are packed into this much
   size_t read_size = size_t{1} << 20;  // reader: bytes per read(2)
-  int sndbuf = 0;                      // writer: SO_SNDBUF (0 = kernel default)
+  int sndbuf = 4 << 20;                // writer: SO_SNDBUF, as the uds-ipc Writer default (0 = kernel default)
 };
 
 uint64_t num(const char* s) {

@@ -158,13 +158,16 @@ void ReaderEngine::run() {
     apply_acks();
     if (stop_requested_.load() && !stopping_) {
       stopping_ = true;
-      accept_all();  // take what is waiting in the backlog before closing it
-      stop_listening();
       for (auto& [id, c] : conns_)
         if (!c->held) ::shutdown(c->fd.get(), SHUT_RD);
     }
+    // While stopping, the listener stays open until the backlog is empty
+    // (closing it would reset the clients still waiting there and lose what
+    // they wrote). Out of descriptors, accepting resumes as drained
+    // connections close.
+    if (stopping_ && listening_ && accept_all()) stop_listening();
     flush_overflow();
-    if (stopping_ && conns_.empty() && overflow_.empty() && !drained_sent_) {
+    if (stopping_ && !listening_ && conns_.empty() && overflow_.empty() && !drained_sent_) {
       drained_sent_ = true;
       push(ReaderItem{ReaderItem::kDrained});
     }
@@ -244,14 +247,14 @@ void ReaderEngine::stop_listening() {
   if (!cfg_.path.empty()) unlink_if_same(cfg_.path, cfg_.dev, cfg_.ino);
 }
 
-void ReaderEngine::accept_all() {
-  if (!listening_ || accept_retry_at_ != 0) return;
+bool ReaderEngine::accept_all() {
+  if (!listening_ || accept_retry_at_ != 0) return false;
   for (int i = 0; i < kMaxAcceptsPerEvent || stopping_; ++i) {
     const int fd = ::accept4(cfg_.listen_fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       const int e = errno;
       if (e == EINTR || e == ECONNABORTED) continue;
-      if (e == EAGAIN || e == EWOULDBLOCK) return;
+      if (e == EAGAIN || e == EWOULDBLOCK) return true;
       m_accept_errors_.fetch_add(1, std::memory_order_relaxed);
       if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
         // Level-triggered epoll would report the listener forever: stop
@@ -262,7 +265,7 @@ void ReaderEngine::accept_all() {
         item.error = CoreError::sys("ERR_SOCKET", e, "accept4", "cannot accept a connection");
         push(std::move(item));
       }
-      return;
+      return false;
     }
     const uint32_t id = next_id_++;
     if (next_id_ == 0) next_id_ = 1;
@@ -294,6 +297,7 @@ void ReaderEngine::accept_all() {
     item.cred = cred;
     push(std::move(item));
   }
+  return false;  // more may be waiting: level-triggered epoll reports it again
 }
 
 void ReaderEngine::on_readable(Conn& c) {

@@ -110,7 +110,7 @@ class ReaderEngine {
   };
 
   void run();
-  void accept_all();
+  bool accept_all();  // true once accept() said EAGAIN (backlog empty)
   void stop_listening();
   void on_readable(Conn& c);
   void close_conn(uint32_t id, CoreError why, CoreError reason = {});

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 
 #include "varint.h"
 
@@ -184,7 +185,11 @@ void WriterEngine::run() {
         int err = 0;
         socklen_t len = sizeof(err);
         ::getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &err, &len);
-        disconnect(CoreError::sys("ERR_SOCKET", err ? err : EPIPE, "epoll", "peer closed the connection"));
+        CoreError why;
+        why.code = "ERR_SOCKET";
+        why.err = err ? err : EPIPE;
+        why.message = std::string("the reader closed the connection (") + std::strerror(why.err) + ")";
+        disconnect(why);
       } else if (ev & EPOLLOUT) {
         want_out_ = false;
         loop_.modify(fd_.get(), EPOLLRDHUP, kSocketTag);
@@ -241,6 +246,7 @@ void WriterEngine::send_direct() {
       want_out_ = true;
       loop_.modify(fd_.get(), EPOLLOUT | EPOLLRDHUP, kSocketTag);
       store(ctrl::kSleep, 0);
+      loop_.wake();  // it slept with no deadline: let it arm the write timeout
       return;
     }
     // An error: hand back to the IO thread, whose next send meets it again
