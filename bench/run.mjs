@@ -1,0 +1,683 @@
+#!/usr/bin/env node
+// npm run bench: uds-ipc against a careful node:net implementation of the same
+// framing and against the raw C++ socket limit, in one invocation.
+//
+// Every case runs as two separate processes (a reader and a writer), one case
+// at a time, never two at once. Runs of the implementations are interleaved
+// (run 1 of each, then run 2 of each, ...) so that a change in background load
+// hits them alike; medians are reported. See bench/README.md (written by this
+// script) for the latest figures, and `node bench/run.mjs --help`.
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '..');
+
+const IMPLS = {
+  'uds-visit': { label: 'uds-ipc (visit)', script: 'uds-ipc.mjs', variant: 'visit' },
+  'uds-buffer': { label: 'uds-ipc (Buffer)', script: 'uds-ipc.mjs', variant: 'buffer' },
+  net: { label: 'node:net', script: 'net-baseline.mjs' },
+  raw: { label: 'raw C++', native: true },
+};
+
+// Messages per run at scale 1, per payload size: about 1 s for node:net on a
+// quiet 2-core machine (a slow case takes a few seconds). Throughput is a rate,
+// so implementations need not send the same N.
+const DEFAULT_COUNTS = { 64: 8_000_000, 1024: 2_000_000, 10240: 250_000, 102400: 20_000 };
+// The raw C++ limit is 5-30× faster: more messages keep its runs near 0.5 s.
+const RAW_FACTOR = { 64: 5, 1024: 3, 10240: 2, 102400: 2 };
+const QUICK_SCALE = 0.005;
+
+const HELP = `usage: node bench/run.mjs [options]
+
+  --sizes 64,1024,10240,102400   payload sizes in bytes
+  --impls uds-visit,uds-buffer,net,raw
+                                 implementations (uds-visit: batch.visit(),
+                                 uds-buffer: for..of Buffer per message)
+  --runs 3                       runs per case (medians are reported)
+  --scale 1                      multiplies the default message counts
+                                 (${Object.entries(DEFAULT_COUNTS).map(([s, n]) => `${s} B: ${n}`).join(', ')};
+                                 raw C++: ${Object.entries(RAW_FACTOR).map(([s, f]) => `${s} B ×${f}`).join(', ')})
+  --count N                      messages per run, for every size
+  --latency-seconds 10           latency case length (0 = skip it)
+  --latency-rate 1000            latency case messages per second
+  --latency-warmup 100           latency messages not counted (connection warm-up)
+  --quick                        smoke test: tiny counts, 1 run, 1 s latency,
+                                 does not rewrite bench/README.md
+  --out FILE                     JSON result path (default bench/results/<time>.json)
+  --readme / --no-readme         (re)write bench/README.md (default: yes, unless --quick)
+  --raw-bin FILE                 raw_limit binary (default build-bench/native/bench/raw_limit,
+                                 built with cmake when missing or stale)
+  --timeout 180                  seconds before a run is killed and the bench fails
+  --render FILE                  only print the tables of a saved JSON result and
+                                 rewrite bench/README.md from it (no measuring)
+`;
+
+function parseArgs(argv) {
+  const o = {
+    sizes: [64, 1024, 10240, 102400],
+    impls: Object.keys(IMPLS),
+    runs: 3,
+    scale: 1,
+    count: undefined,
+    latencySeconds: 10,
+    latencyRate: 1000,
+    latencyWarmup: 100,
+    quick: false,
+    out: undefined,
+    readme: undefined,
+    rawBin: undefined,
+    timeout: 180,
+    render: undefined,
+  };
+  const set = { runs: false, latencySeconds: false, scale: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const [key, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
+    const val = () => {
+      const v = inline ?? argv[++i];
+      if (v === undefined) throw new Error(`${key} needs a value`);
+      return v;
+    };
+    const num = () => {
+      const v = Number(val());
+      if (!Number.isFinite(v) || v < 0) throw new Error(`${key}: not a number >= 0`);
+      return v;
+    };
+    switch (key) {
+      case '--sizes':
+        o.sizes = val().split(',').map((s) => {
+          const n = Number(s.trim());
+          if (!Number.isInteger(n) || n < 1 || n > 10 * 1024 * 1024) throw new Error(`--sizes: bad size ${s}`);
+          return n;
+        });
+        break;
+      case '--impls':
+        o.impls = val().split(',').map((s) => s.trim());
+        for (const k of o.impls) if (!IMPLS[k]) throw new Error(`--impls: unknown ${k} (known: ${Object.keys(IMPLS).join(', ')})`);
+        break;
+      case '--runs':
+        o.runs = Math.max(1, Math.floor(num()));
+        set.runs = true;
+        break;
+      case '--scale':
+        o.scale = num();
+        set.scale = true;
+        break;
+      case '--count':
+        o.count = Math.max(1, Math.floor(num()));
+        break;
+      case '--latency-seconds':
+        o.latencySeconds = num();
+        set.latencySeconds = true;
+        break;
+      case '--latency-rate':
+        o.latencyRate = Math.max(1, num());
+        break;
+      case '--latency-warmup':
+        o.latencyWarmup = Math.floor(num());
+        break;
+      case '--quick':
+        o.quick = true;
+        break;
+      case '--out':
+        o.out = path.resolve(val());
+        break;
+      case '--readme':
+        o.readme = true;
+        break;
+      case '--no-readme':
+        o.readme = false;
+        break;
+      case '--raw-bin':
+        o.rawBin = path.resolve(val());
+        break;
+      case '--render':
+        o.render = path.resolve(val());
+        break;
+      case '--timeout':
+        o.timeout = Math.max(1, num());
+        break;
+      case '--help':
+      case '-h':
+        process.stdout.write(HELP);
+        process.exit(0);
+        break;
+      default:
+        throw new Error(`unknown option ${a}\n\n${HELP}`);
+    }
+  }
+  if (o.quick) {
+    if (!set.runs) o.runs = 1;
+    if (!set.latencySeconds) o.latencySeconds = 1;
+    if (!set.scale) o.scale = QUICK_SCALE;
+    o.latencyWarmup = Math.min(o.latencyWarmup, 10);
+  }
+  if (o.readme === undefined) o.readme = !o.quick;
+  return o;
+}
+
+function countFor(o, size, impl) {
+  if (o.count !== undefined) return o.count;
+  let base = DEFAULT_COUNTS[size] ?? Math.max(1000, Math.round(512e6 / (size + 512)));
+  if (impl === 'raw') base *= RAW_FACTOR[size] ?? 2;
+  return Math.max(o.quick ? 200 : 1000, Math.round(base * o.scale));
+}
+
+// ─── the raw C++ limit ──────────────────────────────────────────────────────
+
+function ensureRawBinary(o) {
+  if (o.rawBin) {
+    if (!existsSync(o.rawBin)) throw new Error(`--raw-bin ${o.rawBin} does not exist`);
+    return o.rawBin;
+  }
+  const buildDir = path.join(root, 'build-bench');
+  const bin = path.join(buildDir, 'native', 'bench', 'raw_limit');
+  const sources = ['raw_limit.cc', 'raw_io.h', 'CMakeLists.txt'].map((f) => path.join(root, 'native', 'bench', f));
+  const stale = !existsSync(bin) || sources.some((s) => existsSync(s) && statSync(s).mtimeMs > statSync(bin).mtimeMs);
+  if (stale) {
+    log(`building raw_limit (cmake, Release) in ${path.relative(root, buildDir)}/ ...`);
+    const steps = [
+      ['cmake', ['-S', root, '-B', buildDir, '-DCMAKE_BUILD_TYPE=Release']],
+      ['cmake', ['--build', buildDir, '--target', 'raw_limit']],
+    ];
+    for (const [cmd, args] of steps) {
+      const r = spawnSync(cmd, args, { cwd: root, encoding: 'utf8' });
+      if (r.status !== 0) {
+        throw new Error(`${cmd} ${args.join(' ')} failed:\n${r.error ?? ''}${r.stdout ?? ''}${r.stderr ?? ''}`);
+      }
+    }
+  }
+  return bin;
+}
+
+// ─── running one case ───────────────────────────────────────────────────────
+
+function log(msg) {
+  process.stderr.write(`${msg}\n`);
+}
+
+/** Spawns a child; resolves with its JSON lines once it exits. */
+function start(cmd, args, name, onLine) {
+  const child = spawn(cmd, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines = [];
+  let out = '';
+  let err = '';
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (d) => {
+    out += d;
+    let nl;
+    while ((nl = out.indexOf('\n')) >= 0) {
+      const line = out.slice(0, nl).trim();
+      out = out.slice(nl + 1);
+      if (!line) continue;
+      let obj;
+      try {
+        obj = JSON.parse(line);
+      } catch {
+        err += `(stdout) ${line}\n`;
+        continue;
+      }
+      lines.push(obj);
+      onLine?.(obj);
+    }
+  });
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (d) => {
+    err += d;
+  });
+  const done = new Promise((resolve) => {
+    child.on('error', (e) => resolve({ code: -1, signal: null, lines, err: err + String(e) }));
+    child.on('close', (code, signal) => resolve({ code, signal, lines, err }));
+  });
+  return { child, done, name };
+}
+
+function commandFor(impl, role, params, rawBin) {
+  const def = IMPLS[impl];
+  if (def.native) {
+    return [rawBin, [role, '--path', params.path, '--count', String(params.count), '--size', String(params.size)]];
+  }
+  const cfg = { role, ...params };
+  if (def.variant) cfg.variant = def.variant;
+  return [process.execPath, [path.join(here, def.script), JSON.stringify(cfg)]];
+}
+
+/** One reader + writer pair. Resolves with { reader, writer } results. */
+async function runPair(impl, params, rawBin, timeoutS) {
+  const [rcmd, rargs] = commandFor(impl, 'reader', params, rawBin);
+  let readyResolve;
+  const readyP = new Promise((r) => (readyResolve = r));
+  const reader = start(rcmd, rargs, 'reader', (obj) => obj.ready && readyResolve());
+  let writer;
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    log(`  ${impl} ${params.mode} ${params.size} B: timed out after ${timeoutS} s; killing pids ${reader.child.pid} ${writer?.child.pid ?? ''}`);
+    reader.child.kill('SIGKILL');
+    writer?.child.kill('SIGKILL');
+    readyResolve();
+  }, timeoutS * 1000);
+  const first = await Promise.race([readyP.then(() => 'ready'), reader.done.then(() => 'exited')]);
+  if (first === 'ready' && !timedOut && reader.child.exitCode === null && reader.child.signalCode === null) {
+    const [wcmd, wargs] = commandFor(impl, 'writer', params, rawBin);
+    writer = start(wcmd, wargs, 'writer');
+    // If one side fails, do not leave the other waiting for the timeout.
+    writer.done.then((w) => {
+      if (w.code !== 0) setTimeout(() => reader.child.exitCode === null && reader.child.kill('SIGKILL'), 1000).unref();
+    });
+    reader.done.then((r) => {
+      if (r.code !== 0 && writer.child.exitCode === null) writer.child.kill('SIGKILL');
+    });
+  }
+  const r = await reader.done;
+  const w = writer ? await writer.done : undefined;
+  clearTimeout(timer);
+  const rres = r.lines.find((l) => l.role === 'reader');
+  const wres = w?.lines.find((l) => l.role === 'writer');
+  const problems = [];
+  if (timedOut) problems.push(`timed out after ${timeoutS} s`);
+  if (r.code !== 0 || !rres) problems.push(`reader exited ${r.code ?? r.signal}${r.err ? `: ${r.err.trim()}` : ''}`);
+  if (!w) problems.push('writer never started (the reader did not become ready)');
+  else if (w.code !== 0 || !wres) problems.push(`writer exited ${w.code ?? w.signal}${w.err ? `: ${w.err.trim()}` : ''}`);
+  if (rres && rres.checksumOk === false) problems.push('reader: checksum mismatch (messages lost, reordered or corrupted)');
+  if (problems.length) throw new Error(`${impl} ${params.mode} size ${params.size}: ${problems.join('; ')}`);
+  return { reader: rres, writer: wres };
+}
+
+// ─── statistics and tables ──────────────────────────────────────────────────
+
+function median(xs) {
+  const v = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (!v.length) return NaN;
+  const m = v.length >> 1;
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
+function summarize(runs) {
+  const count = runs[0].count;
+  const M = count / 1e6;
+  const pick = (f) => runs.map(f);
+  const mps = pick((r) => r.reader.msgsPerSec);
+  return {
+    runs: runs.length,
+    count,
+    msgsPerSec: median(mps),
+    msgsPerSecMin: Math.min(...mps),
+    msgsPerSecMax: Math.max(...mps),
+    bytesPerSec: median(pick((r) => r.reader.bytesPerSec)),
+    seconds: median(pick((r) => r.reader.seconds)),
+    writerCpuPerMillion: median(pick((r) => (r.writer.cpuUser + r.writer.cpuSystem) / M)),
+    readerCpuPerMillion: median(pick((r) => (r.reader.cpuUser + r.reader.cpuSystem) / M)),
+    writerPeakRssMiB: median(pick((r) => r.writer.peakRssKiB / 1024)),
+    readerPeakRssMiB: median(pick((r) => r.reader.peakRssKiB / 1024)),
+  };
+}
+
+function fmtRate(v) {
+  if (!Number.isFinite(v)) return '–';
+  if (v >= 1e6) return `${(v / 1e6).toFixed(2)} M`;
+  if (v >= 1e3) return `${(v / 1e3).toFixed(1)} k`;
+  return v.toFixed(0);
+}
+const fmt = (v, d = 2) => (Number.isFinite(v) ? v.toFixed(d) : '–');
+const fmtRatio = (v) => (Number.isFinite(v) ? `${v.toFixed(2)}×` : '–');
+const sizeLabel = (s) => (s >= 1024 && s % 1024 === 0 ? `${s / 1024} KiB` : `${s} B`);
+
+function mdTable(header, rows, align) {
+  const a = align ?? header.map((_, i) => (i === 0 ? 'l' : 'r'));
+  const out = [`| ${header.join(' | ')} |`, `| ${a.map((x) => (x === 'l' ? ':--' : '--:')).join(' | ')} |`];
+  for (const r of rows) out.push(`| ${r.join(' | ')} |`);
+  return out.join('\n');
+}
+
+function tables(result) {
+  const { summary, ratios, latency } = result;
+  const parts = [];
+  const rows = [];
+  for (const size of result.options.sizes) {
+    for (const impl of result.options.impls) {
+      const s = summary[size]?.[impl];
+      if (!s) continue;
+      const spread = s.msgsPerSec > 0 ? ((s.msgsPerSecMax - s.msgsPerSecMin) / s.msgsPerSec) * 100 : NaN;
+      rows.push([
+        sizeLabel(Number(size)),
+        IMPLS[impl].label,
+        fmtRate(s.msgsPerSec),
+        fmt(s.bytesPerSec / 1e6, 0),
+        `±${fmt(spread / 2, 0)}%`,
+        fmt(s.writerCpuPerMillion, 3),
+        fmt(s.readerCpuPerMillion, 3),
+        fmt(s.writerPeakRssMiB, 1),
+        fmt(s.readerPeakRssMiB, 1),
+        String(s.count),
+      ]);
+    }
+  }
+  parts.push(
+    mdTable(
+      ['size', 'implementation', 'msgs/s', 'MB/s', 'spread', 'writer CPU s/M msgs', 'reader CPU s/M msgs', 'writer peak RSS MiB', 'reader peak RSS MiB', 'N'],
+      rows,
+    ),
+  );
+  const rrows = [];
+  for (const size of result.options.sizes) {
+    const r = ratios[size];
+    if (!r) continue;
+    rrows.push([
+      sizeLabel(Number(size)),
+      fmtRatio(r.visitOverNet),
+      fmtRatio(r.bufferOverNet),
+      fmtRatio(r.visitOverRaw),
+      fmtRatio(r.bufferOverRaw),
+      fmtRatio(r.netOverRaw),
+    ]);
+  }
+  if (rrows.length) {
+    parts.push(
+      mdTable(
+        ['size', 'uds-ipc (visit) / node:net', 'uds-ipc (Buffer) / node:net', 'uds-ipc (visit) / raw', 'uds-ipc (Buffer) / raw', 'node:net / raw'],
+        rrows,
+      ),
+    );
+  }
+  if (latency && Object.keys(latency).length) {
+    const lrows = [];
+    for (const [impl, l] of Object.entries(latency)) {
+      lrows.push([
+        impl === 'net' ? 'node:net' : impl,
+        String(l.samples),
+        fmt(l.achievedRate, 0),
+        fmt(l.p50us, 1),
+        fmt(l.p90us, 1),
+        fmt(l.p99us, 1),
+        fmt(l.p999us, 1),
+        fmt(l.maxUs, 1),
+        fmt(l.writerCpuSeconds, 3),
+        fmt(l.readerCpuSeconds, 3),
+      ]);
+    }
+    parts.push(
+      mdTable(['latency (64 B)', 'samples', 'msgs/s', 'p50 µs', 'p90 µs', 'p99 µs', 'p99.9 µs', 'max µs', 'writer CPU s', 'reader CPU s'], lrows),
+    );
+  }
+  return parts;
+}
+
+function showPath(p, from = process.cwd()) {
+  const rel = path.relative(from, p);
+  return rel.startsWith('..') ? p : rel;
+}
+
+function machine() {
+  let cpuModel = 'unknown';
+  try {
+    const m = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
+    if (m) cpuModel = m[1].trim();
+  } catch {}
+  let memGiB;
+  try {
+    const m = /^MemTotal:\s*(\d+)/m.exec(readFileSync('/proc/meminfo', 'utf8'));
+    if (m) memGiB = Number(m[1]) / 1048576;
+  } catch {}
+  const sysctl = (name) => {
+    try {
+      return Number(readFileSync(`/proc/sys/net/core/${name}`, 'utf8').trim());
+    } catch {
+      return undefined;
+    }
+  };
+  return {
+    cpuModel,
+    wmemDefault: sysctl('wmem_default'),
+    wmemMax: sysctl('wmem_max'),
+    cores: os.cpus().length,
+    availableParallelism: os.availableParallelism?.() ?? os.cpus().length,
+    memGiB: memGiB !== undefined ? Number(memGiB.toFixed(1)) : undefined,
+    kernel: `${os.type()} ${os.release()}`,
+    arch: process.arch,
+    node: process.version,
+    hostname: os.hostname(),
+  };
+}
+
+function gitDescribe() {
+  const r = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8' });
+  const d = spawnSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: root, encoding: 'utf8' });
+  if (r.status !== 0) return undefined;
+  return `${r.stdout.trim()}${d.stdout?.trim() ? ' (with uncommitted changes)' : ''}`;
+}
+
+function readme(result, parts) {
+  const m = result.machine;
+  const lat = result.options.latencySeconds > 0;
+  return `# Benchmarks
+
+_This file is written by \`node bench/run.mjs\` (\`npm run bench\`); edit the generator, not the file._
+
+One command measures, in one invocation and one case at a time (never two at
+once), each implementation as **two separate processes**, a writer and a
+reader, on one Unix domain socket (SOCK_STREAM) with the uds-ipc framing
+(\`uvarint(length) payload\`, Go-compatible):
+
+- **uds-ipc (visit)**: the public API. The writer calls \`writer.write(msg)\` in a
+  loop; when it returns \`false\` (queue full, message not taken) it awaits
+  \`once(writer, 'drain')\` and writes the same message again; then
+  \`await writer.stop()\`. The reader's handler runs
+  \`batch.visit((bytes, start, end) => { sum += bytes[start]; n++ })\`: no object
+  per message.
+- **uds-ipc (Buffer)**: the same, with \`for (const msg of batch) { sum += msg[0]; n++ }\`:
+  one \`Buffer\` view per message.
+- **node:net**: [\`bench/net-baseline.mjs\`](net-baseline.mjs), what a careful user
+  writes with \`node:net\`: the writer encodes frames into ~64 KiB Buffers and
+  writes each with \`socket.write\`, awaiting \`'drain'\` when it returns false; the
+  reader parses every whole frame of each chunk in place and hands each message
+  to the same handler as a \`Buffer\` view (a frame split across chunks is copied
+  once when complete).
+- **raw C++**: [\`native/bench/raw_limit.cc\`](../native/bench/raw_limit.cc), no
+  Node: a writer process packs frames into a 1 MiB buffer and \`write(2)\`s it
+  (SO_SNDBUF raised to 4 MiB, as the uds-ipc Writer does by default); a reader
+  process \`read(2)\`s 1 MiB at a time and parses every frame, touching each
+  payload's first byte. Two processes (spawned like the others), not threads.
+
+node:net has no way to set SO_SNDBUF, so it runs with the kernel default
+(net.core.wmem_default = ${m.wmemDefault ?? '?'} bytes here; wmem_max = ${m.wmemMax ?? '?'}).
+Every process runs with default options; uds-ipc with its defaults (16 MiB
+writer queue, 10,000 queued writes, 4 MiB SO_SNDBUF, 512 KiB reader slabs).
+
+Message \`i\` starts with byte \`i & 0xff\`; every reader checks the sum of first
+bytes, so a lost, reordered or corrupted message fails the run.
+
+**Metrics.** msgs/s and MB/s (10⁶ payload bytes/s) are measured at the
+receiver from the first to the last message (messages after the first arrival
+over the time between first and last arrival). CPU is user + system seconds of
+the whole process (every thread), reader from listening to the last message,
+writer from connect to \`stop()\`/\`end()\` done, per million messages. Peak RSS is
+VmHWM of each process. Each figure is the median of ${result.options.runs} run(s); runs of
+the implementations are interleaved; "spread" is ±half the min–max range of
+msgs/s over the runs. Ratios are of medians in this run (msgs/s; the MB/s ratio
+is the same since the payloads are equal).${
+    lat
+      ? `
+
+**Latency.** The writer sends ${result.options.latencyRate} 64-byte messages per second for
+${result.options.latencySeconds} s, each carrying \`process.hrtime.bigint()\` (CLOCK_MONOTONIC,
+shared by both processes) taken just before \`write()\`; the reader's handler
+subtracts it from its own clock. The first ${result.options.latencyWarmup} messages are not counted.
+uds-ipc uses default options and iterates Buffers; node:net does one
+\`socket.write\` per message. Messages are paced by timers, one per tick and
+never in bursts; Node timers have 1 ms granularity and fire late under load,
+so the achieved rate (the msgs/s column) is somewhat below the target.`
+      : ''
+  }
+
+## Latest results
+
+${parts.join('\n\n')}
+
+- Command: \`${result.command}\`
+- Date: ${result.date}
+- Machine: ${m.cpuModel}, ${m.cores} cores${m.memGiB ? `, ${m.memGiB} GiB RAM` : ''}, ${m.kernel} (${m.arch})
+- Node.js: ${m.node}${result.git ? `\n- Source: ${result.git}` : ''}
+- Load average before / after: ${result.loadBefore.map((x) => x.toFixed(2)).join(' ')} / ${result.loadAfter.map((x) => x.toFixed(2)).join(' ')}
+- Raw JSON: \`${showPath(result.outFile, root)}\` (not committed)
+
+Only ratios within one run mean much: on a shared 2-core machine, figures move
+by ±25 % between runs.
+
+## Running
+
+    npm run bench                                  # everything (a few minutes)
+    npm run bench -- --sizes 64,1024 --runs 5      # a subset, more runs
+    npm run bench -- --impls uds-visit,net --latency-seconds 0
+    npm run bench -- --quick                       # smoke test: tiny N, no README
+    node bench/run.mjs --help
+
+\`npm run bench:native\` runs the C++ microbenchmarks of the core
+([\`native/bench/bench_core.cc\`](../native/bench/bench_core.cc)): varint,
+FrameAssembler, SpscQueue, and WriterEngine → Unix socket → ReaderEngine next
+to the raw limit in the same process.
+`;
+}
+
+// ─── main ───────────────────────────────────────────────────────────────────
+
+async function main() {
+  let o;
+  try {
+    o = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    log(e.message);
+    process.exit(1);
+  }
+  if (o.render) {
+    const result = JSON.parse(readFileSync(o.render, 'utf8'));
+    result.outFile = o.render;
+    const parts = tables(result);
+    process.stdout.write(`${parts.join('\n\n')}\n`);
+    writeReadme({ readme: o.readme }, result, parts);
+    return;
+  }
+  const usesUds = o.impls.some((i) => i.startsWith('uds'));
+  if (usesUds && !existsSync(path.join(root, 'dist', 'index.mjs'))) {
+    log('dist/index.mjs is missing: run `npm run build:ts` first (and build the addon).');
+    process.exit(1);
+  }
+  const rawBin = o.impls.includes('raw') ? ensureRawBinary(o) : undefined;
+
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'uds-bench-'));
+  let seq = 0;
+  const sock = (tag) => path.join(tmp, `${tag}-${seq++}.sock`);
+  const command = ['node', 'bench/run.mjs', ...process.argv.slice(2)].join(' ');
+  const result = {
+    command,
+    date: new Date().toISOString(),
+    machine: machine(),
+    git: gitDescribe(),
+    loadBefore: os.loadavg(),
+    options: { ...o, readme: undefined },
+    runs: [],
+    summary: {},
+    ratios: {},
+    latency: {},
+  };
+  log(`uds-ipc bench: sizes ${o.sizes.join(', ')}; ${o.impls.join(', ')}; ${o.runs} run(s) each; load ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+
+  try {
+    for (const size of o.sizes) {
+      const perImpl = Object.fromEntries(o.impls.map((i) => [i, []]));
+      for (let run = 1; run <= o.runs; run++) {
+        for (const impl of o.impls) {
+          const params = { mode: 'throughput', path: sock(impl), size, count: countFor(o, size, impl) };
+          const t0 = Date.now();
+          const { reader, writer } = await runPair(impl, params, rawBin, o.timeout);
+          const rec = { impl, size, run, count: params.count, reader, writer };
+          perImpl[impl].push(rec);
+          result.runs.push(rec);
+          log(
+            `  ${sizeLabel(size).padStart(7)} ${IMPLS[impl].label.padEnd(17)} run ${run}: ${fmtRate(reader.msgsPerSec).padStart(9)} msgs/s ${fmt(reader.bytesPerSec / 1e6, 0).padStart(6)} MB/s  (${((Date.now() - t0) / 1000).toFixed(1)} s wall)`,
+          );
+        }
+      }
+      result.summary[size] = {};
+      for (const impl of o.impls) result.summary[size][impl] = summarize(perImpl[impl]);
+      const s = result.summary[size];
+      const ratio = (a, b) => (s[a] && s[b] && s[b].msgsPerSec > 0 ? s[a].msgsPerSec / s[b].msgsPerSec : undefined);
+      result.ratios[size] = {
+        visitOverNet: ratio('uds-visit', 'net'),
+        bufferOverNet: ratio('uds-buffer', 'net'),
+        visitOverRaw: ratio('uds-visit', 'raw'),
+        bufferOverRaw: ratio('uds-buffer', 'raw'),
+        netOverRaw: ratio('net', 'raw'),
+      };
+    }
+
+    if (o.latencySeconds > 0) {
+      const total = Math.max(1, Math.round(o.latencySeconds * o.latencyRate));
+      const warmup = Math.min(o.latencyWarmup, Math.floor(total / 2));
+      const latImpls = [];
+      if (o.impls.some((i) => i.startsWith('uds'))) latImpls.push('uds-buffer');
+      if (o.impls.includes('net')) latImpls.push('net');
+      for (const impl of latImpls) {
+        const params = { mode: 'latency', path: sock(`lat-${impl}`), size: 64, count: total, rate: o.latencyRate, warmup };
+        const { reader, writer } = await runPair(impl, params, rawBin, o.timeout + o.latencySeconds);
+        const key = impl === 'uds-buffer' ? 'uds-ipc' : impl;
+        result.latency[key] = {
+          ...reader,
+          achievedRate: total / writer.seconds,
+          writerCpuSeconds: writer.cpuUser + writer.cpuSystem,
+          readerCpuSeconds: reader.cpuUser + reader.cpuSystem,
+          writerPeakRssKiB: writer.peakRssKiB,
+        };
+        log(`  latency ${key.padEnd(8)}: p50 ${fmt(reader.p50us, 1)} µs, p99 ${fmt(reader.p99us, 1)} µs, p99.9 ${fmt(reader.p999us, 1)} µs (${reader.samples} samples)`);
+      }
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  result.loadAfter = os.loadavg();
+
+  const parts = tables(result);
+
+  const stamp = result.date.replace(/[:.]/g, '-');
+  result.outFile = o.out ?? path.join(here, 'results', `${stamp}.json`);
+  mkdirSync(path.dirname(result.outFile), { recursive: true });
+  writeFileSync(result.outFile, JSON.stringify(result, null, 2) + '\n');
+
+  const m = result.machine;
+  process.stdout.write(
+    `\n${parts.join('\n\n')}\n\n${m.cpuModel}, ${m.cores} cores, Node ${m.node}; load ${result.loadBefore.map((x) => x.toFixed(2)).join(' ')} -> ${result.loadAfter
+      .map((x) => x.toFixed(2))
+      .join(' ')}\nJSON: ${showPath(result.outFile)}\n`,
+  );
+  if (result.loadBefore[0] > m.cores * 0.5 || result.loadAfter[0] > m.cores * 0.75) {
+    log('note: the machine was busy during this run (load average above); figures are noisy.');
+  }
+  writeReadme(o, result, parts);
+}
+
+function writeReadme(o, result, parts) {
+  if (o.readme) {
+    // Keep the section bench/native.mjs (npm run bench:native) maintains.
+    const file = path.join(here, 'README.md');
+    const START = '<!-- bench:native:start -->';
+    const END = '<!-- bench:native:end -->';
+    let native = `${START}\n## C++ core microbenchmarks (\`npm run bench:native\`)\n\nNot run yet: \`npm run bench:native\` fills this section.\n${END}`;
+    if (existsSync(file)) {
+      const old = readFileSync(file, 'utf8');
+      const a = old.indexOf(START);
+      const b = old.indexOf(END);
+      if (a >= 0 && b > a) native = old.slice(a, b + END.length);
+    }
+    writeFileSync(file, `${readme(result, parts).trimEnd()}\n\n${native}\n`);
+    log('bench/README.md updated.');
+  }
+}
+
+main().catch((e) => {
+  log(e?.stack ?? String(e));
+  process.exit(1);
+});
