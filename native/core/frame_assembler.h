@@ -11,6 +11,7 @@
 // hands out hold slab references and may travel to any thread.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -49,14 +50,18 @@ struct AssemblerConfig {
 
 class FrameAssembler {
  public:
+  // Largest message a batch can describe (offsets are 32-bit).
+  static constexpr uint64_t kMaxMessage = UINT32_MAX;
+
   explicit FrameAssembler(const AssemblerConfig& cfg) : cfg_(cfg) {
+    if (cfg_.slab_size < 64) cfg_.slab_size = 64;
     if (cfg_.min_read == 0) cfg_.min_read = 1;
     if (cfg_.min_read > cfg_.slab_size) cfg_.min_read = cfg_.slab_size;
-    // A frame below the threshold must always fit a fresh slab.
-    if (cfg_.large_threshold + kMaxVarintLen + cfg_.min_read > cfg_.slab_size)
-      cfg_.large_threshold = cfg_.slab_size > cfg_.min_read + kMaxVarintLen
-                                 ? cfg_.slab_size - cfg_.min_read - kMaxVarintLen
-                                 : 1;
+    if (cfg_.max_message_size > kMaxMessage) cfg_.max_message_size = kMaxMessage;
+    // A frame below the threshold must always fit a fresh slab (compared
+    // without overflow: large_threshold may be anything up to SIZE_MAX).
+    const size_t reserve = std::min(cfg_.slab_size, cfg_.min_read + kMaxVarintLen);
+    if (cfg_.large_threshold > cfg_.slab_size - reserve) cfg_.large_threshold = cfg_.slab_size - reserve;
     if (cfg_.large_threshold == 0) cfg_.large_threshold = 1;
   }
 

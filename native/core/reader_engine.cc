@@ -205,7 +205,15 @@ void ReaderEngine::run() {
         continue;
       }
       auto it = conns_.find(static_cast<uint32_t>(tag));
-      if (it != conns_.end()) on_readable(*it->second);
+      if (it == conns_.end()) continue;
+      try {
+        on_readable(*it->second);
+      } catch (const std::bad_alloc&) {
+        // No memory for this connection's next slab or message: drop it
+        // rather than take the process down from the IO thread.
+        close_conn(static_cast<uint32_t>(tag), CoreError::sys("ERR_SOCKET", ENOMEM, "malloc",
+                                                              "out of memory reading from a connection"));
+      }
     }
   }
   // Exit. After a graceful stop began, every connection's read side is shut,

@@ -37,6 +37,7 @@ class Slab {
  private:
   friend class SlabPool;
   static Slab* create_in(size_t capacity, SlabPool* pool) {
+    if (capacity > (size_t{1} << 40)) throw std::bad_alloc();  // never wraps below
     void* mem = std::malloc(sizeof(Slab));
     if (!mem) throw std::bad_alloc();
     size_t rounded = (capacity + 63) & ~size_t{63};

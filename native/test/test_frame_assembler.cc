@@ -206,4 +206,32 @@ TEST(pooled_slabs_reused_and_freed_after_owner_goes) {
   CHECK_EQ(Slab::live(), before);
 }
 
+// Found by fuzzing with extreme settings: a threshold near SIZE_MAX used to
+// overflow the clamp, so a frame bigger than a slab got an empty read span.
+TEST(huge_large_threshold_is_clamped) {
+  AssemblerConfig c;
+  c.slab_size = 16;
+  c.min_read = 1;
+  c.large_threshold = SIZE_MAX;
+  c.max_message_size = 1000;
+  FrameAssembler a(c);
+  std::vector<std::vector<uint8_t>> msgs = {std::vector<uint8_t>(92, 3)};
+  std::vector<std::vector<uint8_t>> got;
+  CHECK(feed(a, frames_of(msgs), [] { return SIZE_MAX; }, got));
+  CHECK(got == msgs);
+}
+
+// A "no limit" setting is clamped to what a batch can describe (32-bit
+// offsets): a peer announcing 2^64-1 is refused, never allocated for.
+TEST(unbounded_limit_is_clamped) {
+  AssemblerConfig c = small_cfg();
+  c.max_message_size = UINT64_MAX;
+  FrameAssembler a(c);
+  std::vector<uint8_t> stream(9, 0xff);
+  stream.push_back(0x01);
+  std::vector<std::vector<uint8_t>> got;
+  CHECK(!feed(a, stream, [] { return SIZE_MAX; }, got));
+  CHECK(a.error() == FrameError::kTooLarge);
+}
+
 TEST_MAIN()
