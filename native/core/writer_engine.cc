@@ -198,6 +198,32 @@ void WriterEngine::run() {
   }
 }
 
+// One sendmsg of ring bytes [send_pos_, tail): two iovecs when the ring wraps.
+// On success advances send_pos_ and head; returns what sendmsg returned.
+ssize_t WriterEngine::send_once(uint32_t tail) {
+  const uint32_t len = tail - send_pos_;
+  const uint32_t off = send_pos_ & mask_;
+  iovec iov[2];
+  int iovcnt = 1;
+  const uint32_t first = std::min<uint32_t>(len, cfg_.capacity - off);
+  iov[0] = {cfg_.ring + off, first};
+  if (first < len) {
+    iov[1] = {cfg_.ring, static_cast<size_t>(len - first)};
+    iovcnt = 2;
+  }
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = iovcnt;
+  const ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+  m_calls_.fetch_add(1, std::memory_order_relaxed);
+  if (n > 0) {
+    send_pos_ += static_cast<uint32_t>(n);
+    last_progress_ms_ = now_ms();
+    advance_head();
+  }
+  return n;
+}
+
 void WriterEngine::reclaim_send_state() {
   std::atomic_ref<uint32_t> sleep(cfg_.ctrl[ctrl::kSleep]);
   for (;;) {
@@ -219,27 +245,8 @@ void WriterEngine::send_direct() {
       store(ctrl::kSleep, 1);  // all sent; the IO thread sleeps on
       return;
     }
-    const uint32_t len = tail - send_pos_;
-    const uint32_t off = send_pos_ & mask_;
-    iovec iov[2];
-    int iovcnt = 1;
-    const uint32_t first = std::min<uint32_t>(len, cfg_.capacity - off);
-    iov[0] = {cfg_.ring + off, first};
-    if (first < len) {
-      iov[1] = {cfg_.ring, static_cast<size_t>(len - first)};
-      iovcnt = 2;
-    }
-    msghdr msg{};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = iovcnt;
-    const ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-    m_calls_.fetch_add(1, std::memory_order_relaxed);
-    if (n > 0) {
-      send_pos_ += static_cast<uint32_t>(n);
-      last_progress_ms_ = now_ms();
-      advance_head();
-      continue;
-    }
+    const ssize_t n = send_once(tail);
+    if (n > 0) continue;
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       // The socket is full: the IO thread waits for EPOLLOUT and goes on.
@@ -345,27 +352,8 @@ void WriterEngine::flush() {
   for (;;) {
     const uint32_t tail = load(ctrl::kTail);
     if (tail == send_pos_) return;
-    const uint32_t len = tail - send_pos_;
-    const uint32_t off = send_pos_ & mask_;
-    iovec iov[2];
-    int iovcnt = 1;
-    const uint32_t first = std::min<uint32_t>(len, cfg_.capacity - off);
-    iov[0] = {cfg_.ring + off, first};
-    if (first < len) {
-      iov[1] = {cfg_.ring, static_cast<size_t>(len - first)};
-      iovcnt = 2;
-    }
-    msghdr msg{};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = iovcnt;
-    const ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-    m_calls_.fetch_add(1, std::memory_order_relaxed);
-    if (n > 0) {
-      send_pos_ += static_cast<uint32_t>(n);
-      last_progress_ms_ = now_ms();
-      advance_head();
-      continue;
-    }
+    const ssize_t n = send_once(tail);
+    if (n > 0) continue;
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       want_out_ = true;

@@ -24,6 +24,8 @@
 // Positions are ring offsets modulo 2^32; capacity is a power of two.
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -113,6 +115,7 @@ class WriterEngine {
   CoreError check_owner() const;
   void schedule_retry(int64_t now, int err);
   void flush();
+  ssize_t send_once(uint32_t tail);
   void reclaim_send_state();
   void advance_head();
   void disconnect(const CoreError& why);
