@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 const dirs: string[] = [];
 
 /** A fresh socket path in a new temp directory (removed by cleanupDirs). */
@@ -56,4 +58,97 @@ export function runNode(script: string, args: string[] = [], opts: { timeoutMs?:
   }) as Promise<ChildResult> & { child: ChildProcess };
   p.child = child;
   return p;
+}
+
+const children: Proc[] = [];
+
+/** Kills every Proc started since the last call (for afterEach). */
+export function killChildren(): void {
+  for (const p of children.splice(0)) p.kill();
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type Line = Record<string, any>;
+
+/** A child process whose stdout is parsed as JSON lines (other lines kept as {event:'raw'}); killChildren() ends them all. */
+export class Proc {
+  readonly child: ChildProcess;
+  readonly lines: Line[] = [];
+  stderr = '';
+  exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  readonly exited: Promise<void>;
+
+  constructor(cmd: string, args: string[], env?: NodeJS.ProcessEnv) {
+    this.child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(this);
+    let buf = '';
+    this.child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const s = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        try {
+          this.lines.push(JSON.parse(s) as Line);
+        } catch {
+          this.lines.push({ event: 'raw', text: s });
+        }
+      }
+    });
+    this.child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
+    this.exited = new Promise((resolve) => {
+      this.child.on('close', (code, signal) => {
+        this.exit = { code, signal };
+        resolve();
+      });
+    });
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  find(pred: (l: Line) => boolean): Line | undefined {
+    return this.lines.find(pred);
+  }
+
+  all(pred: (l: Line) => boolean): Line[] {
+    return this.lines.filter(pred);
+  }
+
+  async line(pred: (l: Line) => boolean, what: string, timeoutMs = 10_000): Promise<Line> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const l = this.find(pred);
+      if (l) return l;
+      if (this.exit || Date.now() > end) {
+        await sleep(20);
+        const l2 = this.find(pred);
+        if (l2) return l2;
+        throw new Error(
+          `${this.exit ? 'child exited ' + JSON.stringify(this.exit) : 'timed out'} before ${what}; ` +
+            `stdout: ${JSON.stringify(this.lines)} stderr: ${this.stderr}`,
+        );
+      }
+      await sleep(5);
+    }
+  }
+
+  async stderrMatch(re: RegExp, what: string, timeoutMs = 10_000): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    while (!re.test(this.stderr)) {
+      if (this.exit || Date.now() > end) throw new Error(`no ${what} (${re}); stderr: ${this.stderr}`);
+      await sleep(5);
+    }
+  }
+
+  async done(timeoutMs = 10_000): Promise<void> {
+    const t = setTimeout(() => this.kill(), timeoutMs);
+    await this.exited;
+    clearTimeout(t);
+  }
+
+  kill(sig: NodeJS.Signals = 'SIGKILL'): void {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(sig);
+  }
 }

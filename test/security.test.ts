@@ -18,9 +18,9 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { Reader, Writer, IpcError, MAX_PATH_BYTES, type Batch, type Connection } from '../src/index';
-import { tmpSocket, cleanupDirs, waitFor, FIXTURES, DIST } from './helpers';
+import { tmpSocket, cleanupDirs, waitFor, FIXTURES, DIST, Proc, killChildren } from './helpers';
 
 const NOBODY = 65534;
 const WRITER_FIX = join(FIXTURES, 'sec-writer.js');
@@ -31,7 +31,6 @@ const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
 
 type Stoppable = { stop: (o?: { timeoutMs?: number }) => Promise<unknown> };
 const live: Stoppable[] = [];
-const procs: Proc[] = [];
 const extraDirs: string[] = [];
 
 function track<T extends Stoppable>(x: T): T {
@@ -40,7 +39,7 @@ function track<T extends Stoppable>(x: T): T {
 }
 
 afterEach(async () => {
-  for (const p of procs.splice(0)) p.kill();
+  killChildren();
   for (const x of live.splice(0)) await x.stop({ timeoutMs: 300 }).catch(() => {});
 });
 afterAll(() => {
@@ -50,80 +49,6 @@ afterAll(() => {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Line = Record<string, any>;
-
-/** A child process whose stdout is parsed as JSON lines. */
-class Proc {
-  readonly child: ChildProcess;
-  readonly lines: Line[] = [];
-  stderr = '';
-  exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  readonly exited: Promise<void>;
-
-  constructor(cmd: string, args: string[], env?: NodeJS.ProcessEnv) {
-    this.child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    procs.push(this);
-    let buf = '';
-    this.child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const s = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          this.lines.push(JSON.parse(s) as Line);
-        } catch {
-          this.lines.push({ event: 'raw', text: s });
-        }
-      }
-    });
-    this.child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
-    this.exited = new Promise((resolve) => {
-      this.child.on('close', (code, signal) => {
-        this.exit = { code, signal };
-        resolve();
-      });
-    });
-  }
-
-  get pid(): number {
-    return this.child.pid!;
-  }
-
-  find(pred: (l: Line) => boolean): Line | undefined {
-    return this.lines.find(pred);
-  }
-
-  /** Waits for a line matching `pred`; fails early (with stderr) if the child exits without one. */
-  async line(pred: (l: Line) => boolean, what: string, timeoutMs = 10_000): Promise<Line> {
-    const end = Date.now() + timeoutMs;
-    for (;;) {
-      const l = this.find(pred);
-      if (l) return l;
-      if (this.exit || Date.now() > end) {
-        await sleep(20); // let the last output arrive
-        const l2 = this.find(pred);
-        if (l2) return l2;
-        throw new Error(
-          `${this.exit ? 'child exited ' + JSON.stringify(this.exit) : 'timed out'} before ${what}; ` +
-            `stdout: ${JSON.stringify(this.lines)} stderr: ${this.stderr}`,
-        );
-      }
-      await sleep(5);
-    }
-  }
-
-  async done(timeoutMs = 10_000): Promise<void> {
-    const t = setTimeout(() => this.kill(), timeoutMs);
-    await this.exited;
-    clearTimeout(t);
-  }
-
-  kill(sig: NodeJS.Signals = 'SIGKILL'): void {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(sig);
-  }
-}
 
 /** Runs a fixture with node as uid/gid 65534 and no supplementary groups. */
 function asNobody(fixture: string, args: string[]): Proc {

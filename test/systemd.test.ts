@@ -11,109 +11,23 @@ import { describe, it, expect, afterEach, afterAll, beforeAll } from 'vitest';
 import { existsSync, lstatSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { connect as netConnect } from 'node:net';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { Writer } from '../src/index';
-import { tmpSocket, cleanupDirs, waitFor, FIXTURES } from './helpers';
+import { tmpSocket, cleanupDirs, waitFor, FIXTURES, Proc, killChildren, type Line } from './helpers';
 
 const ACTIVATE = '/usr/bin/systemd-socket-activate';
 const READER_FIX = join(FIXTURES, 'sec-reader.js');
 const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
 
-const procs: Proc[] = [];
 const writers: Writer[] = [];
 afterEach(async () => {
-  for (const p of procs.splice(0)) p.kill();
+  killChildren();
   for (const w of writers.splice(0)) await w.stop({ timeoutMs: 200 }).catch(() => {});
 });
 afterAll(() => cleanupDirs());
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Line = Record<string, any>;
-
-/** A child process whose stdout is parsed as JSON lines (other lines kept as {event:'raw'}). */
-class Proc {
-  readonly child: ChildProcess;
-  readonly lines: Line[] = [];
-  stderr = '';
-  exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  readonly exited: Promise<void>;
-
-  constructor(cmd: string, args: string[], env?: NodeJS.ProcessEnv) {
-    this.child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    procs.push(this);
-    let buf = '';
-    this.child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const s = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          this.lines.push(JSON.parse(s) as Line);
-        } catch {
-          this.lines.push({ event: 'raw', text: s });
-        }
-      }
-    });
-    this.child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
-    this.exited = new Promise((resolve) => {
-      this.child.on('close', (code, signal) => {
-        this.exit = { code, signal };
-        resolve();
-      });
-    });
-  }
-
-  get pid(): number {
-    return this.child.pid!;
-  }
-
-  find(pred: (l: Line) => boolean): Line | undefined {
-    return this.lines.find(pred);
-  }
-
-  all(pred: (l: Line) => boolean): Line[] {
-    return this.lines.filter(pred);
-  }
-
-  async line(pred: (l: Line) => boolean, what: string, timeoutMs = 10_000): Promise<Line> {
-    const end = Date.now() + timeoutMs;
-    for (;;) {
-      const l = this.find(pred);
-      if (l) return l;
-      if (this.exit || Date.now() > end) {
-        await sleep(20);
-        const l2 = this.find(pred);
-        if (l2) return l2;
-        throw new Error(
-          `${this.exit ? 'child exited ' + JSON.stringify(this.exit) : 'timed out'} before ${what}; ` +
-            `stdout: ${JSON.stringify(this.lines)} stderr: ${this.stderr}`,
-        );
-      }
-      await sleep(5);
-    }
-  }
-
-  async stderrMatch(re: RegExp, what: string, timeoutMs = 10_000): Promise<void> {
-    const end = Date.now() + timeoutMs;
-    while (!re.test(this.stderr)) {
-      if (this.exit || Date.now() > end) throw new Error(`no ${what} (${re}); stderr: ${this.stderr}`);
-      await sleep(5);
-    }
-  }
-
-  async done(timeoutMs = 10_000): Promise<void> {
-    const t = setTimeout(() => this.kill(), timeoutMs);
-    await this.exited;
-    clearTimeout(t);
-  }
-
-  kill(sig: NodeJS.Signals = 'SIGKILL'): void {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(sig);
-  }
-}
 
 interface ReaderSpec {
   path: string;
