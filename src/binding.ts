@@ -10,7 +10,7 @@ import { IpcError } from './errors';
 export interface NativeReaderHandle {
   listen(onReady: () => void): void;
   drain(): unknown[];
-  ack(connId: number, bytes: number): void;
+  ack(connId: number, bytes: number, region?: ArrayBuffer): void;
   authorize(connId: number, allowed: boolean): void;
   beginStop(): void;
   /** Joins the IO thread; returns how many received messages were never handed to JS. */
@@ -48,6 +48,8 @@ export interface NativeBinding {
     BYTES: number;
   };
   liveSlabs(): number;
+  /** Detaches a received batch region (its views become empty) and lets its memory be reused. */
+  release(region: ArrayBuffer): void;
   lookupUser(name: string): number;
   lookupGroup(name: string): number;
   checkListeningFd(fd: number): null | { code: string; message: string };

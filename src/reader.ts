@@ -35,6 +35,7 @@ export interface Connection {
  * typed-array view to create, about half of `Buffer.from(ab, off, len)`.
  */
 class MessageBuffer extends Uint8Array {}
+let retainedOf: (b: Batch) => boolean;
 Object.setPrototypeOf(MessageBuffer.prototype, Buffer.prototype);
 
 function view(ab: ArrayBuffer, start: number, length: number): Buffer {
@@ -63,9 +64,16 @@ class BatchIterator implements Iterator<Buffer> {
 /**
  * A batch of messages from one connection, in the order they were sent.
  *
- * Iterating yields one `Buffer` per message. The Buffers are views of memory
- * that stays valid for as long as you keep them (it is never recycled under a
- * live view). For zero-allocation access use {@link Batch.bytes} with
+ * Iterating yields one `Buffer` per message. The Buffers are views of the
+ * reader's receive memory, without a copy, and **they are valid until the
+ * handler returns** (or, for an async handler, until its promise settles).
+ * Then the batch is released: its memory goes back to the reader for the next
+ * reads, and every view of it ({@link Batch.bytes}, each message Buffer)
+ * becomes empty (length 0), so a view kept by mistake reads as empty, never
+ * as another message's bytes. To keep messages longer, call
+ * {@link Batch.retain} inside the handler (the memory then lives until the
+ * garbage collector finds no view of it) or copy them (`Buffer.from(msg)`).
+ * For zero-allocation access use {@link Batch.bytes} with
  * {@link Batch.start}/{@link Batch.end} or {@link Batch.visit}.
  */
 export class Batch implements Iterable<Buffer> {
@@ -79,6 +87,10 @@ export class Batch implements Iterable<Buffer> {
   readonly bytes: Uint8Array;
   readonly #buffer: ArrayBuffer;
   readonly #offsets: Uint32Array;
+  #retained = false;
+  static {
+    retainedOf = (b) => b.#retained;
+  }
 
   /** @internal */
   constructor(connection: Connection, buffer: ArrayBuffer, offsets: Uint32Array, byteLength: number) {
@@ -88,6 +100,24 @@ export class Batch implements Iterable<Buffer> {
     this.length = offsets.length >>> 1;
     this.byteLength = byteLength;
     this.bytes = new Uint8Array(buffer);
+  }
+
+  /**
+   * Keeps this batch's memory (and every view of it) valid after the handler
+   * is done, until the garbage collector finds no view of it left, instead of
+   * releasing it for reuse. Call it inside the handler. Retained memory is not
+   * recycled, so retaining every batch costs memory and speed: copy what you
+   * keep when it is a small part of the batch.
+   * @returns this batch
+   */
+  retain(): this {
+    this.#retained = true;
+    return this;
+  }
+
+  /** True once {@link Batch.retain} was called. */
+  get retained(): boolean {
+    return this.#retained;
   }
 
   /** Offset in {@link Batch.bytes} where message `i` starts. */
@@ -385,15 +415,16 @@ export class Reader extends EventEmitter {
         if (r !== undefined && r !== null && typeof (r as PromiseLike<void>).then === 'function') {
           this.#busy = true;
           (r as PromiseLike<void>).then(
-            () => this.#afterAsync(connId, ab.byteLength),
+            () => this.#afterAsync(connId, batch, ab),
             (e: unknown) => {
               this.#handlerFailed(e, conn);
-              this.#afterAsync(connId, ab.byteLength);
+              this.#afterAsync(connId, batch, ab);
             },
           );
           return;
         }
-        this.#handle.ack(connId, ab.byteLength);
+        // Done with: release the memory now unless the handler retained it.
+        this.#handle.ack(connId, ab.byteLength, retainedOf(batch) ? undefined : ab);
       } else if (type === T_OPEN) {
         const cred = q[i + 2] as { pid: number; uid: number; gid: number };
         const conn: Connection = Object.freeze({ id: connId, pid: cred.pid, uid: cred.uid, gid: cred.gid });
@@ -466,9 +497,11 @@ export class Reader extends EventEmitter {
     this.#report(err, 'authorize', peer);
   }
 
-  #afterAsync(connId: number, bytes: number): void {
+  #afterAsync(connId: number, batch: Batch, ab: ArrayBuffer): void {
     this.#busy = false;
-    this.#handle?.ack(connId, bytes);
+    const bytes = ab.byteLength;
+    if (this.#handle) this.#handle.ack(connId, bytes, retainedOf(batch) ? undefined : ab);
+    else if (!retainedOf(batch)) binding().release(ab); // stopped meanwhile: still release it
     this.#pump();
   }
 
@@ -501,7 +534,10 @@ export class Reader extends EventEmitter {
     let discarded = h.close();
     const q = this.#queue;
     for (let i = this.#qhead; i < q.length; i += ITEM) {
-      if (q[i] === T_BATCH) discarded += (q[i + 3] as Uint32Array).length >>> 1;
+      if (q[i] === T_BATCH) {
+        discarded += (q[i + 3] as Uint32Array).length >>> 1;
+        binding().release(q[i + 2] as ArrayBuffer);
+      }
     }
     this.#queue = [];
     this.#qhead = 0;

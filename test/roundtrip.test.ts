@@ -44,7 +44,7 @@ interface Collected {
   errors: { err: Error; context: string }[];
 }
 
-async function startReader(path: string, handler: (b: Batch) => void, opts: ReaderOptions = {}): Promise<Collected> {
+async function startReader(path: string, handler: (b: Batch) => void | Promise<void>, opts: ReaderOptions = {}): Promise<Collected> {
   const errors: { err: Error; context: string }[] = [];
   const reader = new Reader(path, handler, { onError: (err, context) => errors.push({ err, context }), ...opts });
   readers.push(reader);
@@ -335,7 +335,7 @@ describe('round trip: ordering and volume', () => {
 });
 
 describe('round trip: buffer lifetime and copies', () => {
-  it('keeps handler buffers valid after the handler returns, across many slabs, stop() and GC', async () => {
+  it('retain(): kept buffers stay valid after the handler returns, across many slabs, stop() and GC', async () => {
     // Content is a pure function of the sequence number, so nothing needs to be copied to check it.
     const sizeOf = (seq: number): number => (seq % 97 === 0 ? 150_000 + (seq % 5000) : 64 + ((seq * 53) % 3000));
     const fill = (seq: number, out: Uint8Array): void => {
@@ -359,8 +359,11 @@ describe('round trip: buffer lifetime and copies', () => {
         for (const m of batch) {
           const seq = u32(m, 0);
           if (seq !== received && bad === undefined) bad = `expected seq ${received}, got ${seq}`;
-          if (seq % 7 === 0 || seq % 97 === 0) retained.push({ seq, view: m }); // the view itself, not a copy
-          if (i === 0) retainedRaw.push({ seq, bytes: batch.bytes, start: batch.start(0), end: batch.end(0) });
+          if (seq % 7 === 0 || seq % 97 === 0) retained.push({ seq, view: batch.retain() && m }); // the view itself, not a copy
+          if (i === 0 && batch.length % 2 === 0) {
+            batch.retain();
+            retainedRaw.push({ seq, bytes: batch.bytes, start: batch.start(0), end: batch.end(0) });
+          }
           i++;
           received++;
         }
@@ -419,6 +422,79 @@ describe('round trip: buffer lifetime and copies', () => {
     checkAll('after stop, GC and more traffic');
     expect(errors).toEqual([]);
   }, 55_000);
+
+  it('without retain(), every view is released (emptied) once the handler is done: sync, async and throwing handlers', async () => {
+    type Kept = { mode: string; bytes: Uint8Array; first: Buffer; iterated: Buffer; all: Buffer[]; texts: string[] };
+    const kept: Kept[] = [];
+    const duringAwait: string[] = [];
+    let n = 0;
+    const path = tmpSocket();
+    const { errors } = await startReader(path, (batch) => {
+      const mode = ['sync', 'async', 'throw'][n++ % 3]!;
+      const k: Kept = {
+        mode,
+        bytes: batch.bytes,
+        first: batch.at(0)!,
+        iterated: [...batch][0]!,
+        all: batch.toArray(),
+        texts: batch.toArray().map(String),
+      };
+      kept.push(k);
+      if (mode === 'async') {
+        return new Promise<void>((resolve) => setTimeout(() => {
+          duringAwait.push(...k.all.map(String)); // still valid while the promise is pending
+          resolve();
+        }, 20));
+      }
+      if (mode === 'throw') throw new Error('handler failure on purpose');
+    });
+    const w = startWriter(path);
+    for (let i = 0; i < 9; i++) {
+      w.write(`message ${i}`);
+      await w.flush();
+      await waitFor(() => kept.length > i, 5000, `batch ${i}`);
+    }
+    await waitFor(() => duringAwait.length >= 3, 5000, 'async handlers');
+    await new Promise((r) => setTimeout(r, 50));
+    expect(kept.map((k) => k.texts.join('|'))).toEqual([...Array(9).keys()].map((i) => `message ${i}`));
+    expect(duringAwait).toEqual(['message 1', 'message 4', 'message 7']);
+    for (const k of kept) {
+      expect({ mode: k.mode, bytes: k.bytes.length, first: k.first.length, iterated: k.iterated.length, all: k.all.map((b) => b.length) })
+        .toEqual({ mode: k.mode, bytes: 0, first: 0, iterated: 0, all: [0] });
+    }
+    expect(errors.map((e) => `${e.context} ${(e.err as { code?: string }).code}`)).toEqual(Array(3).fill('handler ERR_HANDLER'));
+  });
+
+  it('released memory is reused: many batches through one connection keep a bounded number of slabs without any GC', async () => {
+    const { binding } = await import('../src/binding');
+    const before = binding().liveSlabs();
+    let received = 0;
+    let sum = 0;
+    const path = tmpSocket();
+    await startReader(path, (batch) => {
+      batch.visit((b, s) => {
+        sum += b[s]!;
+      });
+      received += batch.length;
+    }, { slabSize: 64 * 1024, maxPendingBytes: 2 * MiB });
+    const w = startWriter(path);
+    const msg = Buffer.alloc(10_000, 1);
+    const N = 20_000; // 200 MB: thousands of 64 KiB slabs if none were reused
+    let peak = 0;
+    const poll = setInterval(() => {
+      peak = Math.max(peak, binding().liveSlabs() - before);
+    }, 5);
+    await sendAll(w, N, () => msg);
+    await waitFor(() => received >= N, 30_000, 'all messages');
+    clearInterval(poll);
+    peak = Math.max(peak, binding().liveSlabs() - before);
+    expect(sum).toBe(N);
+    // Slabs of batches in flight (maxPendingBytes / slabSize = 32), up to 32
+    // pooled, the one being filled, and releases not yet processed. Without
+    // release-on-return this reached over 1,000.
+    expect(peak).toBeLessThanOrEqual(120);
+    expect(peak).toBeGreaterThan(0);
+  });
 
   it('write() copies: mutating the caller buffer right after write() changes nothing that arrives', async () => {
     const got: Buffer[] = [];

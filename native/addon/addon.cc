@@ -47,6 +47,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
                 return Napi::Number::New(info.Env(), notify_datagram(info[0].As<Napi::String>().Utf8Value(),
                                                                      info[1].As<Napi::String>().Utf8Value()));
               }));
+  // (arrayBuffer) -> detaches a received batch region: its views become empty
+  // and its slab reference is dropped without waiting for a garbage collection.
+  exports.Set("release", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+                if (info[0].IsArrayBuffer()) napi_detach_arraybuffer(info.Env(), info[0]);
+              }));
   exports.Set("liveSlabs", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
                 return Napi::Number::New(info.Env(), static_cast<double>(Slab::live()));
               }));

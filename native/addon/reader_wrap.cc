@@ -128,7 +128,7 @@ namespace {
 // and fresh pages to fault in). Reporting each region as external memory
 // kExternalWeight times over makes V8 collect sooner, so slabs return to the
 // pool while still warm.
-constexpr int64_t kExternalWeight = 4;
+constexpr int64_t kExternalWeight = 1;
 
 struct SlabView {
   Slab* slab;
@@ -215,6 +215,12 @@ Napi::Value ReaderWrap::Drain(const Napi::CallbackInfo& info) {
 }
 
 void ReaderWrap::Ack(const Napi::CallbackInfo& info) {
+  // ack(connId, bytes[, region]): the batch is done with. A region passed in
+  // is detached, so every view of it becomes empty and its slab reference is
+  // dropped now instead of at some later garbage collection.
+  if (info.Length() > 2 && info[2].IsArrayBuffer()) {
+    napi_detach_arraybuffer(info.Env(), info[2]);
+  }
   if (!engine_) return;
   engine_->ack(info[0].As<Napi::Number>().Uint32Value(),
                static_cast<uint64_t>(info[1].As<Napi::Number>().DoubleValue()));
