@@ -28,6 +28,14 @@ export interface ReaderOptions {
   slabSize?: number;
   /** Close a connection that sends nothing for this many ms (0 = never). The `'disconnect'` event's reason has code `ERR_INACTIVITY_TIMEOUT`. Default 0. */
   inactivityTimeoutMs?: number;
+  /**
+   * While traffic is light, read on the JavaScript thread (the reader's IO
+   * thread hands its event loop over), so a message wakes one thread instead
+   * of two: lower latency, like `node:net`. Under load, reading moves back to
+   * the IO thread and runs beside the handler. `false` always reads on the IO
+   * thread. Default true.
+   */
+  jsThreadPolling?: boolean;
   /** Owner of the socket file: a uid or a user name. Applied before the socket listens. Not for abstract names. */
   uid?: number | string;
   /** Group of the socket file: a gid or a group name. Applied before the socket listens. Not for abstract names. */
@@ -97,6 +105,7 @@ export interface ResolvedReaderOptions {
   mode: number;
   slabSize: number;
   inactivityTimeoutMs: number;
+  jsThreadPolling: boolean;
   uid: number | string | undefined;
   gid: number | string | undefined;
   directoryMode: number;
@@ -201,6 +210,7 @@ const READER_KEYS = [
   'mode',
   'slabSize',
   'inactivityTimeoutMs',
+  'jsThreadPolling',
   'uid',
   'gid',
   'directoryMode',
@@ -265,6 +275,9 @@ export function resolveReaderOptions(options: unknown, path = ''): ResolvedReade
   if (o.notifySystemd !== undefined && typeof o.notifySystemd !== 'boolean') {
     throw invalidType('notifySystemd', 'a boolean', o.notifySystemd);
   }
+  if (o.jsThreadPolling !== undefined && typeof o.jsThreadPolling !== 'boolean') {
+    throw invalidType('jsThreadPolling', 'a boolean', o.jsThreadPolling);
+  }
   return {
     uid: idOption('uid', o.uid),
     gid: idOption('gid', o.gid),
@@ -280,6 +293,7 @@ export function resolveReaderOptions(options: unknown, path = ''): ResolvedReade
     mode: intOption('mode', o.mode, 0o600, 0, 0o777),
     slabSize: intOption('slabSize', o.slabSize, 512 * 1024, 64 * 1024, 64 * 1024 * 1024),
     inactivityTimeoutMs: intOption('inactivityTimeoutMs', o.inactivityTimeoutMs, 0, 0, 2 ** 31 - 1),
+    jsThreadPolling: o.jsThreadPolling !== false,
     onError: fnOption<ErrorHandler>('onError', o.onError),
   };
 }

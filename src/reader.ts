@@ -186,6 +186,10 @@ export interface ReaderMetrics {
   discarded: number;
   /** Connections refused by allowUids/allowGids/authorize before any message was read. */
   rejected: number;
+  /** read(2) calls made on the JavaScript thread (light traffic; see the `jsThreadPolling` option). */
+  jsThreadReads: number;
+  /** Times reading moved between the IO thread and the JavaScript thread, either way. */
+  handoffs: number;
 }
 
 /** Result of `stop()`. */
@@ -278,6 +282,7 @@ export class Reader extends EventEmitter {
         directoryMode: abstract ? -1 : o.directoryMode,
         slabSize: o.slabSize,
         inactivityTimeoutMs: o.inactivityTimeoutMs,
+        jsThreadPolling: o.jsThreadPolling,
         allowUids: o.allowUids,
         allowGids: o.allowGids,
         authorize: o.authorize !== undefined,
@@ -351,6 +356,8 @@ export class Reader extends EventEmitter {
       pauses: n.pauses ?? 0,
       discarded: this.#m.discarded,
       rejected: this.#m.rejected,
+      jsThreadReads: n.jsThreadReads ?? 0,
+      handoffs: n.handoffs ?? 0,
     };
   }
 

@@ -41,6 +41,7 @@ ReaderWrap::ReaderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader
   listen_.dir_mode = static_cast<int>(get_number(o, "directoryMode", -1));
   adopt_fd_ = static_cast<int>(get_number(o, "fd", -1));
   hold_for_authorize_ = o.Get("authorize").ToBoolean();
+  consumer_polling_ = o.Get("jsThreadPolling").IsBoolean() ? o.Get("jsThreadPolling").ToBoolean().Value() : true;
   for (auto [key, out] : {std::pair{"allowUids", &allow_uids_}, std::pair{"allowGids", &allow_gids_}}) {
     Napi::Value v = o.Get(key);
     if (!v.IsArray()) continue;
@@ -53,7 +54,51 @@ ReaderWrap::~ReaderWrap() { Shutdown(); }
 
 void ReaderWrap::CleanupHook(void* self) { static_cast<ReaderWrap*>(self)->Shutdown(); }
 
+namespace {
+void close_poll(ReaderWrap::Poll* p);
+
+// Env teardown: close the handle and keep the loop turning until it is closed.
+void poll_teardown_hook(napi_async_cleanup_hook_handle, void* arg) {
+  close_poll(static_cast<ReaderWrap::Poll*>(arg));
+}
+
+void close_poll(ReaderWrap::Poll* p) {
+  if (p->closing) return;
+  p->closing = true;
+  if (p->active) uv_poll_stop(&p->handle);
+  p->active = false;
+  uv_close(reinterpret_cast<uv_handle_t*>(&p->handle), [](uv_handle_t* h) {
+    auto* poll = reinterpret_cast<ReaderWrap::Poll*>(h);  // handle is the first member
+    if (poll->hook) napi_remove_async_cleanup_hook(poll->hook);
+    delete poll;
+  });
+}
+}  // namespace
+
+void ReaderWrap::ClosePoll() {
+  if (!poll_) return;
+  poll_->owner = nullptr;
+  close_poll(poll_);
+  poll_ = nullptr;
+}
+
+void ReaderWrap::StartPolling() {
+  if (!poll_ || poll_->active || poll_->closing) return;
+  if (uv_poll_start(&poll_->handle, UV_READABLE, OnPoll) == 0) poll_->active = true;
+}
+
+void ReaderWrap::OnPoll(uv_poll_t* h, int, int) {
+  auto* poll = reinterpret_cast<Poll*>(h);
+  ReaderWrap* self = poll->owner;
+  // Keep polling only while the engine says the load is light; otherwise
+  // its IO thread has the loop again and will ask for polling when idle.
+  if (self && self->engine_ && self->engine_->poll_consumer()) return;
+  uv_poll_stop(h);
+  poll->active = false;
+}
+
 uint64_t ReaderWrap::Shutdown() {
+  ClosePoll();  // no poll callback runs once the engine is gone
   uint64_t undelivered = 0;
   if (engine_) {
     engine_->close();  // joins the IO thread: nothing calls the TSFN after this
@@ -107,6 +152,8 @@ Napi::Value ReaderWrap::Listen(const Napi::CallbackInfo& info) {
   cfg.allow_uids = allow_uids_;
   cfg.allow_gids = allow_gids_;
   cfg.hold_for_authorize = hold_for_authorize_;
+  uv_loop_t* loop = nullptr;
+  cfg.consumer_polling = consumer_polling_ && napi_get_uv_event_loop(env, &loop) == napi_ok && loop;
 
   tsfn_ = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "uds-ipc reader", 0, 1);
   tsfn_live_ = true;
@@ -116,7 +163,19 @@ Napi::Value ReaderWrap::Listen(const Napi::CallbackInfo& info) {
   napi_add_env_cleanup_hook(env_, CleanupHook, this);
   hook_ = true;
   Napi::ThreadSafeFunction tsfn = tsfn_;
+  const bool cfg_polling = cfg.consumer_polling;
   engine_ = std::make_unique<ReaderEngine>(std::move(cfg), [tsfn]() mutable { tsfn.NonBlockingCall(); });
+  if (cfg_polling) {
+    poll_ = new Poll{};
+    poll_->owner = this;
+    if (uv_poll_init(loop, &poll_->handle, engine_->poll_fd()) != 0) {
+      delete poll_;
+      poll_ = nullptr;
+      throw Napi::Error::New(env, "uv_poll_init failed");
+    }
+    uv_unref(reinterpret_cast<uv_handle_t*>(&poll_->handle));
+    napi_add_async_cleanup_hook(env_, poll_teardown_hook, poll_, &poll_->hook);
+  }
   engine_->start();
   return env.Undefined();
 }
@@ -167,7 +226,10 @@ Napi::Value batch_buffer(Napi::Env env, Batch& b) {
 Napi::Value ReaderWrap::Drain(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::vector<ReaderItem> items;
-  if (engine_) engine_->take(items);
+  if (engine_) {
+    engine_->take(items);
+    if (engine_->take_poll_request()) StartPolling();
+  }
   // Flat: [type, connId, a, b, c] per item.
   Napi::Array out = Napi::Array::New(env, items.size() * 5);
   uint32_t k = 0;
@@ -263,6 +325,8 @@ Napi::Value ReaderWrap::Metrics(const Napi::CallbackInfo& info) {
   o.Set("pauses", static_cast<double>(m.pauses));
   o.Set("acceptErrors", static_cast<double>(m.accept_errors));
   o.Set("rejected", static_cast<double>(m.rejected));
+  o.Set("jsThreadReads", static_cast<double>(m.consumer_reads));
+  o.Set("handoffs", static_cast<double>(m.handoffs));
   return o;
 }
 

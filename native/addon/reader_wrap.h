@@ -2,6 +2,7 @@
 #pragma once
 
 #include <napi.h>
+#include <uv.h>
 
 #include <memory>
 #include <string>
@@ -29,6 +30,9 @@ class ReaderWrap : public Napi::ObjectWrap<ReaderWrap> {
   Napi::Value Metrics(const Napi::CallbackInfo& info);
 
   static void CleanupHook(void* self);
+  static void OnPoll(uv_poll_t* h, int status, int events);
+  void StartPolling();
+  void ClosePoll();
   uint64_t Shutdown();  // joins the IO thread, releases the TSFN; idempotent
 
   // All members: JS thread only (the IO thread sees the engine and a copy of
@@ -46,6 +50,21 @@ class ReaderWrap : public Napi::ObjectWrap<ReaderWrap> {
   bool tsfn_live_ = false;
   bool hook_ = false;
   bool refed_ = true;
+  bool consumer_polling_ = true;
+ public:
+  // Watches the engine's epoll fd on this thread's libuv loop while the
+  // engine lets JavaScript's thread poll (consumer mode). Never keeps the
+  // loop alive (unref'd). Owned by its close callback once closed.
+  struct Poll {
+    uv_poll_t handle;
+    ReaderWrap* owner;  // null once the wrap let go
+    bool active = false;
+    bool closing = false;
+    napi_async_cleanup_hook_handle hook = nullptr;  // spins the loop at env teardown until closed
+  };
+
+ private:
+  Poll* poll_ = nullptr;
   std::unique_ptr<ReaderEngine> engine_;
 };
 

@@ -30,6 +30,10 @@ class EventLoop {
   // Any thread; async-signal-safe. Coalesces: many wakes, one event.
   void wake();
 
+  // The epoll descriptor: readable when an event is ready (for another
+  // thread's poller to watch).
+  int fd() const { return epfd_.get(); }
+
  private:
   UniqueFd epfd_;  // set in the constructor, then read-only
   UniqueFd evfd_;  // set in the constructor, then read-only

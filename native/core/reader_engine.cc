@@ -15,6 +15,12 @@ constexpr uint64_t kListenTag = 0;
 constexpr int kMaxReadsPerEvent = 4;      // fairness between connections
 constexpr int kMaxAcceptsPerEvent = 256;  // fairness between accept and reads
 constexpr int kAcceptRetryMs = 100;       // after EMFILE/ENFILE
+// Consumer polling: this much read in one poll_consumer() call hands the
+// loop back to the IO thread.
+constexpr uint64_t kHandBackBytes = 256 * 1024;
+// Consumer polling: how often the sleeping IO thread checks that the
+// consumer keeps up (ready events not handled meanwhile: it takes over).
+constexpr int64_t kConsumerWatchMs = 50;
 }  // namespace
 
 constexpr size_t kPooledSlabs = 32;  // warm slabs kept for reuse per reader
@@ -44,7 +50,11 @@ void ReaderEngine::begin_stop() {
 }
 
 void ReaderEngine::close() {
-  exit_now_.store(true);
+  {
+    std::lock_guard<std::mutex> lk(mode_mu_);
+    exit_now_.store(true);
+  }
+  mode_cv_.notify_one();
   loop_.wake();
   if (thread_.joinable()) thread_.join();
 }
@@ -92,6 +102,8 @@ ReaderMetrics ReaderEngine::metrics() const {
   m.pauses = m_pauses_.load(std::memory_order_relaxed);
   m.accept_errors = m_accept_errors_.load(std::memory_order_relaxed);
   m.rejected = m_rejected_.load(std::memory_order_relaxed);
+  m.consumer_reads = m_consumer_reads_.load(std::memory_order_relaxed);
+  m.handoffs = m_handoffs_.load(std::memory_order_relaxed);
   return m;
 }
 
@@ -152,69 +164,154 @@ void ReaderEngine::resume(Conn& c) {
   loop_.add(c.fd.get(), EPOLLIN | EPOLLRDHUP, c.id);
 }
 
+int ReaderEngine::step(std::vector<epoll_event>& events, int max_wait_ms) {
+  apply_acks();
+  if (stop_requested_.load() && !stopping_) {
+    stopping_ = true;
+    for (auto& [id, c] : conns_)
+      if (!c->held) ::shutdown(c->fd.get(), SHUT_RD);
+  }
+  // While stopping, the listener stays open until the backlog is empty
+  // (closing it would reset the clients still waiting there and lose what
+  // they wrote). Out of descriptors, accepting resumes as drained
+  // connections close.
+  if (stopping_ && listening_ && accept_all()) stop_listening();
+  flush_overflow();
+  if (stopping_ && !listening_ && conns_.empty() && overflow_.empty() && !drained_sent_) {
+    drained_sent_ = true;
+    push(ReaderItem{ReaderItem::kDrained});
+  }
+  if (pushed_) {
+    pushed_ = false;
+    if (!call_pending_.exchange(true)) notify_();
+  }
+  int timeout = -1;
+  if (accept_retry_at_ != 0) {
+    const int64_t now = now_ms();
+    if (now >= accept_retry_at_) {
+      accept_retry_at_ = 0;
+      if (listening_) loop_.add(cfg_.listen_fd.get(), EPOLLIN, kListenTag);
+    } else {
+      timeout = static_cast<int>(accept_retry_at_ - now);
+    }
+  }
+  if (cfg_.inactivity_timeout_ms > 0) {
+    const int64_t now = now_ms();
+    if (now >= next_idle_scan_) {
+      close_idle(now);
+      // Scan a few times per timeout period: closes within ~1.25x of it.
+      next_idle_scan_ = now + std::max<int64_t>(1, cfg_.inactivity_timeout_ms / 4);
+      return 1;  // items may have been pushed: notify first
+    }
+    const int wait = static_cast<int>(next_idle_scan_ - now);
+    timeout = timeout < 0 ? wait : std::min(timeout, wait);
+  }
+  if (max_wait_ms >= 0 && (timeout < 0 || timeout > max_wait_ms)) timeout = max_wait_ms;
+  full_read_ = false;
+  const int n = loop_.wait(events.data(), static_cast<int>(events.size()), timeout);
+  for (int i = 0; i < n; ++i) {
+    const uint64_t tag = events[i].data.u64;
+    if (tag == EventLoop::kWakeTag) continue;
+    if (tag == kListenTag) {
+      if (listening_) accept_all();
+      continue;
+    }
+    auto it = conns_.find(static_cast<uint32_t>(tag));
+    if (it == conns_.end()) continue;
+    try {
+      on_readable(*it->second);
+    } catch (const std::bad_alloc&) {
+      // No memory for this connection's next slab or message: drop it
+      // rather than take the process down from the IO thread.
+      close_conn(static_cast<uint32_t>(tag), CoreError::sys("ERR_SOCKET", ENOMEM, "malloc",
+                                                            "out of memory reading from a connection"));
+    }
+  }
+  if (pushed_) {
+    pushed_ = false;
+    if (!call_pending_.exchange(true)) notify_();
+  }
+  return n;
+}
+
+// Owner of the loop (own_mu_ held). The consumer may poll when the last
+// round's reads were small and nothing waits for queue space or shutdown.
+bool ReaderEngine::handoff_to_consumer_ok() const {
+  return cfg_.consumer_polling && !full_read_ && overflow_.empty() && !stopping_ && accept_retry_at_ == 0 &&
+         !stop_requested_.load() && !exit_now_.load();
+}
+
+bool ReaderEngine::poll_consumer() {
+  std::lock_guard<std::mutex> own(own_mu_);
+  if (mode_.load() != kConsumer || exit_now_.load()) return false;
+  consumer_polls_.fetch_add(1, std::memory_order_relaxed);
+  if (consumer_events_.empty()) consumer_events_.resize(64);
+  const uint64_t reads_before = m_reads_.load(std::memory_order_relaxed);
+  const uint64_t bytes_before = m_bytes_.load(std::memory_order_relaxed);
+  step(consumer_events_, 0);
+  m_consumer_reads_.fetch_add(m_reads_.load(std::memory_order_relaxed) - reads_before, std::memory_order_relaxed);
+  // Heavy traffic (a read filled its whole span, or much arrived at once),
+  // a queue backed up, or a stop: the IO thread takes the loop back, so
+  // reading runs beside the consumer's handlers.
+  const bool heavy = full_read_ || m_bytes_.load(std::memory_order_relaxed) - bytes_before >= kHandBackBytes;
+  if (!heavy && handoff_to_consumer_ok()) return true;
+  {
+    std::lock_guard<std::mutex> lk(mode_mu_);
+    mode_.store(kIoThread);
+  }
+  m_handoffs_.fetch_add(1, std::memory_order_relaxed);
+  mode_cv_.notify_one();
+  return false;
+}
+
 void ReaderEngine::run() {
   std::vector<epoll_event> events(64);
+  std::unique_lock<std::mutex> own(own_mu_);
   while (!exit_now_.load()) {
-    apply_acks();
-    if (stop_requested_.load() && !stopping_) {
-      stopping_ = true;
-      for (auto& [id, c] : conns_)
-        if (!c->held) ::shutdown(c->fd.get(), SHUT_RD);
-    }
-    // While stopping, the listener stays open until the backlog is empty
-    // (closing it would reset the clients still waiting there and lose what
-    // they wrote). Out of descriptors, accepting resumes as drained
-    // connections close.
-    if (stopping_ && listening_ && accept_all()) stop_listening();
-    flush_overflow();
-    if (stopping_ && !listening_ && conns_.empty() && overflow_.empty() && !drained_sent_) {
-      drained_sent_ = true;
-      push(ReaderItem{ReaderItem::kDrained});
-    }
-    if (pushed_) {
-      pushed_ = false;
-      if (!call_pending_.exchange(true)) notify_();
-    }
-    int timeout = -1;
-    if (accept_retry_at_ != 0) {
-      const int64_t now = now_ms();
-      if (now >= accept_retry_at_) {
-        accept_retry_at_ = 0;
-        if (listening_) loop_.add(cfg_.listen_fd.get(), EPOLLIN, kListenTag);
-      } else {
-        timeout = static_cast<int>(accept_retry_at_ - now);
+    if (mode_.load() == kConsumer) {
+      // The consumer polls; sleep until it hands the loop back, a timer of
+      // ours is due (accept retry, inactivity scan), or close().
+      // Also look every kConsumerWatchMs: a consumer thread that is busy
+      // (a long handler, a blocked event loop) leaves events unhandled, and
+      // then the IO thread takes the loop back so that reading goes on.
+      int64_t due = now_ms() + kConsumerWatchMs;
+      if (accept_retry_at_ != 0) due = std::min(due, accept_retry_at_);
+      if (cfg_.inactivity_timeout_ms > 0) due = std::min(due, next_idle_scan_);
+      const uint64_t polls = consumer_polls_.load();
+      own.unlock();
+      {
+        std::unique_lock<std::mutex> lk(mode_mu_);
+        mode_cv_.wait_for(lk, std::chrono::milliseconds(std::max<int64_t>(0, due - now_ms())),
+                          [this] { return exit_now_.load() || mode_.load() != kConsumer; });
       }
-    }
-    if (cfg_.inactivity_timeout_ms > 0) {
-      const int64_t now = now_ms();
-      if (now >= next_idle_scan_) {
-        close_idle(now);
-        // Scan a few times per timeout period: closes within ~1.25x of it.
-        next_idle_scan_ = now + std::max<int64_t>(1, cfg_.inactivity_timeout_ms / 4);
-        continue;  // items may have been pushed: notify first
+      own.lock();
+      if (mode_.load() == kConsumer && !exit_now_.load()) {
+        const int n = step(events, 0);  // timers, and whatever the consumer left
+        if (n > 0 && consumer_polls_.load() == polls) {
+          std::lock_guard<std::mutex> lk(mode_mu_);
+          mode_.store(kIoThread);
+          m_handoffs_.fetch_add(1, std::memory_order_relaxed);
+        }
       }
-      const int wait = static_cast<int>(next_idle_scan_ - now);
-      timeout = timeout < 0 ? wait : std::min(timeout, wait);
+      continue;
     }
-    const int n = loop_.wait(events.data(), static_cast<int>(events.size()), timeout);
-    for (int i = 0; i < n; ++i) {
-      const uint64_t tag = events[i].data.u64;
-      if (tag == EventLoop::kWakeTag) continue;
-      if (tag == kListenTag) {
-        if (listening_) accept_all();
-        continue;
+    // With consumer polling, first look without blocking.
+    const int n = step(events, cfg_.consumer_polling ? 0 : -1);
+    if (!cfg_.consumer_polling || n > 0) continue;
+    // Nothing was ready (the wait did not block): hand the loop to the
+    // consumer if the load is light, else block as usual.
+    if (handoff_to_consumer_ok()) {
+      {
+        std::lock_guard<std::mutex> lk(mode_mu_);
+        mode_.store(kConsumer);
       }
-      auto it = conns_.find(static_cast<uint32_t>(tag));
-      if (it == conns_.end()) continue;
-      try {
-        on_readable(*it->second);
-      } catch (const std::bad_alloc&) {
-        // No memory for this connection's next slab or message: drop it
-        // rather than take the process down from the IO thread.
-        close_conn(static_cast<uint32_t>(tag), CoreError::sys("ERR_SOCKET", ENOMEM, "malloc",
-                                                              "out of memory reading from a connection"));
-      }
+      m_handoffs_.fetch_add(1, std::memory_order_relaxed);
+      poll_request_.store(true);
+      call_pending_.store(true);
+      notify_();
+      continue;
     }
+    step(events, -1);
   }
   // Exit. After a graceful stop began, every connection's read side is shut,
   // so what the kernel still holds is bounded: read it and count its whole
@@ -376,6 +473,7 @@ void ReaderEngine::on_readable(Conn& c) {
       return;
     }
     if (static_cast<size_t>(n) < len) break;  // the kernel buffer is empty
+    full_read_ = true;
   }
 }
 

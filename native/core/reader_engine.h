@@ -14,6 +14,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -48,6 +49,10 @@ struct ReaderConfig {
   // Hold each accepted connection unread until the consumer calls
   // authorize(id, allowed) (JavaScript's authorize callback).
   bool hold_for_authorize = false;
+  // Consumer polling: while the load is light, the IO thread hands the event
+  // loop to the consumer thread (see poll_consumer()), so that a message
+  // wakes one thread instead of two; under load the IO thread takes it back.
+  bool consumer_polling = false;
 };
 
 struct ReaderItem {
@@ -66,6 +71,8 @@ struct ReaderItem {
 struct ReaderMetrics {
   uint64_t accepted = 0, active = 0, read_calls = 0, bytes_read = 0, frames = 0, batches = 0,
            errors = 0, pauses = 0, accept_errors = 0, rejected = 0;
+  uint64_t consumer_reads = 0;  // read calls made on the consumer thread
+  uint64_t handoffs = 0;        // event-loop hand-overs, either way
 };
 
 class ReaderEngine {
@@ -92,6 +99,19 @@ class ReaderEngine {
   // Owner thread: stop now, close everything, join.
   void close();
 
+  // Consumer polling (cfg.consumer_polling). The IO thread hands the event
+  // loop over when it would otherwise sleep with nothing for the consumer to
+  // do and its last reads were small; it then calls notify. The consumer
+  // checks take_poll_request() after take(): on true it starts watching
+  // poll_fd() for readability (level-triggered) and calls poll_consumer()
+  // each time it is readable. poll_consumer() handles whatever is ready
+  // without blocking (items pushed, notify called as usual) and returns false
+  // once the load calls for the IO thread, which has then taken the loop
+  // back: the consumer stops watching until the next poll request.
+  bool take_poll_request() { return poll_request_.exchange(false); }  // consumer thread
+  int poll_fd() const { return loop_.fd(); }
+  bool poll_consumer();  // consumer thread
+
   ReaderMetrics metrics() const;  // any thread
   // After close(): whole frames that were still in the kernel's buffers of
   // shut connections when a stop was cut short, and so never delivered.
@@ -110,6 +130,11 @@ class ReaderEngine {
   };
 
   void run();
+  // One round of the event loop: housekeeping, then wait up to the computed
+  // timeout (never longer than max_wait_ms; -1 = no cap) and handle events.
+  // Caller holds own_mu_. Returns the number of events handled.
+  int step(std::vector<epoll_event>& events, int max_wait_ms);
+  bool handoff_to_consumer_ok() const;
   bool accept_all();  // true once accept() said EAGAIN (backlog empty)
   void stop_listening();
   void on_readable(Conn& c);
@@ -130,6 +155,20 @@ class ReaderEngine {
   ReaderConfig cfg_;  // listen_fd: IO thread after start(); the rest immutable
   const Notify notify_;
   EventLoop loop_;    // thread-safe wake(); the rest used by the IO thread
+
+  // Event-loop state below ("IO thread only") is touched only by the thread
+  // that holds own_mu_: the IO thread, or in consumer mode the consumer
+  // inside poll_consumer() (the IO thread too, for timers). The mutex orders
+  // their accesses, so the queue keeps a single producer at any time.
+  std::mutex own_mu_;
+  enum Mode { kIoThread, kConsumer };
+  std::atomic<int> mode_{kIoThread};         // written under own_mu_
+  std::mutex mode_mu_;                        // with mode_cv_: IO thread sleeps in consumer mode
+  std::condition_variable mode_cv_;
+  std::atomic<bool> poll_request_{false};     // IO thread -> consumer: start polling
+  std::atomic<uint64_t> consumer_polls_{0};   // poll_consumer() calls (the IO thread watches it)
+  bool full_read_ = false;                    // a read in the last round filled its span
+  std::vector<epoll_event> consumer_events_;  // poll_consumer()'s event buffer
 
   // IO thread only.
   std::unordered_map<uint32_t, std::unique_ptr<Conn>> conns_;
@@ -154,7 +193,8 @@ class ReaderEngine {
   std::vector<std::pair<uint32_t, uint64_t>> acks_;  // guarded by acks_mu_
   std::vector<std::pair<uint32_t, bool>> verdicts_;  // guarded by acks_mu_
   std::atomic<uint64_t> m_accepted_{0}, m_active_{0}, m_reads_{0}, m_bytes_{0}, m_frames_{0},
-      m_batches_{0}, m_errors_{0}, m_pauses_{0}, m_accept_errors_{0}, m_rejected_{0};
+      m_batches_{0}, m_errors_{0}, m_pauses_{0}, m_accept_errors_{0}, m_rejected_{0},
+      m_consumer_reads_{0}, m_handoffs_{0};
 
   std::thread thread_;  // owner thread starts and joins it
 };

@@ -1,5 +1,6 @@
 // Writer engine -> Unix socket -> reader engine, with a C++ producer playing
 // the part JavaScript plays in the addon (same ring and control protocol).
+#include <poll.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -58,10 +59,29 @@ struct Collector {
     ready = true;
     cv.notify_one();
   }
-  void wait() {
+  void wait(int ms = 50) {
     std::unique_lock<std::mutex> lk(mu);
-    cv.wait_for(lk, std::chrono::milliseconds(50), [&] { return ready; });
+    cv.wait_for(lk, std::chrono::milliseconds(ms), [&] { return ready; });
     ready = false;
+  }
+};
+
+// The consumer side as the addon runs it: take() on notify, and in consumer
+// mode also poll the engine's fd and call poll_consumer() when readable.
+struct Consumer {
+  ReaderEngine& reader;
+  Collector& rc;
+  bool polling = false;
+  void next(std::vector<ReaderItem>& items) {
+    if (polling) {
+      pollfd p{reader.poll_fd(), POLLIN, 0};
+      if (::poll(&p, 1, 5) > 0) polling = reader.poll_consumer();
+      rc.wait(0);
+    } else {
+      rc.wait();
+    }
+    reader.take(items);
+    if (reader.take_poll_request()) polling = true;
   }
 };
 
@@ -73,12 +93,13 @@ std::string temp_socket() {
 
 }  // namespace
 
-static void run_in_order_and_graceful_stop(bool direct);
+static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling);
 
-TEST(writer_to_reader_in_order_and_graceful_stop_wake) { run_in_order_and_graceful_stop(false); }
-TEST(writer_to_reader_in_order_and_graceful_stop_direct_send) { run_in_order_and_graceful_stop(true); }
+TEST(writer_to_reader_in_order_and_graceful_stop_wake) { run_in_order_and_graceful_stop(false, false); }
+TEST(writer_to_reader_in_order_and_graceful_stop_direct_send) { run_in_order_and_graceful_stop(true, false); }
+TEST(writer_to_reader_in_order_and_graceful_stop_consumer_polling) { run_in_order_and_graceful_stop(true, true); }
 
-static void run_in_order_and_graceful_stop(bool direct) {
+static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling) {
   const std::string path = temp_socket();
   ListenOptions lo;
   lo.backlog = 128;
@@ -93,8 +114,10 @@ static void run_in_order_and_graceful_stop(bool direct) {
   rcfg.dev = l.dev;
   rcfg.ino = l.ino;
   rcfg.max_pending_bytes = 1 << 20;  // small: exercises pause/resume
+  rcfg.consumer_polling = consumer_polling;
   ReaderEngine reader(std::move(rcfg), [&] { rc.notify(); });
   reader.start();
+  Consumer consumer{reader, rc};
 
   Producer prod(1 << 20);
   Collector wc;
@@ -125,9 +148,8 @@ static void run_in_order_and_graceful_stop(bool direct) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   std::vector<ReaderItem> items;
   while (expect < kN && std::chrono::steady_clock::now() < deadline) {
-    rc.wait();
     items.clear();
-    reader.take(items);
+    consumer.next(items);
     for (auto& it : items) {
       if (it.type == ReaderItem::kOpen) opened = true;
       if (it.type != ReaderItem::kBatch) continue;
@@ -163,10 +185,9 @@ static void run_in_order_and_graceful_stop(bool direct) {
 
   reader.begin_stop();
   bool drained = false, closed = false;
-  for (int i = 0; i < 200 && !drained; ++i) {
-    rc.wait();
+  for (int i = 0; i < 2000 && !drained; ++i) {
     items.clear();
-    reader.take(items);
+    consumer.next(items);
     for (auto& it : items) {
       if (it.type == ReaderItem::kClose) closed = true;
       if (it.type == ReaderItem::kDrained) drained = true;
@@ -176,6 +197,102 @@ static void run_in_order_and_graceful_stop(bool direct) {
   CHECK(drained);
   CHECK(closed);
   CHECK(::access(path.c_str(), F_OK) != 0);  // socket file removed
+  reader.close();
+}
+
+// Light traffic is read on the consumer thread (one wake-up per message);
+// a burst moves reading back to the IO thread; quiet hands it over again.
+TEST(consumer_polling_follows_the_load) {
+  const std::string path = temp_socket();
+  ListenOptions lo;
+  lo.backlog = 16;
+  lo.mode = 0600;
+  Listener l = listen_unix(path, lo);
+  CHECK(!l.error);
+  Collector rc;
+  ReaderConfig rcfg;
+  rcfg.listen_fd = std::move(l.fd);
+  rcfg.path = path;
+  rcfg.dev = l.dev;
+  rcfg.ino = l.ino;
+  rcfg.consumer_polling = true;
+  ReaderEngine reader(std::move(rcfg), [&] { rc.notify(); });
+  reader.start();
+  Consumer consumer{reader, rc};
+
+  Producer prod(1 << 24);
+  Collector wc;
+  WriterConfig wcfg;
+  wcfg.path = path;
+  wcfg.ctrl = prod.ctrl.data();
+  wcfg.ring = prod.ring.data();
+  wcfg.capacity = static_cast<uint32_t>(prod.ring.size());
+  WriterEngine writer(wcfg, [&] { wc.notify(); });
+  prod.engine = &writer;
+  prod.direct = true;
+  writer.start();
+
+  uint32_t next = 0, expect = 0;
+  bool ordered = true;
+  std::vector<ReaderItem> items;
+  auto receive_until = [&](uint32_t n) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (expect < n && std::chrono::steady_clock::now() < deadline) {
+      items.clear();
+      consumer.next(items);
+      for (auto& it : items) {
+        if (it.type != ReaderItem::kBatch) continue;
+        for (size_t i = 0; i < it.batch.count(); ++i) {
+          uint32_t v;
+          std::memcpy(&v, it.batch.base + it.batch.offsets[2 * i], 4);
+          if (v != expect) ordered = false;
+          ++expect;
+        }
+        reader.ack(it.conn_id, it.batch.length);
+      }
+    }
+  };
+  std::vector<uint8_t> msg(1000, 1);
+  auto send = [&](uint32_t n) {
+    for (uint32_t k = 0; k < n; ++k) {
+      std::memcpy(msg.data(), &next, 4);
+      while (!prod.write(msg.data(), msg.size())) receive_until(expect + 1);
+      ++next;
+    }
+  };
+  // Light: one message at a time, each received before the next is sent.
+  for (int i = 0; i < 300; ++i) {
+    send(1);
+    receive_until(next);
+  }
+  const ReaderMetrics light = reader.metrics();
+  CHECK(light.consumer_reads > 0);
+  CHECK(light.handoffs >= 1);
+  // A burst of ~12 MB: full reads hand the loop back to the IO thread.
+  send(12000);
+  receive_until(next);
+  const ReaderMetrics burst = reader.metrics();
+  CHECK(burst.read_calls - light.read_calls > burst.consumer_reads - light.consumer_reads);
+  CHECK(burst.handoffs > light.handoffs);
+  // Quiet again: polling comes back to the consumer.
+  for (int i = 0; i < 300; ++i) {
+    send(1);
+    receive_until(next);
+  }
+  const ReaderMetrics after = reader.metrics();
+  CHECK(after.consumer_reads > burst.consumer_reads);
+  // A consumer that stops polling (a blocked event loop) while in consumer
+  // mode: the IO thread notices the unhandled events and reads them itself.
+  CHECK(consumer.polling);
+  consumer.polling = false;  // ignore the poll fd from now on
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));  // a whole watch period without polls
+  send(50);
+  receive_until(next);
+  CHECK_EQ(expect, next);
+  CHECK(reader.metrics().handoffs > after.handoffs);
+  CHECK(ordered);
+  CHECK_EQ(expect, next);
+  writer.close();
   reader.close();
 }
 

@@ -1,0 +1,101 @@
+// Light traffic is read on the JavaScript thread (one wake-up per message);
+// bulk traffic on the reader's IO thread. Checked through metrics(), never
+// through timing.
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { Reader, Writer, type Batch, type ReaderOptions } from '../src';
+import { cleanupDirs, tmpSocket, waitFor } from './helpers';
+
+const readers: Reader[] = [];
+const writers: Writer[] = [];
+afterEach(async () => {
+  await Promise.allSettled(writers.splice(0).map((w) => w.stop({ timeoutMs: 1000 })));
+  await Promise.allSettled(readers.splice(0).map((r) => r.stop({ timeoutMs: 1000 })));
+});
+afterAll(() => cleanupDirs());
+
+async function pair(opts: ReaderOptions = {}) {
+  const got: string[] = [];
+  let bytes = 0;
+  const path = tmpSocket();
+  const reader = new Reader(path, (b: Batch) => {
+    for (const m of b) {
+      bytes += m.length;
+      if (m.length < 100) got.push(m.toString());
+    }
+  }, opts);
+  readers.push(reader);
+  await reader.start();
+  const writer = new Writer(path);
+  writers.push(writer);
+  writer.start();
+  await new Promise<void>((resolve) => writer.once('connect', () => resolve()));
+  return { reader, writer, got, bytes: () => bytes };
+}
+
+describe('jsThreadPolling', () => {
+  it('reads light traffic on the JavaScript thread, bulk traffic on the IO thread, and hands back when quiet', async () => {
+    const { reader, writer, got, bytes } = await pair();
+    // Light: one message, then wait for it, 200 times.
+    for (let i = 0; i < 200; i++) {
+      writer.write(`light ${i}`);
+      await waitFor(() => got.length > i, 5000, `message ${i}`);
+    }
+    const light = reader.metrics();
+    expect(light.jsThreadReads).toBeGreaterThan(100);
+    expect(light.handoffs).toBeGreaterThanOrEqual(1);
+
+    // Bulk: 64 MiB as fast as the writer goes.
+    const big = Buffer.alloc(64 * 1024, 7);
+    const before = bytes();
+    for (let i = 0; i < 1024; i++) {
+      while (!writer.write(big)) await new Promise((r) => writer.once('drain', r));
+    }
+    await waitFor(() => bytes() - before >= 1024 * big.length, 30_000, 'bulk');
+    const bulk = reader.metrics();
+    const ioReads = bulk.readCalls - light.readCalls - (bulk.jsThreadReads - light.jsThreadReads);
+    expect(ioReads).toBeGreaterThan(0);
+    expect(bulk.handoffs).toBeGreaterThan(light.handoffs);
+
+    // Quiet again: back on the JavaScript thread.
+    const n0 = got.length;
+    for (let i = 0; i < 100; i++) {
+      writer.write(`again ${i}`);
+      await waitFor(() => got.length > n0 + i, 5000, `again ${i}`);
+    }
+    expect(reader.metrics().jsThreadReads).toBeGreaterThan(bulk.jsThreadReads);
+    expect(got.slice(0, 3)).toEqual(['light 0', 'light 1', 'light 2']);
+    expect(got.at(-1)).toBe('again 99');
+    expect(got.length).toBe(300);
+  }, 60_000);
+
+  it('jsThreadPolling: false never reads on the JavaScript thread', async () => {
+    const { reader, writer, got } = await pair({ jsThreadPolling: false });
+    for (let i = 0; i < 50; i++) {
+      writer.write(`m${i}`);
+      await waitFor(() => got.length > i, 5000, `message ${i}`);
+    }
+    const m = reader.metrics();
+    expect(m.readCalls).toBeGreaterThan(0);
+    expect(m.jsThreadReads).toBe(0);
+    expect(m.handoffs).toBe(0);
+    expect(got).toEqual(Array.from({ length: 50 }, (_, i) => `m${i}`));
+  });
+
+  it('a stop while the JavaScript thread polls delivers everything and removes the socket', async () => {
+    const { reader, writer, got } = await pair();
+    writer.write('before stop');
+    await waitFor(() => got.length === 1, 5000, 'first');
+    await waitFor(() => reader.metrics().jsThreadReads > 0 || reader.metrics().handoffs > 0, 5000, 'hand-over');
+    for (let i = 0; i < 10; i++) writer.write(`tail ${i}`);
+    await writer.stop();
+    const res = await reader.stop({ timeoutMs: 5000 });
+    expect(res.discarded).toBe(0);
+    expect(got).toEqual(['before stop', ...Array.from({ length: 10 }, (_, i) => `tail ${i}`)]);
+  });
+
+  it('rejects a non-boolean jsThreadPolling with ERR_INVALID_ARG_TYPE', () => {
+    expect(() => new Reader(tmpSocket(), () => {}, { jsThreadPolling: 'yes' as unknown as boolean })).toThrow(
+      expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE', message: expect.stringContaining('jsThreadPolling') }),
+    );
+  });
+});
