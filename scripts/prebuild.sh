@@ -32,7 +32,7 @@ if [[ "${npm_lifecycle_event:-}" == prebuild && -n "${npm_node_execpath:-}" ]]; 
     if [[ "$(readlink -f "/proc/$pid/exe" 2>/dev/null)" == "$node_exe" ]]; then
       # npm sets its process title to "npm run <script> ...", which overwrites
       # argv: split on NULs and blanks alike.
-      read -r -a npm_argv < <(tr '\0' ' ' <"/proc/$pid/cmdline")  || true
+      read -r -a npm_argv < <(tr '\0' ' ' <"/proc/$pid/cmdline") || true
       for a in "${npm_argv[@]}"; do
         [[ "$a" == prebuild ]] && break
         if [[ "$a" == build ]]; then
