@@ -1,9 +1,12 @@
 /**
- * Loads the native addon: a prebuilt binary from prebuilds/ when one matches,
- * otherwise build/Release (node-gyp-build's rules). `UDS_IPC_ADDON_PATH`
- * names a `.node` file explicitly (bundlers, unusual layouts).
+ * Loads the native addon with node-gyp-build's rules: build/Release (a source
+ * build) when there is one, else the prebuilt binary in prebuilds/ that
+ * matches. `UDS_IPC_ADDON_PATH` names a `.node` file explicitly (bundlers,
+ * unusual layouts). When nothing loads, an IpcError `ERR_ADDON_LOAD` says
+ * where it looked and how to fix it.
  * @internal
  */
+import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { IpcError } from './errors';
 
@@ -57,25 +60,81 @@ export interface NativeBinding {
   notifyDatagram(address: string, message: string): number;
 }
 
+const FIX_BUILD =
+  'To build it from source run `npm rebuild uds-ipc --build-from-source` (or install with ' +
+  '`npm install uds-ipc --build-from-source`, or set npm_config_build_from_source=true); ' +
+  'that needs python3, make and a C++20 compiler.';
+
+/** Loads a `.node` file as an addon, whatever its extension (never as JavaScript). */
+function dlopen(file: string): NativeBinding {
+  const m = { exports: {} as NativeBinding };
+  process.dlopen(m, path.toNamespacedPath(file));
+  return m.exports;
+}
+
+function firstLine(e: unknown): string {
+  return String((e as Error)?.message ?? e).split('\n')[0];
+}
+
 function load(): NativeBinding {
   const explicit = process.env.UDS_IPC_ADDON_PATH;
-  const root = path.join(__dirname, '..');
+  if (explicit) {
+    const file = path.resolve(explicit);
+    try {
+      return dlopen(file);
+    } catch (e) {
+      const why = existsSync(file) ? `it failed to load: ${firstLine(e)}` : 'no such file';
+      throw new IpcError(
+        'ERR_ADDON_LOAD',
+        `uds-ipc: cannot load the native addon from UDS_IPC_ADDON_PATH=${explicit} (${file}): ${why}. ` +
+          'Point UDS_IPC_ADDON_PATH at a uds_ipc.node built for this platform (for example ' +
+          "node_modules/uds-ipc/build/Release/uds_ipc.node or the file in node_modules/uds-ipc/prebuilds/), or unset it to use the package's own binary. " +
+          FIX_BUILD,
+        { cause: e },
+      );
+    }
+  }
+
+  // node-gyp-build's search (node_modules/node-gyp-build/node-gyp-build.js):
+  // build/Release, build/Debug (skipped with PREBUILDS_ONLY), then the best
+  // match in prebuilds/<platform>-<arch>/, then prebuilds/ next to the node
+  // executable. UDS_IPC_PREBUILD replaces the package directory.
+  const root = process.env.UDS_IPC_PREBUILD || path.join(__dirname, '..');
+  const tuple = `${process.platform}-${process.arch}`;
+  const searched = [
+    ...(process.env.PREBUILDS_ONLY ? [] : [path.join(root, 'build', 'Release'), path.join(root, 'build', 'Debug')]),
+    path.join(root, 'prebuilds', tuple),
+    path.join(path.dirname(process.execPath), 'prebuilds', tuple),
+  ];
+  const skipped = process.env.PREBUILDS_ONLY ? ' (build/ skipped: PREBUILDS_ONLY is set)' : '';
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const nodeGypBuild = require('node-gyp-build') as ((dir: string) => NativeBinding) & { resolve?: (dir: string) => string };
   try {
-    if (explicit) return require(path.resolve(explicit)) as NativeBinding;
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
-    const nodeGypBuild = require('node-gyp-build') as (dir: string) => NativeBinding;
     return nodeGypBuild(root);
   } catch (e) {
-    const where = explicit
-      ? `UDS_IPC_ADDON_PATH=${explicit}`
-      : `${path.join(root, 'prebuilds', `${process.platform}-${process.arch}`)} and ${path.join(root, 'build', 'Release')}`;
+    let file: string | undefined;
+    try {
+      file = nodeGypBuild.resolve?.(root);
+    } catch {
+      // nothing matched
+    }
+    const what = file
+      ? `found ${file} but it failed to load: ${firstLine(e)}`
+      : `no binary for ${tuple} (${libc()}, Node ${process.versions.node}) was found`;
     throw new IpcError(
       'ERR_ADDON_LOAD',
-      `uds-ipc: cannot load the native addon (searched ${where}): ${(e as Error).message}. ` +
-        'Run `npm rebuild uds-ipc` to build it from source (needs python3, make and a C++ compiler).',
+      `uds-ipc: cannot load the native addon: ${what}. Searched, in order: ${searched.join(', ')}${skipped}. ` +
+        FIX_BUILD +
+        ' Or set UDS_IPC_ADDON_PATH to a uds_ipc.node file.',
       { cause: e },
     );
   }
+}
+
+/** The C library node-gyp-build matches prebuilds against. */
+function libc(): string {
+  if (process.env.LIBC) return process.env.LIBC;
+  return process.platform === 'linux' && existsSync('/etc/alpine-release') ? 'musl' : 'glibc';
 }
 
 let cached: NativeBinding | undefined;
