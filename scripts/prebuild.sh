@@ -20,32 +20,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# npm runs a script named `prebuild` as the pre-hook of `npm run build`. That
-# build compiles the addon itself: do not compile it twice, nor leave a
-# prebuild behind as a side effect. The environment is the same either way, so
-# look at the npm command line that started us.
-if [[ "${npm_lifecycle_event:-}" == prebuild && -n "${npm_node_execpath:-}" ]]; then
-  # The nearest ancestor running Node is npm; its arguments name the script.
-  node_exe="$(readlink -f "$npm_node_execpath")"
-  pid=$PPID
-  while [[ "$pid" -gt 1 ]]; do
-    if [[ "$(readlink -f "/proc/$pid/exe" 2>/dev/null)" == "$node_exe" ]]; then
-      # npm sets its process title to "npm run <script> ...", which overwrites
-      # argv: split on NULs and blanks alike.
-      read -r -a npm_argv < <(tr '\0' ' ' <"/proc/$pid/cmdline") || true
-      for a in "${npm_argv[@]}"; do
-        [[ "$a" == prebuild ]] && break
-        if [[ "$a" == build ]]; then
-          echo "prebuild.sh: skipped (npm ran it as the pre-hook of \`npm run build\`); run \`npm run prebuild\` to make the prebuilt binary"
-          exit 0
-        fi
-      done
-      break
-    fi
-    pid="$(awk '/^PPid:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 1)"
-  done
-fi
-
 node_version="$(node -p process.versions.node)"
 
 nodedir="${npm_config_nodedir:-${PREBUILD_NODEDIR:-}}"
