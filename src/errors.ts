@@ -62,6 +62,25 @@ export class IpcError extends Error {
   }
 }
 
+/**
+ * The error an operation rejects with when its `AbortSignal` is aborted, as
+ * Node's own APIs do: `name` is `'AbortError'`, `code` is `'ABORT_ERR'`, and
+ * `cause` is the signal's `reason`.
+ */
+export class AbortError extends Error {
+  /** Always `'ABORT_ERR'`, like Node's own AbortError. */
+  readonly code = 'ABORT_ERR' as const;
+
+  /**
+   * @param message - Defaults to Node's wording, "The operation was aborted".
+   * @param options - `cause`: the signal's `reason`.
+   */
+  constructor(message = 'The operation was aborted', options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'AbortError';
+  }
+}
+
 /** Where an error reported to `onError` happened. */
 export type ErrorContext = 'connection' | 'handler' | 'connect' | 'send' | 'accept' | 'authorize' | 'systemd';
 

@@ -3,11 +3,11 @@
  * sockets, wire-compatible with the Go `uds-ipc` library.
  */
 export { Reader, Batch } from './reader';
-export type { BatchHandler, Connection, ReaderMetrics, StopResult } from './reader';
+export type { BatchHandler, Connection, ReaderMetrics, StopResult, StartOptions } from './reader';
 export { Writer } from './writer';
-export type { WriterMetrics, WriterStopResult, ReconnectingInfo } from './writer';
-export { IpcError, ErrorCodes } from './errors';
+export type { WriterMetrics, WriterStopResult, ReconnectingInfo, FlushOptions, SendOptions } from './writer';
+export { IpcError, ErrorCodes, AbortError } from './errors';
 export type { ErrorCode, ErrorContext } from './errors';
 export { MAX_PATH_BYTES, DEFAULT_MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE_LIMIT } from './options';
-export type { ReaderOptions, WriterOptions, ReconnectOptions, StopOptions, ErrorHandler, PeerInfo } from './options';
+export type { ReaderOptions, WriterOptions, ReconnectOptions, StopOptions, SignalOptions, ErrorHandler, PeerInfo } from './options';
 export * from './framing';

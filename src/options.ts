@@ -348,10 +348,43 @@ export function resolveWriterOptions(options: unknown, path = ''): ResolvedWrite
 export interface StopOptions {
   /** How long to drain before closing anyway, in ms. Default 5000. */
   timeoutMs?: number;
+  /**
+   * Aborting it moves the deadline to now: the stop becomes a forced one, as
+   * if `timeoutMs` had just elapsed. The promise still resolves (with what was
+   * discarded); it does not reject.
+   */
+  signal?: AbortSignal;
 }
 
-export function resolveStopOptions(options: unknown): { timeoutMs: number } {
+/** Options of calls that take only an `AbortSignal`: `reader.start()`, `writer.flush()`, `writer.send()`. */
+export interface SignalOptions {
+  /** Aborts the call: it rejects with an `AbortError` (`code: 'ABORT_ERR'`, `cause`: the signal's reason). */
+  signal?: AbortSignal;
+}
+
+/** @internal Validates an optional AbortSignal (duck-typed, as Node does). */
+export function validateSignal(v: unknown, name = 'signal'): AbortSignal | undefined {
+  if (v === undefined) return undefined;
+  if (
+    v === null ||
+    typeof v !== 'object' ||
+    typeof (v as AbortSignal).aborted !== 'boolean' ||
+    typeof (v as AbortSignal).addEventListener !== 'function'
+  ) {
+    throw invalidType(name, 'an AbortSignal', v);
+  }
+  return v as AbortSignal;
+}
+
+export function resolveStopOptions(options: unknown): { timeoutMs: number; signal: AbortSignal | undefined } {
   const o = checkObject('options', options);
-  checkKeys('stop options', o, ['timeoutMs']);
-  return { timeoutMs: intOption('timeoutMs', o.timeoutMs, 5000, 0, 2 ** 31 - 1) };
+  checkKeys('stop options', o, ['timeoutMs', 'signal']);
+  return { timeoutMs: intOption('timeoutMs', o.timeoutMs, 5000, 0, 2 ** 31 - 1), signal: validateSignal(o.signal) };
+}
+
+/** @internal Validates `{ signal? }` options of `what` (e.g. "flush options"). */
+export function resolveSignalOptions(what: string, options: unknown): { signal: AbortSignal | undefined } {
+  const o = checkObject('options', options);
+  checkKeys(what, o, ['signal']);
+  return { signal: validateSignal(o.signal) };
 }

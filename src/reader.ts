@@ -3,15 +3,18 @@
  * handler batches of messages received from any number of writers.
  */
 import { EventEmitter } from 'node:events';
+import { abortError, onAbort } from './abort';
 import { binding, type NativeReaderHandle } from './binding';
 import { fromNative, IpcError, type ErrorContext } from './errors';
 import {
   isAbstract,
   resolveReaderOptions,
+  resolveSignalOptions,
   resolveStopOptions,
   validatePath,
   type ReaderOptions,
   type ResolvedReaderOptions,
+  type SignalOptions,
   type StopOptions,
 } from './options';
 import { notify as notifySystemd, takeListener } from './systemd';
@@ -164,6 +167,9 @@ export interface StopResult {
   discarded: number;
 }
 
+/** Options of {@link Reader.start}: `signal` rejects a start() whose signal is already aborted, and stops the Reader when aborted later. */
+export type StartOptions = SignalOptions;
+
 type State = 'idle' | 'running' | 'stopping' | 'stopped';
 
 const T_BATCH = 0;
@@ -203,6 +209,7 @@ export class Reader extends EventEmitter {
   #stopTimer: NodeJS.Timeout | undefined;
   #lastNative: Record<string, number> = {};
   #m = { received: 0, bytesReceived: 0, batches: 0, errors: 0, handlerErrors: 0, discarded: 0, rejected: 0 };
+  #offStartSignal: (() => void) | undefined;
 
   constructor(path: string, handler: BatchHandler, options?: ReaderOptions) {
     super();
@@ -226,8 +233,15 @@ export class Reader extends EventEmitter {
    * IpcError (`ERR_ADDRESS_IN_USE`, `ERR_NOT_A_SOCKET`, `ERR_PATH_TOO_LONG`,
    * `ERR_SOCKET`). Calling it again while running does nothing; a stopped
    * Reader cannot be restarted (`ERR_NOT_RUNNING`).
+   *
+   * @param options - `signal`: like `server.listen({ signal })`, aborting it
+   * later stops the Reader (a graceful `stop()`); an already-aborted signal
+   * rejects with an `AbortError` and nothing is bound.
+   * @throws `AbortError` (`ABORT_ERR`) when `signal` is already aborted; TypeError for invalid options.
    */
-  async start(): Promise<void> {
+  async start(options?: StartOptions): Promise<void> {
+    const { signal } = resolveSignalOptions('start options', options);
+    if (signal?.aborted) throw abortError(signal);
     if (this.#state === 'running') return;
     if (this.#state !== 'idle') throw new IpcError('ERR_NOT_RUNNING', 'This Reader was stopped; create a new one');
     const o = this.#opts;
@@ -262,6 +276,7 @@ export class Reader extends EventEmitter {
     }
     this.#handle = handle;
     this.#state = 'running';
+    if (signal) this.#offStartSignal = onAbort(signal, () => void this.stop());
     this.#systemdActivated = fd !== undefined;
     if (o.notifySystemd) this.#notify('READY=1');
     this.emit('listening');
@@ -285,13 +300,23 @@ export class Reader extends EventEmitter {
    * writers had in the kernel's buffers and clients still in the backlog),
    * waits for the handler, then closes. After `timeoutMs` it closes anyway and
    * reports how many received messages it discarded. Idempotent.
+   *
+   * @param options - `timeoutMs` (default 5000); `signal`: aborting it (or
+   * passing one already aborted) forces the stop as if the deadline had passed
+   * now. The promise still resolves with what was discarded.
+   * @returns `{ discarded }`: messages received but never delivered.
+   * @throws TypeError/RangeError for invalid options (synchronously).
    */
   stop(options?: StopOptions): Promise<StopResult> {
-    const { timeoutMs } = resolveStopOptions(options);
-    if (this.#stopPromise) return this.#stopPromise;
+    const { timeoutMs, signal } = resolveStopOptions(options);
+    if (this.#stopPromise) {
+      if (signal) this.#forceOnAbort(signal);
+      return this.#stopPromise;
+    }
     if (this.#state !== 'running') {
       this.#state = 'stopped';
       this.#stopPromise = Promise.resolve({ discarded: 0 });
+      this.#afterStop();
       return this.#stopPromise;
     }
     this.#state = 'stopping';
@@ -299,10 +324,32 @@ export class Reader extends EventEmitter {
     this.#stopPromise = new Promise<StopResult>((resolve) => {
       this.#stopResolve = resolve;
     });
-    this.#stopTimer = setTimeout(() => this.#finishStop(true), timeoutMs);
+    this.#stopTimer = setTimeout(() => this.#finishStop(true), signal?.aborted ? 0 : timeoutMs);
     if (!this.#refed) this.#stopTimer.unref();
     this.#handle!.beginStop();
+    if (signal) this.#forceOnAbort(signal);
     return this.#stopPromise;
+  }
+
+  // While stopping, an abort of `signal` moves the deadline to now.
+  #forceOnAbort(signal: AbortSignal): void {
+    if (this.#state !== 'stopping') return;
+    if (signal.aborted) return this.#forceNow();
+    const off = onAbort(signal, () => this.#forceNow());
+    void this.#stopPromise!.then(off);
+  }
+
+  #forceNow(): void {
+    if (this.#state !== 'stopping') return;
+    clearTimeout(this.#stopTimer);
+    this.#stopTimer = setTimeout(() => this.#finishStop(true), 0);
+    if (!this.#refed) this.#stopTimer.unref();
+  }
+
+  // Runs once the Reader is stopped: drops the start() signal's listener.
+  #afterStop(): void {
+    this.#offStartSignal?.();
+    this.#offStartSignal = undefined;
   }
 
   /** Counters; cheap enough to call often. */
@@ -508,6 +555,7 @@ export class Reader extends EventEmitter {
     this.#m.discarded += discarded;
     this.#handle = undefined;
     this.#state = 'stopped';
+    this.#afterStop();
     this.#stopResolve!({ discarded });
     this.emit('close', { forced });
   }

@@ -3,9 +3,19 @@
  * and sends messages, reconnecting when the connection breaks.
  */
 import { EventEmitter } from 'node:events';
+import { AbortGroup, abortError, onAbort } from './abort';
 import { binding, type NativeBinding, type NativeWriterHandle } from './binding';
 import { fromNative, invalidType, IpcError, type ErrorContext } from './errors';
-import { resolveStopOptions, resolveWriterOptions, validatePath, type ResolvedWriterOptions, type StopOptions, type WriterOptions } from './options';
+import {
+  resolveSignalOptions,
+  resolveStopOptions,
+  resolveWriterOptions,
+  validatePath,
+  type ResolvedWriterOptions,
+  type SignalOptions,
+  type StopOptions,
+  type WriterOptions,
+} from './options';
 
 /** Counters of a {@link Writer}. `written = sent + dropped + failed + queueDepth` always holds. */
 export interface WriterMetrics {
@@ -48,6 +58,19 @@ export interface ReconnectingInfo {
   attempt: number;
   delayMs: number;
   error: IpcError;
+}
+
+/** Options of {@link Writer.flush}. */
+export type FlushOptions = SignalOptions;
+
+/** Options of {@link Writer.send}. */
+export type SendOptions = SignalOptions;
+
+/** A send() waiting for room in the queue. */
+interface PendingSend {
+  data: Uint8Array | string;
+  resolve: () => void;
+  reject: (e: Error) => void;
 }
 
 type State = 'idle' | 'running' | 'stopping' | 'stopped';
@@ -114,6 +137,8 @@ export class Writer extends EventEmitter {
   #stopPromise: Promise<WriterStopResult> | undefined;
   #stopResolve: ((r: WriterStopResult) => void) | undefined;
   #lastNative: Record<string, number | boolean> = {};
+  #sends: PendingSend[] = []; // send() calls waiting for room, in call order
+  readonly #aborts = new AbortGroup(); // signals of waiting send()/flush() calls
 
   constructor(path: string, options?: WriterOptions) {
     super();
@@ -265,11 +290,106 @@ export class Writer extends EventEmitter {
   }
 
   /**
+   * Queues one message, waiting for room (`'drain'`) while the queue is full,
+   * instead of dropping it as write() would. Resolves once the message is in
+   * the queue — not once it is sent: `await flush()` for that. Concurrent
+   * send() calls queue their messages in call order (a write() made meanwhile
+   * may overtake messages that are still waiting). The bytes are copied: the
+   * caller may reuse its buffer at once.
+   * @param data - One message: bytes, or a string sent as UTF-8.
+   * @param options - `signal`: abort to give up waiting; the message is then not queued.
+   * @throws (as a rejection) `AbortError` (`ABORT_ERR`) when aborted before the message was queued;
+   * IpcError `ERR_NOT_RUNNING` after stop() (including for sends still waiting when stop() is called);
+   * `ERR_MESSAGE_TOO_LARGE`; TypeError `ERR_INVALID_ARG_TYPE` for other data or options.
+   */
+  send(data: Uint8Array | string, options?: SendOptions): Promise<void> {
+    try {
+      const { signal } = resolveSignalOptions('send options', options);
+      if (signal?.aborted) throw abortError(signal);
+      if (this.#state === 'stopping' || this.#state === 'stopped') {
+        throw new IpcError('ERR_NOT_RUNNING', 'send() after stop(): this Writer no longer sends');
+      }
+      if (this.#sends.length === 0 && this.#queue(data)) return Promise.resolve();
+      // The queue is full (or earlier sends wait): wait in line for 'drain'.
+      if (this.#sends.length !== 0) this.#checkMessage(data);
+      return new Promise<void>((resolve, reject) => {
+        const s: PendingSend = { data: typeof data === 'string' ? data : Buffer.from(data), resolve, reject };
+        if (signal) {
+          const off = this.#aborts.add(signal, () => {
+            const i = this.#sends.indexOf(s);
+            if (i >= 0) this.#sends.splice(i, 1);
+            reject(abortError(signal));
+          });
+          s.resolve = () => {
+            off();
+            resolve();
+          };
+          s.reject = (e) => {
+            off();
+            reject(e);
+          };
+        }
+        this.#sends.push(s);
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  // write() for send(): a refused message is not counted as written/dropped,
+  // since send() will queue it later.
+  #queue(data: Uint8Array | string): boolean {
+    if (this.write(data)) return true;
+    this.#written--;
+    this.#dropped--;
+    return false;
+  }
+
+  // The checks write() makes, for a message that has to wait.
+  #checkMessage(data: Uint8Array | string): void {
+    const len = typeof data === 'string' ? Buffer.byteLength(data, 'utf8') : data instanceof Uint8Array ? data.byteLength : -1;
+    if (len < 0) throw invalidType('data', 'a Uint8Array, Buffer or string', data);
+    if (len > this.#maxMessage) {
+      throw new IpcError('ERR_MESSAGE_TOO_LARGE', `Message of ${len} bytes exceeds maxMessageSize (${this.#maxMessage} bytes)`);
+    }
+  }
+
+  // On 'drain': queues waiting sends in order. True when none is left waiting.
+  #pumpSends(): boolean {
+    const q = this.#sends;
+    while (q.length !== 0) {
+      if (this.#state !== 'running' && this.#state !== 'idle') return true;
+      const s = q[0];
+      let ok: boolean;
+      try {
+        ok = this.#queue(s.data);
+      } catch (e) {
+        q.shift();
+        s.reject(e as Error);
+        continue;
+      }
+      if (!ok) return false;
+      q.shift();
+      s.resolve();
+    }
+    return true;
+  }
+
+  /**
    * Resolves once every message queued so far has been accepted by the
    * kernel. Rejects with `ERR_NOT_RUNNING` if the Writer stops first with
    * those messages unsent.
+   * @param options - `signal`: abort to stop waiting (the messages stay queued and are still sent).
+   * @throws (as a rejection) `AbortError` (`ABORT_ERR`) when aborted first; IpcError `ERR_NOT_RUNNING`; TypeError for invalid options.
    */
-  flush(): Promise<void> {
+  flush(options?: FlushOptions): Promise<void> {
+    let signal: AbortSignal | undefined;
+    try {
+      signal = resolveSignalOptions('flush options', options).signal;
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (signal?.aborted) return Promise.reject(abortError(signal));
     if (this.#unpublished !== 0) this.#publish();
     const w: Waiter = { head: this.#tail, sent: this.#accepted, resolve: () => {}, reject: () => {} };
     if (this.#reached(w.head, w.sent)) return Promise.resolve();
@@ -280,6 +400,22 @@ export class Writer extends EventEmitter {
       w.resolve = resolve;
       w.reject = reject;
     });
+    if (signal) {
+      const { resolve, reject } = w;
+      const off = this.#aborts.add(signal, () => {
+        const i = this.#waiters.indexOf(w);
+        if (i >= 0) this.#waiters.splice(i, 1);
+        reject(abortError(signal));
+      });
+      w.resolve = () => {
+        off();
+        resolve();
+      };
+      w.reject = (e) => {
+        off();
+        reject(e);
+      };
+    }
     this.#waiters.push(w);
     this.#arm();
     return p;
@@ -288,11 +424,23 @@ export class Writer extends EventEmitter {
   /**
    * Sends what is queued (through reconnects) until `timeoutMs`, then closes
    * and resolves with how many queued messages were discarded. Never waits
-   * past its deadline. Idempotent.
+   * past its deadline. Idempotent. send() calls still waiting for room reject
+   * with `ERR_NOT_RUNNING`.
+   * @param options - `timeoutMs` (default 5000); `signal`: aborting it (or
+   * passing one already aborted) moves the deadline to now — the Writer closes
+   * at once, discarding what is still queued. The promise still resolves.
+   * @returns `{ discarded }`: queued messages never sent.
+   * @throws TypeError/RangeError for invalid options (synchronously).
    */
   stop(options?: StopOptions): Promise<WriterStopResult> {
-    const { timeoutMs } = resolveStopOptions(options);
-    if (this.#stopPromise) return this.#stopPromise;
+    const { timeoutMs, signal } = resolveStopOptions(options);
+    if (this.#stopPromise) {
+      if (signal) this.#forceOnAbort(signal);
+      return this.#stopPromise;
+    }
+    for (const s of this.#sends.splice(0)) {
+      s.reject(new IpcError('ERR_NOT_RUNNING', 'stop() was called before this message could be queued'));
+    }
     if (this.#state === 'idle') {
       this.#state = 'stopped';
       const discarded = (this.#accepted - Atomics.load(this.#ctrl, this.#iSent)) >>> 0;
@@ -307,8 +455,20 @@ export class Writer extends EventEmitter {
     this.#stopPromise = new Promise<WriterStopResult>((resolve) => {
       this.#stopResolve = resolve;
     });
-    this.#handle.beginStop(timeoutMs);
+    this.#handle.beginStop(signal?.aborted ? 0 : timeoutMs);
+    if (signal) this.#forceOnAbort(signal);
     return this.#stopPromise;
+  }
+
+  // While stopping, an abort of `signal` moves the deadline to now.
+  #forceOnAbort(signal: AbortSignal): void {
+    if (this.#state !== 'stopping') return;
+    const force = (): void => {
+      if (this.#state === 'stopping') this.#handle.beginStop(0);
+    };
+    if (signal.aborted) return force();
+    const off = onAbort(signal, force);
+    void this.#stopPromise!.then(off);
   }
 
   /** Counters. */
@@ -407,7 +567,10 @@ export class Writer extends EventEmitter {
     }
     if (this.#drainWanted && this.#reached(this.#drainWanted.head, this.#drainWanted.sent)) {
       this.#drainWanted = undefined;
-      process.nextTick(() => this.emit('drain'));
+      process.nextTick(() => {
+        // Waiting send()s go first; 'drain' once none is left waiting.
+        if (this.#pumpSends()) this.emit('drain');
+      });
     }
     if (rearm) this.#arm();
   }

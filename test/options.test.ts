@@ -281,7 +281,8 @@ describe('stop() options', () => {
     expectType(await errorOf(() => w.stop({ timeoutMs: null } as never)), 'timeoutMs');
     expectRange(await errorOf(() => w.stop({ timeoutMs: -10 })), 'timeoutMs');
     expectRange(await errorOf(() => w.stop({ timeoutMs: Infinity })), 'timeoutMs');
-    expectUnknown(await errorOf(() => w.stop({ signal: 1 } as never)), '"signal"');
+    expectType(await errorOf(() => w.stop({ signal: 1 } as never)), '"signal"');
+    expectUnknown(await errorOf(() => w.stop({ signl: 1 } as never)), '"signl"');
     expectType(await errorOf(() => w.stop('soon' as never)), 'options');
     // Still running: write() works.
     expect(w.write('still running')).toBe(true);
