@@ -37,6 +37,8 @@ export const ErrorCodes = {
   ERR_HANDLER: 'ERR_HANDLER',
   /** The native addon could not be loaded. */
   ERR_ADDON_LOAD: 'ERR_ADDON_LOAD',
+  /** The call does not fit the object's configuration or state (e.g. iterating a Reader that has a handler). */
+  ERR_INVALID_STATE: 'ERR_INVALID_STATE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

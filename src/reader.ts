@@ -6,6 +6,7 @@ import { EventEmitter } from 'node:events';
 import { abortError, onAbort } from './abort';
 import { binding, type NativeReaderHandle } from './binding';
 import { fromNative, IpcError, type ErrorContext } from './errors';
+import { BatchChannel } from './iterate';
 import {
   isAbstract,
   resolveReaderOptions,
@@ -181,7 +182,8 @@ const T_REJECTED = 5;
 const ITEM = 5;
 
 /**
- * Listens on a Unix socket and delivers the messages that writers send.
+ * Listens on a Unix socket and delivers the messages that writers send, to a
+ * handler or (constructed without one) to `for await (const batch of reader)`.
  *
  * Events: `'listening'`, `'connection'` (conn), `'disconnect'` (conn, reason?:
  * an IpcError when the Reader closed it, e.g. `ERR_INACTIVITY_TIMEOUT`, or when it failed),
@@ -209,17 +211,45 @@ export class Reader extends EventEmitter {
   #stopTimer: NodeJS.Timeout | undefined;
   #lastNative: Record<string, number> = {};
   #m = { received: 0, bytesReceived: 0, batches: 0, errors: 0, handlerErrors: 0, discarded: 0, rejected: 0 };
+  readonly #channel: BatchChannel | undefined; // handler-less: batches wait here for the async iterator
   #offStartSignal: (() => void) | undefined;
 
-  constructor(path: string, handler: BatchHandler, options?: ReaderOptions) {
+  /**
+   * A Reader without a handler: iterate it (`for await (const batch of reader)`).
+   * @param path - Socket path (at most 107 bytes of UTF-8) or `'@name'` for an abstract socket.
+   * @param options - See {@link ReaderOptions}.
+   * @throws TypeError/RangeError (`ERR_INVALID_ARG_TYPE`, `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_VALUE`) for invalid options; IpcError `ERR_PATH_TOO_LONG`.
+   */
+  constructor(path: string, options?: ReaderOptions);
+  /**
+   * @param path - Socket path (at most 107 bytes of UTF-8) or `'@name'` for an abstract socket.
+   * @param handler - Called with each {@link Batch}; return a promise to hold back the next one. `undefined`: iterate the Reader instead.
+   * @param options - See {@link ReaderOptions}.
+   * @throws TypeError/RangeError (`ERR_INVALID_ARG_TYPE`, `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_VALUE`) for invalid arguments; IpcError `ERR_PATH_TOO_LONG`.
+   */
+  constructor(path: string, handler: BatchHandler | undefined, options?: ReaderOptions);
+  constructor(path: string, handler?: BatchHandler | ReaderOptions, options?: ReaderOptions) {
     super();
     this.path = validatePath(path);
-    if (typeof handler !== 'function') {
-      const err = new TypeError(`The "handler" argument must be a function. Received ${typeof handler}`);
-      (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_TYPE';
-      throw err;
+    if (handler !== undefined && typeof handler !== 'function') {
+      // new Reader(path, options): a plain object in the handler's place.
+      if (options !== undefined || handler === null || typeof handler !== 'object' || Array.isArray(handler)) {
+        const err = new TypeError(
+          `The "handler" argument must be a function, or omitted to iterate the Reader. Received ${handler === null ? 'null' : Array.isArray(handler) ? 'an array' : typeof handler}`,
+        );
+        (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_TYPE';
+        throw err;
+      }
+      options = handler;
+      handler = undefined;
     }
-    this.#handler = handler;
+    if (handler === undefined) {
+      const channel = new BatchChannel();
+      this.#channel = channel;
+      this.#handler = (batch) => channel.deliver(batch);
+    } else {
+      this.#handler = handler;
+    }
     this.#opts = resolveReaderOptions(options, this.path);
   }
 
@@ -346,10 +376,35 @@ export class Reader extends EventEmitter {
     if (!this.#refed) this.#stopTimer.unref();
   }
 
-  // Runs once the Reader is stopped: drops the start() signal's listener.
+  // Runs once the Reader is stopped: ends iteration, drops the start() signal's listener.
   #afterStop(): void {
+    this.#channel?.end();
     this.#offStartSignal?.();
     this.#offStartSignal = undefined;
+  }
+
+  /**
+   * Iterates the batches of a Reader constructed without a handler, with the
+   * same backpressure as an async handler: a batch is acknowledged (its bytes
+   * freed from the connection's `maxPendingBytes` budget) when the loop asks
+   * for the next one. The loop ends when the Reader stops (after every batch a
+   * graceful stop delivers). Leaving it early (`break`, `return`, a throw)
+   * stops the Reader at once, like `stop({ timeoutMs: 0 })`, and waits for it;
+   * messages not yet yielded are counted in `metrics().discarded`.
+   * @throws IpcError `ERR_INVALID_STATE` if the Reader has a handler, or is already being iterated.
+   */
+  [Symbol.asyncIterator](): AsyncIterableIterator<Batch> {
+    if (!this.#channel) {
+      throw new IpcError(
+        'ERR_INVALID_STATE',
+        'This Reader has a handler, which receives every batch; construct it without one (new Reader(path, options)) to iterate it',
+      );
+    }
+    return this.#channel.iterate(() => {
+      const p = this.stop({ timeoutMs: 0 });
+      this.#forceNow();
+      return p;
+    });
   }
 
   /** Counters; cheap enough to call often. */
