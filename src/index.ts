@@ -6,6 +6,8 @@ export { Reader, Batch } from './reader';
 export type { BatchHandler, Connection, ReaderMetrics, StopResult, StartOptions } from './reader';
 export { Writer } from './writer';
 export type { WriterMetrics, WriterStopResult, ReconnectingInfo, FlushOptions, SendOptions } from './writer';
+export { createWritable } from './stream';
+export type { WritableOptions } from './stream';
 export { IpcError, ErrorCodes, AbortError } from './errors';
 export type { ErrorCode, ErrorContext } from './errors';
 export { MAX_PATH_BYTES, DEFAULT_MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE_LIMIT } from './options';

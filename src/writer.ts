@@ -3,6 +3,7 @@
  * and sends messages, reconnecting when the connection breaks.
  */
 import { EventEmitter } from 'node:events';
+import type { Writable } from 'node:stream';
 import { AbortGroup, abortError, onAbort } from './abort';
 import { binding, type NativeBinding, type NativeWriterHandle } from './binding';
 import { fromNative, invalidType, IpcError, type ErrorContext } from './errors';
@@ -16,6 +17,7 @@ import {
   type StopOptions,
   type WriterOptions,
 } from './options';
+import { createWritable, kTryQueue, type WritableOptions } from './stream';
 
 /** Counters of a {@link Writer}. `written = sent + dropped + failed + queueDepth` always holds. */
 export interface WriterMetrics {
@@ -336,6 +338,11 @@ export class Writer extends EventEmitter {
     }
   }
 
+  /** @internal For the stream adapter: queue now if it fits and no send() waits. */
+  [kTryQueue](data: Uint8Array | string): boolean {
+    return this.#sends.length === 0 && this.#queue(data);
+  }
+
   // write() for send(): a refused message is not counted as written/dropped,
   // since send() will queue it later.
   #queue(data: Uint8Array | string): boolean {
@@ -469,6 +476,18 @@ export class Writer extends EventEmitter {
     if (signal.aborted) return force();
     const off = onAbort(signal, force);
     void this.#stopPromise!.then(off);
+  }
+
+  /**
+   * An object-mode `stream.Writable` over this Writer: each chunk (Buffer,
+   * Uint8Array or string) is one message, queued with {@link Writer.send}, so
+   * the stream's `highWaterMark` and `'drain'` follow the Writer's queue, and
+   * `end()` finishes once {@link Writer.flush} resolves. The Writer is not
+   * stopped when the stream ends or is destroyed. See {@link createWritable}.
+   * @param options - `highWaterMark` (chunks, default 16) and `signal` (destroys the stream).
+   */
+  createWriteStream(options?: WritableOptions): Writable {
+    return createWritable(this, options);
   }
 
   /** Counters. */
