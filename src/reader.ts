@@ -7,6 +7,7 @@ import { abortError, onAbort } from './abort';
 import { binding, type NativeReaderHandle } from './binding';
 import { fromNative, IpcError, type ErrorContext } from './errors';
 import { BatchChannel } from './iterate';
+import { formatMetrics, READER_METRICS, type MetricLabels } from './metrics';
 import {
   isAbstract,
   resolveReaderOptions,
@@ -405,6 +406,18 @@ export class Reader extends EventEmitter {
       this.#forceNow();
       return p;
     });
+  }
+
+  /**
+   * The metrics in Prometheus text exposition format (0.0.4): `# HELP` and
+   * `# TYPE` lines, counters named `*_total`, gauges. Serve it with the
+   * `PROMETHEUS_CONTENT_TYPE` content type.
+   * @param prefix - Metric name prefix. Default `'uds_ipc_reader'`.
+   * @param labels - Labels added to every sample, e.g. `{ socket: 'main' }`.
+   * @throws TypeError `ERR_INVALID_ARG_TYPE` / `ERR_INVALID_ARG_VALUE` for a prefix or label that is not a valid Prometheus name.
+   */
+  metricsText(prefix = 'uds_ipc_reader', labels?: MetricLabels): string {
+    return formatMetrics(prefix, labels, READER_METRICS, this.metrics());
   }
 
   /** Counters; cheap enough to call often. */

@@ -7,6 +7,7 @@ import type { Writable } from 'node:stream';
 import { AbortGroup, abortError, onAbort } from './abort';
 import { binding, type NativeBinding, type NativeWriterHandle } from './binding';
 import { fromNative, invalidType, IpcError, type ErrorContext } from './errors';
+import { formatMetrics, WRITER_METRICS, type MetricLabels } from './metrics';
 import {
   resolveSignalOptions,
   resolveStopOptions,
@@ -488,6 +489,18 @@ export class Writer extends EventEmitter {
    */
   createWriteStream(options?: WritableOptions): Writable {
     return createWritable(this, options);
+  }
+
+  /**
+   * The metrics in Prometheus text exposition format (0.0.4): `# HELP` and
+   * `# TYPE` lines, counters named `*_total`, gauges. Serve it with the
+   * `PROMETHEUS_CONTENT_TYPE` content type.
+   * @param prefix - Metric name prefix. Default `'uds_ipc_writer'`.
+   * @param labels - Labels added to every sample, e.g. `{ socket: 'main' }`.
+   * @throws TypeError `ERR_INVALID_ARG_TYPE` / `ERR_INVALID_ARG_VALUE` for a prefix or label that is not a valid Prometheus name.
+   */
+  metricsText(prefix = 'uds_ipc_writer', labels?: MetricLabels): string {
+    return formatMetrics(prefix, labels, WRITER_METRICS, this.metrics());
   }
 
   /** Counters. */
