@@ -3,9 +3,9 @@
  * sockets, wire-compatible with the Go `uds-ipc` library.
  */
 export { Reader, Batch } from './reader';
-export type { BatchHandler, Connection, ReaderMetrics, StopResult, StartOptions } from './reader';
+export type { BatchHandler, Connection, ReaderMetrics, StopResult, StartOptions, ReaderEvents, ReaderListener } from './reader';
 export { Writer } from './writer';
-export type { WriterMetrics, WriterStopResult, ReconnectingInfo, FlushOptions, SendOptions } from './writer';
+export type { WriterMetrics, WriterStopResult, ReconnectingInfo, FlushOptions, SendOptions, WriterEvents, WriterListener } from './writer';
 export { createWritable } from './stream';
 export type { WritableOptions } from './stream';
 export { IpcError, ErrorCodes, AbortError } from './errors';

@@ -172,6 +172,41 @@ export interface StopResult {
 /** Options of {@link Reader.start}: `signal` rejects a start() whose signal is already aborted, and stops the Reader when aborted later. */
 export type StartOptions = SignalOptions;
 
+/** The events of a {@link Reader} and their listener arguments. */
+export interface ReaderEvents {
+  /** start() succeeded: connections are accepted. */
+  listening: [];
+  /** A writer connected (and passed `authorize`, if set). */
+  connection: [connection: Connection];
+  /** A connection closed; `reason` is set when the Reader closed it itself or it failed. */
+  disconnect: [connection: Connection, reason: IpcError | undefined];
+  /** The Reader stopped; `forced` when the stop deadline passed (or was aborted) before everything was delivered. */
+  close: [info: { forced: boolean }];
+  /** An error that is not the caller's fault; emitted only while a listener is attached. */
+  error: [error: Error, context: ErrorContext, connection: Connection | undefined];
+}
+
+/** A listener of Reader event `E`. */
+export type ReaderListener<E extends keyof ReaderEvents> = (...args: ReaderEvents[E]) => void;
+
+// Typed overloads of the EventEmitter methods (declaration merging with the class).
+export interface Reader {
+  /** Adds a listener for a {@link ReaderEvents} event. */
+  on<E extends keyof ReaderEvents>(event: E, listener: ReaderListener<E>): this;
+  /** Adds a one-time listener for a {@link ReaderEvents} event. */
+  once<E extends keyof ReaderEvents>(event: E, listener: ReaderListener<E>): this;
+  /** Same as {@link Reader.on}. */
+  addListener<E extends keyof ReaderEvents>(event: E, listener: ReaderListener<E>): this;
+  /** Adds a listener at the front of the list. */
+  prependListener<E extends keyof ReaderEvents>(event: E, listener: ReaderListener<E>): this;
+  /** Adds a one-time listener at the front of the list. */
+  prependOnceListener<E extends keyof ReaderEvents>(event: E, listener: ReaderListener<E>): this;
+  /** Removes a listener. */
+  off<E extends keyof ReaderEvents>(event: E, listener: ReaderListener<E>): this;
+  /** Same as {@link Reader.off}. */
+  removeListener<E extends keyof ReaderEvents>(event: E, listener: ReaderListener<E>): this;
+}
+
 type State = 'idle' | 'running' | 'stopping' | 'stopped';
 
 const T_BATCH = 0;
@@ -186,8 +221,9 @@ const ITEM = 5;
  * Listens on a Unix socket and delivers the messages that writers send, to a
  * handler or (constructed without one) to `for await (const batch of reader)`.
  *
- * Events: `'listening'`, `'connection'` (conn), `'disconnect'` (conn, reason?:
- * an IpcError when the Reader closed it, e.g. `ERR_INACTIVITY_TIMEOUT`, or when it failed),
+ * Events ({@link ReaderEvents}): `'listening'`, `'connection'` (conn),
+ * `'disconnect'` (conn, reason?: an IpcError when the Reader closed it, e.g.
+ * `ERR_INACTIVITY_TIMEOUT`, or when it failed), `'close'` ({ forced }),
  * `'error'` (err, context, conn) — emitted only when a listener is attached,
  * so an unobserved error never crashes the process.
  */

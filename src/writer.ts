@@ -69,6 +69,43 @@ export type FlushOptions = SignalOptions;
 /** Options of {@link Writer.send}. */
 export type SendOptions = SignalOptions;
 
+/** The events of a {@link Writer} and their listener arguments. */
+export interface WriterEvents {
+  /** A connection to the Reader is up. */
+  connect: [];
+  /** The connection was lost; `reason` says why. */
+  disconnect: [reason: IpcError];
+  /** The writer will try to connect again after `info.delayMs`. */
+  reconnecting: [info: ReconnectingInfo];
+  /** After write() returned false: there is room in the queue again. */
+  drain: [];
+  /** The Writer stopped. */
+  close: [];
+  /** An error that is not the caller's fault; emitted only while a listener is attached. */
+  error: [error: IpcError, context: ErrorContext];
+}
+
+/** A listener of Writer event `E`. */
+export type WriterListener<E extends keyof WriterEvents> = (...args: WriterEvents[E]) => void;
+
+// Typed overloads of the EventEmitter methods (declaration merging with the class).
+export interface Writer {
+  /** Adds a listener for a {@link WriterEvents} event. */
+  on<E extends keyof WriterEvents>(event: E, listener: WriterListener<E>): this;
+  /** Adds a one-time listener for a {@link WriterEvents} event. */
+  once<E extends keyof WriterEvents>(event: E, listener: WriterListener<E>): this;
+  /** Same as {@link Writer.on}. */
+  addListener<E extends keyof WriterEvents>(event: E, listener: WriterListener<E>): this;
+  /** Adds a listener at the front of the list. */
+  prependListener<E extends keyof WriterEvents>(event: E, listener: WriterListener<E>): this;
+  /** Adds a one-time listener at the front of the list. */
+  prependOnceListener<E extends keyof WriterEvents>(event: E, listener: WriterListener<E>): this;
+  /** Removes a listener. */
+  off<E extends keyof WriterEvents>(event: E, listener: WriterListener<E>): this;
+  /** Same as {@link Writer.off}. */
+  removeListener<E extends keyof WriterEvents>(event: E, listener: WriterListener<E>): this;
+}
+
 /** A send() waiting for room in the queue. */
 interface PendingSend {
   data: Uint8Array | string;
@@ -97,11 +134,13 @@ interface Waiter {
 
 /**
  * Sends messages to a Reader. `write()` copies each message into a bounded
- * queue shared with the writer's IO thread and returns at once.
+ * queue shared with the writer's IO thread and returns at once; `send()` is
+ * its awaitable form, and `createWriteStream()` a `stream.Writable` over it.
  *
- * Events: `'connect'`, `'disconnect'` (reason), `'reconnecting'` (info),
- * `'drain'` (after write() returned false, once there is room again),
- * `'error'` (err, context) — emitted only when a listener is attached.
+ * Events ({@link WriterEvents}): `'connect'`, `'disconnect'` (reason),
+ * `'reconnecting'` (info), `'drain'` (after write() returned false, once there
+ * is room again), `'close'`, `'error'` (err, context) — emitted only when a
+ * listener is attached.
  */
 export class Writer extends EventEmitter {
   /** The socket path. */
