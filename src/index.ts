@@ -9,7 +9,7 @@ export type { WriterMetrics, WriterStopResult, ReconnectingInfo, FlushOptions, S
 export { createWritable } from './stream';
 export type { WritableOptions } from './stream';
 export { IpcError, ErrorCodes, AbortError } from './errors';
-export type { ErrorCode, ErrorContext } from './errors';
+export type { ErrorCode, ErrorContext, IpcErrorOptions } from './errors';
 export { PROMETHEUS_CONTENT_TYPE } from './metrics';
 export type { MetricLabels } from './metrics';
 export { MAX_PATH_BYTES, DEFAULT_MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE_LIMIT } from './options';

@@ -12,6 +12,12 @@ export const DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024;
 /** Longest socket path in bytes of UTF-8 (sun_path is 108 bytes with the NUL). */
 export const MAX_PATH_BYTES = 107;
 
+/**
+ * The `onError` option: called with errors that are not the caller's fault.
+ * @param error - Usually an `IpcError` with a stable `code`.
+ * @param context - Where it happened (`'connection'`, `'handler'`, `'connect'`, ...).
+ * @param connection - The Reader's connection concerned, if any (Reader only).
+ */
 export type ErrorHandler = (error: Error, context: ErrorContext, connection?: unknown) => void;
 
 /** Options of {@link Reader}. */
@@ -54,7 +60,9 @@ export interface PeerInfo {
   readonly id: number;
   /** Process id as of its connect() (may have been reused since). */
   readonly pid: number;
+  /** User id (65534 if unmapped in this user namespace). */
   readonly uid: number;
+  /** Group id. */
   readonly gid: number;
 }
 
@@ -90,6 +98,7 @@ export interface WriterOptions {
   onError?: ErrorHandler;
 }
 
+/** @internal */
 export interface ResolvedReaderOptions {
   maxMessageSize: number;
   maxPendingBytes: number;
@@ -108,6 +117,7 @@ export interface ResolvedReaderOptions {
   onError: ErrorHandler | undefined;
 }
 
+/** @internal */
 export interface ResolvedWriterOptions {
   maxMessageSize: number;
   maxBufferedWrites: number;
@@ -250,6 +260,7 @@ function notForAbstract(path: string, o: Record<string, unknown>, keys: readonly
   }
 }
 
+/** @internal */
 export function resolveReaderOptions(options: unknown, path = ''): ResolvedReaderOptions {
   const o = checkObject('options', options);
   checkKeys('Reader options', o, READER_KEYS);
@@ -284,6 +295,7 @@ export function resolveReaderOptions(options: unknown, path = ''): ResolvedReade
   };
 }
 
+/** @internal */
 export function resolveWriterOptions(options: unknown, path = ''): ResolvedWriterOptions {
   const o = checkObject('options', options);
   checkKeys('Writer options', o, WRITER_KEYS);
@@ -376,6 +388,7 @@ export function validateSignal(v: unknown, name = 'signal'): AbortSignal | undef
   return v as AbortSignal;
 }
 
+/** @internal */
 export function resolveStopOptions(options: unknown): { timeoutMs: number; signal: AbortSignal | undefined } {
   const o = checkObject('options', options);
   checkKeys('stop options', o, ['timeoutMs', 'signal']);

@@ -127,6 +127,7 @@ export class Batch implements Iterable<Buffer> {
     return out;
   }
 
+  /** Yields each message as a Buffer view (no copy), in order. */
   [Symbol.iterator](): Iterator<Buffer> {
     return new BatchIterator(this.#buffer, this.#offsets, this.length);
   }
@@ -456,7 +457,10 @@ export class Reader extends EventEmitter {
     return formatMetrics(prefix, labels, READER_METRICS, this.metrics());
   }
 
-  /** Counters; cheap enough to call often. */
+  /**
+   * Counters and gauges; cheap enough to call often.
+   * @returns A fresh snapshot (a plain object); after stop() the last values are kept.
+   */
   metrics(): ReaderMetrics {
     const n = this.#handle ? this.#handle.metrics() : this.#lastNative;
     return {
@@ -475,7 +479,10 @@ export class Reader extends EventEmitter {
     };
   }
 
-  /** Lets the process exit while this Reader runs (like `server.unref()`). */
+  /**
+   * Lets the process exit while this Reader runs (like `server.unref()`).
+   * @returns this Reader.
+   */
   unref(): this {
     this.#refed = false;
     this.#handle?.unref();
@@ -483,7 +490,10 @@ export class Reader extends EventEmitter {
     return this;
   }
 
-  /** Undoes {@link Reader.unref}. */
+  /**
+   * Undoes {@link Reader.unref}: a running Reader keeps the process alive again.
+   * @returns this Reader.
+   */
   ref(): this {
     this.#refed = true;
     this.#handle?.ref();
@@ -491,6 +501,7 @@ export class Reader extends EventEmitter {
     return this;
   }
 
+  /** `await using reader = ...`: calls {@link Reader.stop} with the default timeout. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }

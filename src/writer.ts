@@ -58,8 +58,11 @@ export interface WriterStopResult {
 
 /** Payload of the `'reconnecting'` event. */
 export interface ReconnectingInfo {
+  /** Failed attempts in a row (1, 2, …); starts again at 1 once a connection got a frame through. */
   attempt: number;
+  /** How long the writer waits before this attempt, in ms. */
   delayMs: number;
+  /** Why the last attempt failed (`ERR_SOCKET`, with `errno` and `syscall: 'connect'`). */
   error: IpcError;
 }
 
@@ -182,6 +185,11 @@ export class Writer extends EventEmitter {
   #sends: PendingSend[] = []; // send() calls waiting for room, in call order
   readonly #aborts = new AbortGroup(); // signals of waiting send()/flush() calls
 
+  /**
+   * @param path - The Reader's socket path, or `'@name'` for an abstract socket.
+   * @param options - See {@link WriterOptions}.
+   * @throws TypeError/RangeError (`ERR_INVALID_ARG_TYPE`, `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_VALUE`) for invalid options; IpcError `ERR_PATH_TOO_LONG`.
+   */
   constructor(path: string, options?: WriterOptions) {
     super();
     this.path = validatePath(path);
@@ -216,7 +224,7 @@ export class Writer extends EventEmitter {
     );
   }
 
-  /** True while a connection is up. */
+  /** True while the Writer runs and a connection is up. */
   get connected(): boolean {
     return this.#state === 'running' && this.#handle.metrics().connected === true;
   }
@@ -224,6 +232,8 @@ export class Writer extends EventEmitter {
   /**
    * Starts connecting in the background (idempotent). Messages written before
    * start() wait in the queue. A stopped Writer cannot be restarted.
+   * @returns this Writer.
+   * @throws IpcError `ERR_NOT_RUNNING` after stop().
    */
   start(): this {
     if (this.#state === 'running') return this;
@@ -239,6 +249,8 @@ export class Writer extends EventEmitter {
    * are copied: the caller may reuse its buffer at once. Throws
    * `ERR_MESSAGE_TOO_LARGE` above `maxMessageSize`, `ERR_NOT_RUNNING` once
    * stop() was called, and a TypeError for anything but a Uint8Array or string.
+   * @param data - One message: bytes, or a string sent as UTF-8.
+   * @returns true if queued; false if dropped because the queue is full.
    */
   write(data: Uint8Array | string): boolean {
     if (this.#state === 'stopping' || this.#state === 'stopped') {
@@ -542,7 +554,10 @@ export class Writer extends EventEmitter {
     return formatMetrics(prefix, labels, WRITER_METRICS, this.metrics());
   }
 
-  /** Counters. */
+  /**
+   * Counters and gauges; `written = sent + dropped + failed + queueDepth` always holds.
+   * @returns A fresh snapshot (a plain object).
+   */
   metrics(): WriterMetrics {
     const n = this.#state === 'stopped' ? this.#lastNative : this.#handle.metrics();
     const queueDepth = this.#state === 'stopped' ? 0 : (this.#accepted - Atomics.load(this.#ctrl, this.#iSent)) >>> 0;
@@ -564,18 +579,25 @@ export class Writer extends EventEmitter {
     };
   }
 
-  /** Lets the process exit while this Writer runs (like `socket.unref()`). */
+  /**
+   * Lets the process exit while this Writer runs (like `socket.unref()`).
+   * @returns this Writer.
+   */
   unref(): this {
     this.#handle.unref();
     return this;
   }
 
-  /** Undoes {@link Writer.unref}. */
+  /**
+   * Undoes {@link Writer.unref}: a running Writer keeps the process alive again.
+   * @returns this Writer.
+   */
   ref(): this {
     this.#handle.ref();
     return this;
   }
 
+  /** `await using writer = ...`: calls {@link Writer.stop} with the default timeout. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
