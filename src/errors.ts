@@ -37,22 +37,37 @@ export const ErrorCodes = {
   ERR_HANDLER: 'ERR_HANDLER',
   /** The native addon could not be loaded. */
   ERR_ADDON_LOAD: 'ERR_ADDON_LOAD',
+  /** The call does not fit the object's configuration or state (e.g. iterating a Reader that has a handler). */
+  ERR_INVALID_STATE: 'ERR_INVALID_STATE',
 } as const;
 
+/** One of the stable codes of {@link ErrorCodes}. */
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
+/** Extra fields of an {@link IpcError}. */
 export interface IpcErrorOptions {
+  /** The system error number (positive `errno`), when a system call failed. */
   errno?: number;
+  /** The name of the system call that failed. */
   syscall?: string;
+  /** The underlying error, kept as the standard `cause`. */
   cause?: unknown;
 }
 
 /** An error with a stable `code`, plus `errno`/`syscall` when a system call failed. */
 export class IpcError extends Error {
+  /** Stable error code; see {@link ErrorCodes}. */
   readonly code: ErrorCode;
+  /** The system error number when a system call failed (e.g. 13 for EACCES). */
   readonly errno?: number;
+  /** The system call that failed, when one did (e.g. `'connect'`). */
   readonly syscall?: string;
 
+  /**
+   * @param code - A stable code from {@link ErrorCodes}.
+   * @param message - Human-readable description.
+   * @param options - `errno`, `syscall` and `cause`, when known.
+   */
   constructor(code: ErrorCode, message: string, options: IpcErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'IpcError';
@@ -62,7 +77,30 @@ export class IpcError extends Error {
   }
 }
 
-/** Where an error reported to `onError` happened. */
+/**
+ * The error an operation rejects with when its `AbortSignal` is aborted, as
+ * Node's own APIs do: `name` is `'AbortError'`, `code` is `'ABORT_ERR'`, and
+ * `cause` is the signal's `reason`.
+ */
+export class AbortError extends Error {
+  /** Always `'ABORT_ERR'`, like Node's own AbortError. */
+  readonly code = 'ABORT_ERR' as const;
+
+  /**
+   * @param message - Defaults to Node's wording, "The operation was aborted".
+   * @param options - `cause`: the signal's `reason`.
+   */
+  constructor(message = 'The operation was aborted', options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'AbortError';
+  }
+}
+
+/**
+ * Where an error reported to `onError` / `'error'` happened: `'connection'` (a
+ * reader connection), `'handler'`, `'accept'`, `'authorize'`, `'systemd'`
+ * (Reader); `'connect'`, `'send'` (Writer).
+ */
 export type ErrorContext = 'connection' | 'handler' | 'connect' | 'send' | 'accept' | 'authorize' | 'systemd';
 
 /** @internal Turns an error thrown by the addon (with code/errno/syscall) into an IpcError. */

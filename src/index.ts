@@ -3,11 +3,15 @@
  * sockets, wire-compatible with the Go `uds-ipc` library.
  */
 export { Reader, Batch } from './reader';
-export type { BatchHandler, Connection, ReaderMetrics, StopResult } from './reader';
+export type { BatchHandler, Connection, ReaderMetrics, StopResult, StartOptions, ReaderEvents, ReaderListener } from './reader';
 export { Writer } from './writer';
-export type { WriterMetrics, WriterStopResult, ReconnectingInfo } from './writer';
-export { IpcError, ErrorCodes } from './errors';
-export type { ErrorCode, ErrorContext } from './errors';
+export type { WriterMetrics, WriterStopResult, ReconnectingInfo, FlushOptions, SendOptions, WriterEvents, WriterListener } from './writer';
+export { createWritable } from './stream';
+export type { WritableOptions } from './stream';
+export { IpcError, ErrorCodes, AbortError } from './errors';
+export type { ErrorCode, ErrorContext, IpcErrorOptions } from './errors';
+export { PROMETHEUS_CONTENT_TYPE } from './metrics';
+export type { MetricLabels } from './metrics';
 export { MAX_PATH_BYTES, DEFAULT_MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE_LIMIT } from './options';
-export type { ReaderOptions, WriterOptions, ReconnectOptions, StopOptions, ErrorHandler, PeerInfo } from './options';
+export type { ReaderOptions, WriterOptions, ReconnectOptions, StopOptions, SignalOptions, ErrorHandler, PeerInfo } from './options';
 export * from './framing';

@@ -12,6 +12,12 @@ export const DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024;
 /** Longest socket path in bytes of UTF-8 (sun_path is 108 bytes with the NUL). */
 export const MAX_PATH_BYTES = 107;
 
+/**
+ * The `onError` option: called with errors that are not the caller's fault.
+ * @param error - Usually an `IpcError` with a stable `code`.
+ * @param context - Where it happened (`'connection'`, `'handler'`, `'connect'`, ...).
+ * @param connection - The Reader's connection concerned, if any (Reader only).
+ */
 export type ErrorHandler = (error: Error, context: ErrorContext, connection?: unknown) => void;
 
 /** Options of {@link Reader}. */
@@ -62,7 +68,9 @@ export interface PeerInfo {
   readonly id: number;
   /** Process id as of its connect() (may have been reused since). */
   readonly pid: number;
+  /** User id (65534 if unmapped in this user namespace). */
   readonly uid: number;
+  /** Group id. */
   readonly gid: number;
 }
 
@@ -98,6 +106,7 @@ export interface WriterOptions {
   onError?: ErrorHandler;
 }
 
+/** @internal */
 export interface ResolvedReaderOptions {
   maxMessageSize: number;
   maxPendingBytes: number;
@@ -117,6 +126,7 @@ export interface ResolvedReaderOptions {
   onError: ErrorHandler | undefined;
 }
 
+/** @internal */
 export interface ResolvedWriterOptions {
   maxMessageSize: number;
   maxBufferedWrites: number;
@@ -260,6 +270,7 @@ function notForAbstract(path: string, o: Record<string, unknown>, keys: readonly
   }
 }
 
+/** @internal */
 export function resolveReaderOptions(options: unknown, path = ''): ResolvedReaderOptions {
   const o = checkObject('options', options);
   checkKeys('Reader options', o, READER_KEYS);
@@ -298,6 +309,7 @@ export function resolveReaderOptions(options: unknown, path = ''): ResolvedReade
   };
 }
 
+/** @internal */
 export function resolveWriterOptions(options: unknown, path = ''): ResolvedWriterOptions {
   const o = checkObject('options', options);
   checkKeys('Writer options', o, WRITER_KEYS);
@@ -362,10 +374,44 @@ export function resolveWriterOptions(options: unknown, path = ''): ResolvedWrite
 export interface StopOptions {
   /** How long to drain before closing anyway, in ms. Default 5000. */
   timeoutMs?: number;
+  /**
+   * Aborting it moves the deadline to now: the stop becomes a forced one, as
+   * if `timeoutMs` had just elapsed. The promise still resolves (with what was
+   * discarded); it does not reject.
+   */
+  signal?: AbortSignal;
 }
 
-export function resolveStopOptions(options: unknown): { timeoutMs: number } {
+/** Options of calls that take only an `AbortSignal`: `reader.start()`, `writer.flush()`, `writer.send()`. */
+export interface SignalOptions {
+  /** Aborts the call: it rejects with an `AbortError` (`code: 'ABORT_ERR'`, `cause`: the signal's reason). */
+  signal?: AbortSignal;
+}
+
+/** @internal Validates an optional AbortSignal (duck-typed, as Node does). */
+export function validateSignal(v: unknown, name = 'signal'): AbortSignal | undefined {
+  if (v === undefined) return undefined;
+  if (
+    v === null ||
+    typeof v !== 'object' ||
+    typeof (v as AbortSignal).aborted !== 'boolean' ||
+    typeof (v as AbortSignal).addEventListener !== 'function'
+  ) {
+    throw invalidType(name, 'an AbortSignal', v);
+  }
+  return v as AbortSignal;
+}
+
+/** @internal */
+export function resolveStopOptions(options: unknown): { timeoutMs: number; signal: AbortSignal | undefined } {
   const o = checkObject('options', options);
-  checkKeys('stop options', o, ['timeoutMs']);
-  return { timeoutMs: intOption('timeoutMs', o.timeoutMs, 5000, 0, 2 ** 31 - 1) };
+  checkKeys('stop options', o, ['timeoutMs', 'signal']);
+  return { timeoutMs: intOption('timeoutMs', o.timeoutMs, 5000, 0, 2 ** 31 - 1), signal: validateSignal(o.signal) };
+}
+
+/** @internal Validates `{ signal? }` options of `what` (e.g. "flush options"). */
+export function resolveSignalOptions(what: string, options: unknown): { signal: AbortSignal | undefined } {
+  const o = checkObject('options', options);
+  checkKeys(what, o, ['signal']);
+  return { signal: validateSignal(o.signal) };
 }

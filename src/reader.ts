@@ -3,15 +3,20 @@
  * handler batches of messages received from any number of writers.
  */
 import { EventEmitter } from 'node:events';
+import { abortError, onAbort } from './abort';
 import { binding, type NativeReaderHandle } from './binding';
 import { fromNative, IpcError, type ErrorContext } from './errors';
+import { BatchChannel } from './iterate';
+import { formatMetrics, READER_METRICS, type MetricLabels } from './metrics';
 import {
   isAbstract,
   resolveReaderOptions,
+  resolveSignalOptions,
   resolveStopOptions,
   validatePath,
   type ReaderOptions,
   type ResolvedReaderOptions,
+  type SignalOptions,
   type StopOptions,
 } from './options';
 import { notify as notifySystemd, takeListener } from './systemd';
@@ -152,6 +157,7 @@ export class Batch implements Iterable<Buffer> {
     return out;
   }
 
+  /** Yields each message as a Buffer view (no copy), in order. */
   [Symbol.iterator](): Iterator<Buffer> {
     return new BatchIterator(this.#buffer, this.#offsets, this.length);
   }
@@ -198,6 +204,44 @@ export interface StopResult {
   discarded: number;
 }
 
+/** Options of {@link Reader.start}: `signal` rejects a start() whose signal is already aborted, and stops the Reader when aborted later. */
+export type StartOptions = SignalOptions;
+
+/** The events of a {@link Reader} and their listener arguments. */
+export interface ReaderEvents {
+  /** start() succeeded: connections are accepted. */
+  listening: [];
+  /** A writer connected (and passed `authorize`, if set). */
+  connection: [connection: Connection];
+  /** A connection closed; `reason` is set when the Reader closed it itself or it failed. */
+  disconnect: [connection: Connection, reason: IpcError | undefined];
+  /** The Reader stopped; `forced` when the stop deadline passed (or was aborted) before everything was delivered. */
+  close: [info: { forced: boolean }];
+  /** An error that is not the caller's fault; emitted only while a listener is attached. */
+  error: [error: Error, context: ErrorContext, connection: Connection | undefined];
+}
+
+/** A listener of Reader event `E`. */
+export type ReaderListener<E extends keyof ReaderEvents> = (...args: ReaderEvents[E]) => void;
+
+// Typed overloads of the EventEmitter methods (declaration merging with the class).
+export interface Reader {
+  /** Adds a listener for a {@link ReaderEvents} event. */
+  on<E extends keyof ReaderEvents>(event: E, listener: ReaderListener<E>): this;
+  /** Adds a one-time listener for a {@link ReaderEvents} event. */
+  once<E extends keyof ReaderEvents>(event: E, listener: ReaderListener<E>): this;
+  /** Same as {@link Reader.on}. */
+  addListener<E extends keyof ReaderEvents>(event: E, listener: ReaderListener<E>): this;
+  /** Adds a listener at the front of the list. */
+  prependListener<E extends keyof ReaderEvents>(event: E, listener: ReaderListener<E>): this;
+  /** Adds a one-time listener at the front of the list. */
+  prependOnceListener<E extends keyof ReaderEvents>(event: E, listener: ReaderListener<E>): this;
+  /** Removes a listener. */
+  off<E extends keyof ReaderEvents>(event: E, listener: ReaderListener<E>): this;
+  /** Same as {@link Reader.off}. */
+  removeListener<E extends keyof ReaderEvents>(event: E, listener: ReaderListener<E>): this;
+}
+
 type State = 'idle' | 'running' | 'stopping' | 'stopped';
 
 const T_BATCH = 0;
@@ -209,10 +253,12 @@ const T_REJECTED = 5;
 const ITEM = 5;
 
 /**
- * Listens on a Unix socket and delivers the messages that writers send.
+ * Listens on a Unix socket and delivers the messages that writers send, to a
+ * handler or (constructed without one) to `for await (const batch of reader)`.
  *
- * Events: `'listening'`, `'connection'` (conn), `'disconnect'` (conn, reason?:
- * an IpcError when the Reader closed it, e.g. `ERR_INACTIVITY_TIMEOUT`, or when it failed),
+ * Events ({@link ReaderEvents}): `'listening'`, `'connection'` (conn),
+ * `'disconnect'` (conn, reason?: an IpcError when the Reader closed it, e.g.
+ * `ERR_INACTIVITY_TIMEOUT`, or when it failed), `'close'` ({ forced }),
  * `'error'` (err, context, conn) — emitted only when a listener is attached,
  * so an unobserved error never crashes the process.
  */
@@ -237,16 +283,45 @@ export class Reader extends EventEmitter {
   #stopTimer: NodeJS.Timeout | undefined;
   #lastNative: Record<string, number> = {};
   #m = { received: 0, bytesReceived: 0, batches: 0, errors: 0, handlerErrors: 0, discarded: 0, rejected: 0 };
+  readonly #channel: BatchChannel | undefined; // handler-less: batches wait here for the async iterator
+  #offStartSignal: (() => void) | undefined;
 
-  constructor(path: string, handler: BatchHandler, options?: ReaderOptions) {
+  /**
+   * A Reader without a handler: iterate it (`for await (const batch of reader)`).
+   * @param path - Socket path (at most 107 bytes of UTF-8) or `'@name'` for an abstract socket.
+   * @param options - See {@link ReaderOptions}.
+   * @throws TypeError/RangeError (`ERR_INVALID_ARG_TYPE`, `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_VALUE`) for invalid options; IpcError `ERR_PATH_TOO_LONG`.
+   */
+  constructor(path: string, options?: ReaderOptions);
+  /**
+   * @param path - Socket path (at most 107 bytes of UTF-8) or `'@name'` for an abstract socket.
+   * @param handler - Called with each {@link Batch}; return a promise to hold back the next one. `undefined`: iterate the Reader instead.
+   * @param options - See {@link ReaderOptions}.
+   * @throws TypeError/RangeError (`ERR_INVALID_ARG_TYPE`, `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_VALUE`) for invalid arguments; IpcError `ERR_PATH_TOO_LONG`.
+   */
+  constructor(path: string, handler: BatchHandler | undefined, options?: ReaderOptions);
+  constructor(path: string, handler?: BatchHandler | ReaderOptions, options?: ReaderOptions) {
     super();
     this.path = validatePath(path);
-    if (typeof handler !== 'function') {
-      const err = new TypeError(`The "handler" argument must be a function. Received ${typeof handler}`);
-      (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_TYPE';
-      throw err;
+    if (handler !== undefined && typeof handler !== 'function') {
+      // new Reader(path, options): a plain object in the handler's place.
+      if (options !== undefined || handler === null || typeof handler !== 'object' || Array.isArray(handler)) {
+        const err = new TypeError(
+          `The "handler" argument must be a function, or omitted to iterate the Reader. Received ${handler === null ? 'null' : Array.isArray(handler) ? 'an array' : typeof handler}`,
+        );
+        (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_TYPE';
+        throw err;
+      }
+      options = handler;
+      handler = undefined;
     }
-    this.#handler = handler;
+    if (handler === undefined) {
+      const channel = new BatchChannel();
+      this.#channel = channel;
+      this.#handler = (batch) => channel.deliver(batch);
+    } else {
+      this.#handler = handler;
+    }
     this.#opts = resolveReaderOptions(options, this.path);
   }
 
@@ -260,8 +335,15 @@ export class Reader extends EventEmitter {
    * IpcError (`ERR_ADDRESS_IN_USE`, `ERR_NOT_A_SOCKET`, `ERR_PATH_TOO_LONG`,
    * `ERR_SOCKET`). Calling it again while running does nothing; a stopped
    * Reader cannot be restarted (`ERR_NOT_RUNNING`).
+   *
+   * @param options - `signal`: like `server.listen({ signal })`, aborting it
+   * later stops the Reader (a graceful `stop()`); an already-aborted signal
+   * rejects with an `AbortError` and nothing is bound.
+   * @throws `AbortError` (`ABORT_ERR`) when `signal` is already aborted; TypeError for invalid options.
    */
-  async start(): Promise<void> {
+  async start(options?: StartOptions): Promise<void> {
+    const { signal } = resolveSignalOptions('start options', options);
+    if (signal?.aborted) throw abortError(signal);
     if (this.#state === 'running') return;
     if (this.#state !== 'idle') throw new IpcError('ERR_NOT_RUNNING', 'This Reader was stopped; create a new one');
     const o = this.#opts;
@@ -297,6 +379,7 @@ export class Reader extends EventEmitter {
     }
     this.#handle = handle;
     this.#state = 'running';
+    if (signal) this.#offStartSignal = onAbort(signal, () => void this.stop());
     this.#systemdActivated = fd !== undefined;
     if (o.notifySystemd) this.#notify('READY=1');
     this.emit('listening');
@@ -320,13 +403,23 @@ export class Reader extends EventEmitter {
    * writers had in the kernel's buffers and clients still in the backlog),
    * waits for the handler, then closes. After `timeoutMs` it closes anyway and
    * reports how many received messages it discarded. Idempotent.
+   *
+   * @param options - `timeoutMs` (default 5000); `signal`: aborting it (or
+   * passing one already aborted) forces the stop as if the deadline had passed
+   * now. The promise still resolves with what was discarded.
+   * @returns `{ discarded }`: messages received but never delivered.
+   * @throws TypeError/RangeError for invalid options (synchronously).
    */
   stop(options?: StopOptions): Promise<StopResult> {
-    const { timeoutMs } = resolveStopOptions(options);
-    if (this.#stopPromise) return this.#stopPromise;
+    const { timeoutMs, signal } = resolveStopOptions(options);
+    if (this.#stopPromise) {
+      if (signal) this.#forceOnAbort(signal);
+      return this.#stopPromise;
+    }
     if (this.#state !== 'running') {
       this.#state = 'stopped';
       this.#stopPromise = Promise.resolve({ discarded: 0 });
+      this.#afterStop();
       return this.#stopPromise;
     }
     this.#state = 'stopping';
@@ -334,13 +427,75 @@ export class Reader extends EventEmitter {
     this.#stopPromise = new Promise<StopResult>((resolve) => {
       this.#stopResolve = resolve;
     });
-    this.#stopTimer = setTimeout(() => this.#finishStop(true), timeoutMs);
+    this.#stopTimer = setTimeout(() => this.#finishStop(true), signal?.aborted ? 0 : timeoutMs);
     if (!this.#refed) this.#stopTimer.unref();
     this.#handle!.beginStop();
+    if (signal) this.#forceOnAbort(signal);
     return this.#stopPromise;
   }
 
-  /** Counters; cheap enough to call often. */
+  // While stopping, an abort of `signal` moves the deadline to now.
+  #forceOnAbort(signal: AbortSignal): void {
+    if (this.#state !== 'stopping') return;
+    if (signal.aborted) return this.#forceNow();
+    const off = onAbort(signal, () => this.#forceNow());
+    void this.#stopPromise!.then(off);
+  }
+
+  #forceNow(): void {
+    if (this.#state !== 'stopping') return;
+    clearTimeout(this.#stopTimer);
+    this.#stopTimer = setTimeout(() => this.#finishStop(true), 0);
+    if (!this.#refed) this.#stopTimer.unref();
+  }
+
+  // Runs once the Reader is stopped: ends iteration, drops the start() signal's listener.
+  #afterStop(): void {
+    this.#channel?.end();
+    this.#offStartSignal?.();
+    this.#offStartSignal = undefined;
+  }
+
+  /**
+   * Iterates the batches of a Reader constructed without a handler, with the
+   * same backpressure as an async handler: a batch is acknowledged (its bytes
+   * freed from the connection's `maxPendingBytes` budget) when the loop asks
+   * for the next one. The loop ends when the Reader stops (after every batch a
+   * graceful stop delivers). Leaving it early (`break`, `return`, a throw)
+   * stops the Reader at once, like `stop({ timeoutMs: 0 })`, and waits for it;
+   * messages not yet yielded are counted in `metrics().discarded`.
+   * @throws IpcError `ERR_INVALID_STATE` if the Reader has a handler, or is already being iterated.
+   */
+  [Symbol.asyncIterator](): AsyncIterableIterator<Batch> {
+    if (!this.#channel) {
+      throw new IpcError(
+        'ERR_INVALID_STATE',
+        'This Reader has a handler, which receives every batch; construct it without one (new Reader(path, options)) to iterate it',
+      );
+    }
+    return this.#channel.iterate(() => {
+      const p = this.stop({ timeoutMs: 0 });
+      this.#forceNow();
+      return p;
+    });
+  }
+
+  /**
+   * The metrics in Prometheus text exposition format (0.0.4): `# HELP` and
+   * `# TYPE` lines, counters named `*_total`, gauges. Serve it with the
+   * `PROMETHEUS_CONTENT_TYPE` content type.
+   * @param prefix - Metric name prefix. Default `'uds_ipc_reader'`.
+   * @param labels - Labels added to every sample, e.g. `{ socket: 'main' }`.
+   * @throws TypeError `ERR_INVALID_ARG_TYPE` / `ERR_INVALID_ARG_VALUE` for a prefix or label that is not a valid Prometheus name.
+   */
+  metricsText(prefix = 'uds_ipc_reader', labels?: MetricLabels): string {
+    return formatMetrics(prefix, labels, READER_METRICS, this.metrics());
+  }
+
+  /**
+   * Counters and gauges; cheap enough to call often.
+   * @returns A fresh snapshot (a plain object); after stop() the last values are kept.
+   */
   metrics(): ReaderMetrics {
     const n = this.#handle ? this.#handle.metrics() : this.#lastNative;
     return {
@@ -361,7 +516,10 @@ export class Reader extends EventEmitter {
     };
   }
 
-  /** Lets the process exit while this Reader runs (like `server.unref()`). */
+  /**
+   * Lets the process exit while this Reader runs (like `server.unref()`).
+   * @returns this Reader.
+   */
   unref(): this {
     this.#refed = false;
     this.#handle?.unref();
@@ -369,7 +527,10 @@ export class Reader extends EventEmitter {
     return this;
   }
 
-  /** Undoes {@link Reader.unref}. */
+  /**
+   * Undoes {@link Reader.unref}: a running Reader keeps the process alive again.
+   * @returns this Reader.
+   */
   ref(): this {
     this.#refed = true;
     this.#handle?.ref();
@@ -377,6 +538,7 @@ export class Reader extends EventEmitter {
     return this;
   }
 
+  /** `await using reader = ...`: calls {@link Reader.stop} with the default timeout. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
@@ -551,6 +713,7 @@ export class Reader extends EventEmitter {
     this.#m.discarded += discarded;
     this.#handle = undefined;
     this.#state = 'stopped';
+    this.#afterStop();
     this.#stopResolve!({ discarded });
     this.emit('close', { forced });
   }

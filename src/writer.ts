@@ -3,9 +3,22 @@
  * and sends messages, reconnecting when the connection breaks.
  */
 import { EventEmitter } from 'node:events';
+import type { Writable } from 'node:stream';
+import { AbortGroup, abortError, onAbort } from './abort';
 import { binding, type NativeBinding, type NativeWriterHandle } from './binding';
 import { fromNative, invalidType, IpcError, type ErrorContext } from './errors';
-import { resolveStopOptions, resolveWriterOptions, validatePath, type ResolvedWriterOptions, type StopOptions, type WriterOptions } from './options';
+import { formatMetrics, WRITER_METRICS, type MetricLabels } from './metrics';
+import {
+  resolveSignalOptions,
+  resolveStopOptions,
+  resolveWriterOptions,
+  validatePath,
+  type ResolvedWriterOptions,
+  type SignalOptions,
+  type StopOptions,
+  type WriterOptions,
+} from './options';
+import { createWritable, kTryQueue, type WritableOptions } from './stream';
 
 /** Counters of a {@link Writer}. `written = sent + dropped + failed + queueDepth` always holds. */
 export interface WriterMetrics {
@@ -45,9 +58,62 @@ export interface WriterStopResult {
 
 /** Payload of the `'reconnecting'` event. */
 export interface ReconnectingInfo {
+  /** Failed attempts in a row (1, 2, …); starts again at 1 once a connection got a frame through. */
   attempt: number;
+  /** How long the writer waits before this attempt, in ms. */
   delayMs: number;
+  /** Why the last attempt failed (`ERR_SOCKET`, with `errno` and `syscall: 'connect'`). */
   error: IpcError;
+}
+
+/** Options of {@link Writer.flush}. */
+export type FlushOptions = SignalOptions;
+
+/** Options of {@link Writer.send}. */
+export type SendOptions = SignalOptions;
+
+/** The events of a {@link Writer} and their listener arguments. */
+export interface WriterEvents {
+  /** A connection to the Reader is up. */
+  connect: [];
+  /** The connection was lost; `reason` says why. */
+  disconnect: [reason: IpcError];
+  /** The writer will try to connect again after `info.delayMs`. */
+  reconnecting: [info: ReconnectingInfo];
+  /** After write() returned false: there is room in the queue again. */
+  drain: [];
+  /** The Writer stopped. */
+  close: [];
+  /** An error that is not the caller's fault; emitted only while a listener is attached. */
+  error: [error: IpcError, context: ErrorContext];
+}
+
+/** A listener of Writer event `E`. */
+export type WriterListener<E extends keyof WriterEvents> = (...args: WriterEvents[E]) => void;
+
+// Typed overloads of the EventEmitter methods (declaration merging with the class).
+export interface Writer {
+  /** Adds a listener for a {@link WriterEvents} event. */
+  on<E extends keyof WriterEvents>(event: E, listener: WriterListener<E>): this;
+  /** Adds a one-time listener for a {@link WriterEvents} event. */
+  once<E extends keyof WriterEvents>(event: E, listener: WriterListener<E>): this;
+  /** Same as {@link Writer.on}. */
+  addListener<E extends keyof WriterEvents>(event: E, listener: WriterListener<E>): this;
+  /** Adds a listener at the front of the list. */
+  prependListener<E extends keyof WriterEvents>(event: E, listener: WriterListener<E>): this;
+  /** Adds a one-time listener at the front of the list. */
+  prependOnceListener<E extends keyof WriterEvents>(event: E, listener: WriterListener<E>): this;
+  /** Removes a listener. */
+  off<E extends keyof WriterEvents>(event: E, listener: WriterListener<E>): this;
+  /** Same as {@link Writer.off}. */
+  removeListener<E extends keyof WriterEvents>(event: E, listener: WriterListener<E>): this;
+}
+
+/** A send() waiting for room in the queue. */
+interface PendingSend {
+  data: Uint8Array | string;
+  resolve: () => void;
+  reject: (e: Error) => void;
 }
 
 type State = 'idle' | 'running' | 'stopping' | 'stopped';
@@ -71,11 +137,13 @@ interface Waiter {
 
 /**
  * Sends messages to a Reader. `write()` copies each message into a bounded
- * queue shared with the writer's IO thread and returns at once.
+ * queue shared with the writer's IO thread and returns at once; `send()` is
+ * its awaitable form, and `createWriteStream()` a `stream.Writable` over it.
  *
- * Events: `'connect'`, `'disconnect'` (reason), `'reconnecting'` (info),
- * `'drain'` (after write() returned false, once there is room again),
- * `'error'` (err, context) — emitted only when a listener is attached.
+ * Events ({@link WriterEvents}): `'connect'`, `'disconnect'` (reason),
+ * `'reconnecting'` (info), `'drain'` (after write() returned false, once there
+ * is room again), `'close'`, `'error'` (err, context) — emitted only when a
+ * listener is attached.
  */
 export class Writer extends EventEmitter {
   /** The socket path. */
@@ -114,7 +182,14 @@ export class Writer extends EventEmitter {
   #stopPromise: Promise<WriterStopResult> | undefined;
   #stopResolve: ((r: WriterStopResult) => void) | undefined;
   #lastNative: Record<string, number | boolean> = {};
+  #sends: PendingSend[] = []; // send() calls waiting for room, in call order
+  readonly #aborts = new AbortGroup(); // signals of waiting send()/flush() calls
 
+  /**
+   * @param path - The Reader's socket path, or `'@name'` for an abstract socket.
+   * @param options - See {@link WriterOptions}.
+   * @throws TypeError/RangeError (`ERR_INVALID_ARG_TYPE`, `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_VALUE`) for invalid options; IpcError `ERR_PATH_TOO_LONG`.
+   */
   constructor(path: string, options?: WriterOptions) {
     super();
     this.path = validatePath(path);
@@ -149,7 +224,7 @@ export class Writer extends EventEmitter {
     );
   }
 
-  /** True while a connection is up. */
+  /** True while the Writer runs and a connection is up. */
   get connected(): boolean {
     return this.#state === 'running' && this.#handle.metrics().connected === true;
   }
@@ -157,6 +232,8 @@ export class Writer extends EventEmitter {
   /**
    * Starts connecting in the background (idempotent). Messages written before
    * start() wait in the queue. A stopped Writer cannot be restarted.
+   * @returns this Writer.
+   * @throws IpcError `ERR_NOT_RUNNING` after stop().
    */
   start(): this {
     if (this.#state === 'running') return this;
@@ -172,6 +249,8 @@ export class Writer extends EventEmitter {
    * are copied: the caller may reuse its buffer at once. Throws
    * `ERR_MESSAGE_TOO_LARGE` above `maxMessageSize`, `ERR_NOT_RUNNING` once
    * stop() was called, and a TypeError for anything but a Uint8Array or string.
+   * @param data - One message: bytes, or a string sent as UTF-8.
+   * @returns true if queued; false if dropped because the queue is full.
    */
   write(data: Uint8Array | string): boolean {
     if (this.#state === 'stopping' || this.#state === 'stopped') {
@@ -265,11 +344,111 @@ export class Writer extends EventEmitter {
   }
 
   /**
+   * Queues one message, waiting for room (`'drain'`) while the queue is full,
+   * instead of dropping it as write() would. Resolves once the message is in
+   * the queue — not once it is sent: `await flush()` for that. Concurrent
+   * send() calls queue their messages in call order (a write() made meanwhile
+   * may overtake messages that are still waiting). The bytes are copied: the
+   * caller may reuse its buffer at once.
+   * @param data - One message: bytes, or a string sent as UTF-8.
+   * @param options - `signal`: abort to give up waiting; the message is then not queued.
+   * @throws (as a rejection) `AbortError` (`ABORT_ERR`) when aborted before the message was queued;
+   * IpcError `ERR_NOT_RUNNING` after stop() (including for sends still waiting when stop() is called);
+   * `ERR_MESSAGE_TOO_LARGE`; TypeError `ERR_INVALID_ARG_TYPE` for other data or options.
+   */
+  send(data: Uint8Array | string, options?: SendOptions): Promise<void> {
+    try {
+      const { signal } = resolveSignalOptions('send options', options);
+      if (signal?.aborted) throw abortError(signal);
+      if (this.#state === 'stopping' || this.#state === 'stopped') {
+        throw new IpcError('ERR_NOT_RUNNING', 'send() after stop(): this Writer no longer sends');
+      }
+      if (this.#sends.length === 0 && this.#queue(data)) return Promise.resolve();
+      // The queue is full (or earlier sends wait): wait in line for 'drain'.
+      if (this.#sends.length !== 0) this.#checkMessage(data);
+      return new Promise<void>((resolve, reject) => {
+        const s: PendingSend = { data: typeof data === 'string' ? data : Buffer.from(data), resolve, reject };
+        if (signal) {
+          const off = this.#aborts.add(signal, () => {
+            const i = this.#sends.indexOf(s);
+            if (i >= 0) this.#sends.splice(i, 1);
+            reject(abortError(signal));
+          });
+          s.resolve = () => {
+            off();
+            resolve();
+          };
+          s.reject = (e) => {
+            off();
+            reject(e);
+          };
+        }
+        this.#sends.push(s);
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** @internal For the stream adapter: queue now if it fits and no send() waits. */
+  [kTryQueue](data: Uint8Array | string): boolean {
+    return this.#sends.length === 0 && this.#queue(data);
+  }
+
+  // write() for send(): a refused message is not counted as written/dropped,
+  // since send() will queue it later.
+  #queue(data: Uint8Array | string): boolean {
+    if (this.write(data)) return true;
+    this.#written--;
+    this.#dropped--;
+    return false;
+  }
+
+  // The checks write() makes, for a message that has to wait.
+  #checkMessage(data: Uint8Array | string): void {
+    const len = typeof data === 'string' ? Buffer.byteLength(data, 'utf8') : data instanceof Uint8Array ? data.byteLength : -1;
+    if (len < 0) throw invalidType('data', 'a Uint8Array, Buffer or string', data);
+    if (len > this.#maxMessage) {
+      throw new IpcError('ERR_MESSAGE_TOO_LARGE', `Message of ${len} bytes exceeds maxMessageSize (${this.#maxMessage} bytes)`);
+    }
+  }
+
+  // On 'drain': queues waiting sends in order. True when none is left waiting.
+  #pumpSends(): boolean {
+    const q = this.#sends;
+    while (q.length !== 0) {
+      if (this.#state !== 'running' && this.#state !== 'idle') return true;
+      const s = q[0];
+      let ok: boolean;
+      try {
+        ok = this.#queue(s.data);
+      } catch (e) {
+        q.shift();
+        s.reject(e as Error);
+        continue;
+      }
+      if (!ok) return false;
+      q.shift();
+      s.resolve();
+    }
+    return true;
+  }
+
+  /**
    * Resolves once every message queued so far has been accepted by the
    * kernel. Rejects with `ERR_NOT_RUNNING` if the Writer stops first with
    * those messages unsent.
+   * @param options - `signal`: abort to stop waiting (the messages stay queued and are still sent).
+   * @throws (as a rejection) `AbortError` (`ABORT_ERR`) when aborted first; IpcError `ERR_NOT_RUNNING`; TypeError for invalid options.
    */
-  flush(): Promise<void> {
+  flush(options?: FlushOptions): Promise<void> {
+    let signal: AbortSignal | undefined;
+    try {
+      signal = resolveSignalOptions('flush options', options).signal;
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (signal?.aborted) return Promise.reject(abortError(signal));
     if (this.#unpublished !== 0) this.#publish();
     const w: Waiter = { head: this.#tail, sent: this.#accepted, resolve: () => {}, reject: () => {} };
     if (this.#reached(w.head, w.sent)) return Promise.resolve();
@@ -280,6 +459,22 @@ export class Writer extends EventEmitter {
       w.resolve = resolve;
       w.reject = reject;
     });
+    if (signal) {
+      const { resolve, reject } = w;
+      const off = this.#aborts.add(signal, () => {
+        const i = this.#waiters.indexOf(w);
+        if (i >= 0) this.#waiters.splice(i, 1);
+        reject(abortError(signal));
+      });
+      w.resolve = () => {
+        off();
+        resolve();
+      };
+      w.reject = (e) => {
+        off();
+        reject(e);
+      };
+    }
     this.#waiters.push(w);
     this.#arm();
     return p;
@@ -288,11 +483,23 @@ export class Writer extends EventEmitter {
   /**
    * Sends what is queued (through reconnects) until `timeoutMs`, then closes
    * and resolves with how many queued messages were discarded. Never waits
-   * past its deadline. Idempotent.
+   * past its deadline. Idempotent. send() calls still waiting for room reject
+   * with `ERR_NOT_RUNNING`.
+   * @param options - `timeoutMs` (default 5000); `signal`: aborting it (or
+   * passing one already aborted) moves the deadline to now — the Writer closes
+   * at once, discarding what is still queued. The promise still resolves.
+   * @returns `{ discarded }`: queued messages never sent.
+   * @throws TypeError/RangeError for invalid options (synchronously).
    */
   stop(options?: StopOptions): Promise<WriterStopResult> {
-    const { timeoutMs } = resolveStopOptions(options);
-    if (this.#stopPromise) return this.#stopPromise;
+    const { timeoutMs, signal } = resolveStopOptions(options);
+    if (this.#stopPromise) {
+      if (signal) this.#forceOnAbort(signal);
+      return this.#stopPromise;
+    }
+    for (const s of this.#sends.splice(0)) {
+      s.reject(new IpcError('ERR_NOT_RUNNING', 'stop() was called before this message could be queued'));
+    }
     if (this.#state === 'idle') {
       this.#state = 'stopped';
       const discarded = (this.#accepted - Atomics.load(this.#ctrl, this.#iSent)) >>> 0;
@@ -307,11 +514,50 @@ export class Writer extends EventEmitter {
     this.#stopPromise = new Promise<WriterStopResult>((resolve) => {
       this.#stopResolve = resolve;
     });
-    this.#handle.beginStop(timeoutMs);
+    this.#handle.beginStop(signal?.aborted ? 0 : timeoutMs);
+    if (signal) this.#forceOnAbort(signal);
     return this.#stopPromise;
   }
 
-  /** Counters. */
+  // While stopping, an abort of `signal` moves the deadline to now.
+  #forceOnAbort(signal: AbortSignal): void {
+    if (this.#state !== 'stopping') return;
+    const force = (): void => {
+      if (this.#state === 'stopping') this.#handle.beginStop(0);
+    };
+    if (signal.aborted) return force();
+    const off = onAbort(signal, force);
+    void this.#stopPromise!.then(off);
+  }
+
+  /**
+   * An object-mode `stream.Writable` over this Writer: each chunk (Buffer,
+   * Uint8Array or string) is one message, queued with {@link Writer.send}, so
+   * the stream's `highWaterMark` and `'drain'` follow the Writer's queue, and
+   * `end()` finishes once {@link Writer.flush} resolves. The Writer is not
+   * stopped when the stream ends or is destroyed. See {@link createWritable}.
+   * @param options - `highWaterMark` (chunks, default 16) and `signal` (destroys the stream).
+   */
+  createWriteStream(options?: WritableOptions): Writable {
+    return createWritable(this, options);
+  }
+
+  /**
+   * The metrics in Prometheus text exposition format (0.0.4): `# HELP` and
+   * `# TYPE` lines, counters named `*_total`, gauges. Serve it with the
+   * `PROMETHEUS_CONTENT_TYPE` content type.
+   * @param prefix - Metric name prefix. Default `'uds_ipc_writer'`.
+   * @param labels - Labels added to every sample, e.g. `{ socket: 'main' }`.
+   * @throws TypeError `ERR_INVALID_ARG_TYPE` / `ERR_INVALID_ARG_VALUE` for a prefix or label that is not a valid Prometheus name.
+   */
+  metricsText(prefix = 'uds_ipc_writer', labels?: MetricLabels): string {
+    return formatMetrics(prefix, labels, WRITER_METRICS, this.metrics());
+  }
+
+  /**
+   * Counters and gauges; `written = sent + dropped + failed + queueDepth` always holds.
+   * @returns A fresh snapshot (a plain object).
+   */
   metrics(): WriterMetrics {
     const n = this.#state === 'stopped' ? this.#lastNative : this.#handle.metrics();
     const queueDepth = this.#state === 'stopped' ? 0 : (this.#accepted - Atomics.load(this.#ctrl, this.#iSent)) >>> 0;
@@ -333,18 +579,25 @@ export class Writer extends EventEmitter {
     };
   }
 
-  /** Lets the process exit while this Writer runs (like `socket.unref()`). */
+  /**
+   * Lets the process exit while this Writer runs (like `socket.unref()`).
+   * @returns this Writer.
+   */
   unref(): this {
     this.#handle.unref();
     return this;
   }
 
-  /** Undoes {@link Writer.unref}. */
+  /**
+   * Undoes {@link Writer.unref}: a running Writer keeps the process alive again.
+   * @returns this Writer.
+   */
   ref(): this {
     this.#handle.ref();
     return this;
   }
 
+  /** `await using writer = ...`: calls {@link Writer.stop} with the default timeout. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
@@ -407,7 +660,10 @@ export class Writer extends EventEmitter {
     }
     if (this.#drainWanted && this.#reached(this.#drainWanted.head, this.#drainWanted.sent)) {
       this.#drainWanted = undefined;
-      process.nextTick(() => this.emit('drain'));
+      process.nextTick(() => {
+        // Waiting send()s go first; 'drain' once none is left waiting.
+        if (this.#pumpSends()) this.emit('drain');
+      });
     }
     if (rearm) this.#arm();
   }

@@ -118,11 +118,13 @@ describe('Reader options', () => {
     expect(mkReader({})()).toBeInstanceOf(Reader);
   });
 
-  it('handler not a function → TypeError ERR_INVALID_ARG_TYPE naming "handler"', () => {
-    for (const h of [undefined, null, 1, 'fn', {}, []]) {
+  it('handler neither a function, undefined nor (alone) an options object → TypeError ERR_INVALID_ARG_TYPE naming "handler"', () => {
+    for (const h of [null, 1, 'fn', []]) {
       const e = syncError(() => new Reader(tmpSocket(), h as never));
       expectType(e, 'handler');
     }
+    // An object in the handler's place is the options only when no options follow.
+    expectType(syncError(() => new Reader(tmpSocket(), {} as never, {})), 'handler');
   });
 
   it('an invalid option leaves nothing behind (no socket file)', () => {
@@ -281,7 +283,8 @@ describe('stop() options', () => {
     expectType(await errorOf(() => w.stop({ timeoutMs: null } as never)), 'timeoutMs');
     expectRange(await errorOf(() => w.stop({ timeoutMs: -10 })), 'timeoutMs');
     expectRange(await errorOf(() => w.stop({ timeoutMs: Infinity })), 'timeoutMs');
-    expectUnknown(await errorOf(() => w.stop({ signal: 1 } as never)), '"signal"');
+    expectType(await errorOf(() => w.stop({ signal: 1 } as never)), '"signal"');
+    expectUnknown(await errorOf(() => w.stop({ signl: 1 } as never)), '"signl"');
     expectType(await errorOf(() => w.stop('soon' as never)), 'options');
     // Still running: write() works.
     expect(w.write('still running')).toBe(true);

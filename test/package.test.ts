@@ -59,7 +59,7 @@ describe('package entry points', () => {
     expect(existsSync(join(ROOT, types))).toBe(true);
     const dts = readFileSync(join(ROOT, 'dist', 'reader.d.ts'), 'utf8');
     expect(dts).toMatch(/class Reader/);
-    expect(dts).toMatch(/start\(\): Promise<void>/);
+    expect(dts).toMatch(/start\(options\?: StartOptions\): Promise<void>/);
     expect(readFileSync(join(ROOT, types), 'utf8')).toMatch(/Writer/);
   });
 });
