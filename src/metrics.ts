@@ -27,6 +27,8 @@ export const READER_METRICS: readonly MetricSpec[] = [
   ['pauses', 'pauses_total', 'counter', 'Times a connection was paused because the handler fell behind.'],
   ['discarded', 'discarded_messages_total', 'counter', 'Messages received but not delivered because stop() was forced.'],
   ['rejected', 'rejected_connections_total', 'counter', 'Connections refused by allowUids/allowGids/authorize.'],
+  ['jsThreadReads', 'js_thread_read_calls_total', 'counter', 'read(2) calls made on the JavaScript thread (jsThreadPolling).'],
+  ['handoffs', 'handoffs_total', 'counter', 'Times reading moved between the IO thread and the JavaScript thread.'],
 ];
 
 /** @internal */

@@ -108,7 +108,7 @@ describe('constructing a Reader without a handler', () => {
 describe('for await (const batch of reader)', () => {
   it('yields every message in order, across batches, until the reader stops; a graceful stop delivers the rest first', async () => {
     const path = tmpSocket();
-    const r = track(new Reader(path, { maxPendingBytes: 16 * 1024 }));
+    const r = track(new Reader(path, { maxPendingBytes: 16 * 1024, slabSize: 64 * 1024 }) /* reads of at most 64 KiB: several batches */);
     await r.start();
     const w = track(new Writer(path, { reconnect: FAST, maxBufferedWrites: 500 }));
     w.start();

@@ -467,6 +467,13 @@ describe('round trip: buffer lifetime and copies', () => {
 
   it('released memory is reused: many batches through one connection keep a bounded number of slabs without any GC', async () => {
     const { binding } = await import('../src/binding');
+    // Earlier tests' retained slabs must not be freed by a GC during this one.
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    gc();
+    gc();
+    await new Promise((r) => setImmediate(r)); // finalizers run
+    await new Promise((r) => setImmediate(r));
     const before = binding().liveSlabs();
     let received = 0;
     let sum = 0;
