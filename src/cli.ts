@@ -752,7 +752,7 @@ async function bench(args: string[]): Promise<number> {
             String(count),
             String(Math.round(count / seconds)),
             ((count * size) / seconds / 1e6).toFixed(1),
-            seconds.toFixed(3),
+            seconds < 0.1 ? seconds.toPrecision(3) : seconds.toFixed(3), // never "0.000" for a tiny run
           ]),
         );
       } finally {
