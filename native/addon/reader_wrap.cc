@@ -90,15 +90,52 @@ void ReaderWrap::StartPolling() {
 void ReaderWrap::OnPoll(uv_poll_t* h, int, int) {
   auto* poll = reinterpret_cast<Poll*>(h);
   ReaderWrap* self = poll->owner;
+  bool items = false;
   // Keep polling only while the engine says the load is light; otherwise
   // its IO thread has the loop again and will ask for polling when idle.
-  if (self && self->engine_ && self->engine_->poll_consumer()) return;
-  uv_poll_stop(h);
-  poll->active = false;
+  const bool keep = self && self->engine_ && self->engine_->poll_consumer(&items);
+  if (!keep) {
+    uv_poll_stop(h);
+    poll->active = false;
+  }
+  // What was read is delivered now, without a trip through the TSFN's
+  // async handle. JavaScript may stop the reader in there: self is not
+  // touched afterwards.
+  if (items) self->CallOnReady();
+}
+
+void ReaderWrap::CallOnReady() {
+  napi_env env = env_;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value fn = nullptr;
+  if (on_ready_) napi_get_reference_value(env, on_ready_, &fn);
+  if (fn) {
+    napi_value recv;
+    napi_get_global(env, &recv);  // MakeCallback wants an object receiver
+    const napi_status st = napi_make_callback(env, async_ctx_, recv, fn, 0, nullptr, nullptr);
+    if (st != napi_ok && st != napi_pending_exception && tsfn_live_) tsfn_.NonBlockingCall();  // fall back
+    if (st == napi_pending_exception) {
+      napi_value err;
+      napi_get_and_clear_last_exception(env, &err);
+      napi_fatal_exception(env, err);  // as an exception thrown from any callback: 'uncaughtException'
+    }
+  } else if (tsfn_live_) {
+    tsfn_.NonBlockingCall();
+  }
+  napi_close_handle_scope(env, scope);
 }
 
 uint64_t ReaderWrap::Shutdown() {
   ClosePoll();  // no poll callback runs once the engine is gone
+  if (on_ready_) {
+    napi_delete_reference(env_, on_ready_);
+    on_ready_ = nullptr;
+  }
+  if (async_ctx_) {
+    napi_async_destroy(env_, async_ctx_);
+    async_ctx_ = nullptr;
+  }
   uint64_t undelivered = 0;
   if (engine_) {
     engine_->close();  // joins the IO thread: nothing calls the TSFN after this
@@ -166,6 +203,9 @@ Napi::Value ReaderWrap::Listen(const Napi::CallbackInfo& info) {
   const bool cfg_polling = cfg.consumer_polling;
   engine_ = std::make_unique<ReaderEngine>(std::move(cfg), [tsfn]() mutable { tsfn.NonBlockingCall(); });
   if (cfg_polling) {
+    napi_create_reference(env, info[0], 0, &on_ready_);
+    if (napi_async_init(env, Napi::Object::New(env), Napi::String::New(env, "uds-ipc reader"), &async_ctx_) != napi_ok)
+      async_ctx_ = nullptr;
     poll_ = new Poll{};
     poll_->owner = this;
     if (uv_poll_init(loop, &poll_->handle, engine_->poll_fd()) != 0) {

@@ -33,6 +33,7 @@ class ReaderWrap : public Napi::ObjectWrap<ReaderWrap> {
   static void OnPoll(uv_poll_t* h, int status, int events);
   void StartPolling();
   void ClosePoll();
+  void CallOnReady();  // JS thread, outside JS: runs onReady now (poll path)
   uint64_t Shutdown();  // joins the IO thread, releases the TSFN; idempotent
 
   // All members: JS thread only (the IO thread sees the engine and a copy of
@@ -51,6 +52,11 @@ class ReaderWrap : public Napi::ObjectWrap<ReaderWrap> {
   bool hook_ = false;
   bool refed_ = true;
   bool consumer_polling_ = true;
+  // For calling onReady straight from the poll callback: a weak reference
+  // (the TSFN keeps the function alive) and an async context for
+  // napi_make_callback (microtasks and ticks run after the call).
+  napi_ref on_ready_ = nullptr;
+  napi_async_context async_ctx_ = nullptr;
  public:
   // Watches the engine's epoll fd on this thread's libuv loop while the
   // engine lets JavaScript's thread poll (consumer mode). Never keeps the

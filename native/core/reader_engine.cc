@@ -181,10 +181,7 @@ int ReaderEngine::step(std::vector<epoll_event>& events, int max_wait_ms) {
     drained_sent_ = true;
     push(ReaderItem{ReaderItem::kDrained});
   }
-  if (pushed_) {
-    pushed_ = false;
-    if (!call_pending_.exchange(true)) notify_();
-  }
+  notify_if_pushed();
   int timeout = -1;
   if (accept_retry_at_ != 0) {
     const int64_t now = now_ms();
@@ -227,11 +224,16 @@ int ReaderEngine::step(std::vector<epoll_event>& events, int max_wait_ms) {
                                                             "out of memory reading from a connection"));
     }
   }
-  if (pushed_) {
-    pushed_ = false;
-    if (!call_pending_.exchange(true)) notify_();
-  }
+  notify_if_pushed();
   return n;
+}
+
+void ReaderEngine::notify_if_pushed() {
+  if (!pushed_) return;
+  pushed_ = false;
+  // Inside poll_consumer() the consumer itself is told on return: no call.
+  if (in_consumer_) consumer_items_ = true;
+  else if (!call_pending_.exchange(true)) notify_();
 }
 
 // Owner of the loop (own_mu_ held). The consumer may poll when the last
@@ -241,14 +243,27 @@ bool ReaderEngine::handoff_to_consumer_ok() const {
          !stop_requested_.load() && !exit_now_.load();
 }
 
-bool ReaderEngine::poll_consumer() {
-  std::lock_guard<std::mutex> own(own_mu_);
+bool ReaderEngine::poll_consumer(bool* items) {
+  if (items) *items = false;
+  // Never wait for the loop: the IO thread may own it and sleep in
+  // epoll_wait (it took the loop back after our poll fired), and events it
+  // waits for may need this very thread (acks, a writer in this process).
+  std::unique_lock<std::mutex> own(own_mu_, std::try_to_lock);
+  if (!own.owns_lock()) {
+    // Consumer mode: the IO thread is only running its timers; the fd
+    // stays readable, so the next poll comes back. Otherwise it is its loop.
+    return mode_.load() == kConsumer && !exit_now_.load();
+  }
   if (mode_.load() != kConsumer || exit_now_.load()) return false;
   consumer_polls_.fetch_add(1, std::memory_order_relaxed);
   if (consumer_events_.empty()) consumer_events_.resize(64);
   const uint64_t reads_before = m_reads_.load(std::memory_order_relaxed);
   const uint64_t bytes_before = m_bytes_.load(std::memory_order_relaxed);
+  in_consumer_ = items != nullptr;
+  consumer_items_ = false;
   step(consumer_events_, 0);
+  in_consumer_ = false;
+  if (items) *items = consumer_items_;
   m_consumer_reads_.fetch_add(m_reads_.load(std::memory_order_relaxed) - reads_before, std::memory_order_relaxed);
   // Heavy traffic (a read filled its whole span, or much arrived at once),
   // a queue backed up, or a stop: the IO thread takes the loop back, so

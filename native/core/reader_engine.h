@@ -108,9 +108,11 @@ class ReaderEngine {
   // without blocking (items pushed, notify called as usual) and returns false
   // once the load calls for the IO thread, which has then taken the loop
   // back: the consumer stops watching until the next poll request.
+  // With `items`, notify is not called for items pushed during the call;
+  // *items says whether there are any (the consumer takes them at once).
   bool take_poll_request() { return poll_request_.exchange(false); }  // consumer thread
   int poll_fd() const { return loop_.fd(); }
-  bool poll_consumer();  // consumer thread
+  bool poll_consumer(bool* items = nullptr);  // consumer thread
 
   ReaderMetrics metrics() const;  // any thread
   // After close(): whole frames that were still in the kernel's buffers of
@@ -135,6 +137,7 @@ class ReaderEngine {
   // Caller holds own_mu_. Returns the number of events handled.
   int step(std::vector<epoll_event>& events, int max_wait_ms);
   bool handoff_to_consumer_ok() const;
+  void notify_if_pushed();
   bool accept_all();  // true once accept() said EAGAIN (backlog empty)
   void stop_listening();
   void on_readable(Conn& c);
@@ -168,6 +171,8 @@ class ReaderEngine {
   std::atomic<bool> poll_request_{false};     // IO thread -> consumer: start polling
   std::atomic<uint64_t> consumer_polls_{0};   // poll_consumer() calls (the IO thread watches it)
   bool full_read_ = false;                    // a read in the last round filled its span
+  bool in_consumer_ = false;                  // inside poll_consumer(items): no notify
+  bool consumer_items_ = false;               // items pushed meanwhile
   std::vector<epoll_event> consumer_events_;  // poll_consumer()'s event buffer
 
   // IO thread only.
