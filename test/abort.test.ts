@@ -2,24 +2,14 @@
 // behaviour: an already-aborted signal rejects at once, an abort rejects with
 // an AbortError (code ABORT_ERR, cause = the signal's reason), and listeners
 // are removed once the call settles (a long-lived signal does not collect them).
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { getEventListeners, once } from 'node:events';
 import { AbortError, IpcError, Reader, Writer, type Batch } from '../src/index';
-import { cleanupDirs, tmpSocket, waitFor } from './helpers';
+import { tmpSocket, waitFor, useTracking, FAST, within } from './helpers';
 
-type Stoppable = { stop: (o?: { timeoutMs?: number }) => Promise<unknown> };
-const live: Stoppable[] = [];
-function track<T extends Stoppable>(x: T): T {
-  live.push(x);
-  return x;
-}
-afterEach(async () => {
-  for (const x of live.splice(0)) await x.stop({ timeoutMs: 200 }).catch(() => {});
-});
-afterAll(() => cleanupDirs());
+const track = useTracking();
 
-const FAST = { initialDelayMs: 5, maxDelayMs: 20 };
 const listeners = (s: AbortSignal): number => getEventListeners(s, 'abort').length;
 
 /** The rejection of p (fails if p resolves), or fails after ms instead of hanging. */
@@ -42,19 +32,6 @@ async function rejection(p: Promise<unknown>, ms = 20_000): Promise<Error & { co
 }
 
 /** Resolves with p's value, or fails after ms instead of hanging. */
-async function within<T>(p: Promise<T>, what: string, ms = 20_000): Promise<T> {
-  let t: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<T>((_, reject) => {
-        t = setTimeout(() => reject(new Error(`${what}: still pending after ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(t);
-  }
-}
 
 /** True if p is still pending after the current macrotask queue ran. */
 async function pending(p: Promise<unknown>): Promise<boolean> {

@@ -3,8 +3,45 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { afterAll, afterEach } from 'vitest';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Reconnect options for tests: retry fast. */
+export const FAST = { initialDelayMs: 5, maxDelayMs: 20 };
+
+type Stoppable = { stop: (o?: { timeoutMs?: number }) => Promise<unknown> };
+
+/**
+ * Registers per-file cleanup (every tracked Reader/Writer stopped after each
+ * test, temp dirs removed after the file) and returns `track(x)`.
+ */
+export function useTracking(timeoutMs = 200): <T extends Stoppable>(x: T) => T {
+  const live: Stoppable[] = [];
+  afterEach(async () => {
+    for (const x of live.splice(0)) await x.stop({ timeoutMs }).catch(() => {});
+  });
+  afterAll(() => cleanupDirs());
+  return (x) => {
+    live.push(x);
+    return x;
+  };
+}
+
+/** Awaits p, failing with a clear message after ms instead of hanging. */
+export async function within<T>(p: Promise<T>, what: string, ms = 20_000): Promise<T> {
+  let t: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<T>((_, reject) => {
+        t = setTimeout(() => reject(new Error(`${what}: still pending after ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(t);
+  }
+}
 
 const dirs: string[] = [];
 

@@ -1,39 +1,15 @@
 // `for await (const batch of reader)`: a Reader constructed without a handler
 // is an async iterable of batches, with the same backpressure as an async
 // handler; leaving the loop stops the Reader; the loop ends when it stops.
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { once } from 'node:events';
 import { IpcError, Reader, Writer, type Batch } from '../src/index';
-import { cleanupDirs, tmpSocket, waitFor } from './helpers';
+import { tmpSocket, waitFor, useTracking, FAST, sleep, within } from './helpers';
 
-type Stoppable = { stop: (o?: { timeoutMs?: number }) => Promise<unknown> };
-const live: Stoppable[] = [];
-function track<T extends Stoppable>(x: T): T {
-  live.push(x);
-  return x;
-}
-afterEach(async () => {
-  for (const x of live.splice(0)) await x.stop({ timeoutMs: 200 }).catch(() => {});
-});
-afterAll(() => cleanupDirs());
+const track = useTracking();
 
-const FAST = { initialDelayMs: 5, maxDelayMs: 20 };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function within<T>(p: Promise<T>, what: string, ms = 20_000): Promise<T> {
-  let t: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<T>((_, reject) => {
-        t = setTimeout(() => reject(new Error(`${what}: still pending after ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(t);
-  }
-}
 
 async function isPending(p: Promise<unknown>): Promise<boolean> {
   let settled = false;

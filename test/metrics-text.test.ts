@@ -1,19 +1,10 @@
 // reader.metricsText() / writer.metricsText(): Prometheus text exposition
 // format 0.0.4, parsed back and compared with metrics().
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { PROMETHEUS_CONTENT_TYPE, Reader, Writer, type Batch } from '../src/index';
-import { cleanupDirs, tmpSocket, waitFor } from './helpers';
+import { tmpSocket, waitFor, useTracking } from './helpers';
 
-type Stoppable = { stop: (o?: { timeoutMs?: number }) => Promise<unknown> };
-const live: Stoppable[] = [];
-function track<T extends Stoppable>(x: T): T {
-  live.push(x);
-  return x;
-}
-afterEach(async () => {
-  for (const x of live.splice(0)) await x.stop({ timeoutMs: 200 }).catch(() => {});
-});
-afterAll(() => cleanupDirs());
+const track = useTracking();
 
 interface Family {
   help?: string;

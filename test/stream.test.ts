@@ -1,38 +1,15 @@
 // writer.createWriteStream() / createWritable(writer): an object-mode
 // Writable, one chunk per message, with backpressure from the Writer's queue.
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Readable, Writable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import { createWritable, Reader, Writer, type Batch, type ReaderOptions } from '../src/index';
-import { cleanupDirs, tmpSocket, waitFor } from './helpers';
+import { tmpSocket, waitFor, useTracking, FAST, sleep, within as withinMs } from './helpers';
 
-type Stoppable = { stop: (o?: { timeoutMs?: number }) => Promise<unknown> };
-const live: Stoppable[] = [];
-function track<T extends Stoppable>(x: T): T {
-  live.push(x);
-  return x;
-}
-afterEach(async () => {
-  for (const x of live.splice(0)) await x.stop({ timeoutMs: 200 }).catch(() => {});
-});
-afterAll(() => cleanupDirs());
+const track = useTracking();
+const within = <T>(p: Promise<T>, what: string, ms = 30_000): Promise<T> => withinMs(p, what, ms);
 
-const FAST = { initialDelayMs: 5, maxDelayMs: 20 };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function within<T>(p: Promise<T>, what: string, ms = 30_000): Promise<T> {
-  let t: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<T>((_, reject) => {
-        t = setTimeout(() => reject(new Error(`${what}: still pending after ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(t);
-  }
-}
 
 function msg(i: number): Buffer {
   const m = Buffer.alloc(12, 1);
