@@ -91,6 +91,31 @@ std::string temp_socket() {
   return std::string(dir) + "/s.sock";
 }
 
+// A listening socket at path, as the reader's config (mode 0600).
+ReaderConfig listening_config(const std::string& path, int backlog) {
+  ListenOptions lo;
+  lo.backlog = backlog;
+  lo.mode = 0600;
+  Listener l = listen_unix(path, lo);
+  CHECK(!l.error);
+  ReaderConfig rcfg;
+  rcfg.listen_fd = std::move(l.fd);
+  rcfg.path = path;
+  rcfg.dev = l.dev;
+  rcfg.ino = l.ino;
+  return rcfg;
+}
+
+// A writer config over the producer's ring and control block.
+WriterConfig producer_config(const std::string& path, Producer& prod) {
+  WriterConfig wcfg;
+  wcfg.path = path;
+  wcfg.ctrl = prod.ctrl.data();
+  wcfg.ring = prod.ring.data();
+  wcfg.capacity = static_cast<uint32_t>(prod.ring.size());
+  return wcfg;
+}
+
 }  // namespace
 
 static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling);
@@ -101,18 +126,8 @@ TEST(writer_to_reader_in_order_and_graceful_stop_consumer_polling) { run_in_orde
 
 static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling) {
   const std::string path = temp_socket();
-  ListenOptions lo;
-  lo.backlog = 128;
-  lo.mode = 0600;
-  Listener l = listen_unix(path, lo);
-  CHECK(!l.error);
-
   Collector rc;
-  ReaderConfig rcfg;
-  rcfg.listen_fd = std::move(l.fd);
-  rcfg.path = path;
-  rcfg.dev = l.dev;
-  rcfg.ino = l.ino;
+  ReaderConfig rcfg = listening_config(path, 128);
   rcfg.max_pending_bytes = 1 << 20;  // small: exercises pause/resume
   rcfg.consumer_polling = consumer_polling;
   ReaderEngine reader(std::move(rcfg), [&] { rc.notify(); });
@@ -121,11 +136,7 @@ static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling) {
 
   Producer prod(1 << 20);
   Collector wc;
-  WriterConfig wcfg;
-  wcfg.path = path;
-  wcfg.ctrl = prod.ctrl.data();
-  wcfg.ring = prod.ring.data();
-  wcfg.capacity = static_cast<uint32_t>(prod.ring.size());
+  WriterConfig wcfg = producer_config(path, prod);
   WriterEngine writer(wcfg, [&] { wc.notify(); });
   prod.engine = &writer;
   prod.direct = direct;
@@ -204,17 +215,8 @@ static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling) {
 // a burst moves reading back to the IO thread; quiet hands it over again.
 TEST(consumer_polling_follows_the_load) {
   const std::string path = temp_socket();
-  ListenOptions lo;
-  lo.backlog = 16;
-  lo.mode = 0600;
-  Listener l = listen_unix(path, lo);
-  CHECK(!l.error);
   Collector rc;
-  ReaderConfig rcfg;
-  rcfg.listen_fd = std::move(l.fd);
-  rcfg.path = path;
-  rcfg.dev = l.dev;
-  rcfg.ino = l.ino;
+  ReaderConfig rcfg = listening_config(path, 16);
   rcfg.consumer_polling = true;
   ReaderEngine reader(std::move(rcfg), [&] { rc.notify(); });
   reader.start();
@@ -222,11 +224,7 @@ TEST(consumer_polling_follows_the_load) {
 
   Producer prod(1 << 24);
   Collector wc;
-  WriterConfig wcfg;
-  wcfg.path = path;
-  wcfg.ctrl = prod.ctrl.data();
-  wcfg.ring = prod.ring.data();
-  wcfg.capacity = static_cast<uint32_t>(prod.ring.size());
+  WriterConfig wcfg = producer_config(path, prod);
   WriterEngine writer(wcfg, [&] { wc.notify(); });
   prod.engine = &writer;
   prod.direct = true;
@@ -298,28 +296,15 @@ TEST(consumer_polling_follows_the_load) {
 
 TEST(unacked_bytes_pause_the_connection_until_acked) {
   const std::string path = temp_socket();
-  ListenOptions lo;
-  lo.backlog = 16;
-  lo.mode = 0600;
-  Listener l = listen_unix(path, lo);
-  CHECK(!l.error);
   Collector rc;
-  ReaderConfig rcfg;
-  rcfg.listen_fd = std::move(l.fd);
-  rcfg.path = path;
-  rcfg.dev = l.dev;
-  rcfg.ino = l.ino;
+  ReaderConfig rcfg = listening_config(path, 16);
   rcfg.max_pending_bytes = 64 * 1024;
   ReaderEngine reader(std::move(rcfg), [&] { rc.notify(); });
   reader.start();
 
   Producer prod(1 << 22);
   Collector wc;
-  WriterConfig wcfg;
-  wcfg.path = path;
-  wcfg.ctrl = prod.ctrl.data();
-  wcfg.ring = prod.ring.data();
-  wcfg.capacity = static_cast<uint32_t>(prod.ring.size());
+  WriterConfig wcfg = producer_config(path, prod);
   WriterEngine writer(wcfg, [&] { wc.notify(); });
   prod.engine = &writer;
   writer.start();
@@ -360,11 +345,7 @@ TEST(writer_stop_without_reader_respects_deadline) {
   const std::string path = temp_socket();  // nothing listens here
   Producer prod(1 << 16);
   Collector wc;
-  WriterConfig wcfg;
-  wcfg.path = path;
-  wcfg.ctrl = prod.ctrl.data();
-  wcfg.ring = prod.ring.data();
-  wcfg.capacity = static_cast<uint32_t>(prod.ring.size());
+  WriterConfig wcfg = producer_config(path, prod);
   WriterEngine writer(wcfg, [&] { wc.notify(); });
   prod.engine = &writer;
   writer.start();
