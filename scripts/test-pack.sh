@@ -143,4 +143,17 @@ out2="$(node check.cjs)"
 [[ "$out2" == *'"addon":"node_modules/uds-ipc/prebuilds/'* ]] || { echo "test-pack: after rebuild: $out2" >&2; exit 1; }
 echo "   no build/ created; still loads the prebuild"
 
+echo "== the uds-ipc command from the installed package (node_modules/.bin)"
+bin="$proj/node_modules/.bin/uds-ipc"
+[[ -x "$bin" ]] || { echo "test-pack: $bin missing or not executable" >&2; exit 1; }
+"$bin" --version >/dev/null
+sock="$tmp/cli.sock"
+"$bin" listen "$sock" --count 2 --format hex --quiet >"$tmp/listen.out" 2>"$tmp/listen.err" &
+lpid=$!
+for _ in $(seq 1 100); do [[ -S "$sock" ]] && break; sleep 0.05; done
+"$bin" send "$sock" hello $'\x01\x02' || { cat "$tmp/listen.err" >&2; echo "test-pack: uds-ipc send failed" >&2; exit 1; }
+wait "$lpid" || { cat "$tmp/listen.err" >&2; echo "test-pack: uds-ipc listen failed" >&2; exit 1; }
+[[ "$(cat "$tmp/listen.out")" == $'68656c6c6f\n0102' ]] || { echo "test-pack: listen printed: $(cat "$tmp/listen.out")" >&2; exit 1; }
+echo "   listen + send round trip through the bin link"
+
 echo "test-pack: OK ($(basename "$tgz"), $packed bytes)"
