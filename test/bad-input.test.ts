@@ -3,7 +3,7 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import * as net from 'node:net';
 import { IpcError, Reader, Writer, type Batch, type Connection } from '../src';
-import { cleanupDirs, tmpSocket, waitFor } from './helpers';
+import { cleanupDirs, tmpSocket, waitFor, withTimeout } from './helpers';
 
 // ─── helpers ────────────────────────────────────────────────────────────────
 
@@ -117,16 +117,6 @@ async function rawConnect(path: string): Promise<{ sock: net.Socket; closed: Pro
     sock.once('error', reject);
   });
   return { sock, closed, sockErrors };
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let t: NodeJS.Timeout;
-  return Promise.race([
-    p.finally(() => clearTimeout(t)),
-    new Promise<T>((_, reject) => {
-      t = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-    }),
-  ]);
 }
 
 const PRE = ['pre-0', '', pattern(MAX, 1), 'pre-3']; // includes a message of exactly maxMessageSize

@@ -28,20 +28,19 @@ export function useTracking(timeoutMs = 200): <T extends Stoppable>(x: T) => T {
   };
 }
 
-/** Awaits p, failing with a clear message after ms instead of hanging. */
-export async function within<T>(p: Promise<T>, what: string, ms = 20_000): Promise<T> {
-  let t: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<T>((_, reject) => {
-        t = setTimeout(() => reject(new Error(`${what}: still pending after ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(t);
-  }
+/** Awaits `p`, failing with a clear message after `ms` instead of hanging the file. */
+export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let t: NodeJS.Timeout;
+  return Promise.race([
+    p.finally(() => clearTimeout(t)),
+    new Promise<T>((_, reject) => {
+      t = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+    }),
+  ]);
 }
+
+/** withTimeout() with the description first and a 20 s default. */
+export const within = <T>(p: Promise<T>, what: string, ms = 20_000): Promise<T> => withTimeout(p, ms, what);
 
 const dirs: string[] = [];
 

@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import { Reader, Writer, type Batch, type ReaderOptions, type WriterOptions } from '../src';
-import { cleanupDirs, tmpSocket, waitFor } from './helpers';
+import { cleanupDirs, tmpSocket, waitFor, withTimeout } from './helpers';
 
 const MiB = 1024 * 1024;
 
@@ -27,17 +27,6 @@ afterEach(async () => {
 });
 
 afterAll(() => cleanupDirs());
-
-/** Awaits `p`, failing with a clear message after `ms` instead of hanging the file. */
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let t: NodeJS.Timeout;
-  return Promise.race([
-    p.finally(() => clearTimeout(t)),
-    new Promise<T>((_, reject) => {
-      t = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-    }),
-  ]);
-}
 
 interface Collected {
   reader: Reader;

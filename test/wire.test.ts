@@ -5,7 +5,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import * as net from 'node:net';
 import { Reader, Writer, type Batch } from '../src';
 import { FrameDecoder, decodeFrames } from '../src/framing';
-import { cleanupDirs, tmpSocket, waitFor } from './helpers';
+import { cleanupDirs, tmpSocket, waitFor, withTimeout } from './helpers';
 
 // ─── helpers ────────────────────────────────────────────────────────────────
 
@@ -32,17 +32,6 @@ afterEach(async () => {
 });
 
 afterAll(() => cleanupDirs());
-
-/** Awaits `p`, failing with a clear message after `ms` instead of hanging the file. */
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let t: NodeJS.Timeout;
-  return Promise.race([
-    p.finally(() => clearTimeout(t)),
-    new Promise<T>((_, reject) => {
-      t = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-    }),
-  ]);
-}
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const tick = () => new Promise<void>((r) => setImmediate(r));
