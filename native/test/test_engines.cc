@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <random>
 
@@ -117,6 +118,31 @@ WriterConfig producer_config(const std::string& path, Producer& prod) {
   return wcfg;
 }
 
+// A reader engine and a writer engine on one socket; the test thread plays
+// both consumers. Started in the constructor (reader first).
+struct Pair {
+  std::string path = temp_socket();
+  Collector rc, wc;
+  ReaderEngine reader;
+  Consumer consumer;
+  Producer prod;
+  WriterEngine writer;
+  Pair(int backlog, uint32_t ring, bool direct, const std::function<void(ReaderConfig&)>& tweak = {})
+      : reader(configured(listening_config(path, backlog), tweak), [this] { rc.notify(); }),
+        consumer{reader, rc},
+        prod(ring),
+        writer(producer_config(path, prod), [this] { wc.notify(); }) {
+    reader.start();
+    prod.engine = &writer;
+    prod.direct = direct;
+    writer.start();
+  }
+  static ReaderConfig configured(ReaderConfig c, const std::function<void(ReaderConfig&)>& tweak) {
+    if (tweak) tweak(c);
+    return c;
+  }
+};
+
 }  // namespace
 
 static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling);
@@ -126,22 +152,11 @@ TEST(writer_to_reader_in_order_and_graceful_stop_direct_send) { run_in_order_and
 TEST(writer_to_reader_in_order_and_graceful_stop_consumer_polling) { run_in_order_and_graceful_stop(true, true); }
 
 static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling) {
-  const std::string path = temp_socket();
-  Collector rc;
-  ReaderConfig rcfg = listening_config(path, 128);
-  rcfg.max_pending_bytes = 1 << 20;  // small: exercises pause/resume
-  rcfg.consumer_polling = consumer_polling;
-  ReaderEngine reader(std::move(rcfg), [&] { rc.notify(); });
-  reader.start();
-  Consumer consumer{reader, rc};
-
-  Producer prod(1 << 20);
-  Collector wc;
-  WriterConfig wcfg = producer_config(path, prod);
-  WriterEngine writer(wcfg, [&] { wc.notify(); });
-  prod.engine = &writer;
-  prod.direct = direct;
-  writer.start();
+  Pair pair(128, 1 << 20, direct, [&](ReaderConfig& c) {
+    c.max_pending_bytes = 1 << 20;  // small: exercises pause/resume
+    c.consumer_polling = consumer_polling;
+  });
+  auto& [path, rc, wc, reader, consumer, prod, writer] = pair;
 
   constexpr uint32_t kN = 200000;
   std::mt19937 rng(5);
@@ -215,21 +230,8 @@ static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling) {
 // Light traffic is read on the consumer thread (one wake-up per message);
 // a burst moves reading back to the IO thread; quiet hands it over again.
 TEST(consumer_polling_follows_the_load) {
-  const std::string path = temp_socket();
-  Collector rc;
-  ReaderConfig rcfg = listening_config(path, 16);
-  rcfg.consumer_polling = true;
-  ReaderEngine reader(std::move(rcfg), [&] { rc.notify(); });
-  reader.start();
-  Consumer consumer{reader, rc};
-
-  Producer prod(1 << 24);
-  Collector wc;
-  WriterConfig wcfg = producer_config(path, prod);
-  WriterEngine writer(wcfg, [&] { wc.notify(); });
-  prod.engine = &writer;
-  prod.direct = true;
-  writer.start();
+  Pair pair(16, 1 << 24, true, [](ReaderConfig& c) { c.consumer_polling = true; });
+  auto& [path, rc, wc, reader, consumer, prod, writer] = pair;
 
   uint32_t next = 0, expect = 0;
   bool ordered = true;
@@ -302,19 +304,9 @@ TEST(consumer_polling_follows_the_load) {
 }
 
 TEST(unacked_bytes_pause_the_connection_until_acked) {
-  const std::string path = temp_socket();
-  Collector rc;
-  ReaderConfig rcfg = listening_config(path, 16);
-  rcfg.max_pending_bytes = 64 * 1024;
-  ReaderEngine reader(std::move(rcfg), [&] { rc.notify(); });
-  reader.start();
-
-  Producer prod(1 << 22);
-  Collector wc;
-  WriterConfig wcfg = producer_config(path, prod);
-  WriterEngine writer(wcfg, [&] { wc.notify(); });
-  prod.engine = &writer;
-  writer.start();
+  Pair pair(16, 1 << 22, false, [](ReaderConfig& c) { c.max_pending_bytes = 64 * 1024; });
+  auto& [path, rc, wc, reader, consumer, prod, writer] = pair;
+  (void)consumer;
   std::vector<uint8_t> msg(1000, 7);
   constexpr int kN = 3000;  // ~3 MB: more than the kernel buffers and the limit
   for (int i = 0; i < kN; ++i) CHECK(prod.write(msg.data(), msg.size()));
