@@ -9,6 +9,7 @@ import {
   FrameDecoder,
   decodeFrames,
 } from '../src/framing';
+import { rng } from './helpers';
 import { IpcError, ErrorCodes } from '../src/errors';
 
 // ─── helpers ────────────────────────────────────────────────────────────────
@@ -17,17 +18,6 @@ const MiB = 1024 * 1024;
 const DEFAULT_MAX = 10 * MiB;
 
 /** Deterministic PRNG (mulberry32): returns floats in [0, 1). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function randInt(r: () => number, lo: number, hi: number): number {
   return lo + Math.floor(r() * (hi - lo + 1));
 }

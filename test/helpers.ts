@@ -7,6 +7,18 @@ import { afterAll, afterEach } from 'vitest';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** A seeded pseudo-random generator (mulberry32): same seed, same numbers. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
 /** Reconnect options for tests: retry fast. */
 export const FAST = { initialDelayMs: 5, maxDelayMs: 20 };
 

@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import { Reader, Writer, type Batch, type ReaderOptions, type WriterOptions } from '../src';
-import { cleanupDirs, tmpSocket, waitFor, withTimeout } from './helpers';
+import { cleanupDirs, tmpSocket, waitFor, withTimeout, rng } from './helpers';
 
 const MiB = 1024 * 1024;
 
@@ -78,17 +78,6 @@ async function sendAll(w: Writer, n: number, make: (i: number) => Uint8Array | s
 }
 
 /** Deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function pattern(len: number, seed: number): Buffer {
   const r = rng(seed);
   const p = Buffer.allocUnsafe(len);
