@@ -63,12 +63,11 @@ void poll_teardown_hook(napi_async_cleanup_hook_handle, void* arg) {
 }
 
 void close_poll(ReaderWrap::Poll* p) {
-  if (p->closing) return;
-  p->closing = true;
-  if (p->active) uv_poll_stop(&p->handle);
-  p->active = false;
-  uv_close(reinterpret_cast<uv_handle_t*>(&p->handle), [](uv_handle_t* h) {
-    auto* poll = reinterpret_cast<ReaderWrap::Poll*>(h);  // handle is the first member
+  uv_handle_t* h = reinterpret_cast<uv_handle_t*>(&p->handle);
+  if (uv_is_closing(h)) return;
+  uv_poll_stop(&p->handle);  // a no-op when not started
+  uv_close(h, [](uv_handle_t* closed) {
+    auto* poll = reinterpret_cast<ReaderWrap::Poll*>(closed);  // handle is the first member
     if (poll->hook) napi_remove_async_cleanup_hook(poll->hook);
     delete poll;
   });
@@ -83,8 +82,9 @@ void ReaderWrap::ClosePoll() {
 }
 
 void ReaderWrap::StartPolling() {
-  if (!poll_ || poll_->active || poll_->closing) return;
-  if (uv_poll_start(&poll_->handle, UV_READABLE, OnPoll) == 0) poll_->active = true;
+  if (!poll_) return;
+  const uv_handle_t* h = reinterpret_cast<const uv_handle_t*>(&poll_->handle);
+  if (!uv_is_active(h) && !uv_is_closing(h)) uv_poll_start(&poll_->handle, UV_READABLE, OnPoll);
 }
 
 void ReaderWrap::OnPoll(uv_poll_t* h, int, int) {
@@ -96,7 +96,6 @@ void ReaderWrap::OnPoll(uv_poll_t* h, int, int) {
   const bool keep = self && self->engine_ && self->engine_->poll_consumer(&items);
   if (!keep) {
     uv_poll_stop(h);
-    poll->active = false;
   }
   // What was read is delivered now, without a trip through the TSFN's
   // async handle. JavaScript may stop the reader in there: self is not

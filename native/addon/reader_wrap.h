@@ -64,8 +64,6 @@ class ReaderWrap : public Napi::ObjectWrap<ReaderWrap> {
   struct Poll {
     uv_poll_t handle;
     ReaderWrap* owner;  // null once the wrap let go
-    bool active = false;
-    bool closing = false;
     napi_async_cleanup_hook_handle hook = nullptr;  // spins the loop at env teardown until closed
   };
 
