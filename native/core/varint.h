@@ -45,6 +45,13 @@ enum class VarintStatus {
 // length we will refuse anyway.
 inline VarintStatus uvarint_decode(const uint8_t* p, size_t n, uint64_t limit,
                                    uint64_t* value, size_t* consumed) {
+  // Lengths below 128 (one byte) are the common case of small messages.
+  if (n != 0 && p[0] < 0x80) {
+    if (p[0] > limit) return VarintStatus::kTooLarge;
+    *value = p[0];
+    *consumed = 1;
+    return VarintStatus::kOk;
+  }
   uint64_t x = 0;
   unsigned shift = 0;
   for (size_t i = 0; i < n; ++i) {

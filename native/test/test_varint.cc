@@ -54,6 +54,13 @@ TEST(limit_checked_early) {
   CHECK_EQ(v, uint64_t{1000});
   CHECK(dec({0xe9, 0x07}, 1000, &v, &n) == VarintStatus::kTooLarge);
   CHECK(dec({0x80, 0x80}, 1000, &v, &n) == VarintStatus::kNeedMore);
+  // One-byte lengths (the fast path) against the limit too.
+  CHECK(dec({0x64}, 100, &v, &n) == VarintStatus::kOk);
+  CHECK_EQ(v, uint64_t{100});
+  CHECK_EQ(n, size_t{1});
+  CHECK(dec({0x65}, 100, &v, &n) == VarintStatus::kTooLarge);
+  CHECK(dec({0x00}, 0, &v, &n) == VarintStatus::kOk);
+  CHECK(dec({0x01}, 0, &v, &n) == VarintStatus::kTooLarge);
 }
 
 TEST(round_trip_and_sizes) {
