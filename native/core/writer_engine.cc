@@ -371,12 +371,17 @@ void WriterEngine::advance_head() {
   uint32_t count = 0;
   uint64_t bytes = 0;
   while (head != send_pos_) {
-    uint8_t hdr[kMaxVarintLen];
     const uint32_t avail = std::min<uint32_t>(kMaxVarintLen, send_pos_ - head);
-    for (uint32_t i = 0; i < avail; ++i) hdr[i] = cfg_.ring[(head + i) & mask_];
+    const uint32_t off = head & mask_;
     uint64_t len = 0;
     size_t h = 0;
-    if (uvarint_decode(hdr, avail, UINT32_MAX, &len, &h) != VarintStatus::kOk) break;
+    if (off + avail <= cfg_.capacity) {  // the header does not wrap: decode in place
+      if (uvarint_decode(cfg_.ring + off, avail, UINT32_MAX, &len, &h) != VarintStatus::kOk) break;
+    } else {
+      uint8_t hdr[kMaxVarintLen];
+      for (uint32_t i = 0; i < avail; ++i) hdr[i] = cfg_.ring[(head + i) & mask_];
+      if (uvarint_decode(hdr, avail, UINT32_MAX, &len, &h) != VarintStatus::kOk) break;
+    }
     const uint32_t end = head + static_cast<uint32_t>(h + len);
     if (static_cast<int32_t>(send_pos_ - end) < 0) break;  // not fully sent
     head = end;
