@@ -183,10 +183,14 @@ class FrameAssembler {
     b.slab = slab_.share();
     b.base = slab_.get()->data() + batch_begin_;
     b.length = parse_pos_ - batch_begin_;
+    const size_t used = offsets_.size();
     b.offsets = std::move(offsets_);
     b.payload_bytes = payload_bytes_;
     ready_.push_back(std::move(b));
+    // The next batch is likely about as large: one allocation instead of a
+    // doubling series (capped: a burst of tiny messages must not pin memory).
     offsets_ = {};
+    offsets_.reserve(std::min<size_t>(used, 64 * 1024));
     payload_bytes_ = 0;
     batch_begin_ = parse_pos_;
   }
