@@ -1,6 +1,6 @@
 // bench_core: microbenchmarks of the C++ core, without Node (npm run bench:native).
 //
-//   bench_core [--runs N] [--quick] [--only varint,assembler,spsc,engines]
+//   bench_core [--runs N] [--quick] [--only varint,assembler,spsc,engines] [--sizes 64,1024,102400]
 //              [--seconds S]
 //
 // 1. varint encode / decode, ns per value, over a mix of lengths.
@@ -54,6 +54,7 @@ struct Options {
   bool quick = false;
   double seconds = 1.0;  // target duration of one throughput run
   std::string only;      // comma-separated subset, empty = all
+  std::string sizes;     // engines: comma-separated payload sizes, empty = 64,1024,102400
   bool want(const char* name) const {
     if (only.empty()) return true;
     return ("," + only + ",").find("," + std::string(name) + ",") != std::string::npos;
@@ -328,10 +329,14 @@ struct Signal {
   }
 };
 
-// What Writer.write() does, in C++: same ring layout, limits and protocol.
+// What Writer.write() does, in C++: same ring layout, limits and protocol,
+// and the same publishing: the tail goes to the IO thread every
+// min(1 MiB, max_bytes / 4) bytes and before waiting for room (finish() at
+// the end), sent from this thread (send_direct) while the IO thread idles.
 class Producer {
  public:
-  Producer(uint32_t max_bytes, uint32_t max_writes) : max_bytes_(max_bytes), max_writes_(max_writes) {
+  Producer(uint32_t max_bytes, uint32_t max_writes)
+      : max_bytes_(max_bytes), max_writes_(max_writes), publish_bytes_(std::min<uint32_t>(1 << 20, max_bytes / 4)) {
     cap_ = 1;
     while (cap_ < max_bytes) cap_ *= 2;
     mem_ = static_cast<uint8_t*>(std::aligned_alloc(64, ctrl::kBytes + cap_));
@@ -349,8 +354,13 @@ class Producer {
 
   // Writes one message, waiting for 'drain' while the queue is full.
   void write_blocking(const uint8_t* p, uint32_t len) {
-    while (!write(p, len)) wait_drain(len);
+    while (!write(p, len)) {
+      publish();
+      wait_drain(len);
+    }
   }
+  // The end of the JavaScript task: publish what is left.
+  void finish() { publish(); }
 
  private:
   uint32_t load(int w) { return std::atomic_ref<uint32_t>(ctrl_[w]).load(); }
@@ -366,13 +376,20 @@ class Producer {
     put(tail_ + static_cast<uint32_t>(hn), p, len);
     tail_ += total;
     ++accepted_;
+    unpublished_ += total;
+    if (unpublished_ >= publish_bytes_) publish();
+    return true;
+  }
+
+  void publish() {
+    if (unpublished_ == 0) return;
+    unpublished_ = 0;
     store(ctrl::kTail, tail_);
-    // Wake the IO thread only if it sleeps waiting for frames.
+    // The IO thread sleeps with nothing in flight: send from this thread.
     if (load(ctrl::kSleep) == 1) {
       uint32_t one = 1;
-      if (std::atomic_ref<uint32_t>(ctrl_[ctrl::kSleep]).compare_exchange_strong(one, 0)) engine_->wake();
+      if (std::atomic_ref<uint32_t>(ctrl_[ctrl::kSleep]).compare_exchange_strong(one, 2)) engine_->send_direct();
     }
-    return true;
   }
 
   void put(uint32_t at, const uint8_t* p, size_t n) {
@@ -413,7 +430,8 @@ class Producer {
   uint8_t* ring_;
   uint32_t cap_, mask_;
   const uint32_t max_bytes_, max_writes_;
-  uint32_t tail_ = 0, accepted_ = 0;
+  const uint32_t publish_bytes_;
+  uint32_t tail_ = 0, accepted_ = 0, unpublished_ = 0;
   WriterEngine* engine_ = nullptr;
   Signal sig_;
 };
@@ -473,6 +491,7 @@ PairResult run_engines(size_t size, uint64_t count) {
       if (size) msg[0] = static_cast<uint8_t>(i);
       prod.write_blocking(msg.data(), static_cast<uint32_t>(size));
     }
+    prod.finish();
   });
 
   uint64_t got = 0, bytes = 0, sum = 0, at_first = 0, bytes_first = 0;
@@ -574,6 +593,7 @@ void bench_engines(const Options& o) {
   std::printf("  %-8s %10s | %12s %10s %11s | %12s %10s %11s | %8s\n", "size", "N", "engine msg/s", "MB/s",
               "cpu s/Mmsg", "raw msg/s", "MB/s", "cpu s/Mmsg", "eng/raw");
   for (const Case& c : cases) {
+    if (!o.sizes.empty() && ("," + o.sizes + ",").find("," + std::to_string(c.size) + ",") == std::string::npos) continue;
     uint64_t n = static_cast<uint64_t>(c.expect_msgs * o.seconds);
     if (o.quick) n = std::max<uint64_t>(n / 50, 200);
     std::vector<double> em, eb, ec, rm, rb, rc;
@@ -611,8 +631,12 @@ int main(int argc, char** argv) {
       o.seconds = std::atof(argv[++i]);
     } else if (a == "--only" && i + 1 < argc) {
       o.only = argv[++i];
+    } else if (a == "--sizes" && i + 1 < argc) {
+      o.sizes = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: bench_core [--runs N] [--quick] [--seconds S] [--only varint,assembler,spsc,engines]\n");
+      std::fprintf(stderr,
+                   "usage: bench_core [--runs N] [--quick] [--seconds S] [--only varint,assembler,spsc,engines] "
+                   "[--sizes 64,1024,102400]\n");
       return 1;
     }
   }
