@@ -313,12 +313,14 @@ export class Writer extends EventEmitter {
     }
     this.#tail = (tail + total) >>> 0;
     this.#accepted = (this.#accepted + 1) >>> 0;
-    // Publish the tail to the IO thread every #publishBytes, and in any case
-    // before this task ends (one microtask per burst, not one per message).
+    // The first message of a burst goes out at once (nothing waits behind it
+    // yet: no added latency); the rest of the burst is published every
+    // #publishBytes and when the task ends (one microtask per burst).
     this.#unpublished += total;
     if (this.#unpublished >= this.#publishBytes) this.#publish();
     else if (!this.#publishQueued) {
       this.#publishQueued = true;
+      this.#publish();
       queueMicrotask(this.#publishTask);
     }
     return true;
