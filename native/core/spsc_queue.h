@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstring>
 #include <memory>
 #include <new>
 #include <stdexcept>
@@ -24,7 +25,11 @@ class SpscQueue {
   explicit SpscQueue(size_t capacity)
       : cap_(checked(capacity) + 1),  // one slot stays empty: full != empty
         slots_(static_cast<T*>(::operator new[](sizeof(T) * cap_,
-                                                std::align_val_t{alignof(T)}))) {}
+                                                std::align_val_t{alignof(T)}))) {
+    // Touch every slot now: a large queue is otherwise faulted in page by
+    // page by the producer's first lap, on the hot path.
+    std::memset(static_cast<void*>(slots_), 0, sizeof(T) * cap_);
+  }
   SpscQueue(const SpscQueue&) = delete;
   SpscQueue& operator=(const SpscQueue&) = delete;
   ~SpscQueue() {
