@@ -88,9 +88,8 @@ export class Batch implements Iterable<Buffer> {
   readonly length: number;
   /** Total payload bytes of the messages (length prefixes excluded). */
   readonly byteLength: number;
-  /** The batch's memory: message i is `bytes.subarray(start(i), end(i))`. */
-  readonly bytes: Uint8Array;
   readonly #buffer: ArrayBuffer;
+  #bytes: Uint8Array | undefined; // made on first use: most handlers never ask
   readonly #offsets: Uint32Array;
   #retained = false;
   static {
@@ -104,7 +103,12 @@ export class Batch implements Iterable<Buffer> {
     this.#offsets = offsets;
     this.length = offsets.length >>> 1;
     this.byteLength = byteLength;
-    this.bytes = new Uint8Array(buffer);
+  }
+
+  /** The batch's memory: message i is `bytes.subarray(start(i), end(i))`. */
+  get bytes(): Uint8Array {
+    // A released batch's buffer is detached (byteLength 0): an empty view.
+    return (this.#bytes ??= this.#buffer.byteLength === 0 ? new Uint8Array(0) : new Uint8Array(this.#buffer));
   }
 
   /**
@@ -567,7 +571,9 @@ export class Reader extends EventEmitter {
       const connId = q[i + 1] as number;
       if (type === T_BATCH) {
         const ab = q[i + 2] as ArrayBuffer;
-        const offsets = q[i + 3] as Uint32Array;
+        const o = q[i + 3] as Uint32Array | number;
+        // A small batch carries its offsets table at the start of its buffer.
+        const offsets = typeof o === 'number' ? new Uint32Array(ab, 0, o) : o;
         const bytes = q[i + 4] as number;
         q[i + 2] = q[i + 3] = undefined; // let the slab go once delivered
         const conn = this.#conns.get(connId) ?? { id: connId, pid: -1, uid: -1, gid: -1 };
@@ -704,7 +710,8 @@ export class Reader extends EventEmitter {
     const q = this.#queue;
     for (let i = this.#qhead; i < q.length; i += ITEM) {
       if (q[i] === T_BATCH) {
-        discarded += (q[i + 3] as Uint32Array).length >>> 1;
+        const o = q[i + 3] as Uint32Array | number;
+        discarded += (typeof o === 'number' ? o : o.length) >>> 1;
         binding().release(q[i + 2] as ArrayBuffer);
       }
     }

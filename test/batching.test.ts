@@ -80,12 +80,13 @@ describe('Reader: batch memory', () => {
   ] as const) {
     it(`${label}: views are emptied after the handler unless retain() was called`, async () => {
       const path = tmpSocket();
-      const kept: { retained: boolean; view: Buffer; bytes: Uint8Array; want: number }[] = [];
+      const kept: { retained: boolean; view: Buffer; bytes: Uint8Array; want: number; batch: Batch }[] = [];
       let seen = 0;
       const { w } = await connectedPair(path, (batch) => {
         const retained = seen % 2 === 1;
         if (retained) batch.retain();
-        for (const m of batch) kept.push({ retained, view: m, bytes: batch.bytes, want: m[0]! });
+        // Half the batches' `bytes` are first read inside the handler, half only afterwards.
+        for (const m of batch) kept.push({ retained, view: m, bytes: seen % 4 < 2 ? batch.bytes : undefined!, want: m[0]!, batch });
         seen++;
       });
       for (let i = 0; i < 6; i++) {
@@ -96,11 +97,13 @@ describe('Reader: batch memory', () => {
       await sleep(10);
       expect(kept.map((k) => k.want)).toEqual([1, 2, 3, 4, 5, 6]);
       for (const k of kept) {
+        const bytes = k.bytes ?? k.batch.bytes;
         if (k.retained) {
           expect(k.view.length).toBe(size);
           expect(k.view.every((b) => b === k.want)).toBe(true);
+          expect(bytes[k.batch.start(0)]).toBe(k.want);
         } else {
-          expect({ view: k.view.length, bytes: k.bytes.length }).toEqual({ view: 0, bytes: 0 });
+          expect({ view: k.view.length, bytes: bytes.length }).toEqual({ view: 0, bytes: 0 });
         }
       }
     });

@@ -254,11 +254,20 @@ Napi::Value copy_of(Napi::Env env, const Batch& b) {
   return copy;
 }
 
+// A small batch copied out: its offsets table (shifted to be absolute), then
+// the region. b.slab is released with b.
+Napi::Value small_batch(Napi::Env env, const Batch& b) {
+  const size_t table = b.offsets.size() * sizeof(uint32_t);
+  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, table + b.length);
+  auto* offs = static_cast<uint32_t*>(ab.Data());
+  for (size_t i = 0; i < b.offsets.size(); ++i) offs[i] = b.offsets[i] + static_cast<uint32_t>(table);
+  std::memcpy(static_cast<uint8_t*>(ab.Data()) + table, b.base, b.length);
+  return ab;
+}
+
 // The batch region as an ArrayBuffer that keeps its slab alive, or a copy
-// (small regions, and where external buffers are not allowed, e.g. under a
-// V8 sandbox).
+// where external buffers are not allowed (e.g. under a V8 sandbox).
 Napi::Value batch_buffer(Napi::Env env, Batch& b) {
-  if (b.length <= kCopyUpTo) return copy_of(env, b);  // b.slab is released with b
   napi_value ab;
   SlabView* view = new SlabView{b.slab.get(), static_cast<int64_t>(b.length) * kExternalWeight};
   napi_status st = napi_create_external_arraybuffer(env, const_cast<uint8_t*>(b.base), b.length,
@@ -291,10 +300,18 @@ Napi::Value ReaderWrap::Drain(const Napi::CallbackInfo& info) {
     switch (it.type) {
       case ReaderItem::kBatch: {
         Batch& b = it.batch;
-        Napi::Uint32Array offs = Napi::Uint32Array::New(env, b.offsets.size());
-        std::memcpy(offs.Data(), b.offsets.data(), b.offsets.size() * sizeof(uint32_t));
-        out.Set(k++, batch_buffer(env, b));
-        out.Set(k++, offs);
+        if (b.length <= kCopyUpTo) {
+          // One allocation: [offsets (u32, absolute) | region]; JavaScript
+          // views the table in place (the entry after the buffer is its
+          // length, a number, instead of a Uint32Array).
+          out.Set(k++, small_batch(env, b));
+          out.Set(k++, static_cast<double>(b.offsets.size()));
+        } else {
+          Napi::Uint32Array offs = Napi::Uint32Array::New(env, b.offsets.size());
+          std::memcpy(offs.Data(), b.offsets.data(), b.offsets.size() * sizeof(uint32_t));
+          out.Set(k++, batch_buffer(env, b));
+          out.Set(k++, offs);
+        }
         out.Set(k++, static_cast<double>(b.payload_bytes));
         break;
       }
