@@ -18,6 +18,12 @@ constexpr int kAcceptRetryMs = 100;       // after EMFILE/ENFILE
 // Consumer polling: this much read in one poll_consumer() call hands the
 // loop back to the IO thread.
 constexpr uint64_t kHandBackBytes = 256 * 1024;
+// The IO thread hands its loop to the consumer only after a round of reads
+// that brought less than this: light traffic. Under bulk traffic a moment
+// with nothing to read is common, and handing over then (to take the loop
+// back on the next big read) cost more than it saved: 100 KiB messages moved
+// about 10 % faster without it.
+constexpr uint64_t kLightRoundBytes = 64 * 1024;
 // Consumer polling: how often the sleeping IO thread checks that the
 // consumer keeps up (ready events not handled meanwhile: it takes over).
 constexpr int64_t kConsumerWatchMs = 50;
@@ -205,6 +211,7 @@ int ReaderEngine::step(std::vector<epoll_event>& events, int max_wait_ms) {
   }
   if (max_wait_ms >= 0 && (timeout < 0 || timeout > max_wait_ms)) timeout = max_wait_ms;
   full_read_ = false;
+  const uint64_t bytes_before = m_bytes_.load(std::memory_order_relaxed);
   const int n = loop_.wait(events.data(), static_cast<int>(events.size()), timeout);
   for (int i = 0; i < n; ++i) {
     const uint64_t tag = events[i].data.u64;
@@ -224,6 +231,7 @@ int ReaderEngine::step(std::vector<epoll_event>& events, int max_wait_ms) {
                                                             "out of memory reading from a connection"));
     }
   }
+  if (n > 0) last_round_bytes_ = m_bytes_.load(std::memory_order_relaxed) - bytes_before;
   notify_if_pushed();
   return n;
 }
@@ -239,7 +247,7 @@ void ReaderEngine::notify_if_pushed() {
 // Owner of the loop (own_mu_ held). The consumer may poll when the last
 // round's reads were small and nothing waits for queue space or shutdown.
 bool ReaderEngine::handoff_to_consumer_ok() const {
-  return cfg_.consumer_polling && !full_read_ && overflow_.empty() && !stopping_ && accept_retry_at_ == 0 &&
+  return cfg_.consumer_polling && !full_read_ && last_round_bytes_ < kLightRoundBytes && overflow_.empty() && !stopping_ && accept_retry_at_ == 0 &&
          !stop_requested_.load() && !exit_now_.load();
 }
 

@@ -171,6 +171,7 @@ class ReaderEngine {
   std::atomic<bool> poll_request_{false};     // IO thread -> consumer: start polling
   std::atomic<uint64_t> consumer_polls_{0};   // poll_consumer() calls (the IO thread watches it)
   bool full_read_ = false;                    // a read in the last round filled its span
+  uint64_t last_round_bytes_ = 0;             // bytes read by the last round that had events
   bool in_consumer_ = false;                  // inside poll_consumer(items): no notify
   bool consumer_items_ = false;               // items pushed meanwhile
   std::vector<epoll_event> consumer_events_;  // poll_consumer()'s event buffer
