@@ -528,28 +528,51 @@ ${parts.join('\n\n')}
 Only ratios within one run mean much: on a shared 2-core machine, figures move
 by ±25 % between runs.
 
-## Where the time goes (measured 2026-11-23; edit in bench/run.mjs)
+## Where the time goes (measured 2026-12-04; edit in bench/run.mjs)
 
-- **Reader, large payloads.** Before batches were released on return from the
-  handler, \`perf record\` of a 10 KiB reader showed about 25 % of its samples
-  in V8's major GC and about 10 % in page faults: slabs came back only when
-  the collector found their views dead, so new slabs were faulted in. Now a
-  batch's ArrayBuffer is detached when the handler is done and its slab goes
-  back to the pool at once: reader CPU per message fell about 4× at 10 and
-  100 KiB, and most of what is left is the kernel's copy (\`_copy_to_iter\`)
-  and scheduler wake-ups.
-- **Reader, allocations.** \`node --trace-gc\` over 4,000,000 messages of
-  64 B: 2 scavenges in the reader (visit), 1 in the writer; nothing is
-  allocated per message, a few objects per batch (thousands of messages).
-- **Latency.** A message now wakes one thread: the idle reader's IO thread
-  hands its epoll loop to a \`uv_poll\` on the JavaScript thread's loop, which
-  reads, parses and calls the handler in one go. What is left over node:net
-  is one extra \`epoll_wait\` (the reader's own epoll set behind libuv's) and
-  the N-API calls per batch.
-- **Against raw C++** the gap is per-message JavaScript work (\`write()\` in a
-  loop, the handler call) at small sizes, and at large sizes the writer's
-  copy into its ring plus the wake-ups of four busy threads (two per process)
-  on two cores, where raw C++ has two.
+- **Writer, publish size.** Each publish of the ring's tail costs a
+  \`sendmsg\` and wakes the reader. Publishing every 16 KiB (the earlier
+  default) gave about 19 KB per \`sendmsg\` and 75 KB per reader batch at
+  1 KiB; every 1 MiB (now) moved 1 KiB messages at 3.8 M msgs/s instead of
+  1.9 M and halved both processes' CPU per message. The first message of a
+  burst still goes out at once, so a lone message waits for nothing.
+- **Writer, per message.** \`write()\` is about 22 ns at 64 B
+  (\`perf\` + a loop of 20 M writes without a socket). Reading the message
+  length as \`.byteLength\` went through V8's generic load (an inline-cache
+  miss per call, ~15 ns); \`.length\` is inlined. What is left is the call
+  itself and \`TypedArray.prototype.set\` (~10 ns of fixed cost).
+- **Writer, large payloads.** The copy into the ring is a third of the
+  writer's thread at 100 KiB (raw C++ packs its frames too, into a 1 MiB
+  buffer that stays in cache). A frame that wrapped the ring used to go
+  through a fresh temporary buffer, and its page faults were about 5 % of the
+  writer; it is now copied in two parts.
+- **Reader, per batch.** Node runs the finalizer of an external
+  \`ArrayBuffer\` through a thread-safe immediate (an \`eventfd\` write and
+  another event-loop turn), seen in \`strace\` as one \`write(2)\` per message
+  of the latency case. Batches up to 16 KiB are therefore copied into one
+  ordinary \`ArrayBuffer\` (offsets table first) and their slab released at
+  once; larger batches still pay that turn. The reader's idle hand-off to the
+  JavaScript thread now waits for a light round of reads (< 64 KiB): under
+  bulk traffic it was handing the loop back and forth about 1,500 times per
+  6 GB, now about 300.
+- **Reader, large payloads.** \`perf\` at 100 KiB: the reader's IO thread is
+  85 % in \`read(2)\` (the kernel's copy); its JavaScript thread spends about a
+  quarter of its time in handlers and a fifth in event-loop turns for
+  threadsafe-function calls and buffer finalizers. Together with the writer's
+  IO thread (woken by \`EPOLLOUT\` once the socket fills) that is four busy
+  threads on two cores where raw C++ has two, and about 17 % of the samples
+  are idle: hand-offs, not CPU, bound it.
+- **Latency.** A message wakes one thread: the idle reader's IO thread hands
+  its epoll loop to a \`uv_poll\` on the JavaScript thread's loop, which reads,
+  parses and calls the handler in one go. Against node:net it pays one more
+  \`epoll_wait\` (the reader's own epoll set behind libuv's) and a few N-API
+  calls per batch; node:net pays its stream machinery.
+- **Allocations.** \`node --trace-gc\` over 4,000,000 messages of 64 B:
+  2 scavenges in the reader (visit), 3 in the writer; nothing is allocated per
+  message, a few objects per batch (thousands of messages).
+- **Engine to engine (C++)** at 64 B runs at 35–45 % of raw: it parses every
+  frame into an offsets table and hands batches between four threads; raw C++
+  only sums first bytes in two.
 
 ## Running
 
