@@ -166,6 +166,9 @@ void ReaderEngine::apply_acks() {
 
 void ReaderEngine::resume(Conn& c) {
   c.paused = false;
+  // Its silence while paused was ours: restart its inactivity clock, or the
+  // scan in this very step could close it before it is read (seen in CI).
+  c.last_active_ms = now_ms();
   paused_count_.fetch_sub(1);
   loop_.add(c.fd.get(), EPOLLIN | EPOLLRDHUP, c.id);
 }
