@@ -574,6 +574,9 @@ export class Reader extends EventEmitter {
         const o = q[i + 3] as Uint32Array | number;
         // A small batch carries its offsets table at the start of its buffer.
         const offsets = typeof o === 'number' ? new Uint32Array(ab, 0, o) : o;
+        // The bytes this batch holds of the connection's maxPendingBytes (the
+        // region, without a small batch's offsets table).
+        const region = typeof o === 'number' ? ab.byteLength - 4 * o : ab.byteLength;
         const bytes = q[i + 4] as number;
         q[i + 2] = q[i + 3] = undefined; // let the slab go once delivered
         const conn = this.#conns.get(connId) ?? { id: connId, pid: -1, uid: -1, gid: -1 };
@@ -590,16 +593,16 @@ export class Reader extends EventEmitter {
         if (r !== undefined && r !== null && typeof (r as PromiseLike<void>).then === 'function') {
           this.#busy = true;
           (r as PromiseLike<void>).then(
-            () => this.#afterAsync(connId, batch, ab),
+            () => this.#afterAsync(connId, batch, ab, region),
             (e: unknown) => {
               this.#handlerFailed(e, conn);
-              this.#afterAsync(connId, batch, ab);
+              this.#afterAsync(connId, batch, ab, region);
             },
           );
           return;
         }
         // Done with: release the memory now unless the handler retained it.
-        this.#handle.ack(connId, ab.byteLength, retainedOf(batch) ? undefined : ab);
+        this.#handle.ack(connId, region, retainedOf(batch) ? undefined : ab);
       } else if (type === T_OPEN) {
         const cred = q[i + 2] as { pid: number; uid: number; gid: number };
         const conn: Connection = Object.freeze({ id: connId, pid: cred.pid, uid: cred.uid, gid: cred.gid });
@@ -672,10 +675,9 @@ export class Reader extends EventEmitter {
     this.#report(err, 'authorize', peer);
   }
 
-  #afterAsync(connId: number, batch: Batch, ab: ArrayBuffer): void {
+  #afterAsync(connId: number, batch: Batch, ab: ArrayBuffer, region: number): void {
     this.#busy = false;
-    const bytes = ab.byteLength;
-    if (this.#handle) this.#handle.ack(connId, bytes, retainedOf(batch) ? undefined : ab);
+    if (this.#handle) this.#handle.ack(connId, region, retainedOf(batch) ? undefined : ab);
     else if (!retainedOf(batch)) binding().release(ab); // stopped meanwhile: still release it
     this.#pump();
   }
