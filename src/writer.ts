@@ -360,7 +360,6 @@ export class Writer extends EventEmitter {
     if (first < len) ring.set(bytes.subarray(first), 0);
   }
 
-
   /**
    * Queues one message, waiting for room (`'drain'`) while the queue is full,
    * instead of dropping it as write() would. Resolves once the message is in
