@@ -37,6 +37,7 @@ ReaderEngine::ReaderEngine(ReaderConfig cfg, Notify notify)
       notify_(std::move(notify)),
       queue_(cfg_.queue_capacity) {
   cfg_.assembler.pool = pool_.p;
+  cfg_.assembler.offsets_pool = &offsets_pool_;
 }
 
 ReaderEngine::~ReaderEngine() {

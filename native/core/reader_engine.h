@@ -90,6 +90,9 @@ class ReaderEngine {
   size_t take(std::vector<ReaderItem>& out);
   // Consumer thread: `bytes` of connection `conn_id` are done with.
   void ack(uint32_t conn_id, uint64_t bytes);
+  // Any thread: a batch's offsets table, copied out and no longer needed,
+  // for the assemblers to reuse.
+  void recycle_offsets(std::vector<uint32_t>&& offsets) { offsets_pool_.put(std::move(offsets)); }
   // Consumer thread: the verdict on a connection held for authorization.
   void authorize(uint32_t conn_id, bool allowed);
   // Any thread: graceful stop. Accept what is in the backlog, stop listening
@@ -155,6 +158,7 @@ class ReaderEngine {
     SlabPool* p;
     ~PoolRef() { p->unref(); }
   } pool_;
+  OffsetsPool offsets_pool_;  // any thread (internally locked); outlives the connections
   ReaderConfig cfg_;  // listen_fd: IO thread after start(); the rest immutable
   const Notify notify_;
   EventLoop loop_;    // thread-safe wake(); the rest used by the IO thread

@@ -234,4 +234,52 @@ TEST(unbounded_limit_is_clamped) {
   CHECK(a.error() == FrameError::kTooLarge);
 }
 
+// Offsets tables given back by the consumer are reused by later batches
+// (the same memory, no fresh vector per batch); the pool keeps only a few,
+// and none too large or without capacity.
+TEST(offsets_tables_recycled) {
+  OffsetsPool pool(2, 4096);
+  AssemblerConfig c = small_cfg();
+  c.offsets_pool = &pool;
+  FrameAssembler a(c);
+  std::vector<std::vector<uint8_t>> msgs(3000, std::vector<uint8_t>(10));
+  for (size_t i = 0; i < msgs.size(); ++i) msgs[i][0] = static_cast<uint8_t>(i);
+  const auto stream = frames_of(msgs);
+  std::vector<std::vector<uint8_t>> got;
+  std::vector<const uint32_t*> given_back;
+  size_t batches = 0, reused = 0, taken = 0;
+  for (size_t pos = 0; pos < stream.size();) {
+    auto [ptr, cap] = a.prepare_read();
+    const size_t n = std::min({cap, stream.size() - pos, size_t{1100}});
+    std::memcpy(ptr, stream.data() + pos, n);
+    pos += n;
+    CHECK(a.commit(n));
+    while (a.has_batch()) {
+      Batch b = a.take_batch();
+      ++batches;
+      for (const uint32_t* p : given_back) reused += p == b.offsets.data();
+      for (size_t i = 0; i < b.count(); ++i) got.emplace_back(b.base + b.offsets[2 * i], b.base + b.offsets[2 * i + 1]);
+      given_back.push_back(b.offsets.data());
+      taken += pool.free_count() == 0;  // the table given back last time is in use again
+      pool.put(std::move(b.offsets));
+      CHECK(pool.free_count() <= 2);
+    }
+  }
+  CHECK(got == msgs);
+  CHECK(batches > 10);
+  CHECK(reused > batches / 2);
+  CHECK(taken > batches / 2);
+  OffsetsPool small(4, 16);
+  std::vector<uint32_t> big;
+  big.reserve(17);
+  small.put(std::move(big));
+  small.put(std::vector<uint32_t>{});
+  CHECK_EQ(small.free_count(), size_t{0});
+  std::vector<uint32_t> ok{1, 2, 3};
+  small.put(std::move(ok));
+  CHECK_EQ(small.free_count(), size_t{1});
+  const std::vector<uint32_t> again = small.get();
+  CHECK(again.empty() && again.capacity() >= 3);
+}
+
 TEST_MAIN()
