@@ -26,8 +26,12 @@ export interface NativeReaderHandle {
 export interface NativeWriterHandle {
   start(onEvent: () => void): void;
   wake(): void;
-  /** Sends the published frames on this thread; only after swapping SLEEP 1 -> 2. */
-  sendDirect(): void;
+  /**
+   * Sends the published frames on this thread; only after swapping SLEEP 1 -> 2.
+   * `frames`/`payload`: frames and payload bytes appended since the ring was
+   * created (u32, wrapping) up to the tail just published.
+   */
+  sendDirect(frames?: number, payload?: number): void;
   drain(): unknown[];
   beginStop(timeoutMs: number): void;
   close(): void;

@@ -170,6 +170,7 @@ export class Writer extends EventEmitter {
   readonly #iSleep: number;
   #tail = 0; // u32 ring position after the last frame
   #accepted = 0; // u32 frames accepted (wraps)
+  #payload = 0; // u32 payload bytes accepted (wraps)
   #headCache = 0; // last head read from the IO thread (only moves forward)
   #sentCache = 0; // last sent count read from the IO thread
   #unpublished = 0; // bytes appended since the tail was last published
@@ -313,6 +314,7 @@ export class Writer extends EventEmitter {
     }
     this.#tail = (tail + total) >>> 0;
     this.#accepted = (this.#accepted + 1) >>> 0;
+    this.#payload = (this.#payload + len) >>> 0;
     // The first message of a burst goes out at once (nothing waits behind it
     // yet: no added latency); the rest of the burst is published every
     // #publishBytes and when the task ends (one microtask per burst).
@@ -332,9 +334,10 @@ export class Writer extends EventEmitter {
     this.#unpublished = 0;
     Atomics.store(ctrl, this.#iTail, this.#tail | 0);
     // The IO thread sleeps with nothing in flight: send from here rather than
-    // pay a thread wake-up (it hands back if the socket fills up).
+    // pay a thread wake-up (it hands back if the socket fills up). The counts
+    // spare it walking every frame header of a send that empties the ring.
     if (Atomics.load(ctrl, this.#iSleep) === 1 && Atomics.compareExchange(ctrl, this.#iSleep, 1, 2) === 1) {
-      this.#handle.sendDirect();
+      this.#handle.sendDirect(this.#accepted, this.#payload);
     }
   }
 

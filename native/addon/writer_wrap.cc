@@ -96,8 +96,16 @@ void WriterWrap::Wake(const Napi::CallbackInfo&) {
   if (engine_) engine_->wake();
 }
 
-void WriterWrap::SendDirect(const Napi::CallbackInfo&) {
-  if (engine_) engine_->send_direct();
+// sendDirect([frames, payload]): the counts of what was appended up to the
+// tail just published, so a send that empties the ring skips walking it.
+void WriterWrap::SendDirect(const Napi::CallbackInfo& info) {
+  if (!engine_) return;
+  if (info.Length() >= 2 && info[0].IsNumber() && info[1].IsNumber()) {
+    engine_->send_direct(WriterEngine::Appended{info[0].As<Napi::Number>().Uint32Value(),
+                                                info[1].As<Napi::Number>().Uint32Value()});
+  } else {
+    engine_->send_direct();
+  }
 }
 
 Napi::Value WriterWrap::Drain(const Napi::CallbackInfo& info) {

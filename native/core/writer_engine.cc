@@ -1,5 +1,6 @@
 #include "writer_engine.h"
 
+
 #include <errno.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -9,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "varint.h"
@@ -200,7 +202,7 @@ void WriterEngine::run() {
 
 // One sendmsg of ring bytes [send_pos_, tail): two iovecs when the ring wraps.
 // On success advances send_pos_ and head; returns what sendmsg returned.
-ssize_t WriterEngine::send_once(uint32_t tail) {
+ssize_t WriterEngine::send_once(uint32_t tail, const Appended* upto) {
   const uint32_t len = tail - send_pos_;
   const uint32_t off = send_pos_ & mask_;
   iovec iov[2];
@@ -219,7 +221,20 @@ ssize_t WriterEngine::send_once(uint32_t tail) {
   if (n > 0) {
     send_pos_ += static_cast<uint32_t>(n);
     last_progress_ms_ = now_ms();
-    advance_head();
+    if (upto && send_pos_ == tail) {
+      // Everything up to the producer's tail is out: its counts say how much.
+      const uint32_t count = upto->frames - sent_count_;
+#ifdef UDS_IPC_CHECKS  // test builds: the counts must agree with the frames
+      if (frames_between(head_, tail) != count) {
+        std::fprintf(stderr, "uds-ipc: producer counts %u frames, the ring holds %llu\n", count,
+                     static_cast<unsigned long long>(frames_between(head_, tail)));
+        std::abort();
+      }
+#endif
+      publish_progress(tail, count, static_cast<uint32_t>(upto->payload - sent_payload_));
+    } else {
+      advance_head();
+    }
   }
   return n;
 }
@@ -236,16 +251,21 @@ void WriterEngine::reclaim_send_state() {
   }
 }
 
-void WriterEngine::send_direct() {
+void WriterEngine::send_direct() { send_direct_impl(nullptr); }
+
+void WriterEngine::send_direct(Appended upto) { send_direct_impl(&upto); }
+
+void WriterEngine::send_direct_impl(const Appended* upto) {
   // Precondition: the producer swapped kSleep 1 -> 2, so the IO thread is idle
   // (connected, nothing in flight) and waits in epoll until we hand back.
+  // The producer is this thread: the tail read here is the one `upto` counts.
   for (;;) {
     const uint32_t tail = load(ctrl::kTail);
     if (tail == send_pos_) {
       store(ctrl::kSleep, 1);  // all sent; the IO thread sleeps on
       return;
     }
-    const ssize_t n = send_once(tail);
+    const ssize_t n = send_once(tail, upto);
     if (n > 0) continue;
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -388,6 +408,11 @@ void WriterEngine::advance_head() {
     ++count;
     bytes += len;
   }
+  publish_progress(head, count, bytes);
+}
+
+// `count` more frames (`payload` bytes) are fully sent, up to `head`.
+void WriterEngine::publish_progress(uint32_t head, uint32_t count, uint64_t payload) {
   if (count == 0) return;
   if (!progress_) {
     progress_ = true;
@@ -395,8 +420,9 @@ void WriterEngine::advance_head() {
   }
   head_ = head;
   sent_count_ += count;
+  sent_payload_ += static_cast<uint32_t>(payload);
   m_sent_.fetch_add(count, std::memory_order_relaxed);
-  m_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+  m_bytes_.fetch_add(payload, std::memory_order_relaxed);
   store(ctrl::kSent, sent_count_);
   store(ctrl::kHead, head_);
   if (load(ctrl::kNotifyArmed) == 1) {

@@ -100,9 +100,19 @@ class WriterEngine {
   WriterEngine(const WriterEngine&) = delete;
   WriterEngine& operator=(const WriterEngine&) = delete;
 
+  // What the producer had appended when it published its last tail: frames
+  // and payload bytes since the ring was created (both wrap). A send that
+  // empties the ring then sets head and sent from these instead of walking
+  // every frame header it sent (a cost per message, on the producer's thread).
+  struct Appended {
+    uint32_t frames = 0;
+    uint32_t payload = 0;
+  };
+
   void start();                             // owner thread
   void wake() { loop_.wake(); }             // any thread
   void send_direct();                       // producer thread, after kSleep 1 -> 2
+  void send_direct(Appended upto);          // same, with the counts at the published tail
   void request_stop(int64_t timeout_ms);    // any thread: drain, then stop
   void close();                             // owner thread: stop now and join
   std::vector<WriterEvent> take_events();   // any thread (the consumer)
@@ -115,9 +125,11 @@ class WriterEngine {
   CoreError check_owner() const;
   void schedule_retry(int64_t now, int err);
   void flush();
-  ssize_t send_once(uint32_t tail);
+  void send_direct_impl(const Appended* upto);
+  ssize_t send_once(uint32_t tail, const Appended* upto = nullptr);
   void reclaim_send_state();
   void advance_head();
+  void publish_progress(uint32_t head, uint32_t count, uint64_t payload);
   void disconnect(const CoreError& why);
   void emit(WriterEvent ev);
   uint64_t frames_between(uint32_t from, uint32_t to) const;
@@ -140,6 +152,7 @@ class WriterEngine {
   uint32_t send_pos_ = 0;      // next ring byte to send
   uint32_t head_ = 0;          // first byte of the first frame not fully sent
   uint32_t sent_count_ = 0;
+  uint32_t sent_payload_ = 0;  // payload bytes of the frames fully sent (wraps)
   uint32_t attempt_ = 0;       // failed connects (or fruitless connections) in a row
   bool progress_ = false;      // a frame completed on the current connection
   int64_t last_progress_ms_ = 0;  // last time the kernel accepted bytes

@@ -23,9 +23,11 @@ namespace {
 struct Producer {
   std::vector<uint32_t> ctrl = std::vector<uint32_t>(ctrl::kWords, 0);
   std::vector<uint8_t> ring;
-  uint32_t tail = 0, accepted = 0, mask;
+  uint32_t tail = 0, accepted = 0, payload = 0, mask;
+  uint64_t payload_total = 0;
   WriterEngine* engine = nullptr;
   bool direct = false;  // hand-over protocol: send_direct() or wake()
+  bool counts = true;   // direct: pass what was appended (as the addon does)
   explicit Producer(uint32_t cap) : ring(cap), mask(cap - 1) {}
 
   uint32_t load(int w) { return std::atomic_ref<uint32_t>(ctrl[w]).load(); }
@@ -39,11 +41,16 @@ struct Producer {
     for (size_t i = 0; i < len; ++i) ring[(tail + hn + i) & mask] = p[i];
     tail += total;
     ++accepted;
+    payload += static_cast<uint32_t>(len);
+    payload_total += len;
     std::atomic_ref<uint32_t>(ctrl[ctrl::kTail]).store(tail);
     uint32_t one = 1;
     if (direct) {
       // As the addon does: send on this thread while the IO thread idles.
-      if (std::atomic_ref<uint32_t>(ctrl[ctrl::kSleep]).compare_exchange_strong(one, 2)) engine->send_direct();
+      if (std::atomic_ref<uint32_t>(ctrl[ctrl::kSleep]).compare_exchange_strong(one, 2)) {
+        if (counts) engine->send_direct(WriterEngine::Appended{accepted, payload});
+        else engine->send_direct();
+      }
     } else if (std::atomic_ref<uint32_t>(ctrl[ctrl::kSleep]).compare_exchange_strong(one, 0)) {
       engine->wake();
     }
@@ -157,6 +164,7 @@ static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling) {
     c.consumer_polling = consumer_polling;
   });
   auto& [path, rc, wc, reader, consumer, prod, writer] = pair;
+  prod.counts = !consumer_polling;  // both forms of send_direct()
 
   constexpr uint32_t kN = 200000;
   std::mt19937 rng(5);
@@ -208,6 +216,7 @@ static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling) {
   CHECK(stopped);
   CHECK_EQ(discarded, uint64_t{0});
   CHECK_EQ(writer.metrics().sent, uint64_t{kN});
+  CHECK_EQ(writer.metrics().bytes_sent, prod.payload_total);
   writer.close();
 
   reader.begin_stop();
