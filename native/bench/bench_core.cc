@@ -332,7 +332,8 @@ struct Signal {
 // What Writer.write() does, in C++: same ring layout, limits and protocol,
 // and the same publishing: the tail goes to the IO thread every
 // min(1 MiB, max_bytes / 4) bytes and before waiting for room (finish() at
-// the end), sent from this thread (send_direct) while the IO thread idles.
+// the end), sent from this thread (send_direct, with the frame and payload
+// counts) while the IO thread idles.
 class Producer {
  public:
   Producer(uint32_t max_bytes, uint32_t max_writes)
@@ -376,6 +377,7 @@ class Producer {
     put(tail_ + static_cast<uint32_t>(hn), p, len);
     tail_ += total;
     ++accepted_;
+    payload_ += len;
     unpublished_ += total;
     if (unpublished_ >= publish_bytes_) publish();
     return true;
@@ -388,7 +390,8 @@ class Producer {
     // The IO thread sleeps with nothing in flight: send from this thread.
     if (load(ctrl::kSleep) == 1) {
       uint32_t one = 1;
-      if (std::atomic_ref<uint32_t>(ctrl_[ctrl::kSleep]).compare_exchange_strong(one, 2)) engine_->send_direct();
+      if (std::atomic_ref<uint32_t>(ctrl_[ctrl::kSleep]).compare_exchange_strong(one, 2))
+        engine_->send_direct(WriterEngine::Appended{accepted_, payload_});
     }
   }
 
@@ -431,7 +434,7 @@ class Producer {
   uint32_t cap_, mask_;
   const uint32_t max_bytes_, max_writes_;
   const uint32_t publish_bytes_;
-  uint32_t tail_ = 0, accepted_ = 0, unpublished_ = 0;
+  uint32_t tail_ = 0, accepted_ = 0, payload_ = 0, unpublished_ = 0;
   WriterEngine* engine_ = nullptr;
   Signal sig_;
 };
@@ -511,7 +514,7 @@ PairResult run_engines(size_t size, uint64_t count) {
     bool any = false;
     for (auto& it : items) {
       if (it.type != ReaderItem::kBatch) continue;
-      const Batch& b = it.batch;
+      Batch& b = it.batch;
       const size_t c = b.count();
       for (size_t i = 0; i < c; ++i) {
         const uint32_t s = b.offsets[2 * i];
@@ -521,6 +524,7 @@ PairResult run_engines(size_t size, uint64_t count) {
       bytes += b.payload_bytes;
       any = true;
       reader.ack(it.conn_id, b.length);
+      reader.recycle_offsets(std::move(b.offsets));  // as the addon does once it has copied them
     }
     if (any) {
       const int64_t now = rawbench::mono_ns();
