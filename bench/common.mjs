@@ -3,7 +3,7 @@
 //   node bench/<impl>.mjs '<json config>'
 // prints {"ready":true} when it is ready (readers: once listening), and one
 // JSON result line at the end on stdout.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 
 /** The child's configuration: argv[2] as JSON. */
 export function config() {
@@ -176,4 +176,30 @@ export function stamp(buf, seq) {
   buf.writeUInt32LE(seq >>> 0, 8);
   buf.writeBigUInt64LE(process.hrtime.bigint(), 0);
   return buf;
+}
+
+/**
+ * Replaces the part of `file` between the `start` and `end` markers (markers
+ * included) with `start + body + end`, or appends it. bench/run.mjs rewrites
+ * the rest of bench/README.md and keeps these sections.
+ */
+export function replaceSection(file, start, end, body) {
+  const section = `${start}\n${body.trim()}\n${end}`;
+  let text = existsSync(file) ? readFileSync(file, 'utf8') : '# Benchmarks\n';
+  const a = text.indexOf(start);
+  const b = text.indexOf(end);
+  if (a >= 0 && b > a) text = text.slice(0, a) + section + text.slice(b + end.length);
+  else text = `${text.trimEnd()}\n\n${section}\n`;
+  writeFileSync(file, text);
+}
+
+/** The sections of `text` between start/end marker pairs (markers included), in order. */
+export function keptSections(text, markers) {
+  const out = [];
+  for (const [start, end] of markers) {
+    const a = text.indexOf(start);
+    const b = text.indexOf(end);
+    if (a >= 0 && b > a) out.push(text.slice(a, b + end.length));
+  }
+  return out;
 }

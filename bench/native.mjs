@@ -6,7 +6,8 @@
 //
 //   node bench/native.mjs [--no-readme] [bench_core options: --runs N --quick --seconds S --only ...]
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { replaceSection } from './common.mjs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -55,8 +56,11 @@ async function main() {
   try {
     cpuModel = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1].trim() ?? cpuModel;
   } catch {}
-  const section = `${START}
-## C++ core microbenchmarks (\`npm run bench:native\`)
+  replaceSection(
+    README,
+    START,
+    END,
+    `## C++ core microbenchmarks (\`npm run bench:native\`)
 
 _Written by \`node bench/native.mjs\`; the rest of this file by \`bench/run.mjs\`._
 
@@ -75,14 +79,8 @@ thread appends frames to the ring and publishes the tail exactly as
 target), a consumer thread takes batches, touches every message and acks;
 raw = the raw-limit writer and reader (\`native/bench/raw_io.h\`) as two
 threads of the same process, measured in the same run. CPU is the whole
-process per million messages.
-${END}`;
-  let text = existsSync(README) ? readFileSync(README, 'utf8') : '# Benchmarks\n';
-  const a = text.indexOf(START);
-  const b = text.indexOf(END);
-  if (a >= 0 && b > a) text = text.slice(0, a) + section + text.slice(b + END.length);
-  else text = `${text.trimEnd()}\n\n${section}\n`;
-  writeFileSync(README, text);
+process per million messages.`,
+  );
   process.stderr.write('bench/README.md updated (bench:native section).\n');
 }
 

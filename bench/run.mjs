@@ -12,6 +12,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, wri
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { keptSections } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..');
@@ -707,18 +708,13 @@ async function main() {
 
 function writeReadme(o, result, parts) {
   if (o.readme) {
-    // Keep the section bench/native.mjs (npm run bench:native) maintains.
+    // Keep the sections bench/native.mjs and bench/memory.mjs maintain.
     const file = path.join(here, 'README.md');
-    const START = '<!-- bench:native:start -->';
-    const END = '<!-- bench:native:end -->';
-    let native = `${START}\n## C++ core microbenchmarks (\`npm run bench:native\`)\n\nNot run yet: \`npm run bench:native\` fills this section.\n${END}`;
-    if (existsSync(file)) {
-      const old = readFileSync(file, 'utf8');
-      const a = old.indexOf(START);
-      const b = old.indexOf(END);
-      if (a >= 0 && b > a) native = old.slice(a, b + END.length);
-    }
-    writeFileSync(file, `${readme(result, parts).trimEnd()}\n\n${native}\n`);
+    const kept = keptSections(existsSync(file) ? readFileSync(file, 'utf8') : '', [
+      ['<!-- bench:native:start -->', '<!-- bench:native:end -->'],
+      ['<!-- bench:memory:start -->', '<!-- bench:memory:end -->'],
+    ]);
+    writeFileSync(file, [readme(result, parts).trimEnd(), ...kept].join('\n\n') + '\n');
     log('bench/README.md updated.');
   }
 }

@@ -73,3 +73,30 @@ describe('bench/run.mjs --quick', () => {
     expect(r.stdout).toContain('p99.9');
   }, 120_000);
 });
+
+describe('bench/memory.mjs --quick', () => {
+  it('runs the slow-reader and GC-count cases on a tiny N and writes its JSON result', () => {
+    const out = join(dir, 'memory.json');
+    const r = spawnSync(
+      process.execPath,
+      ['bench/memory.mjs', '--quick', '--seconds', '1', '--gc-count', '20000', '--out', out],
+      { cwd: ROOT, encoding: 'utf8', timeout: 60_000 },
+    );
+    expect(r.error, String(r.error)).toBeUndefined();
+    expect(r.status, `exit ${r.status}\n${r.stderr}`).toBe(0);
+    const result = JSON.parse(readFileSync(out, 'utf8'));
+    const slow = result.slowReader;
+    expect(slow.reader.received).toBeGreaterThan(0);
+    expect(slow.reader.metrics.pauses).toBeGreaterThan(0); // the handler really was the bottleneck
+    expect(slow.writer.sent).toBeGreaterThan(slow.reader.received);
+    for (const side of [slow.reader, slow.writer]) expect(side.peak).toBeGreaterThanOrEqual(side.baseline);
+    expect(result.gc.reader.received).toBe(20000);
+    expect(result.gc.writer.sent).toBe(20000);
+    for (const side of [result.gc.reader, result.gc.writer]) {
+      expect(Number.isInteger(side.gcs.minor)).toBe(true);
+      expect(Number.isInteger(side.gcs.major)).toBe(true);
+    }
+    expect(r.stdout).toContain('reader RSS growth');
+    expect(r.stdout).toContain('scavenges');
+  }, 60_000);
+});
