@@ -162,49 +162,64 @@ class FrameAssembler {
   bool parse() {
     uint8_t* data = slab_.get()->data();
     need_total_ = 0;
-    while (parse_pos_ < write_pos_) {
-      const size_t avail = write_pos_ - parse_pos_;
-      uint64_t len = 0;
-      size_t h = 0;
-      switch (uvarint_decode(data + parse_pos_, avail, cfg_.max_message_size, &len, &h)) {
-        case VarintStatus::kNeedMore:
-          return true;
-        case VarintStatus::kOverflow:
+    // The hot loop works on locals (written back below): member updates
+    // would be stores and reloads per frame around push_back's slow path.
+    size_t pos = parse_pos_;
+    const size_t end = write_pos_;
+    const size_t begin = batch_begin_;
+    const uint64_t limit = cfg_.max_message_size;
+    uint64_t payload = payload_bytes_;
+    bool ok = true;
+    while (pos < end) {
+      const size_t avail = end - pos;
+      uint64_t len = data[pos];
+      size_t h = 1;
+      if (len >= 0x80 || len > limit) {
+        const VarintStatus st = uvarint_decode(data + pos, avail, limit, &len, &h);
+        if (st == VarintStatus::kNeedMore) break;
+        if (st == VarintStatus::kOverflow) {
           error_ = FrameError::kInvalid;
-          return false;
-        case VarintStatus::kTooLarge:
+          ok = false;
+          break;
+        }
+        if (st == VarintStatus::kTooLarge) {
           error_ = FrameError::kTooLarge;
           // the full length may not have arrived: report what is known
-          error_length_ = decode_lower_bound(data + parse_pos_, avail);
-          return false;
-        case VarintStatus::kOk:
+          error_length_ = decode_lower_bound(data + pos, avail);
+          ok = false;
           break;
+        }
       }
       if (avail - h >= len) {
-        const size_t start = parse_pos_ + h - batch_begin_;
-        offsets_.push_back(static_cast<uint32_t>(start));
-        offsets_.push_back(static_cast<uint32_t>(start + len));
-        payload_bytes_ += len;
-        parse_pos_ += h + len;
+        const uint32_t start = static_cast<uint32_t>(pos + h - begin);
+        if (offsets_.capacity() - offsets_.size() < 2) offsets_.reserve(std::max<size_t>(64, 2 * offsets_.capacity()));
+        offsets_.push_back(start);
+        offsets_.push_back(start + static_cast<uint32_t>(len));
+        payload += len;
+        pos += h + len;
         continue;
       }
       if (len >= cfg_.large_threshold) {
         // Give this frame its own buffer of the announced length.
+        parse_pos_ = pos;
+        payload_bytes_ = payload;
         close_batch();
         large_ = SlabRef(Slab::create(len));
         large_len_ = len;
         large_hdr_ = h;
         large_got_ = avail - h;
-        std::memcpy(large_.get()->data(), data + parse_pos_ + h, large_got_);
+        std::memcpy(large_.get()->data(), data + pos + h, large_got_);
         // Those slab bytes were never handed out: reuse them.
         write_pos_ = parse_pos_;
         batch_begin_ = parse_pos_;
         return true;
       }
       need_total_ = h + len;
-      return true;
+      break;
     }
-    return true;
+    parse_pos_ = pos;
+    payload_bytes_ = payload;
+    return ok;
   }
 
   static uint64_t decode_lower_bound(const uint8_t* p, size_t n) {
