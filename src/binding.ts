@@ -13,7 +13,8 @@ import { IpcError } from './errors';
 export interface NativeReaderHandle {
   listen(onReady: () => void): void;
   drain(): unknown[];
-  ack(connId: number, bytes: number, region?: ArrayBuffer): void;
+  /** `region` and `table` (a large batch's offsets buffer), when given, are detached. */
+  ack(connId: number, bytes: number, region?: ArrayBuffer, table?: ArrayBuffer): void;
   authorize(connId: number, allowed: boolean): void;
   beginStop(): void;
   /** Joins the IO thread; returns how many received messages were never handed to JS. */

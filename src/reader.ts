@@ -590,19 +590,22 @@ export class Reader extends EventEmitter {
         } catch (e) {
           this.#handlerFailed(e, conn);
         }
+        // A large batch's offsets table has a buffer of its own.
+        const table = typeof o === 'number' ? undefined : (o.buffer as ArrayBuffer);
         if (r !== undefined && r !== null && typeof (r as PromiseLike<void>).then === 'function') {
           this.#busy = true;
           (r as PromiseLike<void>).then(
-            () => this.#afterAsync(connId, batch, ab, region),
+            () => this.#afterAsync(connId, batch, ab, table, region),
             (e: unknown) => {
               this.#handlerFailed(e, conn);
-              this.#afterAsync(connId, batch, ab, region);
+              this.#afterAsync(connId, batch, ab, table, region);
             },
           );
           return;
         }
         // Done with: release the memory now unless the handler retained it.
-        this.#handle.ack(connId, region, retainedOf(batch) ? undefined : ab);
+        if (retainedOf(batch)) this.#handle.ack(connId, region);
+        else this.#handle.ack(connId, region, ab, table);
       } else if (type === T_OPEN) {
         const cred = q[i + 2] as { pid: number; uid: number; gid: number };
         const conn: Connection = Object.freeze({ id: connId, pid: cred.pid, uid: cred.uid, gid: cred.gid });
@@ -675,10 +678,17 @@ export class Reader extends EventEmitter {
     this.#report(err, 'authorize', peer);
   }
 
-  #afterAsync(connId: number, batch: Batch, ab: ArrayBuffer, region: number): void {
+  #afterAsync(connId: number, batch: Batch, ab: ArrayBuffer, table: ArrayBuffer | undefined, region: number): void {
     this.#busy = false;
-    if (this.#handle) this.#handle.ack(connId, region, retainedOf(batch) ? undefined : ab);
-    else if (!retainedOf(batch)) binding().release(ab); // stopped meanwhile: still release it
+    const retained = retainedOf(batch);
+    if (this.#handle) {
+      if (retained) this.#handle.ack(connId, region);
+      else this.#handle.ack(connId, region, ab, table);
+    } else if (!retained) {
+      // stopped meanwhile: still release it
+      binding().release(ab);
+      if (table) binding().release(table);
+    }
     this.#pump();
   }
 
@@ -715,6 +725,7 @@ export class Reader extends EventEmitter {
         const o = q[i + 3] as Uint32Array | number;
         discarded += (typeof o === 'number' ? o : o.length) >>> 1;
         binding().release(q[i + 2] as ArrayBuffer);
+        if (typeof o !== 'number') binding().release(o.buffer as ArrayBuffer);
       }
     }
     this.#queue = [];

@@ -373,11 +373,12 @@ Napi::Value ReaderWrap::Drain(const Napi::CallbackInfo& info) {
 }
 
 void ReaderWrap::Ack(const Napi::CallbackInfo& info) {
-  // ack(connId, bytes[, region]): the batch is done with. A region passed in
-  // is detached, so every view of it becomes empty and its slab reference is
-  // dropped now instead of at some later garbage collection.
-  if (info.Length() > 2 && info[2].IsArrayBuffer()) {
-    napi_detach_arraybuffer(info.Env(), info[2]);
+  // ack(connId, bytes[, region[, table]]): the batch is done with. A region
+  // passed in is detached, so every view of it becomes empty and its slab
+  // reference is dropped now instead of at some later garbage collection; so
+  // is a large batch's offsets table, whose memory is then reused at once.
+  for (size_t i = 2; i < 4 && i < info.Length(); ++i) {
+    if (info[i].IsArrayBuffer()) napi_detach_arraybuffer(info.Env(), info[i]);
   }
   if (!engine_) return;
   engine_->ack(info[0].As<Napi::Number>().Uint32Value(),
