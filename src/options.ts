@@ -3,6 +3,7 @@
  * checked here, before anything reaches native code.
  * @internal
  */
+import { availableParallelism } from 'node:os';
 import { invalidType, outOfRange, IpcError, type ErrorContext } from './errors';
 
 /** Largest `maxMessageSize` accepted (1 GiB). */
@@ -35,13 +36,18 @@ export interface ReaderOptions {
   /** Close a connection that sends nothing for this many ms (0 = never). The `'disconnect'` event's reason has code `ERR_INACTIVITY_TIMEOUT`. Default 0. */
   inactivityTimeoutMs?: number;
   /**
-   * While traffic is light, read on the JavaScript thread (the reader's IO
-   * thread hands its event loop over), so a message wakes one thread instead
-   * of two: lower latency, like `node:net`. Under load, reading moves back to
-   * the IO thread and runs beside the handler. `false` always reads on the IO
-   * thread. Default true.
+   * Where received bytes are read. While traffic is light, on the JavaScript
+   * thread (the reader's IO thread hands its event loop over), so a message
+   * wakes one thread instead of two: lower latency, like `node:net`. Under
+   * load: `'light'` moves reading back to the IO thread, beside the handler
+   * (worth it with spare cores); `'always'` keeps it on the JavaScript thread
+   * (fewer threads and wake-ups; the IO thread still takes over if the
+   * JavaScript thread is blocked for 50 ms). `true` (the default) is
+   * `'always'` when at most 2 CPUs are available to the process
+   * (`os.availableParallelism()`), else `'light'`. `false` always reads on
+   * the IO thread.
    */
-  jsThreadPolling?: boolean;
+  jsThreadPolling?: boolean | 'light' | 'always';
   /** Owner of the socket file: a uid or a user name. Applied before the socket listens. Not for abstract names. */
   uid?: number | string;
   /** Group of the socket file: a gid or a group name. Applied before the socket listens. Not for abstract names. */
@@ -114,7 +120,8 @@ export interface ResolvedReaderOptions {
   mode: number;
   slabSize: number;
   inactivityTimeoutMs: number;
-  jsThreadPolling: boolean;
+  /** Resolved: never, light traffic only, or also under load. */
+  jsThreadPolling: 'off' | 'light' | 'always';
   uid: number | string | undefined;
   gid: number | string | undefined;
   directoryMode: number;
@@ -286,8 +293,14 @@ export function resolveReaderOptions(options: unknown, path = ''): ResolvedReade
   if (o.notifySystemd !== undefined && typeof o.notifySystemd !== 'boolean') {
     throw invalidType('notifySystemd', 'a boolean', o.notifySystemd);
   }
-  if (o.jsThreadPolling !== undefined && typeof o.jsThreadPolling !== 'boolean') {
-    throw invalidType('jsThreadPolling', 'a boolean', o.jsThreadPolling);
+  const jtp = o.jsThreadPolling;
+  if (jtp !== undefined && typeof jtp !== 'boolean' && typeof jtp !== 'string') {
+    throw invalidType('jsThreadPolling', "a boolean, 'light' or 'always'", jtp);
+  }
+  if (typeof jtp === 'string' && jtp !== 'light' && jtp !== 'always') {
+    const err = new TypeError(`The "jsThreadPolling" option must be a boolean, 'light' or 'always'. Received ${JSON.stringify(jtp)}`);
+    (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_VALUE';
+    throw err;
   }
   return {
     uid: idOption('uid', o.uid),
@@ -304,7 +317,8 @@ export function resolveReaderOptions(options: unknown, path = ''): ResolvedReade
     mode: intOption('mode', o.mode, 0o600, 0, 0o777),
     slabSize: intOption('slabSize', o.slabSize, 512 * 1024, 64 * 1024, 64 * 1024 * 1024),
     inactivityTimeoutMs: intOption('inactivityTimeoutMs', o.inactivityTimeoutMs, 0, 0, 2 ** 31 - 1),
-    jsThreadPolling: o.jsThreadPolling !== false,
+    jsThreadPolling:
+      jtp === false ? 'off' : typeof jtp === 'string' ? jtp : availableParallelism() <= 2 ? 'always' : 'light',
     onError: fnOption<ErrorHandler>('onError', o.onError),
   };
 }

@@ -3,7 +3,8 @@
 // through timing.
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Reader, Writer, type Batch, type ReaderOptions } from '../src';
-import { cleanupDirs, tmpSocket, waitFor } from './helpers';
+import { spawnSync } from 'node:child_process';
+import { cleanupDirs, DIST, tmpSocket, waitFor } from './helpers';
 
 const readers: Reader[] = [];
 const writers: Writer[] = [];
@@ -33,8 +34,8 @@ async function pair(opts: ReaderOptions = {}) {
 }
 
 describe('jsThreadPolling', () => {
-  it('reads light traffic on the JavaScript thread, bulk traffic on the IO thread, and hands back when quiet', async () => {
-    const { reader, writer, got, bytes } = await pair();
+  it("'light': reads light traffic on the JavaScript thread, bulk traffic on the IO thread, and hands back when quiet", async () => {
+    const { reader, writer, got, bytes } = await pair({ jsThreadPolling: 'light' });
     // Light: one message, then wait for it, 200 times.
     for (let i = 0; i < 200; i++) {
       writer.write(`light ${i}`);
@@ -93,9 +94,64 @@ describe('jsThreadPolling', () => {
     expect(got).toEqual(['before stop', ...Array.from({ length: 10 }, (_, i) => `tail ${i}`)]);
   });
 
-  it('rejects a non-boolean jsThreadPolling with ERR_INVALID_ARG_TYPE', () => {
-    expect(() => new Reader(tmpSocket(), () => {}, { jsThreadPolling: 'yes' as unknown as boolean })).toThrow(
+  it("'always': bulk traffic stays on the JavaScript thread, in order and complete", async () => {
+    const { reader, writer, got, bytes } = await pair({ jsThreadPolling: 'always' });
+    writer.write('first');
+    await waitFor(() => got.length === 1, 5000, 'first');
+    await waitFor(() => reader.metrics().jsThreadReads > 0, 5000, 'hand-over');
+    const before = reader.metrics();
+    const big = Buffer.alloc(64 * 1024, 7);
+    const b0 = bytes();
+    for (let i = 0; i < 1024; i++) {
+      while (!writer.write(big)) await new Promise((r) => writer.once('drain', r));
+    }
+    writer.write('last');
+    await waitFor(() => got.length === 2, 30_000, 'bulk');
+    expect(bytes() - b0).toBe(1024 * big.length + 4);
+    const after = reader.metrics();
+    const reads = after.readCalls - before.readCalls;
+    const jsReads = after.jsThreadReads - before.jsThreadReads;
+    expect(reads).toBeGreaterThan(10);
+    // The reads of the 64 MiB on the JavaScript thread ('light' makes almost
+    // none there), but for take-overs by the IO thread's 50 ms watch when
+    // this thread is descheduled on a loaded machine (the whole suite runs
+    // in parallel): then it hands back at the next quiet moment.
+    expect(jsReads, JSON.stringify({ reads, jsReads })).toBeGreaterThan(reads / 2);
+    expect(got).toEqual(['first', 'last']);
+  }, 60_000);
+
+  it("default: 'always' when at most 2 CPUs are available (a child pinned to one CPU)", async () => {
+    const script = `
+      const { Reader, Writer } = require(${JSON.stringify(DIST)});
+      const os = require('node:os');
+      (async () => {
+        let n = 0;
+        const reader = new Reader(${JSON.stringify(tmpSocket())}, (b) => { n += b.length; });
+        await reader.start();
+        const writer = new Writer(reader.path).start();
+        const big = Buffer.alloc(64 * 1024, 1);
+        for (let i = 0; i < 256; i++) while (!writer.write(big)) await new Promise((r) => writer.once('drain', r));
+        while (n < 256) await new Promise((r) => setTimeout(r, 5));
+        const m = reader.metrics();
+        console.log(JSON.stringify({ cpus: os.availableParallelism(), reads: m.readCalls, js: m.jsThreadReads }));
+        await writer.stop();
+        await reader.stop();
+      })();`;
+    const r = spawnSync('taskset', ['-c', '0', process.execPath, '-e', script], { encoding: 'utf8', timeout: 30_000 });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const out = JSON.parse(r.stdout.trim());
+    expect(out.cpus).toBe(1);
+    expect(out.reads).toBeGreaterThan(10);
+    expect(out.js, JSON.stringify(out)).toBeGreaterThan(out.reads / 2);
+  }, 40_000);
+
+  it('rejects an invalid jsThreadPolling: ERR_INVALID_ARG_TYPE for another type, ERR_INVALID_ARG_VALUE for another string', () => {
+    expect(() => new Reader(tmpSocket(), () => {}, { jsThreadPolling: 1 as unknown as boolean })).toThrow(
       expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE', message: expect.stringContaining('jsThreadPolling') }),
+    );
+    expect(() => new Reader(tmpSocket(), () => {}, { jsThreadPolling: 'yes' as unknown as boolean })).toThrow(
+      expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE', message: expect.stringContaining("'light' or 'always'") }),
     );
   });
 });

@@ -42,6 +42,7 @@ ReaderWrap::ReaderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader
   adopt_fd_ = static_cast<int>(get_number(o, "fd", -1));
   hold_for_authorize_ = o.Get("authorize").ToBoolean();
   consumer_polling_ = o.Get("jsThreadPolling").IsBoolean() ? o.Get("jsThreadPolling").ToBoolean().Value() : true;
+  consumer_under_load_ = o.Get("jsThreadUnderLoad").ToBoolean().Value();
   for (auto [key, out] : {std::pair{"allowUids", &allow_uids_}, std::pair{"allowGids", &allow_gids_}}) {
     Napi::Value v = o.Get(key);
     if (!v.IsArray()) continue;
@@ -190,6 +191,7 @@ Napi::Value ReaderWrap::Listen(const Napi::CallbackInfo& info) {
   cfg.hold_for_authorize = hold_for_authorize_;
   uv_loop_t* loop = nullptr;
   cfg.consumer_polling = consumer_polling_ && napi_get_uv_event_loop(env, &loop) == napi_ok && loop;
+  cfg.consumer_under_load = consumer_under_load_;
 
   tsfn_ = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "uds-ipc reader", 0, 1);
   tsfn_live_ = true;

@@ -52,6 +52,7 @@ class ReaderWrap : public Napi::ObjectWrap<ReaderWrap> {
   bool hook_ = false;
   bool refed_ = true;
   bool consumer_polling_ = true;
+  bool consumer_under_load_ = false;
   // For calling onReady straight from the poll callback: a weak reference
   // (the TSFN keeps the function alive) and an async context for
   // napi_make_callback (microtasks and ticks run after the call).

@@ -251,7 +251,8 @@ void ReaderEngine::notify_if_pushed() {
 // Owner of the loop (own_mu_ held). The consumer may poll when the last
 // round's reads were small and nothing waits for queue space or shutdown.
 bool ReaderEngine::handoff_to_consumer_ok() const {
-  return cfg_.consumer_polling && !full_read_ && last_round_bytes_ < kLightRoundBytes && overflow_.empty() && !stopping_ && accept_retry_at_ == 0 &&
+  const bool light = cfg_.consumer_under_load || (!full_read_ && last_round_bytes_ < kLightRoundBytes);
+  return cfg_.consumer_polling && light && overflow_.empty() && !stopping_ && accept_retry_at_ == 0 &&
          !stop_requested_.load() && !exit_now_.load();
 }
 
@@ -280,7 +281,8 @@ bool ReaderEngine::poll_consumer(bool* items) {
   // Heavy traffic (a read filled its whole span, or much arrived at once),
   // a queue backed up, or a stop: the IO thread takes the loop back, so
   // reading runs beside the consumer's handlers.
-  const bool heavy = full_read_ || m_bytes_.load(std::memory_order_relaxed) - bytes_before >= kHandBackBytes;
+  const bool heavy = !cfg_.consumer_under_load &&
+                     (full_read_ || m_bytes_.load(std::memory_order_relaxed) - bytes_before >= kHandBackBytes);
   if (!heavy && handoff_to_consumer_ok()) return true;
   {
     std::lock_guard<std::mutex> lk(mode_mu_);

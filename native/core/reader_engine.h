@@ -53,6 +53,11 @@ struct ReaderConfig {
   // loop to the consumer thread (see poll_consumer()), so that a message
   // wakes one thread instead of two; under load the IO thread takes it back.
   bool consumer_polling = false;
+  // With consumer_polling: the consumer keeps the loop under load too (the
+  // IO thread takes it back only when the consumer leaves ready events
+  // unhandled for kConsumerWatchMs). Fewer threads and wake-ups; on two
+  // cores shared with the writer, reading beside the handler gains nothing.
+  bool consumer_under_load = false;
 };
 
 struct ReaderItem {
