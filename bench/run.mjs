@@ -45,7 +45,8 @@ const HELP = `usage: node bench/run.mjs [options]
   --count N                      messages per run, for every size
   --latency-seconds 10           latency case length (0 = skip it)
   --latency-rate 1000            latency case messages per second
-  --latency-warmup 100           latency messages not counted (connection warm-up)
+  --latency-warmup 100           latency messages not counted per round (connection warm-up)
+  --latency-rounds 3             latency: interleaved rounds per implementation (percentiles: median over rounds)
   --quick                        smoke test: tiny counts, 1 run, 1 s latency,
                                  does not rewrite bench/README.md
   --out FILE                     JSON result path (default bench/results/<time>.json)
@@ -67,6 +68,7 @@ function parseArgs(argv) {
     latencySeconds: 10,
     latencyRate: 1000,
     latencyWarmup: 100,
+    latencyRounds: 3,
     quick: false,
     out: undefined,
     readme: undefined,
@@ -117,6 +119,9 @@ function parseArgs(argv) {
         break;
       case '--latency-rate':
         o.latencyRate = Math.max(1, num());
+        break;
+      case '--latency-rounds':
+        o.latencyRounds = Math.max(1, Math.floor(num()));
         break;
       case '--latency-warmup':
         o.latencyWarmup = Math.floor(num());
@@ -507,7 +512,10 @@ is the same since the payloads are equal).${
 **Latency.** The writer sends ${result.options.latencyRate} 64-byte messages per second for
 ${result.options.latencySeconds} s, each carrying \`process.hrtime.bigint()\` (CLOCK_MONOTONIC,
 shared by both processes) taken just before \`write()\`; the reader's handler
-subtracts it from its own clock. The first ${result.options.latencyWarmup} messages are not counted.
+subtracts it from its own clock. The time is split into ${result.options.latencyRounds ?? 1} rounds per
+implementation, interleaved with alternating order; each percentile is the
+median over the rounds, "max" the largest of all. The first
+${result.options.latencyWarmup} messages of each round are not counted.
 uds-ipc uses default options and iterates Buffers; node:net does one
 \`socket.write\` per message. Messages are paced by timers, one per tick and
 never in bursts; Node timers have 1 ms granularity and fire late under load,
@@ -668,18 +676,38 @@ async function main() {
       const latImpls = [];
       if (o.impls.some((i) => i.startsWith('uds'))) latImpls.push('uds-buffer');
       if (o.impls.includes('net')) latImpls.push('net');
-      for (const impl of latImpls) {
-        const params = { mode: 'latency', path: sock(`lat-${impl}`), size: 64, count: total, rate: o.latencyRate, warmup };
-        const { reader, writer } = await runPair(impl, params, rawBin, o.timeout + o.latencySeconds);
-        const key = impl === 'uds-buffer' ? 'uds-ipc' : impl;
+      // Interleaved rounds (the order alternates), as the throughput runs
+      // are: a slow minute of the machine then hits both implementations.
+      // Each percentile is the median over the rounds.
+      const rounds = Math.max(1, Math.min(o.latencyRounds, Math.floor(total / 2)));
+      const perRound = Math.max(1, Math.round(total / rounds));
+      const perWarmup = Math.min(o.latencyWarmup, Math.floor(perRound / 2));
+      const got = {};
+      for (let r = 0; r < rounds; r++) {
+        for (const impl of r % 2 === 0 ? latImpls : [...latImpls].reverse()) {
+          const params = { mode: 'latency', path: sock(`lat-${impl}-${r}`), size: 64, count: perRound, rate: o.latencyRate, warmup: perWarmup };
+          const { reader, writer } = await runPair(impl, params, rawBin, o.timeout + o.latencySeconds);
+          const key = impl === 'uds-buffer' ? 'uds-ipc' : impl;
+          (got[key] ??= []).push({ reader, writer });
+          log(`  latency ${key.padEnd(8)} round ${r + 1}: p50 ${fmt(reader.p50us, 1)} µs, p99 ${fmt(reader.p99us, 1)} µs, p99.9 ${fmt(reader.p999us, 1)} µs (${reader.samples} samples)`);
+        }
+      }
+      for (const [key, runs] of Object.entries(got)) {
+        const med = (f) => median(runs.map(f));
+        const sum = (f) => runs.reduce((a, x) => a + f(x), 0);
         result.latency[key] = {
-          ...reader,
-          achievedRate: total / writer.seconds,
-          writerCpuSeconds: writer.cpuUser + writer.cpuSystem,
-          readerCpuSeconds: reader.cpuUser + reader.cpuSystem,
-          writerPeakRssKiB: writer.peakRssKiB,
+          samples: sum((x) => x.reader.samples),
+          p50us: med((x) => x.reader.p50us),
+          p90us: med((x) => x.reader.p90us),
+          p99us: med((x) => x.reader.p99us),
+          p999us: med((x) => x.reader.p999us),
+          maxUs: Math.max(...runs.map((x) => x.reader.maxUs)),
+          achievedRate: sum((x) => x.reader.samples + perWarmup) / sum((x) => x.writer.seconds),
+          writerCpuSeconds: sum((x) => x.writer.cpuUser + x.writer.cpuSystem),
+          readerCpuSeconds: sum((x) => x.reader.cpuUser + x.reader.cpuSystem),
+          writerPeakRssKiB: Math.max(...runs.map((x) => x.writer.peakRssKiB)),
+          rounds: runs.map((x) => ({ p50us: x.reader.p50us, p99us: x.reader.p99us, p999us: x.reader.p999us, samples: x.reader.samples })),
         };
-        log(`  latency ${key.padEnd(8)}: p50 ${fmt(reader.p50us, 1)} µs, p99 ${fmt(reader.p99us, 1)} µs, p99.9 ${fmt(reader.p999us, 1)} µs (${reader.samples} samples)`);
       }
     }
   } finally {
