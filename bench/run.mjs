@@ -537,51 +537,60 @@ ${parts.join('\n\n')}
 Only ratios within one run mean much: on a shared 2-core machine, figures move
 by ±25 % between runs.
 
-## Where the time goes (measured 2026-12-04; edit in bench/run.mjs)
+## Where the time goes (measured 2026-12-04, second round; edit in bench/run.mjs)
 
 - **Writer, publish size.** Each publish of the ring's tail costs a
-  \`sendmsg\` and wakes the reader. Publishing every 16 KiB (the earlier
-  default) gave about 19 KB per \`sendmsg\` and 75 KB per reader batch at
-  1 KiB; every 1 MiB (now) moved 1 KiB messages at 3.8 M msgs/s instead of
-  1.9 M and halved both processes' CPU per message. The first message of a
-  burst still goes out at once, so a lone message waits for nothing.
-- **Writer, per message.** \`write()\` is about 22 ns at 64 B
-  (\`perf\` + a loop of 20 M writes without a socket). Reading the message
-  length as \`.byteLength\` went through V8's generic load (an inline-cache
-  miss per call, ~15 ns); \`.length\` is inlined. What is left is the call
-  itself and \`TypedArray.prototype.set\` (~10 ns of fixed cost).
-- **Writer, large payloads.** The copy into the ring is a third of the
-  writer's thread at 100 KiB (raw C++ packs its frames too, into a 1 MiB
-  buffer that stays in cache). A frame that wrapped the ring used to go
-  through a fresh temporary buffer, and its page faults were about 5 % of the
-  writer; it is now copied in two parts.
-- **Reader, per batch.** Node runs the finalizer of an external
-  \`ArrayBuffer\` through a thread-safe immediate (an \`eventfd\` write and
-  another event-loop turn), seen in \`strace\` as one \`write(2)\` per message
-  of the latency case. Batches up to 16 KiB are therefore copied into one
-  ordinary \`ArrayBuffer\` (offsets table first) and their slab released at
-  once; larger batches still pay that turn. The reader's idle hand-off to the
-  JavaScript thread now waits for a light round of reads (< 64 KiB): under
-  bulk traffic it was handing the loop back and forth about 1,500 times per
-  6 GB, now about 300.
-- **Reader, large payloads.** \`perf\` at 100 KiB: the reader's IO thread is
-  85 % in \`read(2)\` (the kernel's copy); its JavaScript thread spends about a
-  quarter of its time in handlers and a fifth in event-loop turns for
-  threadsafe-function calls and buffer finalizers. Together with the writer's
-  IO thread (woken by \`EPOLLOUT\` once the socket fills) that is four busy
-  threads on two cores where raw C++ has two, and about 17 % of the samples
-  are idle: hand-offs, not CPU, bound it.
-- **Latency.** A message wakes one thread: the idle reader's IO thread hands
-  its epoll loop to a \`uv_poll\` on the JavaScript thread's loop, which reads,
-  parses and calls the handler in one go. Against node:net it pays one more
-  \`epoll_wait\` (the reader's own epoll set behind libuv's) and a few N-API
-  calls per batch; node:net pays its stream machinery.
-- **Allocations.** \`node --trace-gc\` over 4,000,000 messages of 64 B:
-  2 scavenges in the reader (visit), 3 in the writer; nothing is allocated per
-  message, a few objects per batch (thousands of messages).
-- **Engine to engine (C++)** at 64 B runs at 35–45 % of raw: it parses every
-  frame into an offsets table and hands batches between four threads; raw C++
-  only sums first bytes in two.
+  \`sendmsg\` and wakes the reader. Publishing every 16 KiB (an earlier
+  default) moved 1 KiB messages at half the rate of every 1 MiB (now). The
+  first message of a burst still goes out at once. 256 KiB and 4 MiB chunks
+  measured the same as 1 MiB at 100 KiB.
+- **Writer, per message.** \`write()\` is about 22 ns at 64 B; what is left is
+  the call, the checks and \`TypedArray.prototype.set\` (~7–10 ns of fixed
+  cost). At 64 B the writer's JavaScript thread is the busiest thread (it
+  also does the \`sendmsg\` while the IO thread idles): handing the sends to
+  the IO thread instead measured no faster, because both cores are busy.
+  The direct send now gets the frame and payload counts from JavaScript, so
+  it no longer walks every frame header it sent (~7 % of that thread).
+- **Writer, large payloads: a cold ring.** The 16 MiB ring (the default
+  \`maxBufferedBytes\`) is written end to end, so the copy into it misses
+  the cache: \`perf\` at 100 KiB counted 2.4× raw C++'s samples in
+  \`memmove\` and 1.3× in the kernel's copy out of it (raw C++ packs into a
+  1 MiB buffer that stays in cache). A 1 MiB ring brings both copies down to
+  raw's cost, but the queue limit is the user's (\`maxBufferedBytes\`
+  must also hold one message of \`maxMessageSize\`), and end to end a
+  1–4 MiB ring measured within noise of 16 MiB.
+- **Reader, memory per batch.** Three allocations per batch showed in
+  \`perf\` at 64 B and are gone: the zero-filled copy of the offsets table
+  (a \`memset\` plus page faults, ~11 % of the JavaScript thread; now
+  uninitialized), the IO thread's fresh offsets vector (page faults, 14 % of
+  that thread; now recycled through a pool), and the table left to the
+  garbage collector (page faults, ~15 %; now released with the batch).
+  Reader CPU per message at 64 B: 47 → 30 ns.
+- **Reader, threads.** Four busy threads (two per process) on two cores
+  switch about 6,000 times a second each at 100 KiB; on at most 2 CPUs the
+  reader now keeps reading on its JavaScript thread under load too
+  (\`jsThreadPolling\` \`'always'\`), which spares a wake-up and a
+  threadsafe-function call per batch: reader CPU per message −5 to −13 %,
+  throughput +3 to +10 % at every size.
+- **Reader, large payloads.** The reader's read is ~85 % the kernel's copy
+  into the slab (1.25× raw's cost: raw reads into one 2 MiB buffer, the
+  reader cycles slabs). Each batch over 16 KiB is an external
+  \`ArrayBuffer\` whose finalizer Node runs through a thread-safe
+  immediate; batches up to 16 KiB are copied instead.
+- **Latency.** A message wakes one thread (the JavaScript thread polls the
+  reader's epoll set through a \`uv_poll\`). Against node:net it pays one
+  more \`epoll_wait\` per message and a few N-API calls per batch; CPU per
+  message measured the same. p50 is within noise of node:net (medians of 6
+  alternating 2 s pairs: 40.7 vs 49.2 µs, then 45.4 vs 50.3 µs); p99 is
+  lower (node:net's stream machinery allocates per chunk).
+- **Allocations.** \`npm run bench:memory\` counts GCs with a
+  \`PerformanceObserver\`: over 4,000,000 messages of 64 B, 1 scavenge in
+  the reader and 2 in the writer. Nothing is allocated per message; a few
+  objects per batch (thousands of messages).
+- **Engine to engine (C++)** at 64 B: 54–59 % of raw with the consumer
+  polling the loop (the addon's default), 41–49 % before. The engine parses
+  every frame into an offsets table and hands batches between threads; raw
+  C++ only sums first bytes.
 
 ## Running
 
@@ -594,7 +603,9 @@ by ±25 % between runs.
 \`npm run bench:native\` runs the C++ microbenchmarks of the core
 ([\`native/bench/bench_core.cc\`](../native/bench/bench_core.cc)): varint,
 FrameAssembler, SpscQueue, and WriterEngine → Unix socket → ReaderEngine next
-to the raw limit in the same process.
+to the raw limit in the same process. \`npm run bench:memory\`
+([\`bench/memory.mjs\`](memory.mjs)) measures RSS under a slow reader and
+counts GCs.
 `;
 }
 
