@@ -46,7 +46,7 @@ const HELP = `usage: node bench/run.mjs [options]
   --latency-seconds 10           latency case length (0 = skip it)
   --latency-rate 1000            latency case messages per second
   --latency-warmup 100           latency messages not counted per round (connection warm-up)
-  --latency-rounds 3             latency: interleaved rounds per implementation (percentiles: median over rounds)
+  --latency-rounds 5             latency: interleaved rounds per implementation (percentiles: median over rounds)
   --quick                        smoke test: tiny counts, 1 run, 1 s latency,
                                  does not rewrite bench/README.md
   --out FILE                     JSON result path (default bench/results/<time>.json)
@@ -68,7 +68,7 @@ function parseArgs(argv) {
     latencySeconds: 10,
     latencyRate: 1000,
     latencyWarmup: 100,
-    latencyRounds: 3,
+    latencyRounds: 5,
     quick: false,
     out: undefined,
     readme: undefined,
