@@ -559,13 +559,14 @@ by ±25 % between runs.
   raw's cost, but the queue limit is the user's (\`maxBufferedBytes\`
   must also hold one message of \`maxMessageSize\`), and end to end a
   1–4 MiB ring measured within noise of 16 MiB.
-- **Reader, memory per batch.** Three allocations per batch showed in
-  \`perf\` at 64 B and are gone: the zero-filled copy of the offsets table
-  (a \`memset\` plus page faults, ~11 % of the JavaScript thread; now
-  uninitialized), the IO thread's fresh offsets vector (page faults, 14 % of
-  that thread; now recycled through a pool), and the table left to the
-  garbage collector (page faults, ~15 %; now released with the batch).
-  Reader CPU per message at 64 B: 47 → 30 ns.
+- **Reader, memory per batch.** Two allocations per batch showed in
+  \`perf\` at 64 B as page faults and are gone: the IO thread's fresh
+  offsets vector (14 % of that thread; now recycled through a pool) and the
+  JavaScript copy of the table, left to the garbage collector (~15 % of the
+  JavaScript thread; now released with the batch). Reader CPU per message
+  at 64 B: 47 → 30 ns. (Skipping the copy's zero-fill with
+  \`napi_create_buffer\` gained nothing and cost ~2.5 µs per batch in the
+  latency case: it builds a Buffer object.)
 - **Reader, threads.** Four busy threads (two per process) on two cores
   switch about 6,000 times a second each at 100 KiB; on at most 2 CPUs the
   reader now keeps reading on its JavaScript thread under load too
