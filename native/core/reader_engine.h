@@ -143,12 +143,15 @@ class ReaderEngine {
   // One round of the event loop: housekeeping, then wait up to the computed
   // timeout (never longer than max_wait_ms; -1 = no cap) and handle events.
   // Caller holds own_mu_. Returns the number of events handled.
-  int step(std::vector<epoll_event>& events, int max_wait_ms);
+  // try_direct (consumer polling): with a single connection, read it before
+  // asking the epoll set; if that brought data, the round ends there.
+  int step(std::vector<epoll_event>& events, int max_wait_ms, bool try_direct = false);
   bool handoff_to_consumer_ok() const;
   void notify_if_pushed();
   bool accept_all();  // true once accept() said EAGAIN (backlog empty)
   void stop_listening();
   void on_readable(Conn& c);
+  void read_conn(Conn& c);  // on_readable(), closing the connection on bad_alloc
   void close_conn(uint32_t id, CoreError why, CoreError reason = {});
   void close_idle(int64_t now);
   uint64_t count_unread_frames(Conn& c);
