@@ -579,11 +579,14 @@ by ±25 % between runs.
   \`ArrayBuffer\` whose finalizer Node runs through a thread-safe
   immediate; batches up to 16 KiB are copied instead.
 - **Latency.** A message wakes one thread (the JavaScript thread polls the
-  reader's epoll set through a \`uv_poll\`). Against node:net it pays one
-  more \`epoll_wait\` per message and a few N-API calls per batch; CPU per
-  message measured the same. p50 is within noise of node:net (medians of 6
-  alternating 2 s pairs: 40.7 vs 49.2 µs, then 45.4 vs 50.3 µs); p99 is
-  lower (node:net's stream machinery allocates per chunk).
+  reader's epoll set through a \`uv_poll\`) and costs the same syscalls as
+  with node:net: with one connection the poll reads it directly instead of
+  first asking the set (\`strace\`: 2 \`epoll_pwait\` and 1 \`read\` per
+  message; an \`epoll_wait\` more before). \`perf\` of the latency case
+  found \`napi_create_buffer\` at ~2.5 µs per one-message batch (it builds
+  a Buffer object); a plain \`ArrayBuffer\` is used again. p50 is within
+  noise of node:net (medians of alternating 2 s pairs: 40.7 vs 49.2 µs,
+  45.4 vs 50.3 µs, 69.0 vs 68.7 µs); p99 is lower.
 - **Allocations.** \`npm run bench:memory\` counts GCs with a
   \`PerformanceObserver\`: over 4,000,000 messages of 64 B, 1 scavenge in
   the reader and 2 in the writer. Nothing is allocated per message; a few
