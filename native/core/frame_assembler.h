@@ -40,9 +40,12 @@ struct Batch {
 // stream reuses a table's capacity instead of growing a fresh vector (and
 // faulting in its pages: 14 % of the IO thread at 64 B) for every batch.
 // Any thread; owned by whoever owns the assemblers, and outlives them.
+// Tables above max_entries (default 64 Ki entries, 256 KiB: the most
+// close_batch() reserves) are freed, not kept, so that a burst of tiny
+// messages does not leave megabytes pinned in idle connections and the pool.
 class OffsetsPool {
  public:
-  explicit OffsetsPool(size_t max_free = 8, size_t max_entries = size_t{1} << 20)
+  explicit OffsetsPool(size_t max_free = 8, size_t max_entries = size_t{64} * 1024)
       : max_free_(max_free), max_entries_(max_entries) {}
 
   // An empty table, with the capacity of one given back if there is one.

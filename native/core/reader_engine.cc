@@ -24,6 +24,9 @@ constexpr uint64_t kHandBackBytes = 256 * 1024;
 // back on the next big read) cost more than it saved: 100 KiB messages moved
 // about 10 % faster without it.
 constexpr uint64_t kLightRoundBytes = 64 * 1024;
+// Consumer polling with one connection: at most this many rounds in a row
+// read it directly before one goes through the epoll set (see step()).
+constexpr int kMaxDirectStreak = 8;
 // Consumer polling: how often the sleeping IO thread checks that the
 // consumer keeps up (ready events not handled meanwhile: it takes over).
 constexpr int64_t kConsumerWatchMs = 50;
@@ -223,17 +226,21 @@ int ReaderEngine::step(std::vector<epoll_event>& events, int max_wait_ms, bool t
     // when messages come one at a time). If it brings nothing (a new
     // connection, a wake-up), the round goes on through the epoll set; what
     // else is ready keeps the set readable, so the consumer polls again.
+    // Every kMaxDirectStreak-th round asks the set anyway, so that a new
+    // connection is accepted promptly while this one streams without pause.
     Conn& c = *conns_.begin()->second;
-    if (!c.paused && !c.held) {
+    if (!c.paused && !c.held && direct_streak_ < kMaxDirectStreak) {
       const uint64_t reads_before = m_reads_.load(std::memory_order_relaxed);
       read_conn(c);
       if (m_reads_.load(std::memory_order_relaxed) != reads_before) {
+        ++direct_streak_;
         last_round_bytes_ = m_bytes_.load(std::memory_order_relaxed) - bytes_before;
         notify_if_pushed();
         return 1;
       }
     }
   }
+  direct_streak_ = 0;
   const int n = loop_.wait(events.data(), static_cast<int>(events.size()), timeout);
   for (int i = 0; i < n; ++i) {
     const uint64_t tag = events[i].data.u64;

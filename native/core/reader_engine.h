@@ -185,6 +185,7 @@ class ReaderEngine {
   bool full_read_ = false;                    // a read in the last round filled its span
   uint64_t last_round_bytes_ = 0;             // bytes read by the last round that had events
   bool in_consumer_ = false;                  // inside poll_consumer(items): no notify
+  int direct_streak_ = 0;                     // consumer rounds in a row ended by a direct read
   bool consumer_items_ = false;               // items pushed meanwhile
   std::vector<epoll_event> consumer_events_;  // poll_consumer()'s event buffer
 

@@ -152,19 +152,27 @@ struct Pair {
 
 }  // namespace
 
-static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling);
+static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling, bool under_load = false);
 
 TEST(writer_to_reader_in_order_and_graceful_stop_wake) { run_in_order_and_graceful_stop(false, false); }
 TEST(writer_to_reader_in_order_and_graceful_stop_direct_send) { run_in_order_and_graceful_stop(true, false); }
 TEST(writer_to_reader_in_order_and_graceful_stop_consumer_polling) { run_in_order_and_graceful_stop(true, true); }
+// jsThreadPolling 'always': the consumer keeps the loop under load too (and
+// reads the lone connection directly); the producer passes its counts. Here
+// for order, completeness and the sanitizer builds; which thread reads bulk
+// traffic is checked through the addon (test/js-thread-polling.test.ts).
+TEST(writer_to_reader_in_order_and_graceful_stop_consumer_polling_under_load) {
+  run_in_order_and_graceful_stop(true, true, true);
+}
 
-static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling) {
+static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling, bool under_load) {
   Pair pair(128, 1 << 20, direct, [&](ReaderConfig& c) {
     c.max_pending_bytes = 1 << 20;  // small: exercises pause/resume
     c.consumer_polling = consumer_polling;
+    c.consumer_under_load = under_load;
   });
   auto& [path, rc, wc, reader, consumer, prod, writer] = pair;
-  prod.counts = !consumer_polling;  // both forms of send_direct()
+  prod.counts = !consumer_polling || under_load;  // both forms of send_direct()
 
   constexpr uint32_t kN = 200000;
   std::mt19937 rng(5);

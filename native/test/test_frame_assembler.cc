@@ -280,6 +280,17 @@ TEST(offsets_tables_recycled) {
   CHECK_EQ(small.free_count(), size_t{1});
   const std::vector<uint32_t> again = small.get();
   CHECK(again.empty() && again.capacity() >= 3);
+  // By default a table above 64 Ki entries (a burst of tiny messages) is
+  // freed, not kept: the pool pins at most what close_batch() reserves.
+  OffsetsPool dflt;
+  std::vector<uint32_t> burst;
+  burst.reserve(64 * 1024 + 1);
+  dflt.put(std::move(burst));
+  CHECK_EQ(dflt.free_count(), size_t{0});
+  std::vector<uint32_t> usual;
+  usual.reserve(64 * 1024);
+  dflt.put(std::move(usual));
+  CHECK_EQ(dflt.free_count(), size_t{1});
 }
 
 TEST_MAIN()
