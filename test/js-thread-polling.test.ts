@@ -98,7 +98,8 @@ describe('jsThreadPolling', () => {
     const { reader, writer, got, bytes } = await pair({ jsThreadPolling: 'always' });
     writer.write('first');
     await waitFor(() => got.length === 1, 5000, 'first');
-    await waitFor(() => reader.metrics().jsThreadReads > 0, 5000, 'hand-over');
+    // The IO thread hands its loop over once idle (it may have read 'first' itself).
+    await waitFor(() => reader.metrics().handoffs > 0 || reader.metrics().jsThreadReads > 0, 5000, 'hand-over');
     const before = reader.metrics();
     const big = Buffer.alloc(64 * 1024, 7);
     const b0 = bytes();
@@ -129,11 +130,16 @@ describe('jsThreadPolling', () => {
         const reader = new Reader(${JSON.stringify(tmpSocket())}, (b) => { n += b.length; });
         await reader.start();
         const writer = new Writer(reader.path).start();
+        const until = async (f) => { while (!f()) await new Promise((r) => setTimeout(r, 2)); };
+        // A light message first: the IO thread hands its loop over when idle.
+        writer.write('hello');
+        await until(() => n === 1 && (reader.metrics().handoffs > 0 || reader.metrics().jsThreadReads > 0));
+        const m0 = reader.metrics();
         const big = Buffer.alloc(64 * 1024, 1);
-        for (let i = 0; i < 256; i++) while (!writer.write(big)) await new Promise((r) => writer.once('drain', r));
-        while (n < 256) await new Promise((r) => setTimeout(r, 5));
+        for (let i = 0; i < 1024; i++) while (!writer.write(big)) await new Promise((r) => writer.once('drain', r));
+        await until(() => n === 1025);
         const m = reader.metrics();
-        console.log(JSON.stringify({ cpus: os.availableParallelism(), reads: m.readCalls, js: m.jsThreadReads }));
+        console.log(JSON.stringify({ cpus: os.availableParallelism(), reads: m.readCalls - m0.readCalls, js: m.jsThreadReads - m0.jsThreadReads }));
         await writer.stop();
         await reader.stop();
       })();`;
