@@ -573,11 +573,14 @@ export class Reader extends EventEmitter {
       if (type === T_BATCH) {
         const ab = q[i + 2] as ArrayBuffer;
         const o = q[i + 3] as Uint32Array | number;
-        // A small batch carries its offsets table at the start of its buffer.
-        const offsets = typeof o === 'number' ? new Uint32Array(ab, 0, o) : o;
+        // A small batch carries its offsets table at the start of its buffer
+        // (o is its length); a large batch's table has a buffer of its own.
+        const small = typeof o === 'number';
+        const offsets = small ? new Uint32Array(ab, 0, o) : o;
+        const table = small ? undefined : (o.buffer as ArrayBuffer);
         // The bytes this batch holds of the connection's maxPendingBytes (the
         // region, without a small batch's offsets table).
-        const region = typeof o === 'number' ? ab.byteLength - 4 * o : ab.byteLength;
+        const region = small ? ab.byteLength - 4 * o : ab.byteLength;
         const bytes = q[i + 4] as number;
         q[i + 2] = q[i + 3] = undefined; // let the slab go once delivered
         const conn = this.#conns.get(connId) ?? { id: connId, pid: -1, uid: -1, gid: -1 };
@@ -591,8 +594,6 @@ export class Reader extends EventEmitter {
         } catch (e) {
           this.#handlerFailed(e, conn);
         }
-        // A large batch's offsets table has a buffer of its own.
-        const table = typeof o === 'number' ? undefined : (o.buffer as ArrayBuffer);
         if (r !== undefined && r !== null && typeof (r as PromiseLike<void>).then === 'function') {
           this.#busy = true;
           (r as PromiseLike<void>).then(
@@ -604,9 +605,7 @@ export class Reader extends EventEmitter {
           );
           return;
         }
-        // Done with: release the memory now unless the handler retained it.
-        if (retainedOf(batch)) this.#handle.ack(connId, region);
-        else this.#handle.ack(connId, region, ab, table);
+        this.#done(connId, batch, ab, table, region);
       } else if (type === T_OPEN) {
         const cred = q[i + 2] as { pid: number; uid: number; gid: number };
         const conn: Connection = Object.freeze({ id: connId, pid: cred.pid, uid: cred.uid, gid: cred.gid });
@@ -681,6 +680,13 @@ export class Reader extends EventEmitter {
 
   #afterAsync(connId: number, batch: Batch, ab: ArrayBuffer, table: ArrayBuffer | undefined, region: number): void {
     this.#busy = false;
+    this.#done(connId, batch, ab, table, region);
+    this.#pump();
+  }
+
+  // The handler is done with a batch: acknowledge its bytes and release its
+  // memory (region, and a large batch's offsets table) unless it was retained.
+  #done(connId: number, batch: Batch, ab: ArrayBuffer, table: ArrayBuffer | undefined, region: number): void {
     const retained = retainedOf(batch);
     if (this.#handle) {
       if (retained) this.#handle.ack(connId, region);
@@ -690,7 +696,6 @@ export class Reader extends EventEmitter {
       binding().release(ab);
       if (table) binding().release(table);
     }
-    this.#pump();
   }
 
   #handlerFailed(e: unknown, conn: Connection): void {

@@ -321,17 +321,16 @@ Napi::Value ReaderWrap::Drain(const Napi::CallbackInfo& info) {
           // length, a number, instead of a Uint32Array).
           out.Set(k++, small_batch(env, b));
           out.Set(k++, static_cast<double>(b.offsets.size()));
-          if (engine_) engine_->recycle_offsets(std::move(b.offsets));
         } else {
           uint8_t* data;
           const size_t n = b.offsets.size();
           Napi::ArrayBuffer table = fresh_buffer(env, n * sizeof(uint32_t), &data);
           if (n) std::memcpy(data, b.offsets.data(), n * sizeof(uint32_t));
-          Napi::Uint32Array offs = Napi::Uint32Array::New(env, n, table, 0);
-          if (engine_) engine_->recycle_offsets(std::move(b.offsets));
           out.Set(k++, batch_buffer(env, b));
-          out.Set(k++, offs);
+          out.Set(k++, Napi::Uint32Array::New(env, n, table, 0));
         }
+        // Copied out either way: the table goes back for the next batch.
+        if (engine_) engine_->recycle_offsets(std::move(b.offsets));
         out.Set(k++, static_cast<double>(b.payload_bytes));
         break;
       }
