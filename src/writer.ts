@@ -283,20 +283,13 @@ export class Writer extends EventEmitter {
     // Room is checked against cached head/sent values first; the shared ones
     // are only read when the cache says the queue might be full.
     if (
-      ((tail - this.#headCache) >>> 0) + total > this.#maxBytes ||
-      ((this.#accepted - this.#sentCache) >>> 0) >= this.#maxWrites
+      (((tail - this.#headCache) >>> 0) + total > this.#maxBytes ||
+        ((this.#accepted - this.#sentCache) >>> 0) >= this.#maxWrites) &&
+      !this.#roomAfterAll(total)
     ) {
-      this.#headCache = Atomics.load(this.#ctrl, this.#iHead) >>> 0;
-      this.#sentCache = Atomics.load(this.#ctrl, this.#iSent) >>> 0;
-      if (
-        ((tail - this.#headCache) >>> 0) + total > this.#maxBytes ||
-        ((this.#accepted - this.#sentCache) >>> 0) >= this.#maxWrites
-      ) {
-        this.#dropped++;
-        if (this.#unpublished !== 0) this.#publish();
-        this.#wantDrain(total);
-        return false;
-      }
+      this.#dropped++;
+      this.#wantDrain(total);
+      return false;
     }
     const ring = this.#ring;
     let pos = tail & this.#mask;
@@ -326,6 +319,25 @@ export class Writer extends EventEmitter {
       queueMicrotask(this.#publishTask);
     }
     return true;
+  }
+
+  // The cached head/sent say the queue may be full. Looks at the shared
+  // values; if the queue is still full, publishes what waits (a direct send
+  // may empty it at once, e.g. when maxBufferedWrites small messages fill it
+  // before a publish chunk does) and looks again.
+  #roomAfterAll(total: number): boolean {
+    for (;;) {
+      this.#headCache = Atomics.load(this.#ctrl, this.#iHead) >>> 0;
+      this.#sentCache = Atomics.load(this.#ctrl, this.#iSent) >>> 0;
+      if (
+        ((this.#tail - this.#headCache) >>> 0) + total <= this.#maxBytes &&
+        ((this.#accepted - this.#sentCache) >>> 0) < this.#maxWrites
+      ) {
+        return true;
+      }
+      if (this.#unpublished === 0) return false;
+      this.#publish();
+    }
   }
 
   // Makes every appended frame visible to the IO thread, or sends it directly.

@@ -152,6 +152,33 @@ describe('Writer queue limits', () => {
     expect(m.dropped).toBe(20);
     sumsUp(m);
   });
+
+  it('a count-limited queue that fills before a publish chunk sends what waits instead of refusing', async () => {
+    // 100 small frames reach maxBufferedWrites long before the 1 MiB publish
+    // chunk: the write that finds the queue full publishes, the connected and
+    // idle writer sends straight from this thread, and the write goes through.
+    const path = tmpSocket();
+    const N = 100;
+    const { reader, got } = collectingReader(path);
+    await reader.start();
+    const w = track(new Writer(path, { maxBufferedWrites: N, reconnect: FAST }));
+    w.start();
+    await waitFor(() => w.connected, 10_000, 'connected');
+    expect(w.write('first')).toBe(true);
+    await w.flush();
+    await waitFor(() => got.length === 1, 10_000, 'first message');
+    await new Promise((r) => setTimeout(r, 50)); // the IO thread goes idle
+    const results: boolean[] = [];
+    for (let i = 0; i < 10 * N; i++) results.push(w.write(`m${i}`));
+    expect(results.filter((r) => !r).length).toBe(0);
+    await w.flush();
+    await waitFor(() => got.length === 1 + 10 * N, 10_000, 'every message');
+    expect(got.slice(1)).toEqual(Array.from({ length: 10 * N }, (_, i) => `m${i}`));
+    const m = w.metrics();
+    expect(m.dropped).toBe(0);
+    expect(m.sent).toBe(1 + 10 * N);
+    sumsUp(m);
+  });
 });
 
 describe('queue filled before start()', () => {
