@@ -368,20 +368,35 @@ class Producer {
   uint32_t load(int w) { return std::atomic_ref<uint32_t>(ctrl_[w]).load(); }
   void store(int w, uint32_t v) { std::atomic_ref<uint32_t>(ctrl_[w]).store(v); }
 
+  // As Writer.write(): a full queue first publishes what waits (a direct
+  // send may empty it) and looks again.
   bool write(const uint8_t* p, uint32_t len) {
     const uint32_t total = len + static_cast<uint32_t>(uvarint_size(len));
-    const uint32_t used = tail_ - load(ctrl::kHead);
-    if (used + total > max_bytes_ || accepted_ - load(ctrl::kSent) >= max_writes_) return false;
-    uint8_t hdr[kMaxVarintLen];
-    const size_t hn = uvarint_encode(len, hdr);
-    put(tail_, hdr, hn);
-    put(tail_ + static_cast<uint32_t>(hn), p, len);
+    if (!room(total)) {
+      if (unpublished_ == 0) return false;
+      publish();
+      if (!room(total)) return false;
+    }
+    const uint32_t pos = tail_ & mask_;
+    if (pos + total <= cap_) {  // the usual case, as in JavaScript: header bytes in place, one copy
+      const size_t hn = uvarint_encode(len, ring_ + pos);
+      std::memcpy(ring_ + pos + hn, p, len);
+    } else {
+      uint8_t hdr[kMaxVarintLen];
+      const size_t hn = uvarint_encode(len, hdr);
+      put(tail_, hdr, hn);
+      put(tail_ + static_cast<uint32_t>(hn), p, len);
+    }
     tail_ += total;
     ++accepted_;
     payload_ += len;
     unpublished_ += total;
     if (unpublished_ >= publish_bytes_) publish();
     return true;
+  }
+
+  bool room(uint32_t total) {
+    return tail_ - load(ctrl::kHead) + total <= max_bytes_ && accepted_ - load(ctrl::kSent) < max_writes_;
   }
 
   void publish() {
