@@ -124,6 +124,10 @@ type State = 'idle' | 'running' | 'stopping' | 'stopped';
 // messages at about half the rate of 1 MiB chunks (bench/README.md). Capped at
 // a quarter of maxBufferedBytes so that a small queue still streams.
 const PUBLISH_BYTES = 1024 * 1024;
+// %TypedArray%.prototype.set, called through a constant: optimized code
+// then calls the builtin directly, where `ring.set(...)` looked the method up
+// through a generic LoadIC on every write (~7 % of write() at 64 B).
+const setBytes = Uint8Array.prototype.set;
 
 const E_CONNECT = 0;
 const E_DISCONNECT = 1;
@@ -301,7 +305,7 @@ export class Writer extends EventEmitter {
       }
       ring[pos++] = v;
       if (isString) this.#ringBuf.write(data as string, pos, len, 'utf8');
-      else if (len > 0) ring.set(data as Uint8Array, pos);
+      else if (len > 0) setBytes.call(ring, data as Uint8Array, pos);
     } else {
       this.#writeWrapped(pos, len, data);
     }
