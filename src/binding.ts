@@ -32,7 +32,13 @@ export interface NativeWriterHandle {
    * `frames`/`payload`: frames and payload bytes appended since the ring was
    * created (u32, wrapping) up to the tail just published.
    */
-  sendDirect(frames?: number, payload?: number): void;
+  sendDirect(): void;
+  /**
+   * With the counts: once the ring is empty it is rewound to ring offset 0
+   * (head and tail move on to the next multiple of the capacity); returns the
+   * tail to continue from (u32).
+   */
+  sendDirect(frames: number, payload: number): number;
   drain(): unknown[];
   beginStop(timeoutMs: number): void;
   close(): void;

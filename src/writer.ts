@@ -282,12 +282,11 @@ export class Writer extends EventEmitter {
       );
     }
     const total = len + (len < 0x80 ? 1 : len < 0x4000 ? 2 : len < 0x200000 ? 3 : len < 0x10000000 ? 4 : 5);
-    const tail = this.#tail;
     this.#written++;
     // Room is checked against cached head/sent values first; the shared ones
     // are only read when the cache says the queue might be full.
     if (
-      (((tail - this.#headCache) >>> 0) + total > this.#maxBytes ||
+      (((this.#tail - this.#headCache) >>> 0) + total > this.#maxBytes ||
         ((this.#accepted - this.#sentCache) >>> 0) >= this.#maxWrites) &&
       !this.#roomAfterAll(total)
     ) {
@@ -295,6 +294,7 @@ export class Writer extends EventEmitter {
       this.#wantDrain(total);
       return false;
     }
+    const tail = this.#tail; // read after #roomAfterAll(): a publish may rewind the ring
     const ring = this.#ring;
     let pos = tail & this.#mask;
     if (pos + total <= this.#cap) {
@@ -352,8 +352,12 @@ export class Writer extends EventEmitter {
     // The IO thread sleeps with nothing in flight: send from here rather than
     // pay a thread wake-up (it hands back if the socket fills up). The counts
     // spare it walking every frame header of a send that empties the ring.
+    // An emptied ring is rewound to its start (the tail moves on to the next
+    // multiple of the capacity): a writer that keeps up reuses the first part
+    // of its ring, warm in cache, and never touches (faults in) the rest.
     if (Atomics.load(ctrl, this.#iSleep) === 1 && Atomics.compareExchange(ctrl, this.#iSleep, 1, 2) === 1) {
-      this.#handle.sendDirect(this.#accepted, this.#payload);
+      const tail = this.#handle.sendDirect(this.#accepted, this.#payload);
+      if (tail !== this.#tail) this.#tail = this.#headCache = tail;
     }
   }
 

@@ -97,15 +97,20 @@ void WriterWrap::Wake(const Napi::CallbackInfo&) {
 }
 
 // sendDirect([frames, payload]): the counts of what was appended up to the
-// tail just published, so a send that empties the ring skips walking it.
-void WriterWrap::SendDirect(const Napi::CallbackInfo& info) {
-  if (!engine_) return;
+// tail just published, so a send that empties the ring skips walking it;
+// with counts the ring is also rewound once empty, and the tail to continue
+// from is returned (see WriterEngine::send_direct).
+Napi::Value WriterWrap::SendDirect(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!engine_) return env.Undefined();
   if (info.Length() >= 2 && info[0].IsNumber() && info[1].IsNumber()) {
-    engine_->send_direct(WriterEngine::Appended{info[0].As<Napi::Number>().Uint32Value(),
-                                                info[1].As<Napi::Number>().Uint32Value()});
-  } else {
-    engine_->send_direct();
+    const uint32_t tail = engine_->send_direct(
+        WriterEngine::Appended{info[0].As<Napi::Number>().Uint32Value(), info[1].As<Napi::Number>().Uint32Value()},
+        true);
+    return Napi::Number::New(env, tail);
   }
+  engine_->send_direct();
+  return env.Undefined();
 }
 
 Napi::Value WriterWrap::Drain(const Napi::CallbackInfo& info) {

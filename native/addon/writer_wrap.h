@@ -21,7 +21,7 @@ class WriterWrap : public Napi::ObjectWrap<WriterWrap> {
  private:
   Napi::Value Start(const Napi::CallbackInfo& info);
   void Wake(const Napi::CallbackInfo& info);
-  void SendDirect(const Napi::CallbackInfo& info);
+  Napi::Value SendDirect(const Napi::CallbackInfo& info);
   Napi::Value Drain(const Napi::CallbackInfo& info);
   void BeginStop(const Napi::CallbackInfo& info);
   void Close(const Napi::CallbackInfo& info);

@@ -251,20 +251,38 @@ void WriterEngine::reclaim_send_state() {
   }
 }
 
-void WriterEngine::send_direct() { send_direct_impl(nullptr); }
+void WriterEngine::send_direct() {
+  if (send_direct_impl(nullptr)) store(ctrl::kSleep, 1);  // all sent; the IO thread sleeps on
+}
 
-void WriterEngine::send_direct(Appended upto) { send_direct_impl(&upto); }
+uint32_t WriterEngine::send_direct(Appended upto, bool rewind) {
+  const uint32_t own = load(ctrl::kTail);  // the producer's (only it and we, on its behalf, store kTail)
+  if (!send_direct_impl(&upto)) return own;
+  if (rewind && head_ == send_pos_) {
+    // Everything is sent: nothing in the ring is needed any more, and the
+    // IO thread leaves the send state alone until kSleep goes back to 1.
+    const uint32_t at = send_pos_;
+    const uint32_t start = (at + mask_) & ~mask_;
+    if (start != at) {
+      head_ = send_pos_ = start;
+      store(ctrl::kHead, start);
+      store(ctrl::kTail, start);
+    }
+  }
+  const uint32_t tail = send_pos_;
+  store(ctrl::kSleep, 1);  // all sent; the IO thread sleeps on
+  return tail;
+}
 
-void WriterEngine::send_direct_impl(const Appended* upto) {
-  // Precondition: the producer swapped kSleep 1 -> 2, so the IO thread is idle
-  // (connected, nothing in flight) and waits in epoll until we hand back.
-  // The producer is this thread: the tail read here is the one `upto` counts.
+// Precondition: the producer swapped kSleep 1 -> 2, so the IO thread is idle
+// (connected, nothing in flight) and waits in epoll until we hand back. The
+// producer is this thread: the tail read here is the one `upto` counts.
+// Returns true with everything sent (the send state still borrowed: the
+// caller sets kSleep back to 1), false after handing it to the IO thread.
+bool WriterEngine::send_direct_impl(const Appended* upto) {
   for (;;) {
     const uint32_t tail = load(ctrl::kTail);
-    if (tail == send_pos_) {
-      store(ctrl::kSleep, 1);  // all sent; the IO thread sleeps on
-      return;
-    }
+    if (tail == send_pos_) return true;
     const ssize_t n = send_once(tail, upto);
     if (n > 0) continue;
     if (n < 0 && errno == EINTR) continue;
@@ -272,15 +290,12 @@ void WriterEngine::send_direct_impl(const Appended* upto) {
       // The socket is full: the IO thread waits for EPOLLOUT and goes on.
       want_out_ = true;
       loop_.modify(fd_.get(), EPOLLOUT | EPOLLRDHUP, kSocketTag);
-      store(ctrl::kSleep, 0);
-      loop_.wake();  // it slept with no deadline: let it arm the write timeout
-      return;
     }
-    // An error: hand back to the IO thread, whose next send meets it again
-    // and handles the disconnect.
+    // Else an error: the IO thread's next send meets it again and handles
+    // the disconnect.
     store(ctrl::kSleep, 0);
-    loop_.wake();
-    return;
+    loop_.wake();  // it slept with no deadline: let it arm the write timeout
+    return false;
   }
 }
 

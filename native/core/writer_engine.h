@@ -18,7 +18,10 @@
 //           sends on its own thread (no thread hop while idle, like libuv's
 //           try-write) and sets it back to 1 (all sent) or 0 (socket full
 //           or failed: the IO thread takes over). Alternatively the producer
-//           may swap 1 -> 0 and call wake().
+//           may swap 1 -> 0 and call wake(). A direct send that empties the
+//           ring may also rewind it (see send_direct()): head, send position
+//           and kTail all move on to the next multiple of the capacity, and
+//           the producer continues from there.
 //   kNotifyArmed/kNotifyHead/kNotifySent  producer asks to be notified
 //           (event kNotify) once head and sent both reach the targets
 // Positions are ring offsets modulo 2^32; capacity is a power of two.
@@ -112,7 +115,13 @@ class WriterEngine {
   void start();                             // owner thread
   void wake() { loop_.wake(); }             // any thread
   void send_direct();                       // producer thread, after kSleep 1 -> 2
-  void send_direct(Appended upto);          // same, with the counts at the published tail
+  // Same, with the counts at the published tail. With `rewind`, a send that
+  // empties the ring moves head, send position and kTail on to the next
+  // multiple of the capacity (ring offset 0): a writer that keeps up then
+  // reuses the start of its ring, warm in cache, and never faults in the
+  // rest. Returns the tail the producer continues from (its own unless the
+  // ring was rewound); without `rewind` the producer may ignore it.
+  uint32_t send_direct(Appended upto, bool rewind = false);
   void request_stop(int64_t timeout_ms);    // any thread: drain, then stop
   void close();                             // owner thread: stop now and join
   std::vector<WriterEvent> take_events();   // any thread (the consumer)
@@ -125,7 +134,7 @@ class WriterEngine {
   CoreError check_owner() const;
   void schedule_retry(int64_t now, int err);
   void flush();
-  void send_direct_impl(const Appended* upto);
+  bool send_direct_impl(const Appended* upto);
   ssize_t send_once(uint32_t tail, const Appended* upto = nullptr);
   void reclaim_send_state();
   void advance_head();

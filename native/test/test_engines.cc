@@ -28,6 +28,8 @@ struct Producer {
   WriterEngine* engine = nullptr;
   bool direct = false;  // hand-over protocol: send_direct() or wake()
   bool counts = true;   // direct: pass what was appended (as the addon does)
+  bool rewind = false;  // counts: let an emptied ring rewind (as the addon does)
+  std::atomic<uint32_t> rewinds{0};  // times the engine moved our tail on
   explicit Producer(uint32_t cap) : ring(cap), mask(cap - 1) {}
 
   uint32_t load(int w) { return std::atomic_ref<uint32_t>(ctrl[w]).load(); }
@@ -48,8 +50,15 @@ struct Producer {
     if (direct) {
       // As the addon does: send on this thread while the IO thread idles.
       if (std::atomic_ref<uint32_t>(ctrl[ctrl::kSleep]).compare_exchange_strong(one, 2)) {
-        if (counts) engine->send_direct(WriterEngine::Appended{accepted, payload});
-        else engine->send_direct();
+        if (counts) {
+          const uint32_t t = engine->send_direct(WriterEngine::Appended{accepted, payload}, rewind);
+          if (t != tail) {  // rewound: continue from the start of the ring
+            tail = t;
+            rewinds.fetch_add(1);
+          }
+        } else {
+          engine->send_direct();
+        }
       }
     } else if (std::atomic_ref<uint32_t>(ctrl[ctrl::kSleep]).compare_exchange_strong(one, 0)) {
       engine->wake();
@@ -152,10 +161,16 @@ struct Pair {
 
 }  // namespace
 
-static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling, bool under_load = false);
+static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling, bool under_load = false,
+                                           bool rewind = false);
 
 TEST(writer_to_reader_in_order_and_graceful_stop_wake) { run_in_order_and_graceful_stop(false, false); }
 TEST(writer_to_reader_in_order_and_graceful_stop_direct_send) { run_in_order_and_graceful_stop(true, false); }
+// The addon's form: an emptied ring rewinds to its start, and the producer
+// continues from the tail send_direct() returns.
+TEST(writer_to_reader_in_order_and_graceful_stop_direct_send_rewind) {
+  run_in_order_and_graceful_stop(true, false, false, true);
+}
 TEST(writer_to_reader_in_order_and_graceful_stop_consumer_polling) { run_in_order_and_graceful_stop(true, true); }
 // jsThreadPolling 'always': the consumer keeps the loop under load too (and
 // reads the lone connection directly); the producer passes its counts. Here
@@ -165,7 +180,7 @@ TEST(writer_to_reader_in_order_and_graceful_stop_consumer_polling_under_load) {
   run_in_order_and_graceful_stop(true, true, true);
 }
 
-static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling, bool under_load) {
+static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling, bool under_load, bool rewind) {
   Pair pair(128, 1 << 20, direct, [&](ReaderConfig& c) {
     c.max_pending_bytes = 1 << 20;  // small: exercises pause/resume
     c.consumer_polling = consumer_polling;
@@ -173,6 +188,7 @@ static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling, b
   });
   auto& [path, rc, wc, reader, consumer, prod, writer] = pair;
   prod.counts = !consumer_polling || under_load;  // both forms of send_direct()
+  prod.rewind = rewind;
 
   constexpr uint32_t kN = 200000;
   std::mt19937 rng(5);
@@ -209,6 +225,9 @@ static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling, b
   CHECK(opened);
   CHECK(ordered);
   CHECK_EQ(expect, kN);
+  // 200,000 frames through a 1 MiB ring: direct sends empty it again and again.
+  if (rewind) CHECK(prod.rewinds.load() > 0);
+  else CHECK_EQ(prod.rewinds.load(), 0u);
 
   writer.request_stop(5000);
   bool stopped = false;
