@@ -407,7 +407,7 @@ class Producer {
     if (load(ctrl::kSleep) == 1) {
       uint32_t one = 1;
       if (std::atomic_ref<uint32_t>(ctrl_[ctrl::kSleep]).compare_exchange_strong(one, 2))
-        engine_->send_direct(WriterEngine::Appended{accepted_, payload_});
+        tail_ = engine_->send_direct(WriterEngine::Appended{accepted_, payload_}, true);  // as the addon: an emptied ring rewinds
     }
   }
 
