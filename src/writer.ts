@@ -357,7 +357,14 @@ export class Writer extends EventEmitter {
     // of its ring, warm in cache, and never touches (faults in) the rest.
     if (Atomics.load(ctrl, this.#iSleep) === 1 && Atomics.compareExchange(ctrl, this.#iSleep, 1, 2) === 1) {
       const tail = this.#handle.sendDirect(this.#accepted, this.#payload);
-      if (tail !== this.#tail) this.#tail = this.#headCache = tail;
+      if (tail !== this.#tail) {
+        this.#tail = this.#headCache = tail;
+        // Everything is sent, so every pending flush()/'drain' target is
+        // reached: settle them now (promises and 'drain' stay asynchronous),
+        // before further rewinds move the positions 2^31 past them, where
+        // the 32-bit comparison would read them as not reached.
+        if (this.#waiters.length !== 0 || this.#drainWanted) this.#check(false);
+      }
     }
   }
 

@@ -218,6 +218,39 @@ describe('Writer queue limits', () => {
     expect(w.metrics().sent).toBe(sent);
     expect(grown).toBeLessThan(64 * MiB);
   });
+
+  it('a flush() pending while the ring is rewound several times (1 GiB queue) still resolves', async () => {
+    // Each rewind moves the ring positions on by up to the capacity (here
+    // 2^30): three of them put a stale target 2^31 or more behind, where a
+    // 32-bit comparison would read it as not reached yet, forever.
+    const path = tmpSocket();
+    let got = 0;
+    const reader = track(new Reader(path, (b: Batch) => void (got += b.length), { jsThreadPolling: false }));
+    await reader.start();
+    const w = track(new Writer(path, { maxBufferedBytes: 2 ** 30, reconnect: FAST }));
+    expect(w.write('first')).toBe(true);
+    let resolved = false;
+    const p = w.flush().then(() => {
+      resolved = true;
+    }); // pending: not even started
+    w.start();
+    // Synchronously from here (no event is handled meanwhile): the IO thread
+    // connects and sends 'first', then idles; three publishes follow, each a
+    // direct send that empties the ring and rewinds it.
+    const until = Date.now() + 10_000;
+    while (w.metrics().queueDepth !== 0 && Date.now() < until);
+    expect(w.metrics().queueDepth).toBe(0);
+    const idle = Date.now() + 20;
+    while (Date.now() < idle); // the IO thread goes back to sleep
+    for (let i = 0; i < 3; i++) {
+      expect(w.write('x')).toBe(true);
+      await Promise.resolve(); // a microtask (the writer's end-of-task publish), no event
+    }
+    await Promise.race([p, new Promise((r) => setTimeout(r, 2000))]);
+    expect(resolved).toBe(true);
+    await waitFor(() => got === 4, 10_000, 'every message');
+    expect(w.metrics().sent).toBe(4);
+  });
 });
 
 describe('queue filled before start()', () => {
