@@ -236,14 +236,16 @@ describe('Writer queue limits', () => {
     w.start();
     // Synchronously from here (no event is handled meanwhile): the IO thread
     // connects and sends 'first', then idles; three publishes follow, each a
-    // direct send that empties the ring and rewinds it.
+    // direct send of a message that takes the ring past its first MiB, and
+    // so empties and rewinds it.
     const until = Date.now() + 10_000;
     while (w.metrics().queueDepth !== 0 && Date.now() < until);
     expect(w.metrics().queueDepth).toBe(0);
     const idle = Date.now() + 20;
     while (Date.now() < idle); // the IO thread goes back to sleep
+    const big = Buffer.alloc(1.25 * 1024 * 1024);
     for (let i = 0; i < 3; i++) {
-      expect(w.write('x')).toBe(true);
+      expect(w.write(big)).toBe(true);
       await Promise.resolve(); // a microtask (the writer's end-of-task publish), no event
     }
     await Promise.race([p, new Promise((r) => setTimeout(r, 2000))]);

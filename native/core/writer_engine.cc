@@ -20,6 +20,7 @@ namespace udsipc {
 namespace {
 
 constexpr uint64_t kSocketTag = 1;
+constexpr uint32_t kRewindFrom = 1024 * 1024;  // see send_direct()
 
 bool retryable_connect_error(int e) {
   switch (e) {
@@ -258,16 +259,15 @@ void WriterEngine::send_direct() {
 uint32_t WriterEngine::send_direct(Appended upto, bool rewind) {
   const uint32_t own = load(ctrl::kTail);  // the producer's (only it and we, on its behalf, store kTail)
   if (!send_direct_impl(&upto)) return own;
-  if (rewind && head_ == send_pos_) {
+  // Only past kRewindFrom into a ring of at least twice that: a smaller ring
+  // is warm anyway, and its frames keep exercising the wrap-around path.
+  if (rewind && head_ == send_pos_ && cfg_.capacity >= 2 * kRewindFrom && (send_pos_ & mask_) >= kRewindFrom) {
     // Everything is sent: nothing in the ring is needed any more, and the
     // IO thread leaves the send state alone until kSleep goes back to 1.
-    const uint32_t at = send_pos_;
-    const uint32_t start = (at + mask_) & ~mask_;
-    if (start != at) {
-      head_ = send_pos_ = start;
-      store(ctrl::kHead, start);
-      store(ctrl::kTail, start);
-    }
+    const uint32_t start = (send_pos_ + mask_) & ~mask_;
+    head_ = send_pos_ = start;
+    store(ctrl::kHead, start);
+    store(ctrl::kTail, start);
   }
   const uint32_t tail = send_pos_;
   store(ctrl::kSleep, 1);  // all sent; the IO thread sleeps on

@@ -116,11 +116,12 @@ class WriterEngine {
   void wake() { loop_.wake(); }             // any thread
   void send_direct();                       // producer thread, after kSleep 1 -> 2
   // Same, with the counts at the published tail. With `rewind`, a send that
-  // empties the ring moves head, send position and kTail on to the next
-  // multiple of the capacity (ring offset 0): a writer that keeps up then
-  // reuses the start of its ring, warm in cache, and never faults in the
-  // rest. Returns the tail the producer continues from (its own unless the
-  // ring was rewound); without `rewind` the producer may ignore it.
+  // empties a ring of 2 MiB or more once it is at least 1 MiB in moves head,
+  // send position and kTail on to the next multiple of the capacity (ring
+  // offset 0): a writer that keeps up then reuses the first megabytes of its
+  // ring, warm in cache, and never faults in the rest. Returns the tail the
+  // producer continues from (its own unless the ring was rewound); without
+  // `rewind` the producer may ignore it.
   uint32_t send_direct(Appended upto, bool rewind = false);
   void request_stop(int64_t timeout_ms);    // any thread: drain, then stop
   void close();                             // owner thread: stop now and join

@@ -181,7 +181,8 @@ TEST(writer_to_reader_in_order_and_graceful_stop_consumer_polling_under_load) {
 }
 
 static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling, bool under_load, bool rewind) {
-  Pair pair(128, 1 << 20, direct, [&](ReaderConfig& c) {
+  // Rewinding needs a ring of 2 MiB or more (and happens past its first MiB).
+  Pair pair(128, rewind ? 1 << 22 : 1 << 20, direct, [&](ReaderConfig& c) {
     c.max_pending_bytes = 1 << 20;  // small: exercises pause/resume
     c.consumer_polling = consumer_polling;
     c.consumer_under_load = under_load;
@@ -225,7 +226,7 @@ static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling, b
   CHECK(opened);
   CHECK(ordered);
   CHECK_EQ(expect, kN);
-  // 200,000 frames through a 1 MiB ring: direct sends empty it again and again.
+  // ~17 MB of frames through a 4 MiB ring: direct sends empty it again and again.
   if (rewind) CHECK(prod.rewinds.load() > 0);
   else CHECK_EQ(prod.rewinds.load(), 0u);
 
