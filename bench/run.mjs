@@ -537,28 +537,42 @@ ${parts.join('\n\n')}
 Only ratios within one run mean much: on a shared 2-core machine, figures move
 by ±25 % between runs.
 
-## Where the time goes (measured 2026-12-04, second round; edit in bench/run.mjs)
+## Where the time goes (measured 2026-12-04/05; edit in bench/run.mjs)
 
 - **Writer, publish size.** Each publish of the ring's tail costs a
   \`sendmsg\` and wakes the reader. Publishing every 16 KiB (an earlier
   default) moved 1 KiB messages at half the rate of every 1 MiB (now). The
   first message of a burst still goes out at once. 256 KiB and 4 MiB chunks
   measured the same as 1 MiB at 100 KiB.
-- **Writer, per message.** \`write()\` is about 22 ns at 64 B; what is left is
-  the call, the checks and \`TypedArray.prototype.set\` (~7–10 ns of fixed
-  cost). At 64 B the writer's JavaScript thread is the busiest thread (it
-  also does the \`sendmsg\` while the IO thread idles): handing the sends to
-  the IO thread instead measured no faster, because both cores are busy.
-  The direct send now gets the frame and payload counts from JavaScript, so
-  it no longer walks every frame header it sent (~7 % of that thread).
-- **Writer, large payloads: a cold ring.** The 16 MiB ring (the default
-  \`maxBufferedBytes\`) is written end to end, so the copy into it misses
-  the cache: \`perf\` at 100 KiB counted 2.4× raw C++'s samples in
-  \`memmove\` and 1.3× in the kernel's copy out of it (raw C++ packs into a
-  1 MiB buffer that stays in cache). A 1 MiB ring brings both copies down to
-  raw's cost, but the queue limit is the user's (\`maxBufferedBytes\`
-  must also hold one message of \`maxMessageSize\`), and end to end a
-  1–4 MiB ring measured within noise of 16 MiB.
+- **Writer, a full queue at 64 B.** 10,000 queued writes (the default
+  \`maxBufferedWrites\`) fill the queue long before a 1 MiB publish chunk,
+  so every 10,000th \`write()\` used to be refused and the bench's writer
+  waited for \`'drain'\` (800 refusals per 8 M messages). A write that finds
+  the queue full now publishes first (the direct send empties it) and looks
+  again: 5–7 refusals, writer 73 → 56 ns per message, +30 % at 64 B.
+- **Writer, per message.** \`write()\` is about 20 ns at 64 B. Optimized
+  code looked \`ring.set\` up through a generic \`LoadIC\` on every call
+  (\`--print-opt-code\`); calling \`TypedArray.prototype.set\` through a
+  constant calls the builtin directly (writer 42 → 39 ns per message). At
+  64 B the writer's JavaScript thread is still the busiest thread (it also
+  does the \`sendmsg\` while the IO thread idles); handing the sends to the
+  IO thread measured no faster, because both cores are busy. The bench's
+  writer sets the first byte of its message just before \`write()\` copies
+  it, a store-forwarding stall inside \`memmove\` that raw C++ avoids by
+  patching the byte after its copy; in \`bench_core\` writing from a buffer
+  prepared one message ahead measured +8 %.
+- **Writer, the ring's working set.** A direct send that empties the ring
+  now rewinds it (past its first MiB, in rings of 2 MiB or more), so a
+  writer that keeps up reuses the start of its 16 MiB ring instead of
+  cycling through all of it: writer peak RSS at 64 B 67 → 54 MiB,
+  \`bench:memory\` writer growth 17–19 → 7 MiB, throughput +6 % at 100 KiB
+  and +4 to +10 % at 64 B (alternating A/B runs). While the reader lags, the
+  IO thread sends and the ring is still walked end to end.
+- **Writer, large payloads.** Sending a large message straight from the
+  caller's buffer (\`sendmsg\` of header + payload, no copy into the ring,
+  the rest queued on a partial write) was built and measured: no gain at
+  100 KiB or 1 MiB (18.0 vs 18.2 µs per 100 KiB message of writer CPU),
+  since one \`sendmsg\` per message costs what the copy saved. Not kept.
 - **Reader, memory per batch.** Two allocations per batch showed in
   \`perf\` at 64 B as page faults and are gone: the IO thread's fresh
   offsets vector (14 % of that thread; now recycled through a pool) and the
@@ -573,11 +587,15 @@ by ±25 % between runs.
   (\`jsThreadPolling\` \`'always'\`), which spares a wake-up and a
   threadsafe-function call per batch: reader CPU per message −5 to −13 %,
   throughput +3 to +10 % at every size.
-- **Reader, large payloads.** The reader's read is ~85 % the kernel's copy
-  into the slab (1.25× raw's cost: raw reads into one 2 MiB buffer, the
-  reader cycles slabs). Each batch over 16 KiB is an external
-  \`ArrayBuffer\` whose finalizer Node runs through a thread-safe
-  immediate; batches up to 16 KiB are copied instead.
+- **Reader, large payloads.** At 100 KiB all of the reader's CPU is its
+  JavaScript thread (\`/proc/self/task\`: 144 of 144 ticks), ~85 % of it in
+  \`read(2)\` and ~11 % in JavaScript and N-API per batch (an external
+  \`ArrayBuffer\` per batch over 16 KiB and its detach; batches up to
+  16 KiB are copied instead). Two alternating slabs keep the copy's
+  destination warm; 1–2 MiB slabs and 384 KiB–1 MiB reads measured within
+  noise. Raw C++'s own reader varies from 8.3 to 15.5 µs per 100 KiB message
+  between runs of the same configuration, so the ratio to raw swings with
+  it.
 - **Latency.** A message wakes one thread (the JavaScript thread polls the
   reader's epoll set through a \`uv_poll\`) and costs the same syscalls as
   with node:net: with one connection the poll reads it directly instead of
@@ -586,15 +604,21 @@ by ±25 % between runs.
   found \`napi_create_buffer\` at ~2.5 µs per one-message batch (it builds
   a Buffer object); a plain \`ArrayBuffer\` is used again. p50 is within
   noise of node:net (medians of alternating 2 s pairs: 40.7 vs 49.2 µs,
-  45.4 vs 50.3 µs, 69.0 vs 68.7 µs); p99 is lower.
+  45.4 vs 50.3 µs, 69.0 vs 68.7 µs, 38.0 vs 39.0 µs; full runs 63.5 vs
+  72.8 µs and 36.5 vs 36.7 µs); p99 is lower. A message costs the reader
+  tens of µs of CPU at this rate (wake-ups on this VM), its JavaScript
+  mostly still in the baseline tier.
 - **Allocations.** \`npm run bench:memory\` counts GCs with a
   \`PerformanceObserver\`: over 4,000,000 messages of 64 B, 1 scavenge in
   the reader and 2 in the writer. Nothing is allocated per message; a few
   objects per batch (thousands of messages).
-- **Engine to engine (C++)** at 64 B: 54–59 % of raw with the consumer
-  polling the loop (the addon's default), 41–49 % before. The engine parses
-  every frame into an offsets table and hands batches between threads; raw
-  C++ only sums first bytes.
+- **Engine to engine (C++)** at 64 B: 55–71 % of raw (49–61 % before
+  \`bench_core\`'s producer mirrored \`write()\` again: header bytes in
+  place, publish before refusing, rewinds). The producer thread is the
+  busiest; its \`memmove\` per message costs ~3.5× raw's even with a warm
+  ring (the store-forwarding stall above), and the engine parses every
+  frame into an offsets table and hands batches between threads where raw
+  C++ only sums first bytes. 1 KiB: 79–96 %, 100 KiB: 83–103 %.
 
 ## Running
 
