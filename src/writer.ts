@@ -325,6 +325,20 @@ export class Writer extends EventEmitter {
     return true;
   }
 
+  // The ring was rewound: everything up to the old tail is sent, and head and
+  // tail moved on to `tail`. Every pending flush()/'drain' target is reached:
+  // move it to the new head (a target more than 2^31 behind, e.g. from the
+  // previous lap of a 2 GiB ring or after several rewinds, would read as not
+  // reached in the 32-bit comparison) and settle it now (promises and
+  // 'drain' stay asynchronous).
+  #rewound(tail: number): void {
+    this.#tail = this.#headCache = tail;
+    if (this.#waiters.length === 0 && !this.#drainWanted) return;
+    for (const w of this.#waiters) w.head = tail;
+    if (this.#drainWanted) this.#drainWanted.head = tail;
+    this.#check(false);
+  }
+
   // The cached head/sent say the queue may be full. Looks at the shared
   // values; if the queue is still full, publishes what waits (a direct send
   // may empty it at once, e.g. when maxBufferedWrites small messages fill it
@@ -357,14 +371,7 @@ export class Writer extends EventEmitter {
     // of its ring, warm in cache, and never touches (faults in) the rest.
     if (Atomics.load(ctrl, this.#iSleep) === 1 && Atomics.compareExchange(ctrl, this.#iSleep, 1, 2) === 1) {
       const tail = this.#handle.sendDirect(this.#accepted, this.#payload);
-      if (tail !== this.#tail) {
-        this.#tail = this.#headCache = tail;
-        // Everything is sent, so every pending flush()/'drain' target is
-        // reached: settle them now (promises and 'drain' stay asynchronous),
-        // before further rewinds move the positions 2^31 past them, where
-        // the 32-bit comparison would read them as not reached.
-        if (this.#waiters.length !== 0 || this.#drainWanted) this.#check(false);
-      }
+      if (typeof tail === 'number' && tail !== this.#tail) this.#rewound(tail);
     }
   }
 

@@ -167,7 +167,7 @@ describe('Writer queue limits', () => {
     expect(w.write('first')).toBe(true);
     await w.flush();
     await waitFor(() => got.length === 1, 10_000, 'first message');
-    await new Promise((r) => setTimeout(r, 50)); // the IO thread goes idle
+    await new Promise((r) => setTimeout(r, 100)); // the IO thread goes idle
     const results: boolean[] = [];
     for (let i = 0; i < 10 * N; i++) results.push(w.write(`m${i}`));
     expect(results.filter((r) => !r).length).toBe(0);
@@ -235,23 +235,28 @@ describe('Writer queue limits', () => {
     }); // pending: not even started
     w.start();
     // Synchronously from here (no event is handled meanwhile): the IO thread
-    // connects and sends 'first', then idles; three publishes follow, each a
-    // direct send of a message that takes the ring past its first MiB, and
-    // so empties and rewinds it.
-    const until = Date.now() + 10_000;
-    while (w.metrics().queueDepth !== 0 && Date.now() < until);
-    expect(w.metrics().queueDepth).toBe(0);
-    const idle = Date.now() + 20;
-    while (Date.now() < idle); // the IO thread goes back to sleep
-    const big = Buffer.alloc(1.25 * 1024 * 1024);
-    for (let i = 0; i < 3; i++) {
-      expect(w.write(big)).toBe(true);
+    // connects and sends 'first', then idles. Then 30 writes of 128 KiB, each
+    // sent directly (small enough for a default-sized socket buffer) once
+    // the one before is out: the ring passes its first MiB three times, and
+    // each time the direct send that empties it rewinds it.
+    const settle = (): void => {
+      const until = Date.now() + 10_000;
+      while (w.metrics().queueDepth !== 0 && Date.now() < until);
+      expect(w.metrics().queueDepth).toBe(0);
+      const idle = Date.now() + 5;
+      while (Date.now() < idle); // the IO thread (if it sent) goes back to sleep
+    };
+    settle();
+    const chunk = Buffer.alloc(128 * 1024);
+    for (let i = 0; i < 30; i++) {
+      expect(w.write(chunk)).toBe(true); // the first write of a task publishes at once
       await Promise.resolve(); // a microtask (the writer's end-of-task publish), no event
+      settle();
     }
     await Promise.race([p, new Promise((r) => setTimeout(r, 2000))]);
     expect(resolved).toBe(true);
-    await waitFor(() => got === 4, 10_000, 'every message');
-    expect(w.metrics().sent).toBe(4);
+    await waitFor(() => got === 31, 10_000, 'every message');
+    expect(w.metrics().sent).toBe(31);
   });
 });
 
