@@ -285,11 +285,7 @@ export class Writer extends EventEmitter {
     this.#written++;
     // Room is checked against cached head/sent values first; the shared ones
     // are only read when the cache says the queue might be full.
-    if (
-      (((this.#tail - this.#headCache) >>> 0) + total > this.#maxBytes ||
-        ((this.#accepted - this.#sentCache) >>> 0) >= this.#maxWrites) &&
-      !this.#roomAfterAll(total)
-    ) {
+    if (!this.#fits(total) && !this.#roomAfterAll(total)) {
       this.#dropped++;
       this.#wantDrain(total);
       return false;
@@ -347,15 +343,18 @@ export class Writer extends EventEmitter {
     for (;;) {
       this.#headCache = Atomics.load(this.#ctrl, this.#iHead) >>> 0;
       this.#sentCache = Atomics.load(this.#ctrl, this.#iSent) >>> 0;
-      if (
-        ((this.#tail - this.#headCache) >>> 0) + total <= this.#maxBytes &&
-        ((this.#accepted - this.#sentCache) >>> 0) < this.#maxWrites
-      ) {
-        return true;
-      }
+      if (this.#fits(total)) return true;
       if (this.#unpublished === 0) return false;
       this.#publish();
     }
+  }
+
+  // Whether a frame of `total` bytes fits, by the cached head and sent count.
+  #fits(total: number): boolean {
+    return (
+      ((this.#tail - this.#headCache) >>> 0) + total <= this.#maxBytes &&
+      ((this.#accepted - this.#sentCache) >>> 0) < this.#maxWrites
+    );
   }
 
   // Makes every appended frame visible to the IO thread, or sends it directly.
@@ -365,10 +364,8 @@ export class Writer extends EventEmitter {
     Atomics.store(ctrl, this.#iTail, this.#tail | 0);
     // The IO thread sleeps with nothing in flight: send from here rather than
     // pay a thread wake-up (it hands back if the socket fills up). The counts
-    // spare it walking every frame header of a send that empties the ring.
-    // An emptied ring is rewound to its start (the tail moves on to the next
-    // multiple of the capacity): a writer that keeps up reuses the first part
-    // of its ring, warm in cache, and never touches (faults in) the rest.
+    // spare it walking every frame header of a send that empties the ring,
+    // which may also rewind the ring (see #rewound()).
     if (Atomics.load(ctrl, this.#iSleep) === 1 && Atomics.compareExchange(ctrl, this.#iSleep, 1, 2) === 1) {
       const tail = this.#handle.sendDirect(this.#accepted, this.#payload);
       if (typeof tail === 'number' && tail !== this.#tail) this.#rewound(tail);
