@@ -15,7 +15,8 @@
 //    last message. A few scavenges per million messages mean nothing is
 //    allocated per message (one small object per message would be ~1,000).
 //
-//   node bench/memory.mjs [--seconds S] [--handler-us U] [--gc-count N] [--out FILE] [--no-readme] [--quick]
+//   node bench/memory.mjs [--seconds S] [--handler-us U] [--max-pending BYTES] [--gc-count N] [--out FILE] [--no-readme] [--quick]
+// --max-pending: the slow reader's maxPendingBytes (default: the Reader's).
 // Results: stdout, bench/results/memory-<date>.json and the bench:memory
 // section of bench/README.md.
 import { spawn } from 'node:child_process';
@@ -102,7 +103,7 @@ async function child(cfg) {
             received += batch.length;
             if (received >= cfg.count) finish();
           };
-    const reader = new Reader(cfg.path, handler);
+    const reader = new Reader(cfg.path, handler, cfg.maxPending ? { maxPendingBytes: cfg.maxPending } : {});
     await reader.start();
     const mem = rssSampler();
     out({ ready: true });
@@ -182,12 +183,13 @@ async function main() {
   const quick = argv.includes('--quick');
   const seconds = opt('--seconds', quick ? 1 : 10);
   const handlerUs = opt('--handler-us', 110);
+  const maxPending = opt('--max-pending', undefined);
   const gcCount = opt('--gc-count', quick ? 200_000 : 4_000_000);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'uds-bench-mem-'));
   try {
     // 1. Slow reader.
     const sockA = path.join(dir, 'slow.sock');
-    const r1 = runChild({ role: 'reader', case: 'slow', path: sockA, handlerUs });
+    const r1 = runChild({ role: 'reader', case: 'slow', path: sockA, handlerUs, maxPending });
     await r1.ready;
     const w1 = await runChild({ role: 'writer', case: 'slow', path: sockA, size: 100, seconds }).done;
     r1.p.kill('SIGTERM');
@@ -203,7 +205,7 @@ async function main() {
       date: new Date().toISOString(),
       node: process.version,
       cores: os.cpus().length,
-      slowReader: { seconds, handlerUs, messageBytes: 100, writer: w1, reader: rd1 },
+      slowReader: { seconds, handlerUs, maxPendingBytes: maxPending, messageBytes: 100, writer: w1, reader: rd1 },
       gc: { messages: gcCount, messageBytes: 64, writer: w2, reader: rd2 },
     };
     const lines = [

@@ -79,7 +79,10 @@ describe('bench/memory.mjs --quick', () => {
     const out = join(dir, 'memory.json');
     const r = spawnSync(
       process.execPath,
-      ['bench/memory.mjs', '--quick', '--seconds', '1', '--gc-count', '20000', '--out', out],
+      // A small maxPendingBytes: the reader pauses within the second even on a
+      // loaded machine (with the default 8 MiB the writer must first get
+      // ~16 MiB out, which two busy cores sometimes do not allow).
+      ['bench/memory.mjs', '--quick', '--seconds', '1', '--max-pending', String(256 * 1024), '--gc-count', '20000', '--out', out],
       { cwd: ROOT, encoding: 'utf8', timeout: 60_000 },
     );
     expect(r.error, String(r.error)).toBeUndefined();
