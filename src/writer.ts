@@ -172,9 +172,15 @@ export class Writer extends EventEmitter {
   readonly #iHead: number;
   readonly #iSent: number;
   readonly #iSleep: number;
-  #tail = 0; // u32 ring position after the last frame
-  #accepted = 0; // u32 frames accepted (wraps)
-  #payload = 0; // u32 payload bytes accepted (wraps)
+  // Positions and counts wrap at 2^32 and are kept as int32 (`| 0`), the
+  // way the Int32Array control block holds them: a field that went past 2^31
+  // as a u32 would turn from a small integer into a heap number, changing
+  // this object's shape and deoptimizing write() and everything that had
+  // been optimized with it (after 2 GiB, i.e. within a second at 10 KiB).
+  // Differences are taken modulo 2^32 (`>>> 0`, or `| 0` for a signed one).
+  #tail = 0; // ring position after the last frame
+  #accepted = 0; // frames accepted
+  #payload = 0; // payload bytes accepted
   #headCache = 0; // last head read from the IO thread (only moves forward)
   #sentCache = 0; // last sent count read from the IO thread
   #unpublished = 0; // bytes appended since the tail was last published
@@ -305,9 +311,9 @@ export class Writer extends EventEmitter {
     } else {
       this.#writeWrapped(pos, len, data);
     }
-    this.#tail = (tail + total) >>> 0;
-    this.#accepted = (this.#accepted + 1) >>> 0;
-    this.#payload = (this.#payload + len) >>> 0;
+    this.#tail = (tail + total) | 0;
+    this.#accepted = (this.#accepted + 1) | 0;
+    this.#payload = (this.#payload + len) | 0;
     // The first message of a burst goes out at once (nothing waits behind it
     // yet: no added latency); the rest of the burst is published every
     // #publishBytes and when the task ends (one microtask per burst).
@@ -341,8 +347,8 @@ export class Writer extends EventEmitter {
   // before a publish chunk does) and looks again.
   #roomAfterAll(total: number): boolean {
     for (;;) {
-      this.#headCache = Atomics.load(this.#ctrl, this.#iHead) >>> 0;
-      this.#sentCache = Atomics.load(this.#ctrl, this.#iSent) >>> 0;
+      this.#headCache = Atomics.load(this.#ctrl, this.#iHead);
+      this.#sentCache = Atomics.load(this.#ctrl, this.#iSent);
       if (this.#fits(total)) return true;
       if (this.#unpublished === 0) return false;
       this.#publish();
@@ -361,14 +367,14 @@ export class Writer extends EventEmitter {
   #publish(): void {
     const ctrl = this.#ctrl;
     this.#unpublished = 0;
-    Atomics.store(ctrl, this.#iTail, this.#tail | 0);
+    Atomics.store(ctrl, this.#iTail, this.#tail);
     // The IO thread sleeps with nothing in flight: send from here rather than
     // pay a thread wake-up (it hands back if the socket fills up). The counts
     // spare it walking every frame header of a send that empties the ring,
     // which may also rewind the ring (see #rewound()).
     if (Atomics.load(ctrl, this.#iSleep) === 1 && Atomics.compareExchange(ctrl, this.#iSleep, 1, 2) === 1) {
       const tail = this.#handle.sendDirect(this.#accepted, this.#payload);
-      if (typeof tail === 'number' && tail !== this.#tail) this.#rewound(tail);
+      if (typeof tail === 'number' && (tail | 0) !== this.#tail) this.#rewound(tail | 0);
     }
   }
 
@@ -673,8 +679,8 @@ export class Writer extends EventEmitter {
   #drainTarget(total: number): { head: number; sent: number } {
     const room = Math.min(Math.floor(this.#maxBytes / 2), this.#maxBytes - total);
     return {
-      head: (this.#tail - room) >>> 0,
-      sent: (this.#accepted - Math.floor(this.#maxWrites / 2)) >>> 0,
+      head: (this.#tail - room) | 0,
+      sent: (this.#accepted - Math.floor(this.#maxWrites / 2)) | 0,
     };
   }
 
@@ -690,8 +696,8 @@ export class Writer extends EventEmitter {
         if (!best || ((w.head - head) | 0) < ((best.head - head) | 0)) best = w;
       }
       if (!best) return;
-      ctrl[c.NOTIFY_HEAD] = best.head | 0;
-      ctrl[c.NOTIFY_SENT] = best.sent | 0;
+      ctrl[c.NOTIFY_HEAD] = best.head;
+      ctrl[c.NOTIFY_SENT] = best.sent;
       Atomics.store(ctrl, c.NOTIFY_ARMED, 1);
       // The IO thread may have passed the target before it saw the request.
       if (!this.#reached(best.head, best.sent)) return;

@@ -2,7 +2,8 @@
 // with nobody listening.
 import { describe, it, expect, afterEach, afterAll } from 'vitest';
 import { Reader, Writer, IpcError, type Batch } from '../src/index';
-import { tmpSocket, cleanupDirs, waitFor } from './helpers';
+import { join } from 'node:path';
+import { tmpSocket, cleanupDirs, waitFor, runNode, FIXTURES } from './helpers';
 
 const live: Array<{ stop: (o?: { timeoutMs?: number }) => Promise<unknown> }> = [];
 function track<T extends { stop: (o?: { timeoutMs?: number }) => Promise<unknown> }>(x: T): T {
@@ -257,6 +258,28 @@ describe('Writer queue limits', () => {
     expect(resolved).toBe(true);
     await waitFor(() => got === 31, 10_000, 'every message');
     expect(w.metrics().sent).toBe(31);
+  });
+});
+
+describe('ring positions past 2^31', () => {
+  it('write() stays optimized when the positions pass 2^31 (they are kept as int32, not as u32 heap numbers)', async () => {
+    // A u32 position past 2^31 is a heap number in V8: the Writer's shape
+    // changed there and write() was deoptimized (and recompiled) after the
+    // first 2 GiB, within a second at 10 KiB. The child rewinds a 1 GiB ring
+    // twice to put its positions at 2^31 and asks V8 whether write() is
+    // still optimized.
+    const r = await runNode(join(FIXTURES, 'opt-positions.js'), [tmpSocket()], {
+      timeoutMs: 60_000,
+      execArgv: ['--allow-natives-syntax'],
+    });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    expect(out.optimizedBefore).toBe(true);
+    expect(out.optimizedAfter).toBe(true);
+    expect(out.dropped).toBe(0);
+    expect(out.sent).toBe(out.expected);
+    expect(out.got).toBe(out.expected);
   });
 });
 

@@ -107,7 +107,7 @@ Napi::Value WriterWrap::SendDirect(const Napi::CallbackInfo& info) {
     const uint32_t tail = engine_->send_direct(
         WriterEngine::Appended{info[0].As<Napi::Number>().Uint32Value(), info[1].As<Napi::Number>().Uint32Value()},
         true);
-    return Napi::Number::New(env, tail);
+    return Napi::Number::New(env, static_cast<int32_t>(tail));  // int32, as JavaScript keeps positions
   }
   engine_->send_direct();
   return env.Undefined();
