@@ -256,6 +256,16 @@ const T_DRAINED = 4;
 const T_REJECTED = 5;
 const ITEM = 5;
 
+// Indices of the Reader's counters (#m).
+const M_RECEIVED = 0;
+const M_BYTES = 1;
+const M_BATCHES = 2;
+const M_ERRORS = 3;
+const M_HANDLER_ERRORS = 4;
+const M_DISCARDED = 5;
+const M_REJECTED = 6;
+const M_COUNT = 7;
+
 /**
  * Listens on a Unix socket and delivers the messages that writers send, to a
  * handler or (constructed without one) to `for await (const batch of reader)`.
@@ -286,7 +296,11 @@ export class Reader extends EventEmitter {
   #stopResolve: ((r: StopResult) => void) | undefined;
   #stopTimer: NodeJS.Timeout | undefined;
   #lastNative: Record<string, number> = {};
-  #m = { received: 0, bytesReceived: 0, batches: 0, errors: 0, handlerErrors: 0, discarded: 0, rejected: 0 };
+  // Counters (the M_* indices) in a Float64Array rather than object fields: a
+  // field that passes 2^31 (bytesReceived after 2 GiB) turns from a small
+  // integer into a heap number, which changes the object's shape and
+  // deoptimizes #pump.
+  readonly #m = new Float64Array(M_COUNT);
   readonly #channel: BatchChannel | undefined; // handler-less: batches wait here for the async iterator
   #offStartSignal: (() => void) | undefined;
 
@@ -504,18 +518,18 @@ export class Reader extends EventEmitter {
   metrics(): ReaderMetrics {
     const n = this.#handle ? this.#handle.metrics() : this.#lastNative;
     return {
-      received: this.#m.received,
-      bytesReceived: this.#m.bytesReceived,
-      batches: this.#m.batches,
+      received: this.#m[M_RECEIVED],
+      bytesReceived: this.#m[M_BYTES],
+      batches: this.#m[M_BATCHES],
       connections: n.connections ?? 0,
       activeConnections: n.activeConnections ?? 0,
-      errors: this.#m.errors,
-      handlerErrors: this.#m.handlerErrors,
+      errors: this.#m[M_ERRORS],
+      handlerErrors: this.#m[M_HANDLER_ERRORS],
       bytesRead: n.bytesRead ?? 0,
       readCalls: n.readCalls ?? 0,
       pauses: n.pauses ?? 0,
-      discarded: this.#m.discarded,
-      rejected: this.#m.rejected,
+      discarded: this.#m[M_DISCARDED],
+      rejected: this.#m[M_REJECTED],
       jsThreadReads: n.jsThreadReads ?? 0,
       handoffs: n.handoffs ?? 0,
     };
@@ -585,9 +599,10 @@ export class Reader extends EventEmitter {
         q[i + 2] = q[i + 3] = undefined; // let the slab go once delivered
         const conn = this.#conns.get(connId) ?? { id: connId, pid: -1, uid: -1, gid: -1 };
         const batch = new Batch(conn, ab, offsets, bytes);
-        this.#m.received += batch.length;
-        this.#m.bytesReceived += bytes;
-        this.#m.batches++;
+        const m = this.#m;
+        m[M_RECEIVED] += batch.length;
+        m[M_BYTES] += bytes;
+        m[M_BATCHES]++;
         let r: unknown;
         try {
           r = this.#handler(batch);
@@ -669,7 +684,7 @@ export class Reader extends EventEmitter {
   }
 
   #rejected(peer: Connection, why: string, cause?: unknown): void {
-    this.#m.rejected++;
+    this.#m[M_REJECTED]++;
     const err = new IpcError(
       'ERR_PEER_REJECTED',
       `Refused a connection from pid ${peer.pid} (uid ${peer.uid}, gid ${peer.gid}): ${why}`,
@@ -699,13 +714,13 @@ export class Reader extends EventEmitter {
   }
 
   #handlerFailed(e: unknown, conn: Connection): void {
-    this.#m.handlerErrors++;
+    this.#m[M_HANDLER_ERRORS]++;
     const err = new IpcError('ERR_HANDLER', `The batch handler failed: ${(e as Error)?.message ?? String(e)}`, { cause: e });
     this.#report(err, 'handler', conn);
   }
 
   #report(err: Error, context: ErrorContext, conn?: Connection): void {
-    this.#m.errors++;
+    this.#m[M_ERRORS]++;
     const onError = this.#opts.onError;
     if (onError) {
       try {
@@ -736,7 +751,7 @@ export class Reader extends EventEmitter {
     }
     this.#queue = [];
     this.#qhead = 0;
-    this.#m.discarded += discarded;
+    this.#m[M_DISCARDED] += discarded;
     this.#handle = undefined;
     this.#state = 'stopped';
     this.#afterStop();
