@@ -26,10 +26,17 @@ const IMPLS = {
 
 // Messages per run at scale 1, per payload size: about 1 s for node:net on a
 // quiet 2-core machine (a slow case takes a few seconds). Throughput is a rate,
-// so implementations need not send the same N.
+// so implementations need not send the same N: the faster ones send more
+// (FACTOR), so that every run lasts about 1 s. A run of 0.4 s, as uds-ipc's
+// were with node:net's counts, spends a tenth of it or more warming up (the
+// JIT compiles and recompiles while the bytes flow, on the same 2 cores):
+// 100 KiB, 3 runs each: 6336 MB/s with 20,000 messages, 7245 with 60,000.
 const DEFAULT_COUNTS = { 64: 8_000_000, 1024: 2_000_000, 10240: 250_000, 102400: 20_000 };
-// The raw C++ limit is 5-30× faster: more messages keep its runs near 0.5 s.
-const RAW_FACTOR = { 64: 5, 1024: 3, 10240: 2, 102400: 2 };
+const FACTOR = {
+  'uds-visit': { 64: 2.5, 1024: 2, 10240: 2, 102400: 3 },
+  'uds-buffer': { 64: 2, 1024: 2, 10240: 2, 102400: 3 },
+  raw: { 64: 10, 1024: 5, 10240: 3, 102400: 4 },
+};
 const QUICK_SCALE = 0.005;
 
 const HELP = `usage: node bench/run.mjs [options]
@@ -41,7 +48,9 @@ const HELP = `usage: node bench/run.mjs [options]
   --runs 3                       runs per case (medians are reported)
   --scale 1                      multiplies the default message counts
                                  (${Object.entries(DEFAULT_COUNTS).map(([s, n]) => `${s} B: ${n}`).join(', ')};
-                                 raw C++: ${Object.entries(RAW_FACTOR).map(([s, f]) => `${s} B ×${f}`).join(', ')})
+${Object.entries(FACTOR)
+  .map(([impl, f]) => `                                 ${impl}: ${Object.entries(f).map(([s, x]) => `${s} B ×${x}`).join(', ')}`)
+  .join('\n')})
   --count N                      messages per run, for every size
   --latency-seconds 10           latency case length (0 = skip it)
   --latency-rate 1000            latency case messages per second
@@ -169,7 +178,7 @@ function parseArgs(argv) {
 function countFor(o, size, impl) {
   if (o.count !== undefined) return o.count;
   let base = DEFAULT_COUNTS[size] ?? Math.max(1000, Math.round(512e6 / (size + 512)));
-  if (impl === 'raw') base *= RAW_FACTOR[size] ?? 2;
+  base *= FACTOR[impl]?.[size] ?? (impl === 'net' ? 1 : 2);
   return Math.max(o.quick ? 200 : 1000, Math.round(base * o.scale));
 }
 
