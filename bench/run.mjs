@@ -548,6 +548,20 @@ by ±25 % between runs.
 
 ## Where the time goes (measured 2026-12-04/05; edit in bench/run.mjs)
 
+- **Run length.** Every implementation sends enough messages for about 1 s
+  per run. With node:net's counts uds-ipc's runs lasted 0.4 s, a tenth of
+  which went on warming up: the JIT compiles and recompiles on the same two
+  cores while the bytes flow. 100 KiB, 3 runs each: 6336 MB/s with 20,000
+  messages, 7245 MB/s with 60,000.
+- **Positions past 2^31.** The Writer kept its ring positions and counts as
+  u32 numbers. Past 2^31, after 2 GiB, a u32 is a heap number in V8, not a
+  small integer: the Writer's shape changed and \`write()\` and everything
+  optimized with it was deoptimized and compiled again (\`--trace-deopt\`:
+  "wrong map"), within the first second at 10 KiB. They are int32 now, as the
+  shared control block holds them: 10 KiB, 4 alternating pairs, 5984 →
+  6862 MB/s, writer 1.81 → 1.40 µs per message. The Reader's counters moved
+  to a \`Float64Array\` for the same reason (\`bytesReceived\` passing 2^31
+  deoptimized its batch loop).
 - **Writer, publish size.** Each publish of the ring's tail costs a
   \`sendmsg\` and wakes the reader. Publishing every 16 KiB (an earlier
   default) moved 1 KiB messages at half the rate of every 1 MiB (now). The
@@ -568,8 +582,7 @@ by ±25 % between runs.
   IO thread measured no faster, because both cores are busy. The bench's
   writer sets the first byte of its message just before \`write()\` copies
   it, a store-forwarding stall inside \`memmove\` that raw C++ avoids by
-  patching the byte after its copy; in \`bench_core\` writing from a buffer
-  prepared one message ahead measured +8 %.
+  patching the byte after its copy (node:net's writer pays it too).
 - **Writer, the ring's working set.** A direct send that empties the ring
   now rewinds it (past its first MiB, in rings of 2 MiB or more), so a
   writer that keeps up reuses the start of its 16 MiB ring instead of
@@ -621,13 +634,18 @@ by ±25 % between runs.
   \`PerformanceObserver\`: over 4,000,000 messages of 64 B, 1 scavenge in
   the reader and 2 in the writer. Nothing is allocated per message; a few
   objects per batch (thousands of messages).
-- **Engine to engine (C++)** at 64 B: 55–71 % of raw (49–61 % before
-  \`bench_core\`'s producer mirrored \`write()\` again: header bytes in
-  place, publish before refusing, rewinds). The producer thread is the
-  busiest; its \`memmove\` per message costs ~3.5× raw's even with a warm
-  ring (the store-forwarding stall above), and the engine parses every
-  frame into an offsets table and hands batches between threads where raw
-  C++ only sums first bytes. 1 KiB: 79–96 %, 100 KiB: 83–103 %.
+- **Engine to engine (C++)** at 64 B: 63–76 % of raw, median 69 % over 6
+  alternating runs. \`bench_core\`'s producer now writes messages that are
+  ready (256 of them in turn, as raw's payload is ready) rather than storing
+  the first byte just before the copy: that store-forwarding stall made its
+  \`memmove\` ~3.5× raw's (median 65 % before). Both engine threads are
+  busy for the whole run. Per 40 M messages (\`perf\`, samples at 5 kHz):
+  the producer ~3,100 against raw's writer ~1,900, the extra in its
+  bookkeeping per message (room check, header, counts) and more, smaller
+  sends; the consumer ~2,850 against raw's reader ~1,970, the extra in
+  parsing into an offsets table (~2.7 ns per frame) and twice the syscalls
+  (\`strace -c\`: 6,450 reads of ~400 KiB and 1,790 polls where raw makes
+  2,500 reads of 1 MiB). 1 KiB: 71–96 %, 100 KiB: 83–106 %.
 
 ## Running
 
