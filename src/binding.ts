@@ -30,13 +30,13 @@ export interface NativeWriterHandle {
   /**
    * Sends the published frames on this thread; only after swapping SLEEP 1 -> 2.
    * `frames`/`payload`: frames and payload bytes appended since the ring was
-   * created (u32, wrapping) up to the tail just published.
+   * created (mod 2^32, as int32 or u32 numbers) up to the tail just published.
    */
   sendDirect(): void;
   /**
    * With the counts: once the ring is empty it is rewound to ring offset 0
    * (head and tail move on to the next multiple of the capacity); returns the
-   * tail to continue from (u32).
+   * tail to continue from (int32, as the Writer keeps positions).
    */
   sendDirect(frames: number, payload: number): number;
   drain(): unknown[];

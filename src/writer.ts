@@ -374,7 +374,7 @@ export class Writer extends EventEmitter {
     // which may also rewind the ring (see #rewound()).
     if (Atomics.load(ctrl, this.#iSleep) === 1 && Atomics.compareExchange(ctrl, this.#iSleep, 1, 2) === 1) {
       const tail = this.#handle.sendDirect(this.#accepted, this.#payload);
-      if (typeof tail === 'number' && (tail | 0) !== this.#tail) this.#rewound(tail | 0);
+      if (typeof tail === 'number' && tail !== this.#tail) this.#rewound(tail);
     }
   }
 
