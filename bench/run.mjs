@@ -627,14 +627,15 @@ by ±25 % between runs.
   a Buffer object); a plain \`ArrayBuffer\` is used again. p50 is within
   noise of node:net (medians of alternating 2 s pairs: 40.7 vs 49.2 µs,
   45.4 vs 50.3 µs, 69.0 vs 68.7 µs, 38.0 vs 39.0 µs; full runs 63.5 vs
-  72.8 µs and 36.5 vs 36.7 µs); p99 is lower. A message costs the reader
+  72.8 µs, 36.5 vs 36.7 µs, 38.5 vs 37.9 µs, 40.9 vs 45.1 µs and 38.4 vs
+  38.9 µs); p99 is lower. A message costs the reader
   tens of µs of CPU at this rate (wake-ups on this VM), its JavaScript
   mostly still in the baseline tier.
 - **Allocations.** \`npm run bench:memory\` counts GCs with a
   \`PerformanceObserver\`: over 4,000,000 messages of 64 B, 1 scavenge in
-  the reader and 2 in the writer. Nothing is allocated per message; a few
+  the reader and 1–2 in the writer. Nothing is allocated per message; a few
   objects per batch (thousands of messages).
-- **Engine to engine (C++)** at 64 B: 63–76 % of raw, median 69 % over 6
+- **Engine to engine (C++)** at 64 B: 56–76 % of raw, median 69 % over 6
   alternating runs. \`bench_core\`'s producer now writes messages that are
   ready (256 of them in turn, as raw's payload is ready) rather than storing
   the first byte just before the copy: that store-forwarding stall made its
