@@ -520,11 +520,6 @@ PairResult run_engines(size_t size, uint64_t count) {
   reader.start();
   writer.start();
   std::thread producer([&] {
-    if (getenv("ROT") && size && size <= 4096) {
-      std::vector<uint8_t> msgs(256 * size, 0x5a);
-      for (size_t k = 0; k < 256; ++k) msgs[k * size] = static_cast<uint8_t>(k);
-      for (uint64_t i = 0; i < count; ++i) prod.write_blocking(msgs.data() + (i & 255) * size, static_cast<uint32_t>(size));
-    } else {
     // The messages are ready before they are written, as raw's payload is:
     // for small sizes 256 of them, message i being the one whose first byte
     // is i & 0xff. Storing that byte just before write() copies the message
@@ -542,7 +537,6 @@ PairResult run_engines(size_t size, uint64_t count) {
         if (size) msg[0] = static_cast<uint8_t>(i);
         prod.write_blocking(msg.data(), static_cast<uint32_t>(size));
       }
-    }
     }
     prod.finish();
   });
