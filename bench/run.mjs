@@ -635,18 +635,24 @@ by ±25 % between runs.
   \`PerformanceObserver\`: over 4,000,000 messages of 64 B, 1 scavenge in
   the reader and 1–2 in the writer. Nothing is allocated per message; a few
   objects per batch (thousands of messages).
-- **Engine to engine (C++)** at 64 B: 56–76 % of raw, median 69 % over 6
-  alternating runs. \`bench_core\`'s producer now writes messages that are
-  ready (256 of them in turn, as raw's payload is ready) rather than storing
-  the first byte just before the copy: that store-forwarding stall made its
-  \`memmove\` ~3.5× raw's (median 65 % before). Both engine threads are
-  busy for the whole run. Per 40 M messages (\`perf\`, samples at 5 kHz):
-  the producer ~3,100 against raw's writer ~1,900, the extra in its
-  bookkeeping per message (room check, header, counts) and more, smaller
-  sends; the consumer ~2,850 against raw's reader ~1,970, the extra in
-  parsing into an offsets table (~2.7 ns per frame) and twice the syscalls
-  (\`strace -c\`: 6,450 reads of ~400 KiB and 1,790 polls where raw makes
-  2,500 reads of 1 MiB). 1 KiB: 71–96 %, 100 KiB: 83–106 %.
+- **Engine to engine (C++)** at 64 B: 56–83 % of raw over 19 runs, median
+  65 %. \`bench_core\`'s producer now writes messages that are ready (256 of
+  them in turn, as raw's payload is ready) rather than storing the first
+  byte just before the copy: that store-forwarding stall made its
+  \`memmove\` ~3.5× raw's. The limit is the writer side: mixing the two in
+  one process (a throwaway build), the engine writer into raw's reader ran
+  at a median 64 % of raw, raw's writer into the engine reader at 95 %.
+  Nearly every publish is a direct send from the producer thread (the IO
+  thread took 12 of ~3,100 samples), and that thread uses about twice the
+  CPU of raw's writer per message: user time ~2.7× (\`perf\`: 1,560 against
+  578 samples per 40 M messages) and the kernel's copy in \`sendmsg\` ~1.6×
+  (900 against 572). Not explained by its instruction count (a producer
+  loop keeping every counter in registers measured the same), the ring's
+  working set (rewinding and publishing every 128 KiB–1 MiB instead of
+  1 MiB: no change; raw with a 1–4 MiB buffer: no change) or the alignment
+  of the sent bytes (raw sending from offsets 1, 7 and 33: no change). The
+  consumer is not the limit: dropping its per-message loop changed nothing.
+  1 KiB: 71–96 %, 100 KiB: 83–106 %.
 
 ## Running
 
