@@ -44,9 +44,12 @@
 #include "core/spsc_queue.h"
 #include "core/varint.h"
 #include "core/writer_engine.h"
+#include "producer.h"
 #include "raw_io.h"
 
 using namespace udsipc;
+using udsbench::Producer;
+using udsbench::Signal;
 
 namespace {
 
@@ -314,158 +317,6 @@ void bench_spsc(const Options& o) {
 
 // ─── 4. engines vs raw ────────────────────────────────────────────────────────
 
-struct Signal {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool ready = false;
-  void notify() {
-    std::lock_guard<std::mutex> lk(mu);
-    ready = true;
-    cv.notify_one();
-  }
-  void wait(int ms) {
-    std::unique_lock<std::mutex> lk(mu);
-    cv.wait_for(lk, std::chrono::milliseconds(ms), [&] { return ready; });
-    ready = false;
-  }
-};
-
-// What Writer.write() does, in C++: same ring layout, limits and protocol;
-// room checked against cached head/sent counts first; the same publishing:
-// the tail goes to the IO thread every min(1 MiB, max_bytes / 4) bytes and
-// before waiting for room (finish() at the end), sent from this thread
-// (send_direct, with the frame and payload counts) while the IO thread idles.
-class Producer {
- public:
-  Producer(uint32_t max_bytes, uint32_t max_writes)
-      : max_bytes_(max_bytes), max_writes_(max_writes), publish_bytes_(std::min<uint32_t>(1 << 20, max_bytes / 4)) {
-    cap_ = 1;
-    while (cap_ < max_bytes) cap_ *= 2;
-    mem_ = static_cast<uint8_t*>(std::aligned_alloc(64, ctrl::kBytes + cap_));
-    std::memset(mem_, 0, ctrl::kBytes);
-    ctrl_ = reinterpret_cast<uint32_t*>(mem_);
-    ring_ = mem_ + ctrl::kBytes;
-    mask_ = cap_ - 1;
-  }
-  ~Producer() { std::free(mem_); }
-  uint32_t* ctrl() { return ctrl_; }
-  uint8_t* ring() { return ring_; }
-  uint32_t capacity() const { return cap_; }
-  void attach(WriterEngine* e) { engine_ = e; }
-  void on_notify() { sig_.notify(); }
-
-  // Writes one message, waiting for 'drain' while the queue is full.
-  void write_blocking(const uint8_t* p, uint32_t len) {
-    while (!write(p, len)) {
-      publish();
-      wait_drain(len);
-    }
-  }
-  // The end of the JavaScript task: publish what is left.
-  void finish() { publish(); }
-
- private:
-  uint32_t load(int w) { return std::atomic_ref<uint32_t>(ctrl_[w]).load(); }
-  void store(int w, uint32_t v) { std::atomic_ref<uint32_t>(ctrl_[w]).store(v); }
-
-  // As Writer.write(): a full queue first publishes what waits (a direct
-  // send may empty it) and looks again.
-  bool write(const uint8_t* p, uint32_t len) {
-    const uint32_t total = len + static_cast<uint32_t>(uvarint_size(len));
-    if (!fits(total) && !room_after_all(total)) return false;
-    const uint32_t pos = tail_ & mask_;
-    if (pos + total <= cap_) {  // the usual case, as in JavaScript: header bytes in place, one copy
-      const size_t hn = uvarint_encode(len, ring_ + pos);
-      std::memcpy(ring_ + pos + hn, p, len);
-    } else {
-      uint8_t hdr[kMaxVarintLen];
-      const size_t hn = uvarint_encode(len, hdr);
-      put(tail_, hdr, hn);
-      put(tail_ + static_cast<uint32_t>(hn), p, len);
-    }
-    tail_ += total;
-    ++accepted_;
-    payload_ += len;
-    unpublished_ += total;
-    if (unpublished_ >= publish_bytes_) publish();
-    return true;
-  }
-
-  // As Writer.#fits(): by the cached head and sent count.
-  bool fits(uint32_t total) const {
-    return tail_ - head_cache_ + total <= max_bytes_ && accepted_ - sent_cache_ < max_writes_;
-  }
-
-  // As Writer.#roomAfterAll(): the shared values, then publish and look again.
-  bool room_after_all(uint32_t total) {
-    for (;;) {
-      head_cache_ = load(ctrl::kHead);
-      sent_cache_ = load(ctrl::kSent);
-      if (fits(total)) return true;
-      if (unpublished_ == 0) return false;
-      publish();
-    }
-  }
-
-  void publish() {
-    if (unpublished_ == 0) return;
-    unpublished_ = 0;
-    store(ctrl::kTail, tail_);
-    // The IO thread sleeps with nothing in flight: send from this thread.
-    if (load(ctrl::kSleep) == 1) {
-      uint32_t one = 1;
-      if (std::atomic_ref<uint32_t>(ctrl_[ctrl::kSleep]).compare_exchange_strong(one, 2)) {
-        const uint32_t t = engine_->send_direct(WriterEngine::Appended{accepted_, payload_}, true);
-        if (t != tail_) tail_ = head_cache_ = t;  // as the addon: an emptied ring rewinds
-      }
-    }
-  }
-
-  void put(uint32_t at, const uint8_t* p, size_t n) {
-    const uint32_t pos = at & mask_;
-    const size_t first = std::min<size_t>(n, cap_ - pos);
-    std::memcpy(ring_ + pos, p, first);
-    if (first < n) std::memcpy(ring_, p + first, n - first);
-  }
-
-  bool reached(uint32_t head, uint32_t sent) {
-    return static_cast<int32_t>(load(ctrl::kHead) - head) >= 0 && static_cast<int32_t>(load(ctrl::kSent) - sent) >= 0;
-  }
-
-  // The Writer's 'drain': at most half full and the refused message fits.
-  void wait_drain(uint32_t len) {
-    const uint32_t total = len + static_cast<uint32_t>(uvarint_size(len));
-    const uint32_t room = std::min(max_bytes_ / 2, max_bytes_ - total);
-    const uint32_t th = tail_ - room, ts = accepted_ - max_writes_ / 2;
-    for (;;) {
-      ctrl_[ctrl::kNotifyHead] = th;
-      ctrl_[ctrl::kNotifySent] = ts;
-      store(ctrl::kNotifyArmed, 1);
-      (void)engine_->take_events();  // re-enables the notify callback
-      if (reached(th, ts)) {
-        store(ctrl::kNotifyArmed, 0);
-        return;
-      }
-      sig_.wait(20);
-      if (reached(th, ts)) {
-        store(ctrl::kNotifyArmed, 0);
-        return;
-      }
-    }
-  }
-
-  uint8_t* mem_;
-  uint32_t* ctrl_;
-  uint8_t* ring_;
-  uint32_t cap_, mask_;
-  const uint32_t max_bytes_, max_writes_;
-  const uint32_t publish_bytes_;
-  uint32_t tail_ = 0, accepted_ = 0, payload_ = 0, unpublished_ = 0;
-  uint32_t head_cache_ = 0, sent_cache_ = 0;  // last head/sent read from the IO thread's ctrl words
-  WriterEngine* engine_ = nullptr;
-  Signal sig_;
-};
-
 struct PairResult {
   double msgs_per_sec = 0, bytes_per_sec = 0, cpu = 0;  // cpu: process seconds
   uint64_t count = 0;
@@ -527,17 +378,12 @@ PairResult run_engines(size_t size, uint64_t count) {
     // byte to a wider load): ~3.5× raw's memmove per 64 B message, a cost of
     // this loop, not of the engine. raw patches its copy instead. Above
     // 4 KiB one buffer is patched: the stall is small next to the copy.
-    if (size > 0 && size <= 4096) {
-      std::vector<uint8_t> msgs(256 * size, 0x5a);
+    const bool ready = size > 0 && size <= 4096;
+    std::vector<uint8_t> msgs((ready ? 256 : 1) * std::max<size_t>(size, 1), 0x5a);
+    if (ready) {
       for (size_t k = 0; k < 256; ++k) msgs[k * size] = static_cast<uint8_t>(k);
-      for (uint64_t i = 0; i < count; ++i) prod.write_blocking(msgs.data() + (i & 255) * size, static_cast<uint32_t>(size));
-    } else {
-      std::vector<uint8_t> msg(size, 0x5a);
-      for (uint64_t i = 0; i < count; ++i) {
-        if (size) msg[0] = static_cast<uint8_t>(i);
-        prod.write_blocking(msg.data(), static_cast<uint32_t>(size));
-      }
     }
+    prod.write_run(msgs.data(), ready ? 256 : 1, static_cast<uint32_t>(size), count);
     prod.finish();
   });
 
