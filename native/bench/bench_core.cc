@@ -260,6 +260,7 @@ void time_assembler(const char* name, const Options& o, Pick pick) {
 void bench_assembler(const Options& o) {
   std::printf("FrameAssembler (512 KiB reads, memcpy standing in for read(2); every message touched)\n");
   std::printf("  %-34s %8s %10s %8s %12s %8s\n", "stream", "avg B", "MiB", "GB/s", "msgs/s", "memcpy");
+  time_assembler("64 B", o, [](std::mt19937_64&) { return size_t{64}; });
   time_assembler("small: 16-128 B", o, [](std::mt19937_64& rng) { return size_t{16} + rng() % 113; });
   time_assembler("1 KiB", o, [](std::mt19937_64&) { return size_t{1024}; });
   // 60 % < 128 B, 30 % 128 B-4 KiB, 9 % 4-64 KiB, 1 % 64-256 KiB (some above
