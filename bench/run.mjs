@@ -628,9 +628,18 @@ by ±25 % between runs.
   noise of node:net (medians of alternating 2 s pairs: 40.7 vs 49.2 µs,
   45.4 vs 50.3 µs, 69.0 vs 68.7 µs, 38.0 vs 39.0 µs; full runs 63.5 vs
   72.8 µs, 36.5 vs 36.7 µs, 38.5 vs 37.9 µs, 40.9 vs 45.1 µs and 38.4 vs
-  38.9 µs); p99 is lower. A message costs the reader
+  38.9 µs, 37.3 vs 37.4 µs, 37.6 vs 38.0 µs); p99 is lower in most runs
+  (it was 1 % higher in one: 646 vs 639 µs). A message costs the reader
   tens of µs of CPU at this rate (wake-ups on this VM), its JavaScript
-  mostly still in the baseline tier.
+  mostly still in the baseline tier. The millisecond tail (p99.9) comes from
+  V8, not from the socket: a \`sched_switch\` trace (\`perf record -e
+  sched:*\`) of a 4–5 ms outlier shows the reader's JavaScript thread,
+  woken on the writer's CPU, preempted there by its own process's
+  compiler thread (a TurboFan job: \`#pump\` with the bench's handler
+  inlined takes ~20 ms to compile) and left waiting for it while the other
+  CPU idled; the messages of those milliseconds then arrive together.
+  node:net's reader has more such events, each shorter (its compile jobs
+  are smaller).
 - **Allocations.** \`npm run bench:memory\` counts GCs with a
   \`PerformanceObserver\`: over 4,000,000 messages of 64 B, 1 scavenge in
   the reader and 1–2 in the writer. Nothing is allocated per message; a few
