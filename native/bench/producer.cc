@@ -41,7 +41,7 @@ void Producer::write_run(uint8_t* msgs, uint32_t rotate, uint32_t len, uint64_t 
     const uint32_t pos = tail & mask;
     // The checks of write() and #fits(), all at once: anything due (no room
     // by the cached counts, the ring's end, a publish) takes the full path.
-    if (tail - head_cache + total > max_bytes_ || accepted - sent_cache >= max_writes_ || pos + total > cap ||
+    if (!room(tail, head_cache, accepted, sent_cache, total) || pos + total > cap ||
         unpublished + total >= publish_bytes_) [[unlikely]] {
       tail_ = tail, accepted_ = accepted, payload_ = payload, unpublished_ = unpublished;
       head_cache_ = head_cache, sent_cache_ = sent_cache;
@@ -92,9 +92,7 @@ bool Producer::write(const uint8_t* p, uint32_t len) {
 }
 
 // As Writer.#fits(): by the cached head and sent count.
-bool Producer::fits(uint32_t total) const {
-  return tail_ - head_cache_ + total <= max_bytes_ && accepted_ - sent_cache_ < max_writes_;
-}
+bool Producer::fits(uint32_t total) const { return room(tail_, head_cache_, accepted_, sent_cache_, total); }
 
 // As Writer.#roomAfterAll(): the shared values, then publish and look again.
 bool Producer::room_after_all(uint32_t total) {

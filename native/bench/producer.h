@@ -71,6 +71,11 @@ class Producer {
   void write_blocking(const uint8_t* p, uint32_t len);
   bool write(const uint8_t* p, uint32_t len);
   bool fits(uint32_t total) const;
+  // The queue limits, for a frame of `total` bytes, by the given positions
+  // and counts (write_run() keeps them in locals, fits() in members).
+  bool room(uint32_t tail, uint32_t head, uint32_t accepted, uint32_t sent, uint32_t total) const {
+    return tail - head + total <= max_bytes_ && accepted - sent < max_writes_;
+  }
   bool room_after_all(uint32_t total);
   void publish();
   void put(uint32_t at, const uint8_t* p, size_t n);
