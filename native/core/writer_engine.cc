@@ -180,7 +180,7 @@ void WriterEngine::run() {
       }
     }
     const int n = loop_.wait(events, 8, timeout);
-    if (idle) reclaim_send_state();
+    if (idle && !reclaim_send_state()) break;  // exiting, the send state never handed back
     for (int i = 0; i < n; ++i) {
       if (events[i].data.u64 != kSocketTag || !connected_) continue;
       const uint32_t ev = events[i].events;
@@ -240,15 +240,20 @@ ssize_t WriterEngine::send_once(uint32_t tail, const Appended* upto) {
   return n;
 }
 
-void WriterEngine::reclaim_send_state() {
+bool WriterEngine::reclaim_send_state() {
   std::atomic_ref<uint32_t> sleep(cfg_.ctrl[ctrl::kSleep]);
   for (;;) {
     uint32_t v = sleep.load();
-    if (v == 2) {  // the producer is in send_direct(): it takes microseconds
+    if (v == 2) {
+      // The producer is in send_direct(): it takes microseconds. Unless it
+      // never gets there: a worker thread terminated between its swap and
+      // the call. close() runs on the producer's own thread, so once it is
+      // called no send_direct() is in progress: stop waiting and exit.
+      if (exit_now_.load()) return false;
       std::this_thread::yield();
       continue;
     }
-    if (sleep.compare_exchange_weak(v, 0)) return;
+    if (sleep.compare_exchange_weak(v, 0)) return true;
   }
 }
 

@@ -137,7 +137,7 @@ class WriterEngine {
   void flush();
   bool send_direct_impl(const Appended* upto);
   ssize_t send_once(uint32_t tail, const Appended* upto = nullptr);
-  void reclaim_send_state();
+  bool reclaim_send_state();  // false: exiting while the producer never handed back
   void advance_head();
   void publish_progress(uint32_t head, uint32_t count, uint64_t payload);
   void disconnect(const CoreError& why);

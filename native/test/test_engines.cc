@@ -6,10 +6,13 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <mutex>
 #include <random>
+#include <thread>
 
 #include "check.h"
 #include "core/reader_engine.h"
@@ -404,6 +407,37 @@ TEST(writer_stop_without_reader_respects_deadline) {
   CHECK_EQ(discarded, uint64_t{7});
   CHECK(ms < 2000);
   writer.close();
+}
+
+// A producer that swapped kSleep 1 -> 2 and never called send_direct(): a
+// worker_thread terminated between the two (V8 stops JavaScript at any
+// call). The engine must still stop: close() from the owner thread (the
+// addon's env cleanup hook) joins the IO thread, which must not wait for a
+// hand-back that cannot come.
+TEST(close_joins_when_the_producer_never_hands_back) {
+  Pair pair(128, 1 << 20, true);
+  auto& prod = pair.prod;
+  std::atomic_ref<uint32_t> sleep(prod.ctrl[ctrl::kSleep]);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (sleep.load() != 1 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // connected and idle
+  uint32_t one = 1;
+  CHECK(sleep.compare_exchange_strong(one, 2));  // ... and then never send_direct()
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::atomic<bool> closed{false};
+  std::thread closer([&] {
+    pair.writer.close();
+    closed.store(true);
+  });
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!closed.load() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  if (!closed.load()) {
+    std::fprintf(stderr, "FAIL: WriterEngine::close() did not return within 5 s (kSleep stuck at 2)\n");
+    std::_Exit(1);  // the IO thread cannot be joined: do not hang the test run
+  }
+  closer.join();
+  CHECK(closed.load());
 }
 
 TEST_MAIN()
