@@ -124,7 +124,10 @@ class WriterEngine {
   // `rewind` the producer may ignore it.
   uint32_t send_direct(Appended upto, bool rewind = false);
   void request_stop(int64_t timeout_ms);    // any thread: drain, then stop
-  void close();                             // owner thread: stop now and join
+  // Owner thread: stop now and join. No send_direct() may be in progress (in
+  // the addon the owner and the producer are the same JavaScript thread); a
+  // swap to kSleep 2 that was never followed by send_direct() is no obstacle.
+  void close();
   std::vector<WriterEvent> take_events();   // any thread (the consumer)
   WriterMetrics metrics() const;            // any thread
 
