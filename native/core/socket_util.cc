@@ -4,11 +4,13 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
-#include <sys/file.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstddef>
 #include <cstring>
+#include <optional>
+#include <random>
 
 namespace udsipc {
 
@@ -36,57 +38,270 @@ UniqueFd new_socket(int type = SOCK_STREAM) {
   return UniqueFd(::socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
 }
 
-// What is at `path`: 0 = a socket nobody listens on, EADDRINUSE = a live
-// listener, ENOTSOCK = not a socket, ENOENT = gone.
-int probe_existing(const std::string& path, const sockaddr_un& addr, socklen_t len) {
-  if (!is_abstract(path)) {
-    struct stat st;
-    if (::lstat(path.c_str(), &st) != 0) return errno == ENOENT ? ENOENT : EADDRINUSE;
-    if (!S_ISSOCK(st.st_mode)) return ENOTSOCK;
-  }
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+
+// renameat2(2) through syscall(): glibc wraps it only from 2.28 on, the
+// prebuilds' floor, and newer kernel features go through syscall() with a
+// fallback (EINVAL/ENOSYS: the caller falls back to link()).
+int rename_at2(int olddir, const char* oldname, int newdir, const char* newname, unsigned flags) {
+#ifdef SYS_renameat2
+  return static_cast<int>(::syscall(SYS_renameat2, olddir, oldname, newdir, newname, flags));
+#else
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+enum class Probe { kGone, kStale, kLive };
+
+// Is anyone listening at addr? Refused = a stale socket nobody listens on.
+Probe probe_address(const sockaddr_un& addr, socklen_t len) {
   UniqueFd probe = new_socket();
-  if (!probe.valid()) return EADDRINUSE;
+  if (!probe.valid()) return Probe::kLive;
   int r;
   do {
     r = ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr), len);
   } while (r != 0 && errno == EINTR);
-  if (r == 0) return EADDRINUSE;
-  if (errno == ECONNREFUSED) return is_abstract(path) ? EADDRINUSE : 0;  // abstract: bound by someone
-  if (errno == ENOENT) return ENOENT;
-  return EADDRINUSE;  // EAGAIN (full backlog) and anything else: assume live
+  if (r == 0) return Probe::kLive;
+  if (errno == ECONNREFUSED) return Probe::kStale;
+  if (errno == ENOENT) return Probe::kGone;
+  return Probe::kLive;  // EAGAIN (full backlog) and anything else: assume live
 }
 
-std::string parent_of(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
+bool same_inode(const struct stat& a, const struct stat& b) { return a.st_dev == b.st_dev && a.st_ino == b.st_ino; }
 
-// Creates the missing directories leading to `dir` with `mode` (applied with
-// chmod, so the umask does not narrow or widen it). Records what it made.
-int make_dirs(const std::string& dir, int mode, std::vector<std::string>* made) {
+bool stat_at(int dir, const char* name, struct stat* st) { return ::fstatat(dir, name, st, AT_SYMLINK_NOFOLLOW) == 0; }
+
+// A directory this call created, to remove again on failure: removed only
+// while its name still names the same (then empty) directory.
+struct Made {
+  UniqueFd parent;
+  std::string name;
   struct stat st;
-  if (::stat(dir.c_str(), &st) == 0) return S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
-  if (errno != ENOENT) return errno;
-  const std::string up = parent_of(dir);
-  if (up != dir) {
-    const int e = make_dirs(up, mode, made);
-    if (e) return e;
+};
+
+void remove_made(std::vector<Made>& made) {
+  for (auto it = made.rbegin(); it != made.rend(); ++it) {
+    struct stat now;
+    if (stat_at(it->parent.get(), it->name.c_str(), &now) && same_inode(now, it->st))
+      ::unlinkat(it->parent.get(), it->name.c_str(), AT_REMOVEDIR);
   }
-  if (::mkdir(dir.c_str(), 0700) != 0) return errno == EEXIST ? 0 : errno;
-  made->push_back(dir);
-  if (::chmod(dir.c_str(), static_cast<mode_t>(mode)) != 0) return errno;
+  made.clear();
+}
+
+// Opens the directory `dir` (O_PATH: search permission is enough). With
+// mode >= 0, missing components are created, each one by mkdirat() with
+// 0700 relative to the fd of its parent, then opened with O_NOFOLLOW and
+// checked to be the directory we just made (ours, no group/other bits)
+// before fchmod() gives it `mode` through that fd. An attacker who can write
+// the parent may swap the new name for a symlink or a directory of their
+// own between the steps; neither passes the check, and no path-based chmod
+// ever follows the swap. Existing components are followed as the caller
+// wrote them (symlinks included): the caller chose them.
+// Returns 0 or an errno; *syscall names the step that failed.
+int open_dir(const std::string& dir, int mode, std::vector<Made>* made, const ListenOptions& opts, UniqueFd* out,
+             const char** syscall) {
+  *syscall = "open";
+  if (mode < 0) {
+    out->reset(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    return out->valid() ? 0 : errno;
+  }
+  *syscall = "mkdir";
+  UniqueFd cur(::open(dir[0] == '/' ? "/" : ".", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!cur.valid()) return errno;
+  size_t pos = 0;
+  while (pos < dir.size()) {
+    size_t next = dir.find('/', pos);
+    if (next == std::string::npos) next = dir.size();
+    const std::string comp = dir.substr(pos, next - pos);
+    pos = next + 1;
+    if (comp.empty() || comp == ".") continue;
+    for (int tries = 0;; ++tries) {
+      UniqueFd existing(::openat(cur.get(), comp.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+      if (existing.valid()) {
+        cur = std::move(existing);
+        break;
+      }
+      if (errno != ENOENT || tries >= 3) return errno;
+      if (::mkdirat(cur.get(), comp.c_str(), 0700) != 0) {
+        if (errno == EEXIST) continue;  // made by someone else meanwhile: open it
+        return errno;
+      }
+      if (opts.pause) opts.pause("dir-created", opts.pause_arg);
+      UniqueFd mine(::openat(cur.get(), comp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      struct stat st;
+      if (!mine.valid() || ::fstat(mine.get(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid() ||
+          (st.st_mode & 077) != 0) {
+        return EEXIST;  // not the directory we made: someone swapped it
+      }
+      made->push_back(Made{UniqueFd(::fcntl(cur.get(), F_DUPFD_CLOEXEC, 0)), comp, st});
+      if (::fchmod(mine.get(), static_cast<mode_t>(mode)) != 0) {
+        *syscall = "chmod";
+        return errno;
+      }
+      if (opts.pause) opts.pause("dir-mode-set", opts.pause_arg);
+      cur = std::move(mine);
+      break;
+    }
+  }
+  *out = std::move(cur);
   return 0;
 }
 
-void remove_dirs(std::vector<std::string>& made) {
-  for (auto it = made.rbegin(); it != made.rend(); ++it) ::rmdir(it->c_str());
-  made.clear();
+// A fresh directory of ours, mode 0700, beside the socket's final name: the
+// socket is bound, given its mode and owner, and set listening in here,
+// where nobody else can reach it, then moved into place. Removed (with the
+// socket, if it is still ours and still in here) when this goes away.
+class PrivateDir {
+ public:
+  explicit PrivateDir(int parent, std::string parent_path) : parent_(parent), parent_path_(std::move(parent_path)) {}
+  PrivateDir(const PrivateDir&) = delete;
+  PrivateDir& operator=(const PrivateDir&) = delete;
+  ~PrivateDir() {
+    if (!fd_.valid()) return;
+    struct stat st;
+    if (sock_.st_ino != 0 && stat_at(fd_.get(), kName, &st) && same_inode(st, sock_)) ::unlinkat(fd_.get(), kName, 0);
+    if (stat_at(parent_, name_.c_str(), &st) && same_inode(st, self_)) ::unlinkat(parent_, name_.c_str(), AT_REMOVEDIR);
+  }
+
+  // Creates it under a random name. 0 or an errno.
+  int create() {
+    std::random_device rd;
+    static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+    for (int tries = 0; tries < 16; ++tries) {
+      name_ = ".uds-";
+      for (int i = 0; i < 8; ++i) name_ += kAlphabet[rd() % (sizeof(kAlphabet) - 1)];
+      if (::mkdirat(parent_, name_.c_str(), 0700) != 0) {
+        if (errno == EEXIST) continue;
+        return errno;
+      }
+      UniqueFd fd(::openat(parent_, name_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!fd.valid() || ::fstat(fd.get(), &self_) != 0 || !S_ISDIR(self_.st_mode) || self_.st_uid != ::geteuid() ||
+          (self_.st_mode & 077) != 0)
+        return EEXIST;  // swapped before we could open it: not ours
+      fd_ = std::move(fd);
+      return 0;
+    }
+    return EEXIST;
+  }
+
+  int fd() const { return fd_.get(); }
+  static constexpr const char* kName = "s";
+
+  // The address of the socket in here: through /proc/self/fd, which names
+  // exactly the directory we opened (and is short), else by path.
+  bool address(sockaddr_un* addr, socklen_t* len) const {
+    struct stat via, real;
+    const std::string proc = "/proc/self/fd/" + std::to_string(fd_.get());
+    if (::stat(proc.c_str(), &via) == 0 && ::fstat(fd_.get(), &real) == 0 && same_inode(via, real))
+      return make_address(proc + "/" + kName, addr, len);
+    return make_address(parent_path_ + "/" + name_ + "/" + kName, addr, len);
+  }
+
+  // The socket in here is ours: remember it, so that cleanup removes only it.
+  void own_socket(const struct stat& st) { sock_ = st; }
+  void disown_socket() { sock_ = {}; }
+
+ private:
+  int parent_;  // borrowed
+  std::string parent_path_;
+  std::string name_;
+  UniqueFd fd_;
+  struct stat self_ {};
+  struct stat sock_ {};
+};
+
+// Moves our listening socket (priv/s) to dir/base without ever replacing a
+// live socket or anything that is not a socket. A stale socket (connect
+// refused) is swapped out atomically with RENAME_EXCHANGE, then looked at
+// where nobody else can touch it: still refused, it is removed; answered
+// (a concurrent starter won the name meanwhile), it is swapped back.
+CoreError place(PrivateDir& priv, int dir, const std::string& base, const std::string& path, const sockaddr_un& addr,
+                socklen_t len, const struct stat& ours, const ListenOptions& opts) {
+  const char* s = PrivateDir::kName;
+  sockaddr_un held_addr;
+  socklen_t held_len;
+  if (!priv.address(&held_addr, &held_len))
+    return CoreError::plain("ERR_PATH_TOO_LONG", "cannot address a socket next to " + path);
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    int e = 0;
+    if (rename_at2(priv.fd(), s, dir, base.c_str(), RENAME_NOREPLACE) == 0) return {};
+    e = errno;
+    if (e == EINVAL || e == ENOSYS) {  // no renameat2 flags here: link() never replaces either
+      if (::linkat(priv.fd(), s, dir, base.c_str(), 0) == 0) {
+        ::unlinkat(priv.fd(), s, 0);
+        return {};
+      }
+      e = errno;
+    }
+    if (e != EEXIST) return CoreError::sys("ERR_SOCKET", e, "rename", "cannot move the socket into place at " + path);
+
+    struct stat there;
+    if (!stat_at(dir, base.c_str(), &there)) {
+      if (errno == ENOENT) continue;
+      return CoreError::sys("ERR_SOCKET", errno, "stat", "cannot inspect " + path);
+    }
+    if (!S_ISSOCK(there.st_mode)) {
+      CoreError err = CoreError::plain("ERR_NOT_A_SOCKET", path + " exists and is not a socket; refusing to replace it");
+      err.err = ENOTSOCK;
+      return err;
+    }
+    const Probe p = probe_address(addr, len);
+    if (p == Probe::kGone) continue;
+    if (p == Probe::kLive)
+      return CoreError::sys("ERR_ADDRESS_IN_USE", EADDRINUSE, "bind", "another process is listening on " + path);
+
+    if (opts.pause) opts.pause("stale-found", opts.pause_arg);
+    if (rename_at2(priv.fd(), s, dir, base.c_str(), RENAME_EXCHANGE) != 0) {
+      e = errno;
+      if (e == ENOENT) continue;  // gone meanwhile
+      if (e == EINVAL || e == ENOSYS) {
+        // No exchange on this filesystem: remove the stale socket by name if
+        // it still is the one probed (a narrow race remains here, and only
+        // here), then try the no-replace move again.
+        struct stat again;
+        if (stat_at(dir, base.c_str(), &again) && same_inode(again, there)) ::unlinkat(dir, base.c_str(), 0);
+        continue;
+      }
+      return CoreError::sys("ERR_SOCKET", e, "rename", "cannot replace the stale socket " + path);
+    }
+    // The name is ours; what had it is in our private directory now.
+    priv.disown_socket();
+    if (opts.pause) opts.pause("exchanged", opts.pause_arg);
+    struct stat took;
+    const bool is_sock = stat_at(priv.fd(), s, &took) && S_ISSOCK(took.st_mode);
+    if (is_sock && probe_address(held_addr, held_len) == Probe::kStale) {
+      ::unlinkat(priv.fd(), s, 0);
+      return {};
+    }
+    // Not stale after all, or not a socket: give it its name back.
+    if (rename_at2(priv.fd(), s, dir, base.c_str(), RENAME_EXCHANGE) != 0)
+      rename_at2(priv.fd(), s, dir, base.c_str(), RENAME_NOREPLACE);
+    struct stat back;
+    if (stat_at(priv.fd(), s, &back) && same_inode(back, ours)) priv.own_socket(back);
+    if (!is_sock) {
+      CoreError err = CoreError::plain("ERR_NOT_A_SOCKET", path + " exists and is not a socket; refusing to replace it");
+      err.err = ENOTSOCK;
+      return err;
+    }
+    return CoreError::sys("ERR_ADDRESS_IN_USE", EADDRINUSE, "bind", "another process is listening on " + path);
+  }
+  return CoreError::sys("ERR_ADDRESS_IN_USE", EADDRINUSE, "bind", "cannot take " + path + ": it keeps changing");
 }
 
 }  // namespace
 
+// Filesystem sockets are bound in a private directory and moved into place
+// (see PrivateDir and place()): the mode and owner are set where nobody else
+// can swap names, so nothing but our own socket inode is ever chmod-ed or
+// chown-ed, and the socket appears at its name already listening with its
+// final mode and owner. No lock is taken: every step is a non-blocking
+// system call, so nothing another user does can make this wait.
 Listener listen_unix(const std::string& path, const ListenOptions& opts) {
   Listener out;
   sockaddr_un addr;
@@ -96,77 +311,82 @@ Listener listen_unix(const std::string& path, const ListenOptions& opts) {
                                                           std::to_string(kMaxPathBytes) + " bytes");
     return out;
   }
-  const bool abstract = is_abstract(path);
-  std::vector<std::string> made;  // directories we created
-  UniqueFd dir_lock;
-  if (!abstract) {
-    const std::string dir = parent_of(path);
-    if (opts.dir_mode >= 0) {
-      const int e = make_dirs(dir, opts.dir_mode, &made);
-      if (e) {
-        remove_dirs(made);
-        out.error = CoreError::sys("ERR_SOCKET", e, "mkdir", "cannot create directory " + dir);
-        return out;
-      }
-    }
-    // Serialise starters in this directory: probe, replace and listen happen
-    // as one step. (Best effort: some filesystems do not support flock.)
-    dir_lock.reset(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (dir_lock.valid()) {
-      while (::flock(dir_lock.get(), LOCK_EX) != 0 && errno == EINTR) {
-      }
-    }
+  UniqueFd fd = new_socket();
+  if (!fd.valid()) {
+    out.error = CoreError::sys("ERR_SOCKET", errno, "socket", "cannot create socket");
+    return out;
   }
+  if (is_abstract(path)) {
+    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), len) != 0) {
+      const int e = errno;
+      out.error = CoreError::sys(e == EADDRINUSE ? "ERR_ADDRESS_IN_USE" : "ERR_SOCKET", e, "bind", "cannot bind " + path);
+    } else if (::listen(fd.get(), opts.backlog) != 0) {
+      out.error = CoreError::sys("ERR_SOCKET", errno, "listen", "cannot listen on " + path);
+    } else {
+      out.fd = std::move(fd);
+    }
+    return out;
+  }
+
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  std::vector<Made> made;  // directories created, removed again on failure
+  UniqueFd dfd;            // the socket's directory
+  std::optional<PrivateDir> priv;  // borrows dfd: declared after it, so destroyed before it
   auto fail = [&](CoreError e) {
-    remove_dirs(made);
+    priv.reset();  // first: it lives in the last directory made
+    remove_made(made);
     out.error = std::move(e);
     return std::move(out);
   };
+  if (base.empty() || base == "." || base == "..")
+    return fail(CoreError::sys("ERR_SOCKET", EISDIR, "bind", "cannot bind " + path));
 
-  UniqueFd fd;
-  for (int attempt = 0;; ++attempt) {
-    fd = new_socket();
-    if (!fd.valid()) return fail(CoreError::sys("ERR_SOCKET", errno, "socket", "cannot create socket"));
-    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), len) == 0) break;
-    const int e = errno;
-    if (e != EADDRINUSE || attempt >= 3) {
-      return fail(CoreError::sys(e == EADDRINUSE ? "ERR_ADDRESS_IN_USE" : "ERR_SOCKET", e, "bind",
-                                 "cannot bind " + path));
-    }
-    const int what = probe_existing(path, addr, len);
-    if (what == ENOTSOCK) {
-      CoreError err = CoreError::plain("ERR_NOT_A_SOCKET", path + " exists and is not a socket; refusing to replace it");
-      err.err = ENOTSOCK;
-      return fail(err);
-    }
-    if (what == EADDRINUSE) {
-      return fail(CoreError::sys("ERR_ADDRESS_IN_USE", EADDRINUSE, "bind", "another process is listening on " + path));
-    }
-    if (what == 0 && ::unlink(path.c_str()) != 0 && errno != ENOENT) {
-      return fail(CoreError::sys("ERR_SOCKET", errno, "unlink", "cannot remove stale socket " + path));
-    }
-    // removed (or vanished meanwhile): bind again
+  const char* step = "";
+  if (const int e = open_dir(dir, opts.dir_mode, &made, opts, &dfd, &step)) {
+    if (opts.dir_mode < 0) return fail(CoreError::sys("ERR_SOCKET", e, "bind", "cannot bind " + path));
+    return fail(CoreError::sys("ERR_SOCKET", e, step, "cannot create directory " + dir));
   }
-  if (!abstract) {
-    struct stat st;
-    if (::lstat(path.c_str(), &st) == 0) {
-      out.dev = st.st_dev;
-      out.ino = st.st_ino;
-    }
-    auto undo = [&](CoreError e) {
-      unlink_if_same(path, out.dev, out.ino);
-      return fail(std::move(e));
-    };
-    if (opts.mode >= 0 && ::chmod(path.c_str(), static_cast<mode_t>(opts.mode)) != 0)
-      return undo(CoreError::sys("ERR_SOCKET", errno, "chmod", "cannot set the mode of " + path));
-    if ((opts.uid >= 0 || opts.gid >= 0) &&
-        ::lchown(path.c_str(), static_cast<uid_t>(opts.uid), static_cast<gid_t>(opts.gid)) != 0)
-      return undo(CoreError::sys("ERR_SOCKET", errno, "chown", "cannot set the owner of " + path));
-    if (::listen(fd.get(), opts.backlog) != 0)
-      return undo(CoreError::sys("ERR_SOCKET", errno, "listen", "cannot listen on " + path));
-  } else if (::listen(fd.get(), opts.backlog) != 0) {
+  priv.emplace(dfd.get(), dir);
+  if (const int e = priv->create())
+    return fail(CoreError::sys("ERR_SOCKET", e, "mkdir", "cannot create a private directory in " + dir));
+  if (opts.pause) opts.pause("private-dir", opts.pause_arg);
+
+  sockaddr_un paddr;
+  socklen_t plen;
+  if (!priv->address(&paddr, &plen))
+    return fail(CoreError::plain("ERR_PATH_TOO_LONG", "cannot bind next to " + path + ": /proc is not mounted and the path is too long"));
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&paddr), plen) != 0)
+    return fail(CoreError::sys("ERR_SOCKET", errno, "bind", "cannot bind " + path));
+  if (opts.pause) opts.pause("bound", opts.pause_arg);
+  struct stat st;
+  if (!stat_at(priv->fd(), PrivateDir::kName, &st) || !S_ISSOCK(st.st_mode))  // bound elsewhere (no /proc, path swapped)
+    return fail(CoreError::sys("ERR_SOCKET", EEXIST, "bind", "cannot bind " + path + ": its directory was replaced"));
+  priv->own_socket(st);
+  if (opts.mode >= 0 && ::fchmodat(priv->fd(), PrivateDir::kName, static_cast<mode_t>(opts.mode), 0) != 0)
+    return fail(CoreError::sys("ERR_SOCKET", errno, "chmod", "cannot set the mode of " + path));
+  if ((opts.uid >= 0 || opts.gid >= 0) &&
+      ::fchownat(priv->fd(), PrivateDir::kName, static_cast<uid_t>(opts.uid), static_cast<gid_t>(opts.gid),
+                 AT_SYMLINK_NOFOLLOW) != 0)
+    return fail(CoreError::sys("ERR_SOCKET", errno, "chown", "cannot set the owner of " + path));
+  if (opts.pause) opts.pause("mode-set", opts.pause_arg);
+  if (::listen(fd.get(), opts.backlog) != 0)
     return fail(CoreError::sys("ERR_SOCKET", errno, "listen", "cannot listen on " + path));
+  if (opts.pause) opts.pause("listening", opts.pause_arg);
+
+  if (CoreError e = place(*priv, dfd.get(), base, path, addr, len, st, opts)) return fail(std::move(e));
+  if (opts.pause) opts.pause("placed", opts.pause_arg);
+  // Success means the name is our socket now (whoever can write the
+  // directory may of course rename it afterwards).
+  // Checked by path, as a client resolves it.
+  struct stat now;
+  if (::lstat(path.c_str(), &now) != 0 || !same_inode(now, st)) {
+    if (stat_at(dfd.get(), base.c_str(), &now) && same_inode(now, st)) ::unlinkat(dfd.get(), base.c_str(), 0);
+    return fail(CoreError::sys("ERR_ADDRESS_IN_USE", EADDRINUSE, "bind", path + " was replaced while starting"));
   }
+  out.dev = st.st_dev;
+  out.ino = st.st_ino;
   out.fd = std::move(fd);
   return out;
 }

@@ -33,6 +33,11 @@ struct ListenOptions {
   int mode = -1;            // chmod the socket file to this (-1 = leave)
   int uid = -1, gid = -1;   // chown the socket file (-1 = leave)
   int dir_mode = -1;        // create missing parent directories with this mode (-1 = don't)
+  // Tests only: called on the calling thread between the filesystem steps of
+  // listen_unix(), named by `step`, so that a test can act as an attacker
+  // racing those steps deterministically. Null in production.
+  void (*pause)(const char* step, void* arg) = nullptr;
+  void* pause_arg = nullptr;
 };
 
 struct Listener {
@@ -42,13 +47,22 @@ struct Listener {
   CoreError error;
 };
 
-// socket + bind + chmod/chown + listen. An existing path that is not a socket
-// is never touched (ERR_NOT_A_SOCKET); a socket with a live listener is not
-// stolen (ERR_ADDRESS_IN_USE); a stale one (connect refused) is removed and
-// replaced. Starters in the same directory are serialised with flock() on the
-// directory, so of two started at once exactly one wins. Until listen() a
-// connect is refused, so nobody connects while the mode is looser than asked.
-// On failure, everything created (socket file, directories) is removed.
+// socket + bind + chmod/chown + listen, safe in a directory other users can
+// write. The socket is bound inside a fresh private (0700) directory made
+// beside its final name, given its mode and owner there (fchmodat/fchownat
+// relative to that directory's fd: nobody else can swap names in it), set
+// listening, and only then moved to its name with renameat2(RENAME_NOREPLACE)
+// (link() where the filesystem lacks it): it appears already listening,
+// with its final mode and owner, and nothing else is ever chmod-ed or
+// chown-ed whatever another user renames meanwhile. An existing path that is
+// not a socket is never touched (ERR_NOT_A_SOCKET); a socket with a live
+// listener is not stolen (ERR_ADDRESS_IN_USE); a stale one (connect refused)
+// is swapped out atomically (RENAME_EXCHANGE), checked again where nobody
+// else can reach it, and removed (or given back if it came alive: of several
+// starters exactly one wins). Missing directories (dir_mode >= 0) are made
+// 0700 relative to their parent's fd, opened O_NOFOLLOW, checked to be ours
+// and given dir_mode with fchmod. No lock and no blocking call: another user
+// cannot make this wait. On failure everything created is removed.
 Listener listen_unix(const std::string& path, const ListenOptions& opts);
 inline Listener listen_unix(const std::string& path, int backlog, int mode) {
   ListenOptions o;
