@@ -1,9 +1,12 @@
-// Shared test helpers: temp socket paths, waiting, child processes.
-import { mkdtempSync, rmSync } from 'node:fs';
+// Shared test helpers: temp socket paths, waiting, child processes, and a
+// copy of the package that children run as another user can load.
+import { chmodSync, cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { createRequire } from 'node:module';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { afterAll, afterEach } from 'vitest';
+import { binding } from '../src/binding';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -198,5 +201,228 @@ export class Proc {
 
   kill(sig: NodeJS.Signals = 'SIGKILL'): void {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(sig);
+  }
+}
+
+/**
+ * A copy of what a child run as ANOTHER USER needs to `require()` the package,
+ * in a directory that every user can enter and read. See readableCopy().
+ */
+export interface ReadableCopy {
+  /** The copy's package root: <tmp>/uds-ipc-readable-XXXXXX (dirs 0755, files 0644, owned by this process's user). */
+  root: string;
+  /** <root>/dist/index.js */
+  dist: string;
+  /** <root>/test/fixtures: all of test/fixtures, so their `require('../../dist/index.js')` finds the copy's dist/. */
+  fixtures: string;
+  /** The addon file this process loaded (in the checkout, or wherever UDS_IPC_* pointed). */
+  loadedAddon: string;
+  /** Its copy, at the same path relative to the package root, so node-gyp-build in the child finds it. */
+  addon: string;
+  /**
+   * Environment overrides for the children (merge over process.env; undefined
+   * = unset): UDS_IPC_PREBUILD and UDS_IPC_ADDON_PATH are cleared, or
+   * UDS_IPC_ADDON_PATH names the copied addon when the loaded one lay outside
+   * the package root. PREBUILDS_ONLY is inherited unchanged.
+   */
+  env: NodeJS.ProcessEnv;
+  /** Deletes the copy (idempotent); a later readableCopy() makes a fresh one. */
+  remove(): void;
+}
+
+let readable: ReadableCopy | undefined;
+
+/** The paths of the shared objects named *.node mapped into this process (from /proc/self/maps). */
+function mappedAddons(): string[] {
+  const out = new Set<string>();
+  for (const line of readFileSync('/proc/self/maps', 'utf8').split('\n')) {
+    const m = /^\S+\s+\S+\s+\S+\s+\S+\s+\d+\s+(\/.*?)(?: \(deleted\))?$/.exec(line);
+    if (m && m[1].endsWith('.node')) out.add(m[1]);
+  }
+  return [...out];
+}
+
+/** Every directory from `dir` up to / must be searchable (x) by other users. */
+function searchableByOthers(dir: string): boolean {
+  for (let d = resolve(dir); ; d = dirname(d)) {
+    if ((statSync(d).mode & 0o001) === 0) return false;
+    if (dirname(d) === d) return true;
+  }
+}
+
+/** chmod -R: directories 0755, files 0644 (the source may be a umask-077 clone with 0600/0700). */
+function makeWorldReadable(p: string): void {
+  if (statSync(p).isDirectory()) {
+    chmodSync(p, 0o755);
+    for (const e of readdirSync(p)) makeWorldReadable(join(p, e));
+  } else {
+    chmodSync(p, 0o644);
+  }
+}
+
+/**
+ * Tests that run a child as another user (`setpriv --reuid 65534 node
+ * fixture.js`) must not load the package from the checkout: a checkout under
+ * a directory other users cannot enter (a clone in a 0700 home or temp
+ * directory) gives the child "Cannot find module". readableCopy() copies what
+ * such a child needs into a fresh directory under os.tmpdir() (or /tmp when
+ * that is not searchable by everyone), made 0755 all the way down:
+ *
+ *   <root>/package.json                 (node-gyp-build reads the name from it)
+ *   <root>/dist/                        (the compiled TypeScript, as built now)
+ *   <root>/test/fixtures/               (all fixture scripts)
+ *   <root>/node_modules/node-gyp-build/ (dist/binding.js requires it)
+ *   <root>/<addon>                      the .node file THIS process loaded, at the same
+ *                                       relative path (build/Release/uds_ipc.node, or
+ *                                       prebuilds/<platform>-<arch>/<file> under
+ *                                       PREBUILDS_ONLY=1), and nothing else, so the
+ *                                       child's node-gyp-build picks exactly that one.
+ *
+ * It loads the addon here first (via src/binding), so an addon that does not
+ * load fails here with ERR_ADDON_LOAD. One copy per test file (each file runs
+ * in its own process): repeated calls return the same copy until remove().
+ * Run children with `copy.env` merged over process.env (asUser() does).
+ *
+ * Usage:
+ *   let copy: ReadableCopy;
+ *   beforeAll(() => { copy = readableCopy(); assertCanRunAs(65534, copy); });
+ *   afterAll(() => copy?.remove());
+ *   ... asUser(65534, copy, 'sec-writer.js', [path, '{}']) ...
+ */
+export function readableCopy(): ReadableCopy {
+  if (readable) return readable;
+
+  // What this process loaded: the same rules as src/binding.ts, confirmed
+  // against the files actually mapped (a rebuild since then shows up as
+  // "(deleted)" there, and the path is what counts).
+  binding();
+  const explicit = process.env.UDS_IPC_ADDON_PATH;
+  const pkgRoot = process.env.UDS_IPC_PREBUILD ? resolve(process.env.UDS_IPC_PREBUILD) : ROOT;
+  const req = createRequire(join(ROOT, 'package.json'));
+  const expected = explicit ? resolve(explicit) : (req('node-gyp-build') as { resolve(dir: string): string }).resolve(ROOT);
+  const real = (p: string) => {
+    try {
+      return realpathSync(p);
+    } catch {
+      return p;
+    }
+  };
+  const mapped = mappedAddons();
+  let loaded: string;
+  if (mapped.includes(real(expected))) {
+    loaded = expected;
+  } else {
+    const ours = mapped.filter((m) => /^uds[-_]ipc\b/.test(basename(m)));
+    if (ours.length !== 1) {
+      throw new Error(
+        `readableCopy(): cannot tell which addon this process loaded: expected ${expected}, ` +
+          `mapped .node files: ${mapped.join(', ') || 'none'}`,
+      );
+    }
+    loaded = ours[0];
+  }
+
+  const bases = [tmpdir(), '/tmp'].filter((b, i, a) => a.indexOf(b) === i);
+  const base = bases.find((b) => {
+    try {
+      return searchableByOthers(b);
+    } catch {
+      return false;
+    }
+  });
+  if (!base) {
+    throw new Error(`readableCopy(): none of ${bases.join(', ')} can be entered by other users (each directory up to / needs o+x)`);
+  }
+  const root = mkdtempSync(join(base, 'uds-ipc-readable-'));
+  try {
+    cpSync(join(ROOT, 'package.json'), join(root, 'package.json'));
+    cpSync(join(ROOT, 'dist'), join(root, 'dist'), { recursive: true });
+    cpSync(FIXTURES, join(root, 'test', 'fixtures'), { recursive: true });
+    const ngb = dirname(req.resolve('node-gyp-build/package.json'));
+    cpSync(ngb, join(root, 'node_modules', 'node-gyp-build'), { recursive: true });
+
+    const rel = relative(real(pkgRoot), real(loaded));
+    const inside = !explicit && rel !== '' && !rel.startsWith('..' + sep) && rel !== '..' && !isAbsolute(rel);
+    const addon = inside ? join(root, rel) : join(root, 'addon', basename(loaded));
+    mkdirSync(dirname(addon), { recursive: true });
+    cpSync(loaded, addon);
+    makeWorldReadable(root);
+
+    const env: NodeJS.ProcessEnv = { UDS_IPC_PREBUILD: undefined, UDS_IPC_ADDON_PATH: inside ? undefined : addon };
+    readable = {
+      root,
+      dist: join(root, 'dist', 'index.js'),
+      fixtures: join(root, 'test', 'fixtures'),
+      loadedAddon: loaded,
+      addon,
+      env,
+      remove() {
+        rmSync(root, { recursive: true, force: true });
+        if (readable?.root === root) readable = undefined;
+      },
+    };
+    return readable;
+  } catch (e) {
+    rmSync(root, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+/** `setpriv` arguments that run the rest of the command as uid:gid `uid` with no supplementary groups. */
+function setprivArgs(uid: number): string[] {
+  return ['--reuid', String(uid), '--regid', String(uid), '--clear-groups'];
+}
+
+/** Runs `node <copy.fixtures>/<fixture> args...` as uid:gid `uid` (setpriv, no supplementary groups). */
+export function asUser(uid: number, copy: ReadableCopy, fixture: string, args: string[]): Proc {
+  return new Proc('setpriv', [...setprivArgs(uid), process.execPath, join(copy.fixtures, fixture), ...args], copy.env);
+}
+
+/**
+ * For a beforeAll: throws an Error naming what is missing when children
+ * cannot be run as `uid` with asUser(): not root, no setpriv, `uid` cannot run
+ * node, or cannot load the package from `copy`. Never skips: a test file that
+ * needs another user fails loudly where that is impossible.
+ */
+export function assertCanRunAs(uid: number, copy: ReadableCopy): void {
+  if (process.getuid!() !== 0) {
+    throw new Error(`these tests must run as root (they switch to uid ${uid} with setpriv); running as uid ${process.getuid!()}`);
+  }
+  const run = (args: string[]) =>
+    spawnSync('setpriv', [...setprivArgs(uid), process.execPath, ...args], {
+      encoding: 'utf8',
+      env: { ...process.env, ...copy.env },
+      timeout: 30_000,
+    });
+  const why = (r: ReturnType<typeof run>) =>
+    r.error ? String(r.error) : `exit ${r.status ?? r.signal}; stdout: ${r.stdout.trim()} stderr: ${r.stderr.trim().split('\n').slice(0, 8).join(' | ')}`;
+  const who = run(['-e', 'process.stdout.write(process.getuid() + ":" + process.getgid())']);
+  if ((who.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {
+    throw new Error('setpriv (util-linux) is not installed or not on PATH; these tests need it to run children as another user');
+  }
+  if (who.status !== 0 || who.stdout !== `${uid}:${uid}`) {
+    throw new Error(`uid ${uid} is not usable: \`setpriv ${setprivArgs(uid).join(' ')} ${process.execPath}\` failed (${why(who)})`);
+  }
+  // Load the package and its addon the way the fixtures do, and report which
+  // .node file got mapped: it must be the copy's, not the checkout's.
+  const script = [
+    `const pkg = require(${JSON.stringify(copy.dist)});`,
+    `require(${JSON.stringify(join(copy.root, 'dist', 'binding.js'))}).binding();`,
+    `const maps = require('fs').readFileSync('/proc/self/maps', 'utf8');`,
+    `const addons = [...new Set(maps.split('\\n').map((l) => l.slice(l.indexOf('/'))).filter((f) => f.startsWith('/') && f.endsWith('.node')))];`,
+    `process.stdout.write(JSON.stringify({ Reader: typeof pkg.Reader, addons }));`,
+  ].join('\n');
+  const probe = run(['-e', script]);
+  let got: { Reader?: string; addons?: string[] } = {};
+  try {
+    got = JSON.parse(probe.stdout) as typeof got;
+  } catch {
+    // reported below
+  }
+  if (probe.status !== 0 || got.Reader !== 'function') {
+    throw new Error(`uid ${uid} cannot load the package from the readable copy ${copy.dist} (addon ${copy.addon}): ${why(probe)}`);
+  }
+  if (got.addons?.length !== 1 || got.addons[0] !== realpathSync(copy.addon)) {
+    throw new Error(`uid ${uid} loaded ${JSON.stringify(got.addons)} instead of the copied addon ${copy.addon}`);
   }
 }

@@ -2,6 +2,11 @@
 // users (via setpriv, since root bypasses file permissions), peer
 // credentials and authorisation, expectOwner, existing paths, path length and
 // abstract names.
+//
+// Children run as uid 65534 load the package from readableCopy() (see
+// test/helpers.ts), a world-readable copy in the temp directory, so these tests
+// work from a checkout that other users cannot enter; children run as root
+// still use test/fixtures in the checkout.
 import { describe, it, expect, afterEach, afterAll, beforeAll } from 'vitest';
 import {
   chmodSync,
@@ -20,12 +25,26 @@ import {
 import { dirname, join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { Reader, Writer, IpcError, MAX_PATH_BYTES, type Batch, type Connection } from '../src/index';
-import { tmpSocket, cleanupDirs, waitFor, FIXTURES, DIST, Proc, killChildren } from './helpers';
+import {
+  tmpSocket,
+  cleanupDirs,
+  waitFor,
+  FIXTURES,
+  DIST,
+  Proc,
+  killChildren,
+  readableCopy,
+  assertCanRunAs,
+  asUser,
+  type ReadableCopy,
+} from './helpers';
 
 const NOBODY = 65534;
-const WRITER_FIX = join(FIXTURES, 'sec-writer.js');
+// Fixtures run as uid 65534 (file names in the readable copy).
+const WRITER_FIX = 'sec-writer.js';
+const START_FIX = 'sec-start.js';
+// Run as root, from the checkout.
 const READER_FIX = join(FIXTURES, 'sec-reader.js');
-const START_FIX = join(FIXTURES, 'sec-start.js');
 // The system python starts in ~0.1 s; a pyenv shim can take seconds.
 const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
 
@@ -42,7 +61,10 @@ afterEach(async () => {
   killChildren();
   for (const x of live.splice(0)) await x.stop({ timeoutMs: 300 }).catch(() => {});
 });
+let copy: ReadableCopy | undefined;
+
 afterAll(() => {
+  copy?.remove();
   cleanupDirs();
   for (const d of extraDirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
@@ -50,9 +72,10 @@ afterAll(() => {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 
-/** Runs a fixture with node as uid/gid 65534 and no supplementary groups. */
+/** Runs a fixture (from the readable copy) with node as uid/gid 65534 and no supplementary groups. */
 function asNobody(fixture: string, args: string[]): Proc {
-  return new Proc('setpriv', ['--reuid', String(NOBODY), '--regid', String(NOBODY), '--clear-groups', process.execPath, fixture, ...args]);
+  if (!copy) throw new Error('beforeAll did not make the readable copy');
+  return asUser(NOBODY, copy, fixture, args);
 }
 
 /** A socket path in a fresh temp directory that uid 65534 can search. */
@@ -126,16 +149,11 @@ function someUser(): { name: string; uid: number } {
 
 beforeAll(() => {
   // These tests need root (to chown, and to tell root's bypass apart) and
-  // setpriv (util-linux) to run a child as another user.
-  expect(process.getuid!(), 'the security tests run as root (CI does)').toBe(0);
-  expect(() => execFileSync('setpriv', ['--version'], { stdio: 'ignore' }), 'setpriv (util-linux) is installed').not.toThrow();
-  // uid 65534 must be able to load the package from here.
-  const probe = execFileSync(
-    'setpriv',
-    ['--reuid', String(NOBODY), '--regid', String(NOBODY), '--clear-groups', process.execPath, '-e', `process.stdout.write(String(require(${JSON.stringify(DIST)}).MAX_PATH_BYTES))`],
-    { encoding: 'utf8' },
-  );
-  expect(probe, 'uid 65534 can require dist/index.js (world-readable checkout)').toBe('107');
+  // setpriv (util-linux) to run a child as uid 65534, which loads the package
+  // from a world-readable copy. Anything missing fails here, by name (never a
+  // silent skip).
+  copy = readableCopy();
+  assertCanRunAs(NOBODY, copy);
 });
 
 describe('socket file: mode, owner, directories', () => {
