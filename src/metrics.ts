@@ -44,6 +44,7 @@ export const WRITER_METRICS: readonly MetricSpec[] = [
   ['connects', 'connects_total', 'counter', 'Successful connects.'],
   ['disconnects', 'disconnects_total', 'counter', 'Connections lost.'],
   ['connectAttempts', 'connect_attempts_total', 'counter', 'connect(2) attempts.'],
+  ['untrustedPeers', 'untrusted_peers_total', 'counter', 'Connections closed unused because the process listening did not run as expectOwner.uid.'],
   ['connected', 'connected', 'gauge', 'Whether a connection is up now (1) or not (0).'],
   ['sendBufferSize', 'send_buffer_bytes', 'gauge', 'Effective SO_SNDBUF of the current connection.'],
 ];

@@ -4,6 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Writable } from 'node:stream';
+import { types as utilTypes } from 'node:util';
 import { AbortGroup, abortError, onAbort } from './abort';
 import { binding, type NativeBinding, type NativeWriterHandle } from './binding';
 import { fromNative, invalidType, IpcError, type ErrorContext } from './errors';
@@ -44,6 +45,12 @@ export interface WriterMetrics {
   disconnects: number;
   /** connect(2) attempts. */
   connectAttempts: number;
+  /**
+   * Connections closed unused because the process listening on the socket
+   * (`SO_PEERCRED`) did not run as `expectOwner.uid`: nothing was sent on
+   * them (`ERR_UNTRUSTED_SOCKET`; the Writer stops trying, so 0 or 1).
+   */
+  untrustedPeers: number;
   /** Whether a connection is up now. */
   connected: boolean;
   /** Effective SO_SNDBUF of the current connection (as the kernel reports it). */
@@ -128,6 +135,62 @@ const PUBLISH_BYTES = 1024 * 1024;
 // then calls the builtin directly, where `ring.set(...)` looked the method up
 // through a generic LoadIC on every write (~7 % of write() at 64 B).
 const setBytes = Uint8Array.prototype.set;
+
+// The real type, length and position of caller data, read from the typed
+// array's internal slots, never from anything the caller can override: a
+// Uint8Array subclass, or an instance with own properties, may make
+// `length`, `byteLength`, `byteOffset`, `buffer`, `subarray()` or `valueOf()`
+// return anything (a lying `length` once filled the queue with frames of
+// stale ring memory and sent queueDepth to 4e9). These are the
+// %TypedArray%.prototype getters, captured when this module loads. On
+// anything that is not a typed array the tag getter returns undefined without
+// running caller code: a Proxy around a Buffer has no typed-array slots (it
+// passes `instanceof Uint8Array`, and its traps would run for `.length`).
+// The copy itself (setBytes, i.e. %TypedArray%.prototype.set with a typed
+// array source) also reads the source's internal slots only.
+const typedArrayPrototype = Object.getPrototypeOf(Uint8Array.prototype) as object;
+function intrinsicGetter<T>(key: PropertyKey): (this: unknown) => T {
+  const get = Object.getOwnPropertyDescriptor(typedArrayPrototype, key)?.get;
+  if (typeof get !== 'function') throw new Error(`uds-ipc: no %TypedArray%.prototype getter for ${String(key)}`);
+  return get as (this: unknown) => T;
+}
+const typedArrayKind = intrinsicGetter<string | undefined>(Symbol.toStringTag);
+const typedArrayLength = intrinsicGetter<number>('length');
+const typedArrayByteOffset = intrinsicGetter<number>('byteOffset');
+const typedArrayBuffer = intrinsicGetter<ArrayBufferLike>('buffer');
+
+/** The byte length of a real Uint8Array (a Buffer, a subclass, another realm's), else -1. */
+function uint8Length(data: unknown): number {
+  if (typedArrayKind.call(data) !== 'Uint8Array') return -1;
+  // A read of element 0, for the optimizing compiler only: it records the
+  // receiver's map, which lets TurboFan turn the getter call below into a
+  // field load. Without it the call stayed a call into the builtin (~2 ns
+  // more per call in a micro-benchmark; write() costs ~24 ns at 64 B).
+  // Reading an element of a real typed array never runs caller code
+  // (integer indices go to the buffer, never to getters or the prototype
+  // chain).
+  void (data as Uint8Array)[0];
+  return typedArrayLength.call(data);
+}
+
+/** A copy of a real Uint8Array's bytes (see uint8Length()). */
+function copyBytes(data: Uint8Array): Buffer {
+  const n = typedArrayLength.call(data);
+  const copy = Buffer.allocUnsafe(n);
+  if (n !== 0) setBytes.call(copy, data, 0);
+  return copy;
+}
+
+// Describes a Proxy in an error message without touching it: describing it
+// the usual way reads its `constructor`, i.e. runs the caller's traps.
+const proxyStandIn = new (class Proxy {})();
+
+/** The TypeError (ERR_INVALID_ARG_TYPE) of write()/send() for data of the wrong type: an argument, not an option. */
+function invalidData(data: unknown): TypeError {
+  const err = invalidType('data', 'a Uint8Array, Buffer or string', utilTypes.isProxy(data) ? proxyStandIn : data);
+  err.message = err.message.replace('"data" option', '"data" argument');
+  return err;
+}
 
 const E_CONNECT = 0;
 const E_DISCONNECT = 1;
@@ -276,11 +339,9 @@ export class Writer extends EventEmitter {
     let len: number;
     const isString = typeof data === 'string';
     if (isString) len = Buffer.byteLength(data, 'utf8');
-    // .length, not .byteLength (equal for a Uint8Array): V8 inlines the former,
-    // while byteLength on a Buffer went through a generic load (~15 ns of a
-    // 23 ns write() at 64 B).
-    else if (data instanceof Uint8Array) len = data.length;
-    else throw invalidType('data', 'a Uint8Array, Buffer or string', data);
+    // The real length (see uint8Length()), never `data.length`: a caller's
+    // getter or own property could say anything.
+    else if ((len = uint8Length(data)) < 0) throw invalidData(data);
     if (len > this.#maxMessage) {
       throw new IpcError(
         'ERR_MESSAGE_TOO_LARGE',
@@ -396,8 +457,16 @@ export class Writer extends EventEmitter {
     if (len === 0) return;
     const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
     const first = Math.min(len, this.#cap - p);
-    ring.set(first === len ? bytes : bytes.subarray(0, first), p);
-    if (first < len) ring.set(bytes.subarray(first), 0);
+    if (first === len) {
+      setBytes.call(ring, bytes, p);
+      return;
+    }
+    // Two views of the real bytes, built from the internal buffer and offset
+    // (not the caller's `subarray()`, `buffer` or `byteOffset`).
+    const buf = typedArrayBuffer.call(bytes);
+    const off = typedArrayByteOffset.call(bytes);
+    setBytes.call(ring, new Uint8Array(buf, off, first), p);
+    setBytes.call(ring, new Uint8Array(buf, off + first, len - first), 0);
   }
 
   /**
@@ -424,7 +493,8 @@ export class Writer extends EventEmitter {
       // The queue is full (or earlier sends wait): wait in line for 'drain'.
       if (this.#sends.length !== 0) this.#checkMessage(data);
       return new Promise<void>((resolve, reject) => {
-        const s: PendingSend = { data: typeof data === 'string' ? data : Buffer.from(data), resolve, reject };
+        // A copy of the real bytes (write() or #checkMessage() checked the type).
+        const s: PendingSend = { data: typeof data === 'string' ? data : copyBytes(data), resolve, reject };
         if (signal) {
           const off = this.#aborts.add(signal, () => {
             const i = this.#sends.indexOf(s);
@@ -463,8 +533,8 @@ export class Writer extends EventEmitter {
 
   // The checks write() makes, for a message that has to wait.
   #checkMessage(data: Uint8Array | string): void {
-    const len = typeof data === 'string' ? Buffer.byteLength(data, 'utf8') : data instanceof Uint8Array ? data.byteLength : -1;
-    if (len < 0) throw invalidType('data', 'a Uint8Array, Buffer or string', data);
+    const len = typeof data === 'string' ? Buffer.byteLength(data, 'utf8') : uint8Length(data);
+    if (len < 0) throw invalidData(data);
     if (len > this.#maxMessage) {
       throw new IpcError('ERR_MESSAGE_TOO_LARGE', `Message of ${len} bytes exceeds maxMessageSize (${this.#maxMessage} bytes)`);
     }
@@ -631,6 +701,7 @@ export class Writer extends EventEmitter {
       connects: (n.connects as number) ?? 0,
       disconnects: (n.disconnects as number) ?? 0,
       connectAttempts: (n.connectAttempts as number) ?? 0,
+      untrustedPeers: (n.untrustedPeers as number) ?? 0,
       connected: this.#state === 'running' && n.connected === true,
       sendBufferSize: (n.sendBufferSize as number) ?? 0,
     };

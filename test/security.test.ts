@@ -551,9 +551,14 @@ describe('expectOwner', () => {
     const path2 = tmpSocket();
     const c2 = collector();
     await track(new Reader(path2, c2.handler, { uid: NOBODY, gid: NOBODY })).start(); // 0600 nobody:nogroup
-    const ok2 = await attempt(path2, { uid: NOBODY, gid: NOBODY, mode: 0o660 });
+    const ok2 = await attempt(path2, { gid: NOBODY, mode: 0o660 });
     expect(ok2.log.errors).toEqual([]);
     expect(ok2.connected).toBe(true);
+    // The file is nobody's but the listening process is root: expectOwner.uid checks both.
+    const peer2 = await attempt(path2, { uid: NOBODY, gid: NOBODY, mode: 0o660 });
+    expect(peer2.connected).toBe(false);
+    expect(peer2.log.errors[0]?.err.code).toBe('ERR_UNTRUSTED_SOCKET');
+    expect(peer2.log.errors[0].err.message).toContain(`runs as uid 0, expected ${NOBODY}`);
     const bad2 = await attempt(path2, { uid: 0 });
     expect(bad2.log.errors[0]?.err.code).toBe('ERR_UNTRUSTED_SOCKET');
     expect(bad2.log.errors[0].err.message).toContain(String(NOBODY));

@@ -39,8 +39,9 @@ WriterWrap::WriterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Writer
   Napi::Value eo = o.Get("expectOwner");
   if (eo.IsObject()) {
     Napi::Object e = eo.As<Napi::Object>();
-    cfg_.expect_uid = static_cast<int>(get_number(e, "uid", -1));
-    cfg_.expect_gid = static_cast<int>(get_number(e, "gid", -1));
+    // Validated in TypeScript: -1 (not checked) or an integer up to 2^32 - 2.
+    cfg_.expect_uid = static_cast<int64_t>(get_number(e, "uid", -1));
+    cfg_.expect_gid = static_cast<int64_t>(get_number(e, "gid", -1));
     cfg_.expect_mode = static_cast<int>(get_number(e, "mode", -1));
   }
   Napi::Value rc = o.Get("reconnect");
@@ -174,6 +175,7 @@ Napi::Value WriterWrap::Metrics(const Napi::CallbackInfo& info) {
   o.Set("connects", static_cast<double>(m.connects));
   o.Set("disconnects", static_cast<double>(m.disconnects));
   o.Set("connectAttempts", static_cast<double>(m.connect_attempts));
+  o.Set("untrustedPeers", static_cast<double>(m.untrusted_peers));
   o.Set("sendBufferSize", m.send_buffer_size);
   o.Set("connected", m.connected);
   return o;

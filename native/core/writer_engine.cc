@@ -37,6 +37,19 @@ bool retryable_connect_error(int e) {
   }
 }
 
+// SO_PEERCRED of a connected Unix socket: the uid of the process that called
+// listen() on the other end (read as uid_t: socket_util's peer_credentials()
+// returns an int, which cannot tell uid 2^32 - 1 from a failure).
+// Returns 0 or an errno.
+int peer_uid(int fd, uid_t* uid) {
+  struct ucred uc;
+  socklen_t len = sizeof uc;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) != 0) return errno;
+  if (len < sizeof uc) return EINVAL;
+  *uid = uc.uid;
+  return 0;
+}
+
 uint64_t splitmix(uint64_t& s) {
   uint64_t z = (s += 0x9e3779b97f4a7c15ULL);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -112,6 +125,7 @@ WriterMetrics WriterEngine::metrics() const {
   m.connects = m_connects_.load(std::memory_order_relaxed);
   m.disconnects = m_disconnects_.load(std::memory_order_relaxed);
   m.connect_attempts = m_attempts_.load(std::memory_order_relaxed);
+  m.untrusted_peers = m_untrusted_.load(std::memory_order_relaxed);
   m.send_buffer_size = m_sndbuf_.load(std::memory_order_relaxed);
   m.connected = m_connected_.load(std::memory_order_relaxed);
   return m;
@@ -311,9 +325,9 @@ CoreError WriterEngine::check_owner() const {
   if (::lstat(cfg_.path.c_str(), &st) != 0) return {};  // not there yet: connect reports it
   std::string why;
   if (!S_ISSOCK(st.st_mode)) why = "it is not a socket";
-  else if (cfg_.expect_uid >= 0 && static_cast<int>(st.st_uid) != cfg_.expect_uid)
+  else if (cfg_.expect_uid >= 0 && static_cast<int64_t>(st.st_uid) != cfg_.expect_uid)
     why = "it is owned by uid " + std::to_string(st.st_uid) + ", expected " + std::to_string(cfg_.expect_uid);
-  else if (cfg_.expect_gid >= 0 && static_cast<int>(st.st_gid) != cfg_.expect_gid)
+  else if (cfg_.expect_gid >= 0 && static_cast<int64_t>(st.st_gid) != cfg_.expect_gid)
     why = "its group is gid " + std::to_string(st.st_gid) + ", expected " + std::to_string(cfg_.expect_gid);
   else if (cfg_.expect_mode >= 0 && (st.st_mode & 07777 & ~static_cast<mode_t>(cfg_.expect_mode)) != 0) {
     char buf[64];
@@ -322,6 +336,28 @@ CoreError WriterEngine::check_owner() const {
   }
   if (why.empty()) return {};
   return CoreError::plain("ERR_UNTRUSTED_SOCKET", "refusing to connect to " + cfg_.path + ": " + why);
+}
+
+// The file check above cannot tell who will answer: the path may name another
+// socket by the time connect() follows it (a rename in a shared directory),
+// and a socket file says nothing about its listener (one run by another user
+// passes once root chowns the file to itself). The connected socket can:
+// SO_PEERCRED holds the credentials of the process that called listen().
+// Only the uid is compared; expect_gid and expect_mode stay checks of the
+// file (a socket's group, e.g. systemd's SocketGroup=, normally differs from
+// the listener's gid).
+CoreError WriterEngine::check_peer(int fd) const {
+  if (cfg_.expect_uid < 0) return {};
+  uid_t uid = 0;
+  if (const int err = peer_uid(fd, &uid)) {
+    return CoreError::sys("ERR_UNTRUSTED_SOCKET", err, "getsockopt",
+                          "cannot tell who listens on " + cfg_.path + " (SO_PEERCRED); closed the connection unused");
+  }
+  if (static_cast<int64_t>(uid) == cfg_.expect_uid) return {};
+  return CoreError::plain("ERR_UNTRUSTED_SOCKET", "untrusted listener: the process listening on " + cfg_.path +
+                                                      " runs as uid " + std::to_string(uid) + ", expected " +
+                                                      std::to_string(cfg_.expect_uid) +
+                                                      "; closed the connection before sending anything");
 }
 
 void WriterEngine::try_connect(int64_t now) {
@@ -344,6 +380,28 @@ void WriterEngine::try_connect(int64_t now) {
       ev.error = CoreError::sys("ERR_CONNECT_FAILED", err, "connect", "cannot connect to " + cfg_.path);
       emit(std::move(ev));
     }
+    return;
+  }
+  // Check who answered before the socket becomes the writer's: until fd_ is
+  // set and connected_ is true, neither flush() (IO thread, only while
+  // connected_) nor the producer's send_direct() (only after it swaps
+  // kSleep 1 -> 2, and kSleep is 1 only while connected_ and idle) can reach
+  // this socket, so not a byte of the ring goes out on a connection that has
+  // not passed.
+  //
+  // A failure is final, as a failed file check is (failed_, no reconnect):
+  // the socket the writer was told to trust is served by someone else, which
+  // retrying cannot fix and which the user has to look at. Retrying would
+  // only keep offering that listener connections (telling it the writer is
+  // there, each time) and report the same error on every backoff step. A new
+  // Writer tries again.
+  if (CoreError e = check_peer(fd.get())) {
+    fd.reset();  // the listener sees a connection that ends without a byte
+    m_untrusted_.fetch_add(1, std::memory_order_relaxed);
+    failed_ = true;
+    WriterEvent ev{WriterEvent::kError};
+    ev.error = std::move(e);
+    emit(std::move(ev));
     return;
   }
   fd_ = std::move(fd);

@@ -72,8 +72,13 @@ struct WriterConfig {
   int send_buffer_size = 0;   // raise SO_SNDBUF to this (0 = leave)
   uint32_t write_timeout_ms = 0;  // replace a connection that accepts nothing this long (0 = off)
   // Refuse to connect unless the socket file has this owner/group and no
-  // permission bits beyond expect_mode (-1 = not checked). ERR_UNTRUSTED_SOCKET.
-  int expect_uid = -1, expect_gid = -1, expect_mode = -1;
+  // permission bits beyond expect_mode (-1 = not checked), and, after each
+  // connect and before any byte is sent, unless the process that listens
+  // (SO_PEERCRED of the connected socket) runs as expect_uid. Either failure
+  // is ERR_UNTRUSTED_SOCKET and final (the writer stops trying). Ids are
+  // 64-bit so that every uid_t/gid_t value (up to 2^32 - 2) fits beside -1.
+  int64_t expect_uid = -1, expect_gid = -1;
+  int expect_mode = -1;
   ReconnectPolicy reconnect;
 };
 
@@ -90,6 +95,9 @@ struct WriterEvent {
 struct WriterMetrics {
   uint64_t sent = 0, bytes_sent = 0, send_calls = 0, connects = 0, disconnects = 0,
            connect_attempts = 0;
+  // Connections closed unused because the process listening was not
+  // expect_uid (or its credentials could not be read).
+  uint64_t untrusted_peers = 0;
   int send_buffer_size = 0;
   bool connected = false;
 };
@@ -136,6 +144,7 @@ class WriterEngine {
   void try_connect(int64_t now);
   int connect_unix_fd(UniqueFd* out);
   CoreError check_owner() const;
+  CoreError check_peer(int fd) const;
   void schedule_retry(int64_t now, int err);
   void flush();
   bool send_direct_impl(const Appended* upto);
@@ -180,7 +189,7 @@ class WriterEngine {
   mutable std::mutex events_mu_;
   std::vector<WriterEvent> events_;  // guarded by events_mu_
   std::atomic<uint64_t> m_sent_{0}, m_bytes_{0}, m_calls_{0}, m_connects_{0}, m_disconnects_{0},
-      m_attempts_{0};
+      m_attempts_{0}, m_untrusted_{0};
   std::atomic<int> m_sndbuf_{0};
   std::atomic<bool> m_connected_{false};
 
