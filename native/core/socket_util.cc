@@ -159,7 +159,7 @@ int open_dir(const std::string& dir, int mode, std::vector<Made>* made, const Li
 // socket, if it is still ours and still in here) when this goes away.
 class PrivateDir {
  public:
-  explicit PrivateDir(int parent, std::string parent_path) : parent_(parent), parent_path_(std::move(parent_path)) {}
+  explicit PrivateDir(int parent) : parent_(parent) {}
   PrivateDir(const PrivateDir&) = delete;
   PrivateDir& operator=(const PrivateDir&) = delete;
   ~PrivateDir() {
@@ -182,9 +182,17 @@ class PrivateDir {
       }
       UniqueFd fd(::openat(parent_, name_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
       if (!fd.valid() || ::fstat(fd.get(), &self_) != 0 || !S_ISDIR(self_.st_mode) || self_.st_uid != ::geteuid() ||
-          (self_.st_mode & 077) != 0)
-        return EEXIST;  // swapped before we could open it: not ours
+          (self_.st_mode & 077) != 0) {
+        // Swapped before we could open it, or a umask without owner read
+        // (EACCES): remove the name if it is an empty directory (whoever's:
+        // an empty directory in a directory they can write is no loss).
+        const int e = fd.valid() ? EEXIST : errno;
+        ::unlinkat(parent_, name_.c_str(), AT_REMOVEDIR);
+        return e == ELOOP || e == ENOTDIR ? EEXIST : e;
+      }
       fd_ = std::move(fd);
+      // The umask may have taken owner bits (umask 0222): ours, through the fd.
+      if (::fchmod(fd_.get(), 0700) != 0) return errno;
       return 0;
     }
     return EEXIST;
@@ -194,13 +202,17 @@ class PrivateDir {
   static constexpr const char* kName = "s";
 
   // The address of the socket in here: through /proc/self/fd, which names
-  // exactly the directory we opened (and is short), else by path.
+  // exactly the directory we opened (and is short). Without /proc there is
+  // no safe address: a path through the shared directory can be swapped
+  // between our check and bind(), which would then create a file wherever
+  // the swap points. (The kernel records this address: getsockname() and
+  // `ss -xl` show /proc/self/fd/N/s, not the final path.)
   bool address(sockaddr_un* addr, socklen_t* len) const {
     struct stat via, real;
     const std::string proc = "/proc/self/fd/" + std::to_string(fd_.get());
     if (::stat(proc.c_str(), &via) == 0 && ::fstat(fd_.get(), &real) == 0 && same_inode(via, real))
       return make_address(proc + "/" + kName, addr, len);
-    return make_address(parent_path_ + "/" + name_ + "/" + kName, addr, len);
+    return false;  // no /proc: a path through the shared directory can be swapped
   }
 
   // The socket in here is ours: remember it, so that cleanup removes only it.
@@ -209,7 +221,6 @@ class PrivateDir {
 
  private:
   int parent_;  // borrowed
-  std::string parent_path_;
   std::string name_;
   UniqueFd fd_;
   struct stat self_ {};
@@ -257,6 +268,10 @@ CoreError place(PrivateDir& priv, int dir, const std::string& base, const std::s
       return CoreError::sys("ERR_ADDRESS_IN_USE", EADDRINUSE, "bind", "another process is listening on " + path);
 
     if (opts.pause) opts.pause("stale-found", opts.pause_arg);
+    {
+      struct stat still;  // the name must still be the socket probed stale
+      if (!stat_at(dir, base.c_str(), &still) || !same_inode(still, there)) continue;
+    }
     if (rename_at2(priv.fd(), s, dir, base.c_str(), RENAME_EXCHANGE) != 0) {
       e = errno;
       if (e == ENOENT) continue;  // gone meanwhile
@@ -264,9 +279,18 @@ CoreError place(PrivateDir& priv, int dir, const std::string& base, const std::s
         // No exchange on this filesystem: remove the stale socket by name if
         // it still is the one probed (a narrow race remains here, and only
         // here), then try the no-replace move again.
-        struct stat again;
-        if (stat_at(dir, base.c_str(), &again) && same_inode(again, there)) ::unlinkat(dir, base.c_str(), 0);
-        continue;
+        if (::renameat(dir, base.c_str(), priv.fd(), "old") != 0) {
+          if (errno == ENOENT) continue;
+          return CoreError::sys("ERR_SOCKET", errno, "rename", "cannot replace the stale socket " + path);
+        }
+        struct stat took;
+        if (stat_at(priv.fd(), "old", &took) && same_inode(took, there)) {
+          ::unlinkat(priv.fd(), "old", 0);
+          continue;
+        }
+        const bool back = ::linkat(priv.fd(), "old", dir, base.c_str(), 0) == 0;
+        if (back) ::unlinkat(priv.fd(), "old", 0);
+        return CoreError::sys("ERR_ADDRESS_IN_USE", EADDRINUSE, "bind", "another process is listening on " + path);
       }
       return CoreError::sys("ERR_SOCKET", e, "rename", "cannot replace the stale socket " + path);
     }
@@ -275,6 +299,13 @@ CoreError place(PrivateDir& priv, int dir, const std::string& base, const std::s
     if (opts.pause) opts.pause("exchanged", opts.pause_arg);
     struct stat took;
     const bool is_sock = stat_at(priv.fd(), s, &took) && S_ISSOCK(took.st_mode);
+    if (is_sock && !same_inode(took, there)) {  // not what was probed: give it back at once
+      if (rename_at2(priv.fd(), s, dir, base.c_str(), RENAME_EXCHANGE) != 0)
+        rename_at2(priv.fd(), s, dir, base.c_str(), RENAME_NOREPLACE);
+      struct stat back;
+      if (stat_at(priv.fd(), s, &back) && same_inode(back, ours)) priv.own_socket(back);
+      continue;
+    }
     if (is_sock && probe_address(held_addr, held_len) == Probe::kStale) {
       ::unlinkat(priv.fd(), s, 0);
       return {};
@@ -348,15 +379,15 @@ Listener listen_unix(const std::string& path, const ListenOptions& opts) {
     if (opts.dir_mode < 0) return fail(CoreError::sys("ERR_SOCKET", e, "bind", "cannot bind " + path));
     return fail(CoreError::sys("ERR_SOCKET", e, step, "cannot create directory " + dir));
   }
-  priv.emplace(dfd.get(), dir);
+  priv.emplace(dfd.get());
   if (const int e = priv->create())
-    return fail(CoreError::sys("ERR_SOCKET", e, "mkdir", "cannot create a private directory in " + dir));
+    return fail(CoreError::sys("ERR_SOCKET", e, "bind", "cannot bind " + path + " (a private directory in " + dir + ")"));
   if (opts.pause) opts.pause("private-dir", opts.pause_arg);
 
   sockaddr_un paddr;
   socklen_t plen;
   if (!priv->address(&paddr, &plen))
-    return fail(CoreError::plain("ERR_PATH_TOO_LONG", "cannot bind next to " + path + ": /proc is not mounted and the path is too long"));
+    return fail(CoreError::plain("ERR_SOCKET", "cannot bind " + path + ": /proc/self/fd is needed to bind safely and is not mounted"));
   if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&paddr), plen) != 0)
     return fail(CoreError::sys("ERR_SOCKET", errno, "bind", "cannot bind " + path));
   if (opts.pause) opts.pause("bound", opts.pause_arg);
@@ -394,8 +425,12 @@ Listener listen_unix(const std::string& path, const ListenOptions& opts) {
 void unlink_if_same(const std::string& path, dev_t dev, ino_t ino) {
   struct stat st;
   if (ino == 0 || is_abstract(path)) return;
-  if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == dev && st.st_ino == ino)
-    ::unlink(path.c_str());
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  UniqueFd dfd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (dfd.valid() && stat_at(dfd.get(), base.c_str(), &st) && S_ISSOCK(st.st_mode) && st.st_dev == dev && st.st_ino == ino)
+    ::unlinkat(dfd.get(), base.c_str(), 0);
 }
 
 int connect_unix(const std::string& path, UniqueFd* out) {
