@@ -25,6 +25,8 @@ export const ErrorCodes = {
   ERR_WRITE_TIMEOUT: 'ERR_WRITE_TIMEOUT',
   /** A reader closed a connection that sent nothing for `inactivityTimeoutMs` (the `'disconnect'` reason). */
   ERR_INACTIVITY_TIMEOUT: 'ERR_INACTIVITY_TIMEOUT',
+  /** A reader closed a connection whose frame took longer than `frameTimeoutMs` to arrive, first byte to last (the `'disconnect'` reason); the partial frame is discarded. */
+  ERR_FRAME_TIMEOUT: 'ERR_FRAME_TIMEOUT',
   /** A peer was refused by `allowUids`/`allowGids`/`authorize` before any of its messages was delivered. */
   ERR_PEER_REJECTED: 'ERR_PEER_REJECTED',
   /** A Writer's `expectOwner` check failed: the socket file's owner, group or mode is not as required. */

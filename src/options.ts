@@ -10,6 +10,8 @@ import { invalidType, outOfRange, IpcError, type ErrorContext } from './errors';
 export const MAX_MESSAGE_SIZE_LIMIT = 1024 * 1024 * 1024;
 /** Default maximum message size: 10 MiB, as in the Go library. */
 export const DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024;
+/** Default `frameTimeoutMs` of a Reader: 30 s (see ReaderOptions.frameTimeoutMs). */
+const DEFAULT_FRAME_TIMEOUT_MS = 30_000;
 /** Longest socket path in bytes of UTF-8 (sun_path is 108 bytes with the NUL). */
 export const MAX_PATH_BYTES = 107;
 
@@ -25,7 +27,14 @@ export type ErrorHandler = (error: Error, context: ErrorContext, connection?: un
 export interface ReaderOptions {
   /** Largest message accepted from a peer, in bytes. A peer announcing more is disconnected (`ERR_MESSAGE_TOO_LARGE`). Default 10 MiB; at most 1 GiB. */
   maxMessageSize?: number;
-  /** Bytes handed to the handler but not yet finished with, per connection, above which that connection is no longer read until the handler catches up. Default 8 MiB. */
+  /**
+   * Memory a connection may hold in batches handed to the handler but not yet
+   * finished with, above which that connection is no longer read until the
+   * handler catches up. Counted as the memory the batches occupy, not their
+   * payload alone: payload and length prefixes, 8 bytes per message (its
+   * entry in the batch's offsets table) and 1 KiB per batch, so a flood of
+   * empty or tiny frames is held to it like any other traffic. Default 8 MiB.
+   */
   maxPendingBytes?: number;
   /** listen(2) backlog. Default 511. */
   backlog?: number;
@@ -35,6 +44,17 @@ export interface ReaderOptions {
   slabSize?: number;
   /** Close a connection that sends nothing for this many ms (0 = never). The `'disconnect'` event's reason has code `ERR_INACTIVITY_TIMEOUT`. Default 0. */
   inactivityTimeoutMs?: number;
+  /**
+   * Close a connection whose frame takes longer than this many ms to arrive,
+   * from its first byte to its last (0 = never): a peer trickling a frame a
+   * byte at a time is not inactive, but it is holding a buffer. The
+   * `'disconnect'` event's reason has code `ERR_FRAME_TIMEOUT`. Time the
+   * Reader itself stopped reading the connection (backpressure: the handler
+   * fell behind) does not count. Default 30000: a local writer hands a whole
+   * frame to the kernel at once, so even a maxMessageSize frame arrives in
+   * milliseconds unless the writer process is stalled or hostile.
+   */
+  frameTimeoutMs?: number;
   /**
    * Where received bytes are read. While traffic is light, on the JavaScript
    * thread (the reader's IO thread hands its event loop over), so a message
@@ -54,9 +74,9 @@ export interface ReaderOptions {
   gid?: number | string;
   /** Mode for parent directories that do not exist yet and are created. Default `0o700`. Not for abstract names. */
   directoryMode?: number;
-  /** Only peers whose uid (SO_PEERCRED, read at accept) is listed may connect (or whose gid is in `allowGids`). */
+  /** Only peers whose uid (SO_PEERCRED, read at accept) is listed may connect (or whose gid is in `allowGids`). Ids from 0 to 2^32−2. */
   allowUids?: number[];
-  /** Only peers whose gid is listed may connect (or whose uid is in `allowUids`). */
+  /** Only peers whose gid is listed may connect (or whose uid is in `allowUids`). Ids from 0 to 2^32−2. */
   allowGids?: number[];
   /** Decides per connection, before any of its messages is read; false, a throw or a rejection refuses it (`ERR_PEER_REJECTED`). */
   authorize?: (peer: PeerInfo) => boolean | Promise<boolean>;
@@ -120,6 +140,7 @@ export interface ResolvedReaderOptions {
   mode: number;
   slabSize: number;
   inactivityTimeoutMs: number;
+  frameTimeoutMs: number;
   /** Resolved: never, light traffic only, or also under load. */
   jsThreadPolling: 'off' | 'light' | 'always';
   uid: number | string | undefined;
@@ -227,6 +248,7 @@ const READER_KEYS = [
   'mode',
   'slabSize',
   'inactivityTimeoutMs',
+  'frameTimeoutMs',
   'jsThreadPolling',
   'uid',
   'gid',
@@ -250,6 +272,9 @@ const WRITER_KEYS = [
 ] as const;
 const RECONNECT_KEYS = ['initialDelayMs', 'maxDelayMs', 'multiplier', 'maxAttempts'] as const;
 
+/** Largest user or group id accepted (uid_t is 32-bit unsigned; 2^32−1 means "no id"). */
+const MAX_ID = 2 ** 32 - 2;
+
 function idOption(name: string, v: unknown): number | string | undefined {
   if (v === undefined) return undefined;
   if (typeof v === 'string') {
@@ -257,13 +282,15 @@ function idOption(name: string, v: unknown): number | string | undefined {
     return v;
   }
   if (typeof v !== 'number') throw invalidType(name, 'a number or a name', v);
-  return intOption(name, v, 0, 0, 2 ** 32 - 2);
+  return intOption(name, v, 0, 0, MAX_ID);
 }
 
 function idListOption(name: string, v: unknown): number[] {
   if (v === undefined) return [];
   if (!Array.isArray(v)) throw invalidType(name, 'an array of integers', v);
-  return v.map((x, i) => intOption(`${name}[${i}]`, x, 0, 0, 2 ** 31 - 1));
+  // The same range as the uid/gid options: uid_t is unsigned 32-bit, and
+  // 2^32-1 is (uid_t)-1, "no id".
+  return v.map((x, i) => intOption(`${name}[${i}]`, x, 0, 0, MAX_ID));
 }
 
 function notForAbstract(path: string, o: Record<string, unknown>, keys: readonly string[]): void {
@@ -317,6 +344,7 @@ export function resolveReaderOptions(options: unknown, path = ''): ResolvedReade
     mode: intOption('mode', o.mode, 0o600, 0, 0o777),
     slabSize: intOption('slabSize', o.slabSize, 512 * 1024, 64 * 1024, 64 * 1024 * 1024),
     inactivityTimeoutMs: intOption('inactivityTimeoutMs', o.inactivityTimeoutMs, 0, 0, 2 ** 31 - 1),
+    frameTimeoutMs: intOption('frameTimeoutMs', o.frameTimeoutMs, DEFAULT_FRAME_TIMEOUT_MS, 0, 2 ** 31 - 1),
     jsThreadPolling:
       jtp === false ? 'off' : typeof jtp === 'string' ? jtp : availableParallelism() <= 2 ? 'always' : 'light',
     onError: fnOption<ErrorHandler>('onError', o.onError),
@@ -333,8 +361,8 @@ export function resolveWriterOptions(options: unknown, path = ''): ResolvedWrite
     const e = checkObject('expectOwner', o.expectOwner);
     checkKeys('expectOwner', e, ['uid', 'gid', 'mode']);
     expectOwner = {
-      uid: intOption('expectOwner.uid', e.uid, -1, 0, 2 ** 32 - 2),
-      gid: intOption('expectOwner.gid', e.gid, -1, 0, 2 ** 32 - 2),
+      uid: intOption('expectOwner.uid', e.uid, -1, 0, MAX_ID),
+      gid: intOption('expectOwner.gid', e.gid, -1, 0, MAX_ID),
       mode: intOption('expectOwner.mode', e.mode, -1, 0, 0o7777),
     };
   }

@@ -382,6 +382,7 @@ export class Reader extends EventEmitter {
         directoryMode: abstract ? -1 : o.directoryMode,
         slabSize: o.slabSize,
         inactivityTimeoutMs: o.inactivityTimeoutMs,
+        frameTimeoutMs: o.frameTimeoutMs,
         jsThreadPolling: o.jsThreadPolling !== 'off',
         jsThreadUnderLoad: o.jsThreadPolling === 'always',
         allowUids: o.allowUids,

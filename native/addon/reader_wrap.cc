@@ -34,10 +34,17 @@ ReaderWrap::ReaderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader
   asm_cfg_.large_threshold = static_cast<size_t>(get_number(o, "largeThreshold", 128 * 1024));
   max_pending_ = static_cast<uint64_t>(get_number(o, "maxPendingBytes", 8 * 1024 * 1024));
   inactivity_ms_ = static_cast<uint32_t>(get_number(o, "inactivityTimeoutMs", 0));
+  frame_timeout_ms_ = static_cast<uint32_t>(get_number(o, "frameTimeoutMs", 30000));
   listen_.backlog = static_cast<int>(get_number(o, "backlog", 511));
   listen_.mode = static_cast<int>(get_number(o, "mode", -1));
-  listen_.uid = static_cast<int>(get_number(o, "uid", -1));
-  listen_.gid = static_cast<int>(get_number(o, "gid", -1));
+  // Ids up to 2^32-2 (validated in TypeScript) stored as the kernel's uid_t
+  // bits in an int: a double above INT_MAX must not be cast to int directly.
+  const auto id = [&](const char* key) {
+    const double v = get_number(o, key, -1);
+    return v < 0 ? -1 : static_cast<int>(static_cast<uint32_t>(v));
+  };
+  listen_.uid = id("uid");
+  listen_.gid = id("gid");
   listen_.dir_mode = static_cast<int>(get_number(o, "directoryMode", -1));
   adopt_fd_ = static_cast<int>(get_number(o, "fd", -1));
   hold_for_authorize_ = o.Get("authorize").ToBoolean();
@@ -47,7 +54,7 @@ ReaderWrap::ReaderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader
     Napi::Value v = o.Get(key);
     if (!v.IsArray()) continue;
     Napi::Array a = v.As<Napi::Array>();
-    for (uint32_t i = 0; i < a.Length(); ++i) out->push_back(a.Get(i).As<Napi::Number>().Int32Value());
+    for (uint32_t i = 0; i < a.Length(); ++i) out->push_back(a.Get(i).As<Napi::Number>().Uint32Value());
   }
 }
 
@@ -186,6 +193,7 @@ Napi::Value ReaderWrap::Listen(const Napi::CallbackInfo& info) {
   cfg.assembler = asm_cfg_;
   cfg.max_pending_bytes = max_pending_;
   cfg.inactivity_timeout_ms = inactivity_ms_;
+  cfg.frame_timeout_ms = frame_timeout_ms_;
   cfg.allow_uids = allow_uids_;
   cfg.allow_gids = allow_gids_;
   cfg.hold_for_authorize = hold_for_authorize_;

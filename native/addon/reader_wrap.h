@@ -43,9 +43,10 @@ class ReaderWrap : public Napi::ObjectWrap<ReaderWrap> {
   AssemblerConfig asm_cfg_;
   uint64_t max_pending_ = 0;
   uint32_t inactivity_ms_ = 0;
+  uint32_t frame_timeout_ms_ = 30000;
   ListenOptions listen_;
   int adopt_fd_ = -1;  // a listening fd handed over (systemd), instead of binding
-  std::vector<int> allow_uids_, allow_gids_;
+  std::vector<uint32_t> allow_uids_, allow_gids_;
   bool hold_for_authorize_ = false;
   Napi::ThreadSafeFunction tsfn_;
   bool tsfn_live_ = false;

@@ -4,8 +4,18 @@
 // commit(n). Small frames are parsed in place inside a large slab; a batch is
 // one contiguous region of a slab plus a table of (start, end) payload offsets
 // relative to the region. A frame whose payload is at least
-// `large_threshold` bytes is read straight into a buffer of its announced
-// length (one copy of what was already read, then reads land in place).
+// `large_threshold` bytes is read straight into a buffer of its own (one copy
+// of what was already read, then reads land in place). That buffer grows as
+// the frame's bytes arrive (see prepare_read()), never to more than twice
+// what has arrived (or kLargeChunk): a prefix announcing 10 MiB reserves
+// nothing like 10 MiB until the bytes come.
+//
+// Memory budget: commit() and resume() take a budget in bytes, counted as
+// Batch::charge() counts them, and stop cutting frames once the batch being
+// built has reached it; the rest waits in the slab (backlogged()) until
+// resume() is called with a new budget. So one read of 512 KiB of empty
+// frames cannot become 512 Ki messages (4 MiB of offsets) against a
+// connection's limit.
 //
 // Plain C++, single-threaded: owned by the connection's IO thread. Batches it
 // hands out hold slab references and may travel to any thread.
@@ -25,6 +35,18 @@
 
 namespace udsipc {
 
+// The fixed part of Batch::charge(): the bookkeeping that comes with every
+// batch besides its bytes and its offsets table: the hand-off queue's item,
+// and in JavaScript the batch's ArrayBuffer(s) and their backing stores, its
+// entry in the Reader's queue and its Batch object. Measured at 450-700
+// bytes for a batch of one or two empty messages (a reader process's RSS
+// grew 100 MB for 148 k such batches, 300 MB for 674 k); rounded up.
+constexpr uint64_t kBatchCharge = 1024;
+// "No budget" for commit()/resume().
+constexpr uint64_t kNoBudget = UINT64_MAX;
+// The first chunk reserved for a large frame (see FrameAssembler).
+constexpr size_t kLargeChunk = 64 * 1024;
+
 struct Batch {
   SlabRef slab;            // keeps the memory below alive
   const uint8_t* base = nullptr;  // first byte of the region
@@ -33,6 +55,11 @@ struct Batch {
   uint64_t payload_bytes = 0;
   uint32_t conn_id = 0;
   size_t count() const { return offsets.size() / 2; }
+  // What this batch holds of its connection's max_pending_bytes: its bytes
+  // (payloads and length prefixes), its offsets table (8 bytes per message),
+  // and kBatchCharge. Memory, not payload: a flood of empty frames costs
+  // what it occupies.
+  uint64_t charge() const { return length + offsets.size() * sizeof(uint32_t) + kBatchCharge; }
 };
 
 // A free list of offsets tables. The assembler takes one per batch and the
@@ -107,9 +134,16 @@ class FrameAssembler {
     if (cfg_.large_threshold == 0) cfg_.large_threshold = 1;
   }
 
-  // Where the next read should land; the span is never empty.
+  // Where the next read should land; the span is never empty. Precondition:
+  // !backlogged(). In a large frame, grows its buffer when it is full (to
+  // twice its size, at most the frame's length): throws std::bad_alloc if
+  // that fails.
   std::pair<uint8_t*, size_t> prepare_read() {
-    if (large_) return {large_.get()->data() + large_got_, large_len_ - large_got_};
+    if (large_) {
+      Slab* s = large_.get();
+      if (large_got_ == s->capacity()) s->grow(std::min<size_t>(large_len_, std::max(2 * s->capacity(), kLargeChunk)));
+      return {s->data() + large_got_, s->capacity() - large_got_};
+    }
     if (!slab_ || slab_space() < cfg_.min_read ||
         (need_total_ && parse_pos_ + need_total_ > slab_.get()->capacity())) {
       rotate();
@@ -117,9 +151,11 @@ class FrameAssembler {
     return {slab_.get()->data() + write_pos_, slab_space()};
   }
 
-  // `n` bytes were written where prepare_read() pointed. Returns false on a
+  // `n` bytes were written where prepare_read() pointed. Frames are cut until
+  // the batch being built reaches `budget` (Batch::charge(); at least one
+  // frame is cut): whatever follows stays backlogged. Returns false on a
   // framing error; messages completed before the error stay available.
-  bool commit(size_t n) {
+  bool commit(size_t n, uint64_t budget = kNoBudget) {
     if (error_ != FrameError::kNone) return false;
     if (large_) {
       large_got_ += n;
@@ -136,7 +172,20 @@ class FrameAssembler {
       return true;
     }
     write_pos_ += n;
-    return parse();
+    return parse(budget);
+  }
+
+  // True when commit() or resume() stopped at its budget with bytes left in
+  // the slab that may hold whole frames: call resume() (not prepare_read())
+  // once there is budget again.
+  bool backlogged() const { return backlog_; }
+
+  // Cuts the backlogged frames, up to `budget` as commit() does. Returns
+  // false on a framing error.
+  bool resume(uint64_t budget = kNoBudget) {
+    if (error_ != FrameError::kNone) return false;
+    if (!backlog_) return true;
+    return parse(budget);
   }
 
   bool has_batch() const { return !ready_.empty() || !offsets_.empty(); }
@@ -158,13 +207,16 @@ class FrameAssembler {
 
   FrameError error() const { return error_; }
   uint64_t error_length() const { return error_length_; }  // for kTooLarge
+  // Bytes reserved for the large frame being received (0 if none).
+  size_t large_reserved() const { return large_ ? large_.get()->capacity() : 0; }
 
  private:
   size_t slab_space() const { return slab_.get()->capacity() - write_pos_; }
 
-  bool parse() {
+  bool parse(uint64_t budget) {
     uint8_t* data = slab_.get()->data();
     need_total_ = 0;
+    backlog_ = false;
     // The hot loop works on locals (written back below): member updates
     // would be stores and reloads per frame around push_back's slow path.
     size_t pos = parse_pos_;
@@ -174,6 +226,12 @@ class FrameAssembler {
     uint64_t payload = payload_bytes_;
     bool ok = true;
     while (pos < end) {
+      // The batch's charge so far (Batch::charge()); the first frame of a
+      // batch is always cut, so that every call makes progress.
+      if (!offsets_.empty() && (pos - begin) + offsets_.size() * sizeof(uint32_t) + kBatchCharge >= budget) {
+        backlog_ = true;
+        break;
+      }
       const size_t avail = end - pos;
       uint64_t len = data[pos];
       size_t h = 1;
@@ -207,10 +265,13 @@ class FrameAssembler {
         parse_pos_ = pos;
         payload_bytes_ = payload;
         close_batch();
-        large_ = SlabRef(Slab::create(len));
+        // Room for what has arrived, twice over (at least kLargeChunk): the
+        // buffer grows as the rest arrives (prepare_read()).
+        const size_t have = avail - h;
+        large_ = SlabRef(Slab::create_growable(std::min<size_t>(len, std::max(2 * have, kLargeChunk))));
         large_len_ = len;
         large_hdr_ = h;
-        large_got_ = avail - h;
+        large_got_ = have;
         std::memcpy(large_.get()->data(), data + pos + h, large_got_);
         // Those slab bytes were never handed out: reuse them.
         write_pos_ = parse_pos_;
@@ -272,6 +333,7 @@ class FrameAssembler {
   size_t parse_pos_ = 0;    // first byte not yet part of a complete frame
   size_t batch_begin_ = 0;  // first byte of the batch being built
   size_t need_total_ = 0;   // header+payload of the pending frame, if known
+  bool backlog_ = false;    // parse() stopped at its budget (see backlogged())
   std::vector<uint32_t> offsets_;
   uint64_t payload_bytes_ = 0;
   SlabRef large_;

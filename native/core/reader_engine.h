@@ -5,10 +5,12 @@
 // Hand-off: items go into a bounded lock-free SPSC queue (IO thread ->
 // consumer). After a round of work the IO thread calls `notify` at most once
 // while a previous notification is unconsumed; the consumer drains every
-// ready item per notification. Backpressure: bytes handed over but not yet
-// acknowledged by the consumer are counted per connection; at
-// max_pending_bytes the connection is no longer read until acks come back,
-// so the kernel buffer fills and the peer's writer slows down.
+// ready item per notification. Backpressure: what batches handed over but
+// not yet acknowledged by the consumer occupy (Batch::charge(): bytes,
+// offsets table, a fixed amount per batch) is counted per connection; at
+// max_pending_bytes the connection is no longer read (nor are more frames cut
+// from what was read) until acks come back, so the kernel buffer fills and
+// the peer's writer slows down.
 #pragma once
 
 #include <sys/types.h>
@@ -40,12 +42,18 @@ struct ReaderConfig {
   dev_t dev = 0;               // identity of that file
   ino_t ino = 0;
   AssemblerConfig assembler;   // slab sizes and max_message_size
-  uint64_t max_pending_bytes = 8 * 1024 * 1024;  // per connection
+  // Per connection: the charge (Batch::charge()) of batches handed over and
+  // not yet acked above which the connection is paused.
+  uint64_t max_pending_bytes = 8 * 1024 * 1024;
   size_t queue_capacity = 4096;                   // items in the hand-off queue
   uint32_t inactivity_timeout_ms = 0;  // close connections silent this long (0 = never)
+  // Close a connection (ERR_FRAME_TIMEOUT) whose frame takes longer than
+  // this from its first byte to its last, not counting time the connection
+  // was paused by backpressure (0 = never). The JavaScript default.
+  uint32_t frame_timeout_ms = 30000;
   // Peers allowed by credentials (SO_PEERCRED at accept): a peer passes if
   // its uid is in allow_uids or its gid in allow_gids; both empty = anyone.
-  std::vector<int> allow_uids, allow_gids;
+  std::vector<uint32_t> allow_uids, allow_gids;
   // Hold each accepted connection unread until the consumer calls
   // authorize(id, allowed) (JavaScript's authorize callback).
   bool hold_for_authorize = false;
@@ -93,7 +101,10 @@ class ReaderEngine {
 
   // Consumer thread. Appends every ready item to out; returns how many.
   size_t take(std::vector<ReaderItem>& out);
-  // Consumer thread: `bytes` of connection `conn_id` are done with.
+  // Consumer thread: `bytes` of connection `conn_id` are done with: the sum
+  // of the `length`s of the batches done with (their charge is released
+  // batch by batch, in the order they were handed over, as the lengths add
+  // up).
   void ack(uint32_t conn_id, uint64_t bytes);
   // Any thread: a batch's offsets table, copied out and no longer needed,
   // for the assemblers to reuse.
@@ -128,14 +139,24 @@ class ReaderEngine {
   uint64_t discarded_unread() const { return discarded_.load(); }
 
  private:
+  // Per batch handed over and not fully acked, in order: its length not
+  // yet acked, and the rest of its charge (released when the length is).
+  using Unacked = std::deque<std::pair<uint64_t, uint64_t>>;
+
   struct Conn {
     uint32_t id;
     UniqueFd fd;
     FrameAssembler assembler;
-    uint64_t pending = 0;  // bytes handed over, not yet acked
+    uint64_t pending = 0;  // charge of the batches handed over, not yet acked
+    Unacked unacked;
     bool paused = false;
     bool held = false;           // waiting for authorize(); not in epoll
     int64_t last_active_ms = 0;  // last read that returned data (or accept)
+    // When the partial frame's first byte arrived, shifted forward by the
+    // time the connection spent paused since; -1: no partial frame (or
+    // frame_timeout_ms off).
+    int64_t frame_start_ms = -1;
+    int64_t paused_at_ms = 0;
     Conn(uint32_t i, UniqueFd f, const AssemblerConfig& c) : id(i), fd(std::move(f)), assembler(c) {}
   };
 
@@ -152,8 +173,18 @@ class ReaderEngine {
   void stop_listening();
   void on_readable(Conn& c);
   void read_conn(Conn& c);  // on_readable(), closing the connection on bad_alloc
+  // Hands over the batches the assembler has cut, charging them; false if it
+  // closed the connection (framing error: then c is gone).
+  bool hand_over(Conn& c, bool parsed_ok, uint64_t* frames);
+  // Starts or clears c's frame clock after `frames` frames were cut.
+  void track_frame(Conn& c, uint64_t frames);
+  void pause(Conn& c);
   void close_conn(uint32_t id, CoreError why, CoreError reason = {});
-  void close_idle(int64_t now);
+  void close_idle(int64_t now);  // inactivity and frame timeouts
+  // Releases `bytes` of acked batch lengths from `fifo`; returns the charge released.
+  static uint64_t release(Unacked& fifo, uint64_t bytes);
+  // After a flood: give memory freed since back to the system (see .cc).
+  void maybe_trim(int64_t now);
   uint64_t count_unread_frames(Conn& c);
   void push(ReaderItem&& item);
   void flush_overflow();
@@ -198,7 +229,15 @@ class ReaderEngine {
   bool drained_sent_ = false;
   bool pushed_ = false;              // items pushed since the last notify
   int64_t accept_retry_at_ = 0;      // accept paused (EMFILE) until then
-  int64_t next_idle_scan_ = 0;       // when to look for inactive connections
+  int64_t next_idle_scan_ = 0;       // when to look for inactive connections / slow frames
+  int64_t scan_period_ms_ = 0;       // how often (0 = no timeouts configured)
+  // Charge handed over and not acked, all connections (closed ones too: the
+  // consumer still holds their batches until it acks them).
+  uint64_t unacked_total_ = 0;
+  std::unordered_map<uint32_t, Unacked> closed_unacked_;  // by connection id
+  bool trim_due_ = false;            // a connection was paused since the last trim
+  int64_t trim_at_ = 0;              // a trim waits for its rate limit until then (0 = none)
+  int64_t last_trim_ms_ = 0;
 
   // Shared.
   SpscQueue<ReaderItem> queue_;      // producer: IO thread; consumer: take()

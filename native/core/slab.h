@@ -23,6 +23,35 @@ class Slab {
   // reference held by the caller. Throws std::bad_alloc on failure.
   static Slab* create(size_t capacity) { return create_in(capacity, nullptr); }
 
+  // A slab that can grow (see grow()), for a frame whose bytes are still
+  // arriving: plain malloc memory (16-byte aligned), never pooled.
+  static Slab* create_growable(size_t capacity) {
+    if (capacity > (size_t{1} << 40)) throw std::bad_alloc();
+    void* mem = std::malloc(sizeof(Slab));
+    if (!mem) throw std::bad_alloc();
+    void* data = std::malloc(capacity ? capacity : 1);
+    if (!data) {
+      std::free(mem);
+      throw std::bad_alloc();
+    }
+    return new (mem) Slab(static_cast<uint8_t*>(data), capacity, nullptr);
+  }
+
+  // Growable slabs only, while nobody else references the slab (no batch
+  // views it yet): makes room for `capacity` bytes, keeping the contents.
+  // realloc: large blocks are mmap-ed and grow with mremap, which moves
+  // page-table entries instead of copying; smaller ones grow in place when
+  // they can, else are copied once. Throws std::bad_alloc (the slab is then
+  // unchanged).
+  void grow(size_t capacity) {
+    if (capacity <= capacity_) return;
+    if (capacity > (size_t{1} << 40)) throw std::bad_alloc();
+    void* d = std::realloc(data_, capacity);
+    if (!d) throw std::bad_alloc();
+    data_ = static_cast<uint8_t*>(d);
+    capacity_ = capacity;
+  }
+
   void ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
   // Any thread. When the last reference goes, the slab returns to its pool
   // (if it has one with room) or is freed.
@@ -60,8 +89,8 @@ class Slab {
   }
   ~Slab() { live_.fetch_sub(1, std::memory_order_relaxed); }
 
-  uint8_t* const data_;
-  const size_t capacity_;
+  uint8_t* data_;     // fixed, except by grow() before the slab is shared
+  size_t capacity_;
   SlabPool* const pool_;  // the pool it returns to; referenced while in use
   std::atomic<int> refs_{1};
   static inline std::atomic<int64_t> live_{0};  // trivial destructor

@@ -4,7 +4,8 @@
 //
 //   bytes 0..11   configuration header (zero-padded when the input is shorter)
 //     [0]  slab size        kSlab[h & 15] + (h >> 4)          (16 B .. 512 KiB)
-//     [1]  min_read         255: 2 * slab (clamped by the ctor); else slab * h / 254
+//     [1]  min_read         255: 2 * slab (clamped by the ctor); 254: slab, and
+//                           budgets (below); else slab * h / 254
 //     [2]  large_threshold  254: 0; 255: 2^62 (or SIZE_MAX with UDS_FUZZ_EXTREME);
 //                           else 2 * slab * h / 253 (the ctor clamps it)
 //     [3],[4] max_message_size, see limit_of()
@@ -25,6 +26,13 @@
 // inside the slab, ordered and non-overlapping messages, none longer than the
 // limit, header bytes accounted for). Batches kept alive are re-checked at the
 // end, after later reads and slab recycling, and every slab must be freed.
+//
+// Budgets (header byte 1 == 254): every commit() gets a random budget, and
+// while the assembler is backlogged() it is resume()d with fresh random
+// budgets until it is not, as the reader engine does once acks come back.
+// Then also: no batch of two or more messages is charged (Batch::charge())
+// budget + its last message or more, and after the resumes every frame
+// whose last byte was committed has been handed out, as without budgets.
 #include <cstdarg>
 #include <cstddef>
 #include <cstdint>
@@ -185,8 +193,9 @@ struct Kept {
 };
 
 // Checks one batch against the reference; returns the index of the next
-// expected message.
-size_t check_batch(const Batch& b, const RefResult& ref, const uint8_t* s, size_t next, uint64_t limit) {
+// expected message. `budget`: what the call that cut it was given.
+size_t check_batch(const Batch& b, const RefResult& ref, const uint8_t* s, size_t next, uint64_t limit,
+                   uint64_t budget = kNoBudget) {
   FZ_CHECK(b.offsets.size() % 2 == 0, BATCH_CTX);
   FZ_CHECK(b.count() >= 1, BATCH_CTX);  // no empty batches
   FZ_CHECK(b.slab, BATCH_CTX);
@@ -221,6 +230,14 @@ size_t check_batch(const Batch& b, const RefResult& ref, const uint8_t* s, size_
     FZ_CHECK(b.length == last.end() - first.frame, REGION_CTX);
     FZ_CHECK(prev_end == b.length, REGION_CTX);
     FZ_CHECK(std::memcmp(b.base, s + first.frame, b.length) == 0, REGION_CTX);
+    // Frames are cut while the charge so far is below the budget: at most
+    // the last one goes past it.
+    if (b.count() >= 2 && budget != kNoBudget) {
+      const uint64_t last_charge = last.hdr + last.len + 2 * sizeof(uint32_t);
+      FZ_CHECK(b.charge() < budget + last_charge, "charge %llu, budget %llu, last message %llu; " REGION_CTX,
+               (unsigned long long)b.charge(), (unsigned long long)budget, (unsigned long long)last_charge, b.length,
+               first.frame, last.end());
+    }
   }
   FZ_CHECK(b.payload_bytes == payload, "payload_bytes %llu, sum %llu", (unsigned long long)b.payload_bytes, (unsigned long long)payload);
   return next + b.count();
@@ -250,6 +267,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const int mode = flags & 3;
   const bool use_pool = flags & 4, pool_mismatch = flags & 8, keep_all = flags & 16;
   const bool lazy_drain = flags & 32, eagain = flags & 64, scribble = flags & 128;
+  const bool budgets = h[1] == 254;
   uint64_t seed = 0x9E3779B97F4A7C15ull;
   for (int i = 6; i < 12; ++i) seed = (seed ^ h[i]) * 0x100000001B3ull;
   Rng rng{seed | 1};
@@ -267,13 +285,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FrameAssembler a(cfg);
     size_t fed = 0, next = 0, step = 0;
     bool ok = true;
+    uint64_t budget = kNoBudget;  // of the last commit()/resume()
     auto drain = [&] {
       while (a.has_batch()) {
         Batch b = a.take_batch();
         const size_t first = next;
-        next = check_batch(b, ref, s, next, limit);
+        next = check_batch(b, ref, s, next, limit, budget);
         if (keep_all || (rng.next() & 7) == 0) kept.push_back({std::move(b), first});
       }
+    };
+    // 1 byte to ~1 MiB, small values most often.
+    auto random_budget = [&] {
+      const uint64_t r = rng.next();
+      return 1 + (r >> 8) % (uint64_t{1} << (r % 21));
     };
     while (fed < n && ok) {
       ++step;
@@ -311,7 +335,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (cap > chunk) ptr[cap - 1] = 0x5A;
       }
       fed += chunk;
-      ok = a.commit(chunk);
+      if (budgets) {
+        budget = random_budget();
+        ok = a.commit(chunk, budget);
+        // As the engine: what was cut is handed over; once there is budget
+        // again, the backlog is resumed until it is gone.
+        while (ok && a.backlogged()) {
+          drain();
+          budget = random_budget();
+          ok = a.resume(budget);
+        }
+      } else {
+        ok = a.commit(chunk);
+      }
       if (!ok) {
         FZ_CHECK(ref.err != FrameError::kNone, FAIL_CTX);
         FZ_CHECK(a.error() == ref.err, FAIL_CTX);
@@ -329,7 +365,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
       FZ_CHECK(ref.err == FrameError::kNone || fed < ref.err_decided, OK_CTX);
       FZ_CHECK(a.error() == FrameError::kNone, OK_CTX);
-      if (lazy_drain && (rng.next() & 1)) continue;
+      if (lazy_drain && !budgets && (rng.next() & 1)) continue;
       drain();
       // Every frame whose last byte was committed has been handed out.
       size_t due = next;

@@ -12,6 +12,7 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "frame_
 SLAB = [16, 24, 32, 48, 64, 96, 128, 256, 512, 1024, 2048, 4096, 16384, 65536, 262144, 524288]
 CHUNK_TABLE, ONE_BYTE, ALL_AT_ONCE, RANDOM = 0, 1, 2, 3
 POOL, POOL_MISMATCH, KEEP_ALL, LAZY_DRAIN, EAGAIN, SCRIBBLE = 4, 8, 16, 32, 64, 128
+BUDGETS = 254  # header byte 1 (min_read): slab-sized reads, random budgets on commit()/resume()
 
 
 def uvarint(v):
@@ -65,6 +66,13 @@ seeds["large-frame-one-byte"] = header(6, 0, 254, 2, 13, ONE_BYTE | EAGAIN) + la
 seeds["large-frame-truncated"] = header(7, 60, 30, 2, 14, CHUNK_TABLE, (200, 130, 0, 9, 9, 9)) + large[:-500]
 # Partial frame at the end (a clean stream cut in the middle of a payload).
 seeds["truncated-payload"] = header(11, 200, 200, 6, 1, ALL_AT_ONCE) + frames([b"abc"]) + uvarint(100) + b"only part"
+# Budgets (issue 16): cutting stops at a random budget and resumes; floods of
+# empty frames, large frames, and an error found only when the backlog resumes.
+seeds["budget-zero-length-flood"] = header(9, BUDGETS, 100, 4, 0, ALL_AT_ONCE | POOL) + frames([b""] * 5000)
+seeds["budget-mixed-random-keep"] = header(12, BUDGETS, 100, 2, 20, RANDOM | KEEP_ALL | EAGAIN, (3, 1, 4, 1, 5, 9)) + frames(mixed * 3)
+seeds["budget-large-frames"] = header(8, BUDGETS, 20, 2, 14, RANDOM | SCRIBBLE, (2, 7, 1, 8, 2, 8)) + large
+seeds["budget-error-in-backlog"] = header(7, BUDGETS, 50, 4, 0, ALL_AT_ONCE) + frames([b""] * 300 + [b"x"] * 50) + bytes([0x80] * 9 + [0x02])
+seeds["budget-too-large-in-backlog"] = header(8, BUDGETS, 64, 7, 7, ALL_AT_ONCE) + frames([b"y"] * 400) + uvarint(1024) + b"..."
 
 os.makedirs(OUT, exist_ok=True)
 for name, data in seeds.items():

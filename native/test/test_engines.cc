@@ -1,9 +1,11 @@
 // Writer engine -> Unix socket -> reader engine, with a C++ producer playing
 // the part JavaScript plays in the addon (same ring and control protocol).
 #include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -441,3 +443,161 @@ TEST(close_joins_when_the_producer_never_hands_back) {
 }
 
 TEST_MAIN()
+
+namespace {
+
+// A raw client on `path` (non-blocking, as connect_unix makes it).
+UniqueFd raw_client(const std::string& path) {
+  UniqueFd fd;
+  CHECK_EQ(connect_unix(path, &fd), 0);
+  return fd;
+}
+
+// Writes `chunk` to fd until the socket stays full for `quiet_ms` (the reader
+// stopped reading) or `limit` bytes went out. Returns the bytes written.
+size_t write_until_blocked(int fd, const std::vector<uint8_t>& chunk, size_t limit, int quiet_ms = 300) {
+  size_t sent = 0;
+  while (sent < limit) {
+    const ssize_t n = ::send(fd, chunk.data(), std::min(chunk.size(), limit - sent), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) break;
+    pollfd p{fd, POLLOUT, 0};
+    if (::poll(&p, 1, quiet_ms) == 0) break;  // still full after quiet_ms: blocked
+  }
+  return sent;
+}
+
+}  // namespace
+
+// Issue 16 item 4: a flood of empty frames (one byte each on the wire) must be
+// held to max_pending_bytes by what its batches really occupy, offsets table
+// included (8 bytes per message), not by their wire bytes alone: before, the
+// 512 KiB reads of zeros made batches of 512 Ki messages, 4 MiB of offsets,
+// against a 256 KiB limit.
+TEST(empty_frame_flood_is_held_to_max_pending_bytes) {
+  constexpr uint64_t kLimit = 256 * 1024;
+  const std::string path = temp_socket();
+  Collector rc;
+  ReaderConfig cfg = listening_config(path, 16);
+  cfg.max_pending_bytes = kLimit;
+  ReaderEngine reader(std::move(cfg), [&] { rc.notify(); });
+  reader.start();
+  UniqueFd c = raw_client(path);
+  std::vector<uint8_t> zeros(64 * 1024, 0);
+  std::thread flood([&] { write_until_blocked(c.get(), zeros, 64u << 20); });
+  // Take every batch, ack none: the reader must stop reading.
+  std::vector<ReaderItem> held;
+  uint64_t last = ~uint64_t{0};
+  // Bounded by time, not by rounds: every notification ends a wait early.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    rc.wait(20);
+    reader.take(held);
+    const ReaderMetrics m = reader.metrics();
+    if (m.pauses > 0 && m.bytes_read == last) break;
+    last = m.bytes_read;
+  }
+  flood.join();
+  uint64_t occupied = 0, frames = 0, batches = 0;
+  for (auto& it : held)
+    if (it.type == ReaderItem::kBatch) {
+      occupied += it.batch.length + it.batch.offsets.size() * sizeof(uint32_t);
+      frames += it.batch.count();
+      ++batches;
+    }
+  std::printf("  empty-frame flood: %llu frames in %llu batches occupy %llu bytes (limit %llu)\n",
+              static_cast<unsigned long long>(frames), static_cast<unsigned long long>(batches),
+              static_cast<unsigned long long>(occupied), static_cast<unsigned long long>(kLimit));
+  CHECK(reader.metrics().pauses > 0);
+  CHECK(frames > 0);
+  // The limit, plus at most one message (9 bytes) past the point where the
+  // batch that crossed it was cut.
+  CHECK(occupied <= kLimit + 16);
+  // Acked, everything flows again and the connection is read to its end.
+  for (auto& it : held)
+    if (it.type == ReaderItem::kBatch) reader.ack(it.conn_id, it.batch.length);
+  held.clear();
+  c.reset();
+  deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  bool closed = false;
+  while (!closed && std::chrono::steady_clock::now() < deadline) {
+    rc.wait(20);
+    reader.take(held);
+    for (auto& it : held) {
+      if (it.type == ReaderItem::kBatch) reader.ack(it.conn_id, it.batch.length);
+      if (it.type == ReaderItem::kClose) closed = true;
+    }
+    held.clear();
+  }
+  CHECK(closed);
+  CHECK_EQ(reader.metrics().active, uint64_t{0});
+  reader.close();
+}
+
+// Issue 16 weak spot: a frame trickled a byte at a time is cut after
+// frame_timeout_ms (ERR_FRAME_TIMEOUT, as a close reason), while another
+// connection sending whole frames the whole time is not; inactivity alone
+// would never catch the trickler (it is never silent for long).
+TEST(frame_timeout_cuts_a_trickled_frame_only) {
+  const std::string path = temp_socket();
+  Collector rc;
+  ReaderConfig cfg = listening_config(path, 16);
+  cfg.frame_timeout_ms = 200;
+  cfg.inactivity_timeout_ms = 2000;  // both timeouts, one scan; nobody is 2 s silent
+  ReaderEngine reader(std::move(cfg), [&] { rc.notify(); });
+  reader.start();
+  UniqueFd slow = raw_client(path), fine = raw_client(path);
+  const uint8_t prefix[] = {0xe8, 0x07};  // a frame of 1000 bytes
+  CHECK_EQ(::send(slow.get(), prefix, 2, MSG_NOSIGNAL), 2);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::atomic<bool> done{false};
+  std::thread drip([&] {
+    const uint8_t whole[] = {2, 'h', 'i'};
+    const uint8_t one = 7;
+    while (!done.load()) {
+      ::send(slow.get(), &one, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+      ::send(fine.get(), whole, 3, MSG_NOSIGNAL | MSG_DONTWAIT);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  std::vector<ReaderItem> items;
+  std::vector<uint32_t> opened;
+  uint32_t cut = 0;
+  std::string code, message;
+  int64_t cut_ms = -1;
+  uint64_t fine_frames = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (fine_frames < 40 && std::chrono::steady_clock::now() < deadline) {
+    rc.wait(20);
+    items.clear();
+    reader.take(items);
+    for (auto& it : items) {
+      if (it.type == ReaderItem::kOpen) opened.push_back(it.conn_id);
+      if (it.type == ReaderItem::kBatch) {
+        reader.ack(it.conn_id, it.batch.length);
+        if (cut) fine_frames += it.batch.count();
+      }
+      if (it.type == ReaderItem::kClose) {
+        CHECK(!cut);
+        cut = it.conn_id;
+        code = it.error.code;
+        message = it.error.message;
+        cut_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+      }
+    }
+  }
+  done.store(true);
+  drip.join();
+  std::printf("  trickler cut after %lld ms: %s %s\n", static_cast<long long>(cut_ms), code.c_str(), message.c_str());
+  CHECK_EQ(opened.size(), size_t{2});
+  CHECK(cut != 0 && cut == opened[0]);  // the slow one (accepted first)
+  CHECK(code == "ERR_FRAME_TIMEOUT");
+  CHECK(cut_ms >= 190 && cut_ms < 1000);
+  CHECK(fine_frames >= 40);  // the other one went on, long past both timeouts
+  CHECK_EQ(reader.metrics().active, uint64_t{1});
+  CHECK_EQ(reader.metrics().errors, uint64_t{0});  // a close reason, not an error
+  reader.close();
+}

@@ -293,4 +293,117 @@ TEST(offsets_tables_recycled) {
   CHECK_EQ(dflt.free_count(), size_t{1});
 }
 
+// Issue 16 item 4: a budget (Batch::charge(), as the engine's
+// max_pending_bytes counts it) stops the cutting of frames; the rest waits,
+// backlogged, until resume() gets a new budget. Whatever the budgets and
+// read sizes, every message arrives, in order, and no batch is charged more
+// than its budget plus one message.
+TEST(budget_stops_cutting_frames_and_resume_goes_on) {
+  std::mt19937 rng(11);
+  std::vector<std::vector<uint8_t>> msgs = mixed_messages(5, 400, 40000);
+  for (int i = 0; i < 3000; ++i) msgs.insert(msgs.begin() + rng() % msgs.size(), std::vector<uint8_t>{});  // empty frames
+  const auto stream = frames_of(msgs);
+  for (const uint64_t budget : {uint64_t{1}, uint64_t{1500}, uint64_t{5000}, uint64_t{70000}}) {
+    FrameAssembler a(small_cfg());
+    std::vector<std::vector<uint8_t>> got;
+    size_t backlogs = 0;
+    const auto take = [&] {
+      while (a.has_batch()) {
+        Batch b = a.take_batch();
+        size_t biggest = 0;
+        for (size_t i = 0; i < b.count(); ++i) {
+          got.emplace_back(b.base + b.offsets[2 * i], b.base + b.offsets[2 * i + 1]);
+          biggest = std::max<size_t>(biggest, b.offsets[2 * i + 1] - b.offsets[2 * i] + kMaxVarintLen + 8);
+        }
+        // Large frames (own buffer) are one message, charged as a whole.
+        if (b.count() > 1) CHECK(b.charge() < budget + biggest || b.charge() <= kBatchCharge + biggest);
+      }
+    };
+    for (size_t pos = 0; pos < stream.size();) {
+      auto [ptr, cap] = a.prepare_read();
+      const size_t n = std::min({cap, stream.size() - pos, size_t{1} + rng() % 30000});
+      std::memcpy(ptr, stream.data() + pos, n);
+      pos += n;
+      CHECK(a.commit(n, budget));
+      take();
+      while (a.backlogged()) {
+        ++backlogs;
+        CHECK(a.resume(budget));
+        take();
+      }
+    }
+    CHECK(got == msgs);
+    CHECK(a.at_frame_boundary());
+    if (budget < 70000) CHECK(backlogs > 0);
+  }
+}
+
+// One 64 KiB read of empty frames under a 4 KiB budget: ~340 messages per
+// batch, not 64 Ki (512 KiB of offsets).
+TEST(empty_frames_are_charged_their_offsets) {
+  FrameAssembler a(small_cfg());
+  auto [ptr, cap] = a.prepare_read();
+  CHECK(cap >= 60000);
+  std::memset(ptr, 0, 60000);
+  CHECK(a.commit(60000, 4096));
+  CHECK(a.has_batch());
+  Batch b = a.take_batch();
+  CHECK_EQ(b.charge(), b.length + b.count() * 8 + kBatchCharge);
+  CHECK(b.charge() >= 4096 && b.charge() < 4096 + 9);
+  CHECK(!a.has_batch());
+  CHECK(a.backlogged());
+  CHECK(!a.at_frame_boundary());
+  size_t frames = b.count();
+  while (a.backlogged()) {
+    CHECK(a.resume(4096));
+    while (a.has_batch()) frames += a.take_batch().count();
+  }
+  CHECK_EQ(frames, size_t{60000});
+  CHECK(a.at_frame_boundary());
+}
+
+// Issue 16 weak spot: a prefix announcing a large frame reserves kLargeChunk
+// (or twice what came with it), not the announced length; the buffer grows as
+// bytes arrive, never beyond twice what arrived, and ends exactly the frame's
+// size with the bytes intact.
+TEST(large_frame_buffer_grows_as_bytes_arrive) {
+  AssemblerConfig c = small_cfg();
+  c.max_message_size = 10u << 20;
+  FrameAssembler a(c);
+  std::vector<uint8_t> payload(10u << 20);
+  std::mt19937 rng(3);
+  for (auto& x : payload) x = static_cast<uint8_t>(rng());
+  uint8_t h[10];
+  const size_t hn = uvarint_encode(payload.size(), h);
+  auto [ptr, cap] = a.prepare_read();
+  std::memcpy(ptr, h, hn);
+  CHECK(a.commit(hn));
+  CHECK_EQ(a.large_reserved(), kLargeChunk);  // not 10 MiB
+  size_t got = 0, most = 0;
+  while (got < payload.size()) {
+    auto [p, n] = a.prepare_read();
+    CHECK(n > 0);
+    CHECK(a.large_reserved() <= std::max(2 * got, kLargeChunk));
+    most = std::max(most, a.large_reserved());
+    const size_t k = std::min({n, payload.size() - got, size_t{1} + rng() % 300000});
+    std::memcpy(p, payload.data() + got, k);
+    got += k;
+    CHECK(a.commit(k));
+  }
+  CHECK_EQ(most, payload.size());
+  CHECK(a.has_batch());
+  Batch b = a.take_batch();
+  CHECK_EQ(b.count(), size_t{1});
+  CHECK_EQ(b.length, payload.size());
+  CHECK(std::memcmp(b.base, payload.data(), payload.size()) == 0);
+  CHECK_EQ(a.large_reserved(), size_t{0});
+  // Part of the frame in the first read: twice that is reserved.
+  FrameAssembler a2(c);
+  auto [p2, c2] = a2.prepare_read();
+  std::memcpy(p2, h, hn);
+  std::memcpy(p2 + hn, payload.data(), 40000);
+  CHECK(a2.commit(hn + 40000));
+  CHECK_EQ(a2.large_reserved(), size_t{80000});
+}
+
 TEST_MAIN()
