@@ -22,6 +22,8 @@ export interface NativeReaderHandle {
   ref(): void;
   unref(): void;
   metrics(): Record<string, number>;
+  /** Removes the socket file now if it is still the one listen() created (for process.exit()). */
+  removeSocketFile(): void;
 }
 
 export interface NativeWriterHandle {

@@ -399,6 +399,7 @@ export class Reader extends EventEmitter {
     }
     this.#handle = handle;
     this.#state = 'running';
+    if (fd === undefined && !abstract) removeSocketAtExit(handle);
     if (signal) this.#offStartSignal = onAbort(signal, () => void this.stop());
     this.#systemdActivated = fd !== undefined;
     if (o.notifySystemd) this.#notify('READY=1');
@@ -737,6 +738,7 @@ export class Reader extends EventEmitter {
     if (this.#state !== 'stopping') return;
     if (this.#stopTimer) clearTimeout(this.#stopTimer);
     const h = this.#handle!;
+    removeAtExit.delete(h);
     this.#lastNative = h.metrics();
     this.#lastNative.activeConnections = 0;
     // Anything still queued, here or in the engine, could not be delivered in time.
@@ -759,6 +761,25 @@ export class Reader extends EventEmitter {
     this.#stopResolve!({ discarded });
     this.emit('close', { forced });
   }
+}
+
+// process.exit() ends the process without the environment cleanup hooks that
+// let stop() or a worker's exit remove a Reader's socket file: an 'exit'
+// listener (one for all Readers) removes the files of the running Readers
+// that bound their own path, synchronously, if each still is that Reader's
+// socket (same device and inode). A process killed by a signal without an
+// 'exit' event leaves the file; the next start() replaces it as stale.
+const removeAtExit = new Set<NativeReaderHandle>();
+let exitListener = false;
+function removeSocketAtExit(h: NativeReaderHandle): void {
+  if (!exitListener) {
+    exitListener = true;
+    process.on('exit', () => {
+      for (const x of removeAtExit) x.removeSocketFile();
+      removeAtExit.clear();
+    });
+  }
+  removeAtExit.add(h);
 }
 
 function resolveId(name: string, v: number | string | undefined, lookup: (n: string) => number): number {

@@ -19,6 +19,7 @@ Napi::Function ReaderWrap::Init(Napi::Env env) {
                          InstanceMethod<&ReaderWrap::Ref>("ref"),
                          InstanceMethod<&ReaderWrap::Unref>("unref"),
                          InstanceMethod<&ReaderWrap::Metrics>("metrics"),
+                         InstanceMethod<&ReaderWrap::RemoveSocketFile>("removeSocketFile"),
                      });
 }
 
@@ -164,6 +165,14 @@ uint64_t ReaderWrap::Shutdown() {
   return undelivered;
 }
 
+// Removes the socket file now if it is still the one listen() created (same
+// device and inode, checked relative to its directory): for process.exit(),
+// which ends the process without running environment cleanup hooks.
+void ReaderWrap::RemoveSocketFile(const Napi::CallbackInfo&) {
+  if (sock_ino_ != 0) unlink_if_same(path_, sock_dev_, sock_ino_);
+  sock_ino_ = 0;
+}
+
 Napi::Value ReaderWrap::Listen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (engine_) return env.Undefined();
@@ -185,6 +194,8 @@ Napi::Value ReaderWrap::Listen(const Napi::CallbackInfo& info) {
     if (l.error) throw_core_error(env, l.error);
   }
 
+  sock_dev_ = l.dev;
+  sock_ino_ = l.ino;
   ReaderConfig cfg;
   cfg.listen_fd = std::move(l.fd);
   cfg.path = l.ino ? path_ : "";
@@ -346,8 +357,9 @@ Napi::Value ReaderWrap::Drain(const Napi::CallbackInfo& info) {
       case ReaderItem::kRejected: {
         Napi::Object c = Napi::Object::New(env);
         c.Set("pid", it.cred.pid);
-        c.Set("uid", it.cred.uid);
-        c.Set("gid", it.cred.gid);
+        // uid_t/gid_t bits in an int: ids >= 2^31 as the unsigned numbers they are.
+        c.Set("uid", it.cred.uid == -1 ? -1.0 : static_cast<double>(static_cast<uint32_t>(it.cred.uid)));
+        c.Set("gid", it.cred.gid == -1 ? -1.0 : static_cast<double>(static_cast<uint32_t>(it.cred.gid)));
         out.Set(k++, c);
         out.Set(k++, env.Undefined());
         out.Set(k++, env.Undefined());

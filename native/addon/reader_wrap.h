@@ -28,6 +28,7 @@ class ReaderWrap : public Napi::ObjectWrap<ReaderWrap> {
   void Ref(const Napi::CallbackInfo& info);
   void Unref(const Napi::CallbackInfo& info);
   Napi::Value Metrics(const Napi::CallbackInfo& info);
+  void RemoveSocketFile(const Napi::CallbackInfo& info);  // process 'exit': synchronous cleanup
 
   static void CleanupHook(void* self);
   static void OnPoll(uv_poll_t* h, int status, int events);
@@ -46,6 +47,8 @@ class ReaderWrap : public Napi::ObjectWrap<ReaderWrap> {
   uint32_t frame_timeout_ms_ = 30000;
   ListenOptions listen_;
   int adopt_fd_ = -1;  // a listening fd handed over (systemd), instead of binding
+  dev_t sock_dev_ = 0;  // the socket file listen() created (0/0: none, e.g. systemd's)
+  ino_t sock_ino_ = 0;
   std::vector<uint32_t> allow_uids_, allow_gids_;
   bool hold_for_authorize_ = false;
   Napi::ThreadSafeFunction tsfn_;
