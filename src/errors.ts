@@ -29,7 +29,7 @@ export const ErrorCodes = {
   ERR_FRAME_TIMEOUT: 'ERR_FRAME_TIMEOUT',
   /** A peer was refused by `allowUids`/`allowGids`/`authorize` before any of its messages was delivered. */
   ERR_PEER_REJECTED: 'ERR_PEER_REJECTED',
-  /** A Writer's `expectOwner` check failed: the socket file's owner, group or mode is not as required. */
+  /** A Writer's `expectOwner` check failed: the socket file's owner, group or mode is not as required, or the process listening on it runs as another uid. */
   ERR_UNTRUSTED_SOCKET: 'ERR_UNTRUSTED_SOCKET',
   /** systemd socket activation or notification could not be used as configured. */
   ERR_SYSTEMD: 'ERR_SYSTEMD',
@@ -117,8 +117,8 @@ export function fromNative(e: unknown): IpcError | unknown {
 }
 
 /** @internal A TypeError with code ERR_INVALID_ARG_TYPE, worded like Node's own. */
-export function invalidType(name: string, expected: string, actual: unknown): TypeError {
-  const err = new TypeError(`The "${name}" option must be ${expected}. Received ${describe(actual)}`);
+export function invalidType(name: string, expected: string, actual: unknown, kind: 'option' | 'argument' = 'option'): TypeError {
+  const err = new TypeError(`The "${name}" ${kind} must be ${expected}. Received ${describe(actual)}`);
   (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_TYPE';
   return err;
 }

@@ -40,9 +40,7 @@ const TWO_POW_31 = 0x80000000;
 
 /** A TypeError (ERR_INVALID_ARG_TYPE) worded for a function argument rather than an option. */
 function argType(name: string, expected: string, actual: unknown): TypeError {
-  const err = invalidType(name, expected, actual);
-  err.message = err.message.replace(`"${name}" option`, `"${name}" argument`);
-  return err;
+  return invalidType(name, expected, actual, 'argument');
 }
 
 /** Checks that `n` is an integer in [min, max]: TypeError if not a number, RangeError otherwise. */

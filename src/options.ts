@@ -126,7 +126,7 @@ export interface WriterOptions {
   writeTimeoutMs?: number;
   /** Reconnect with exponential backoff and full jitter; `false` disables (the writer stops trying after the first failure). */
   reconnect?: ReconnectOptions | false;
-  /** Refuse to connect (`ERR_UNTRUSTED_SOCKET`, the writer stops trying) unless the socket file has this owner uid, group gid, and no permission bits beyond `mode`. Not for abstract names. */
+  /** Refuse (`ERR_UNTRUSTED_SOCKET`, the writer stops trying) unless the socket file has owner `uid`, group `gid` and no permission bits beyond `mode`, and the process listening on it runs as `uid` (`SO_PEERCRED`, checked after connect and before anything is sent). Not for abstract names. */
   expectOwner?: { uid?: number; gid?: number; mode?: number };
   /** Called for errors that are not the caller's fault (connect failures, lost connections). */
   onError?: ErrorHandler;

@@ -187,9 +187,7 @@ const proxyStandIn = new (class Proxy {})();
 
 /** The TypeError (ERR_INVALID_ARG_TYPE) of write()/send() for data of the wrong type: an argument, not an option. */
 function invalidData(data: unknown): TypeError {
-  const err = invalidType('data', 'a Uint8Array, Buffer or string', utilTypes.isProxy(data) ? proxyStandIn : data);
-  err.message = err.message.replace('"data" option', '"data" argument');
-  return err;
+  return invalidType('data', 'a Uint8Array, Buffer or string', utilTypes.isProxy(data) ? proxyStandIn : data, 'argument');
 }
 
 const E_CONNECT = 0;

@@ -397,7 +397,7 @@ Listener listen_unix(const std::string& path, const ListenOptions& opts) {
   priv->own_socket(st);
   if (opts.mode >= 0 && ::fchmodat(priv->fd(), PrivateDir::kName, static_cast<mode_t>(opts.mode), 0) != 0)
     return fail(CoreError::sys("ERR_SOCKET", errno, "chmod", "cannot set the mode of " + path));
-  if ((opts.uid >= 0 || opts.gid >= 0) &&
+  if ((opts.uid != -1 || opts.gid != -1) &&
       ::fchownat(priv->fd(), PrivateDir::kName, static_cast<uid_t>(opts.uid), static_cast<gid_t>(opts.gid),
                  AT_SYMLINK_NOFOLLOW) != 0)
     return fail(CoreError::sys("ERR_SOCKET", errno, "chown", "cannot set the owner of " + path));

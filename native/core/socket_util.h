@@ -31,7 +31,7 @@ bool make_address(const std::string& path, sockaddr_un* addr, socklen_t* len);
 struct ListenOptions {
   int backlog = 511;
   int mode = -1;            // chmod the socket file to this (-1 = leave)
-  int uid = -1, gid = -1;   // chown the socket file (-1 = leave)
+  int uid = -1, gid = -1;   // chown the socket file (-1 = leave; ids >= 2^31 as their uid_t bits)
   int dir_mode = -1;        // create missing parent directories with this mode (-1 = don't)
   // Tests only: called on the calling thread between the filesystem steps of
   // listen_unix(), named by `step`, so that a test can act as an attacker
