@@ -1,6 +1,7 @@
 // Unix domain socket helpers: addresses (filesystem and abstract), listening
-// safely (stale-socket recovery, mode/owner applied before listen, missing
-// directories created, concurrent starters serialised), non-blocking connect,
+// safely in directories other users can write (bound in a private directory,
+// mode/owner set there, moved into place; stale-socket recovery; missing
+// directories created; of concurrent starters one wins), non-blocking connect,
 // peer credentials, send-buffer tuning, systemd notifications. Plain POSIX.
 #pragma once
 
