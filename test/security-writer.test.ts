@@ -5,37 +5,40 @@
 //
 // The expectOwner tests run as root and start listeners as uid 65534 with
 // setpriv. The listener (test/fixtures/secw-listener.js) is a plain node:net
-// server that needs no package: it is copied into a fresh 0755 directory, so
+// server; as uid 65534 it runs from readableCopy() (test/helpers.ts), so
 // these tests work wherever the checkout lives (a checkout under a 0700
 // directory is unreadable to uid 65534). Missing prerequisites (not root, no
 // setpriv) fail the tests loudly; nothing is skipped.
 import { describe, it, expect, afterEach, afterAll, beforeAll } from 'vitest';
-import { accessSync, chmodSync, chownSync, constants, copyFileSync, lstatSync, mkdtempSync, renameSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
 import * as vm from 'node:vm';
 import { Reader, Writer, IpcError, type Batch } from '../src/index';
-import { tmpSocket, cleanupDirs, waitFor, withTimeout, FIXTURES, Proc, killChildren, type Line } from './helpers';
+import {
+  tmpSocket,
+  waitFor,
+  withTimeout,
+  FIXTURES,
+  FAST,
+  Proc,
+  killChildren,
+  useTracking,
+  readableCopy,
+  assertCanRunAs,
+  asUser,
+  type Line,
+  type ReadableCopy,
+} from './helpers';
 
 const NOBODY = 65534;
-const FAST = { initialDelayMs: 5, maxDelayMs: 20 };
 
-type Stoppable = { stop: (o?: { timeoutMs?: number }) => Promise<unknown> };
-const live: Stoppable[] = [];
+const track = useTracking(300);
 const extraDirs: string[] = [];
-
-function track<T extends Stoppable>(x: T): T {
-  live.push(x);
-  return x;
-}
-
-afterEach(async () => {
-  killChildren();
-  for (const x of live.splice(0)) await x.stop({ timeoutMs: 300 }).catch(() => {});
-});
+let copy: ReadableCopy | undefined;
+afterEach(() => killChildren());
 afterAll(() => {
-  cleanupDirs();
+  copy?.remove();
   for (const d of extraDirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
@@ -56,28 +59,12 @@ function errorLog() {
 // ─── expectOwner: the process behind the socket ─────────────────────────────
 
 describe('expectOwner checks the process listening, not only the socket file', () => {
-  let listenerFixture = '';
-
   beforeAll(() => {
-    // Loud failures, never skips: these are the prerequisites of the attack.
-    expect(process.getuid?.(), 'these tests must run as root (they chown files and start listeners as uid 65534)').toBe(0);
-    try {
-      execFileSync('setpriv', ['--version'], { stdio: 'ignore' });
-    } catch (e) {
-      throw new Error(`setpriv (util-linux) is required to run a listener as uid ${NOBODY}: ${(e as Error).message}`);
-    }
-    // A copy of the fixture that uid 65534 can read wherever the checkout is.
-    const dir = mkdtempSync(join(tmpdir(), 'uds-ipc-secw-fix-'));
-    extraDirs.push(dir);
-    chmodSync(dir, 0o755);
-    listenerFixture = join(dir, 'secw-listener.js');
-    copyFileSync(join(FIXTURES, 'secw-listener.js'), listenerFixture);
-    chmodSync(listenerFixture, 0o644);
-    for (let d = dir; ; d = dirname(d)) {
-      const m = statSync(d).mode;
-      if ((m & 0o001) === 0) throw new Error(`uid ${NOBODY} cannot search ${d} (mode 0${(m & 0o7777).toString(8)}): set TMPDIR to a directory every user can reach`);
-      if (d === dirname(d)) break;
-    }
+    // Loud failures, never skips (not root, no setpriv, uid 65534 unusable):
+    // these are the prerequisites of the attack. The listener runs from a
+    // copy every user can read, wherever the checkout is.
+    copy = readableCopy();
+    assertCanRunAs(NOBODY, copy);
   });
 
   /** A fresh directory owned by uid 65534 (mode 0755): its listener can bind there. */
@@ -100,8 +87,8 @@ describe('expectOwner checks the process listening, not only the socket file', (
   async function listener(path: string, asUid: number): Promise<Proc> {
     const p =
       asUid === 0
-        ? new Proc(process.execPath, [listenerFixture, path])
-        : new Proc('setpriv', ['--reuid', String(asUid), '--regid', String(asUid), '--clear-groups', process.execPath, listenerFixture, path]);
+        ? new Proc(process.execPath, [join(FIXTURES, 'secw-listener.js'), path])
+        : asUser(asUid, copy!, 'secw-listener.js', [path]);
     const l = await p.line((x) => x.event === 'listening', `listener as uid ${asUid}`);
     expect(l.uid).toBe(asUid);
     return p;
