@@ -7,8 +7,8 @@
 // listen_unix() that reports success must be listening on the path it was
 // given, with the mode and owner asked for.
 //
-// Runs as root in CI (chown needs it); as another user the chown cases are
-// skipped by the uid check below and the mode cases still run.
+// Needs root (chown, another uid, a mount namespace), as CI runs it; as
+// another user the cases that need root fail with a message saying so.
 #include <dirent.h>
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -350,6 +350,7 @@ TEST(symlink_swap_while_replacing_a_stale_socket) {
 }
 
 TEST(symlink_swap_never_chowns_the_target) {
+  CHECK(root);  // chown to another owner needs root: run the C++ tests as root (CI does)
   if (!root) return;
   run_all_pauses({Attack::kSwapPath, 0660, 1, 1, false});
 }
@@ -577,7 +578,8 @@ TEST(stale_exchange_never_takes_a_live_listener_that_won_meanwhile) {
 // removed again; nothing is left behind.
 TEST(as_another_user_umask_sticky_and_failures) {
   if (!root) {
-    std::fprintf(stderr, "  (as_another_user_*: needs root to switch to uid 65534; not run)\n");
+    std::fprintf(stderr, "  as_another_user_*: needs root to switch to uid 65534 (run the C++ tests as root)\n");
+    CHECK(root);
     return;
   }
   const std::string base = make_temp_dir();
@@ -642,7 +644,8 @@ TEST(as_another_user_umask_sticky_and_failures) {
 // checks that nothing appears in the victim directory.
 TEST(without_proc_nothing_is_created_outside) {
   if (!root) {
-    std::fprintf(stderr, "  (without_proc_*: needs root for unshare(CLONE_NEWNS); not run)\n");
+    std::fprintf(stderr, "  without_proc_*: needs root for unshare(CLONE_NEWNS) (run the C++ tests as root)\n");
+    CHECK(root);
     return;
   }
   std::fflush(nullptr);
@@ -661,7 +664,8 @@ TEST(without_proc_nothing_is_created_outside) {
   int status = 0;
   CHECK(::waitpid(pid, &status, 0) == pid);
   if (WIFEXITED(status) && WEXITSTATUS(status) == 77) {
-    std::fprintf(stderr, "  (without_proc_*: cannot unmount /proc here; not run)\n");
+    std::fprintf(stderr, "  without_proc_*: cannot unmount /proc in a new mount namespace here\n");
+    CHECK(!"/proc could be unmounted");
     return;
   }
   CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
@@ -785,7 +789,8 @@ TEST(unlink_if_same_never_follows_a_swapped_directory) {
 }
 #else
 TEST(without_rename_flags_not_run) {
-  std::fprintf(stderr, "  (without_rename_flags_*: interposition needs glibc >= 2.34; not run)\n");
+  std::fprintf(stderr, "  without_rename_flags_*: interposition needs glibc >= 2.34 (dlsym in libc)\n");
+  CHECK(!"built with glibc >= 2.34");
 }
 #endif
 
