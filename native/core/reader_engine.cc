@@ -1,6 +1,7 @@
 #include "reader_engine.h"
 
 #include <errno.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #if defined(__GLIBC__)
@@ -102,7 +103,7 @@ void ReaderEngine::ack(uint32_t conn_id, uint64_t bytes) {
   // Only a paused connection needs the IO thread to act on an ack now. The
   // IO thread bumps paused_count_ before it re-reads the ack list, so one of
   // the two sides always sees the other.
-  if (paused_count_.load() > 0) loop_.wake();
+  if (paused_count_.load() > 0 || trim_wake_.load(std::memory_order_relaxed)) loop_.wake();
 }
 
 void ReaderEngine::authorize(uint32_t conn_id, bool allowed) {
@@ -228,6 +229,7 @@ void ReaderEngine::maybe_trim(int64_t now) {
     return;
   }
   trim_due_ = false;
+  trim_wake_.store(false, std::memory_order_relaxed);
   trim_at_ = 0;
   last_trim_ms_ = now;
 #if defined(__GLIBC__)
@@ -260,6 +262,7 @@ void ReaderEngine::resume(Conn& c) {
 void ReaderEngine::pause(Conn& c) {
   c.paused = true;
   trim_due_ = true;
+  trim_wake_.store(true, std::memory_order_relaxed);
   if (cfg_.frame_timeout_ms > 0) c.paused_at_ms = now_ms();
   // The consumer may ack between these two lines: it sees paused_count_
   // and wakes us, and the next loop round applies the ack.
@@ -674,6 +677,21 @@ void ReaderEngine::on_readable(Conn& c) {
 }
 
 void ReaderEngine::close_idle(int64_t now) {
+  // Bytes already waiting in the kernel mean that we, not the peer, are late
+  // (the IO thread or the whole process was held up: SIGSTOP, a frozen
+  // cgroup, swapping): read them before judging the connection.
+  std::vector<uint32_t> late;
+  for (auto& [id, c] : conns_) {
+    if (c->paused || c->held) continue;
+    const bool idle = cfg_.inactivity_timeout_ms > 0 && now - c->last_active_ms >= cfg_.inactivity_timeout_ms;
+    const bool slow = cfg_.frame_timeout_ms > 0 && c->frame_start_ms >= 0 && now - c->frame_start_ms >= cfg_.frame_timeout_ms;
+    int waiting = 0;
+    if ((idle || slow) && ::ioctl(c->fd.get(), FIONREAD, &waiting) == 0 && waiting > 0) late.push_back(id);
+  }
+  for (uint32_t id : late) {
+    auto it = conns_.find(id);
+    if (it != conns_.end()) read_conn(*it->second);
+  }
   std::vector<std::pair<uint32_t, CoreError>> close;
   for (auto& [id, c] : conns_) {
     // A paused connection is silent (and its frame late) because of us, not

@@ -235,6 +235,7 @@ class ReaderEngine {
   // consumer still holds their batches until it acks them).
   uint64_t unacked_total_ = 0;
   std::unordered_map<uint32_t, Unacked> closed_unacked_;  // by connection id
+  std::atomic<bool> trim_wake_{false};  // acks must wake the loop: a trim waits for the last one
   bool trim_due_ = false;            // a connection was paused since the last trim
   int64_t trim_at_ = 0;              // a trim waits for its rate limit until then (0 = none)
   int64_t last_trim_ms_ = 0;
