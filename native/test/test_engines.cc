@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "check.h"
+#include "listening.h"
 #include "core/reader_engine.h"
 #include "core/socket_util.h"
 #include "core/writer_engine.h"
@@ -112,21 +113,6 @@ std::string temp_socket() {
   char tmpl[] = "/tmp/uds-core-XXXXXX";
   const char* dir = ::mkdtemp(tmpl);
   return std::string(dir) + "/s.sock";
-}
-
-// A listening socket at path, as the reader's config (mode 0600).
-ReaderConfig listening_config(const std::string& path, int backlog) {
-  ListenOptions lo;
-  lo.backlog = backlog;
-  lo.mode = 0600;
-  Listener l = listen_unix(path, lo);
-  CHECK(!l.error);
-  ReaderConfig rcfg;
-  rcfg.listen_fd = std::move(l.fd);
-  rcfg.path = path;
-  rcfg.dev = l.dev;
-  rcfg.ino = l.ino;
-  return rcfg;
 }
 
 // A writer config over the producer's ring and control block.

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "check.h"
+#include "listening.h"
 #include "core/reader_engine.h"
 #include "core/socket_util.h"
 
@@ -27,19 +28,6 @@ std::string temp_socket() {
   char tmpl[] = "/tmp/uds-stall-XXXXXX";
   const char* dir = ::mkdtemp(tmpl);
   return std::string(dir) + "/s.sock";
-}
-ReaderConfig listening_config(const std::string& path) {
-  ListenOptions lo;
-  lo.backlog = 16;
-  lo.mode = 0600;
-  Listener l = listen_unix(path, lo);
-  CHECK(!l.error);
-  ReaderConfig rcfg;
-  rcfg.listen_fd = std::move(l.fd);
-  rcfg.path = path;
-  rcfg.dev = l.dev;
-  rcfg.ino = l.ino;
-  return rcfg;
 }
 }  // namespace
 
