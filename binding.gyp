@@ -4,6 +4,7 @@
       "target_name": "uds_ipc",
       "sources": [
         "native/addon/addon.cc",
+        "native/addon/protocol_export.cc",
         "native/addon/reader_wrap.cc",
         "native/addon/writer_wrap.cc",
         "native/core/event_loop.cc",

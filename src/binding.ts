@@ -9,6 +9,7 @@
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { IpcError } from './errors';
+import { PROTOCOL_VERSION, type Protocol } from './protocol';
 
 export interface NativeReaderHandle {
   listen(onReady: () => void): void;
@@ -52,17 +53,8 @@ export interface NativeWriterHandle {
 export interface NativeBinding {
   ReaderHandle: new (path: string, options: object) => NativeReaderHandle;
   WriterHandle: new (path: string, options: object, shared: ArrayBuffer) => NativeWriterHandle;
-  MAX_PATH_BYTES: number;
-  ctrl: {
-    TAIL: number;
-    HEAD: number;
-    SENT: number;
-    SLEEP: number;
-    NOTIFY_ARMED: number;
-    NOTIFY_HEAD: number;
-    NOTIFY_SENT: number;
-    BYTES: number;
-  };
+  /** native/core/protocol.h, frozen. */
+  protocol: Protocol;
   liveSlabs(): number;
   /** Detaches a received batch region (its views become empty) and lets its memory be reused. */
   release(region: ArrayBuffer): void;
@@ -93,8 +85,9 @@ function load(): NativeBinding {
   const explicit = process.env.UDS_IPC_ADDON_PATH;
   if (explicit) {
     const file = path.resolve(explicit);
+    let b: NativeBinding;
     try {
-      return dlopen(file);
+      b = dlopen(file);
     } catch (e) {
       const why = existsSync(file) ? `it failed to load: ${firstLine(e)}` : 'no such file';
       throw new IpcError(
@@ -106,6 +99,7 @@ function load(): NativeBinding {
         { cause: e },
       );
     }
+    return checked(b, `from UDS_IPC_ADDON_PATH=${explicit} (${file})`);
   }
 
   // node-gyp-build's search (node_modules/node-gyp-build/node-gyp-build.js):
@@ -122,8 +116,9 @@ function load(): NativeBinding {
   const skipped = process.env.PREBUILDS_ONLY ? ' (build/ skipped: PREBUILDS_ONLY is set)' : '';
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   const nodeGypBuild = require('node-gyp-build') as ((dir: string) => NativeBinding) & { resolve?: (dir: string) => string };
+  let b: NativeBinding;
   try {
-    return nodeGypBuild(root);
+    b = nodeGypBuild(root);
   } catch (e) {
     let file: string | undefined;
     try {
@@ -142,6 +137,13 @@ function load(): NativeBinding {
       { cause: e },
     );
   }
+  let file = 'found in ' + root;
+  try {
+    file = nodeGypBuild.resolve?.(root) ?? file;
+  } catch {
+    // loaded, so it resolves; keep the generic wording if not
+  }
+  return checked(b, file);
 }
 
 /** The C library node-gyp-build matches prebuilds against. */
@@ -151,6 +153,22 @@ function libc(): string {
 }
 
 let cached: NativeBinding | undefined;
+
+/**
+ * An addon built from another version of this package's sources speaks
+ * another contract: refuse it here rather than misread its arrays later.
+ */
+export function checked(b: NativeBinding, from: string): NativeBinding {
+  const version = (b as Partial<NativeBinding>).protocol?.version;
+  if (version !== PROTOCOL_VERSION) {
+    throw new IpcError(
+      'ERR_ADDON_LOAD',
+      `uds-ipc: the native addon ${from} speaks protocol ${String(version)}, but this JavaScript expects ${PROTOCOL_VERSION}: ` +
+        'it was built from another version of uds-ipc. Rebuild it (`npm rebuild uds-ipc --build-from-source`) or reinstall the package.',
+    );
+  }
+  return b;
+}
 
 /** The addon, loaded on first use. */
 export function binding(): NativeBinding {

@@ -272,7 +272,7 @@ export class Writer extends EventEmitter {
     this.path = validatePath(path);
     this.#opts = resolveWriterOptions(options, this.path);
     this.#b = binding();
-    const c = this.#b.ctrl;
+    const c = this.#b.protocol.ctrl;
     let cap = 1;
     while (cap < this.#opts.maxBufferedBytes) cap *= 2;
     const shared = new ArrayBuffer(c.BYTES + cap);
@@ -755,7 +755,7 @@ export class Writer extends EventEmitter {
 
   // Asks the IO thread to tell us when the nearest target is reached.
   #arm(): void {
-    const c = this.#b.ctrl;
+    const c = this.#b.protocol.ctrl;
     const ctrl = this.#ctrl;
     for (;;) {
       this.#check(false);

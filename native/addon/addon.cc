@@ -5,6 +5,7 @@
 #include "core/slab.h"
 #include "core/socket_util.h"
 #include "core/writer_engine.h"
+#include "protocol_export.h"
 #include "reader_wrap.h"
 #include "writer_wrap.h"
 
@@ -13,17 +14,7 @@ namespace udsipc {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ReaderHandle", ReaderWrap::Init(env));
   exports.Set("WriterHandle", WriterWrap::Init(env));
-  exports.Set("MAX_PATH_BYTES", static_cast<double>(kMaxPathBytes));
-  Napi::Object c = Napi::Object::New(env);
-  c.Set("TAIL", ctrl::kTail);
-  c.Set("HEAD", ctrl::kHead);
-  c.Set("SENT", ctrl::kSent);
-  c.Set("SLEEP", ctrl::kSleep);
-  c.Set("NOTIFY_ARMED", ctrl::kNotifyArmed);
-  c.Set("NOTIFY_HEAD", ctrl::kNotifyHead);
-  c.Set("NOTIFY_SENT", ctrl::kNotifySent);
-  c.Set("BYTES", static_cast<double>(ctrl::kBytes));
-  exports.Set("ctrl", c);
+  exports.Set("protocol", export_protocol(env));
   exports.Set("lookupUser", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
                 return Napi::Number::New(info.Env(), lookup_uid(info[0].As<Napi::String>().Utf8Value()));
               }));

@@ -3,6 +3,7 @@
 #include "common.h"
 #include <fcntl.h>
 
+#include "core/protocol.h"
 #include "core/socket_util.h"
 
 namespace udsipc {
@@ -423,19 +424,17 @@ void ReaderWrap::Unref(const Napi::CallbackInfo& info) {
 Napi::Value ReaderWrap::Metrics(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ReaderMetrics m = engine_ ? engine_->metrics() : ReaderMetrics{};
+  namespace p = protocol;
+  double v[p::kReaderMetricCount];
+  v[p::kConnections] = static_cast<double>(m.accepted);
+  v[p::kActiveConnections] = static_cast<double>(m.active);
+  v[p::kReadCalls] = static_cast<double>(m.read_calls);
+  v[p::kBytesRead] = static_cast<double>(m.bytes_read);
+  v[p::kPauses] = static_cast<double>(m.pauses);
+  v[p::kJsThreadReads] = static_cast<double>(m.consumer_reads);
+  v[p::kHandoffs] = static_cast<double>(m.handoffs);
   Napi::Object o = Napi::Object::New(env);
-  o.Set("connections", static_cast<double>(m.accepted));
-  o.Set("activeConnections", static_cast<double>(m.active));
-  o.Set("readCalls", static_cast<double>(m.read_calls));
-  o.Set("bytesRead", static_cast<double>(m.bytes_read));
-  o.Set("framesParsed", static_cast<double>(m.frames));
-  o.Set("batchesParsed", static_cast<double>(m.batches));
-  o.Set("connectionErrors", static_cast<double>(m.errors));
-  o.Set("pauses", static_cast<double>(m.pauses));
-  o.Set("acceptErrors", static_cast<double>(m.accept_errors));
-  o.Set("rejected", static_cast<double>(m.rejected));
-  o.Set("jsThreadReads", static_cast<double>(m.consumer_reads));
-  o.Set("handoffs", static_cast<double>(m.handoffs));
+  for (int i = 0; i < p::kReaderMetricCount; ++i) o.Set(p::kReaderMetricNames[i], v[i]);
   return o;
 }
 

@@ -1,5 +1,7 @@
 #include "writer_wrap.h"
 
+#include "core/protocol.h"
+
 #include "common.h"
 
 namespace udsipc {
@@ -169,15 +171,20 @@ Napi::Value WriterWrap::Metrics(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   WriterMetrics m = engine_ ? engine_->metrics() : WriterMetrics{};
   Napi::Object o = Napi::Object::New(env);
-  o.Set("sent", static_cast<double>(m.sent));
-  o.Set("bytesSent", static_cast<double>(m.bytes_sent));
-  o.Set("sendCalls", static_cast<double>(m.send_calls));
-  o.Set("connects", static_cast<double>(m.connects));
-  o.Set("disconnects", static_cast<double>(m.disconnects));
-  o.Set("connectAttempts", static_cast<double>(m.connect_attempts));
-  o.Set("untrustedPeers", static_cast<double>(m.untrusted_peers));
-  o.Set("sendBufferSize", m.send_buffer_size);
-  o.Set("connected", m.connected);
+  namespace p = protocol;
+  double v[p::kWriterMetricCount];
+  v[p::kSentFrames] = static_cast<double>(m.sent);
+  v[p::kBytesSent] = static_cast<double>(m.bytes_sent);
+  v[p::kSendCalls] = static_cast<double>(m.send_calls);
+  v[p::kConnects] = static_cast<double>(m.connects);
+  v[p::kDisconnects] = static_cast<double>(m.disconnects);
+  v[p::kConnectAttempts] = static_cast<double>(m.connect_attempts);
+  v[p::kUntrustedPeers] = static_cast<double>(m.untrusted_peers);
+  v[p::kSendBufferSize] = static_cast<double>(m.send_buffer_size);
+  for (int i = 0; i < p::kWriterMetricCount; ++i) {
+    if (i == p::kConnected) o.Set(p::kWriterMetricNames[i], m.connected);
+    else o.Set(p::kWriterMetricNames[i], v[i]);
+  }
   return o;
 }
 

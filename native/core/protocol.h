@@ -1,0 +1,120 @@
+// The contract between the native addon and the TypeScript layer, declared
+// once. Everything a value crosses the JS<->C++ boundary with is here: the
+// words of the writer's shared control block and their states, the tags and
+// slot layouts of the flat arrays the addon hands to JavaScript, the metric
+// names, and the defaults and limits of the options that reach the core.
+//
+// The addon exports all of it (binding().protocol, see native/addon/
+// protocol_export.cc); src/binding.ts checks at load that the TypeScript
+// side was written against the same contract (ERR_ADDON_LOAD otherwise), and
+// test/protocol.test.ts compares it field by field. No other file in
+// native/ restates a value defined here.
+//
+// Plain C++, no Node headers: the core and its tests include it too.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace udsipc::protocol {
+
+// Bumped on any change below; JavaScript refuses an addon with another one.
+inline constexpr uint32_t kVersion = 1;
+
+// ─── The writer's shared control block ──────────────────────────────────────
+// 32-bit words at the start of the ArrayBuffer JavaScript allocates; the ring
+// follows at byte kBytes. Each group sits on its own 64-byte cache line.
+// Positions are ring offsets and counts modulo 2^32. Who writes each word:
+namespace ctrl {
+inline constexpr int kTail = 0;          // producer: ring position after the last frame appended
+inline constexpr int kHead = 16;         // IO thread: position of the first frame not fully sent
+inline constexpr int kSent = 32;         // IO thread: frames fully sent (wraps)
+inline constexpr int kSleep = 48;        // both, by compare-and-swap: a SendTurn
+inline constexpr int kNotifyArmed = 64;  // producer arms (1), IO thread disarms (1 -> 0) and emits kNotify
+inline constexpr int kNotifyHead = 65;   // producer: notify once head reaches this...
+inline constexpr int kNotifySent = 66;   // ...and sent reaches this
+inline constexpr int kWords = 80;        // words in use (kNotifySent's line, rounded up)
+inline constexpr size_t kBytes = 512;    // control block size; the ring starts here
+static_assert(static_cast<size_t>(kWords) * 4 <= kBytes);
+}  // namespace ctrl
+
+// Values of ctrl::kSleep: whose turn it is to send the published frames.
+enum SendTurn : uint32_t {
+  kIoThreadSends = 0,  // the IO thread owns the send state (busy, or will look again)
+  kIdle = 1,           // the IO thread is idle, connected, nothing in flight: the
+                       // producer may take the turn (1 -> 2) and send directly
+  kProducerSends = 2,  // the producer is sending on its own thread; it sets
+                       // kIdle (all sent) or kIoThreadSends (socket full) after
+};
+
+// Values of ctrl::kNotifyArmed.
+enum NotifyState : uint32_t { kDisarmed = 0, kArmed = 1 };
+
+// ─── Reader items (ReaderHandle.drain()) ────────────────────────────────────
+// A flat array, kItemSlots values per item: [tag, connId, a, b, c].
+enum ItemTag : uint32_t {
+  kItemBatch = 0,     // a: ArrayBuffer; b: message count (a = [u32 offsets | bytes], copied)
+                      //    or Uint32Array of offsets (a = the slab region, external); c: payload bytes
+  kItemOpen = 1,      // a: {pid, uid, gid} (held unread until authorize() if the Reader authorizes)
+  kItemClose = 2,     // a: error object, or undefined for a clean EOF
+  kItemError = 3,     // a: error object (the connection is closed right after)
+  kItemDrained = 4,   // stop finished: every connection is closed and everything delivered
+  kItemRejected = 5,  // a: {pid, uid, gid} of a peer refused by allowUids/allowGids (closed)
+};
+inline constexpr int kItemSlots = 5;
+// Batches whose region is at most this many bytes are copied into one
+// V8-owned ArrayBuffer with their offsets table in front; larger ones are
+// handed over as an external ArrayBuffer on the slab (see batch_export.cc).
+inline constexpr size_t kCopyBatchUpTo = 16 * 1024;
+
+// ─── Writer events (WriterHandle.drain()) ───────────────────────────────────
+// A flat array, kEventSlots values per event: [tag, a, b, c].
+enum EventTag : uint32_t {
+  kEventConnect = 0,
+  kEventDisconnect = 1,    // a: error object (why)
+  kEventReconnecting = 2,  // a: error object; b: attempt; c: delay in ms
+  kEventError = 3,         // a: error object
+  kEventNotify = 4,        // an armed flush/drain target was reached
+  kEventStopped = 5,       // a: frames discarded unsent; nothing follows
+};
+inline constexpr int kEventSlots = 4;
+
+// ─── Metric names (ReaderHandle/WriterHandle.metrics()) ─────────────────────
+// The keys of the objects metrics() returns, in this order.
+enum ReaderMetric : int {
+  kConnections, kActiveConnections, kReadCalls, kBytesRead, kPauses, kJsThreadReads, kHandoffs,
+  kReaderMetricCount
+};
+inline constexpr const char* kReaderMetricNames[kReaderMetricCount] = {
+    "connections", "activeConnections", "readCalls", "bytesRead", "pauses", "jsThreadReads", "handoffs"};
+
+enum WriterMetric : int {
+  kSentFrames, kBytesSent, kSendCalls, kConnects, kDisconnects, kConnectAttempts, kUntrustedPeers,
+  kSendBufferSize, kConnected, kWriterMetricCount
+};
+inline constexpr const char* kWriterMetricNames[kWriterMetricCount] = {
+    "sent", "bytesSent", "sendCalls", "connects", "disconnects", "connectAttempts", "untrustedPeers",
+    "sendBufferSize", "connected"};
+
+// ─── Defaults and limits of options that reach the core ─────────────────────
+// TypeScript validates every option (src/options.ts) and always passes each
+// one; these are the same values, for the core's own configs and tests.
+namespace defaults {
+inline constexpr uint64_t kMaxMessageSize = 10 * 1024 * 1024;  // as in the Go library
+inline constexpr size_t kSlabSize = 512 * 1024;
+inline constexpr uint64_t kMaxPendingBytes = 8 * 1024 * 1024;
+inline constexpr uint32_t kFrameTimeoutMs = 30000;
+inline constexpr int kBacklog = 511;
+inline constexpr uint32_t kReconnectInitialDelayMs = 100;
+inline constexpr uint32_t kReconnectMaxDelayMs = 5000;
+inline constexpr double kReconnectMultiplier = 2.0;
+}  // namespace defaults
+
+namespace limits {
+inline constexpr uint64_t kMaxMessageSize = 1024 * 1024 * 1024;  // largest maxMessageSize accepted
+inline constexpr size_t kMinSlabSize = 64 * 1024;
+inline constexpr size_t kMaxSlabSize = 64 * 1024 * 1024;
+inline constexpr size_t kMaxPathBytes = 107;  // sun_path is 108 bytes with its NUL
+}  // namespace limits
+
+}  // namespace udsipc::protocol

@@ -1,0 +1,72 @@
+/**
+ * The JavaScript view of `native/core/protocol.h`: the contract between the
+ * addon and this layer (control block words and their states, item and event
+ * tags and slot layouts, metric names, option defaults and limits). The values
+ * come from the addon (`binding().protocol`); only their shape is declared
+ * here. `PROTOCOL_VERSION` is the contract this TypeScript was written
+ * against: binding.ts refuses an addon that reports another one.
+ * @internal
+ */
+
+/** Must equal `protocol::kVersion` in native/core/protocol.h. */
+export const PROTOCOL_VERSION = 1;
+
+export interface Protocol {
+  readonly version: number;
+  /** Int32 word indices of the writer's control block; BYTES: its size (the ring follows). */
+  readonly ctrl: {
+    readonly TAIL: number;
+    readonly HEAD: number;
+    readonly SENT: number;
+    readonly SLEEP: number;
+    readonly NOTIFY_ARMED: number;
+    readonly NOTIFY_HEAD: number;
+    readonly NOTIFY_SENT: number;
+    readonly WORDS: number;
+    readonly BYTES: number;
+  };
+  /** Values of the SLEEP word: whose turn it is to send. */
+  readonly sendTurn: { readonly IO_THREAD_SENDS: number; readonly IDLE: number; readonly PRODUCER_SENDS: number };
+  /** Values of the NOTIFY_ARMED word. */
+  readonly notify: { readonly DISARMED: number; readonly ARMED: number };
+  /** Reader items: tags, and SLOTS values per item in ReaderHandle.drain()'s flat array. */
+  readonly item: {
+    readonly BATCH: number;
+    readonly OPEN: number;
+    readonly CLOSE: number;
+    readonly ERROR: number;
+    readonly DRAINED: number;
+    readonly REJECTED: number;
+    readonly SLOTS: number;
+    readonly COPY_BATCH_UP_TO: number;
+  };
+  /** Writer events: tags, and SLOTS values per event in WriterHandle.drain()'s flat array. */
+  readonly event: {
+    readonly CONNECT: number;
+    readonly DISCONNECT: number;
+    readonly RECONNECTING: number;
+    readonly ERROR: number;
+    readonly NOTIFY: number;
+    readonly STOPPED: number;
+    readonly SLOTS: number;
+  };
+  /** The keys of the handles' metrics() objects. */
+  readonly metrics: { readonly reader: readonly string[]; readonly writer: readonly string[] };
+  /** Defaults of options that reach the core (src/options.ts applies them; a test checks they agree). */
+  readonly defaults: {
+    readonly maxMessageSize: number;
+    readonly slabSize: number;
+    readonly maxPendingBytes: number;
+    readonly frameTimeoutMs: number;
+    readonly backlog: number;
+    readonly reconnectInitialDelayMs: number;
+    readonly reconnectMaxDelayMs: number;
+    readonly reconnectMultiplier: number;
+  };
+  readonly limits: {
+    readonly maxMessageSize: number;
+    readonly minSlabSize: number;
+    readonly maxSlabSize: number;
+    readonly maxPathBytes: number;
+  };
+}
