@@ -19,7 +19,6 @@
 // --max-pending: the slow reader's maxPendingBytes (default: the Reader's).
 // Results: stdout, bench/results/memory-<date>.json and the bench:memory
 // section of bench/README.md.
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -146,35 +145,30 @@ async function child(cfg) {
   process.exit(0);
 }
 
+// A child of this script as a role process of the shared harness (src/bench/pair.ts).
 function runChild(cfg) {
-  const p = spawn(process.execPath, [fileURLToPath(import.meta.url), JSON.stringify(cfg)], {
+  const role = new harness.RoleProcess(cfg.role, [process.execPath, [fileURLToPath(import.meta.url), JSON.stringify(cfg)]], {
     cwd: root,
-    stdio: ['ignore', 'pipe', 'inherit'],
+    stderr: 'inherit',
   });
-  const lines = [];
-  let buf = '';
-  let onReady;
-  const ready = new Promise((r) => (onReady = r));
-  p.stdout.setEncoding('utf8');
-  p.stdout.on('data', (d) => {
-    buf += d;
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const o = JSON.parse(buf.slice(0, i));
-      buf = buf.slice(i + 1);
-      if (o.ready) onReady();
-      else lines.push(o);
-    }
+  const what = `${cfg.role} (${cfg.case})`;
+  const ready = role.ready.then((ok) => {
+    if (!ok) throw new Error(`${what} exited before it was ready`);
   });
-  const done = new Promise((resolve, reject) =>
-    p.on('close', (code) => (code === 0 ? resolve(lines.at(-1)) : reject(new Error(`${cfg.role} (${cfg.case}) exited ${code}`)))),
-  );
-  return { p, ready, done };
+  ready.catch(() => undefined); // awaited for readers only
+  const done = role.exited.then((e) => {
+    if (e.code !== 0 || !role.result) throw new Error(`${what} exited ${e.signal ?? e.code}`);
+    return role.result;
+  });
+  return { p: role.child, ready, done };
 }
 
 const mib = (b) => (b / MiB).toFixed(1);
 
+let harness;
+
 async function main() {
+  harness = await import(path.join(root, 'dist', 'bench', 'pair.js'));
   const argv = process.argv.slice(2);
   const opt = (name, def) => {
     const i = argv.indexOf(name);

@@ -21,15 +21,16 @@
 // arrives.
 import { once } from 'node:events';
 import net from 'node:net';
-import { Arrivals, LatencyRecorder, config, cpuSince, expectedChecksum, fail, finish, paced, peakRssKiB, ready, stamp } from './common.mjs';
+// The measurement and the role protocol are uds-ipc's (src/bench/, built into dist/).
+import { Arrivals, LatencyRecorder, cpuSince, expectedChecksum, paced, peakRssKiB, stamp } from '../dist/bench/measure.js';
+import { fail, finish, ready, roleProcess } from '../dist/bench/role.js';
 
-const cfg = config();
+const cfg = roleProcess();
 function cfg_num(k, d) { return cfg[k] ?? d; }
 const CHUNK = cfg_num('chunk', 64 * 1024);
 const MAX_MESSAGE_SIZE = 10 * 1024 * 1024; // as the uds-ipc Reader's default
 
 const { role, mode = 'throughput', path, size, count } = cfg;
-process.on('unhandledRejection', fail);
 
 if (role === 'reader') await runReader();
 else if (role === 'writer') await runWriter();

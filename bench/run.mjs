@@ -7,7 +7,7 @@
 // (run 1 of each, then run 2 of each, ...) so that a change in background load
 // hits them alike; medians are reported. See bench/README.md (written by this
 // script) for the latest figures, and `node bench/run.mjs --help`.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,10 +16,13 @@ import { keptSections } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..');
+// The harness shared with `uds-ipc bench` (src/bench/pair.ts): runPair(), the
+// uds-ipc roles. Loaded in main() once dist/ is known to be built.
+let harness;
 
 const IMPLS = {
-  'uds-visit': { label: 'uds-ipc (visit)', script: 'uds-ipc.mjs', variant: 'visit' },
-  'uds-buffer': { label: 'uds-ipc (Buffer)', script: 'uds-ipc.mjs', variant: 'buffer' },
+  'uds-visit': { label: 'uds-ipc (visit)', uds: true, variant: 'visit' },
+  'uds-buffer': { label: 'uds-ipc (Buffer)', uds: true, variant: 'buffer' },
   net: { label: 'node:net', script: 'net-baseline.mjs' },
   raw: { label: 'raw C++', native: true },
 };
@@ -215,42 +218,7 @@ function log(msg) {
   process.stderr.write(`${msg}\n`);
 }
 
-/** Spawns a child; resolves with its JSON lines once it exits. */
-function start(cmd, args, name, onLine) {
-  const child = spawn(cmd, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines = [];
-  let out = '';
-  let err = '';
-  child.stdout.setEncoding('utf8');
-  child.stdout.on('data', (d) => {
-    out += d;
-    let nl;
-    while ((nl = out.indexOf('\n')) >= 0) {
-      const line = out.slice(0, nl).trim();
-      out = out.slice(nl + 1);
-      if (!line) continue;
-      let obj;
-      try {
-        obj = JSON.parse(line);
-      } catch {
-        err += `(stdout) ${line}\n`;
-        continue;
-      }
-      lines.push(obj);
-      onLine?.(obj);
-    }
-  });
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (d) => {
-    err += d;
-  });
-  const done = new Promise((resolve) => {
-    child.on('error', (e) => resolve({ code: -1, signal: null, lines, err: err + String(e) }));
-    child.on('close', (code, signal) => resolve({ code, signal, lines, err }));
-  });
-  return { child, done, name };
-}
-
+/** How to start one role of `impl`. uds-ipc's roles are the ones `uds-ipc bench` runs. */
 function commandFor(impl, role, params, rawBin) {
   const def = IMPLS[impl];
   if (def.native) {
@@ -258,49 +226,23 @@ function commandFor(impl, role, params, rawBin) {
   }
   const cfg = { role, ...params };
   if (def.variant) cfg.variant = def.variant;
+  if (def.uds) return harness.udsIpcRole(cfg);
   return [process.execPath, [path.join(here, def.script), JSON.stringify(cfg)]];
 }
 
 /** One reader + writer pair. Resolves with { reader, writer } results. */
 async function runPair(impl, params, rawBin, timeoutS) {
-  const [rcmd, rargs] = commandFor(impl, 'reader', params, rawBin);
-  let readyResolve;
-  const readyP = new Promise((r) => (readyResolve = r));
-  const reader = start(rcmd, rargs, 'reader', (obj) => obj.ready && readyResolve());
-  let writer;
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    log(`  ${impl} ${params.mode} ${params.size} B: timed out after ${timeoutS} s; killing pids ${reader.child.pid} ${writer?.child.pid ?? ''}`);
-    reader.child.kill('SIGKILL');
-    writer?.child.kill('SIGKILL');
-    readyResolve();
-  }, timeoutS * 1000);
-  const first = await Promise.race([readyP.then(() => 'ready'), reader.done.then(() => 'exited')]);
-  if (first === 'ready' && !timedOut && reader.child.exitCode === null && reader.child.signalCode === null) {
-    const [wcmd, wargs] = commandFor(impl, 'writer', params, rawBin);
-    writer = start(wcmd, wargs, 'writer');
-    // If one side fails, do not leave the other waiting for the timeout.
-    writer.done.then((w) => {
-      if (w.code !== 0) setTimeout(() => reader.child.exitCode === null && reader.child.kill('SIGKILL'), 1000).unref();
+  try {
+    return await harness.runPair({
+      reader: commandFor(impl, 'reader', params, rawBin),
+      writer: commandFor(impl, 'writer', params, rawBin),
+      cwd: root,
+      timeoutMs: timeoutS * 1000,
     });
-    reader.done.then((r) => {
-      if (r.code !== 0 && writer.child.exitCode === null) writer.child.kill('SIGKILL');
-    });
+  } catch (e) {
+    if (e instanceof harness.PairError) throw new Error(`${impl} ${params.mode} size ${params.size}: ${e.message}`);
+    throw e;
   }
-  const r = await reader.done;
-  const w = writer ? await writer.done : undefined;
-  clearTimeout(timer);
-  const rres = r.lines.find((l) => l.role === 'reader');
-  const wres = w?.lines.find((l) => l.role === 'writer');
-  const problems = [];
-  if (timedOut) problems.push(`timed out after ${timeoutS} s`);
-  if (r.code !== 0 || !rres) problems.push(`reader exited ${r.code ?? r.signal}${r.err ? `: ${r.err.trim()}` : ''}`);
-  if (!w) problems.push('writer never started (the reader did not become ready)');
-  else if (w.code !== 0 || !wres) problems.push(`writer exited ${w.code ?? w.signal}${w.err ? `: ${w.err.trim()}` : ''}`);
-  if (rres && rres.checksumOk === false) problems.push('reader: checksum mismatch (messages lost, reordered or corrupted)');
-  if (problems.length) throw new Error(`${impl} ${params.mode} size ${params.size}: ${problems.join('; ')}`);
-  return { reader: rres, writer: wres };
 }
 
 // ─── statistics and tables ──────────────────────────────────────────────────
@@ -478,7 +420,8 @@ once), each implementation as **two separate processes**, a writer and a
 reader, on one Unix domain socket (SOCK_STREAM) with the uds-ipc framing
 (\`uvarint(length) payload\`, Go-compatible):
 
-- **uds-ipc (visit)**: the public API. The writer calls \`writer.write(msg)\` in a
+- **uds-ipc (visit)**: the public API ([\`src/bench/uds-ipc.ts\`](../src/bench/uds-ipc.ts),
+  the same roles \`uds-ipc bench\` runs). The writer calls \`writer.write(msg)\` in a
   loop; when it returns \`false\` (queue full, message not taken) it awaits
   \`once(writer, 'drain')\` and writes the same message again; then
   \`await writer.stop()\`. The reader's handler runs
@@ -682,6 +625,16 @@ FrameAssembler, SpscQueue, and WriterEngine → Unix socket → ReaderEngine nex
 to the raw limit in the same process. \`npm run bench:memory\`
 ([\`bench/memory.mjs\`](memory.mjs)) measures RSS under a slow reader and
 counts GCs.
+
+Every case runs through [\`src/bench/\`](../src/bench/) (built into \`dist/bench/\`):
+\`pair.ts\` starts a reader process, once it prints \`{"ready":true}\` a writer
+process, and collects the JSON line each prints last; \`role.ts\` is that
+protocol's child side, \`measure.ts\` what the roles measure, \`uds-ipc.ts\`
+uds-ipc's reader and writer (node:net's are [\`net-baseline.mjs\`](net-baseline.mjs),
+raw C++'s \`raw_limit\`). The command-line tool's \`uds-ipc bench\` runs the same
+uds-ipc roles through the same \`runPair()\`, one size at a time, with every
+message's length and sequence number checked and the time taken from the
+writer's first write to the reader's last message.
 `;
 }
 
@@ -703,11 +656,12 @@ async function main() {
     writeReadme({ readme: o.readme }, result, parts);
     return;
   }
-  const usesUds = o.impls.some((i) => i.startsWith('uds'));
-  if (usesUds && !existsSync(path.join(root, 'dist', 'index.mjs'))) {
-    log('dist/index.mjs is missing: run `npm run build:ts` first (and build the addon).');
+  const pairJs = path.join(root, 'dist', 'bench', 'pair.js');
+  if (!existsSync(pairJs)) {
+    log('dist/bench/pair.js is missing: run `npm run build:ts` first (and build the addon).');
     process.exit(1);
   }
+  harness = await import(pairJs);
   const rawBin = o.impls.includes('raw') ? ensureRawBinary(o) : undefined;
 
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'uds-bench-'));

@@ -1,12 +1,17 @@
-// Smoke test of the benchmark harness (npm run bench): it starts, runs every
-// implementation on a tiny N, and writes a well-formed JSON result. It checks
-// no speed at all: benchmarks are never timed inside `npm test`.
+// Smoke test of the benchmark harness (src/bench/, behind npm run bench and
+// uds-ipc bench): it starts, runs every implementation on a tiny N, writes a
+// well-formed JSON result, and fails a run that goes wrong. It checks no
+// speed at all: benchmarks are never timed inside `npm test`.
 import { describe, it, expect, afterAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type * as Pair from '../src/bench/pair';
 import { ROOT } from './helpers';
+
+// The built harness (as the CLI and bench/run.mjs use it): its roles are dist/bench/*.js.
+const { PairError, runPair, udsIpcRole } = require(join(ROOT, 'dist', 'bench', 'pair.js')) as typeof Pair;
 
 const dir = mkdtempSync(join(tmpdir(), 'uds-bench-smoke-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -102,4 +107,56 @@ describe('bench/memory.mjs --quick', () => {
     expect(r.stdout).toContain('reader RSS growth');
     expect(r.stdout).toContain('scavenges');
   }, 60_000);
+});
+
+describe('runPair (dist/bench/pair.js)', () => {
+  const sock = (name: string): string => join(dir, `${name}.sock`);
+  const failure = async (p: Promise<unknown>): Promise<string[]> => {
+    const e = await p.then(
+      () => undefined,
+      (x: unknown) => x,
+    );
+    expect(e).toBeInstanceOf(PairError);
+    return (e as Pair.PairError).problems;
+  };
+
+  it('runs the uds-ipc reader and writer with every message checked and both clock stamps', async () => {
+    const cfg = { path: sock('each'), size: 5, count: 3000, check: 'each', stamps: true } as const;
+    const { reader, writer } = await runPair({ reader: udsIpcRole({ role: 'reader', ...cfg }), writer: udsIpcRole({ role: 'writer', ...cfg }) });
+    expect(reader).toMatchObject({ role: 'reader', msgs: 3000, bytes: 15000, bad: 0, checksumOk: true });
+    expect(writer).toMatchObject({ role: 'writer', sent: 3000, discarded: 0 });
+    expect(reader.endNs as number).toBeGreaterThan(writer.startNs as number);
+  });
+
+  it('fails the run when the messages are not the ones the reader checks for', async () => {
+    // The writer stamps 1 sequence byte (check 'sum'), the reader checks 4.
+    const cfg = { path: sock('mismatch'), size: 64, count: 1000 };
+    const problems = await failure(
+      runPair({ reader: udsIpcRole({ role: 'reader', ...cfg, check: 'each' }), writer: udsIpcRole({ role: 'writer', ...cfg }) }),
+    );
+    expect(problems).toEqual([expect.stringMatching(/^reader: \d+ of 1000 messages wrong/)]);
+  });
+
+  it('a process that fails fails the run with its stderr, and the other is killed', async () => {
+    const cfg = { path: sock('fail'), size: 64, count: 1000 };
+    const problems = await failure(
+      runPair({
+        reader: udsIpcRole({ role: 'reader', ...cfg }),
+        writer: [process.execPath, ['-e', 'console.error("no luck"); process.exit(3)']],
+      }),
+    );
+    // runPair returned, so the reader (which would wait for its messages forever) was killed.
+    expect(problems).toEqual(['writer exited 3: no luck']);
+  });
+
+  it('a reader that is not ready in time is killed, and no writer starts', async () => {
+    const problems = await failure(
+      runPair({
+        reader: [process.execPath, ['-e', 'setTimeout(() => {}, 60_000)']],
+        writer: [process.execPath, ['-e', 'process.exit(0)']],
+        readyTimeoutMs: 300,
+      }),
+    );
+    expect(problems).toEqual(['the reader was not ready within 0.3 s', 'writer never started (the reader did not become ready)']);
+  });
 });
