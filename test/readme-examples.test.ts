@@ -689,6 +689,32 @@ describe('documentation examples and links', () => {
     expect(LINKS.map(brokenLink).filter((x) => x !== undefined)).toEqual([]);
   });
 
+  it('docs/README.md (the index) links every page of docs/, and README.md links the index', () => {
+    const index = 'docs/README.md';
+    const linked = new Set(
+      LINKS.filter((l) => l.file === index && !/^[a-z][a-z0-9+.-]*:/i.test(l.target)).map((l) =>
+        relative(ROOT, resolve(ROOT, 'docs', l.target.split('#')[0])),
+      ),
+    );
+    const pages = DOCS.map((d) => d.file).filter((f) => f.startsWith('docs/') && f !== index);
+    expect(pages.filter((f) => !linked.has(f))).toEqual([]);
+    expect(LINKS.some((l) => l.file === 'README.md' && l.target.split('#')[0] === 'docs/README.md')).toBe(true);
+  });
+
+  it('docs/errors.md has a row for every error code the package defines', () => {
+    const { ErrorCodes } = createRequire(join(ROOT, 'package.json'))(join(ROOT, 'dist', 'index.js')) as { ErrorCodes: Record<string, string> };
+    const text = DOCS.find((d) => d.file === 'docs/errors.md')!.text;
+    // A row starts with the code(s) it explains: | `ERR_X` | or | `ERR_A` / `ERR_B` | ...
+    const documented = new Set(
+      text
+        .split('\n')
+        .filter((l) => l.startsWith('| `'))
+        .flatMap((l) => [...l.split('|')[1].matchAll(/`([A-Z_]+)`/g)].map((m) => m[1])),
+    );
+    const codes = [...Object.values(ErrorCodes), 'ABORT_ERR', 'ERR_INVALID_ARG_TYPE', 'ERR_OUT_OF_RANGE', 'ERR_INVALID_ARG_VALUE'];
+    expect(codes.filter((c) => !documented.has(c))).toEqual([]);
+  });
+
   for (const ex of examples) {
     it(`runs ${ex.title}`, async () => {
       if (ex.kind === 'single') await runSingle(ex);
