@@ -1,5 +1,9 @@
-// Every JavaScript/TypeScript example of README.md is executed here, so that
-// an example cannot silently rot.
+// Every JavaScript/TypeScript example of the documentation is executed here,
+// so that an example cannot silently rot: README.md and every page under
+// docs/ (docs/**/*.md, except the generated API reference in docs/api/, which
+// `npm run docs` writes and git ignores). The same files' relative links, and
+// those of bench/README.md, are checked too: each must name a file of the repository, and a #fragment must
+// name a heading of the page it points to (see the last tests).
 //
 // How it works
 // ------------
@@ -14,7 +18,7 @@
 // declarations (dist/*.d.ts) in one tsc program.
 //
 // A run fails if the program throws, exits non-zero, is killed by a signal, or
-// takes longer than RUN_TIMEOUT_MS; and, when the README shows its output, if
+// takes longer than RUN_TIMEOUT_MS; and, when the page shows its output, if
 // stdout differs. Expected output is written either as comments in the block,
 //     console.log(x); // prints: TEXT          (one line), or
 //     // prints:                               (several: the comment lines
@@ -36,37 +40,59 @@
 //   <!-- example: prelude=NAME -->   a fragment: PRELUDES[NAME] (below) provides
 //        its context (`reader`, `writer`, `path`, `lines`, `handle()`, ...)
 //        before it and cleans up after it. A fragment also gets the names it
-//        uses from 'uds-ipc' imported (as the README says the fragments do).
+//        uses from 'uds-ipc' imported (as the docs say the fragments do).
 //   replace=FROM:TO                  literal text replacement in the block
 //        (used to serve the metrics example on port 0 instead of 9100)
 //   after=NAME                       AFTER[NAME] runs after the block: checks
 //        what the block set up (e.g. fetches the metrics it serves)
 //   group=G file=NAME                several programs of one example (reader.mjs
-//        and writer.mjs): all blocks of group G are written as the named files
-//        and started in README order, at once. Each must exit 0 by itself,
+//        and writer.mjs): all blocks of group G (of one page) are written as
+//        the named files and started in page order, at once. Each must exit 0
+//        by itself,
 //        except:
 //   stop=SIGTERM                     a server: it gets this signal once every
 //        other program of the group has exited and it has printed its
 //        expected output, and must then exit 0.
 //   activate=PATH#FDNAME send=TEXT   started by systemd-socket-activate (the
-//        real tool) listening on PATH with --fdname=FDNAME, as the README's
-//        systemd section says; the runner then sends TEXT to PATH with the
+//        real tool) listening on PATH with --fdname=FDNAME, as docs/systemd.md
+//        says; the runner then sends TEXT to PATH with the
 //        package's CLI (`uds-ipc send`), which starts the program.
 //   group=G output=FILE              on a ```text block: FILE's expected stdout.
 //
 // No example is skipped: the first test checks that every JS/TS block was
 // found and is run (or is a file of a group that runs), that every marker is
-// understood, and that there are at least MIN_EXAMPLES of them.
+// understood, and that there are at least MIN_EXAMPLES of them in all.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
-import { join } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import ts from 'typescript';
 import { ROOT } from './helpers';
 
-const README = readFileSync(join(ROOT, 'README.md'), 'utf8');
+/** The generated API reference (`npm run docs`): not ours to check, and git-ignored. */
+const GENERATED = join(ROOT, 'docs', 'api');
+
+/** The Markdown files whose examples run and whose links are checked, relative to ROOT. */
+function docFiles(): string[] {
+  const out = ['README.md'];
+  const walk = (dir: string): void => {
+    if (dir === GENERATED || !existsSync(dir)) return;
+    for (const e of readdirSync(dir, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith('.md')) out.push(relative(ROOT, p));
+    }
+  };
+  walk(join(ROOT, 'docs'));
+  // Written by the benchmark scripts, but linked from these pages: its links
+  // are checked too (it has no JS/TS examples).
+  out.push('bench/README.md');
+  return out;
+}
+
+const DOCS = docFiles().map((file) => ({ file, text: readFileSync(join(ROOT, file), 'utf8') }));
 const MIN_EXAMPLES = 20;
 const RUN_TIMEOUT_MS = 30_000;
 const JS_LANGS = new Set(['js', 'mjs', 'cjs', 'ts', 'javascript', 'typescript']);
@@ -161,7 +187,7 @@ server.close();`,
   },
 };
 
-// ─── README parsing ──────────────────────────────────────────────────────────
+// ─── page parsing ────────────────────────────────────────────────────────────
 
 interface Marker {
   prelude?: string;
@@ -176,6 +202,8 @@ interface Marker {
 }
 
 interface Block {
+  /** The page, relative to the repository root. */
+  file: string;
   lang: string;
   code: string;
   /** 1-based line of the opening fence. */
@@ -183,16 +211,21 @@ interface Block {
   marker: Marker | undefined;
 }
 
+/** `file:line` of a block, for messages and test titles. */
+function at(b: { file: string; line: number }): string {
+  return `${b.file}:${b.line}`;
+}
+
 const MARKER_KEYS = ['prelude', 'group', 'file', 'stop', 'activate', 'send', 'output', 'replace', 'after'];
 
-function parseMarker(text: string, line: number, errors: string[]): Marker {
+function parseMarker(text: string, where: string, errors: string[]): Marker {
   const m: Marker = {};
   for (const tok of text.split(/\s+/).filter(Boolean)) {
     const eq = tok.indexOf('=');
     const key = eq < 0 ? tok : tok.slice(0, eq);
     const value = eq < 0 ? '' : tok.slice(eq + 1);
     if (!MARKER_KEYS.includes(key) || value === '') {
-      errors.push(`README.md:${line}: bad marker item "${tok}"`);
+      errors.push(`${where}: bad marker item "${tok}"`);
       continue;
     }
     if (key === 'stop') m.stop = value as NodeJS.Signals;
@@ -207,36 +240,34 @@ function parseMarker(text: string, line: number, errors: string[]): Marker {
   return m;
 }
 
-function parseReadme(text: string): { blocks: Block[]; errors: string[] } {
+function parsePage(file: string, text: string, blocks: Block[], errors: string[]): void {
   const lines = text.split('\n');
-  const blocks: Block[] = [];
-  const errors: string[] = [];
   let pending: { marker: Marker; line: number } | undefined;
   for (let i = 0; i < lines.length; i++) {
     const l = lines[i];
     const mk = /^<!--\s*example(?::(.*?))?\s*-->\s*$/.exec(l);
     if (mk) {
-      if (pending) errors.push(`README.md:${pending.line}: marker not followed by a code block`);
-      pending = { marker: parseMarker(mk[1] ?? '', i + 1, errors), line: i + 1 };
+      if (pending) errors.push(`${file}:${pending.line}: marker not followed by a code block`);
+      pending = { marker: parseMarker(mk[1] ?? '', `${file}:${i + 1}`, errors), line: i + 1 };
       continue;
     }
-    if (/^<!--\s*example/.test(l)) errors.push(`README.md:${i + 1}: unparsable marker: ${l}`);
+    if (/^<!--\s*example/.test(l)) errors.push(`${file}:${i + 1}: unparsable marker: ${l}`);
     const fence = /^(`{3,})\s*([\w-]*)\s*$/.exec(l);
     if (fence) {
       const close = fence[1];
       const start = i;
       const body: string[] = [];
       for (i++; i < lines.length && lines[i].trim() !== close; i++) body.push(lines[i]);
-      blocks.push({ lang: fence[2].toLowerCase(), code: body.join('\n') + '\n', line: start + 1, marker: pending?.marker });
+      blocks.push({ file, lang: fence[2].toLowerCase(), code: body.join('\n') + '\n', line: start + 1, marker: pending?.marker });
       pending = undefined;
       continue;
     }
     if (pending && l.trim() !== '') {
-      errors.push(`README.md:${pending.line}: marker not followed by a code block`);
+      errors.push(`${file}:${pending.line}: marker not followed by a code block`);
       pending = undefined;
     }
   }
-  return { blocks, errors };
+  if (pending) errors.push(`${file}:${pending.line}: marker not followed by a code block`);
 }
 
 /** The `// prints:` lines of a block, in order. */
@@ -278,38 +309,42 @@ interface Group {
 
 type Example = Single | Group;
 
-const { blocks, errors: parseErrors } = parseReadme(README);
+const blocks: Block[] = [];
+const parseErrors: string[] = [];
+for (const { file, text } of DOCS) parsePage(file, text, blocks, parseErrors);
 const jsBlocks = blocks.filter((b) => JS_LANGS.has(b.lang));
 const examples: Example[] = [];
 const groups = new Map<string, Group>();
 for (const b of blocks) {
   const m = b.marker;
   if (m?.group) {
-    let g = groups.get(m.group);
+    // Groups are per page: two pages may both have a group "usage".
+    const key = `${b.file}#${m.group}`;
+    let g = groups.get(key);
     if (!g) {
-      g = { kind: 'group', name: m.group, files: [], title: `group "${m.group}" (README.md:${b.line})` };
-      groups.set(m.group, g);
+      g = { kind: 'group', name: m.group, files: [], title: `group "${m.group}" (${at(b)})` };
+      groups.set(key, g);
       examples.push(g);
     }
     if (m.output) {
       const f = g.files.find((x) => x.name === m.output);
-      if (!f) parseErrors.push(`README.md:${b.line}: output=${m.output} names no earlier file of group ${m.group}`);
+      if (!f) parseErrors.push(`${at(b)}: output=${m.output} names no earlier file of group ${m.group}`);
       else f.expected = b.code.replace(/\n$/, '').split('\n');
     } else if (m.file && JS_LANGS.has(b.lang)) {
       const p = printsOf(b.code);
       g.files.push({ block: b, name: m.file, expected: p.length ? p : undefined });
     } else {
-      parseErrors.push(`README.md:${b.line}: a group block needs file= (on a JS/TS block) or output= (on a text block)`);
+      parseErrors.push(`${at(b)}: a group block needs file= (on a JS/TS block) or output= (on a text block)`);
     }
   } else if (JS_LANGS.has(b.lang)) {
-    examples.push({ kind: 'single', block: b, title: `README.md:${b.line} (${b.lang}${m?.prelude ? `, prelude ${m.prelude}` : ''})` });
+    examples.push({ kind: 'single', block: b, title: `${at(b)} (${b.lang}${m?.prelude ? `, prelude ${m.prelude}` : ''})` });
   } else if (m) {
-    parseErrors.push(`README.md:${b.line}: marker on a ${b.lang || 'plain'} block that is not part of a group`);
+    parseErrors.push(`${at(b)}: marker on a ${b.lang || 'plain'} block that is not part of a group`);
   }
-  if (m?.prelude && !PRELUDES[m.prelude]) parseErrors.push(`README.md:${b.line}: unknown prelude ${m.prelude}`);
-  if (m?.after && !AFTER[m.after]) parseErrors.push(`README.md:${b.line}: unknown after= ${m.after}`);
-  if (m?.prelude && m.group) parseErrors.push(`README.md:${b.line}: group files are complete programs (no prelude)`);
-  if (m?.replace && !b.code.includes(m.replace[0])) parseErrors.push(`README.md:${b.line}: replace=${m.replace.join(':')} matches nothing`);
+  if (m?.prelude && !PRELUDES[m.prelude]) parseErrors.push(`${at(b)}: unknown prelude ${m.prelude}`);
+  if (m?.after && !AFTER[m.after]) parseErrors.push(`${at(b)}: unknown after= ${m.after}`);
+  if (m?.prelude && m.group) parseErrors.push(`${at(b)}: group files are complete programs (no prelude)`);
+  if (m?.replace && !b.code.includes(m.replace[0])) parseErrors.push(`${at(b)}: replace=${m.replace.join(':')} matches nothing`);
 }
 
 // Names the package exports at run time (for the fragments' automatic imports).
@@ -342,7 +377,7 @@ function blockSource(b: Block): string {
     `const path = '/run/myapp/ipc.sock';`,
     `// ── prelude ${m.prelude}`,
     p.code,
-    `// ── README.md:${b.line}`,
+    `// ── ${at(b)}`,
     code,
     m.after ? `// ── after=${m.after}\n${AFTER[m.after].code}` : '',
     `// ── prelude ${m.prelude} (after)`,
@@ -361,10 +396,10 @@ function compile(b: Block, source: string): string {
   const out = ts.transpileModule(source, {
     compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
     reportDiagnostics: true,
-    fileName: `readme-${b.line}.ts`,
+    fileName: `example-${b.line}.ts`,
   });
   const diags = out.diagnostics ?? [];
-  if (diags.length) throw new Error(`README.md:${b.line}: does not compile: ${diags.map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n')).join('; ')}`);
+  if (diags.length) throw new Error(`${at(b)}: does not compile: ${diags.map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n')).join('; ')}`);
   return out.outputText;
 }
 
@@ -496,8 +531,8 @@ async function runGroup(g: Group): Promise<void> {
 function typeCheck(singles: Single[]): string[] {
   const dir = workDir();
   const files: string[] = [];
-  const lineOf = new Map<string, number>();
-  for (const ex of singles) {
+  const whereOf = new Map<string, string>();
+  for (const [i, ex] of singles.entries()) {
     const b = ex.block;
     const m = b.marker;
     let code = b.code;
@@ -512,10 +547,10 @@ function typeCheck(singles: Single[]): string[] {
         code,
       ].join('\n');
     }
-    const file = join(dir, `readme-${b.line}.ts`);
+    const file = join(dir, `example-${i}.ts`);
     writeFileSync(file, `${src}\nexport {};\n`);
     files.push(file);
-    lineOf.set(file, b.line);
+    whereOf.set(file, at(b));
   }
   const program = ts.createProgram(files, {
     strict: true,
@@ -529,13 +564,13 @@ function typeCheck(singles: Single[]): string[] {
     skipLibCheck: true,
   });
   return ts.getPreEmitDiagnostics(program).map((d) => {
-    const where = d.file ? `README.md block at line ${lineOf.get(d.file.fileName) ?? d.file.fileName}` : 'tsc';
+    const where = d.file ? `the block at ${whereOf.get(d.file.fileName) ?? d.file.fileName}` : 'tsc';
     const pos = d.file && d.start !== undefined ? ` (example line ${d.file.getLineAndCharacterOfPosition(d.start).line + 1})` : '';
     return `${where}${pos}: ${ts.flattenDiagnosticMessageText(d.messageText, '\n')}`;
   });
 }
 
-// ─── GitHub heading anchors, for the links of the table of contents ─────────
+// ─── links: relative files and GitHub heading anchors ────────────────────────
 
 function slug(heading: string): string {
   return heading
@@ -543,6 +578,77 @@ function slug(heading: string): string {
     .toLowerCase()
     .replace(/[^\p{L}\p{N}\s_-]/gu, '')
     .replace(/\s/g, '-');
+}
+
+/** A page's text outside fenced code blocks (each fenced line blanked, so line numbers stay). */
+function prose(text: string): string[] {
+  let fence: string | undefined;
+  return text.split('\n').map((l) => {
+    const f = /^\s*(`{3,}|~{3,})/.exec(l);
+    if (fence) {
+      if (f && f[1][0] === fence[0] && f[1].length >= fence.length) fence = undefined;
+      return '';
+    }
+    if (f) {
+      fence = f[1];
+      return '';
+    }
+    return l;
+  });
+}
+
+/** The anchors of a page's headings, as GitHub makes them (a repeated one gets -1, -2, ...). */
+function anchorsOf(text: string): Set<string> {
+  const out = new Set<string>();
+  const seen = new Map<string, number>();
+  for (const l of prose(text)) {
+    const h = /^#{1,6}\s+(.*?)\s*#*\s*$/.exec(l);
+    if (!h) continue;
+    const base = slug(h[1]);
+    const n = seen.get(base) ?? 0;
+    seen.set(base, n + 1);
+    out.add(n === 0 ? base : `${base}-${n}`);
+  }
+  return out;
+}
+
+interface Link {
+  /** `file:line` of the link. */
+  where: string;
+  /** The page the link is on, relative to ROOT. */
+  file: string;
+  target: string;
+}
+
+/** The Markdown links `[text](target)` of a page, outside code. */
+function linksOf(file: string, text: string): Link[] {
+  const out: Link[] = [];
+  prose(text).forEach((l, i) => {
+    const line = l.replace(/`[^`]*`/g, '``'); // a link's text may be code; a code span holds no link
+    for (const m of line.matchAll(/\]\(([^)\s]+)(?:\s+"[^"]*")?\)/g)) out.push({ where: `${file}:${i + 1}`, file, target: m[1] });
+  });
+  return out;
+}
+
+const LINKS = DOCS.flatMap(({ file, text }) => linksOf(file, text));
+
+/** What is wrong with a link, or undefined. External links (a scheme) are not checked. */
+function brokenLink(link: Link): string | undefined {
+  if (/^[a-z][a-z0-9+.-]*:/i.test(link.target)) return undefined;
+  const hash = link.target.indexOf('#');
+  const path = hash < 0 ? link.target : link.target.slice(0, hash);
+  const anchor = hash < 0 ? undefined : decodeURIComponent(link.target.slice(hash + 1));
+  const abs = path === '' ? join(ROOT, link.file) : resolve(ROOT, dirname(link.file), decodeURIComponent(path));
+  const rel = relative(ROOT, abs);
+  if (rel.startsWith('..')) return `${link.where}: ${link.target} points outside the repository`;
+  if (abs === GENERATED || abs.startsWith(GENERATED + '/')) {
+    return `${link.where}: ${link.target} points into the generated API reference (git-ignored: name \`npm run docs\` instead)`;
+  }
+  if (!existsSync(abs)) return `${link.where}: ${link.target}: no such file (${rel})`;
+  if (anchor === undefined) return undefined;
+  if (statSync(abs).isDirectory() || !abs.endsWith('.md')) return `${link.where}: ${link.target}: a #fragment on something that is not a Markdown page`;
+  if (!anchorsOf(readFileSync(abs, 'utf8')).has(anchor)) return `${link.where}: ${link.target}: ${rel} has no heading #${anchor}`;
+  return undefined;
 }
 
 // ─── tests ───────────────────────────────────────────────────────────────────
@@ -558,7 +664,7 @@ afterAll(() => {
   for (const d of tmpDirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-describe('README examples', () => {
+describe('documentation examples and links', () => {
   it('finds every JS/TS example, understands every marker, and runs them all', () => {
     expect(parseErrors).toEqual([]);
     expect(jsBlocks.length).toBeGreaterThanOrEqual(MIN_EXAMPLES);
@@ -568,7 +674,7 @@ describe('README examples', () => {
       if (ex.kind === 'single') covered.add(ex.block);
       else for (const f of ex.files) covered.add(f.block);
     }
-    expect(jsBlocks.filter((b) => !covered.has(b)).map((b) => b.line)).toEqual([]);
+    expect(jsBlocks.filter((b) => !covered.has(b)).map(at)).toEqual([]);
     for (const ex of examples) if (ex.kind === 'group') expect(ex.files.length, ex.title).toBeGreaterThan(0);
   });
 
@@ -578,17 +684,35 @@ describe('README examples', () => {
     expect(typeCheck(singles)).toEqual([]);
   }, 120_000);
 
-  it('every link to a heading of the README points to one', () => {
-    const anchors = new Set<string>();
-    let inFence = false;
-    for (const l of README.split('\n')) {
-      if (/^```/.test(l)) inFence = !inFence;
-      const h = !inFence && /^#{1,6}\s+(.*)$/.exec(l);
-      if (h) anchors.add(slug(h[1]));
-    }
-    const links = [...README.matchAll(/\]\(#([^)]+)\)/g)].map((m) => m[1]);
-    expect(links.length).toBeGreaterThan(10);
-    expect(links.filter((a) => !anchors.has(a))).toEqual([]);
+  it('every relative link of README.md and docs/ names a file, and every #fragment a heading of its page', () => {
+    expect(LINKS.length).toBeGreaterThan(50);
+    expect(LINKS.map(brokenLink).filter((x) => x !== undefined)).toEqual([]);
+  });
+
+  it('docs/README.md (the index) links every page of docs/, and README.md links the index', () => {
+    const index = 'docs/README.md';
+    const linked = new Set(
+      LINKS.filter((l) => l.file === index && !/^[a-z][a-z0-9+.-]*:/i.test(l.target)).map((l) =>
+        relative(ROOT, resolve(ROOT, 'docs', l.target.split('#')[0])),
+      ),
+    );
+    const pages = DOCS.map((d) => d.file).filter((f) => f.startsWith('docs/') && f !== index);
+    expect(pages.filter((f) => !linked.has(f))).toEqual([]);
+    expect(LINKS.some((l) => l.file === 'README.md' && l.target.split('#')[0] === 'docs/README.md')).toBe(true);
+  });
+
+  it('docs/errors.md has a row for every error code the package defines', () => {
+    const { ErrorCodes } = createRequire(join(ROOT, 'package.json'))(join(ROOT, 'dist', 'index.js')) as { ErrorCodes: Record<string, string> };
+    const text = DOCS.find((d) => d.file === 'docs/errors.md')!.text;
+    // A row starts with the code(s) it explains: | `ERR_X` | or | `ERR_A` / `ERR_B` | ...
+    const documented = new Set(
+      text
+        .split('\n')
+        .filter((l) => l.startsWith('| `'))
+        .flatMap((l) => [...l.split('|')[1].matchAll(/`([A-Z_]+)`/g)].map((m) => m[1])),
+    );
+    const codes = [...Object.values(ErrorCodes), 'ABORT_ERR', 'ERR_INVALID_ARG_TYPE', 'ERR_OUT_OF_RANGE', 'ERR_INVALID_ARG_VALUE'];
+    expect(codes.filter((c) => !documented.has(c))).toEqual([]);
   });
 
   for (const ex of examples) {
