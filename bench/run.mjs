@@ -532,7 +532,15 @@ by ±25 % between runs.
   cycling through all of it: writer peak RSS at 64 B 67 → 54 MiB,
   \`bench:memory\` writer growth 17–19 → 7 MiB, throughput +6 % at 100 KiB
   and +4 to +10 % at 64 B (alternating A/B runs). While the reader lags, the
-  IO thread sends and the ring is still walked end to end.
+  IO thread sends and the ring is still walked end to end. In the scenario
+  of \`test/writer-queue.test.ts\` ("a writer that keeps up reuses the start
+  of its queue"), sending 512 MiB through a 256 MiB queue in flushed bursts
+  grew RSS by ~16 MiB instead of ~258 MiB (recorded 2026-12-05, commit f808ab5).
+- **Writer, sent counters.** A direct send that empties the ring sets head
+  and the sent count from the frame and payload counts the JavaScript side
+  passes it, instead of walking every frame header it sent: at 64 B that
+  walk was ~7 % of the writer's JavaScript thread (recorded 2026-12-04, commit
+  d5ab265).
 - **Writer, large payloads.** Sending a large message straight from the
   caller's buffer (\`sendmsg\` of header + payload, no copy into the ring,
   the rest queued on a partial write) was built and measured: no gain at
@@ -551,7 +559,8 @@ by ±25 % between runs.
   reader now keeps reading on its JavaScript thread under load too
   (\`jsThreadPolling\` \`'always'\`), which spares a wake-up and a
   threadsafe-function call per batch: reader CPU per message −5 to −13 %,
-  throughput +3 to +10 % at every size.
+  throughput +3 to +10 % at every size (A/B over 4–5 alternating runs of
+  each, with the uds-ipc benchmark roles, now \`src/bench/uds-ipc.ts\`).
 - **Reader, large payloads.** At 100 KiB all of the reader's CPU is its
   JavaScript thread (\`/proc/self/task\`: 144 of 144 ticks), ~85 % of it in
   \`read(2)\` and ~11 % in JavaScript and N-API per batch (an external
@@ -618,6 +627,18 @@ by ±25 % between runs.
     npm run bench -- --impls uds-visit,net --latency-seconds 0
     npm run bench -- --quick                       # smoke test: tiny N, no README
     node bench/run.mjs --help
+
+\`uds-ipc bench\`, the command-line tool's quick check of a machine
+([docs/cli.md](../docs/cli.md)), measures throughput between two processes
+without the baselines. With its defaults it printed, on 2026-11-23 (commit
+444dffd; machine not recorded):
+
+\`\`\`
+     size    messages       msgs/s       MB/s   seconds
+     64 B     5000000      7108241      454.9     0.703
+    1 KiB     1300000      1172033     1200.2     1.109
+  100 KiB       16000        13513     1383.7     1.184
+\`\`\`
 
 \`npm run bench:native\` runs the C++ microbenchmarks of the core
 ([\`native/bench/bench_core.cc\`](../native/bench/bench_core.cc)): varint,
