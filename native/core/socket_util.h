@@ -95,6 +95,11 @@ int lookup_gid(const std::string& name);
 
 // Checks that fd is a listening AF_UNIX SOCK_STREAM socket. Empty error if so.
 CoreError check_listening_unix(int fd);
+// A listening socket handed over by someone else (systemd socket
+// activation): checks it as check_listening_unix() does and, if it passes,
+// makes it non-blocking and close-on-exec, as listen_unix()'s own sockets
+// are. The fd stays the caller's either way.
+CoreError adopt_listening_fd(int fd);
 // The filesystem path a listening socket is bound to ("" if none/abstract;
 // "@name" for an abstract name).
 std::string bound_path(int fd);
