@@ -103,7 +103,7 @@ void ReaderWrap::OnPoll(uv_poll_t* h, int, int) {
   bool items = false;
   // Keep polling only while the engine says the load is light; otherwise
   // its IO thread has the loop again and will ask for polling when idle.
-  const bool keep = self && self->engine_ && self->engine_->poll_consumer(&items);
+  const bool keep = self && self->engine_ && self->engine_->js_thread_poll(&items);
   if (!keep) {
     uv_poll_stop(h);
   }
@@ -210,8 +210,8 @@ Napi::Value ReaderWrap::Listen(const Napi::CallbackInfo& info) {
   cfg.allow_gids = allow_gids_;
   cfg.hold_for_authorize = hold_for_authorize_;
   uv_loop_t* loop = nullptr;
-  cfg.consumer_polling = consumer_polling_ && napi_get_uv_event_loop(env, &loop) == napi_ok && loop;
-  cfg.consumer_under_load = consumer_under_load_;
+  cfg.js_thread_polling = consumer_polling_ && napi_get_uv_event_loop(env, &loop) == napi_ok && loop;
+  cfg.js_thread_under_load = consumer_under_load_;
 
   tsfn_ = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "uds-ipc reader", 0, 1);
   tsfn_live_ = true;
@@ -221,7 +221,7 @@ Napi::Value ReaderWrap::Listen(const Napi::CallbackInfo& info) {
   napi_add_env_cleanup_hook(env_, CleanupHook, this);
   hook_ = true;
   Napi::ThreadSafeFunction tsfn = tsfn_;
-  const bool cfg_polling = cfg.consumer_polling;
+  const bool cfg_polling = cfg.js_thread_polling;
   engine_ = std::make_unique<ReaderEngine>(std::move(cfg), [tsfn]() mutable { tsfn.NonBlockingCall(); });
   if (cfg_polling) {
     napi_create_reference(env, info[0], 0, &on_ready_);
@@ -431,7 +431,7 @@ Napi::Value ReaderWrap::Metrics(const Napi::CallbackInfo& info) {
   v[p::kReadCalls] = static_cast<double>(m.read_calls);
   v[p::kBytesRead] = static_cast<double>(m.bytes_read);
   v[p::kPauses] = static_cast<double>(m.pauses);
-  v[p::kJsThreadReads] = static_cast<double>(m.consumer_reads);
+  v[p::kJsThreadReads] = static_cast<double>(m.js_thread_reads);
   v[p::kHandoffs] = static_cast<double>(m.handoffs);
   Napi::Object o = Napi::Object::New(env);
   for (int i = 0; i < p::kReaderMetricCount; ++i) o.Set(p::kReaderMetricNames[i], v[i]);

@@ -29,12 +29,12 @@ WriterWrap::WriterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Writer
   Napi::Object o = info[1].As<Napi::Object>();
   Napi::ArrayBuffer shared = info[2].As<Napi::ArrayBuffer>();
   const size_t total = shared.ByteLength();
-  const size_t cap = total > ctrl::kBytes ? total - ctrl::kBytes : 0;
+  const size_t cap = total > protocol::ctrl::kBytes ? total - protocol::ctrl::kBytes : 0;
   if (cap == 0 || (cap & (cap - 1)) != 0 || cap > (size_t{1} << 31))
     throw Napi::RangeError::New(env, "ring capacity must be a power of two up to 2 GiB");
   shared_ref_ = Napi::Persistent(shared);
   cfg_.ctrl = static_cast<uint32_t*>(shared.Data());
-  cfg_.ring = static_cast<uint8_t*>(shared.Data()) + ctrl::kBytes;
+  cfg_.ring = static_cast<uint8_t*>(shared.Data()) + protocol::ctrl::kBytes;
   cfg_.capacity = static_cast<uint32_t>(cap);
   cfg_.send_buffer_size = static_cast<int>(get_number(o, "sendBufferSize", 0));
   cfg_.write_timeout_ms = static_cast<uint32_t>(get_number(o, "writeTimeoutMs", 0));
@@ -99,21 +99,17 @@ void WriterWrap::Wake(const Napi::CallbackInfo&) {
   if (engine_) engine_->wake();
 }
 
-// sendDirect([frames, payload]): the counts of what was appended up to the
+// sendDirect(frames, payload): the counts of what was appended up to the
 // tail just published, so a send that empties the ring skips walking it;
-// with counts the ring is also rewound once empty, and the tail to continue
-// from is returned (see WriterEngine::send_direct).
+// the ring is also rewound once empty, and the tail to continue from is
+// returned (see WriterEngine::send_direct).
 Napi::Value WriterWrap::SendDirect(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!engine_) return env.Undefined();
-  if (info.Length() >= 2 && info[0].IsNumber() && info[1].IsNumber()) {
-    const uint32_t tail = engine_->send_direct(
-        WriterEngine::Appended{info[0].As<Napi::Number>().Uint32Value(), info[1].As<Napi::Number>().Uint32Value()},
-        true);
-    return Napi::Number::New(env, static_cast<int32_t>(tail));  // int32, as JavaScript keeps positions
-  }
-  engine_->send_direct();
-  return env.Undefined();
+  const uint32_t tail = engine_->send_direct(
+      WriterEngine::Appended{info[0].As<Napi::Number>().Uint32Value(), info[1].As<Napi::Number>().Uint32Value()},
+      true);
+  return Napi::Number::New(env, static_cast<int32_t>(tail));  // int32, as JavaScript keeps positions
 }
 
 Napi::Value WriterWrap::Drain(const Napi::CallbackInfo& info) {
@@ -152,7 +148,7 @@ Napi::Value WriterWrap::Drain(const Napi::CallbackInfo& info) {
 }
 
 void WriterWrap::BeginStop(const Napi::CallbackInfo& info) {
-  if (engine_) engine_->request_stop(static_cast<int64_t>(info[0].As<Napi::Number>().Int64Value()));
+  if (engine_) engine_->begin_stop(static_cast<int64_t>(info[0].As<Napi::Number>().Int64Value()));
 }
 
 void WriterWrap::Close(const Napi::CallbackInfo&) { Shutdown(); }

@@ -1,5 +1,5 @@
 // JS handle of a WriterEngine: new WriterHandle(path, options, shared); start(onEvent)
-// where `shared` is an ArrayBuffer holding the control block (ctrl::kBytes)
+// where `shared` is an ArrayBuffer holding the control block (protocol::ctrl::kBytes)
 // followed by the frame ring (a power of two bytes).
 #pragma once
 
