@@ -19,7 +19,7 @@
 namespace udsipc::protocol {
 
 // Bumped on any change below; JavaScript refuses an addon with another one.
-inline constexpr uint32_t kVersion = 1;
+inline constexpr uint32_t kVersion = 2;
 
 // ─── The writer's shared control block ──────────────────────────────────────
 // 32-bit words at the start of the ArrayBuffer JavaScript allocates; the ring
