@@ -137,8 +137,10 @@ void Producer::wait_drain(uint32_t len) {
   const uint32_t room = std::min(max_bytes_ / 2, max_bytes_ - total);
   const uint32_t th = tail_ - room, ts = accepted_ - max_writes_ / 2;
   for (;;) {
-    ctrl_[ctrl::kNotifyHead] = th;
-    ctrl_[ctrl::kNotifySent] = ts;
+    // Atomic: the IO thread may still be reading them for the previous
+    // request (it saw kArmed before this thread disarmed it).
+    store(ctrl::kNotifyHead, th);
+    store(ctrl::kNotifySent, ts);
     store(ctrl::kNotifyArmed, protocol::kArmed);
     (void)engine_->take_events();  // re-enables the notify callback
     if (reached(th, ts)) {
