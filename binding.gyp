@@ -4,6 +4,8 @@
       "target_name": "uds_ipc",
       "sources": [
         "native/addon/addon.cc",
+        "native/addon/batch_export.cc",
+        "native/addon/js_thread_poller.cc",
         "native/addon/protocol_export.cc",
         "native/addon/reader_wrap.cc",
         "native/addon/writer_wrap.cc",

@@ -11,8 +11,16 @@ import * as path from 'node:path';
 import { IpcError } from './errors';
 import { PROTOCOL_VERSION, type Protocol } from './protocol';
 
+/**
+ * The addon's handles take their options complete: every key the Reader and
+ * Writer pass today must be present (a missing or mistyped one throws a
+ * TypeError naming it); the addon applies no defaults of its own.
+ */
 export interface NativeReaderHandle {
   listen(onReady: () => void): void;
+  /** Every item ready: protocol.item.SLOTS values per item (see src/protocol.ts). */
+  take(): unknown[];
+  /** @deprecated The old name of take(); removed once src/reader.ts calls take(). */
   drain(): unknown[];
   /** `region` and `table` (a large batch's offsets buffer), when given, are detached. */
   ack(connId: number, bytes: number, region?: ArrayBuffer, table?: ArrayBuffer): void;
@@ -29,19 +37,19 @@ export interface NativeReaderHandle {
 
 export interface NativeWriterHandle {
   start(onEvent: () => void): void;
-  wake(): void;
   /**
-   * Sends the published frames on this thread; only after swapping SLEEP 1 -> 2.
-   * `frames`/`payload`: frames and payload bytes appended since the ring was
-   * created (mod 2^32, as int32 or u32 numbers) up to the tail just published.
-   */
-  sendDirect(): void;
-  /**
-   * With the counts: once the ring is empty it is rewound to ring offset 0
-   * (head and tail move on to the next multiple of the capacity); returns the
-   * tail to continue from (int32, as the Writer keeps positions).
+   * Sends the published frames on this thread; only after swapping SLEEP
+   * sendTurn.IDLE -> sendTurn.PRODUCER_SENDS. `frames`/`payload`: frames and
+   * payload bytes appended since the ring was created (mod 2^32, as int32 or
+   * u32 numbers) up to the tail just published. Once the ring is empty it is
+   * rewound to ring offset 0 (head and tail move on to the next multiple of
+   * the capacity); returns the tail to continue from (int32, as the Writer
+   * keeps positions).
    */
   sendDirect(frames: number, payload: number): number;
+  /** Every event since the last call: protocol.event.SLOTS values per event. */
+  take(): unknown[];
+  /** @deprecated The old name of take(); removed once src/writer.ts calls take(). */
   drain(): unknown[];
   beginStop(timeoutMs: number): void;
   close(): void;

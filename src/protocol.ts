@@ -9,7 +9,7 @@
  */
 
 /** Must equal `protocol::kVersion` in native/core/protocol.h. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 export interface Protocol {
   readonly version: number;
@@ -29,18 +29,21 @@ export interface Protocol {
   readonly sendTurn: { readonly IO_THREAD_SENDS: number; readonly IDLE: number; readonly PRODUCER_SENDS: number };
   /** Values of the NOTIFY_ARMED word. */
   readonly notify: { readonly DISARMED: number; readonly ARMED: number };
-  /** Reader items: tags, and SLOTS values per item in ReaderHandle.drain()'s flat array. */
+  /** Reader items: tags, and SLOTS values per item in ReaderHandle.take()'s flat array. */
   readonly item: {
     readonly BATCH: number;
     readonly OPEN: number;
     readonly CLOSE: number;
     readonly ERROR: number;
+    /** The graceful stop finished: every connection closed, everything read handed over; nothing follows. */
+    readonly STOPPED: number;
+    /** @deprecated The old name of STOPPED (same value); removed once src/reader.ts reads STOPPED. */
     readonly DRAINED: number;
     readonly REJECTED: number;
     readonly SLOTS: number;
     readonly COPY_BATCH_UP_TO: number;
   };
-  /** Writer events: tags, and SLOTS values per event in WriterHandle.drain()'s flat array. */
+  /** Writer events: tags, and SLOTS values per event in WriterHandle.take()'s flat array. */
   readonly event: {
     readonly CONNECT: number;
     readonly DISCONNECT: number;

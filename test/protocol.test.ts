@@ -12,6 +12,39 @@ import { tmpSocket, useTracking } from './helpers';
 const p = binding().protocol;
 const track = useTracking();
 
+// Complete options, as src/reader.ts and src/writer.ts pass them.
+function readerHandleOptions(): Record<string, unknown> {
+  const d = p.defaults;
+  return {
+    maxMessageSize: d.maxMessageSize,
+    maxPendingBytes: d.maxPendingBytes,
+    backlog: d.backlog,
+    mode: -1,
+    uid: -1,
+    gid: -1,
+    directoryMode: -1,
+    slabSize: d.slabSize,
+    inactivityTimeoutMs: 0,
+    frameTimeoutMs: d.frameTimeoutMs,
+    jsThreadPolling: true,
+    jsThreadUnderLoad: false,
+    allowUids: [],
+    allowGids: [],
+    authorize: false,
+    fd: -1,
+  };
+}
+
+function writerHandleOptions(): Record<string, unknown> {
+  const d = p.defaults;
+  return {
+    sendBufferSize: 0,
+    writeTimeoutMs: 0,
+    expectOwner: undefined,
+    reconnect: { initialDelayMs: d.reconnectInitialDelayMs, maxDelayMs: d.reconnectMaxDelayMs, multiplier: d.reconnectMultiplier, maxAttempts: 0 },
+  };
+}
+
 describe('protocol: the addon and TypeScript agree', () => {
   it('the addon speaks the version this TypeScript expects, and its contract is frozen', () => {
     expect(p.version).toBe(PROTOCOL_VERSION);
@@ -48,7 +81,8 @@ describe('protocol: the addon and TypeScript agree', () => {
   });
 
   it('item and event tags are distinct and fit their slot layouts', () => {
-    const { SLOTS: itemSlots, COPY_BATCH_UP_TO, ...items } = p.item;
+    const { SLOTS: itemSlots, COPY_BATCH_UP_TO, DRAINED, ...items } = p.item;
+    expect(DRAINED).toBe(items.STOPPED); // the old name, until src/reader.ts reads STOPPED
     expect(new Set(Object.values(items)).size).toBe(Object.keys(items).length);
     expect(itemSlots).toBe(5);
     expect(COPY_BATCH_UP_TO).toBeGreaterThan(0);
@@ -93,16 +127,59 @@ describe('protocol: the addon and TypeScript agree', () => {
     const wn = (writer as unknown as { metrics(): Record<string, unknown> }).metrics();
     for (const k of p.metrics.reader) expect(rn, `Reader.metrics().${k}`).toHaveProperty(k);
     for (const k of p.metrics.writer) expect(wn, `Writer.metrics().${k}`).toHaveProperty(k);
-    const rh = new (binding().ReaderHandle)(tmpSocket(), {});
+    const rh = new (binding().ReaderHandle)(tmpSocket(), readerHandleOptions());
     try {
       expect(Object.keys(rh.metrics())).toEqual([...p.metrics.reader]);
     } finally {
       rh.close();
     }
-    const wh = new (binding().WriterHandle)(tmpSocket(), {}, new ArrayBuffer(p.ctrl.BYTES + 1024));
+    const wh = new (binding().WriterHandle)(tmpSocket(), writerHandleOptions(), new ArrayBuffer(p.ctrl.BYTES + 1024));
     try {
       expect(Object.keys(wh.metrics())).toEqual([...p.metrics.writer]);
     } finally {
+      wh.close();
+    }
+  });
+
+  it('the handles take their options complete: a missing or mistyped one is a TypeError naming it', () => {
+    const ring = () => new ArrayBuffer(p.ctrl.BYTES + 1024);
+    for (const key of Object.keys(readerHandleOptions())) {
+      const o = readerHandleOptions();
+      delete o[key];
+      expect(() => new (binding().ReaderHandle)(tmpSocket(), o), key).toThrow(TypeError);
+      expect(() => new (binding().ReaderHandle)(tmpSocket(), o), key).toThrow(`"${key}"`);
+    }
+    for (const key of ['sendBufferSize', 'writeTimeoutMs', 'reconnect']) {
+      const o = writerHandleOptions();
+      delete o[key];
+      expect(() => new (binding().WriterHandle)(tmpSocket(), o, ring()), key).toThrow(`"${key}"`);
+    }
+    for (const key of ['initialDelayMs', 'maxDelayMs', 'multiplier', 'maxAttempts']) {
+      const o = writerHandleOptions();
+      const r = { ...(o.reconnect as object) } as Record<string, unknown>;
+      delete r[key];
+      expect(() => new (binding().WriterHandle)(tmpSocket(), { ...o, reconnect: r }, ring()), key).toThrow(`"${key}"`);
+    }
+    for (const key of ['uid', 'gid', 'mode']) {
+      const e: Record<string, unknown> = { uid: -1, gid: -1, mode: -1 };
+      delete e[key];
+      expect(() => new (binding().WriterHandle)(tmpSocket(), { ...writerHandleOptions(), expectOwner: e }, ring()), key).toThrow(`"${key}"`);
+    }
+    const wh = new (binding().WriterHandle)(tmpSocket(), { ...writerHandleOptions(), reconnect: false }, ring());
+    wh.close();
+  });
+
+  it('the handles offer take() (and drain(), its old name, until reader.ts and writer.ts call take()); no wake()', () => {
+    const rh = new (binding().ReaderHandle)(tmpSocket(), readerHandleOptions());
+    const wh = new (binding().WriterHandle)(tmpSocket(), writerHandleOptions(), new ArrayBuffer(p.ctrl.BYTES + 1024));
+    try {
+      expect(rh.take()).toEqual([]);
+      expect(rh.drain()).toEqual([]);
+      expect(wh.take()).toEqual([]);
+      expect(wh.drain()).toEqual([]);
+      expect((wh as unknown as Record<string, unknown>).wake).toBeUndefined();
+    } finally {
+      rh.close();
       wh.close();
     }
   });

@@ -1,7 +1,11 @@
-// Helpers shared by the N-API wrappers: turning core errors into JS values.
+// Helpers shared by the N-API wrappers: core errors into JS values, options
+// out of JS objects.
 #pragma once
 
 #include <napi.h>
+
+#include <string>
+#include <vector>
 
 #include "core/error.h"
 
@@ -27,10 +31,34 @@ inline Napi::Object error_to_object(Napi::Env env, const CoreError& e) {
   throw err;
 }
 
-// Reads an optional numeric property (validated in TypeScript already).
-inline double get_number(const Napi::Object& o, const char* key, double def) {
+// Options arrive from TypeScript validated and complete (src/options.ts
+// resolves every default; the reader and writer pass each option). A
+// missing or mistyped one is a bug in that caller: a TypeError naming it,
+// never a default guessed here.
+inline Napi::Value option(const Napi::Object& o, const char* key, bool (Napi::Value::*is)() const, const char* what) {
   Napi::Value v = o.Get(key);
-  return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : def;
+  if (!(v.*is)()) throw Napi::TypeError::New(o.Env(), std::string("option \"") + key + "\" must be " + what);
+  return v;
+}
+inline double number_option(const Napi::Object& o, const char* key) {
+  return option(o, key, &Napi::Value::IsNumber, "a number").As<Napi::Number>().DoubleValue();
+}
+inline bool bool_option(const Napi::Object& o, const char* key) {
+  return option(o, key, &Napi::Value::IsBoolean, "a boolean").As<Napi::Boolean>().Value();
+}
+// A user or group id, or -1: as the kernel's uid_t/gid_t bits in an int (ids
+// up to 2^32 - 2 are validated in TypeScript; a double above INT_MAX must not
+// be cast to int directly).
+inline int id_option(const Napi::Object& o, const char* key) {
+  const double v = number_option(o, key);
+  return v < 0 ? -1 : static_cast<int>(static_cast<uint32_t>(v));
+}
+inline std::vector<uint32_t> id_list_option(const Napi::Object& o, const char* key) {
+  Napi::Array a = option(o, key, &Napi::Value::IsArray, "an array of ids").As<Napi::Array>();
+  std::vector<uint32_t> out;
+  out.reserve(a.Length());
+  for (uint32_t i = 0; i < a.Length(); ++i) out.push_back(a.Get(i).As<Napi::Number>().Uint32Value());
+  return out;
 }
 
 }  // namespace udsipc

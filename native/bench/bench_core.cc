@@ -353,8 +353,8 @@ PairResult run_engines(size_t size, uint64_t count) {
   rcfg.max_pending_bytes = 8 * 1024 * 1024;
   // jsThreadPolling's default on this class of machine (<= 2 CPUs: 'always'):
   // the consumer thread polls the loop itself, under load too.
-  rcfg.consumer_polling = true;
-  rcfg.consumer_under_load = std::thread::hardware_concurrency() <= 2;
+  rcfg.js_thread_polling = true;
+  rcfg.js_thread_under_load = std::thread::hardware_concurrency() <= 2;
   ReaderEngine reader(std::move(rcfg), [&] { rsig.notify(); });
 
   // The JavaScript Writer's defaults: 16 MiB ring, 10,000 queued writes, 4 MiB SO_SNDBUF.
@@ -376,8 +376,9 @@ PairResult run_engines(size_t size, uint64_t count) {
     // for small sizes 256 of them, message i being the one whose first byte
     // is i & 0xff. Storing that byte just before write() copies the message
     // stalls the copy's loads on the store (store forwarding fails from a
-    // byte to a wider load): ~3.5× raw's memmove per 64 B message, a cost of
-    // this loop, not of the engine. raw patches its copy instead. Above
+    // byte to a wider load): a cost of this loop, several times raw's
+    // memmove for small messages, not of the engine. raw patches its copy
+    // instead. Above
     // 4 KiB one buffer is patched: the stall is small next to the copy.
     const bool ready = size > 0 && size <= 4096;
     std::vector<uint8_t> msgs((ready ? 256 : 1) * std::max<size_t>(size, 1), 0x5a);
@@ -403,7 +404,7 @@ PairResult run_engines(size_t size, uint64_t count) {
       if (reader.take_poll_request()) polling = true;
       if (polling) {
         pollfd pfd{reader.poll_fd(), POLLIN, 0};
-        if (::poll(&pfd, 1, 20) > 0) polling = reader.poll_consumer();
+        if (::poll(&pfd, 1, 20) > 0) polling = reader.js_thread_poll();
       } else {
         rsig.wait(20);
       }

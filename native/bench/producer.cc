@@ -10,6 +10,7 @@
 namespace udsbench {
 
 using namespace udsipc;
+namespace ctrl = protocol::ctrl;
 
 Producer::Producer(uint32_t max_bytes, uint32_t max_writes)
     : max_bytes_(max_bytes), max_writes_(max_writes), publish_bytes_(std::min<uint32_t>(1 << 20, max_bytes / 4)) {
@@ -110,9 +111,9 @@ void Producer::publish() {
   unpublished_ = 0;
   store(ctrl::kTail, tail_);
   // The IO thread sleeps with nothing in flight: send from this thread.
-  if (load(ctrl::kSleep) == 1) {
-    uint32_t one = 1;
-    if (std::atomic_ref<uint32_t>(ctrl_[ctrl::kSleep]).compare_exchange_strong(one, 2)) {
+  if (load(ctrl::kSleep) == protocol::kIdle) {
+    uint32_t idle = protocol::kIdle;
+    if (std::atomic_ref<uint32_t>(ctrl_[ctrl::kSleep]).compare_exchange_strong(idle, protocol::kProducerSends)) {
       const uint32_t t = engine_->send_direct(WriterEngine::Appended{accepted_, payload_}, true);
       if (t != tail_) tail_ = head_cache_ = t;  // as the addon: an emptied ring rewinds
     }
@@ -136,17 +137,19 @@ void Producer::wait_drain(uint32_t len) {
   const uint32_t room = std::min(max_bytes_ / 2, max_bytes_ - total);
   const uint32_t th = tail_ - room, ts = accepted_ - max_writes_ / 2;
   for (;;) {
-    ctrl_[ctrl::kNotifyHead] = th;
-    ctrl_[ctrl::kNotifySent] = ts;
-    store(ctrl::kNotifyArmed, 1);
+    // Atomic: the IO thread may still be reading them for the previous
+    // request (it saw kArmed before this thread disarmed it).
+    store(ctrl::kNotifyHead, th);
+    store(ctrl::kNotifySent, ts);
+    store(ctrl::kNotifyArmed, protocol::kArmed);
     (void)engine_->take_events();  // re-enables the notify callback
     if (reached(th, ts)) {
-      store(ctrl::kNotifyArmed, 0);
+      store(ctrl::kNotifyArmed, protocol::kDisarmed);
       return;
     }
     sig_.wait(20);
     if (reached(th, ts)) {
-      store(ctrl::kNotifyArmed, 0);
+      store(ctrl::kNotifyArmed, protocol::kDisarmed);
       return;
     }
   }

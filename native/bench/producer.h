@@ -35,13 +35,12 @@ struct Signal {
 // before waiting for room (finish() at the end), sent from this thread
 // (send_direct, with the frame and payload counts) while the IO thread idles.
 //
-// producer.cc is compiled without SLP vectorization: with it, GCC 12 packs
-// the four per-message counters (tail, frames, payload bytes, unpublished)
-// into one vector register, spills it around each memcpy call and reads it
-// back lane by lane: 7.7 ns per 64 B message in a loop writing to /dev/null
-// against 3.3 ns without, and raw_io.h's writer 2.5 ns. The cost is this
-// harness's code generation, not the engine's; the JavaScript Writer (V8)
-// does not have it.
+// producer.cc is compiled without SLP vectorization: with it, GCC packs the
+// four per-message counters (tail, frames, payload bytes, unpublished) into
+// one vector register, spills it around each memcpy call and reads it back
+// lane by lane, which makes this harness's code generation, not the engine,
+// the limit at small sizes (bench/README.md has the figures). The
+// JavaScript Writer (V8) does not have that code.
 class Producer {
  public:
   Producer(uint32_t max_bytes, uint32_t max_writes);

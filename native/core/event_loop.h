@@ -1,4 +1,4 @@
-// epoll + eventfd: the IO thread's poller and the way other threads wake it.
+// epoll + eventfd: an engine's poller and the way other threads wake it.
 #pragma once
 
 #include <sys/epoll.h>
@@ -18,7 +18,14 @@ class EventLoop {
   EventLoop(const EventLoop&) = delete;
   EventLoop& operator=(const EventLoop&) = delete;
 
-  // IO thread (or before it starts).
+  // The thread that owns the engine's event-loop state at the time: the IO
+  // thread (or any thread before it starts), or a thread it handed that
+  // state to: ReaderEngine's JS thread inside js_thread_poll() (own_mu_
+  // held: add, remove, wait), WriterEngine's producer inside send_direct()
+  // while kSleep == kProducerSends (modify of the connection's fd). Each is
+  // one epoll syscall on descriptors fixed at construction, safe in the
+  // kernel from any thread; the ownership rule keeps the engines' own
+  // bookkeeping of what is registered consistent.
   bool add(int fd, uint32_t events, uint64_t tag);
   bool modify(int fd, uint32_t events, uint64_t tag);
   void remove(int fd);

@@ -3,8 +3,8 @@
 // The IO thread asks prepare_read() where to read, reads there, and calls
 // commit(n). Small frames are parsed in place inside a large slab; a batch is
 // one contiguous region of a slab plus a table of (start, end) payload offsets
-// relative to the region. A frame whose payload is at least
-// `large_threshold` bytes is read straight into a buffer of its own (one copy
+// relative to the region. A frame whose payload is at least large_threshold
+// (kLargeThreshold) bytes is read straight into a buffer of its own (one copy
 // of what was already read, then reads land in place). That buffer grows as
 // the frame's bytes arrive (see prepare_read()), never to more than twice
 // what has arrived (or kLargeChunk): a prefix announcing 10 MiB reserves
@@ -30,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "protocol.h"
 #include "slab.h"
 #include "varint.h"
 
@@ -38,14 +39,21 @@ namespace udsipc {
 // The fixed part of Batch::charge(): the bookkeeping that comes with every
 // batch besides its bytes and its offsets table: the hand-off queue's item,
 // and in JavaScript the batch's ArrayBuffer(s) and their backing stores, its
-// entry in the Reader's queue and its Batch object. Measured at 450-700
-// bytes for a batch of one or two empty messages (a reader process's RSS
-// grew 100 MB for 148 k such batches, 300 MB for 674 k); rounded up.
+// entry in the Reader's queue and its Batch object. An upper bound of what a
+// reader's RSS grows by per batch of a few empty messages, so that a flood
+// of empty frames is bounded by what it really occupies.
 constexpr uint64_t kBatchCharge = 1024;
 // "No budget" for commit()/resume().
 constexpr uint64_t kNoBudget = UINT64_MAX;
 // The first chunk reserved for a large frame (see FrameAssembler).
 constexpr size_t kLargeChunk = 64 * 1024;
+// Reads go to a fresh slab once less than this is left in the current one.
+constexpr size_t kMinRead = 64 * 1024;
+// Payloads at least this big are read into a buffer of their own.
+constexpr size_t kLargeThreshold = 128 * 1024;
+// With the default slab size neither is clamped (see FrameAssembler's
+// constructor): a frame below the threshold always fits a fresh slab.
+static_assert(kMinRead + kMaxVarintLen + kLargeThreshold <= protocol::defaults::kSlabSize);
 
 struct Batch {
   SlabRef slab;            // keeps the memory below alive
@@ -65,7 +73,7 @@ struct Batch {
 // A free list of offsets tables. The assembler takes one per batch and the
 // consumer gives it back once it has copied the offsets out, so a steady
 // stream reuses a table's capacity instead of growing a fresh vector (and
-// faulting in its pages: 14 % of the IO thread at 64 B) for every batch.
+// faulting in its pages on the IO thread) for every batch.
 // Any thread; owned by whoever owns the assemblers, and outlives them.
 // Tables above max_entries (default 64 Ki entries, 256 KiB: the most
 // close_batch() reserves) are freed, not kept, so that a burst of tiny
@@ -109,10 +117,12 @@ enum class FrameError {
 };
 
 struct AssemblerConfig {
-  size_t slab_size = 512 * 1024;   // bytes per slab
-  size_t min_read = 64 * 1024;     // rotate to a new slab below this space
-  uint64_t max_message_size = 10 * 1024 * 1024;
-  size_t large_threshold = 128 * 1024;  // payloads this big get their own buffer
+  size_t slab_size = protocol::defaults::kSlabSize;  // bytes per slab
+  uint64_t max_message_size = protocol::defaults::kMaxMessageSize;
+  // Not options: the engine always uses kMinRead and kLargeThreshold; the
+  // tests and the fuzzer vary them to reach every path with small inputs.
+  size_t min_read = kMinRead;                // rotate to a new slab below this space
+  size_t large_threshold = kLargeThreshold;  // payloads this big get their own buffer
   SlabPool* pool = nullptr;  // where slabs come from (not owned); null = malloc
   OffsetsPool* offsets_pool = nullptr;  // where offsets tables come from (not owned); may be null
 };

@@ -19,7 +19,7 @@
 namespace udsipc::protocol {
 
 // Bumped on any change below; JavaScript refuses an addon with another one.
-inline constexpr uint32_t kVersion = 1;
+inline constexpr uint32_t kVersion = 2;
 
 // ─── The writer's shared control block ──────────────────────────────────────
 // 32-bit words at the start of the ArrayBuffer JavaScript allocates; the ring
@@ -30,19 +30,27 @@ inline constexpr int kTail = 0;          // producer: ring position after the la
 inline constexpr int kHead = 16;         // IO thread: position of the first frame not fully sent
 inline constexpr int kSent = 32;         // IO thread: frames fully sent (wraps)
 inline constexpr int kSleep = 48;        // both, by compare-and-swap: a SendTurn
-inline constexpr int kNotifyArmed = 64;  // producer arms (1), IO thread disarms (1 -> 0) and emits kNotify
+inline constexpr int kNotifyArmed = 64;  // a NotifyState: producer arms, IO thread disarms and emits kEventNotify
 inline constexpr int kNotifyHead = 65;   // producer: notify once head reaches this...
 inline constexpr int kNotifySent = 66;   // ...and sent reaches this
 inline constexpr int kWords = 80;        // words in use (kNotifySent's line, rounded up)
 inline constexpr size_t kBytes = 512;    // control block size; the ring starts here
 static_assert(static_cast<size_t>(kWords) * 4 <= kBytes);
+static_assert(kBytes % 64 == 0, "the ring starts on a cache line");
+// kTail, kHead, kSent and kSleep each alone on a cache line (16 words), the
+// producer's notify request (three words) together on one.
+inline constexpr int line(int word) { return word / 16; }
+static_assert(line(kTail) != line(kHead) && line(kHead) != line(kSent) && line(kSent) != line(kSleep) &&
+              line(kSleep) != line(kNotifyArmed) && line(kNotifyArmed) == line(kNotifyHead) &&
+              line(kNotifyHead) == line(kNotifySent) && kNotifySent < kWords);
 }  // namespace ctrl
 
 // Values of ctrl::kSleep: whose turn it is to send the published frames.
 enum SendTurn : uint32_t {
   kIoThreadSends = 0,  // the IO thread owns the send state (busy, or will look again)
   kIdle = 1,           // the IO thread is idle, connected, nothing in flight: the
-                       // producer may take the turn (1 -> 2) and send directly
+                       // producer may take the turn (kIdle -> kProducerSends, by
+                       // compare-and-swap) and send directly
   kProducerSends = 2,  // the producer is sending on its own thread; it sets
                        // kIdle (all sent) or kIoThreadSends (socket full) after
 };
@@ -50,7 +58,7 @@ enum SendTurn : uint32_t {
 // Values of ctrl::kNotifyArmed.
 enum NotifyState : uint32_t { kDisarmed = 0, kArmed = 1 };
 
-// ─── Reader items (ReaderHandle.drain()) ────────────────────────────────────
+// ─── Reader items (ReaderHandle.take()) ─────────────────────────────────────
 // A flat array, kItemSlots values per item: [tag, connId, a, b, c].
 enum ItemTag : uint32_t {
   kItemBatch = 0,     // a: ArrayBuffer; b: message count (a = [u32 offsets | bytes], copied)
@@ -58,16 +66,19 @@ enum ItemTag : uint32_t {
   kItemOpen = 1,      // a: {pid, uid, gid} (held unread until authorize() if the Reader authorizes)
   kItemClose = 2,     // a: error object, or undefined for a clean EOF
   kItemError = 3,     // a: error object (the connection is closed right after)
-  kItemDrained = 4,   // stop finished: every connection is closed and everything delivered
+  kItemStopped = 4,   // the graceful stop finished: every connection is closed, everything
+                      // read was handed over; nothing follows
   kItemRejected = 5,  // a: {pid, uid, gid} of a peer refused by allowUids/allowGids (closed)
 };
 inline constexpr int kItemSlots = 5;
 // Batches whose region is at most this many bytes are copied into one
 // V8-owned ArrayBuffer with their offsets table in front; larger ones are
-// handed over as an external ArrayBuffer on the slab (see batch_export.cc).
+// handed over as an external ArrayBuffer on the slab (native/addon/
+// batch_export.cc). Offsets stay 32-bit with the table in front.
 inline constexpr size_t kCopyBatchUpTo = 16 * 1024;
+static_assert(kCopyBatchUpTo < UINT32_MAX / 2);
 
-// ─── Writer events (WriterHandle.drain()) ───────────────────────────────────
+// ─── Writer events (WriterHandle.take()) ────────────────────────────────────
 // A flat array, kEventSlots values per event: [tag, a, b, c].
 enum EventTag : uint32_t {
   kEventConnect = 0,
@@ -87,6 +98,7 @@ enum ReaderMetric : int {
 };
 inline constexpr const char* kReaderMetricNames[kReaderMetricCount] = {
     "connections", "activeConnections", "readCalls", "bytesRead", "pauses", "jsThreadReads", "handoffs"};
+static_assert(kReaderMetricNames[kReaderMetricCount - 1] != nullptr, "a name for every reader metric");
 
 enum WriterMetric : int {
   kSentFrames, kBytesSent, kSendCalls, kConnects, kDisconnects, kConnectAttempts, kUntrustedPeers,
@@ -95,6 +107,7 @@ enum WriterMetric : int {
 inline constexpr const char* kWriterMetricNames[kWriterMetricCount] = {
     "sent", "bytesSent", "sendCalls", "connects", "disconnects", "connectAttempts", "untrustedPeers",
     "sendBufferSize", "connected"};
+static_assert(kWriterMetricNames[kWriterMetricCount - 1] != nullptr, "a name for every writer metric");
 
 // ─── Defaults and limits of options that reach the core ─────────────────────
 // TypeScript validates every option (src/options.ts) and always passes each
@@ -116,5 +129,11 @@ inline constexpr size_t kMinSlabSize = 64 * 1024;
 inline constexpr size_t kMaxSlabSize = 64 * 1024 * 1024;
 inline constexpr size_t kMaxPathBytes = 107;  // sun_path is 108 bytes with its NUL
 }  // namespace limits
+
+static_assert(defaults::kMaxMessageSize <= limits::kMaxMessageSize);
+static_assert(limits::kMaxMessageSize <= UINT32_MAX, "batch offsets are 32-bit");
+static_assert(limits::kMinSlabSize <= defaults::kSlabSize && defaults::kSlabSize <= limits::kMaxSlabSize);
+static_assert(defaults::kReconnectInitialDelayMs <= defaults::kReconnectMaxDelayMs);
+static_assert(defaults::kReconnectMultiplier >= 1.0);
 
 }  // namespace udsipc::protocol

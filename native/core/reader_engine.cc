@@ -19,21 +19,20 @@ constexpr uint64_t kListenTag = 0;
 constexpr int kMaxReadsPerEvent = 4;      // fairness between connections
 constexpr int kMaxAcceptsPerEvent = 256;  // fairness between accept and reads
 constexpr int kAcceptRetryMs = 100;       // after EMFILE/ENFILE
-// Consumer polling: this much read in one poll_consumer() call hands the
+// JS-thread polling: this much read in one js_thread_poll() call hands the
 // loop back to the IO thread.
 constexpr uint64_t kHandBackBytes = 256 * 1024;
-// The IO thread hands its loop to the consumer only after a round of reads
+// The IO thread hands its loop to the JS thread only after a round of reads
 // that brought less than this: light traffic. Under bulk traffic a moment
-// with nothing to read is common, and handing over then (to take the loop
-// back on the next big read) cost more than it saved: 100 KiB messages moved
-// about 10 % faster without it.
+// with nothing to read is common, and handing over then would only mean
+// taking the loop back on the next big read: two hand-overs for nothing.
 constexpr uint64_t kLightRoundBytes = 64 * 1024;
-// Consumer polling with one connection: at most this many rounds in a row
+// JS-thread polling with one connection: at most this many rounds in a row
 // read it directly before one goes through the epoll set (see step()).
 constexpr int kMaxDirectStreak = 8;
-// Consumer polling: how often the sleeping IO thread checks that the
-// consumer keeps up (ready events not handled meanwhile: it takes over).
-constexpr int64_t kConsumerWatchMs = 50;
+// JS-thread polling: how often the sleeping IO thread checks that the JS
+// thread keeps up (ready events not handled meanwhile: it takes over).
+constexpr int64_t kJsThreadWatchMs = 50;
 // At most one malloc_trim() per this period (see maybe_trim()).
 constexpr int64_t kTrimIntervalMs = 1000;
 }  // namespace
@@ -126,7 +125,7 @@ ReaderMetrics ReaderEngine::metrics() const {
   m.pauses = m_pauses_.load(std::memory_order_relaxed);
   m.accept_errors = m_accept_errors_.load(std::memory_order_relaxed);
   m.rejected = m_rejected_.load(std::memory_order_relaxed);
-  m.consumer_reads = m_consumer_reads_.load(std::memory_order_relaxed);
+  m.js_thread_reads = m_js_thread_reads_.load(std::memory_order_relaxed);
   m.handoffs = m_handoffs_.load(std::memory_order_relaxed);
   return m;
 }
@@ -213,17 +212,17 @@ uint64_t ReaderEngine::release(Unacked& fifo, uint64_t bytes) {
 // A flood held back by backpressure (connections paused at their limit) is
 // over and every batch of it is done with: hand the memory it used back to
 // the system. glibc keeps freed memory for reuse, and its mmap threshold
-// rises with every large block freed, so the many ~1 MiB offsets tables and
-// copies of a flood end up in its heaps rather than unmapped: a reader that
-// took a flood from 16 connections kept ~60 MB it no longer used.
-// malloc_trim() returns the free pages of every arena. At most once per
-// kTrimIntervalMs (a trim waiting for its turn is run by step()), and only
-// after a pause and once everything is handled: steady traffic never pays
-// for it. A trim took 4-9 ms for a fragmented 100 MB heap (50 k free
-// chunks): on the IO thread, which has nothing else to do at that moment.
+// rises with every large block freed, so the large offsets tables and
+// copies of a flood end up in its heaps rather than unmapped, and an idle
+// reader would keep tens of megabytes it no longer uses. malloc_trim()
+// returns the free pages of every arena. It walks every free chunk, so it
+// is kept off the hot path: at most once per kTrimIntervalMs (a trim waiting
+// for its turn is run by step()), only after a pause and once everything is
+// handled (steady traffic never pays for it), and only on the IO thread,
+// which has nothing else to do at that moment.
 void ReaderEngine::maybe_trim(int64_t now) {
-  // Never on the consumer's thread (in poll_consumer()): the IO thread runs
-  // it from step(), in consumer mode within kConsumerWatchMs.
+  // Never on the JS thread (in js_thread_poll()): the IO thread runs it from
+  // step(), in JS-thread mode within kJsThreadWatchMs.
   if (now - last_trim_ms_ < kTrimIntervalMs || std::this_thread::get_id() != thread_.get_id()) {
     trim_at_ = std::max(now, last_trim_ms_ + kTrimIntervalMs);
     return;
@@ -240,8 +239,8 @@ void ReaderEngine::maybe_trim(int64_t now) {
 void ReaderEngine::resume(Conn& c) {
   const int64_t now = now_ms();
   // Its silence while paused was ours: restart its inactivity clock, or the
-  // scan in this very step could close it before it is read (seen in CI).
-  // Likewise its frame clock does not count the pause.
+  // scan in this very step could close it before it is read. Likewise its
+  // frame clock does not count the pause.
   c.last_active_ms = now;
   if (c.frame_start_ms >= 0) c.frame_start_ms += now - c.paused_at_ms;
   c.paused_at_ms = now;
@@ -326,13 +325,13 @@ int ReaderEngine::step(std::vector<epoll_event>& events, int max_wait_ms, bool t
   }
   // While stopping, the listener stays open until the backlog is empty
   // (closing it would reset the clients still waiting there and lose what
-  // they wrote). Out of descriptors, accepting resumes as drained
-  // connections close.
+  // they wrote). Out of descriptors, accepting resumes as connections read
+  // to their end close.
   if (stopping_ && listening_ && accept_all()) stop_listening();
   flush_overflow();
-  if (stopping_ && !listening_ && conns_.empty() && overflow_.empty() && !drained_sent_) {
-    drained_sent_ = true;
-    push(ReaderItem{ReaderItem::kDrained});
+  if (stopping_ && !listening_ && conns_.empty() && overflow_.empty() && !stopped_sent_) {
+    stopped_sent_ = true;
+    push(ReaderItem{ReaderItem::kStopped});
   }
   notify_if_pushed();
   int timeout = -1;
@@ -348,7 +347,7 @@ int ReaderEngine::step(std::vector<epoll_event>& events, int max_wait_ms, bool t
   if (trim_at_ != 0) {
     const int64_t now = now_ms();
     if (!trim_due_ || unacked_total_ != 0) {
-      trim_at_ = 0;  // traffic came back: the next drain asks again
+      trim_at_ = 0;  // traffic came back: the next flood's end asks again
     } else if (now >= trim_at_) {
       maybe_trim(now);
     } else {
@@ -371,12 +370,12 @@ int ReaderEngine::step(std::vector<epoll_event>& events, int max_wait_ms, bool t
   full_read_ = false;
   const uint64_t bytes_before = m_bytes_.load(std::memory_order_relaxed);
   if (try_direct && conns_.size() == 1) {
-    // The consumer's poll of our epoll set fired, and with one connection
+    // The JS thread's poll of our epoll set fired, and with one connection
     // that is almost always its data: read() answers as fast as epoll_wait()
     // would and brings the data too (one syscall per message instead of two
     // when messages come one at a time). If it brings nothing (a new
     // connection, a wake-up), the round goes on through the epoll set; what
-    // else is ready keeps the set readable, so the consumer polls again.
+    // else is ready keeps the set readable, so the JS thread polls again.
     // Every kMaxDirectStreak-th round asks the set anyway, so that a new
     // connection is accepted promptly while this one streams without pause.
     Conn& c = *conns_.begin()->second;
@@ -423,47 +422,47 @@ void ReaderEngine::read_conn(Conn& c) {
 void ReaderEngine::notify_if_pushed() {
   if (!pushed_) return;
   pushed_ = false;
-  // Inside poll_consumer() the consumer itself is told on return: no call.
-  if (in_consumer_) consumer_items_ = true;
+  // Inside js_thread_poll() the JS thread itself is told on return: no call.
+  if (in_js_thread_poll_) js_thread_items_ = true;
   else if (!call_pending_.exchange(true)) notify_();
 }
 
-// Owner of the loop (own_mu_ held). The consumer may poll when the last
+// Owner of the loop (own_mu_ held). The JS thread may poll when the last
 // round's reads were small and nothing waits for queue space or shutdown.
-bool ReaderEngine::handoff_to_consumer_ok() const {
-  const bool light = cfg_.consumer_under_load || (!full_read_ && last_round_bytes_ < kLightRoundBytes);
-  return cfg_.consumer_polling && light && overflow_.empty() && !stopping_ && accept_retry_at_ == 0 &&
+bool ReaderEngine::handoff_to_js_thread_ok() const {
+  const bool light = cfg_.js_thread_under_load || (!full_read_ && last_round_bytes_ < kLightRoundBytes);
+  return cfg_.js_thread_polling && light && overflow_.empty() && !stopping_ && accept_retry_at_ == 0 &&
          !stop_requested_.load() && !exit_now_.load();
 }
 
-bool ReaderEngine::poll_consumer(bool* items) {
+bool ReaderEngine::js_thread_poll(bool* items) {
   if (items) *items = false;
   // Never wait for the loop: the IO thread may own it and sleep in
   // epoll_wait (it took the loop back after our poll fired), and events it
   // waits for may need this very thread (acks, a writer in this process).
   std::unique_lock<std::mutex> own(own_mu_, std::try_to_lock);
   if (!own.owns_lock()) {
-    // Consumer mode: the IO thread is only running its timers; the fd
+    // JS-thread mode: the IO thread is only running its timers; the fd
     // stays readable, so the next poll comes back. Otherwise it is its loop.
-    return mode_.load() == kConsumer && !exit_now_.load();
+    return mode_.load() == kJsThread && !exit_now_.load();
   }
-  if (mode_.load() != kConsumer || exit_now_.load()) return false;
-  consumer_polls_.fetch_add(1, std::memory_order_relaxed);
-  if (consumer_events_.empty()) consumer_events_.resize(64);
+  if (mode_.load() != kJsThread || exit_now_.load()) return false;
+  js_thread_polls_.fetch_add(1, std::memory_order_relaxed);
+  if (js_thread_events_.empty()) js_thread_events_.resize(64);
   const uint64_t reads_before = m_reads_.load(std::memory_order_relaxed);
   const uint64_t bytes_before = m_bytes_.load(std::memory_order_relaxed);
-  in_consumer_ = items != nullptr;
-  consumer_items_ = false;
-  step(consumer_events_, 0, /*try_direct=*/true);
-  in_consumer_ = false;
-  if (items) *items = consumer_items_;
-  m_consumer_reads_.fetch_add(m_reads_.load(std::memory_order_relaxed) - reads_before, std::memory_order_relaxed);
+  in_js_thread_poll_ = items != nullptr;
+  js_thread_items_ = false;
+  step(js_thread_events_, 0, /*try_direct=*/true);
+  in_js_thread_poll_ = false;
+  if (items) *items = js_thread_items_;
+  m_js_thread_reads_.fetch_add(m_reads_.load(std::memory_order_relaxed) - reads_before, std::memory_order_relaxed);
   // Heavy traffic (a read filled its whole span, or much arrived at once),
   // a queue backed up, or a stop: the IO thread takes the loop back, so
-  // reading runs beside the consumer's handlers.
-  const bool heavy = !cfg_.consumer_under_load &&
+  // reading runs beside the JS thread's handlers.
+  const bool heavy = !cfg_.js_thread_under_load &&
                      (full_read_ || m_bytes_.load(std::memory_order_relaxed) - bytes_before >= kHandBackBytes);
-  if (!heavy && handoff_to_consumer_ok()) return true;
+  if (!heavy && handoff_to_js_thread_ok()) return true;
   {
     std::lock_guard<std::mutex> lk(mode_mu_);
     mode_.store(kIoThread);
@@ -477,27 +476,27 @@ void ReaderEngine::run() {
   std::vector<epoll_event> events(64);
   std::unique_lock<std::mutex> own(own_mu_);
   while (!exit_now_.load()) {
-    if (mode_.load() == kConsumer) {
-      // The consumer polls; sleep until it hands the loop back, a timer of
+    if (mode_.load() == kJsThread) {
+      // The JS thread polls; sleep until it hands the loop back, a timer of
       // ours is due (accept retry, inactivity scan), or close().
-      // Also look every kConsumerWatchMs: a consumer thread that is busy
+      // Also look every kJsThreadWatchMs: a JS thread that is busy
       // (a long handler, a blocked event loop) leaves events unhandled, and
       // then the IO thread takes the loop back so that reading goes on.
-      int64_t due = now_ms() + kConsumerWatchMs;
+      int64_t due = now_ms() + kJsThreadWatchMs;
       if (accept_retry_at_ != 0) due = std::min(due, accept_retry_at_);
       if (scan_period_ms_ > 0) due = std::min(due, next_idle_scan_);
       if (trim_at_ != 0) due = std::min(due, trim_at_);
-      const uint64_t polls = consumer_polls_.load();
+      const uint64_t polls = js_thread_polls_.load();
       own.unlock();
       {
         std::unique_lock<std::mutex> lk(mode_mu_);
         mode_cv_.wait_for(lk, std::chrono::milliseconds(std::max<int64_t>(0, due - now_ms())),
-                          [this] { return exit_now_.load() || mode_.load() != kConsumer; });
+                          [this] { return exit_now_.load() || mode_.load() != kJsThread; });
       }
       own.lock();
-      if (mode_.load() == kConsumer && !exit_now_.load()) {
-        const int n = step(events, 0);  // timers, and whatever the consumer left
-        if (n > 0 && consumer_polls_.load() == polls) {
+      if (mode_.load() == kJsThread && !exit_now_.load()) {
+        const int n = step(events, 0);  // timers, and whatever the JS thread left
+        if (n > 0 && js_thread_polls_.load() == polls) {
           std::lock_guard<std::mutex> lk(mode_mu_);
           mode_.store(kIoThread);
           m_handoffs_.fetch_add(1, std::memory_order_relaxed);
@@ -505,15 +504,15 @@ void ReaderEngine::run() {
       }
       continue;
     }
-    // With consumer polling, first look without blocking.
-    const int n = step(events, cfg_.consumer_polling ? 0 : -1);
-    if (!cfg_.consumer_polling || n > 0) continue;
+    // With JS-thread polling, first look without blocking.
+    const int n = step(events, cfg_.js_thread_polling ? 0 : -1);
+    if (!cfg_.js_thread_polling || n > 0) continue;
     // Nothing was ready (the wait did not block): hand the loop to the
-    // consumer if the load is light, else block as usual.
-    if (handoff_to_consumer_ok()) {
+    // JS thread if the load is light, else block as usual.
+    if (handoff_to_js_thread_ok()) {
       {
         std::lock_guard<std::mutex> lk(mode_mu_);
-        mode_.store(kConsumer);
+        mode_.store(kJsThread);
       }
       m_handoffs_.fetch_add(1, std::memory_order_relaxed);
       poll_request_.store(true);

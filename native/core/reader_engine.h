@@ -1,11 +1,12 @@
 // The reader engine: one IO thread that accepts connections on a listening
 // Unix socket, reads large chunks into slabs, cuts them into batches of whole
-// frames and hands the batches to the consumer (JavaScript, or a C++ test).
+// frames and hands the batches to the consumer: JavaScript's thread in the
+// addon ("the JS thread" below), a test thread in the C++ tests.
 //
 // Hand-off: items go into a bounded lock-free SPSC queue (IO thread ->
 // consumer). After a round of work the IO thread calls `notify` at most once
-// while a previous notification is unconsumed; the consumer drains every
-// ready item per notification. Backpressure: what batches handed over but
+// while a previous notification is unconsumed; the consumer takes every
+// ready item per notification (take()). Backpressure: what batches handed over but
 // not yet acknowledged by the consumer occupy (Batch::charge(): bytes,
 // offsets table, a fixed amount per batch) is counted per connection; at
 // max_pending_bytes the connection is no longer read (nor are more frames cut
@@ -30,6 +31,7 @@
 #include "error.h"
 #include "event_loop.h"
 #include "frame_assembler.h"
+#include "protocol.h"
 #include "socket_util.h"
 #include "spsc_queue.h"
 #include "unique_fd.h"
@@ -44,35 +46,43 @@ struct ReaderConfig {
   AssemblerConfig assembler;   // slab sizes and max_message_size
   // Per connection: the charge (Batch::charge()) of batches handed over and
   // not yet acked above which the connection is paused.
-  uint64_t max_pending_bytes = 8 * 1024 * 1024;
+  uint64_t max_pending_bytes = protocol::defaults::kMaxPendingBytes;
   size_t queue_capacity = 4096;                   // items in the hand-off queue
   uint32_t inactivity_timeout_ms = 0;  // close connections silent this long (0 = never)
   // Close a connection (ERR_FRAME_TIMEOUT) whose frame takes longer than
   // this from its first byte to its last, not counting time the connection
-  // was paused by backpressure (0 = never). The JavaScript default.
-  uint32_t frame_timeout_ms = 30000;
+  // was paused by backpressure (0 = never).
+  uint32_t frame_timeout_ms = protocol::defaults::kFrameTimeoutMs;
   // Peers allowed by credentials (SO_PEERCRED at accept): a peer passes if
   // its uid is in allow_uids or its gid in allow_gids; both empty = anyone.
   std::vector<uint32_t> allow_uids, allow_gids;
   // Hold each accepted connection unread until the consumer calls
   // authorize(id, allowed) (JavaScript's authorize callback).
   bool hold_for_authorize = false;
-  // Consumer polling: while the load is light, the IO thread hands the event
-  // loop to the consumer thread (see poll_consumer()), so that a message
+  // JS-thread polling: while the load is light, the IO thread hands the
+  // event loop to the JS thread (see js_thread_poll()), so that a message
   // wakes one thread instead of two; under load the IO thread takes it back.
-  bool consumer_polling = false;
-  // With consumer_polling: the consumer keeps the loop under load too (the
-  // IO thread takes it back only when the consumer leaves ready events
-  // unhandled for kConsumerWatchMs). Fewer threads and wake-ups; on two
+  bool js_thread_polling = false;
+  // With js_thread_polling: the JS thread keeps the loop under load too (the
+  // IO thread takes it back only when the JS thread leaves ready events
+  // unhandled for kJsThreadWatchMs). Fewer threads and wake-ups; on two
   // cores shared with the writer, reading beside the handler gains nothing.
-  bool consumer_under_load = false;
+  bool js_thread_under_load = false;
 };
 
 struct ReaderItem {
-  // kOpen: a connection was accepted (cred; held unread until authorize() if
-  // hold_for_authorize). kRejected: a peer refused by allow_uids/allow_gids
-  // (cred), already closed.
-  enum Type { kBatch, kOpen, kClose, kError, kDrained, kRejected } type = kBatch;
+  // The tags JavaScript reads (protocol::ItemTag). kOpen: a connection was
+  // accepted (cred; held unread until authorize() if hold_for_authorize).
+  // kRejected: a peer refused by allow_uids/allow_gids (cred), already
+  // closed. kStopped: the graceful stop (begin_stop()) finished.
+  using Type = protocol::ItemTag;
+  static constexpr Type kBatch = protocol::kItemBatch;
+  static constexpr Type kOpen = protocol::kItemOpen;
+  static constexpr Type kClose = protocol::kItemClose;
+  static constexpr Type kError = protocol::kItemError;
+  static constexpr Type kStopped = protocol::kItemStopped;
+  static constexpr Type kRejected = protocol::kItemRejected;
+  Type type = kBatch;
   ReaderItem() = default;
   explicit ReaderItem(Type t) : type(t) {}
   uint32_t conn_id = 0;
@@ -84,7 +94,7 @@ struct ReaderItem {
 struct ReaderMetrics {
   uint64_t accepted = 0, active = 0, read_calls = 0, bytes_read = 0, frames = 0, batches = 0,
            errors = 0, pauses = 0, accept_errors = 0, rejected = 0;
-  uint64_t consumer_reads = 0;  // read calls made on the consumer thread
+  uint64_t js_thread_reads = 0;  // read calls made on the JS thread (js_thread_poll())
   uint64_t handoffs = 0;        // event-loop hand-overs, either way
 };
 
@@ -113,25 +123,26 @@ class ReaderEngine {
   void authorize(uint32_t conn_id, bool allowed);
   // Any thread: graceful stop. Accept what is in the backlog, stop listening
   // (removing the socket file if still ours), shut every connection's read
-  // side, read what the kernel holds until EOF, then emit kDrained.
+  // side, read what the kernel holds until EOF, then emit kStopped. No
+  // deadline here: the owner calls close() when it stops waiting.
   void begin_stop();
   // Owner thread: stop now, close everything, join.
   void close();
 
-  // Consumer polling (cfg.consumer_polling). The IO thread hands the event
-  // loop over when it would otherwise sleep with nothing for the consumer to
-  // do and its last reads were small; it then calls notify. The consumer
+  // JS-thread polling (cfg.js_thread_polling). The IO thread hands the event
+  // loop over when it would otherwise sleep with nothing for the JS thread
+  // to do and its last reads were small; it then calls notify. The JS thread
   // checks take_poll_request() after take(): on true it starts watching
-  // poll_fd() for readability (level-triggered) and calls poll_consumer()
-  // each time it is readable. poll_consumer() handles whatever is ready
+  // poll_fd() for readability (level-triggered) and calls js_thread_poll()
+  // each time it is readable. js_thread_poll() handles whatever is ready
   // without blocking (items pushed, notify called as usual) and returns false
   // once the load calls for the IO thread, which has then taken the loop
-  // back: the consumer stops watching until the next poll request.
+  // back: the JS thread stops watching until the next poll request.
   // With `items`, notify is not called for items pushed during the call;
-  // *items says whether there are any (the consumer takes them at once).
-  bool take_poll_request() { return poll_request_.exchange(false); }  // consumer thread
+  // *items says whether there are any (the JS thread takes them at once).
+  bool take_poll_request() { return poll_request_.exchange(false); }  // JS thread
   int poll_fd() const { return loop_.fd(); }
-  bool poll_consumer(bool* items = nullptr);  // consumer thread
+  bool js_thread_poll(bool* items = nullptr);  // JS thread
 
   ReaderMetrics metrics() const;  // any thread
   // After close(): whole frames that were still in the kernel's buffers of
@@ -164,10 +175,10 @@ class ReaderEngine {
   // One round of the event loop: housekeeping, then wait up to the computed
   // timeout (never longer than max_wait_ms; -1 = no cap) and handle events.
   // Caller holds own_mu_. Returns the number of events handled.
-  // try_direct (consumer polling): with a single connection, read it before
+  // try_direct (JS-thread polling): with a single connection, read it before
   // asking the epoll set; if that brought data, the round ends there.
   int step(std::vector<epoll_event>& events, int max_wait_ms, bool try_direct = false);
-  bool handoff_to_consumer_ok() const;
+  bool handoff_to_js_thread_ok() const;
   void notify_if_pushed();
   bool accept_all();  // true once accept() said EAGAIN (backlog empty)
   void stop_listening();
@@ -202,31 +213,32 @@ class ReaderEngine {
   const Notify notify_;
   EventLoop loop_;    // thread-safe wake(); the rest used by the IO thread
 
-  // Event-loop state below ("IO thread only") is touched only by the thread
-  // that holds own_mu_: the IO thread, or in consumer mode the consumer
-  // inside poll_consumer() (the IO thread too, for timers). The mutex orders
-  // their accesses, so the queue keeps a single producer at any time.
+  // Event-loop state below, and everything marked "IO thread only", is
+  // touched only by the thread that holds own_mu_: the IO thread, or in
+  // JS-thread mode the JS thread inside js_thread_poll() (the IO thread too,
+  // for timers). So does the queue's producer side (push(), flush_overflow()):
+  // one pusher at a time, handed over through own_mu_ (see spsc_queue.h).
   std::mutex own_mu_;
-  enum Mode { kIoThread, kConsumer };
+  enum Mode { kIoThread, kJsThread };
   std::atomic<int> mode_{kIoThread};         // written under own_mu_
-  std::mutex mode_mu_;                        // with mode_cv_: IO thread sleeps in consumer mode
+  std::mutex mode_mu_;                        // with mode_cv_: IO thread sleeps in JS-thread mode
   std::condition_variable mode_cv_;
-  std::atomic<bool> poll_request_{false};     // IO thread -> consumer: start polling
-  std::atomic<uint64_t> consumer_polls_{0};   // poll_consumer() calls (the IO thread watches it)
+  std::atomic<bool> poll_request_{false};     // IO thread -> JS thread: start polling
+  std::atomic<uint64_t> js_thread_polls_{0};   // js_thread_poll() calls (the IO thread watches it)
   bool full_read_ = false;                    // a read in the last round filled its span
   uint64_t last_round_bytes_ = 0;             // bytes read by the last round that had events
-  bool in_consumer_ = false;                  // inside poll_consumer(items): no notify
-  int direct_streak_ = 0;                     // consumer rounds in a row ended by a direct read
-  bool consumer_items_ = false;               // items pushed meanwhile
-  std::vector<epoll_event> consumer_events_;  // poll_consumer()'s event buffer
+  bool in_js_thread_poll_ = false;                  // inside js_thread_poll(items): no notify
+  int direct_streak_ = 0;                     // JS-thread rounds in a row ended by a direct read
+  bool js_thread_items_ = false;               // items pushed meanwhile
+  std::vector<epoll_event> js_thread_events_;  // js_thread_poll()'s event buffer
 
-  // IO thread only.
+  // IO thread only (that is, own_mu_'s holder).
   std::unordered_map<uint32_t, std::unique_ptr<Conn>> conns_;
   uint32_t next_id_ = 1;
   std::deque<ReaderItem> overflow_;  // items waiting for queue space, in order
   bool listening_ = true;
   bool stopping_ = false;
-  bool drained_sent_ = false;
+  bool stopped_sent_ = false;
   bool pushed_ = false;              // items pushed since the last notify
   int64_t accept_retry_at_ = 0;      // accept paused (EMFILE) until then
   int64_t next_idle_scan_ = 0;       // when to look for inactive connections / slow frames
@@ -241,7 +253,7 @@ class ReaderEngine {
   int64_t last_trim_ms_ = 0;
 
   // Shared.
-  SpscQueue<ReaderItem> queue_;      // producer: IO thread; consumer: take()
+  SpscQueue<ReaderItem> queue_;      // producer: own_mu_'s holder; consumer: take()
   std::atomic<bool> call_pending_{false};
   std::atomic<bool> consumer_wake_{false};  // IO thread waits for queue space
   std::atomic<bool> stop_requested_{false};
@@ -253,7 +265,7 @@ class ReaderEngine {
   std::vector<std::pair<uint32_t, bool>> verdicts_;  // guarded by acks_mu_
   std::atomic<uint64_t> m_accepted_{0}, m_active_{0}, m_reads_{0}, m_bytes_{0}, m_frames_{0},
       m_batches_{0}, m_errors_{0}, m_pauses_{0}, m_accept_errors_{0}, m_rejected_{0},
-      m_consumer_reads_{0}, m_handoffs_{0};
+      m_js_thread_reads_{0}, m_handoffs_{0};
 
   std::thread thread_;  // owner thread starts and joins it
 };

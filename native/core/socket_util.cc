@@ -505,6 +505,17 @@ CoreError check_listening_unix(int fd) {
   return {};
 }
 
+CoreError adopt_listening_fd(int fd) {
+  if (CoreError e = check_listening_unix(fd)) return e;
+  const int fl = ::fcntl(fd, F_GETFL);
+  if (fl < 0 || ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0)
+    return CoreError::sys("ERR_SOCKET", errno, "fcntl", "cannot make fd " + std::to_string(fd) + " non-blocking");
+  const int fdfl = ::fcntl(fd, F_GETFD);
+  if (fdfl < 0 || ::fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) != 0)
+    return CoreError::sys("ERR_SOCKET", errno, "fcntl", "cannot set close-on-exec on fd " + std::to_string(fd));
+  return {};
+}
+
 std::string bound_path(int fd) {
   sockaddr_un a;
   socklen_t l = sizeof(a);

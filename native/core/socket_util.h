@@ -13,13 +13,15 @@
 #include <vector>
 
 #include "error.h"
+#include "protocol.h"
 #include "unique_fd.h"
 
 namespace udsipc {
 
 // sun_path holds 108 bytes: 107 path bytes and the terminating NUL (or, for
 // an abstract name, the leading NUL and 107 name bytes).
-constexpr size_t kMaxPathBytes = sizeof(sockaddr_un::sun_path) - 1;
+using protocol::limits::kMaxPathBytes;
+static_assert(kMaxPathBytes == sizeof(sockaddr_un::sun_path) - 1);
 
 // A path starting with '@' names a Linux abstract socket: "@name" binds to
 // "\0name" with an address length covering exactly the name (no padding).
@@ -30,7 +32,7 @@ inline bool is_abstract(const std::string& path) { return !path.empty() && path[
 bool make_address(const std::string& path, sockaddr_un* addr, socklen_t* len);
 
 struct ListenOptions {
-  int backlog = 511;
+  int backlog = protocol::defaults::kBacklog;
   int mode = -1;            // chmod the socket file to this (-1 = leave)
   int uid = -1, gid = -1;   // chown the socket file (-1 = leave; ids >= 2^31 as their uid_t bits)
   int dir_mode = -1;        // create missing parent directories with this mode (-1 = don't)
@@ -95,6 +97,11 @@ int lookup_gid(const std::string& name);
 
 // Checks that fd is a listening AF_UNIX SOCK_STREAM socket. Empty error if so.
 CoreError check_listening_unix(int fd);
+// A listening socket handed over by someone else (systemd socket
+// activation): checks it as check_listening_unix() does and, if it passes,
+// makes it non-blocking and close-on-exec, as listen_unix()'s own sockets
+// are. The fd stays the caller's either way.
+CoreError adopt_listening_fd(int fd);
 // The filesystem path a listening socket is bound to ("" if none/abstract;
 // "@name" for an abstract name).
 std::string bound_path(int fd);

@@ -2,8 +2,15 @@
 // rigtorp/SPSCQueue): indices on their own cache lines, each side caching the
 // other's index so that the common case touches no shared line.
 //
-// Exactly one thread may call try_push and exactly one (other) thread may call
-// front/pop/try_pop. Capacity is fixed at construction.
+// One producer and one consumer at any moment. try_push is the producer's;
+// front/pop/try_pop are the consumer's. Either role may pass from one thread
+// to another, provided the hand-over orders the previous holder's last call
+// before the next holder's first (a mutex both hold while in the role, or
+// any release/acquire pair): the role's private state (read_cache_ or
+// write_cache_, and its own index) then moves with it. ReaderEngine's
+// producer role does move: the IO thread pushes, or the JS thread inside
+// js_thread_poll(), whichever holds the engine's own_mu_; its consumer is
+// always the thread that calls take(). Capacity is fixed at construction.
 #pragma once
 
 #include <atomic>
@@ -99,10 +106,10 @@ class SpscQueue {
   }
   const size_t cap_;
   T* const slots_;
-  alignas(kCacheLine) std::atomic<size_t> write_{0};  // producer-owned
-  alignas(kCacheLine) size_t read_cache_ = 0;          // producer's copy of read_
-  alignas(kCacheLine) std::atomic<size_t> read_{0};   // consumer-owned
-  alignas(kCacheLine) size_t write_cache_ = 0;         // consumer's copy of write_
+  alignas(kCacheLine) std::atomic<size_t> write_{0};  // written by the producer role only
+  alignas(kCacheLine) size_t read_cache_ = 0;          // the producer role's copy of read_
+  alignas(kCacheLine) std::atomic<size_t> read_{0};   // written by the consumer role only
+  alignas(kCacheLine) size_t write_cache_ = 0;         // the consumer role's copy of write_
   char pad_[kCacheLine - sizeof(size_t)];
 };
 

@@ -1,6 +1,5 @@
 #include "writer_engine.h"
 
-
 #include <errno.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -18,6 +17,13 @@
 namespace udsipc {
 
 namespace {
+
+namespace ctrl = protocol::ctrl;
+using protocol::kArmed;
+using protocol::kDisarmed;
+using protocol::kIdle;
+using protocol::kIoThreadSends;
+using protocol::kProducerSends;
 
 constexpr uint64_t kSocketTag = 1;
 constexpr uint32_t kRewindFrom = 1024 * 1024;  // see send_direct()
@@ -89,7 +95,7 @@ void WriterEngine::start() {
   thread_ = std::thread([this] { run(); });
 }
 
-void WriterEngine::request_stop(int64_t timeout_ms) {
+void WriterEngine::begin_stop(int64_t timeout_ms) {
   stop_deadline_.store(now_ms() + std::max<int64_t>(0, timeout_ms));
   stop_requested_.store(true);
   loop_.wake();
@@ -138,7 +144,7 @@ void WriterEngine::run() {
     const int64_t now = now_ms();
     const bool stopping = stop_requested_.load();
     if (!connected_ && !failed_ && now >= next_connect_at_) try_connect(now);
-    if (connected_ && !want_out_) flush();
+    if (connected_ && !want_out_) send_published();
 
     if (stopping) {
       const uint32_t tail = load(ctrl::kTail);
@@ -184,12 +190,13 @@ void WriterEngine::run() {
     if (idle) {
       // Dekker handshake with the producer: announce sleep, then look again.
       // From here until reclaim_send_state() the producer may take over
-      // sending (kSleep 1 -> 2, send_direct()), so no send state is touched.
+      // sending (kIdle -> kProducerSends, send_direct()), so no send state is
+      // touched.
       const uint32_t pos = send_pos_;
-      store(ctrl::kSleep, 1);
+      store(ctrl::kSleep, kIdle);
       if (load(ctrl::kTail) != pos) {
-        uint32_t one = 1;
-        if (std::atomic_ref<uint32_t>(cfg_.ctrl[ctrl::kSleep]).compare_exchange_strong(one, 0)) continue;
+        uint32_t idle = kIdle;
+        if (std::atomic_ref<uint32_t>(cfg_.ctrl[ctrl::kSleep]).compare_exchange_strong(idle, kIoThreadSends)) continue;
         // else the producer is sending right now; wait for events as usual
       }
     }
@@ -258,7 +265,7 @@ bool WriterEngine::reclaim_send_state() {
   std::atomic_ref<uint32_t> sleep(cfg_.ctrl[ctrl::kSleep]);
   for (;;) {
     uint32_t v = sleep.load();
-    if (v == 2) {
+    if (v == kProducerSends) {
       // The producer is in send_direct(): it takes microseconds. Unless it
       // never gets there: a worker thread terminated between its swap and
       // the call. close() runs on the producer's own thread, so once it is
@@ -267,42 +274,39 @@ bool WriterEngine::reclaim_send_state() {
       std::this_thread::yield();
       continue;
     }
-    if (sleep.compare_exchange_weak(v, 0)) return true;
+    if (sleep.compare_exchange_weak(v, kIoThreadSends)) return true;
   }
-}
-
-void WriterEngine::send_direct() {
-  if (send_direct_impl(nullptr)) store(ctrl::kSleep, 1);  // all sent; the IO thread sleeps on
 }
 
 uint32_t WriterEngine::send_direct(Appended upto, bool rewind) {
   const uint32_t own = load(ctrl::kTail);  // the producer's (only it and we, on its behalf, store kTail)
-  if (!send_direct_impl(&upto)) return own;
+  if (!send_direct_impl(upto)) return own;
   // Only past kRewindFrom into a ring of at least twice that: a smaller ring
   // is warm anyway, and its frames keep exercising the wrap-around path.
   if (rewind && head_ == send_pos_ && cfg_.capacity >= 2 * kRewindFrom && (send_pos_ & mask_) >= kRewindFrom) {
     // Everything is sent: nothing in the ring is needed any more, and the
-    // IO thread leaves the send state alone until kSleep goes back to 1.
+    // IO thread leaves the send state alone until kSleep goes back to kIdle.
     const uint32_t start = (send_pos_ + mask_) & ~mask_;
     head_ = send_pos_ = start;
     store(ctrl::kHead, start);
     store(ctrl::kTail, start);
   }
   const uint32_t tail = send_pos_;
-  store(ctrl::kSleep, 1);  // all sent; the IO thread sleeps on
+  store(ctrl::kSleep, kIdle);  // all sent; the IO thread sleeps on
   return tail;
 }
 
-// Precondition: the producer swapped kSleep 1 -> 2, so the IO thread is idle
-// (connected, nothing in flight) and waits in epoll until we hand back. The
-// producer is this thread: the tail read here is the one `upto` counts.
-// Returns true with everything sent (the send state still borrowed: the
-// caller sets kSleep back to 1), false after handing it to the IO thread.
-bool WriterEngine::send_direct_impl(const Appended* upto) {
+// Precondition: the producer swapped kSleep kIdle -> kProducerSends, so the
+// IO thread is idle (connected, nothing in flight) and waits in epoll until
+// we hand back. The producer is this thread: the tail read here is the one
+// `upto` counts. Returns true with everything sent (the send state still
+// borrowed: the caller stores kIdle), false after handing it to the IO
+// thread.
+bool WriterEngine::send_direct_impl(const Appended& upto) {
   for (;;) {
     const uint32_t tail = load(ctrl::kTail);
     if (tail == send_pos_) return true;
-    const ssize_t n = send_once(tail, upto);
+    const ssize_t n = send_once(tail, &upto);
     if (n > 0) continue;
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -312,7 +316,7 @@ bool WriterEngine::send_direct_impl(const Appended* upto) {
     }
     // Else an error: the IO thread's next send meets it again and handles
     // the disconnect.
-    store(ctrl::kSleep, 0);
+    store(ctrl::kSleep, kIoThreadSends);
     loop_.wake();  // it slept with no deadline: let it arm the write timeout
     return false;
   }
@@ -383,9 +387,10 @@ void WriterEngine::try_connect(int64_t now) {
     return;
   }
   // Check who answered before the socket becomes the writer's: until fd_ is
-  // set and connected_ is true, neither flush() (IO thread, only while
-  // connected_) nor the producer's send_direct() (only after it swaps
-  // kSleep 1 -> 2, and kSleep is 1 only while connected_ and idle) can reach
+  // set and connected_ is true, neither send_published() (IO thread, only
+  // while connected_) nor the producer's send_direct() (only after it swaps
+  // kIdle -> kProducerSends, and kSleep is kIdle only while connected_ and
+  // idle) can reach
   // this socket, so not a byte of the ring goes out on a connection that has
   // not passed.
   //
@@ -446,7 +451,7 @@ void WriterEngine::schedule_retry(int64_t now, int err) {
   emit(std::move(ev));
 }
 
-void WriterEngine::flush() {
+void WriterEngine::send_published() {
   for (;;) {
     const uint32_t tail = load(ctrl::kTail);
     if (tail == send_pos_) return;
@@ -503,12 +508,12 @@ void WriterEngine::publish_progress(uint32_t head, uint32_t count, uint64_t payl
   m_bytes_.fetch_add(payload, std::memory_order_relaxed);
   store(ctrl::kSent, sent_count_);
   store(ctrl::kHead, head_);
-  if (load(ctrl::kNotifyArmed) == 1) {
+  if (load(ctrl::kNotifyArmed) == kArmed) {
     const uint32_t th = load(ctrl::kNotifyHead);
     const uint32_t ts = load(ctrl::kNotifySent);
     if (static_cast<int32_t>(head_ - th) >= 0 && static_cast<int32_t>(sent_count_ - ts) >= 0) {
-      uint32_t expected = 1;
-      if (std::atomic_ref<uint32_t>(cfg_.ctrl[ctrl::kNotifyArmed]).compare_exchange_strong(expected, 0))
+      uint32_t armed = kArmed;
+      if (std::atomic_ref<uint32_t>(cfg_.ctrl[ctrl::kNotifyArmed]).compare_exchange_strong(armed, kDisarmed))
         emit(WriterEvent{WriterEvent::kNotify});
     }
   }

@@ -9,21 +9,24 @@
 // fully sent). Space is freed only frame by frame, so a frame cut by a broken
 // connection is still in the ring and is sent again, whole, on the next one.
 //
-// Control block (32-bit words, each group on its own cache line):
-//   kTail   producer: ring position after the last frame appended
-//   kHead   IO:       ring position of the first frame not fully sent
-//   kSent   IO:       frames fully sent (wraps)
-//   kSleep  IO sets 1 while idle and waiting for frames. After publishing a
-//           tail the producer swaps it 1 -> 2 and calls send_direct(): it
-//           sends on its own thread (no thread hop while idle, like libuv's
-//           try-write) and sets it back to 1 (all sent) or 0 (socket full
-//           or failed: the IO thread takes over). Alternatively the producer
-//           may swap 1 -> 0 and call wake(). A direct send that empties the
-//           ring may also rewind it (see send_direct()): head, send position
-//           and kTail all move on to the next multiple of the capacity, and
-//           the producer continues from there.
-//   kNotifyArmed/kNotifyHead/kNotifySent  producer asks to be notified
-//           (event kNotify) once head and sent both reach the targets
+// The control block's words and the values of kSleep are declared in
+// protocol.h (protocol::ctrl, protocol::SendTurn, protocol::NotifyState). The
+// send hand-over on kSleep:
+//   kIoThreadSends  the IO thread owns the send state and sends [send_pos,
+//                   tail) itself (send_published()), or waits for EPOLLOUT.
+//   kIdle           the IO thread stored it before sleeping: connected,
+//                   nothing in flight. The producer, after publishing a tail,
+//                   swaps kIdle -> kProducerSends and calls send_direct().
+//   kProducerSends  the producer sends on its own thread (no thread hop while
+//                   idle, like libuv's try-write), then stores kIdle (all
+//                   sent) or kIoThreadSends (socket full or failed: the IO
+//                   thread takes over). A direct send that empties the ring
+//                   may also rewind it (see send_direct()).
+// The IO thread takes the state back from kIdle with a compare-and-swap to
+// kIoThreadSends when it wakes (reclaim_send_state()); from kProducerSends it
+// waits for the producer to hand back. All of it seq_cst.
+// kNotifyArmed/kNotifyHead/kNotifySent: the producer asks to be notified
+// (event kNotify) once head and sent both reach the targets.
 // Positions are ring offsets modulo 2^32; capacity is a power of two.
 #pragma once
 
@@ -39,34 +42,23 @@
 
 #include "error.h"
 #include "event_loop.h"
+#include "protocol.h"
 #include "socket_util.h"
 #include "unique_fd.h"
 
 namespace udsipc {
 
-namespace ctrl {
-constexpr int kTail = 0;
-constexpr int kHead = 16;
-constexpr int kSent = 32;
-constexpr int kSleep = 48;
-constexpr int kNotifyArmed = 64;
-constexpr int kNotifyHead = 65;
-constexpr int kNotifySent = 66;
-constexpr int kWords = 80;
-constexpr size_t kBytes = 512;  // control block size, ring follows it
-}  // namespace ctrl
-
 struct ReconnectPolicy {
   bool enabled = true;
-  uint32_t initial_delay_ms = 100;
-  uint32_t max_delay_ms = 5000;
-  double multiplier = 2.0;
+  uint32_t initial_delay_ms = protocol::defaults::kReconnectInitialDelayMs;
+  uint32_t max_delay_ms = protocol::defaults::kReconnectMaxDelayMs;
+  double multiplier = protocol::defaults::kReconnectMultiplier;
   uint32_t max_attempts = 0;  // 0 = unlimited
 };
 
 struct WriterConfig {
   std::string path;
-  uint32_t* ctrl = nullptr;   // kWords words, owned by the caller, outlives the engine
+  uint32_t* ctrl = nullptr;   // protocol::ctrl::kWords words, owned by the caller, outlives the engine
   uint8_t* ring = nullptr;    // capacity bytes, owned by the caller
   uint32_t capacity = 0;      // power of two
   int send_buffer_size = 0;   // raise SO_SNDBUF to this (0 = leave)
@@ -83,7 +75,14 @@ struct WriterConfig {
 };
 
 struct WriterEvent {
-  enum Type { kConnect, kDisconnect, kReconnecting, kError, kNotify, kStopped } type = kNotify;
+  using Type = protocol::EventTag;
+  static constexpr Type kConnect = protocol::kEventConnect;
+  static constexpr Type kDisconnect = protocol::kEventDisconnect;
+  static constexpr Type kReconnecting = protocol::kEventReconnecting;
+  static constexpr Type kError = protocol::kEventError;
+  static constexpr Type kNotify = protocol::kEventNotify;
+  static constexpr Type kStopped = protocol::kEventStopped;
+  Type type = kNotify;
   WriterEvent() = default;
   explicit WriterEvent(Type t) : type(t) {}
   CoreError error;            // kDisconnect (reason), kError
@@ -120,21 +119,28 @@ class WriterEngine {
     uint32_t payload = 0;
   };
 
-  void start();                             // owner thread
-  void wake() { loop_.wake(); }             // any thread
-  void send_direct();                       // producer thread, after kSleep 1 -> 2
-  // Same, with the counts at the published tail. With `rewind`, a send that
-  // empties a ring of 2 MiB or more once it is at least 1 MiB in moves head,
-  // send position and kTail on to the next multiple of the capacity (ring
-  // offset 0): a writer that keeps up then reuses the first megabytes of its
-  // ring, warm in cache, and never faults in the rest. Returns the tail the
-  // producer continues from (its own unless the ring was rewound); without
-  // `rewind` the producer may ignore it.
+  void start();  // owner thread
+  // Producer thread, after it swapped kSleep kIdle -> kProducerSends: sends
+  // the published frames on this thread, `upto` being the counts at the
+  // published tail. With `rewind`, a send that empties a ring of 2 MiB or
+  // more once it is at least 1 MiB in moves head, send position and kTail on
+  // to the next multiple of the capacity (ring offset 0): a writer that keeps
+  // up then reuses the first megabytes of its ring, warm in cache, and never
+  // faults in the rest. Returns the tail the producer continues from (its own
+  // unless the ring was rewound); without `rewind` the producer may ignore it.
   uint32_t send_direct(Appended upto, bool rewind = false);
-  void request_stop(int64_t timeout_ms);    // any thread: drain, then stop
+  // Any thread: wakes the IO thread. Only for a producer that leaves a send
+  // to the IO thread (kSleep kIdle -> kIoThreadSends, then wake()), as the
+  // C++ tests' second producer does; the addon always sends directly.
+  void wake() { loop_.wake(); }
+  // Any thread: graceful stop. Send what the ring holds until it is empty or
+  // `timeout_ms` has passed (or sending is hopeless), then close the
+  // connection and emit kStopped with the frames left unsent.
+  void begin_stop(int64_t timeout_ms);
   // Owner thread: stop now and join. No send_direct() may be in progress (in
   // the addon the owner and the producer are the same JavaScript thread); a
-  // swap to kSleep 2 that was never followed by send_direct() is no obstacle.
+  // swap to kProducerSends that was never followed by send_direct() is no
+  // obstacle.
   void close();
   std::vector<WriterEvent> take_events();   // any thread (the consumer)
   WriterMetrics metrics() const;            // any thread
@@ -146,8 +152,8 @@ class WriterEngine {
   CoreError check_owner() const;
   CoreError check_peer(int fd) const;
   void schedule_retry(int64_t now, int err);
-  void flush();
-  bool send_direct_impl(const Appended* upto);
+  void send_published();  // IO thread: sends [send_pos_, kTail) until done or EAGAIN
+  bool send_direct_impl(const Appended& upto);
   ssize_t send_once(uint32_t tail, const Appended* upto = nullptr);
   bool reclaim_send_state();  // false: exiting while the producer never handed back
   void advance_head();
@@ -165,8 +171,9 @@ class WriterEngine {
   EventLoop loop_;  // thread-safe wake(); the rest used by the IO thread
 
   // IO thread only, except that send_direct() borrows the send state (fd_,
-  // send_pos_, head_, sent_count_, want_out_, progress fields) from the
-  // producer thread while kSleep == 2, with seq_cst hand-over on kSleep.
+  // send_pos_, head_, sent_count_, sent_payload_, want_out_, attempt_,
+  // progress_, last_progress_ms_, and loop_.modify() of fd_) on the producer
+  // thread while kSleep == kProducerSends, with seq_cst hand-over on kSleep.
   UniqueFd fd_;
   bool connected_ = false;
   bool want_out_ = false;      // waiting for EPOLLOUT

@@ -234,7 +234,8 @@ size_t check_batch(const Batch& b, const RefResult& ref, const uint8_t* s, size_
     // the last one goes past it.
     if (b.count() >= 2 && budget != kNoBudget) {
       const uint64_t last_charge = last.hdr + last.len + 2 * sizeof(uint32_t);
-      FZ_CHECK(b.charge() < budget + last_charge, "charge %llu, budget %llu, last message %llu; " REGION_CTX,
+      FZ_CHECK(b.charge() < budget + last_charge,
+               "charge %llu, budget %llu, last message %llu; region of %zu bytes for frames [%zu, %zu)",
                (unsigned long long)b.charge(), (unsigned long long)budget, (unsigned long long)last_charge, b.length,
                first.frame, last.end());
     }

@@ -23,6 +23,10 @@
 #include "core/writer_engine.h"
 
 using namespace udsipc;
+namespace ctrl = udsipc::protocol::ctrl;
+using protocol::kIdle;
+using protocol::kIoThreadSends;
+using protocol::kProducerSends;
 
 namespace {
 
@@ -32,9 +36,11 @@ struct Producer {
   uint32_t tail = 0, accepted = 0, payload = 0, mask;
   uint64_t payload_total = 0;
   WriterEngine* engine = nullptr;
-  bool direct = false;  // hand-over protocol: send_direct() or wake()
-  bool counts = true;   // direct: pass what was appended (as the addon does)
-  bool rewind = false;  // counts: let an emptied ring rewind (as the addon does)
+  // Who sends what the producer publishes while the IO thread idles: this
+  // thread (kIdle -> kProducerSends, send_direct(), as the addon does) or the
+  // IO thread (kIdle -> kIoThreadSends, then wake()).
+  bool direct = false;
+  bool rewind = false;  // direct: let an emptied ring rewind (as the addon does)
   std::atomic<uint32_t> rewinds{0};  // times the engine moved our tail on
   explicit Producer(uint32_t cap) : ring(cap), mask(cap - 1) {}
 
@@ -52,21 +58,18 @@ struct Producer {
     payload += static_cast<uint32_t>(len);
     payload_total += len;
     std::atomic_ref<uint32_t>(ctrl[ctrl::kTail]).store(tail);
-    uint32_t one = 1;
+    uint32_t idle = kIdle;
+    std::atomic_ref<uint32_t> turn(ctrl[ctrl::kSleep]);
     if (direct) {
       // As the addon does: send on this thread while the IO thread idles.
-      if (std::atomic_ref<uint32_t>(ctrl[ctrl::kSleep]).compare_exchange_strong(one, 2)) {
-        if (counts) {
-          const uint32_t t = engine->send_direct(WriterEngine::Appended{accepted, payload}, rewind);
-          if (t != tail) {  // rewound: continue from the start of the ring
-            tail = t;
-            rewinds.fetch_add(1);
-          }
-        } else {
-          engine->send_direct();
+      if (turn.compare_exchange_strong(idle, kProducerSends)) {
+        const uint32_t t = engine->send_direct(WriterEngine::Appended{accepted, payload}, rewind);
+        if (t != tail) {  // rewound: continue from the start of the ring
+          tail = t;
+          rewinds.fetch_add(1);
         }
       }
-    } else if (std::atomic_ref<uint32_t>(ctrl[ctrl::kSleep]).compare_exchange_strong(one, 0)) {
+    } else if (turn.compare_exchange_strong(idle, kIoThreadSends)) {
       engine->wake();
     }
     return true;
@@ -89,8 +92,9 @@ struct Collector {
   }
 };
 
-// The consumer side as the addon runs it: take() on notify, and in consumer
-// mode also poll the engine's fd and call poll_consumer() when readable.
+// The consumer side as the addon runs it on the JS thread: take() on notify,
+// and in JS-thread mode also poll the engine's fd and call js_thread_poll()
+// when readable.
 struct Consumer {
   ReaderEngine& reader;
   Collector& rc;
@@ -99,7 +103,7 @@ struct Consumer {
   void next(std::vector<ReaderItem>& items) {
     if (polling && !stuck) {
       pollfd p{reader.poll_fd(), POLLIN, 0};
-      if (::poll(&p, 1, 5) > 0) polling = reader.poll_consumer();
+      if (::poll(&p, 1, 5) > 0) polling = reader.js_thread_poll();
       rc.wait(0);
     } else {
       rc.wait();
@@ -152,7 +156,7 @@ struct Pair {
 
 }  // namespace
 
-static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling, bool under_load = false,
+static void run_in_order_and_graceful_stop(bool direct, bool js_thread_polling, bool under_load = false,
                                            bool rewind = false);
 
 TEST(writer_to_reader_in_order_and_graceful_stop_wake) { run_in_order_and_graceful_stop(false, false); }
@@ -162,24 +166,23 @@ TEST(writer_to_reader_in_order_and_graceful_stop_direct_send) { run_in_order_and
 TEST(writer_to_reader_in_order_and_graceful_stop_direct_send_rewind) {
   run_in_order_and_graceful_stop(true, false, false, true);
 }
-TEST(writer_to_reader_in_order_and_graceful_stop_consumer_polling) { run_in_order_and_graceful_stop(true, true); }
-// jsThreadPolling 'always': the consumer keeps the loop under load too (and
-// reads the lone connection directly); the producer passes its counts. Here
+TEST(writer_to_reader_in_order_and_graceful_stop_js_thread_polling) { run_in_order_and_graceful_stop(true, true); }
+// jsThreadPolling 'always': the JS thread keeps the loop under load too (and
+// reads the lone connection directly). Here
 // for order, completeness and the sanitizer builds; which thread reads bulk
 // traffic is checked through the addon (test/js-thread-polling.test.ts).
-TEST(writer_to_reader_in_order_and_graceful_stop_consumer_polling_under_load) {
+TEST(writer_to_reader_in_order_and_graceful_stop_js_thread_polling_under_load) {
   run_in_order_and_graceful_stop(true, true, true);
 }
 
-static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling, bool under_load, bool rewind) {
+static void run_in_order_and_graceful_stop(bool direct, bool js_thread_polling, bool under_load, bool rewind) {
   // Rewinding needs a ring of 2 MiB or more (and happens past its first MiB).
   Pair pair(128, rewind ? 1 << 22 : 1 << 20, direct, [&](ReaderConfig& c) {
     c.max_pending_bytes = 1 << 20;  // small: exercises pause/resume
-    c.consumer_polling = consumer_polling;
-    c.consumer_under_load = under_load;
+    c.js_thread_polling = js_thread_polling;
+    c.js_thread_under_load = under_load;
   });
   auto& [path, rc, wc, reader, consumer, prod, writer] = pair;
-  prod.counts = !consumer_polling || under_load;  // both forms of send_direct()
   prod.rewind = rewind;
 
   constexpr uint32_t kN = 200000;
@@ -221,7 +224,7 @@ static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling, b
   if (rewind) CHECK(prod.rewinds.load() > 0);
   else CHECK_EQ(prod.rewinds.load(), 0u);
 
-  writer.request_stop(5000);
+  writer.begin_stop(5000);
   bool stopped = false;
   uint64_t discarded = 99;
   for (int i = 0; i < 200 && !stopped; ++i) {
@@ -239,26 +242,26 @@ static void run_in_order_and_graceful_stop(bool direct, bool consumer_polling, b
   writer.close();
 
   reader.begin_stop();
-  bool drained = false, closed = false;
-  for (int i = 0; i < 2000 && !drained; ++i) {
+  bool reader_stopped = false, closed = false;
+  for (int i = 0; i < 2000 && !reader_stopped; ++i) {
     items.clear();
     consumer.next(items);
     for (auto& it : items) {
       if (it.type == ReaderItem::kClose) closed = true;
-      if (it.type == ReaderItem::kDrained) drained = true;
+      if (it.type == ReaderItem::kStopped) reader_stopped = true;
       if (it.type == ReaderItem::kBatch) reader.ack(it.conn_id, it.batch.length);
     }
   }
-  CHECK(drained);
+  CHECK(reader_stopped);
   CHECK(closed);
   CHECK(::access(path.c_str(), F_OK) != 0);  // socket file removed
   reader.close();
 }
 
-// Light traffic is read on the consumer thread (one wake-up per message);
+// Light traffic is read on the JS thread (one wake-up per message);
 // a burst moves reading back to the IO thread; quiet hands it over again.
-TEST(consumer_polling_follows_the_load) {
-  Pair pair(16, 1 << 24, true, [](ReaderConfig& c) { c.consumer_polling = true; });
+TEST(js_thread_polling_follows_the_load) {
+  Pair pair(16, 1 << 24, true, [](ReaderConfig& c) { c.js_thread_polling = true; });
   auto& [path, rc, wc, reader, consumer, prod, writer] = pair;
 
   uint32_t next = 0, expect = 0;
@@ -295,7 +298,7 @@ TEST(consumer_polling_follows_the_load) {
     receive_until(next);
   }
   const ReaderMetrics light = reader.metrics();
-  CHECK(light.consumer_reads > 0);
+  CHECK(light.js_thread_reads > 0);
   CHECK(light.handoffs >= 1);
   // A burst of ~12 MB: full reads hand the loop back to the IO thread.
   send(12000);
@@ -305,16 +308,16 @@ TEST(consumer_polling_follows_the_load) {
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   receive_until(next);
   const ReaderMetrics burst = reader.metrics();
-  CHECK(burst.read_calls - light.read_calls > burst.consumer_reads - light.consumer_reads);
+  CHECK(burst.read_calls - light.read_calls > burst.js_thread_reads - light.js_thread_reads);
   CHECK(burst.handoffs > light.handoffs);
-  // Quiet again: polling comes back to the consumer.
+  // Quiet again: polling comes back to the JS thread.
   for (int i = 0; i < 300; ++i) {
     send(1);
     receive_until(next);
   }
   const ReaderMetrics after = reader.metrics();
-  CHECK(after.consumer_reads > burst.consumer_reads);
-  // A consumer that stops polling (a blocked event loop) while in consumer
+  CHECK(after.js_thread_reads > burst.js_thread_reads);
+  // A JS thread that stops polling (a blocked event loop) while in JS-thread
   // mode: the IO thread notices the unhandled events and reads them itself.
   consumer.stuck = true;  // ignore the poll fd from now on
   std::this_thread::sleep_for(std::chrono::milliseconds(150));  // a whole watch period without polls
@@ -324,7 +327,7 @@ TEST(consumer_polling_follows_the_load) {
   // Read by the IO thread (its watch takes the loop back, or reads what the
   // consumer left during its timer round), never by the stuck consumer.
   CHECK(reader.metrics().read_calls > after.read_calls);
-  CHECK_EQ(reader.metrics().consumer_reads, after.consumer_reads);
+  CHECK_EQ(reader.metrics().js_thread_reads, after.js_thread_reads);
   CHECK(ordered);
   CHECK_EQ(expect, next);
   writer.close();
@@ -379,7 +382,7 @@ TEST(writer_stop_without_reader_respects_deadline) {
   uint8_t m[10] = {};
   for (int i = 0; i < 7; ++i) CHECK(prod.write(m, sizeof m));
   auto t0 = std::chrono::steady_clock::now();
-  writer.request_stop(200);
+  writer.begin_stop(200);
   bool stopped = false;
   uint64_t discarded = 0;
   while (!stopped && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5)) {
@@ -397,7 +400,8 @@ TEST(writer_stop_without_reader_respects_deadline) {
   writer.close();
 }
 
-// A producer that swapped kSleep 1 -> 2 and never called send_direct(): a
+// A producer that swapped kIdle -> kProducerSends and never called
+// send_direct(): a
 // worker_thread terminated between the two (V8 stops JavaScript at any
 // call). The engine must still stop: close() from the owner thread (the
 // addon's env cleanup hook) joins the IO thread, which must not wait for a
@@ -407,10 +411,10 @@ TEST(close_joins_when_the_producer_never_hands_back) {
   auto& prod = pair.prod;
   std::atomic_ref<uint32_t> sleep(prod.ctrl[ctrl::kSleep]);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (sleep.load() != 1 && std::chrono::steady_clock::now() < deadline)
+  while (sleep.load() != kIdle && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(1));  // connected and idle
-  uint32_t one = 1;
-  CHECK(sleep.compare_exchange_strong(one, 2));  // ... and then never send_direct()
+  uint32_t idle = kIdle;
+  CHECK(sleep.compare_exchange_strong(idle, kProducerSends));  // ... and then never send_direct()
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   std::atomic<bool> closed{false};
   std::thread closer([&] {
@@ -421,7 +425,7 @@ TEST(close_joins_when_the_producer_never_hands_back) {
   while (!closed.load() && std::chrono::steady_clock::now() < until)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   if (!closed.load()) {
-    std::fprintf(stderr, "FAIL: WriterEngine::close() did not return within 5 s (kSleep stuck at 2)\n");
+    std::fprintf(stderr, "FAIL: WriterEngine::close() did not return within 5 s (kSleep stuck at kProducerSends)\n");
     std::_Exit(1);  // the IO thread cannot be joined: do not hang the test run
   }
   closer.join();

@@ -1,0 +1,95 @@
+#include "batch_export.h"
+
+#include <cstring>
+
+#include "core/protocol.h"
+
+namespace udsipc {
+
+namespace {
+
+// V8 frees an external ArrayBuffer only when a GC finds it dead, and with
+// few JS allocations per batch that GC comes late: slabs pile up (memory,
+// and fresh pages to fault in). Reporting each region as external memory
+// kExternalWeight times over makes V8 collect sooner, so slabs return to the
+// pool while still warm.
+constexpr int64_t kExternalWeight = 1;
+
+struct SlabView {
+  Slab* slab;
+  int64_t reported;
+};
+
+void finalize_slab(napi_env env, void*, void* hint) {
+  SlabView* v = static_cast<SlabView*>(hint);
+  int64_t ignored;
+  napi_adjust_external_memory(env, -v->reported, &ignored);
+  v->slab->unref();
+  delete v;
+}
+
+// A fresh ArrayBuffer of `size` bytes, which the caller fills in full. It is
+// zero-filled first: N-API has no uninitialized ArrayBuffer, and
+// napi_create_buffer (which skips the fill) also makes a Buffer object and
+// sets its prototype, a fixed cost per batch far above that of filling a
+// small one.
+Napi::ArrayBuffer fresh_buffer(Napi::Env env, size_t size, uint8_t** data) {
+  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, size);
+  *data = static_cast<uint8_t*>(ab.Data());
+  return ab;
+}
+
+Napi::Value copy_of(Napi::Env env, const Batch& b) {
+  uint8_t* data;
+  Napi::ArrayBuffer copy = fresh_buffer(env, b.length, &data);
+  if (b.length) std::memcpy(data, b.base, b.length);
+  return copy;
+}
+
+// A small batch copied out: its offsets table (shifted to be absolute), then
+// the region. b.slab is released with b.
+Napi::Value small_batch(Napi::Env env, const Batch& b) {
+  const size_t table = b.offsets.size() * sizeof(uint32_t);
+  uint8_t* data;
+  Napi::ArrayBuffer ab = fresh_buffer(env, table + b.length, &data);
+  auto* offs = reinterpret_cast<uint32_t*>(data);
+  for (size_t i = 0; i < b.offsets.size(); ++i) offs[i] = b.offsets[i] + static_cast<uint32_t>(table);
+  if (b.length) std::memcpy(data + table, b.base, b.length);
+  return ab;
+}
+
+// The batch region as an ArrayBuffer that keeps its slab alive, or a copy
+// where external buffers are not allowed (e.g. under a V8 sandbox).
+Napi::Value batch_buffer(Napi::Env env, Batch& b) {
+  napi_value ab;
+  SlabView* view = new SlabView{b.slab.get(), static_cast<int64_t>(b.length) * kExternalWeight};
+  napi_status st = napi_create_external_arraybuffer(env, const_cast<uint8_t*>(b.base), b.length,
+                                                    finalize_slab, view, &ab);
+  if (st == napi_ok) {
+    b.slab.release();  // now owned by the finalizer
+    int64_t ignored;
+    napi_adjust_external_memory(env, view->reported, &ignored);
+    return Napi::Value(env, ab);
+  }
+  delete view;
+  return copy_of(env, b);
+}
+
+}  // namespace
+
+ExportedBatch export_batch(Napi::Env env, Batch& b) {
+  if (b.length <= protocol::kCopyBatchUpTo) {
+    // One allocation: [offsets (u32, absolute) | region]; JavaScript views
+    // the table in place (the slot after the buffer is its length, a
+    // number, instead of a Uint32Array).
+    return {small_batch(env, b), Napi::Number::New(env, static_cast<double>(b.offsets.size()))};
+  }
+  uint8_t* data;
+  const size_t n = b.offsets.size();
+  Napi::ArrayBuffer table = fresh_buffer(env, n * sizeof(uint32_t), &data);
+  if (n) std::memcpy(data, b.offsets.data(), n * sizeof(uint32_t));
+  Napi::Value region = batch_buffer(env, b);
+  return {region, Napi::Uint32Array::New(env, n, table, 0)};
+}
+
+}  // namespace udsipc
