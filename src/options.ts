@@ -452,7 +452,7 @@ export function resolveWriterOptions(options: unknown, path = ''): ResolvedWrite
 
 /** Options of `stop()`. */
 export interface StopOptions {
-  /** How long to drain before closing anyway, in ms. Default 5000. */
+  /** How long to go on delivering (Reader) or sending (Writer) what is queued before closing anyway, in ms. Default 5000. */
   timeoutMs?: number;
   /**
    * Aborting it moves the deadline to now: the stop becomes a forced one, as

@@ -428,8 +428,8 @@ export class Writer extends EventEmitter {
   // The target is set once per full queue; it is armed once running.
   #wantDrain(len: number): void {
     const ring = this.#ring;
-    if (ring.drain !== undefined) return;
-    ring.drain = ring.drainTarget(len);
+    if (ring.drainTarget !== undefined) return;
+    ring.drainTarget = ring.drainTargetFor(len);
     if (this.#state !== 'idle') this.#arm();
   }
 
@@ -451,8 +451,8 @@ export class Writer extends EventEmitter {
       }
       ring.flushTargets = left;
     }
-    if (ring.drain !== undefined && ring.reached(ring.drain)) {
-      ring.drain = undefined;
+    if (ring.drainTarget !== undefined && ring.reached(ring.drainTarget)) {
+      ring.drainTarget = undefined;
       process.nextTick(() => {
         // Waiting send()s go first; 'drain' once none is left waiting.
         if (this.#pumpSends()) this.emit('drain');
@@ -468,7 +468,7 @@ export class Writer extends EventEmitter {
       else w.reject(new IpcError('ERR_NOT_RUNNING', 'The Writer stopped with messages unsent'));
     }
     ring.flushTargets = [];
-    ring.drain = undefined;
+    ring.drainTarget = undefined;
   }
 
   // The IO thread has events for us: take them all (the handle's drain()
@@ -493,7 +493,7 @@ export class Writer extends EventEmitter {
     }
     if (this.#state === 'running' || this.#state === 'stopping') {
       const ring = this.#ring;
-      if (this.#state === 'running' && ring.drain === undefined && ring.flushTargets.length === 0) return;
+      if (this.#state === 'running' && ring.drainTarget === undefined && ring.flushTargets.length === 0) return;
       this.#arm();
     }
   }

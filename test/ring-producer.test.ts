@@ -308,8 +308,8 @@ describe('RingProducer: flush and drain targets', () => {
   it('the drain target: the queue at most half full, by bytes and by count, and the refused frame fitting', () => {
     const { p } = setup(1024, { maxBytes: 1000, maxWrites: 10 });
     for (let i = 0; i < 9; i++) p.append(Buffer.alloc(99), 99); // 900 bytes
-    expect(p.drainTarget(10)).toEqual({ head: 900 - 500, sent: 9 - 5 }); // half: 500 bytes of room
-    expect(p.drainTarget(600)).toEqual({ head: 900 - (1000 - 602), sent: 4 }); // room for 602 bytes
+    expect(p.drainTargetFor(10)).toEqual({ head: 900 - 500, sent: 9 - 5 }); // half: 500 bytes of room
+    expect(p.drainTargetFor(600)).toEqual({ head: 900 - (1000 - 602), sent: 4 }); // room for 602 bytes
   });
 
   it('targets compare modulo 2^32: across 2^31 and across 2^32', () => {
@@ -339,7 +339,7 @@ describe('RingProducer: flush and drain targets', () => {
     p.append(Buffer.alloc(100, 2), 100);
     p.aimAtTail(f2);
     p.flushTargets.push(f1, f2);
-    p.drain = p.drainTarget(10);
+    p.drainTarget = p.drainTargetFor(10);
     // Positions near 2^31: the new tail is the next lap of a ring whose
     // targets would read as more than 2^31 behind it.
     const next = (0x80000000 + cap) | 0;
@@ -351,8 +351,8 @@ describe('RingProducer: flush and drain targets', () => {
     expect(p.tail).toBe(next);
     expect(f1.head).toBe(next);
     expect(f2.head).toBe(next);
-    expect(p.drain!.head).toBe(next);
-    for (const t of [f1, f2, p.drain!]) expect(p.reached(t)).toBe(true);
+    expect(p.drainTarget!.head).toBe(next);
+    for (const t of [f1, f2, p.drainTarget!]) expect(p.reached(t)).toBe(true);
     // The producer continues from the rewound tail: ring offset 0, positions as int32.
     sender.mode = 'handoff';
     await tick();
@@ -384,7 +384,7 @@ describe('RingProducer: flush and drain targets', () => {
     p.flushTargets.push(far, near);
     expect(p.armNearest()).toBe(true);
     expect([ctrl[C.NOTIFY_HEAD], ctrl[C.NOTIFY_SENT], ctrl[C.NOTIFY_ARMED]]).toEqual([6, 3, N.ARMED]);
-    p.drain = { head: 2, sent: 1 };
+    p.drainTarget = { head: 2, sent: 1 };
     ctrl[C.HEAD] = 1;
     expect(p.armNearest()).toBe(true);
     expect([ctrl[C.NOTIFY_HEAD], ctrl[C.NOTIFY_SENT]]).toEqual([2, 1]);

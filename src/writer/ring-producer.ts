@@ -123,7 +123,7 @@ export class RingProducer<T extends Target = Target> {
    */
   flushTargets: T[] = [];
   /** The pending 'drain' target (at most one), as {@link RingProducer.flushTargets}. */
-  drain: Target | undefined;
+  drainTarget: Target | undefined;
 
   readonly #ctrl: Int32Array;
   readonly #ring: Uint8Array;
@@ -278,7 +278,7 @@ export class RingProducer<T extends Target = Target> {
    * The 'drain' target after a message of `len` bytes was refused: the queue
    * at most half full, by bytes and by count, and that message fitting.
    */
-  drainTarget(len: number): Target {
+  drainTargetFor(len: number): Target {
     const total = len + uvarintSize(len);
     const room = Math.min(Math.floor(this.#maxBytes / 2), this.#maxBytes - total);
     return {
@@ -303,7 +303,7 @@ export class RingProducer<T extends Target = Target> {
   armNearest(): boolean {
     const ctrl = this.#ctrl;
     const head = Atomics.load(ctrl, this.#iHead);
-    let best: Target | undefined = this.drain;
+    let best: Target | undefined = this.drainTarget;
     for (const t of this.flushTargets) {
       if (!best || ((t.head - head) | 0) < ((best.head - head) | 0)) best = t;
     }
@@ -359,9 +359,9 @@ export class RingProducer<T extends Target = Target> {
   // and let the owner settle it.
   #rewound(tail: number): void {
     this.#tail = this.#headCache = tail;
-    if (this.flushTargets.length === 0 && this.drain === undefined) return;
+    if (this.flushTargets.length === 0 && this.drainTarget === undefined) return;
     for (const t of this.flushTargets) t.head = tail;
-    if (this.drain !== undefined) this.drain.head = tail;
+    if (this.drainTarget !== undefined) this.drainTarget.head = tail;
     this.#onRewound();
   }
 
