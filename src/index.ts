@@ -3,7 +3,7 @@
  * sockets, wire-compatible with the Go `uds-ipc` library.
  */
 export { Reader } from './reader';
-export type { BatchHandler, ReaderMetrics, StopResult, StartOptions, ReaderEvents, ReaderListener } from './reader';
+export type { BatchHandler, ReaderMetrics, StopResult, StartOptions, ReaderEvents, ReaderListener } from './reader/types';
 export { Batch } from './batch';
 export type { Connection } from './batch';
 export { Writer } from './writer';

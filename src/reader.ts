@@ -17,75 +17,16 @@ import {
   validatePath,
   type ReaderOptions,
   type ResolvedReaderOptions,
-  type SignalOptions,
   type StopOptions,
 } from './options';
 import type { Protocol } from './protocol';
 import { Inbox } from './reader/inbox';
 import { notify as notifySystemd, takeListener } from './systemd';
 
+import type { BatchHandler, ReaderEvents, ReaderListener, ReaderMetrics, StartOptions, StopResult } from './reader/types';
+
 export { Batch, type Connection };
-
-/** The handler: return a promise to hold back the next batch until it settles. */
-export type BatchHandler = (batch: Batch) => void | Promise<void>;
-
-/** Counters of a {@link Reader}. */
-export interface ReaderMetrics {
-  /** Messages handed to the handler. */
-  received: number;
-  /** Payload bytes handed to the handler. */
-  bytesReceived: number;
-  /** Batches handed to the handler. */
-  batches: number;
-  /** Connections accepted since start. */
-  connections: number;
-  /** Connections open now. */
-  activeConnections: number;
-  /** Errors reported (bad frames, failed connections, handler failures). */
-  errors: number;
-  /** Handler calls that threw or rejected. */
-  handlerErrors: number;
-  /** Bytes read from sockets. */
-  bytesRead: number;
-  /** read(2) calls that returned data. */
-  readCalls: number;
-  /** Times a connection was paused because the handler fell behind. */
-  pauses: number;
-  /** Messages received but not delivered because stop() timed out. */
-  discarded: number;
-  /** Connections refused by allowUids/allowGids/authorize before any message was read. */
-  rejected: number;
-  /** read(2) calls made on the JavaScript thread (light traffic; see the `jsThreadPolling` option). */
-  jsThreadReads: number;
-  /** Times reading moved between the IO thread and the JavaScript thread, either way. */
-  handoffs: number;
-}
-
-/** Result of `stop()`. */
-export interface StopResult {
-  /** Messages that were received but not delivered (stop timed out). */
-  discarded: number;
-}
-
-/** Options of {@link Reader.start}: `signal` rejects a start() whose signal is already aborted, and stops the Reader when aborted later. */
-export type StartOptions = SignalOptions;
-
-/** The events of a {@link Reader} and their listener arguments. */
-export interface ReaderEvents {
-  /** start() succeeded: connections are accepted. */
-  listening: [];
-  /** A writer connected (and passed `authorize`, if set). */
-  connection: [connection: Connection];
-  /** A connection closed; `reason` is set when the Reader closed it itself or it failed. */
-  disconnect: [connection: Connection, reason: IpcError | undefined];
-  /** The Reader stopped; `forced` when the stop deadline passed (or was aborted) before everything was delivered. */
-  close: [info: { forced: boolean }];
-  /** An error that is not the caller's fault; emitted only while a listener is attached. */
-  error: [error: Error, context: ErrorContext, connection: Connection | undefined];
-}
-
-/** A listener of Reader event `E`. */
-export type ReaderListener<E extends keyof ReaderEvents> = (...args: ReaderEvents[E]) => void;
+export type { BatchHandler, ReaderEvents, ReaderListener, ReaderMetrics, StartOptions, StopResult } from './reader/types';
 
 // Typed overloads of the EventEmitter methods (declaration merging with the class).
 export interface Reader {
