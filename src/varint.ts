@@ -13,10 +13,11 @@ const TWO_POW_31 = 0x80000000;
 
 /** Bytes of the minimal encoding of `n`, an integer from 0 to 2^53 − 1: 1 below 2^7, 2 below 2^14, ... */
 export function uvarintSize(n: number): number {
-  // Below 2^31, one byte per 7 significant bits, without a branch on the
-  // value: the same code runs for every length (frames of any size keep the
-  // optimized write() on one path).
-  if (n < TWO_POW_31) return ((38 - Math.clz32(n | 1)) / 7) | 0;
+  // Below 2^31: one byte per 7 significant bits, ⌊(bits + 6) / 7⌋ with
+  // bits = 32 − clz32(n | 1), the division by 7 done as `* 37 >>> 8` (exact
+  // for the 7..38 this takes). No branch on the value: the same code runs for
+  // every length, so frames of any size keep an optimized write() on one path.
+  if (n < TWO_POW_31) return ((38 - Math.clz32(n | 1)) * 37) >>> 8;
   // 4 groups of 7 bits, then as many groups as the rest needs (at most 8 in all below 2^53).
   let len = 5;
   for (let rest = Math.floor(n / TWO_POW_28); rest >= 0x80; rest = Math.floor(rest / 0x80)) len++;

@@ -19,7 +19,7 @@ import {
 } from './options';
 import type { Protocol } from './protocol';
 import { createWritable, kTryQueue, type WritableOptions } from './stream';
-import { copyBytes, messageLength } from './writer/caller-data';
+import * as callerData from './writer/caller-data';
 import { allocateRing, RingProducer, type Target } from './writer/ring-producer';
 import type { FlushOptions, SendOptions, WriterEvents, WriterListener, WriterMetrics, WriterStopResult } from './writer/types';
 
@@ -67,6 +67,8 @@ interface Waiter extends Target {
 }
 
 const noop = (): void => {};
+// As module constants, for write() (see ring-producer.ts).
+const { copyBytes, messageLength } = callerData;
 
 /**
  * Sends messages to a Reader. `write()` copies each message into a bounded

@@ -60,8 +60,14 @@
  * @internal
  */
 import type { Protocol } from '../protocol';
-import { putUvarint31, putUvarint31Wrapped, uvarintSize } from '../varint';
-import { setBytes, typedArrayBuffer, typedArrayByteOffset } from './caller-data';
+import * as varint from '../varint';
+import * as callerData from './caller-data';
+
+// The imported functions as module constants: optimized code calls (and
+// inlines) them without reading them off the other module's exports object
+// and checking what it found on every frame.
+const { putUvarint31, putUvarint31Wrapped, uvarintSize } = varint;
+const { setBytes, typedArrayBuffer, typedArrayByteOffset } = callerData;
 
 /** Sends published frames on the producer's thread: the native handle, or a fake in tests. */
 export interface DirectSender {
