@@ -435,8 +435,8 @@ export class Writer extends EventEmitter {
     if (this.#state !== 'idle') this.#arm();
   }
 
-  // Settles what is reached, then asks the IO thread to tell us when the
-  // nearest target left is.
+  // Settles the targets already reached, then asks the IO thread for an event
+  // when the nearest one left is reached.
   #arm(): void {
     do this.#settle();
     while (!this.#ring.armNearest());
