@@ -28,7 +28,8 @@
  *   SLEEP         both, by compare-and-swap     whose turn it is to send (protocol.sendTurn)
  *   NOTIFY_HEAD,  producer, before arming       the target head and sent count
  *   NOTIFY_SENT
- *   NOTIFY_ARMED  producer arms, either disarms protocol.notify
+ *   NOTIFY_ARMED  producer arms; either side    whether a NOTIFY event is wanted (protocol.notify)
+ *                 disarms
  *
  * SLEEP (protocol.sendTurn):
  *
@@ -51,8 +52,8 @@
  *   during its own sendDirect() call (a rewind), on its own thread.
  * - The cached head and sent count only trail the shared ones: a frame that
  *   fits by the cache fits.
- * - Everything appended is published before the task that appended it ends
- *   (one microtask per burst), and at least every `publishBytes`.
+ * - Everything appended is published by the end of the task that appended
+ *   it (one queued microtask per burst), and at least every `publishBytes`.
  * - A rewind happens only inside sendDirect(), once everything is sent: HEAD
  *   and TAIL then jump to the returned tail, so every pending target is
  *   reached; its head is moved there (a target more than 2^31 behind would
