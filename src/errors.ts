@@ -116,18 +116,36 @@ export function fromNative(e: unknown): IpcError | unknown {
   return e;
 }
 
+/** The codes of the errors thrown for arguments and options a caller got wrong, as Node's own. */
+type ArgErrorCode = 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALID_ARG_VALUE' | 'ERR_OUT_OF_RANGE';
+
+function withCode<E extends Error>(err: E, code: ArgErrorCode): E {
+  (err as E & { code: string }).code = code;
+  return err;
+}
+
+/**
+ * @internal A TypeError with a Node-style `code` (`ERR_INVALID_ARG_TYPE` or
+ * `ERR_INVALID_ARG_VALUE`) and `message` as given: for wordings the helpers
+ * below do not produce.
+ */
+export function invalidArg(code: 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALID_ARG_VALUE', message: string): TypeError {
+  return withCode(new TypeError(message), code);
+}
+
+/** @internal A TypeError with code ERR_INVALID_ARG_VALUE: an argument or option of the right type but not acceptable. */
+export function invalidValue(message: string): TypeError {
+  return invalidArg('ERR_INVALID_ARG_VALUE', message);
+}
+
 /** @internal A TypeError with code ERR_INVALID_ARG_TYPE, worded like Node's own. */
 export function invalidType(name: string, expected: string, actual: unknown, kind: 'option' | 'argument' = 'option'): TypeError {
-  const err = new TypeError(`The "${name}" ${kind} must be ${expected}. Received ${describe(actual)}`);
-  (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_TYPE';
-  return err;
+  return invalidArg('ERR_INVALID_ARG_TYPE', `The "${name}" ${kind} must be ${expected}. Received ${describe(actual)}`);
 }
 
 /** @internal A RangeError with code ERR_OUT_OF_RANGE, worded like Node's own. */
 export function outOfRange(name: string, range: string, actual: unknown): RangeError {
-  const err = new RangeError(`The value of "${name}" is out of range. It must be ${range}. Received ${describe(actual)}`);
-  (err as RangeError & { code: string }).code = 'ERR_OUT_OF_RANGE';
-  return err;
+  return withCode(new RangeError(`The value of "${name}" is out of range. It must be ${range}. Received ${describe(actual)}`), 'ERR_OUT_OF_RANGE');
 }
 
 function describe(v: unknown): string {

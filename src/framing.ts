@@ -26,15 +26,11 @@
 
 import { constants as bufferConstants } from 'node:buffer';
 import { ErrorCodes, IpcError, invalidType, outOfRange } from './errors';
+import { checkInteger as checkIntegerOf, DEFAULT_MAX_MESSAGE_SIZE } from './options';
+import { uvarintSize, writeUvarint } from './varint';
 
 /** The longest valid uvarint: 10 bytes (a 64-bit value; Go's `binary.MaxVarintLen64`). */
 export const MAX_VARINT_LENGTH = 10;
-
-/** Default `maxMessageSize` of {@link FrameDecoder} and {@link decodeFrames}: 10 MiB, as the Reader. */
-const DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024;
-
-const TWO_POW_28 = 0x10000000;
-const TWO_POW_31 = 0x80000000;
 
 // ─── argument validation ─────────────────────────────────────────────────────
 
@@ -45,12 +41,7 @@ function argType(name: string, expected: string, actual: unknown): TypeError {
 
 /** Checks that `n` is an integer in [min, max]: TypeError if not a number, RangeError otherwise. */
 function checkInteger(name: string, n: unknown, min: number, max: number, option = false): asserts n is number {
-  if (typeof n !== 'number') {
-    throw option ? invalidType(name, 'of type number', n) : argType(name, 'of type number', n);
-  }
-  if (!Number.isInteger(n) || n < min || n > max) {
-    throw outOfRange(name, `an integer >= ${min} and <= ${max}`, n);
-  }
+  checkIntegerOf(name, n, min, max, option ? 'option' : 'argument', 'of type number');
 }
 
 function checkBytes(name: string, buf: unknown): asserts buf is Uint8Array {
@@ -58,34 +49,7 @@ function checkBytes(name: string, buf: unknown): asserts buf is Uint8Array {
 }
 
 // ─── varints ─────────────────────────────────────────────────────────────────
-
-/** varintLength without argument checks. */
-function uvarintSize(n: number): number {
-  if (n < 0x80) return 1;
-  if (n < 0x4000) return 2;
-  if (n < 0x200000) return 3;
-  if (n < TWO_POW_28) return 4;
-  // 4 groups of 7 bits, then as many groups as the rest needs (at most 8 in all below 2^53).
-  let len = 5;
-  for (let rest = Math.floor(n / TWO_POW_28); rest >= 0x80; rest = Math.floor(rest / 0x80)) len++;
-  return len;
-}
-
-/** Writes the minimal encoding of `n` at `out[offset]` without checks; returns the bytes written. */
-function writeUvarint(n: number, out: Uint8Array, offset: number): number {
-  let i = offset;
-  // Above 2^31 − 1, `|`, `&` and `>>>` would truncate: peel groups off arithmetically.
-  while (n >= TWO_POW_31) {
-    out[i++] = (n % 0x80) | 0x80;
-    n = Math.floor(n / 0x80); // exact: division by a power of two
-  }
-  while (n >= 0x80) {
-    out[i++] = (n & 0x7f) | 0x80;
-    n >>>= 7;
-  }
-  out[i++] = n;
-  return i - offset;
-}
+// The encoder is src/varint.ts; the decoder below is the only TypeScript one.
 
 /**
  * The number of bytes of the minimal uvarint encoding of `n` (what

@@ -2,10 +2,12 @@
  * uds-ipc: fast, safe message passing between processes over Unix domain
  * sockets, wire-compatible with the Go `uds-ipc` library.
  */
-export { Reader, Batch } from './reader';
-export type { BatchHandler, Connection, ReaderMetrics, StopResult, StartOptions, ReaderEvents, ReaderListener } from './reader';
+export { Reader } from './reader';
+export type { BatchHandler, ReaderMetrics, StopResult, StartOptions, ReaderEvents, ReaderListener } from './reader/types';
+export { Batch } from './batch';
+export type { Connection } from './batch';
 export { Writer } from './writer';
-export type { WriterMetrics, WriterStopResult, ReconnectingInfo, FlushOptions, SendOptions, WriterEvents, WriterListener } from './writer';
+export type { WriterMetrics, WriterStopResult, ReconnectingInfo, FlushOptions, SendOptions, WriterEvents, WriterListener } from './writer/types';
 export { createWritable } from './stream';
 export type { WritableOptions } from './stream';
 export { IpcError, ErrorCodes, AbortError } from './errors';

@@ -10,7 +10,7 @@
  * @internal
  */
 import { IpcError } from './errors';
-import type { Batch } from './reader';
+import type { Batch } from './batch';
 
 export class BatchChannel {
   // A batch delivered but not yet yielded (at most one: the Reader waits for

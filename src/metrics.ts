@@ -3,6 +3,7 @@
  * without a dependency.
  * @internal
  */
+import { invalidArg, invalidValue } from './errors';
 
 /** The `Content-Type` to serve {@link Reader.metricsText} / {@link Writer.metricsText} output with. */
 export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
@@ -52,12 +53,6 @@ export const WRITER_METRICS: readonly MetricSpec[] = [
 const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 const LABEL = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 
-function invalid(type: boolean, message: string): TypeError {
-  const err = new TypeError(message);
-  (err as TypeError & { code: string }).code = type ? 'ERR_INVALID_ARG_TYPE' : 'ERR_INVALID_ARG_VALUE';
-  return err;
-}
-
 function escapeLabel(v: string): string {
   return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 }
@@ -69,21 +64,21 @@ export function formatMetrics(
   specs: readonly MetricSpec[],
   values: object,
 ): string {
-  if (typeof prefix !== 'string') throw invalid(true, `The "prefix" argument must be a string. Received ${typeof prefix}`);
+  if (typeof prefix !== 'string') throw invalidArg('ERR_INVALID_ARG_TYPE', `The "prefix" argument must be a string. Received ${typeof prefix}`);
   if (!NAME.test(prefix)) {
-    throw invalid(false, `The "prefix" argument must be a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*). Received ${JSON.stringify(prefix)}`);
+    throw invalidValue(`The "prefix" argument must be a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*). Received ${JSON.stringify(prefix)}`);
   }
   let lbl = '';
   if (labels !== undefined) {
     if (labels === null || typeof labels !== 'object' || Array.isArray(labels)) {
-      throw invalid(true, `The "labels" argument must be an object of strings. Received ${labels === null ? 'null' : typeof labels}`);
+      throw invalidArg('ERR_INVALID_ARG_TYPE', `The "labels" argument must be an object of strings. Received ${labels === null ? 'null' : typeof labels}`);
     }
     const parts: string[] = [];
     for (const [k, v] of Object.entries(labels)) {
       if (!LABEL.test(k) || k.startsWith('__')) {
-        throw invalid(false, `Invalid Prometheus label name ${JSON.stringify(k)}: it must match [a-zA-Z_][a-zA-Z0-9_]* and not start with "__"`);
+        throw invalidValue(`Invalid Prometheus label name ${JSON.stringify(k)}: it must match [a-zA-Z_][a-zA-Z0-9_]* and not start with "__"`);
       }
-      if (typeof v !== 'string') throw invalid(true, `The value of label "${k}" must be a string. Received ${typeof v}`);
+      if (typeof v !== 'string') throw invalidArg('ERR_INVALID_ARG_TYPE', `The value of label "${k}" must be a string. Received ${typeof v}`);
       parts.push(`${k}="${escapeLabel(v)}"`);
     }
     if (parts.length) lbl = `{${parts.join(',')}}`;

@@ -4,16 +4,52 @@
  * @internal
  */
 import { availableParallelism } from 'node:os';
-import { invalidType, outOfRange, IpcError, type ErrorContext } from './errors';
+import { invalidType, invalidValue, outOfRange, IpcError, type ErrorContext } from './errors';
 
-/** Largest `maxMessageSize` accepted (1 GiB). */
+// ─── Defaults and limits ─────────────────────────────────────────────────────
+// Their one place in TypeScript. Those marked (core) reach the native engines
+// and are declared in native/core/protocol.h too; test/protocol.test.ts
+// checks that both sides agree.
+
+/** Largest `maxMessageSize` accepted (1 GiB). (core) */
 export const MAX_MESSAGE_SIZE_LIMIT = 1024 * 1024 * 1024;
-/** Default maximum message size: 10 MiB, as in the Go library. */
+/** Default maximum message size: 10 MiB, as in the Go library. (core) */
 export const DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024;
-/** Default `frameTimeoutMs` of a Reader: 30 s (see ReaderOptions.frameTimeoutMs). */
-const DEFAULT_FRAME_TIMEOUT_MS = 30_000;
-/** Longest socket path in bytes of UTF-8 (sun_path is 108 bytes with the NUL). */
+/** Longest socket path in bytes of UTF-8 (sun_path is 108 bytes with the NUL). (core) */
 export const MAX_PATH_BYTES = 107;
+/** @internal Reader `slabSize`: default and range. (core) */
+export const DEFAULT_SLAB_SIZE = 512 * 1024;
+/** @internal */
+export const MIN_SLAB_SIZE = 64 * 1024;
+/** @internal */
+export const MAX_SLAB_SIZE = 64 * 1024 * 1024;
+/** @internal Reader `maxPendingBytes`. (core) */
+export const DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024;
+/** @internal Reader `frameTimeoutMs`: 30 s (see ReaderOptions.frameTimeoutMs). (core) */
+export const DEFAULT_FRAME_TIMEOUT_MS = 30_000;
+/** @internal Reader `backlog`, as `net.Server`. (core) */
+export const DEFAULT_BACKLOG = 511;
+/** @internal Writer `reconnect` policy. (core: all but maxAttempts) */
+export const DEFAULT_RECONNECT: Readonly<Required<ReconnectOptions>> = Object.freeze({
+  initialDelayMs: 100,
+  maxDelayMs: 5000,
+  multiplier: 2,
+  maxAttempts: 0,
+});
+/** @internal Reader `mode` and `directoryMode`: owner only. */
+export const DEFAULT_MODE = 0o600;
+/** @internal */
+export const DEFAULT_DIRECTORY_MODE = 0o700;
+/** @internal Writer `maxBufferedWrites`. */
+export const DEFAULT_MAX_BUFFERED_WRITES = 10_000;
+/** @internal Writer `maxBufferedBytes` (or maxMessageSize + 10 when that is larger). */
+export const DEFAULT_MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
+/** @internal Writer `sendBufferSize`. */
+export const DEFAULT_SEND_BUFFER_SIZE = 4 * 1024 * 1024;
+/** @internal `timeoutMs` of stop(). */
+export const DEFAULT_STOP_TIMEOUT_MS = 5000;
+/** Largest timeout in ms (a setTimeout() delay). */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 
 /**
  * The `onError` option: called with errors that are not the caller's fault.
@@ -166,28 +202,41 @@ export interface ResolvedWriterOptions {
   onError: ErrorHandler | undefined;
 }
 
-function checkObject(name: string, v: unknown): Record<string, unknown> {
+/** @internal Validates an options object (undefined → `{}`): TypeError ERR_INVALID_ARG_TYPE otherwise. */
+export function checkObject(name: string, v: unknown): Record<string, unknown> {
   if (v === undefined) return {};
   if (v === null || typeof v !== 'object' || Array.isArray(v)) throw invalidType(name, 'an object', v);
   return v as Record<string, unknown>;
 }
 
-function checkKeys(name: string, o: Record<string, unknown>, allowed: readonly string[]): void {
+/** @internal Refuses keys of `o` not in `allowed` (ERR_INVALID_ARG_VALUE): `name` says which options, e.g. "Reader options". */
+export function checkKeys(name: string, o: Record<string, unknown>, allowed: readonly string[]): void {
   for (const k of Object.keys(o)) {
-    if (!allowed.includes(k)) {
-      const err = new TypeError(`Unknown option "${k}" in ${name}. Known options: ${allowed.join(', ')}`);
-      (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_VALUE';
-      throw err;
-    }
+    if (!allowed.includes(k)) throw invalidValue(`Unknown option "${k}" in ${name}. Known options: ${allowed.join(', ')}`);
   }
+}
+
+/**
+ * @internal Validates an integer from `min` to `max`: TypeError
+ * ERR_INVALID_ARG_TYPE unless a number (`expected` words the type), RangeError
+ * ERR_OUT_OF_RANGE otherwise.
+ */
+export function checkInteger(
+  name: string,
+  v: unknown,
+  min: number,
+  max: number,
+  kind: 'option' | 'argument' = 'option',
+  expected = 'a number',
+): number {
+  if (typeof v !== 'number') throw invalidType(name, expected, v, kind);
+  if (!Number.isInteger(v) || v < min || v > max) throw outOfRange(name, `an integer >= ${min} and <= ${max}`, v);
+  return v;
 }
 
 /** Validates an integer option (undefined → default). */
 export function intOption(name: string, v: unknown, def: number, min: number, max: number): number {
-  if (v === undefined) return def;
-  if (typeof v !== 'number') throw invalidType(name, 'a number', v);
-  if (!Number.isInteger(v) || v < min || v > max) throw outOfRange(name, `an integer >= ${min} and <= ${max}`, v);
-  return v;
+  return v === undefined ? def : checkInteger(name, v, min, max);
 }
 
 function numberOption(name: string, v: unknown, def: number, min: number, max: number): number {
@@ -215,17 +264,11 @@ export function isAbstract(path: string): boolean {
 export function validatePath(path: unknown): string {
   if (typeof path !== 'string') throw invalidType('path', 'a string', path);
   if (path.length === 0 || path.includes('\0')) {
-    const err = new TypeError(`The socket path must be a non-empty string without NUL bytes. Received ${JSON.stringify(path)}`);
-    (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_VALUE';
-    throw err;
+    throw invalidValue(`The socket path must be a non-empty string without NUL bytes. Received ${JSON.stringify(path)}`);
   }
   const abstract = isAbstract(path);
   const bytes = Buffer.byteLength(abstract ? path.slice(1) : path, 'utf8');
-  if (abstract && bytes === 0) {
-    const err = new TypeError('An abstract socket name ("@name") needs at least one byte after the "@"');
-    (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_VALUE';
-    throw err;
-  }
+  if (abstract && bytes === 0) throw invalidValue('An abstract socket name ("@name") needs at least one byte after the "@"');
   if (bytes > MAX_PATH_BYTES) {
     if (abstract) {
       throw new IpcError(
@@ -296,11 +339,7 @@ function idListOption(name: string, v: unknown): number[] {
 function notForAbstract(path: string, o: Record<string, unknown>, keys: readonly string[]): void {
   if (!isAbstract(path)) return;
   for (const k of keys) {
-    if (o[k] !== undefined) {
-      const err = new TypeError(`The "${k}" option does not apply to the abstract socket ${path}: it has no file`);
-      (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_VALUE';
-      throw err;
-    }
+    if (o[k] !== undefined) throw invalidValue(`The "${k}" option does not apply to the abstract socket ${path}: it has no file`);
   }
 }
 
@@ -325,26 +364,24 @@ export function resolveReaderOptions(options: unknown, path = ''): ResolvedReade
     throw invalidType('jsThreadPolling', "a boolean, 'light' or 'always'", jtp);
   }
   if (typeof jtp === 'string' && jtp !== 'light' && jtp !== 'always') {
-    const err = new TypeError(`The "jsThreadPolling" option must be a boolean, 'light' or 'always'. Received ${JSON.stringify(jtp)}`);
-    (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_VALUE';
-    throw err;
+    throw invalidValue(`The "jsThreadPolling" option must be a boolean, 'light' or 'always'. Received ${JSON.stringify(jtp)}`);
   }
   return {
     uid: idOption('uid', o.uid),
     gid: idOption('gid', o.gid),
-    directoryMode: intOption('directoryMode', o.directoryMode, 0o700, 0, 0o777),
+    directoryMode: intOption('directoryMode', o.directoryMode, DEFAULT_DIRECTORY_MODE, 0, 0o777),
     allowUids: idListOption('allowUids', o.allowUids),
     allowGids: idListOption('allowGids', o.allowGids),
     authorize: fnOption('authorize', o.authorize),
     systemd,
     notifySystemd: o.notifySystemd === true,
     maxMessageSize: intOption('maxMessageSize', o.maxMessageSize, DEFAULT_MAX_MESSAGE_SIZE, 0, MAX_MESSAGE_SIZE_LIMIT),
-    maxPendingBytes: intOption('maxPendingBytes', o.maxPendingBytes, 8 * 1024 * 1024, 1, 2 ** 40),
-    backlog: intOption('backlog', o.backlog, 511, 1, 65535),
-    mode: intOption('mode', o.mode, 0o600, 0, 0o777),
-    slabSize: intOption('slabSize', o.slabSize, 512 * 1024, 64 * 1024, 64 * 1024 * 1024),
-    inactivityTimeoutMs: intOption('inactivityTimeoutMs', o.inactivityTimeoutMs, 0, 0, 2 ** 31 - 1),
-    frameTimeoutMs: intOption('frameTimeoutMs', o.frameTimeoutMs, DEFAULT_FRAME_TIMEOUT_MS, 0, 2 ** 31 - 1),
+    maxPendingBytes: intOption('maxPendingBytes', o.maxPendingBytes, DEFAULT_MAX_PENDING_BYTES, 1, 2 ** 40),
+    backlog: intOption('backlog', o.backlog, DEFAULT_BACKLOG, 1, 65535),
+    mode: intOption('mode', o.mode, DEFAULT_MODE, 0, 0o777),
+    slabSize: intOption('slabSize', o.slabSize, DEFAULT_SLAB_SIZE, MIN_SLAB_SIZE, MAX_SLAB_SIZE),
+    inactivityTimeoutMs: intOption('inactivityTimeoutMs', o.inactivityTimeoutMs, 0, 0, MAX_TIMEOUT_MS),
+    frameTimeoutMs: intOption('frameTimeoutMs', o.frameTimeoutMs, DEFAULT_FRAME_TIMEOUT_MS, 0, MAX_TIMEOUT_MS),
     jsThreadPolling:
       jtp === false ? 'off' : typeof jtp === 'string' ? jtp : availableParallelism() <= 2 ? 'always' : 'light',
     onError: fnOption<ErrorHandler>('onError', o.onError),
@@ -371,7 +408,7 @@ export function resolveWriterOptions(options: unknown, path = ''): ResolvedWrite
   const maxBufferedBytes = intOption(
     'maxBufferedBytes',
     o.maxBufferedBytes,
-    Math.max(16 * 1024 * 1024, minBytes),
+    Math.max(DEFAULT_MAX_BUFFERED_BYTES, minBytes),
     1,
     2 ** 31,
   );
@@ -388,24 +425,25 @@ export function resolveWriterOptions(options: unknown, path = ''): ResolvedWrite
   } else {
     const r = checkObject('reconnect', o.reconnect);
     checkKeys('reconnect options', r, RECONNECT_KEYS);
-    const initialDelayMs = intOption('reconnect.initialDelayMs', r.initialDelayMs, 100, 1, 3_600_000);
-    const maxDelayMs = intOption('reconnect.maxDelayMs', r.maxDelayMs, Math.max(5000, initialDelayMs), 1, 3_600_000);
+    const d = DEFAULT_RECONNECT;
+    const initialDelayMs = intOption('reconnect.initialDelayMs', r.initialDelayMs, d.initialDelayMs, 1, 3_600_000);
+    const maxDelayMs = intOption('reconnect.maxDelayMs', r.maxDelayMs, Math.max(d.maxDelayMs, initialDelayMs), 1, 3_600_000);
     if (maxDelayMs < initialDelayMs) {
       throw outOfRange('reconnect.maxDelayMs', `>= reconnect.initialDelayMs (${initialDelayMs})`, maxDelayMs);
     }
     reconnect = {
       initialDelayMs,
       maxDelayMs,
-      multiplier: numberOption('reconnect.multiplier', r.multiplier, 2, 1, 100),
-      maxAttempts: intOption('reconnect.maxAttempts', r.maxAttempts, 0, 0, 2 ** 31 - 1),
+      multiplier: numberOption('reconnect.multiplier', r.multiplier, d.multiplier, 1, 100),
+      maxAttempts: intOption('reconnect.maxAttempts', r.maxAttempts, d.maxAttempts, 0, 2 ** 31 - 1),
     };
   }
   return {
     maxMessageSize,
-    maxBufferedWrites: intOption('maxBufferedWrites', o.maxBufferedWrites, 10_000, 1, 2 ** 30),
+    maxBufferedWrites: intOption('maxBufferedWrites', o.maxBufferedWrites, DEFAULT_MAX_BUFFERED_WRITES, 1, 2 ** 30),
     maxBufferedBytes,
-    sendBufferSize: intOption('sendBufferSize', o.sendBufferSize, 4 * 1024 * 1024, 0, 2 ** 30),
-    writeTimeoutMs: intOption('writeTimeoutMs', o.writeTimeoutMs, 0, 0, 2 ** 31 - 1),
+    sendBufferSize: intOption('sendBufferSize', o.sendBufferSize, DEFAULT_SEND_BUFFER_SIZE, 0, 2 ** 30),
+    writeTimeoutMs: intOption('writeTimeoutMs', o.writeTimeoutMs, 0, 0, MAX_TIMEOUT_MS),
     expectOwner,
     reconnect,
     onError: fnOption<ErrorHandler>('onError', o.onError),
@@ -414,7 +452,7 @@ export function resolveWriterOptions(options: unknown, path = ''): ResolvedWrite
 
 /** Options of `stop()`. */
 export interface StopOptions {
-  /** How long to drain before closing anyway, in ms. Default 5000. */
+  /** How long to go on delivering (Reader) or sending (Writer) what is queued before closing anyway, in ms. Default 5000. */
   timeoutMs?: number;
   /**
    * Aborting it moves the deadline to now: the stop becomes a forced one, as
@@ -448,7 +486,10 @@ export function validateSignal(v: unknown, name = 'signal'): AbortSignal | undef
 export function resolveStopOptions(options: unknown): { timeoutMs: number; signal: AbortSignal | undefined } {
   const o = checkObject('options', options);
   checkKeys('stop options', o, ['timeoutMs', 'signal']);
-  return { timeoutMs: intOption('timeoutMs', o.timeoutMs, 5000, 0, 2 ** 31 - 1), signal: validateSignal(o.signal) };
+  return {
+    timeoutMs: intOption('timeoutMs', o.timeoutMs, DEFAULT_STOP_TIMEOUT_MS, 0, MAX_TIMEOUT_MS),
+    signal: validateSignal(o.signal),
+  };
 }
 
 /** @internal Validates `{ signal? }` options of `what` (e.g. "flush options"). */

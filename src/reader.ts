@@ -4,8 +4,9 @@
  */
 import { EventEmitter } from 'node:events';
 import { abortError, onAbort } from './abort';
+import { Batch, type Connection } from './batch';
 import { binding, type NativeReaderHandle } from './binding';
-import { fromNative, IpcError, type ErrorContext } from './errors';
+import { fromNative, invalidArg, invalidValue, IpcError, type ErrorContext } from './errors';
 import { BatchChannel } from './iterate';
 import { formatMetrics, READER_METRICS, type MetricLabels } from './metrics';
 import {
@@ -16,217 +17,16 @@ import {
   validatePath,
   type ReaderOptions,
   type ResolvedReaderOptions,
-  type SignalOptions,
   type StopOptions,
 } from './options';
+import type { Protocol } from './protocol';
+import { Inbox } from './reader/inbox';
 import { notify as notifySystemd, takeListener } from './systemd';
 
-/** One accepted connection (one writer), with its peer's credentials (SO_PEERCRED, read at accept). */
-export interface Connection {
-  /** Identifier unique within this Reader. */
-  readonly id: number;
-  /** The peer's process id as of its connect() (may have been reused since). */
-  readonly pid: number;
-  /** The peer's user id (65534 if unmapped in this user namespace). */
-  readonly uid: number;
-  /** The peer's group id. */
-  readonly gid: number;
-}
+import type { BatchHandler, ReaderEvents, ReaderListener, ReaderMetrics, StartOptions, StopResult } from './reader/types';
 
-/**
- * The Buffers handed out for messages: a Uint8Array subclass whose prototype
- * chain runs through Buffer.prototype (as Node's own FastBuffer does), so each
- * is a real Buffer (`Buffer.isBuffer`, every Buffer method) but costs only a
- * typed-array view to create, about half of `Buffer.from(ab, off, len)`.
- */
-class MessageBuffer extends Uint8Array {}
-let retainedOf: (b: Batch) => boolean;
-Object.setPrototypeOf(MessageBuffer.prototype, Buffer.prototype);
-
-function view(ab: ArrayBuffer, start: number, length: number): Buffer {
-  return new MessageBuffer(ab, start, length) as unknown as Buffer;
-}
-
-class BatchIterator implements Iterator<Buffer> {
-  #i = 0;
-  constructor(
-    private readonly ab: ArrayBuffer,
-    private readonly offsets: Uint32Array,
-    private readonly n: number,
-  ) {}
-  next(): IteratorResult<Buffer> {
-    const i = this.#i;
-    if (i >= this.n) return { done: true, value: undefined };
-    this.#i = i + 1;
-    const s = this.offsets[2 * i];
-    return { done: false, value: view(this.ab, s, this.offsets[2 * i + 1] - s) };
-  }
-  [Symbol.iterator](): Iterator<Buffer> {
-    return this;
-  }
-}
-
-/**
- * A batch of messages from one connection, in the order they were sent.
- *
- * Iterating yields one `Buffer` per message. The Buffers are views of the
- * reader's receive memory, without a copy, and **they are valid until the
- * handler returns** (or, for an async handler, until its promise settles).
- * Then the batch is released: its memory goes back to the reader for the next
- * reads, and every view of it ({@link Batch.bytes}, each message Buffer)
- * becomes empty (length 0), so a view kept by mistake reads as empty, never
- * as another message's bytes. To keep messages longer, call
- * {@link Batch.retain} inside the handler (the memory then lives until the
- * garbage collector finds no view of it) or copy them (`Buffer.from(msg)`).
- * For zero-allocation access use {@link Batch.bytes} with
- * {@link Batch.start}/{@link Batch.end} or {@link Batch.visit}.
- */
-export class Batch implements Iterable<Buffer> {
-  /** The connection these messages came from. */
-  readonly connection: Connection;
-  /** Number of messages. */
-  readonly length: number;
-  /** Total payload bytes of the messages (length prefixes excluded). */
-  readonly byteLength: number;
-  readonly #buffer: ArrayBuffer;
-  #bytes: Uint8Array | undefined; // made on first use: most handlers never ask
-  readonly #offsets: Uint32Array;
-  #retained = false;
-  static {
-    retainedOf = (b) => b.#retained;
-  }
-
-  /** @internal */
-  constructor(connection: Connection, buffer: ArrayBuffer, offsets: Uint32Array, byteLength: number) {
-    this.connection = connection;
-    this.#buffer = buffer;
-    this.#offsets = offsets;
-    this.length = offsets.length >>> 1;
-    this.byteLength = byteLength;
-  }
-
-  /** The batch's memory: message i is `bytes.subarray(start(i), end(i))`. */
-  get bytes(): Uint8Array {
-    // A released batch's buffer is detached (byteLength 0): an empty view.
-    return (this.#bytes ??= this.#buffer.byteLength === 0 ? new Uint8Array(0) : new Uint8Array(this.#buffer));
-  }
-
-  /**
-   * Keeps this batch's memory (and every view of it) valid after the handler
-   * is done, until the garbage collector finds no view of it left, instead of
-   * releasing it for reuse. Call it inside the handler. Retained memory is not
-   * recycled, so retaining every batch costs memory and speed: copy what you
-   * keep when it is a small part of the batch.
-   * @returns this batch
-   */
-  retain(): this {
-    this.#retained = true;
-    return this;
-  }
-
-  /** True once {@link Batch.retain} was called. */
-  get retained(): boolean {
-    return this.#retained;
-  }
-
-  /** Offset in {@link Batch.bytes} where message `i` starts. */
-  start(i: number): number {
-    return this.#offsets[2 * i];
-  }
-
-  /** Offset in {@link Batch.bytes} just past message `i`. */
-  end(i: number): number {
-    return this.#offsets[2 * i + 1];
-  }
-
-  /** Message `i` as a Buffer view (no copy); undefined when out of range. Negative counts from the end. */
-  at(i: number): Buffer | undefined {
-    if (i < 0) i += this.length;
-    if (!(i >= 0 && i < this.length)) return undefined;
-    const s = this.#offsets[2 * i];
-    return view(this.#buffer, s, this.#offsets[2 * i + 1] - s);
-  }
-
-  /** Calls `fn(bytes, start, end, index)` for each message without creating any object. */
-  visit(fn: (bytes: Uint8Array, start: number, end: number, index: number) => void): void {
-    const o = this.#offsets;
-    const b = this.bytes;
-    for (let i = 0, n = this.length; i < n; i++) fn(b, o[2 * i], o[2 * i + 1], i);
-  }
-
-  /** All messages as Buffer views. */
-  toArray(): Buffer[] {
-    const out = new Array<Buffer>(this.length);
-    for (let i = 0; i < this.length; i++) out[i] = this.at(i)!;
-    return out;
-  }
-
-  /** Yields each message as a Buffer view (no copy), in order. */
-  [Symbol.iterator](): Iterator<Buffer> {
-    return new BatchIterator(this.#buffer, this.#offsets, this.length);
-  }
-}
-
-/** The handler: return a promise to hold back the next batch until it settles. */
-export type BatchHandler = (batch: Batch) => void | Promise<void>;
-
-/** Counters of a {@link Reader}. */
-export interface ReaderMetrics {
-  /** Messages handed to the handler. */
-  received: number;
-  /** Payload bytes handed to the handler. */
-  bytesReceived: number;
-  /** Batches handed to the handler. */
-  batches: number;
-  /** Connections accepted since start. */
-  connections: number;
-  /** Connections open now. */
-  activeConnections: number;
-  /** Errors reported (bad frames, failed connections, handler failures). */
-  errors: number;
-  /** Handler calls that threw or rejected. */
-  handlerErrors: number;
-  /** Bytes read from sockets. */
-  bytesRead: number;
-  /** read(2) calls that returned data. */
-  readCalls: number;
-  /** Times a connection was paused because the handler fell behind. */
-  pauses: number;
-  /** Messages received but not delivered because stop() timed out. */
-  discarded: number;
-  /** Connections refused by allowUids/allowGids/authorize before any message was read. */
-  rejected: number;
-  /** read(2) calls made on the JavaScript thread (light traffic; see the `jsThreadPolling` option). */
-  jsThreadReads: number;
-  /** Times reading moved between the IO thread and the JavaScript thread, either way. */
-  handoffs: number;
-}
-
-/** Result of `stop()`. */
-export interface StopResult {
-  /** Messages that were received but not delivered (stop timed out). */
-  discarded: number;
-}
-
-/** Options of {@link Reader.start}: `signal` rejects a start() whose signal is already aborted, and stops the Reader when aborted later. */
-export type StartOptions = SignalOptions;
-
-/** The events of a {@link Reader} and their listener arguments. */
-export interface ReaderEvents {
-  /** start() succeeded: connections are accepted. */
-  listening: [];
-  /** A writer connected (and passed `authorize`, if set). */
-  connection: [connection: Connection];
-  /** A connection closed; `reason` is set when the Reader closed it itself or it failed. */
-  disconnect: [connection: Connection, reason: IpcError | undefined];
-  /** The Reader stopped; `forced` when the stop deadline passed (or was aborted) before everything was delivered. */
-  close: [info: { forced: boolean }];
-  /** An error that is not the caller's fault; emitted only while a listener is attached. */
-  error: [error: Error, context: ErrorContext, connection: Connection | undefined];
-}
-
-/** A listener of Reader event `E`. */
-export type ReaderListener<E extends keyof ReaderEvents> = (...args: ReaderEvents[E]) => void;
+export { Batch, type Connection };
+export type { BatchHandler, ReaderEvents, ReaderListener, ReaderMetrics, StartOptions, StopResult } from './reader/types';
 
 // Typed overloads of the EventEmitter methods (declaration merging with the class).
 export interface Reader {
@@ -247,14 +47,6 @@ export interface Reader {
 }
 
 type State = 'idle' | 'running' | 'stopping' | 'stopped';
-
-const T_BATCH = 0;
-const T_OPEN = 1;
-const T_CLOSE = 2;
-const T_ERROR = 3;
-const T_DRAINED = 4;
-const T_REJECTED = 5;
-const ITEM = 5;
 
 // Indices of the Reader's counters (#m).
 const M_RECEIVED = 0;
@@ -285,11 +77,10 @@ export class Reader extends EventEmitter {
   #handle: NativeReaderHandle | undefined;
   #refed = true;
   #systemdActivated = false;
-  // Items from the IO thread not yet handled: flat, ITEM slots each.
-  #queue: unknown[] = [];
-  #qhead = 0;
-  #busy = false;
-  #drained = false;
+  #inbox: Inbox | undefined; // items from the IO thread, and the batches' memory (from start())
+  #item: Protocol['item'] | undefined; // the item tags
+  #busy = false; // an async handler's promise is pending
+  #stopFinished = false; // the engine reported stop finished (item DRAINED)
   #conns = new Map<number, Connection>();
   #held = new Set<number>(); // connections waiting for authorize()
   #stopPromise: Promise<StopResult> | undefined;
@@ -324,11 +115,10 @@ export class Reader extends EventEmitter {
     if (handler !== undefined && typeof handler !== 'function') {
       // new Reader(path, options): a plain object in the handler's place.
       if (options !== undefined || handler === null || typeof handler !== 'object' || Array.isArray(handler)) {
-        const err = new TypeError(
+        throw invalidArg(
+          'ERR_INVALID_ARG_TYPE',
           `The "handler" argument must be a function, or omitted to iterate the Reader. Received ${handler === null ? 'null' : Array.isArray(handler) ? 'an array' : typeof handler}`,
         );
-        (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_TYPE';
-        throw err;
       }
       options = handler;
       handler = undefined;
@@ -397,6 +187,9 @@ export class Reader extends EventEmitter {
     } catch (e) {
       throw fromNative(e);
     }
+    this.#item = b.protocol.item;
+    this.#inbox = new Inbox(this.#item, (memory) => b.release(memory));
+    this.#inbox.attach(handle);
     this.#handle = handle;
     this.#state = 'running';
     if (fd === undefined && !abstract) removeSocketAtExit(handle);
@@ -564,46 +357,27 @@ export class Reader extends EventEmitter {
     await this.stop();
   }
 
+  // The IO thread has items for us.
   #onReady(): void {
-    const h = this.#handle;
-    if (!h) return;
-    const items = h.drain();
-    if (items.length === 0) return;
-    if (this.#qhead === this.#queue.length) {
-      this.#queue = items;
-      this.#qhead = 0;
-    } else {
-      for (let i = 0; i < items.length; i++) this.#queue.push(items[i]);
-    }
-    this.#pump();
+    if (this.#handle && this.#inbox!.take()) this.#pump();
   }
 
+  // Handles items in order until none is left, or an async handler's promise
+  // holds back the rest.
   #pump(): void {
     if (this.#busy) return;
-    const q = this.#queue;
-    while (this.#qhead < q.length && this.#handle) {
-      const i = this.#qhead;
-      this.#qhead += ITEM;
-      const type = q[i] as number;
-      const connId = q[i + 1] as number;
-      if (type === T_BATCH) {
-        const ab = q[i + 2] as ArrayBuffer;
-        const o = q[i + 3] as Uint32Array | number;
-        // A small batch carries its offsets table at the start of its buffer
-        // (o is its length); a large batch's table has a buffer of its own.
-        const small = typeof o === 'number';
-        const offsets = small ? new Uint32Array(ab, 0, o) : o;
-        const table = small ? undefined : (o.buffer as ArrayBuffer);
-        // The bytes this batch holds of the connection's maxPendingBytes (the
-        // region, without a small batch's offsets table).
-        const region = small ? ab.byteLength - 4 * o : ab.byteLength;
-        const bytes = q[i + 4] as number;
-        q[i + 2] = q[i + 3] = undefined; // let the slab go once delivered
+    const inbox = this.#inbox!;
+    const I = this.#item!;
+    while (this.#handle) {
+      const tag = inbox.next();
+      if (tag < 0) break;
+      const connId = inbox.connId();
+      if (tag === I.BATCH) {
         const conn = this.#conns.get(connId) ?? { id: connId, pid: -1, uid: -1, gid: -1 };
-        const batch = new Batch(conn, ab, offsets, bytes);
+        const batch = inbox.batch(conn);
         const m = this.#m;
         m[M_RECEIVED] += batch.length;
-        m[M_BYTES] += bytes;
+        m[M_BYTES] += batch.byteLength;
         m[M_BATCHES]++;
         let r: unknown;
         try {
@@ -614,45 +388,37 @@ export class Reader extends EventEmitter {
         if (r !== undefined && r !== null && typeof (r as PromiseLike<void>).then === 'function') {
           this.#busy = true;
           (r as PromiseLike<void>).then(
-            () => this.#afterAsync(connId, batch, ab, table, region),
+            () => this.#afterAsync(batch),
             (e: unknown) => {
               this.#handlerFailed(e, conn);
-              this.#afterAsync(connId, batch, ab, table, region);
+              this.#afterAsync(batch);
             },
           );
           return;
         }
-        this.#done(connId, batch, ab, table, region);
-      } else if (type === T_OPEN) {
-        const cred = q[i + 2] as { pid: number; uid: number; gid: number };
+        inbox.done(batch);
+      } else if (tag === I.OPEN) {
+        const cred = inbox.peer();
         const conn: Connection = Object.freeze({ id: connId, pid: cred.pid, uid: cred.uid, gid: cred.gid });
         this.#conns.set(connId, conn);
         if (this.#opts.authorize) this.#authorize(conn);
         else this.emit('connection', conn);
-      } else if (type === T_REJECTED) {
-        const cred = q[i + 2] as { pid: number; uid: number; gid: number };
+      } else if (tag === I.REJECTED) {
+        const cred = inbox.peer();
         const peer: Connection = Object.freeze({ id: 0, pid: cred.pid, uid: cred.uid, gid: cred.gid });
         this.#rejected(peer, 'not in allowUids/allowGids');
-      } else if (type === T_CLOSE) {
+      } else if (tag === I.CLOSE) {
         const conn = this.#conns.get(connId) ?? { id: connId, pid: -1, uid: -1, gid: -1 };
         const announced = this.#conns.delete(connId) && !this.#held.has(connId);
         this.#held.delete(connId);
-        const why = q[i + 2];
-        if (announced) {
-          this.emit('disconnect', conn, why === undefined ? undefined : fromNative(Object.assign(new Error(), why as object)));
-        }
-      } else if (type === T_ERROR) {
-        const e = fromNative(Object.assign(new Error(), q[i + 2] as object)) as Error;
-        this.#report(e, connId === 0 ? 'accept' : 'connection', this.#conns.get(connId));
-      } else if (type === T_DRAINED) {
-        this.#drained = true;
+        if (announced) this.emit('disconnect', conn, inbox.error());
+      } else if (tag === I.ERROR) {
+        this.#report(inbox.error() as Error, connId === 0 ? 'accept' : 'connection', this.#conns.get(connId));
+      } else if (tag === I.DRAINED) {
+        this.#stopFinished = true;
       }
     }
-    if (this.#qhead >= q.length) {
-      this.#queue = [];
-      this.#qhead = 0;
-    }
-    if (this.#state === 'stopping' && this.#drained) this.#finishStop(false);
+    if (this.#state === 'stopping' && this.#stopFinished) this.#finishStop(false);
   }
 
   // Runs the authorize option for a held connection; nothing of it is read
@@ -695,24 +461,10 @@ export class Reader extends EventEmitter {
     this.#report(err, 'authorize', peer);
   }
 
-  #afterAsync(connId: number, batch: Batch, ab: ArrayBuffer, table: ArrayBuffer | undefined, region: number): void {
+  #afterAsync(batch: Batch): void {
     this.#busy = false;
-    this.#done(connId, batch, ab, table, region);
+    this.#inbox!.done(batch);
     this.#pump();
-  }
-
-  // The handler is done with a batch: acknowledge its bytes and release its
-  // memory (region, and a large batch's offsets table) unless it was retained.
-  #done(connId: number, batch: Batch, ab: ArrayBuffer, table: ArrayBuffer | undefined, region: number): void {
-    const retained = retainedOf(batch);
-    if (this.#handle) {
-      if (retained) this.#handle.ack(connId, region);
-      else this.#handle.ack(connId, region, ab, table);
-    } else if (!retained) {
-      // stopped meanwhile: still release it
-      binding().release(ab);
-      if (table) binding().release(table);
-    }
   }
 
   #handlerFailed(e: unknown, conn: Connection): void {
@@ -742,18 +494,7 @@ export class Reader extends EventEmitter {
     this.#lastNative = h.metrics();
     this.#lastNative.activeConnections = 0;
     // Anything still queued, here or in the engine, could not be delivered in time.
-    let discarded = h.close();
-    const q = this.#queue;
-    for (let i = this.#qhead; i < q.length; i += ITEM) {
-      if (q[i] === T_BATCH) {
-        const o = q[i + 3] as Uint32Array | number;
-        discarded += (typeof o === 'number' ? o : o.length) >>> 1;
-        binding().release(q[i + 2] as ArrayBuffer);
-        if (typeof o !== 'number') binding().release(o.buffer as ArrayBuffer);
-      }
-    }
-    this.#queue = [];
-    this.#qhead = 0;
+    const discarded = h.close() + this.#inbox!.discard();
     this.#m[M_DISCARDED] += discarded;
     this.#handle = undefined;
     this.#state = 'stopped';
@@ -786,10 +527,6 @@ function resolveId(name: string, v: number | string | undefined, lookup: (n: str
   if (v === undefined) return -1;
   if (typeof v === 'number') return v;
   const id = lookup(v);
-  if (id < 0) {
-    const err = new TypeError(`The "${name}" option names ${name === 'uid' ? 'a user' : 'a group'} that does not exist: ${v}`);
-    (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_VALUE';
-    throw err;
-  }
+  if (id < 0) throw invalidValue(`The "${name}" option names ${name === 'uid' ? 'a user' : 'a group'} that does not exist: ${v}`);
   return id;
 }

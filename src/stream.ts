@@ -2,8 +2,7 @@
  * A `stream.Writable` over a Writer: one chunk, one message.
  */
 import { Writable } from 'node:stream';
-import { intOption, validateSignal } from './options';
-import { invalidType } from './errors';
+import { checkKeys, checkObject, intOption, validateSignal } from './options';
 import type { Writer } from './writer';
 
 /** Options of {@link createWritable} / `writer.createWriteStream()`. */
@@ -48,17 +47,8 @@ interface Queueing {
  * await pipeline(Readable.from(lines()), createWritable(writer));
  */
 export function createWritable(writer: Writer, options?: WritableOptions): Writable {
-  if (options !== undefined && (options === null || typeof options !== 'object' || Array.isArray(options))) {
-    throw invalidType('options', 'an object', options);
-  }
-  const o = (options ?? {}) as Record<string, unknown>;
-  for (const k of Object.keys(o)) {
-    if (!KEYS.includes(k)) {
-      const err = new TypeError(`Unknown option "${k}" in write stream options. Known options: ${KEYS.join(', ')}`);
-      (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_VALUE';
-      throw err;
-    }
-  }
+  const o = checkObject('options', options);
+  checkKeys('write stream options', o, KEYS);
   const highWaterMark = intOption('highWaterMark', o.highWaterMark, 16, 0, 2 ** 30);
   const signal = validateSignal(o.signal);
   // Aborts the send()s still waiting for room when the stream is destroyed.

@@ -1,0 +1,174 @@
+/**
+ * The batches a Reader hands to its handler, and the connections they come
+ * from. A Batch is a view of received memory: an ArrayBuffer (the region) and
+ * a table of message offsets in it. The Reader's inbox (src/reader/inbox.ts)
+ * builds them and acknowledges and releases their memory.
+ */
+
+/** One accepted connection (one writer), with its peer's credentials (SO_PEERCRED, read at accept). */
+export interface Connection {
+  /** Identifier unique within this Reader. */
+  readonly id: number;
+  /** The peer's process id as of its connect() (may have been reused since). */
+  readonly pid: number;
+  /** The peer's user id (65534 if unmapped in this user namespace). */
+  readonly uid: number;
+  /** The peer's group id. */
+  readonly gid: number;
+}
+
+/**
+ * The Buffers handed out for messages: a Uint8Array subclass whose prototype
+ * chain runs through Buffer.prototype (as Node's own FastBuffer does), so each
+ * is a real Buffer (`Buffer.isBuffer`, every Buffer method) but costs only a
+ * typed-array view to create, without going through `Buffer.from()`.
+ */
+class MessageBuffer extends Uint8Array {}
+Object.setPrototypeOf(MessageBuffer.prototype, Buffer.prototype);
+
+// What the inbox needs of a Batch to acknowledge and release it, without
+// making it part of the public class (set by Batch's static block).
+let memoryOf: (b: Batch) => ArrayBuffer;
+let offsetsOf: (b: Batch) => Uint32Array;
+let retainedOf: (b: Batch) => boolean;
+
+function view(ab: ArrayBuffer, start: number, length: number): Buffer {
+  return new MessageBuffer(ab, start, length) as unknown as Buffer;
+}
+
+class BatchIterator implements Iterator<Buffer> {
+  #i = 0;
+  constructor(
+    private readonly ab: ArrayBuffer,
+    private readonly offsets: Uint32Array,
+    private readonly n: number,
+  ) {}
+  next(): IteratorResult<Buffer> {
+    const i = this.#i;
+    if (i >= this.n) return { done: true, value: undefined };
+    this.#i = i + 1;
+    const s = this.offsets[2 * i];
+    return { done: false, value: view(this.ab, s, this.offsets[2 * i + 1] - s) };
+  }
+  [Symbol.iterator](): Iterator<Buffer> {
+    return this;
+  }
+}
+
+/**
+ * A batch of messages from one connection, in the order they were sent.
+ *
+ * Iterating yields one `Buffer` per message. The Buffers are views of the
+ * reader's receive memory, without a copy, and **they are valid until the
+ * handler returns** (or, for an async handler, until its promise settles).
+ * Then the batch is released: its memory goes back to the reader for the next
+ * reads, and every view of it ({@link Batch.bytes}, each message Buffer)
+ * becomes empty (length 0), so a view kept by mistake reads as empty, never
+ * as another message's bytes. To keep messages longer, call
+ * {@link Batch.retain} inside the handler (the memory then lives until the
+ * garbage collector finds no view of it) or copy them (`Buffer.from(msg)`).
+ * For zero-allocation access use {@link Batch.bytes} with
+ * {@link Batch.start}/{@link Batch.end} or {@link Batch.visit}.
+ */
+export class Batch implements Iterable<Buffer> {
+  /** The connection these messages came from. */
+  readonly connection: Connection;
+  /** Number of messages. */
+  readonly length: number;
+  /** Total payload bytes of the messages (length prefixes excluded). */
+  readonly byteLength: number;
+  readonly #buffer: ArrayBuffer;
+  #bytes: Uint8Array | undefined; // made on first use: most handlers never ask
+  readonly #offsets: Uint32Array;
+  #retained = false;
+  static {
+    memoryOf = (b) => b.#buffer;
+    offsetsOf = (b) => b.#offsets;
+    retainedOf = (b) => b.#retained;
+  }
+
+  /** @internal */
+  constructor(connection: Connection, buffer: ArrayBuffer, offsets: Uint32Array, byteLength: number) {
+    this.connection = connection;
+    this.#buffer = buffer;
+    this.#offsets = offsets;
+    this.length = offsets.length >>> 1;
+    this.byteLength = byteLength;
+  }
+
+  /** The batch's memory: message i is `bytes.subarray(start(i), end(i))`. */
+  get bytes(): Uint8Array {
+    // A released batch's buffer is detached (byteLength 0): an empty view.
+    return (this.#bytes ??= this.#buffer.byteLength === 0 ? new Uint8Array(0) : new Uint8Array(this.#buffer));
+  }
+
+  /**
+   * Keeps this batch's memory (and every view of it) valid after the handler
+   * is done, until the garbage collector finds no view of it left, instead of
+   * releasing it for reuse. Call it inside the handler. Retained memory is not
+   * recycled, so retaining every batch costs memory and speed: copy what you
+   * keep when it is a small part of the batch.
+   * @returns this batch
+   */
+  retain(): this {
+    this.#retained = true;
+    return this;
+  }
+
+  /** True once {@link Batch.retain} was called. */
+  get retained(): boolean {
+    return this.#retained;
+  }
+
+  /** Offset in {@link Batch.bytes} where message `i` starts. */
+  start(i: number): number {
+    return this.#offsets[2 * i];
+  }
+
+  /** Offset in {@link Batch.bytes} just past message `i`. */
+  end(i: number): number {
+    return this.#offsets[2 * i + 1];
+  }
+
+  /** Message `i` as a Buffer view (no copy); undefined when out of range. Negative counts from the end. */
+  at(i: number): Buffer | undefined {
+    if (i < 0) i += this.length;
+    if (!(i >= 0 && i < this.length)) return undefined;
+    const s = this.#offsets[2 * i];
+    return view(this.#buffer, s, this.#offsets[2 * i + 1] - s);
+  }
+
+  /** Calls `fn(bytes, start, end, index)` for each message without creating any object. */
+  visit(fn: (bytes: Uint8Array, start: number, end: number, index: number) => void): void {
+    const o = this.#offsets;
+    const b = this.bytes;
+    for (let i = 0, n = this.length; i < n; i++) fn(b, o[2 * i], o[2 * i + 1], i);
+  }
+
+  /** All messages as Buffer views. */
+  toArray(): Buffer[] {
+    const out = new Array<Buffer>(this.length);
+    for (let i = 0; i < this.length; i++) out[i] = this.at(i)!;
+    return out;
+  }
+
+  /** Yields each message as a Buffer view (no copy), in order. */
+  [Symbol.iterator](): Iterator<Buffer> {
+    return new BatchIterator(this.#buffer, this.#offsets, this.length);
+  }
+}
+
+/** @internal The region (ArrayBuffer) a batch's messages are views of. */
+export function batchMemory(b: Batch): ArrayBuffer {
+  return memoryOf(b);
+}
+
+/** @internal A batch's offsets table: start and end of each message in its region. */
+export function batchOffsets(b: Batch): Uint32Array {
+  return offsetsOf(b);
+}
+
+/** @internal True once {@link Batch.retain} was called. */
+export function isRetained(b: Batch): boolean {
+  return retainedOf(b);
+}

@@ -1,0 +1,174 @@
+/**
+ * A Reader's inbox: the items its IO thread hands over, decoded one at a
+ * time, the {@link Batch} objects built from them, and the acknowledgement
+ * and release of a batch's memory once the handler is done with it.
+ *
+ * Items come from the handle's `drain()` (the native dequeue; nothing to do
+ * with the Writer's 'drain' event) as one flat array, `protocol.item.SLOTS`
+ * values per item, `[tag, connId, a, b, c]` (native/core/protocol.h):
+ *
+ *   tag       a                          b                           c
+ *   BATCH     region (ArrayBuffer)       offsets: see below          payload bytes
+ *   OPEN      {pid, uid, gid}
+ *   CLOSE     error object, or undefined for a clean end
+ *   ERROR     error object
+ *   DRAINED   (stop finished: every connection closed, everything received handed over)
+ *   REJECTED  {pid, uid, gid} of a peer refused by allowUids/allowGids
+ *
+ * An offsets table holds two u32 per message, its start and end in the
+ * region. A small batch is copied into one V8-owned ArrayBuffer with its
+ * table in front (`[u32 offsets | bytes]`, offsets counted from the start of
+ * that buffer), and `b` is the number of u32 entries of the table; a large
+ * batch's region is external memory on the receive slab and `b` is the table
+ * itself, a Uint32Array with a buffer of its own.
+ *
+ * Memory: a batch holds the bytes of its region (without a small batch's
+ * table) against its connection's maxPendingBytes. When the handler is done
+ * the inbox acknowledges them (`ack`) and, unless the batch was retained,
+ * hands the region and a large batch's table back with the ack: they are
+ * detached (every view of them becomes empty) and their memory is reused.
+ * After the Reader stopped (no source), they are released directly.
+ * @internal
+ */
+import { Batch, batchMemory, batchOffsets, isRetained, type Connection } from '../batch';
+import { fromNative, type IpcError } from '../errors';
+import type { Protocol } from '../protocol';
+
+/** The native side of an inbox: the ReaderHandle (a fake in tests). */
+export interface ItemSource {
+  /** Takes every item ready, as a flat array (empty when none). */
+  drain(): unknown[];
+  /** Gives `bytes` back to the connection's budget; `region` and `table`, when given, are detached and reused. */
+  ack(connId: number, bytes: number, region?: ArrayBuffer, table?: ArrayBuffer): void;
+}
+
+/** A peer's credentials, as an OPEN or REJECTED item carries them. */
+export interface PeerCredentials {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+export class Inbox {
+  #source: ItemSource | undefined;
+  readonly #release: (memory: ArrayBuffer) => void;
+  readonly #slots: number;
+  readonly #batchTag: number;
+  #items: unknown[] = []; // items taken, not yet all handled
+  #next = 0; // index of the next item in #items
+  #at = 0; // index of the current item (the one next() returned)
+
+  /**
+   * @param item - Tags and layout of the items (`binding().protocol.item`).
+   * @param release - Detaches a region or table and lets its memory be reused (`binding().release`).
+   */
+  constructor(item: Protocol['item'], release: (memory: ArrayBuffer) => void) {
+    this.#slots = item.SLOTS;
+    this.#batchTag = item.BATCH;
+    this.#release = release;
+  }
+
+  /** From now on items come from `source`, and acknowledgements go to it. */
+  attach(source: ItemSource): void {
+    this.#source = source;
+  }
+
+  /** Takes the items the IO thread has ready. False when there were none. */
+  take(): boolean {
+    const s = this.#source;
+    if (!s) return false;
+    const items = s.drain();
+    if (items.length === 0) return false;
+    if (this.#next >= this.#items.length) {
+      this.#items = items;
+      this.#next = 0;
+    } else {
+      for (let i = 0; i < items.length; i++) this.#items.push(items[i]);
+    }
+    return true;
+  }
+
+  /** Moves on to the next item and returns its tag (a `protocol.item` value); -1 when none is left. */
+  next(): number {
+    const q = this.#items;
+    const i = this.#next;
+    if (i >= q.length) {
+      if (q.length !== 0) {
+        this.#items = [];
+        this.#next = 0;
+      }
+      return -1;
+    }
+    this.#at = i;
+    this.#next = i + this.#slots;
+    return q[i] as number;
+  }
+
+  /** The current item's connection id (0 for a peer refused before it got one, or the listening socket). */
+  connId(): number {
+    return this.#items[this.#at + 1] as number;
+  }
+
+  /** The current OPEN or REJECTED item's peer credentials. */
+  peer(): PeerCredentials {
+    return this.#items[this.#at + 2] as PeerCredentials;
+  }
+
+  /** The current CLOSE or ERROR item's error as an IpcError; undefined for a clean end of a connection. */
+  error(): IpcError | undefined {
+    const e = this.#items[this.#at + 2];
+    return e === undefined ? undefined : (fromNative(Object.assign(new Error(), e as object)) as IpcError);
+  }
+
+  /** The current BATCH item as a Batch from `conn`: its memory is the Batch's from now on. */
+  batch(conn: Connection): Batch {
+    const q = this.#items;
+    const i = this.#at;
+    const region = q[i + 2] as ArrayBuffer;
+    const o = q[i + 3] as Uint32Array | number;
+    const offsets = typeof o === 'number' ? new Uint32Array(region, 0, o) : o;
+    q[i + 2] = q[i + 3] = undefined; // let the slab go once the batch is done
+    return new Batch(conn, region, offsets, q[i + 4] as number);
+  }
+
+  /** The handler is done with `batch`: acknowledge its bytes and release its memory unless it was retained. */
+  done(batch: Batch): void {
+    const region = batchMemory(batch);
+    const offsets = batchOffsets(batch);
+    // A small batch's table is at the start of its region; a large batch's has a buffer of its own.
+    const small = offsets.buffer === region;
+    const table = small ? undefined : (offsets.buffer as ArrayBuffer);
+    const held = small ? region.byteLength - offsets.byteLength : region.byteLength;
+    const retained = isRetained(batch);
+    const s = this.#source;
+    if (s) {
+      if (retained) s.ack(batch.connection.id, held);
+      else s.ack(batch.connection.id, held, region, table);
+    } else if (!retained) {
+      // stopped meanwhile: still release it
+      this.#release(region);
+      if (table) this.#release(table);
+    }
+  }
+
+  /**
+   * The Reader stopped: releases the memory of every batch not handed out
+   * yet, forgets every item and detaches from the source. Returns how many
+   * messages those batches held.
+   */
+  discard(): number {
+    let discarded = 0;
+    const q = this.#items;
+    for (let i = this.#next; i < q.length; i += this.#slots) {
+      if (q[i] !== this.#batchTag) continue;
+      const o = q[i + 3] as Uint32Array | number;
+      discarded += (typeof o === 'number' ? o : o.length) >>> 1;
+      this.#release(q[i + 2] as ArrayBuffer);
+      if (typeof o !== 'number') this.#release(o.buffer as ArrayBuffer);
+    }
+    this.#items = [];
+    this.#next = 0;
+    this.#source = undefined;
+    return discarded;
+  }
+}

@@ -1,0 +1,395 @@
+/**
+ * The producer half of a Writer's ring: the JavaScript side of the queue it
+ * shares with the native IO thread. It encodes frames into the ring, publishes
+ * the tail, hands the sending over to itself when the IO thread is idle,
+ * follows a rewound ring, decides whether a frame fits, and keeps the flush()
+ * and 'drain' targets and the request to be told when one is reached.
+ *
+ * It knows nothing of sockets, events or promises: it works against an
+ * Int32Array control block, a Uint8Array ring and a {@link DirectSender}
+ * (the native handle; a fake in test/ring-producer.test.ts).
+ *
+ * Memory: the control block (protocol.ctrl.BYTES), then the ring, whose size
+ * is a power of two. A frame is `uvarint(length) payload`, written at ring
+ * offset `tail & mask` and continued at offset 0 when it runs past the end
+ * (its length prefix too). Positions (tail, head) and counts (frames,
+ * payload bytes) are kept modulo 2^32 as int32 (`| 0`), the way the control
+ * block holds them: a field that went past 2^31 as a u32 would turn from a
+ * small integer into a heap number and deoptimize everything that uses it.
+ * Differences are taken modulo 2^32 (`>>> 0`, or `| 0` for a signed one).
+ *
+ * The control block, as this side sees it (word indices from protocol.ctrl):
+ *
+ *   word          written by                    meaning
+ *   TAIL          producer (publish); sendDirect on a rewind
+ *                                               ring position after the last published frame
+ *   HEAD          IO thread or sendDirect       position of the first frame not fully sent
+ *   SENT          IO thread or sendDirect       frames fully sent
+ *   SLEEP         both, by compare-and-swap     whose turn it is to send (protocol.sendTurn)
+ *   NOTIFY_HEAD,  producer, before arming       the target head and sent count
+ *   NOTIFY_SENT
+ *   NOTIFY_ARMED  producer arms; either side    whether a NOTIFY event is wanted (protocol.notify)
+ *                 disarms
+ *
+ * SLEEP (protocol.sendTurn):
+ *
+ *   from             to               by          when
+ *   IO_THREAD_SENDS  IDLE             IO thread   connected, nothing in flight, about to wait
+ *   IDLE             IO_THREAD_SENDS  IO thread   it sees a new TAIL after announcing IDLE, or wakes up
+ *   IDLE             PRODUCER_SENDS   producer    after publishing a tail; only the swap's winner sends
+ *   PRODUCER_SENDS   IDLE             sendDirect  everything up to TAIL sent (the ring may be rewound)
+ *   PRODUCER_SENDS   IO_THREAD_SENDS  sendDirect  socket full or failed: the IO thread takes over
+ *
+ * NOTIFY_ARMED (protocol.notify):
+ *
+ *   from      to        by         when
+ *   DISARMED  ARMED     producer   armNearest(): NOTIFY_HEAD/NOTIFY_SENT are written first
+ *   ARMED     DISARMED  IO thread  HEAD and SENT reached both targets; it then emits event NOTIFY
+ *   ARMED     DISARMED  producer   armNearest() finds the target reached already (the caller settles it)
+ *
+ * Invariants:
+ * - Only the producer appends, and only the producer stores TAIL, except
+ *   during its own sendDirect() call (a rewind), on its own thread.
+ * - The cached head and sent count only trail the shared ones: a frame that
+ *   fits by the cache fits.
+ * - Everything appended is published by the end of the task that appended
+ *   it (one queued microtask per burst), and at least every `publishBytes`.
+ * - A rewind happens only inside sendDirect(), once everything is sent: HEAD
+ *   and TAIL then jump to the returned tail, so every pending target is
+ *   reached; its head is moved there (a target more than 2^31 behind would
+ *   read as not reached in the 32-bit comparison).
+ * @internal
+ */
+import type { Protocol } from '../protocol';
+import * as varint from '../varint';
+import * as callerData from './caller-data';
+
+// The imported functions as module constants: optimized code calls (and
+// inlines) them without reading them off the other module's exports object
+// and checking what it found on every frame.
+const { putUvarint31, putUvarint31Wrapped, uvarintSize } = varint;
+const { setBytes, typedArrayBuffer, typedArrayByteOffset } = callerData;
+
+/** Sends published frames on the producer's thread: the native handle, or a fake in tests. */
+export interface DirectSender {
+  /**
+   * Called only by the producer that swapped SLEEP from IDLE to
+   * PRODUCER_SENDS. Sends the frames up to the published TAIL, then sets
+   * SLEEP to IDLE (all sent) or IO_THREAD_SENDS (the IO thread takes over).
+   * `frames`/`payload`: frames and payload bytes appended since the ring was
+   * created (mod 2^32) up to that tail. Returns the tail to continue from:
+   * the producer's own, or the rewound one when the ring was emptied and
+   * moved on to the next multiple of its size.
+   */
+  sendDirect(frames: number, payload: number): number;
+}
+
+/** A flush() or 'drain' target: reached once HEAD and SENT are both at or past it (mod 2^32). */
+export interface Target {
+  head: number;
+  sent: number;
+}
+
+/** The parts of the protocol the producer uses. */
+export type RingLayout = Pick<Protocol, 'ctrl' | 'sendTurn' | 'notify'>;
+
+/** The bounds of the queue. */
+export interface RingLimits {
+  /** Bytes of frames (length prefixes included) that may wait: maxBufferedBytes, at most the ring size. */
+  maxBytes: number;
+  /** Frames that may wait: maxBufferedWrites. */
+  maxWrites: number;
+}
+
+/** The shared memory of a Writer: control block, then ring. */
+export interface SharedRing {
+  shared: ArrayBuffer;
+  ctrl: Int32Array;
+  ring: Uint8Array;
+}
+
+/** Allocates a control block and a ring of the smallest power of two ≥ `maxBytes`. */
+export function allocateRing(layout: RingLayout, maxBytes: number): SharedRing {
+  const c = layout.ctrl;
+  let cap = 1;
+  while (cap < maxBytes) cap *= 2;
+  const shared = new ArrayBuffer(c.BYTES + cap);
+  return { shared, ctrl: new Int32Array(shared, 0, c.BYTES / 4), ring: new Uint8Array(shared, c.BYTES, cap) };
+}
+
+// Publish the tail at least every this many bytes, and at the end of every
+// task. Each publish costs a sendmsg and wakes the reader, so large chunks;
+// capped at a quarter of maxBytes so that a small queue still streams.
+const PUBLISH_BYTES = 1024 * 1024;
+
+export class RingProducer<T extends Target = Target> {
+  /**
+   * Pending flush() targets, in no particular order. The owner adds and
+   * removes them and settles the reached ones; the producer moves them on a
+   * rewind and arms the nearest.
+   */
+  flushTargets: T[] = [];
+  /** The pending 'drain' target (at most one), as {@link RingProducer.flushTargets}. */
+  drainTarget: Target | undefined;
+
+  readonly #ctrl: Int32Array;
+  readonly #ring: Uint8Array;
+  readonly #ringBuf: Buffer; // the ring as a Buffer, for Buffer#write of strings
+  readonly #mask: number;
+  readonly #cap: number;
+  readonly #maxBytes: number;
+  readonly #maxWrites: number;
+  readonly #publishBytes: number;
+  readonly #sender: DirectSender;
+  readonly #onRewound: () => void;
+  // protocol.ctrl word indices and protocol.sendTurn / protocol.notify values
+  readonly #iTail: number;
+  readonly #iHead: number;
+  readonly #iSent: number;
+  readonly #iSleep: number;
+  readonly #iNotifyArmed: number;
+  readonly #iNotifyHead: number;
+  readonly #iNotifySent: number;
+  readonly #idle: number;
+  readonly #producerSends: number;
+  readonly #armed: number;
+  readonly #disarmed: number;
+
+  #tail = 0; // ring position after the last frame
+  #accepted = 0; // frames appended
+  #payload = 0; // payload bytes appended
+  #headCache = 0; // last HEAD read (only moves forward)
+  #sentCache = 0; // last SENT read
+  #unpublished = 0; // bytes appended since the tail was last published
+  #publishQueued = false;
+  readonly #publishTask = (): void => {
+    this.#publishQueued = false;
+    if (this.#unpublished !== 0) this.#publish();
+  };
+
+  /**
+   * @param ctrl - The control block (zeroed: an empty ring at position 0).
+   * @param ring - The ring; its length is a power of two ≥ `limits.maxBytes`.
+   * @param sender - Sends on this thread when the IO thread is idle.
+   * @param layout - Word indices and states (`binding().protocol`).
+   * @param limits - The bounds of the queue.
+   * @param onRewound - Called after a rewind moved pending targets (they are
+   *   all reached then): the owner settles them. Not called when none is pending.
+   */
+  constructor(
+    ctrl: Int32Array,
+    ring: Uint8Array,
+    sender: DirectSender,
+    layout: RingLayout,
+    limits: RingLimits,
+    onRewound: () => void,
+  ) {
+    const cap = ring.length;
+    if (cap === 0 || (cap & (cap - 1)) !== 0 || cap < limits.maxBytes) {
+      throw new RangeError(`uds-ipc: the ring size (${cap}) must be a power of two of at least maxBytes (${limits.maxBytes})`);
+    }
+    this.#ctrl = ctrl;
+    this.#ring = ring;
+    this.#ringBuf = Buffer.from(ring.buffer, ring.byteOffset, cap);
+    this.#cap = cap;
+    this.#mask = cap - 1;
+    this.#maxBytes = limits.maxBytes;
+    this.#maxWrites = limits.maxWrites;
+    this.#publishBytes = Math.max(1, Math.min(PUBLISH_BYTES, Math.floor(limits.maxBytes / 4)));
+    this.#sender = sender;
+    this.#onRewound = onRewound;
+    const c = layout.ctrl;
+    this.#iTail = c.TAIL;
+    this.#iHead = c.HEAD;
+    this.#iSent = c.SENT;
+    this.#iSleep = c.SLEEP;
+    this.#iNotifyArmed = c.NOTIFY_ARMED;
+    this.#iNotifyHead = c.NOTIFY_HEAD;
+    this.#iNotifySent = c.NOTIFY_SENT;
+    this.#idle = layout.sendTurn.IDLE;
+    this.#producerSends = layout.sendTurn.PRODUCER_SENDS;
+    this.#armed = layout.notify.ARMED;
+    this.#disarmed = layout.notify.DISARMED;
+  }
+
+  /** Ring position after the last frame appended (int32). */
+  get tail(): number {
+    return this.#tail;
+  }
+
+  /** Frames appended so far (mod 2^32, int32). */
+  get accepted(): number {
+    return this.#accepted;
+  }
+
+  /** Frames appended and not yet sent. */
+  unsentFrames(): number {
+    return (this.#accepted - Atomics.load(this.#ctrl, this.#iSent)) >>> 0;
+  }
+
+  /** Bytes of frames appended and not yet sent. */
+  unsentBytes(): number {
+    return (this.#tail - Atomics.load(this.#ctrl, this.#iHead)) >>> 0;
+  }
+
+  /**
+   * Appends the frame of one message, `len` payload bytes (checked by the
+   * caller: a real Uint8Array of that length, or a string of that many UTF-8
+   * bytes; at most 1 GiB), and publishes it as the publish rule says.
+   * @returns false, appending nothing, when the queue has no room for it.
+   */
+  append(data: Uint8Array | string, len: number): boolean {
+    const total = len + uvarintSize(len);
+    // Room is checked against the cached head and sent count first; the
+    // shared ones are only read when the cache says the queue might be full.
+    if (!this.#fits(total) && !this.#roomAfterAll(total)) return false;
+    const tail = this.#tail; // read after #roomAfterAll(): a publish may rewind the ring
+    const ring = this.#ring;
+    let pos = tail & this.#mask;
+    if (pos + total <= this.#cap) {
+      pos = putUvarint31(ring, pos, len);
+      if (typeof data === 'string') this.#ringBuf.write(data, pos, len, 'utf8');
+      else if (len > 0) setBytes.call(ring, data, pos);
+    } else {
+      this.#appendWrapped(pos, len, data);
+    }
+    this.#tail = (tail + total) | 0;
+    this.#accepted = (this.#accepted + 1) | 0;
+    this.#payload = (this.#payload + len) | 0;
+    // The first frame of a burst goes out at once (nothing waits behind it
+    // yet: no added latency); the rest of the burst is published every
+    // #publishBytes and when the task ends (one microtask per burst).
+    this.#unpublished += total;
+    if (this.#unpublished >= this.#publishBytes) this.#publish();
+    else if (!this.#publishQueued) {
+      this.#publishQueued = true;
+      this.#publish();
+      queueMicrotask(this.#publishTask);
+    }
+    return true;
+  }
+
+  /** Publishes what was appended since the last publish, if anything. */
+  publishPending(): void {
+    if (this.#unpublished !== 0) this.#publish();
+  }
+
+  /** Points `t` at everything appended so far (publishing it first): the target of a flush(). */
+  aimAtTail(t: Target): void {
+    if (this.#unpublished !== 0) this.#publish();
+    t.head = this.#tail;
+    t.sent = this.#accepted;
+  }
+
+  /**
+   * The 'drain' target after a message of `len` bytes was refused: the queue
+   * at most half full, by bytes and by count, and that message fitting.
+   */
+  drainTargetFor(len: number): Target {
+    const total = len + uvarintSize(len);
+    const room = Math.min(Math.floor(this.#maxBytes / 2), this.#maxBytes - total);
+    return {
+      head: (this.#tail - room) | 0,
+      sent: (this.#accepted - Math.floor(this.#maxWrites / 2)) | 0,
+    };
+  }
+
+  /** Whether HEAD and SENT both reached `t` (compared modulo 2^32). */
+  reached(t: Target): boolean {
+    const ctrl = this.#ctrl;
+    return ((Atomics.load(ctrl, this.#iHead) - t.head) | 0) >= 0 && ((Atomics.load(ctrl, this.#iSent) - t.sent) | 0) >= 0;
+  }
+
+  /**
+   * Asks the IO thread for a NOTIFY event once the nearest pending target
+   * (flush targets and the drain target) is reached.
+   * @returns true when armed, or when nothing is pending; false when that
+   *   target turned out reached already (disarmed again): the caller settles
+   *   the reached targets and calls again.
+   */
+  armNearest(): boolean {
+    const ctrl = this.#ctrl;
+    const head = Atomics.load(ctrl, this.#iHead);
+    let best: Target | undefined = this.drainTarget;
+    for (const t of this.flushTargets) {
+      if (!best || ((t.head - head) | 0) < ((best.head - head) | 0)) best = t;
+    }
+    if (!best) return true;
+    ctrl[this.#iNotifyHead] = best.head;
+    ctrl[this.#iNotifySent] = best.sent;
+    Atomics.store(ctrl, this.#iNotifyArmed, this.#armed);
+    // The IO thread may have passed the target before it saw the request.
+    if (!this.reached(best)) return true;
+    Atomics.store(ctrl, this.#iNotifyArmed, this.#disarmed);
+    return false;
+  }
+
+  // Whether a frame of `total` bytes fits, by the cached head and sent count.
+  #fits(total: number): boolean {
+    return (
+      ((this.#tail - this.#headCache) >>> 0) + total <= this.#maxBytes &&
+      ((this.#accepted - this.#sentCache) >>> 0) < this.#maxWrites
+    );
+  }
+
+  // The cached head/sent say the queue may be full. Looks at the shared
+  // values; if the queue is still full, publishes what waits (a direct send
+  // may empty it at once, e.g. when maxWrites small frames fill it before a
+  // publish chunk does) and looks again.
+  #roomAfterAll(total: number): boolean {
+    for (;;) {
+      this.#headCache = Atomics.load(this.#ctrl, this.#iHead);
+      this.#sentCache = Atomics.load(this.#ctrl, this.#iSent);
+      if (this.#fits(total)) return true;
+      if (this.#unpublished === 0) return false;
+      this.#publish();
+    }
+  }
+
+  // Makes every appended frame visible to the IO thread, or sends it from
+  // here when the IO thread is idle: cheaper than waking it (sendDirect hands
+  // back if the socket fills up). The counts spare it walking every frame
+  // header of a send that empties the ring, which may also rewind the ring.
+  #publish(): void {
+    const ctrl = this.#ctrl;
+    this.#unpublished = 0;
+    Atomics.store(ctrl, this.#iTail, this.#tail);
+    const idle = this.#idle;
+    if (Atomics.load(ctrl, this.#iSleep) === idle && Atomics.compareExchange(ctrl, this.#iSleep, idle, this.#producerSends) === idle) {
+      const tail = this.#sender.sendDirect(this.#accepted, this.#payload);
+      if (typeof tail === 'number' && tail !== this.#tail) this.#rewound(tail);
+    }
+  }
+
+  // The ring was rewound: everything up to the old tail is sent, and head and
+  // tail moved on to `tail`. Every pending target is reached: move it there
+  // and let the owner settle it.
+  #rewound(tail: number): void {
+    this.#tail = this.#headCache = tail;
+    if (this.flushTargets.length === 0 && this.drainTarget === undefined) return;
+    for (const t of this.flushTargets) t.head = tail;
+    if (this.drainTarget !== undefined) this.drainTarget.head = tail;
+    this.#onRewound();
+  }
+
+  // A frame that runs past the end of the ring: the length prefix byte by
+  // byte (it may wrap too), then the payload in at most two copies straight
+  // from the caller's memory, never through a temporary.
+  #appendWrapped(pos: number, len: number, data: Uint8Array | string): void {
+    const ring = this.#ring;
+    const p = putUvarint31Wrapped(ring, pos, this.#mask, len);
+    if (len === 0) return;
+    const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+    const first = Math.min(len, this.#cap - p);
+    if (first === len) {
+      setBytes.call(ring, bytes, p);
+      return;
+    }
+    // Two views of the real bytes, built from the internal buffer and offset
+    // (not the caller's `subarray()`, `buffer` or `byteOffset`).
+    const buf = typedArrayBuffer.call(bytes);
+    const off = typedArrayByteOffset.call(bytes);
+    setBytes.call(ring, new Uint8Array(buf, off, first), p);
+    setBytes.call(ring, new Uint8Array(buf, off + first, len - first), 0);
+  }
+}

@@ -1,0 +1,106 @@
+/**
+ * The public types of a {@link Writer}: metrics, events, results and options
+ * of its calls.
+ */
+import type { IpcError, ErrorContext } from '../errors';
+import type { SignalOptions } from '../options';
+import type { Writer } from '../writer';
+
+/**
+ * Counters of a {@link Writer}. `written = sent + dropped + failed +
+ * queueDepth` holds whenever no send is in progress (after stop(), or once a
+ * flush() resolved with no write() since); while the IO thread is sending,
+ * `sent` (see {@link WriterMetrics.sent}) and `queueDepth` are read a moment
+ * apart and the sum may differ by the messages of one send call.
+ */
+export interface WriterMetrics {
+  /** Calls to write() that did not throw. */
+  written: number;
+  /**
+   * Messages fully accepted by the kernel on some connection.
+   *
+   * The count is the engine's: the IO thread adds a send call's messages
+   * right after that call returns, so it may trail what the kernel (and so a
+   * Reader) already has, by the messages of one send call; it never counts a
+   * message the kernel has not accepted. It has caught up:
+   * - once `flush()` resolved: every message queued before that flush() call
+   *   is counted (with no write() since, `sent` is exact);
+   * - when `'disconnect'` is emitted: every message the lost connection
+   *   accepted is counted (the Writer may be sending on a new one already);
+   * - after `'close'` (`stop()` resolved): it is final.
+   *
+   * Messages sent from the JavaScript thread (while the IO thread is idle,
+   * write() may send directly) are counted before write() returns. To compare
+   * it with what a Reader received, read it at one of the moments above.
+   */
+  sent: number;
+  /** Messages refused by write() because the queue was full. */
+  dropped: number;
+  /** Messages accepted by write() but discarded unsent by stop(). */
+  failed: number;
+  /** Messages waiting to be sent. */
+  queueDepth: number;
+  /** Bytes waiting to be sent (frames, length prefixes included). */
+  queuedBytes: number;
+  /** Payload bytes of the sent messages. */
+  bytesSent: number;
+  /** sendmsg(2) calls. */
+  sendCalls: number;
+  /** Successful connects. */
+  connects: number;
+  /** Connections lost. */
+  disconnects: number;
+  /** connect(2) attempts. */
+  connectAttempts: number;
+  /**
+   * Connections closed unused because the process listening on the socket
+   * (`SO_PEERCRED`) did not run as `expectOwner.uid`: nothing was sent on
+   * them (`ERR_UNTRUSTED_SOCKET`; the Writer stops trying, so 0 or 1).
+   */
+  untrustedPeers: number;
+  /** Whether a connection is up now. */
+  connected: boolean;
+  /** Effective SO_SNDBUF of the current connection (as the kernel reports it). */
+  sendBufferSize: number;
+}
+
+/** Result of `stop()`. */
+export interface WriterStopResult {
+  /** Messages accepted by write() that were never sent. */
+  discarded: number;
+}
+
+/** Payload of the `'reconnecting'` event. */
+export interface ReconnectingInfo {
+  /** Failed attempts in a row (1, 2, …); starts again at 1 once a connection got a frame through. */
+  attempt: number;
+  /** How long the writer waits before this attempt, in ms. */
+  delayMs: number;
+  /** Why the last attempt failed (`ERR_SOCKET`, with `errno` and `syscall: 'connect'`). */
+  error: IpcError;
+}
+
+/** Options of {@link Writer.flush}. */
+export type FlushOptions = SignalOptions;
+
+/** Options of {@link Writer.send}. */
+export type SendOptions = SignalOptions;
+
+/** The events of a {@link Writer} and their listener arguments. */
+export interface WriterEvents {
+  /** A connection to the Reader is up. */
+  connect: [];
+  /** The connection was lost; `reason` says why. */
+  disconnect: [reason: IpcError];
+  /** The writer will try to connect again after `info.delayMs`. */
+  reconnecting: [info: ReconnectingInfo];
+  /** After write() returned false: there is room in the queue again. */
+  drain: [];
+  /** The Writer stopped. */
+  close: [];
+  /** An error that is not the caller's fault; emitted only while a listener is attached. */
+  error: [error: IpcError, context: ErrorContext];
+}
+
+/** A listener of Writer event `E`. */
+export type WriterListener<E extends keyof WriterEvents> = (...args: WriterEvents[E]) => void;
