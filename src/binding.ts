@@ -20,8 +20,6 @@ export interface NativeReaderHandle {
   listen(onReady: () => void): void;
   /** Every item ready: protocol.item.SLOTS values per item (see src/protocol.ts). */
   take(): unknown[];
-  /** @deprecated The old name of take(); removed once src/reader.ts calls take(). */
-  drain(): unknown[];
   /** `region` and `table` (a large batch's offsets buffer), when given, are detached. */
   ack(connId: number, bytes: number, region?: ArrayBuffer, table?: ArrayBuffer): void;
   authorize(connId: number, allowed: boolean): void;
@@ -49,8 +47,6 @@ export interface NativeWriterHandle {
   sendDirect(frames: number, payload: number): number;
   /** Every event since the last call: protocol.event.SLOTS values per event. */
   take(): unknown[];
-  /** @deprecated The old name of take(); removed once src/writer.ts calls take(). */
-  drain(): unknown[];
   beginStop(timeoutMs: number): void;
   close(): void;
   ref(): void;

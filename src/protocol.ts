@@ -37,8 +37,6 @@ export interface Protocol {
     readonly ERROR: number;
     /** The graceful stop finished: every connection closed, everything read handed over; nothing follows. */
     readonly STOPPED: number;
-    /** @deprecated The old name of STOPPED (same value); removed once src/reader.ts reads STOPPED. */
-    readonly DRAINED: number;
     readonly REJECTED: number;
     readonly SLOTS: number;
     readonly COPY_BATCH_UP_TO: number;

@@ -80,7 +80,7 @@ export class Reader extends EventEmitter {
   #inbox: Inbox | undefined; // items from the IO thread, and the batches' memory (from start())
   #item: Protocol['item'] | undefined; // the item tags
   #busy = false; // an async handler's promise is pending
-  #stopFinished = false; // the engine reported stop finished (item DRAINED)
+  #stopFinished = false; // the engine reported stop finished (item STOPPED)
   #conns = new Map<number, Connection>();
   #held = new Set<number>(); // connections waiting for authorize()
   #stopPromise: Promise<StopResult> | undefined;
@@ -414,7 +414,7 @@ export class Reader extends EventEmitter {
         if (announced) this.emit('disconnect', conn, inbox.error());
       } else if (tag === I.ERROR) {
         this.#report(inbox.error() as Error, connId === 0 ? 'accept' : 'connection', this.#conns.get(connId));
-      } else if (tag === I.DRAINED) {
+      } else if (tag === I.STOPPED) {
         this.#stopFinished = true;
       }
     }

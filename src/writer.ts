@@ -477,7 +477,7 @@ export class Writer extends EventEmitter {
   // dequeues them; nothing to do with the 'drain' event) and act on each.
   #onEvent(): void {
     const E = this.#event;
-    const events = this.#handle.drain();
+    const events = this.#handle.take();
     for (let i = 0; i < events.length; i += E.SLOTS) {
       const tag = events[i] as number;
       if (tag === E.CONNECT) this.emit('connect');

@@ -10,7 +10,7 @@ import { Inbox, type ItemSource } from '../src/reader/inbox';
 import type { Connection } from '../src/batch';
 import type { Protocol } from '../src/protocol';
 
-const ITEM: Protocol['item'] = { BATCH: 10, OPEN: 11, CLOSE: 12, ERROR: 13, DRAINED: 14, REJECTED: 15, SLOTS: 6, COPY_BATCH_UP_TO: 16384 };
+const ITEM: Protocol['item'] = { BATCH: 10, OPEN: 11, CLOSE: 12, ERROR: 13, STOPPED: 14, REJECTED: 15, SLOTS: 6, COPY_BATCH_UP_TO: 16384 };
 const PAD = 'pad'; // the 6th slot, which the inbox must skip
 
 /** One item: [tag, connId, a, b, c, pad]. */
@@ -65,7 +65,7 @@ function setup() {
   const released: ArrayBuffer[] = [];
   let drains = 0;
   const source: ItemSource = {
-    drain() {
+    take() {
       drains++;
       return pending.splice(0).flat();
     },
@@ -93,7 +93,7 @@ describe('Inbox: items', () => {
       item(ITEM.CLOSE, 7, { code: 'ERR_INVALID_FRAME', message: 'bad prefix' }),
       item(ITEM.CLOSE, 8, undefined),
       item(ITEM.REJECTED, 0, { pid: 5, uid: 6, gid: 7 }),
-      item(ITEM.DRAINED, 0),
+      item(ITEM.STOPPED, 0),
     );
     expect(inbox.next()).toBe(-1); // nothing taken yet
     expect(inbox.take()).toBe(true);
@@ -112,7 +112,7 @@ describe('Inbox: items', () => {
     expect([inbox.connId(), inbox.error()]).toEqual([8, undefined]); // a clean end
     expect(inbox.next()).toBe(ITEM.REJECTED);
     expect([inbox.connId(), inbox.peer()]).toEqual([0, { pid: 5, uid: 6, gid: 7 }]);
-    expect(inbox.next()).toBe(ITEM.DRAINED);
+    expect(inbox.next()).toBe(ITEM.STOPPED);
     expect(inbox.next()).toBe(-1);
     expect(inbox.next()).toBe(-1);
   });

@@ -56,7 +56,6 @@ Napi::Object export_protocol(Napi::Env env) {
   item.Set("ERROR", static_cast<uint32_t>(p::kItemError));
   item.Set("STOPPED", static_cast<uint32_t>(p::kItemStopped));
   // The old name of STOPPED, until src/reader.ts reads STOPPED.
-  item.Set("DRAINED", static_cast<uint32_t>(p::kItemStopped));
   item.Set("REJECTED", static_cast<uint32_t>(p::kItemRejected));
   item.Set("SLOTS", p::kItemSlots);
   item.Set("COPY_BATCH_UP_TO", static_cast<double>(p::kCopyBatchUpTo));

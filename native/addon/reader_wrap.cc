@@ -11,8 +11,6 @@ Napi::Function ReaderWrap::Init(Napi::Env env) {
                      {
                          InstanceMethod<&ReaderWrap::Listen>("listen"),
                          InstanceMethod<&ReaderWrap::Take>("take"),
-                         // The old name of take(), until src/reader.ts calls take().
-                         InstanceMethod<&ReaderWrap::Take>("drain"),
                          InstanceMethod<&ReaderWrap::Ack>("ack"),
                          InstanceMethod<&ReaderWrap::Authorize>("authorize"),
                          InstanceMethod<&ReaderWrap::BeginStop>("beginStop"),

@@ -11,8 +11,6 @@ Napi::Function WriterWrap::Init(Napi::Env env) {
                          InstanceMethod<&WriterWrap::Start>("start"),
                          InstanceMethod<&WriterWrap::SendDirect>("sendDirect"),
                          InstanceMethod<&WriterWrap::Take>("take"),
-                         // The old name of take(), until src/writer.ts calls take().
-                         InstanceMethod<&WriterWrap::Take>("drain"),
                          InstanceMethod<&WriterWrap::BeginStop>("beginStop"),
                          InstanceMethod<&WriterWrap::Close>("close"),
                          InstanceMethod<&WriterWrap::Ref>("ref"),

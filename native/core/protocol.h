@@ -61,8 +61,9 @@ enum NotifyState : uint32_t { kDisarmed = 0, kArmed = 1 };
 // ─── Reader items (ReaderHandle.take()) ─────────────────────────────────────
 // A flat array, kItemSlots values per item: [tag, connId, a, b, c].
 enum ItemTag : uint32_t {
-  kItemBatch = 0,     // a: ArrayBuffer; b: message count (a = [u32 offsets | bytes], copied)
-                      //    or Uint32Array of offsets (a = the slab region, external); c: payload bytes
+  kItemBatch = 0,     // small (copied): a = ArrayBuffer [u32 offsets table | bytes], b = entries in that table;
+                      // large: a = external ArrayBuffer on the slab, b = Uint32Array offsets table;
+                      // c: payload bytes
   kItemOpen = 1,      // a: {pid, uid, gid} (held unread until authorize() if the Reader authorizes)
   kItemClose = 2,     // a: error object, or undefined for a clean EOF
   kItemError = 3,     // a: error object (the connection is closed right after)

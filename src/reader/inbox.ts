@@ -3,8 +3,7 @@
  * time, the {@link Batch} objects built from them, and the acknowledgement
  * and release of a batch's memory once the handler is done with it.
  *
- * Items come from the handle's `drain()` (the native dequeue; nothing to do
- * with the Writer's 'drain' event) as one flat array, `protocol.item.SLOTS`
+ * Items come from the handle's `take()` (the native dequeue) as one flat array, `protocol.item.SLOTS`
  * values per item, `[tag, connId, a, b, c]` (native/core/protocol.h):
  *
  *   tag       a                          b                           c
@@ -12,7 +11,7 @@
  *   OPEN      {pid, uid, gid}
  *   CLOSE     error object, or undefined for a clean end
  *   ERROR     error object
- *   DRAINED   (stop finished: every connection closed, everything received handed over)
+ *   STOPPED   (stop finished: every connection closed, everything received handed over)
  *   REJECTED  {pid, uid, gid} of a peer refused by allowUids/allowGids
  *
  * An offsets table holds two u32 per message, its start and end in the
@@ -37,7 +36,7 @@ import type { Protocol } from '../protocol';
 /** The native side of an inbox: the ReaderHandle (a fake in tests). */
 export interface ItemSource {
   /** Takes every item ready, as a flat array (empty when none). */
-  drain(): unknown[];
+  take(): unknown[];
   /** Gives `bytes` back to the connection's budget; `region` and `table`, when given, are detached and reused. */
   ack(connId: number, bytes: number, region?: ArrayBuffer, table?: ArrayBuffer): void;
 }
@@ -77,7 +76,7 @@ export class Inbox {
   take(): boolean {
     const s = this.#source;
     if (!s) return false;
-    const items = s.drain();
+    const items = s.take();
     if (items.length === 0) return false;
     if (this.#next >= this.#items.length) {
       this.#items = items;

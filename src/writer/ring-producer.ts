@@ -315,8 +315,9 @@ export class RingProducer<T extends Target = Target> {
       if (!best || ((t.head - head) | 0) < ((best.head - head) | 0)) best = t;
     }
     if (!best) return true;
-    ctrl[this.#iNotifyHead] = best.head;
-    ctrl[this.#iNotifySent] = best.sent;
+    // Atomic stores: the IO thread may still be reading the previous targets.
+    Atomics.store(ctrl, this.#iNotifyHead, best.head);
+    Atomics.store(ctrl, this.#iNotifySent, best.sent);
     Atomics.store(ctrl, this.#iNotifyArmed, this.#armed);
     // The IO thread may have passed the target before it saw the request.
     if (!this.reached(best)) return true;
