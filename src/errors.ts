@@ -1,6 +1,6 @@
 /**
  * Errors raised or reported by uds-ipc. Every error a user can meet carries a
- * stable `code`; the README lists them all.
+ * stable `code`; docs/errors.md lists them all.
  */
 
 /** Stable error codes of {@link IpcError}. */

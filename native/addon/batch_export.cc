@@ -8,11 +8,10 @@ namespace udsipc {
 
 namespace {
 
-// V8 frees an external ArrayBuffer only when a GC finds it dead, and with
-// few JS allocations per batch that GC comes late: slabs pile up (memory,
-// and fresh pages to fault in). Reporting each region as external memory
-// kExternalWeight times over makes V8 collect sooner, so slabs return to the
-// pool while still warm.
+// V8 frees an external ArrayBuffer only when a GC finds it dead. Batches
+// are detached when acknowledged, so this matters for retained ones: each
+// region is reported to V8 as external memory (kExternalWeight bytes per
+// byte), so that retained slabs count toward V8's next collection.
 constexpr int64_t kExternalWeight = 1;
 
 struct SlabView {

@@ -17,8 +17,10 @@
 // frames cannot become 512 Ki messages (4 MiB of offsets) against a
 // connection's limit.
 //
-// Plain C++, single-threaded: owned by the connection's IO thread. Batches it
-// hands out hold slab references and may travel to any thread.
+// Plain C++, single-threaded: used by whichever thread holds the reader's
+// loop (the IO thread, or the JS thread while it polls; see reader_engine.h),
+// never by two at once. Batches it hands out hold slab references and may
+// travel to any thread.
 #pragma once
 
 #include <algorithm>

@@ -1,8 +1,10 @@
 // Reference-counted slabs of received bytes. A slab is filled by the IO thread
 // and handed to JavaScript one batch region at a time; the memory is freed when
 // the IO thread and every batch that views it have let go. A byte that has been
-// handed out is never written again, so a view stays valid for as long as
-// JavaScript holds it.
+// handed out is never written again while anything still references its
+// slab. (The addon detaches a batch's ArrayBuffer when the batch is
+// acknowledged, unless JavaScript retained it: the views become empty and
+// the reference goes; see native/addon/batch_export.cc.)
 #pragma once
 
 #include <atomic>

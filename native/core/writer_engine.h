@@ -168,7 +168,7 @@ class WriterEngine {
   const WriterConfig cfg_;
   const uint32_t mask_;
   const Notify notify_;
-  EventLoop loop_;  // thread-safe wake(); the rest used by the IO thread
+  EventLoop loop_;  // thread-safe wake(); the rest by the IO thread, and modify() by send_direct() (below)
 
   // IO thread only, except that send_direct() borrows the send state (fd_,
   // send_pos_, head_, sent_count_, sent_payload_, want_out_, attempt_,
