@@ -430,7 +430,7 @@ describe('round trip: buffer lifetime and copies', () => {
     for (let i = 0; i < 9; i++) {
       w.write(`message ${i}`);
       await w.flush();
-      await waitFor(() => kept.length > i, 5000, `batch ${i}`);
+      await waitFor(() => kept.length > i, 10_000, `batch ${i}`);
     }
     // The last async handler has resolved (its batch is released right after).
     await waitFor(() => duringAwait.length >= 3, 10_000, 'async handlers');

@@ -208,7 +208,7 @@ describe('a prefix announcing a large frame does not reserve it (issue 16 weak s
     );
     // A couple more samples, taken after the reads.
     const n = samples(reader).length;
-    await waitFor(() => samples(reader).length >= n + 3, 5000, 'more samples');
+    await waitFor(() => samples(reader).length >= n + 3, 10_000, 'more samples');
     const s = samples(reader);
     const vsz = Math.max(...s.map((x) => x.vsz)) - ready.vsz;
     const rss = Math.max(...s.map((x) => x.rss)) - ready.rss;
@@ -388,7 +388,7 @@ describe('allowUids/allowGids take the same ids as uid/gid (issue 16 wording)', 
     const w1 = new Writer(path1);
     open.push(w1);
     w1.start();
-    await waitFor(() => r1.metrics().rejected > 0, 5000, 'the connection to be refused');
+    await waitFor(() => r1.metrics().rejected > 0, 10_000, 'the connection to be refused');
     expect((refused[0] as IpcError).code).toBe('ERR_PEER_REJECTED');
     // Us among big ids: let in.
     const path2 = tmpSocket();
@@ -400,7 +400,7 @@ describe('allowUids/allowGids take the same ids as uid/gid (issue 16 wording)', 
     open.push(w2);
     w2.start();
     w2.write('hello');
-    await waitFor(() => got === 1, 5000, 'the message');
+    await waitFor(() => got === 1, 10_000, 'the message');
     expect(r2.metrics().rejected).toBe(0);
   });
 });

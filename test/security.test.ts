@@ -317,7 +317,7 @@ describe('other users and file permissions', () => {
     const start = await w2.line((l) => l.event === 'start', 'start');
     expect(start.uid).toBe(NOBODY);
     await w2.line((l) => l.event === 'flushed', 'flushed');
-    await waitFor(() => c2.got.length === 3, 5000, 'three messages from uid 65534');
+    await waitFor(() => c2.got.length === 3, 10_000, 'three messages from uid 65534');
     expect(c2.got.map((g) => g.data)).toEqual(['ok-0', 'ok-1', 'ok-2']);
     const conn = c2.got[0].conn;
     expect(conn.uid).toBe(NOBODY);
@@ -334,7 +334,7 @@ describe('other users and file permissions', () => {
     await track(new Reader(p1, c1.handler, { mode: 0o660, gid: NOBODY })).start();
     const w1 = asNobody(WRITER_FIX, [p1, JSON.stringify({ prefix: 'grp' })]);
     await w1.line((l) => l.event === 'flushed', 'flushed');
-    await waitFor(() => c1.got.length === 3, 5000, 'messages via group permission');
+    await waitFor(() => c1.got.length === 3, 10_000, 'messages via group permission');
     expect(c1.got[0].conn.gid).toBe(NOBODY);
 
     // gid 0 on the socket: the child has no supplementary groups → EACCES.
@@ -357,7 +357,7 @@ describe('peer credentials: allowUids, allowGids, authorize', () => {
 
     const w = asNobody(WRITER_FIX, [path, JSON.stringify({ prefix: 'evil', count: 5, waitDisconnectMs: 2000 })]);
     await w.line((l) => l.event === 'connect', 'connect (connect() succeeds before accept)');
-    await waitFor(() => r.metrics().rejected === 1, 5000, 'rejected = 1');
+    await waitFor(() => r.metrics().rejected === 1, 10_000, 'rejected = 1');
     const end = await w.line((l) => l.event === 'end', 'child end');
     expect(w.find((l) => l.event === 'disconnect'), 'the rejected writer saw its connection closed').toBeDefined();
     expect(end.metrics.connects).toBe(1);
@@ -379,7 +379,7 @@ describe('peer credentials: allowUids, allowGids, authorize', () => {
 
     // The test process (root) is in allowUids.
     await sendFromHere(path, ['root-0', 'root-1']);
-    await waitFor(() => c.got.length === 2, 5000, 'messages from root');
+    await waitFor(() => c.got.length === 2, 10_000, 'messages from root');
     expect(c.got.map((g) => g.data)).toEqual(['root-0', 'root-1']);
     expect(c.got[0].conn).toMatchObject({ pid: process.pid, uid: process.getuid!(), gid: process.getgid!() });
     expect(r.metrics().rejected).toBe(1);
@@ -393,7 +393,7 @@ describe('peer credentials: allowUids, allowGids, authorize', () => {
     await r.start();
     const w = asNobody(WRITER_FIX, [path, JSON.stringify({ prefix: 'g', count: 2 })]);
     await w.line((l) => l.event === 'flushed', 'flushed');
-    await waitFor(() => c.got.length === 2, 5000, 'messages admitted by gid');
+    await waitFor(() => c.got.length === 2, 10_000, 'messages admitted by gid');
     expect(c.got[0].conn).toMatchObject({ uid: NOBODY, gid: NOBODY, pid: w.pid });
     expect(r.metrics().rejected).toBe(0);
     expect(log.errors).toEqual([]);
@@ -496,7 +496,7 @@ describe('peer credentials: allowUids, allowGids, authorize', () => {
       w.write('m1');
       w.write('m2');
       if (v.delivered) {
-        await waitFor(() => c.got.length === 2, 5000, 'delivered');
+        await waitFor(() => c.got.length === 2, 10_000, 'delivered');
         expect(c.got.map((g) => g.data)).toEqual(['m1', 'm2']);
         expect(c.got[0].conn).toMatchObject({ pid: process.pid, uid: process.getuid!(), gid: process.getgid!() });
         expect(connections).toHaveLength(1);
@@ -526,7 +526,7 @@ describe('expectOwner', () => {
     w.on('connect', () => (connected = true));
     w.start();
     w.write('hello');
-    await waitFor(() => connected || log.errors.length > 0, 5000, 'connect or error');
+    await waitFor(() => connected || log.errors.length > 0, 10_000, 'connect or error');
     return { w, log, connected };
   }
 
@@ -558,7 +558,7 @@ describe('expectOwner', () => {
     const ok = await attempt(path, { uid: 0, gid: 0, mode: 0o666 });
     expect(ok.log.errors).toEqual([]);
     expect(ok.connected).toBe(true);
-    await waitFor(() => c.got.length === 1, 5000, 'delivered');
+    await waitFor(() => c.got.length === 1, 10_000, 'delivered');
 
     // A narrower socket than allowed is fine; the owner a user would see.
     const path2 = tmpSocket();
@@ -607,7 +607,7 @@ describe('existing paths', () => {
     expect(st.isSocket()).toBe(true);
     expect((st.mode & 0o777).toString(8)).toBe('600');
     await sendFromHere(path, ['after-stale']);
-    await waitFor(() => c.got.length === 1, 5000, 'delivery on the replaced socket');
+    await waitFor(() => c.got.length === 1, 10_000, 'delivery on the replaced socket');
   });
 
   it('does not steal a live socket (ERR_ADDRESS_IN_USE), ours or a foreign listener', async () => {
@@ -621,7 +621,7 @@ describe('existing paths', () => {
     expect(e.code).toBe('ERR_ADDRESS_IN_USE');
     expect(lstatSync(path).ino).toBe(ino);
     await sendFromHere(path, ['still-a']);
-    await waitFor(() => c.got.length === 1, 5000, 'A still works');
+    await waitFor(() => c.got.length === 1, 10_000, 'A still works');
 
     // A listener that is not uds-ipc (Node's net server).
     const net = await import('node:net');
@@ -704,7 +704,7 @@ describe('existing paths', () => {
     expect(existsSync(path), "B's socket survives A's stop").toBe(true);
     expect(lstatSync(path).ino).toBe(ino);
     await sendFromHere(path, ['to-b']);
-    await waitFor(() => c.got.length === 1, 5000, 'B still receives');
+    await waitFor(() => c.got.length === 1, 10_000, 'B still receives');
     await b.stop();
     expect(existsSync(path), 'B removes its own socket').toBe(false);
   });
@@ -751,7 +751,7 @@ describe('path length', () => {
     await track(new Reader(p107, c.handler)).start();
     expect(lstatSync(p107).isSocket()).toBe(true);
     await sendFromHere(p107, ['long']);
-    await waitFor(() => c.got.length === 1, 5000, 'delivery on a 107-byte path');
+    await waitFor(() => c.got.length === 1, 10_000, 'delivery on a 107-byte path');
 
     await tooLong(pathOfBytes(108), 108);
     await tooLong(pathOfBytes(150), 150);
@@ -766,7 +766,7 @@ describe('path length', () => {
     expect(lstatSync(ok).isSocket()).toBe(true);
     expect(readdirSync(dirname(ok))).toContain(ok.slice(dirname(ok).length + 1));
     await sendFromHere(ok, ['utf8']);
-    await waitFor(() => c.got.length === 1, 5000, 'delivery on a multi-byte path');
+    await waitFor(() => c.got.length === 1, 10_000, 'delivery on a multi-byte path');
 
     const bad = pathOfBytes(108, '€');
     expect(bad.length, 'fewer than 108 JS characters').toBeLessThan(108);
@@ -809,7 +809,7 @@ describe('abstract names', () => {
     }
 
     await sendFromHere(name, ['abs-1', 'abs-2']);
-    await waitFor(() => c.got.length === 2, 5000, 'abstract round trip');
+    await waitFor(() => c.got.length === 2, 10_000, 'abstract round trip');
     expect(c.got.map((g) => g.data)).toEqual(['abs-1', 'abs-2']);
     expect(c.got[0].conn.pid).toBe(process.pid);
 
@@ -819,7 +819,7 @@ describe('abstract names', () => {
       'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect("\\0"+sys.argv[1]); m=b"from-python"; s.sendall(bytes([len(m)])+m); s.close()',
       name.slice(1),
     ]);
-    await waitFor(() => c.got.length === 3, 5000, 'message from an exact-name client');
+    await waitFor(() => c.got.length === 3, 10_000, 'message from an exact-name client');
     expect(c.got[2].data).toBe('from-python');
 
     expect(readdirSync(process.cwd())).toEqual(cwdBefore);
@@ -863,7 +863,7 @@ describe('abstract names', () => {
     expect(e).toBeInstanceOf(IpcError);
     expect(e.code).toBe('ERR_ADDRESS_IN_USE');
     await sendFromHere(name, ['first']);
-    await waitFor(() => c.got.length === 1, 5000, 'first still receives');
+    await waitFor(() => c.got.length === 1, 10_000, 'first still receives');
   });
 
   it('abstract name length limit is 107 bytes after "@"', async () => {
@@ -873,7 +873,7 @@ describe('abstract names', () => {
     const c = collector();
     await track(new Reader(ok, c.handler)).start();
     await sendFromHere(ok, ['max-abstract']);
-    await waitFor(() => c.got.length === 1, 5000, 'delivery on a 107-byte abstract name');
+    await waitFor(() => c.got.length === 1, 10_000, 'delivery on a 107-byte abstract name');
     const e = await rejection(() => track(new Reader(ok + 'b', () => {})).start());
     expect(e.code).toBe('ERR_PATH_TOO_LONG');
   });

@@ -176,7 +176,7 @@ describe('Reader reads frames written by a raw node:net client', () => {
     s.write(stream);
     await waitFor(() => r.got.length >= payloads.length, 10_000, 'messages');
     await endAndClose(s);
-    await waitFor(() => r.closed.length === 1, 5000, 'disconnect');
+    await waitFor(() => r.closed.length === 1, 10_000, 'disconnect');
     expectExactly(r, payloads);
     expect(r.errors).toEqual([]);
     expect(r.reader.metrics().errors).toBe(0);
@@ -198,7 +198,7 @@ describe('Reader reads frames written by a raw node:net client', () => {
     }
     await waitFor(() => r.got.length >= payloads.length, 10_000, 'messages');
     await endAndClose(s);
-    await waitFor(() => r.closed.length === 1, 5000, 'disconnect');
+    await waitFor(() => r.closed.length === 1, 10_000, 'disconnect');
     expectExactly(r, payloads);
     expect(r.errors).toEqual([]);
     expect(r.reader.metrics().readCalls).toBeGreaterThan(100); // it really came in pieces
@@ -247,7 +247,7 @@ describe('Reader reads frames written by a raw node:net client', () => {
     }
     await waitFor(() => r.got.length >= msgs.length || r.errors.length > 0, 15_000, 'messages');
     await endAndClose(s);
-    await waitFor(() => r.closed.length === 1, 5000, 'disconnect');
+    await waitFor(() => r.closed.length === 1, 10_000, 'disconnect');
     expect(r.errors).toEqual([]);
     expectExactly(r, msgs);
   }, 30_000);
@@ -264,7 +264,7 @@ describe('Reader reads frames written by a raw node:net client', () => {
         Buffer.from([0x82, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00]), Buffer.from('xy'),
       ]),
     );
-    await waitFor(() => r.got.length >= 3 || r.errors.length > 0, 5000, 'messages');
+    await waitFor(() => r.got.length >= 3 || r.errors.length > 0, 10_000, 'messages');
     expect(r.errors.map((e) => (e.err as { code?: string }).code)).toEqual([]);
     expect(r.got.map((g) => g.msg.toString('latin1'))).toEqual(['', 'abc', 'xy']);
   }, 15_000);
@@ -331,7 +331,7 @@ describe('Writer output read by a raw node:net server', () => {
     const want = Buffer.concat(msgs.map(handFrame));
     await waitFor(() => srv.bytes().length >= want.length, 5_000, 'all bytes');
     await w.stop({ timeoutMs: 2000 });
-    await waitFor(() => srv.ended, 5000, 'end of stream');
+    await waitFor(() => srv.ended, 10_000, 'end of stream');
     const got = srv.bytes();
     expect(got.length).toBe(want.length);
     expectSameBytes(got, want, 'the byte stream');
