@@ -80,7 +80,7 @@ function checkingReader(path: string, opts: ReaderOptions = {}, slowMs?: (connId
           else list.push(r);
         }
         const ms = slowMs?.(b.connection.id) ?? 0;
-        return ms > 0 ? sleep(ms) : undefined;
+        return ms > 0 ? sleep(ms) : undefined; // a slow handler (the scenario), not a wait
       },
       {
         ...opts,
@@ -119,7 +119,7 @@ function survivor(path: string) {
         if (!w.write(msg.make(s.seq, 64))) break;
         s.seq++;
       }
-      await sleep(5);
+      await sleep(5); // the rate limit, not a wait
     }
   })();
   return s;
@@ -614,7 +614,7 @@ describe('a handler that throws or rejects', () => {
           seen.push(...texts);
           if (texts.some((t) => t.startsWith('throw'))) throw new Error(`thrown at ${texts[0]}`);
           if (texts.some((t) => t.startsWith('reject'))) return Promise.reject(new Error(`rejected at ${texts[0]}`));
-          if (texts.some((t) => t.startsWith('async'))) return sleep(5);
+          if (texts.some((t) => t.startsWith('async'))) return sleep(5); // an async handler (the scenario)
           return undefined;
         },
         { onError: (err, ctx, conn) => errors.push({ err: err as IpcError, ctx, conn: conn as { id: number } }) },
