@@ -33,7 +33,7 @@ async function rejection(p: Promise<unknown>, ms = 20_000): Promise<Error & { co
 
 /** Resolves with p's value, or fails after ms instead of hanging. */
 
-/** True if p is still pending after the current macrotask queue ran. */
+/** True if p is still pending 20 ms later (a window in which it must not settle: callers assert that). */
 async function pending(p: Promise<unknown>): Promise<boolean> {
   let settled = false;
   p.then(
@@ -338,7 +338,7 @@ describe('writer.send()', () => {
       buf.writeUInt32LE(0xdeadbeef, 4);
       sends.push(w.send(buf).then(() => void resolved++)); // buf is reused at once: send copies it
     }
-    await new Promise((res) => setTimeout(res, 50));
+    await new Promise((res) => setTimeout(res, 50)); // a window in which no more may resolve: that is the assertion
     expect(resolved).toBe(4); // no reader: only what fits the queue is in
     expect(w.metrics()).toMatchObject({ written: 4, dropped: 0, queueDepth: 4 });
     const got: number[] = [];

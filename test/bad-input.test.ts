@@ -24,7 +24,6 @@ afterEach(async () => {
 
 afterAll(() => cleanupDirs());
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const MAX = 1024; // the reader's maxMessageSize in these tests
 
 /** Frame with a prefix built by hand (unsigned LEB128), not by the library. */
@@ -56,6 +55,8 @@ interface Setup {
   reader: Reader;
   got: { conn: number; msg: Buffer }[];
   reported: Reported[];
+  /** Ids of the connections whose 'disconnect' the reader emitted: everything of theirs was handled before. */
+  closed: number[];
   writer: Writer;
   writerConn: () => number;
   goodSent: string[];
@@ -67,6 +68,7 @@ async function setup(): Promise<Setup> {
   const path = tmpSocket();
   const got: { conn: number; msg: Buffer }[] = [];
   const reported: Reported[] = [];
+  const closed: number[] = [];
   const reader = new Reader(
     path,
     (batch: Batch) => {
@@ -74,6 +76,7 @@ async function setup(): Promise<Setup> {
     },
     { maxMessageSize: MAX, onError: (err, context, conn) => reported.push({ err, context, conn: conn as Connection | undefined }) },
   );
+  reader.on('disconnect', (c: Connection) => closed.push(c.id));
   readers.push(reader);
   await reader.start();
   const writer = new Writer(path);
@@ -95,6 +98,7 @@ async function setup(): Promise<Setup> {
     reader,
     got,
     reported,
+    closed,
     writer,
     goodSent,
     sendGood,
@@ -138,11 +142,16 @@ async function runBadCase(c: BadCase): Promise<void> {
   const raw = await rawConnect(s.reader.path);
   const pre = Buffer.concat(PRE.map(handFrame));
   if (c.dribble) {
+    // Each piece read by the reader on its own before the next is written
+    // (until the reader gives up on the connection).
+    const read0 = s.reader.metrics().bytesRead;
     raw.sock.write(pre);
-    await sleep(20);
+    const gaveUp = () => raw.sock.destroyed || s.reported.length > 0;
+    await waitFor(() => s.reader.metrics().bytesRead >= read0 + pre.length, 10_000, 'the good frames to be read');
     for (let i = 0; i < c.bad.length && !raw.sock.destroyed; i++) {
       raw.sock.write(c.bad.subarray(i, i + 1));
-      await sleep(3);
+      const want = read0 + pre.length + i + 1;
+      await waitFor(() => s.reader.metrics().bytesRead >= want || gaveUp(), 10_000, `bad byte ${i} to be read`, 1);
     }
   } else {
     raw.sock.write(Buffer.concat([pre, c.bad]));
@@ -156,7 +165,9 @@ async function runBadCase(c: BadCase): Promise<void> {
   await withTimeout(s.writer.flush(), 10_000, 'flush()');
   const total = 200 + 300 + 200 + PRE.length;
   await waitFor(() => s.got.length >= total, 10_000, `all messages (at ${s.got.length} of ${total})`);
-  await sleep(50); // nothing more should show up
+  // The reader is done with the bad connection: its 'disconnect' comes after
+  // everything else about it (messages, the error).
+  await waitFor(() => s.closed.length >= 1, 10_000, "the bad connection's 'disconnect'");
 
   // Exactly one error, typed, for the bad connection.
   expect(s.reported.length).toBe(1);
@@ -167,6 +178,7 @@ async function runBadCase(c: BadCase): Promise<void> {
   expect(conn).toBeDefined();
   const badConn = conn!.id;
   expect(badConn).not.toBe(goodConn);
+  expect(s.closed).toEqual([badConn]);
 
   // Everything the bad connection completed before the bad frame was delivered, and nothing else.
   const fromBad = s.got.filter((g) => g.conn === badConn).map((g) => g.msg);
@@ -263,7 +275,7 @@ describe('a bad frame closes only its own connection', () => {
     await waitFor(() => s.reported.length >= cases.length, 10_000, 'one error per bad connection');
     await s.sendGood('after', 100);
     await waitFor(() => s.got.length >= 200 + 300 + 100 + cases.length, 10_000, 'all messages');
-    await sleep(50);
+    await waitFor(() => s.closed.length >= cases.length, 10_000, "every bad connection's 'disconnect'");
     for (let i = 0; i < cases.length; i++) {
       const tag = s.got.find((g) => g.msg.toString() === `case-${i}`);
       expect(tag, `tag of case ${i}`).toBeDefined();
@@ -292,7 +304,8 @@ describe('a bad frame closes only its own connection', () => {
     raw.sock.end(Buffer.concat(PRE.map(handFrame)));
     await withTimeout(raw.closed, 10_000, "the raw socket's 'close'");
     await waitFor(() => s.got.length >= 200 + PRE.length, 10_000, 'pre messages');
-    await sleep(50);
+    // Its 'disconnect' comes after any error the reader would report for it.
+    await waitFor(() => s.closed.length === 1, 10_000, "the raw connection's 'disconnect'");
     expect(s.reported).toEqual([]);
     expect(s.reader.metrics().errors).toBe(0);
     expect(s.got.length).toBe(200 + PRE.length);
@@ -341,8 +354,8 @@ describe('Writer refuses oversized messages', () => {
     expect(w.write(Buffer.alloc(1000, 2))).toBe(true);
     expect(w.write('€'.repeat(333))).toBe(true); // 999 bytes
     await withTimeout(w.flush(), 10_000, 'flush()');
-    await waitFor(() => got.length >= 2, 10_000, 'the two valid messages');
-    await sleep(50);
+    // Everything the writer sent (flush() counted it) has arrived.
+    await waitFor(() => got.length >= 2 && got.length >= w.metrics().sent, 10_000, 'the two valid messages');
     expect(got.length).toBe(2);
     expect(got[0]!.equals(Buffer.alloc(1000, 2))).toBe(true);
     expect(got[1]!.toString('utf8')).toBe('€'.repeat(333));

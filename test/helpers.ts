@@ -70,12 +70,91 @@ export function cleanupDirs(): void {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 }
 
-/** Polls `cond` every few ms until it is true or `timeoutMs` passes (then throws). */
-export async function waitFor(cond: () => boolean, timeoutMs = 10_000, what = 'condition'): Promise<void> {
+/** Polls `cond` every `everyMs` ms until it is true or `timeoutMs` passes (then throws). */
+export async function waitFor(cond: () => boolean, timeoutMs = 10_000, what = 'condition', everyMs = 5): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!cond()) {
     if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/**
+ * Waits until `read()` has returned the same value (Object.is) for `quietMs`
+ * in a row. Only for a state no API reports, where "nothing moves any more"
+ * is the definition: e.g. a writer's IO thread blocked on a full socket whose
+ * reader is paused (the kernel's socket buffers cannot be observed). A
+ * starved thread can look steady for a while, so keep `quietMs` well above a
+ * scheduling delay (100 ms or more).
+ */
+export async function steady<T>(read: () => T, quietMs: number, timeoutMs = 20_000, what = 'a steady value'): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  let value = read();
+  let since = Date.now();
+  for (;;) {
     await new Promise((r) => setTimeout(r, 5));
+    const now = read();
+    if (!Object.is(now, value)) {
+      value = now;
+      since = Date.now();
+    } else if (Date.now() - since >= quietMs) {
+      return value;
+    }
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (still changing: ${String(value)})`);
+  }
+}
+
+interface WriterLike {
+  on(event: 'connect' | 'disconnect', listener: () => void): unknown;
+  metrics(): { connects: number; sent: number; sendCalls: number; queueDepth: number };
+  write(data: string | Uint8Array): boolean;
+  flush(): Promise<void>;
+}
+
+/**
+ * Counts a Writer's 'connect' and 'disconnect' events (call it before start()).
+ * `allEnded()` is true once every connection the writer made has ended and
+ * the writer's IO thread has said so: each 'connect' matched by a
+ * 'disconnect', and no connect it counted still on its way to this thread.
+ *
+ * That is the point from which `metrics().sent` is final for those
+ * connections. The IO thread counts a frame as sent only after its sendmsg()
+ * returns, so while a connection is up the count can trail what the reader
+ * already got by the frames of one send call; it emits 'disconnect' after it
+ * handled the last send on that connection. (Frames sent from the JavaScript
+ * thread are counted before write()/flush() return.)
+ */
+export function watchConnections(w: WriterLike): { connects: () => number; disconnects: () => number; allEnded: () => boolean } {
+  let connects = 0;
+  let disconnects = 0;
+  w.on('connect', () => connects++);
+  w.on('disconnect', () => disconnects++);
+  return {
+    connects: () => connects,
+    disconnects: () => disconnects,
+    allEnded: () => connects > 0 && disconnects === connects && w.metrics().connects === connects,
+  };
+}
+
+/**
+ * Writes `msg` until one write() is sent inside the call itself (sendCalls
+ * goes up by one and nothing stays queued before write() returns). The
+ * Writer sends from the calling thread only while its IO thread sleeps
+ * (connected, nothing in flight), and it leaves it asleep: so afterwards the
+ * first write() of a task is sent inline again. Each try that the IO thread
+ * sent instead is flushed before the next. Returns how many were written.
+ */
+export async function writeUntilSentInline(w: WriterLike, msg: string, timeoutMs = 20_000): Promise<number> {
+  const end = Date.now() + timeoutMs;
+  for (let n = 1; ; n++) {
+    // A new task: write() publishes at once only as the first write of one.
+    await new Promise((r) => setImmediate(r));
+    const calls = w.metrics().sendCalls;
+    w.write(msg);
+    const m = w.metrics();
+    if (m.sendCalls === calls + 1 && m.queueDepth === 0) return n;
+    await w.flush();
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for a write() sent inline (${n} tries)`);
   }
 }
 

@@ -11,6 +11,7 @@ const track = useTracking();
 
 
 
+/** True if p is still pending 30 ms later (a window in which it must not settle: callers assert that). */
 async function isPending(p: Promise<unknown>): Promise<boolean> {
   let settled = false;
   p.then(
@@ -126,15 +127,15 @@ describe('for await (const batch of reader)', () => {
     while (!refused && written < 1_000_000) {
       if (w.write(msg(written, size))) written++;
       else refused = true;
-      if (written % 100 === 0) await sleep(0);
+      if (written % 100 === 0) await new Promise((r) => setImmediate(r)); // let the reader's side run
     }
     const held = await within(first, 'first batch');
     expect(held.done).toBe(false);
     // Not asking for the next batch: the reader stops reading this connection.
+    // Paused, it stays paused: nothing acknowledges the held batch.
     await waitFor(() => r.metrics().pauses > 0, 10_000, 'the connection to be paused');
-    await sleep(100);
     const readAt = r.metrics().bytesRead;
-    await sleep(200);
+    await sleep(200); // a window in which nothing may be read: that is the assertion
     expect(r.metrics().bytesRead).toBe(readAt); // nothing more is read while the batch is held
     expect(refused).toBe(true); // and the writer's queue filled up
     expect(readAt).toBeLessThan(written * (size + 2));

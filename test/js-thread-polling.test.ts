@@ -39,7 +39,7 @@ describe('jsThreadPolling', () => {
     // Light: one message, then wait for it, 200 times.
     for (let i = 0; i < 200; i++) {
       writer.write(`light ${i}`);
-      await waitFor(() => got.length > i, 5000, `message ${i}`);
+      await waitFor(() => got.length > i, 10_000, `message ${i}`);
     }
     const light = reader.metrics();
     expect(light.jsThreadReads).toBeGreaterThan(100);
@@ -61,7 +61,7 @@ describe('jsThreadPolling', () => {
     const n0 = got.length;
     for (let i = 0; i < 100; i++) {
       writer.write(`again ${i}`);
-      await waitFor(() => got.length > n0 + i, 5000, `again ${i}`);
+      await waitFor(() => got.length > n0 + i, 10_000, `again ${i}`);
     }
     expect(reader.metrics().jsThreadReads).toBeGreaterThan(bulk.jsThreadReads);
     expect(got.slice(0, 3)).toEqual(['light 0', 'light 1', 'light 2']);
@@ -73,7 +73,7 @@ describe('jsThreadPolling', () => {
     const { reader, writer, got } = await pair({ jsThreadPolling: false });
     for (let i = 0; i < 50; i++) {
       writer.write(`m${i}`);
-      await waitFor(() => got.length > i, 5000, `message ${i}`);
+      await waitFor(() => got.length > i, 10_000, `message ${i}`);
     }
     const m = reader.metrics();
     expect(m.readCalls).toBeGreaterThan(0);
@@ -85,8 +85,8 @@ describe('jsThreadPolling', () => {
   it('a stop while the JavaScript thread polls delivers everything and removes the socket', async () => {
     const { reader, writer, got } = await pair();
     writer.write('before stop');
-    await waitFor(() => got.length === 1, 5000, 'first');
-    await waitFor(() => reader.metrics().jsThreadReads > 0 || reader.metrics().handoffs > 0, 5000, 'hand-over');
+    await waitFor(() => got.length === 1, 10_000, 'first');
+    await waitFor(() => reader.metrics().jsThreadReads > 0 || reader.metrics().handoffs > 0, 10_000, 'hand-over');
     for (let i = 0; i < 10; i++) writer.write(`tail ${i}`);
     await writer.stop();
     const res = await reader.stop({ timeoutMs: 5000 });
@@ -97,9 +97,9 @@ describe('jsThreadPolling', () => {
   it("'always': bulk traffic stays on the JavaScript thread, in order and complete", async () => {
     const { reader, writer, got, bytes } = await pair({ jsThreadPolling: 'always' });
     writer.write('first');
-    await waitFor(() => got.length === 1, 5000, 'first');
+    await waitFor(() => got.length === 1, 10_000, 'first');
     // The IO thread hands its loop over once idle (it may have read 'first' itself).
-    await waitFor(() => reader.metrics().handoffs > 0 || reader.metrics().jsThreadReads > 0, 5000, 'hand-over');
+    await waitFor(() => reader.metrics().handoffs > 0 || reader.metrics().jsThreadReads > 0, 10_000, 'hand-over');
     const before = reader.metrics();
     const big = Buffer.alloc(64 * 1024, 7);
     const b0 = bytes();

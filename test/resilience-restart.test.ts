@@ -131,7 +131,7 @@ describe('reader SIGKILLed and restarted while a writer streams', () => {
           seq++;
           budget -= m.length;
         }
-        await sleep(5);
+        await sleep(5); // the rate limit, not a wait
       }
     })();
 
@@ -146,7 +146,7 @@ describe('reader SIGKILLed and restarted while a writer streams', () => {
       // The writer must find this reader and deliver through it.
       await waitFor(() => r.received > 0, 20_000, `reader ${k} receiving`);
       if (k === KILLS) break;
-      await sleep(100 + Math.floor(Math.random() * 150));
+      await sleep(100 + Math.floor(Math.random() * 150)); // a random kill point, not a wait
       sndbufs.push(w.metrics().sendBufferSize);
       r.p.child.kill('SIGKILL');
       const res = await r.p;

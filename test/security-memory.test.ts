@@ -208,7 +208,7 @@ describe('a prefix announcing a large frame does not reserve it (issue 16 weak s
     );
     // A couple more samples, taken after the reads.
     const n = samples(reader).length;
-    await waitFor(() => samples(reader).length >= n + 3, 5000, 'more samples');
+    await waitFor(() => samples(reader).length >= n + 3, 10_000, 'more samples');
     const s = samples(reader);
     const vsz = Math.max(...s.map((x) => x.vsz)) - ready.vsz;
     const rss = Math.max(...s.map((x) => x.rss)) - ready.rss;
@@ -262,21 +262,21 @@ describe('frameTimeoutMs (issue 16 weak spot)', () => {
     trickler.on('close', () => (closedAt = Date.now()));
     await new Promise((r) => trickler.once('connect', r));
     trickler.write(Buffer.from([3, 0x61, 0x62, 0x63]));
+    const t0 = Date.now(); // before the prefix: the reader's clock starts when it reads it
     trickler.write(uvarint(1000));
-    const t0 = Date.now();
     let sent = 0;
     const drip = setInterval(() => {
       if (!trickler.destroyed && trickler.writable) (trickler.write(Buffer.of(sent & 0xff)), sent++);
     }, 20);
     try {
-      await waitFor(() => closedAt > 0, 5000, 'the trickling connection to be closed');
+      await waitFor(() => closedAt > 0, 10_000, 'the trickling connection to be closed');
       const after = closedAt - t0;
       console.log(`trickler cut after ${after} ms, ${sent} payload bytes dripped (frameTimeoutMs 300)`);
-      expect(after).toBeGreaterThanOrEqual(280); // the clock starts at the prefix, read a moment after t0
-      expect(after).toBeLessThan(2000);
+      expect(after).toBeGreaterThanOrEqual(280); // not before frameTimeoutMs from the prefix
+      expect(after).toBeLessThan(3000); // and promptly after it
       const gotBefore = got;
       // The normal client keeps going well past the timeout.
-      await waitFor(() => got >= gotBefore + 20, 5000, 'more messages from the normal writer');
+      await waitFor(() => got >= gotBefore + 20, 10_000, 'more messages from the normal writer');
       expect(writer.metrics().disconnects).toBe(0);
       expect(writer.connected).toBe(true);
     } finally {
@@ -317,10 +317,10 @@ describe('frameTimeoutMs (issue 16 weak spot)', () => {
     const msg = Buffer.alloc(150_001, 1);
     let written = 0;
     while (written < 60 && writer.write(msg)) written++;
-    await waitFor(() => reader.metrics().pauses > 0, 5000, 'the reader to pause');
-    // Paused far longer than frameTimeoutMs, with frames half-read on both sides.
-    const pausedSince = Date.now();
-    await waitFor(() => Date.now() - pausedSince >= 1000, 5000, 'time to pass while paused');
+    await waitFor(() => reader.metrics().pauses > 0, 10_000, 'the reader to pause');
+    // Paused far longer than frameTimeoutMs, with frames half-read on both
+    // sides: a window in which it must not be cut.
+    await new Promise((r) => setTimeout(r, 1000));
     // Still the one connection, never closed (a close would sit behind the
     // held batches in the Reader's queue, so ask the engine's counts rather
     // than wait for 'disconnect'; the writer would reconnect at once).
@@ -388,7 +388,7 @@ describe('allowUids/allowGids take the same ids as uid/gid (issue 16 wording)', 
     const w1 = new Writer(path1);
     open.push(w1);
     w1.start();
-    await waitFor(() => r1.metrics().rejected > 0, 5000, 'the connection to be refused');
+    await waitFor(() => r1.metrics().rejected > 0, 10_000, 'the connection to be refused');
     expect((refused[0] as IpcError).code).toBe('ERR_PEER_REJECTED');
     // Us among big ids: let in.
     const path2 = tmpSocket();
@@ -400,7 +400,7 @@ describe('allowUids/allowGids take the same ids as uid/gid (issue 16 wording)', 
     open.push(w2);
     w2.start();
     w2.write('hello');
-    await waitFor(() => got === 1, 5000, 'the message');
+    await waitFor(() => got === 1, 10_000, 'the message');
     expect(r2.metrics().rejected).toBe(0);
   });
 });

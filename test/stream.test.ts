@@ -4,7 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { Readable, Writable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import { createWritable, Reader, Writer, type Batch, type ReaderOptions } from '../src/index';
-import { tmpSocket, waitFor, useTracking, FAST, sleep, within as withinMs } from './helpers';
+import { once } from 'node:events';
+import { tmpSocket, waitFor, useTracking, FAST, sleep, steady, within as withinMs } from './helpers';
 
 const track = useTracking();
 const within = <T>(p: Promise<T>, what: string, ms = 30_000): Promise<T> => withinMs(p, what, ms);
@@ -91,12 +92,18 @@ describe('writer.createWriteStream()', () => {
     w.start();
     const N = 10_000;
     const src = source(N);
-    const done = pipeline(src.readable, w.createWriteStream({ highWaterMark: hwm }));
+    const s = w.createWriteStream({ highWaterMark: hwm });
+    const done = pipeline(src.readable, s);
     done.catch(() => {}); // (awaited below)
-    await waitFor(() => w.metrics().queueDepth === maxBufferedWrites, 10_000, 'the queue to fill');
-    await sleep(200);
+    // Stalled: the queue is full (nothing can leave it: no reader), the
+    // stream waits for room, and the source's own buffer is full.
+    await waitFor(
+      () => w.metrics().queueDepth === maxBufferedWrites && s.writableNeedDrain && src.readable.readableLength >= src.readable.readableHighWaterMark,
+      10_000,
+      'the pipeline to stall',
+    );
     const pulled = src.pulled();
-    await sleep(200);
+    await sleep(200); // a window in which nothing more may be pulled: that is the assertion
     expect(src.pulled()).toBe(pulled); // stalled, not buffering on
     // Writer queue + the chunk waiting in send() + the Writable's buffer + Readable.from's buffer (16) + slack.
     expect(pulled).toBeLessThanOrEqual(maxBufferedWrites + 1 + hwm + 16 + 4);
@@ -120,18 +127,22 @@ describe('writer.createWriteStream()', () => {
     w.start();
     const N = 200_000;
     const src = source(N);
-    const done = pipeline(src.readable, w.createWriteStream());
+    const s = w.createWriteStream();
+    const done = pipeline(src.readable, s);
     done.catch(() => {}); // (awaited below; this only keeps a failed test from also reporting it unhandled)
-    // Wait until the source is no longer pulled: everything in between is full.
-    for (let last = -1, end = Date.now() + 30_000; ; ) {
-      if (Date.now() > end) throw new Error('the pipeline never stalled');
-      await sleep(150);
-      const now = src.pulled();
-      if (now === last && w.metrics().queueDepth === 200) break;
-      last = now;
-    }
+    // Wait until everything in between is full: the reader paused (its
+    // handler never returns), the writer's queue full, the stream waiting for
+    // room and the source's buffer full. Whether the kernel's socket buffers
+    // are full too no API tells: the writer's IO thread is then blocked and
+    // makes no more send calls, so wait for its call count to stay put.
+    await waitFor(
+      () => r.metrics().pauses > 0 && w.metrics().queueDepth === 200 && s.writableNeedDrain && src.readable.readableLength >= src.readable.readableHighWaterMark,
+      30_000,
+      'the pipeline to stall',
+    );
+    await steady(() => w.metrics().sendCalls + ':' + src.pulled(), 200, 30_000, "the writer's send calls and the source to stop moving");
     const pulled = src.pulled();
-    await sleep(300);
+    await sleep(300); // a window in which nothing more may be pulled: that is the assertion
     expect(src.pulled()).toBe(pulled); // no unbounded buffering while the reader is stuck
     expect(pulled).toBeLessThan(N / 2);
     gate = undefined;
@@ -150,7 +161,8 @@ describe('writer.createWriteStream()', () => {
     s.end();
     let finishedYet = false;
     s.on('finish', () => (finishedYet = true));
-    await sleep(100);
+    await waitFor(() => w.metrics().queueDepth === 10, 10_000, 'the messages to be queued');
+    await sleep(100); // a window in which 'finish' must not come: that is the assertion
     expect(finishedYet).toBe(false); // no reader: nothing could be flushed
     const { r, got } = await collector(path);
     await r.start();
@@ -169,7 +181,8 @@ describe('writer.createWriteStream()', () => {
     const chunks: unknown[] = [msg(0), msg(1), 42, msg(3)];
     await expect(pipeline(Readable.from(chunks), w.createWriteStream())).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
     await w.flush();
-    await sleep(50);
+    // Everything the writer sent (flush() counted it) has arrived.
+    await waitFor(() => got.length >= w.metrics().sent, 10_000, 'delivery');
     expect(got).toEqual([0, 1]);
   });
 
@@ -189,11 +202,12 @@ describe('writer.createWriteStream()', () => {
     for (let i = 0; i < 20; i++) s.write(msg(i));
     await waitFor(() => w.metrics().queueDepth === 5, 10_000, 'the queue to fill');
     s.destroy();
-    await sleep(20);
+    await once(s, 'close');
     const { r, got } = await collector(path);
     await r.start();
     await w.flush();
-    await sleep(100);
+    // Everything the writer sent (flush() counted it) has arrived.
+    await waitFor(() => got.length >= w.metrics().sent, 10_000, 'delivery');
     expectSequence(got, 5);
     expect(w.metrics()).toMatchObject({ written: 5, dropped: 0 });
   });
@@ -203,7 +217,7 @@ describe('writer.createWriteStream()', () => {
     w.start();
     const ac = new AbortController();
     const p = pipeline(source(1000).readable, w.createWriteStream({ signal: ac.signal }));
-    await sleep(20);
+    await waitFor(() => w.metrics().queueDepth === 1, 10_000, 'the pipeline to be under way'); // no reader: the queue (1) stays full
     ac.abort();
     const e = await p.then(
       () => undefined,

@@ -26,7 +26,6 @@ afterEach(async () => {
 });
 afterAll(() => cleanupDirs());
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 
 interface ReaderSpec {
@@ -221,6 +220,22 @@ describe('NOTIFY_SOCKET', () => {
     return p;
   }
 
+  /**
+   * Sends a datagram of our own to the listener and waits until it prints it.
+   * Datagrams are queued in order: whatever a process sent before it exited
+   * is printed before the marker.
+   */
+  async function barrier(listener: Proc, address: string): Promise<void> {
+    const code = [
+      'import socket, sys',
+      'a = sys.argv[1]',
+      "a = '\\0' + a[1:] if a.startswith('@') else a",
+      "socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'BARRIER', a)",
+    ].join('\n');
+    execFileSync(PYTHON, ['-c', code, address]);
+    await listener.line((l) => l.event === 'dgram' && l.data === 'BARRIER', 'our marker datagram');
+  }
+
   async function canConnect(path: string): Promise<boolean> {
     return new Promise((resolve) => {
       const s = netConnect(path);
@@ -243,14 +258,14 @@ describe('NOTIFY_SOCKET', () => {
     // READY=1 means "listening": a connect succeeds at once.
     expect(await canConnect(path)).toBe(true);
     await p.line((l) => l.event === 'listening', 'listening');
-    await sleep(100);
-    expect(listener.all((l) => l.event === 'dgram').map((l) => l.data), 'nothing but READY=1 before stop').toEqual(['READY=1']);
 
     p.kill('SIGTERM');
     await listener.line((l) => l.event === 'dgram' && l.data === 'STOPPING=1', 'STOPPING=1');
     await p.done();
     expect(p.find((l) => l.event === 'reader-error'), p.stderr).toBeUndefined();
-    expect(listener.all((l) => l.event === 'dgram').map((l) => l.data)).toEqual(['READY=1', 'STOPPING=1']);
+    // Everything the child sent, in order: nothing but READY=1 before stop, and STOPPING=1.
+    await barrier(listener, notifyAddress);
+    expect(listener.all((l) => l.event === 'dgram').map((l) => l.data)).toEqual(['READY=1', 'STOPPING=1', 'BARRIER']);
     listener.kill();
   }
 
@@ -270,8 +285,8 @@ describe('NOTIFY_SOCKET', () => {
     await p.line((l) => l.event === 'listening', 'listening');
     p.kill('SIGTERM');
     await p.done();
-    await sleep(100);
-    expect(listener.all((l) => l.event === 'dgram')).toEqual([]);
+    await barrier(listener, addr);
+    expect(listener.all((l) => l.event === 'dgram').map((l) => l.data)).toEqual(['BARRIER']);
   });
 
   it('under systemd-socket-activate: activation and notification together', async () => {

@@ -33,8 +33,12 @@ afterEach(async () => {
 
 afterAll(() => cleanupDirs());
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const tick = () => new Promise<void>((r) => setImmediate(r));
+
+/** Waits until the reader has read `bytes` bytes in all (its bytesRead metric). */
+function readUpTo(r: { reader: Reader }, bytes: number): Promise<void> {
+  return waitFor(() => r.reader.metrics().bytesRead >= bytes, 10_000, `the reader to read ${bytes} bytes`, 1);
+}
 
 /**
  * Unsigned LEB128 written out by hand for the test (no library code):
@@ -172,7 +176,7 @@ describe('Reader reads frames written by a raw node:net client', () => {
     s.write(stream);
     await waitFor(() => r.got.length >= payloads.length, 10_000, 'messages');
     await endAndClose(s);
-    await waitFor(() => r.closed.length === 1, 5000, 'disconnect');
+    await waitFor(() => r.closed.length === 1, 10_000, 'disconnect');
     expectExactly(r, payloads);
     expect(r.errors).toEqual([]);
     expect(r.reader.metrics().errors).toBe(0);
@@ -183,17 +187,18 @@ describe('Reader reads frames written by a raw node:net client', () => {
     const path = tmpSocket();
     const r = await startReader(path);
     const s = await rawConnect(path);
-    // Every byte its own write; a real pause (so the reader sees it alone) at
-    // every byte of the prefixes and small frames, and every 256 bytes inside
-    // the large payloads.
+    // Every byte its own write; the reader reads it alone (we wait until it
+    // did) at every byte of the prefixes and small frames, and every 256
+    // bytes inside the large payloads.
+    const read0 = r.reader.metrics().bytesRead;
     for (let i = 0; i < stream.length; i++) {
       s.write(stream.subarray(i, i + 1));
-      if (i < 600 || i >= stream.length - 10 || i % 256 === 0) await sleep(1);
+      if (i < 600 || i >= stream.length - 10 || i % 256 === 0) await readUpTo(r, read0 + i + 1);
       else await tick();
     }
     await waitFor(() => r.got.length >= payloads.length, 10_000, 'messages');
     await endAndClose(s);
-    await waitFor(() => r.closed.length === 1, 5000, 'disconnect');
+    await waitFor(() => r.closed.length === 1, 10_000, 'disconnect');
     expectExactly(r, payloads);
     expect(r.errors).toEqual([]);
     expect(r.reader.metrics().readCalls).toBeGreaterThan(100); // it really came in pieces
@@ -206,8 +211,9 @@ describe('Reader reads frames written by a raw node:net client', () => {
     const cuts = [1, 2, 3, 4, 131, 132, 133, 262, 263, 264, 265, 267, 568, 569, 570, 571];
     for (const cut of cuts) {
       const s = await rawConnect(path);
+      const read0 = r.reader.metrics().bytesRead;
       s.write(stream.subarray(0, cut));
-      await sleep(3);
+      await readUpTo(r, read0 + cut); // the reader has the first part alone
       s.write(stream.subarray(cut));
       await endAndClose(s);
     }
@@ -231,16 +237,17 @@ describe('Reader reads frames written by a raw node:net client', () => {
     const big = Buffer.concat(msgs.map(handFrame));
     const s = await rawConnect(path);
     let seed = 12345;
+    const read0 = r.reader.metrics().bytesRead;
     for (let pos = 0; pos < big.length; ) {
       seed = (seed * 1103515245 + 12345) % 2147483648;
       const n = 1 + (seed % 90_000);
       s.write(big.subarray(pos, pos + n));
       pos += n;
-      await sleep(1);
+      await readUpTo(r, read0 + Math.min(pos, big.length)); // read before the next chunk comes
     }
     await waitFor(() => r.got.length >= msgs.length || r.errors.length > 0, 15_000, 'messages');
     await endAndClose(s);
-    await waitFor(() => r.closed.length === 1, 5000, 'disconnect');
+    await waitFor(() => r.closed.length === 1, 10_000, 'disconnect');
     expect(r.errors).toEqual([]);
     expectExactly(r, msgs);
   }, 30_000);
@@ -257,7 +264,7 @@ describe('Reader reads frames written by a raw node:net client', () => {
         Buffer.from([0x82, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00]), Buffer.from('xy'),
       ]),
     );
-    await waitFor(() => r.got.length >= 3 || r.errors.length > 0, 5000, 'messages');
+    await waitFor(() => r.got.length >= 3 || r.errors.length > 0, 10_000, 'messages');
     expect(r.errors.map((e) => (e.err as { code?: string }).code)).toEqual([]);
     expect(r.got.map((g) => g.msg.toString('latin1'))).toEqual(['', 'abc', 'xy']);
   }, 15_000);
@@ -324,7 +331,7 @@ describe('Writer output read by a raw node:net server', () => {
     const want = Buffer.concat(msgs.map(handFrame));
     await waitFor(() => srv.bytes().length >= want.length, 5_000, 'all bytes');
     await w.stop({ timeoutMs: 2000 });
-    await waitFor(() => srv.ended, 5000, 'end of stream');
+    await waitFor(() => srv.ended, 10_000, 'end of stream');
     const got = srv.bytes();
     expect(got.length).toBe(want.length);
     expectSameBytes(got, want, 'the byte stream');
