@@ -1,6 +1,6 @@
 // Shared test helpers: temp socket paths, waiting, child processes, and a
 // copy of the package that children run as another user can load.
-import { chmodSync, cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { createRequire } from 'node:module';
@@ -504,4 +504,24 @@ export function assertCanRunAs(uid: number, copy: ReadableCopy): void {
   if (got.addons?.length !== 1 || got.addons[0] !== realpathSync(copy.addon)) {
     throw new Error(`uid ${uid} loaded ${JSON.stringify(got.addons)} instead of the copied addon ${copy.addon}`);
   }
+}
+
+/** python3 (NOTIFY_SOCKET listeners and peers written in Python). */
+export const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
+
+/** A python datagram listener printing each datagram as a JSON string line; "@name" is abstract. */
+export async function notifyListener(address: string): Promise<Proc> {
+  const code = [
+    'import json, socket, sys',
+    'a = sys.argv[1]',
+    "a = '\\0' + a[1:] if a.startswith('@') else a",
+    's = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)',
+    's.bind(a)',
+    "print(json.dumps({'event': 'bound'}), flush=True)",
+    'while True:',
+    "    print(json.dumps({'event': 'dgram', 'data': s.recv(4096).decode()}), flush=True)",
+  ].join('\n');
+  const p = new Proc(PYTHON, ['-c', code, address]);
+  await p.line((l) => l.event === 'bound', 'the notify listener bound');
+  return p;
 }

@@ -4,36 +4,18 @@
 // absent on a fresh machine): that is in test/tool/systemd-activate.test.ts,
 // run by `npm run test:systemd`.
 import { describe, it, expect, afterEach, afterAll } from 'vitest';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect as netConnect } from 'node:net';
 import { execFileSync } from 'node:child_process';
-import { tmpSocket, cleanupDirs, FIXTURES, Proc, killChildren } from './helpers';
+import { tmpSocket, cleanupDirs, FIXTURES, Proc, killChildren, notifyListener, PYTHON } from './helpers';
 
 const READER_FIX = join(FIXTURES, 'sec-reader.js');
-const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
 
 afterEach(() => killChildren());
 afterAll(() => cleanupDirs());
 
 
 describe('NOTIFY_SOCKET', () => {
-  /** A python datagram listener printing each datagram as a JSON string line; "@name" is abstract. */
-  async function notifyListener(address: string): Promise<Proc> {
-    const code = [
-      'import json, socket, sys',
-      'a = sys.argv[1]',
-      "a = '\\0' + a[1:] if a.startswith('@') else a",
-      's = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)',
-      's.bind(a)',
-      "print(json.dumps({'event': 'bound'}), flush=True)",
-      'while True:',
-      "    print(json.dumps({'event': 'dgram', 'data': s.recv(4096).decode()}), flush=True)",
-    ].join('\n');
-    const p = new Proc(PYTHON, ['-c', code, address]);
-    await p.line((l) => l.event === 'bound', 'the notify listener bound');
-    return p;
-  }
 
   /**
    * Sends a datagram of our own to the listener and waits until it prints it.

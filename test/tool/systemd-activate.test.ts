@@ -13,11 +13,10 @@ import { existsSync, lstatSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { Writer } from '../../src/index';
-import { tmpSocket, cleanupDirs, waitFor, FIXTURES, Proc, killChildren, type Line } from '../helpers';
+import { tmpSocket, cleanupDirs, waitFor, FIXTURES, Proc, killChildren, notifyListener, type Line } from '../helpers';
 
 const ACTIVATE = '/usr/bin/systemd-socket-activate';
 const READER_FIX = join(FIXTURES, 'sec-reader.js');
-const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
 
 const writers: Writer[] = [];
 afterEach(async () => {
@@ -201,22 +200,6 @@ describe('socket activation with systemd-socket-activate', () => {
 });
 
 describe('NOTIFY_SOCKET under systemd-socket-activate', () => {
-  /** A python datagram listener printing each datagram as a JSON string line; "@name" is abstract (as in test/systemd.test.ts). */
-  async function notifyListener(address: string): Promise<Proc> {
-    const code = [
-      'import json, socket, sys',
-      'a = sys.argv[1]',
-      "a = '\\0' + a[1:] if a.startswith('@') else a",
-      's = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)',
-      's.bind(a)',
-      "print(json.dumps({'event': 'bound'}), flush=True)",
-      'while True:',
-      "    print(json.dumps({'event': 'dgram', 'data': s.recv(4096).decode()}), flush=True)",
-    ].join('\n');
-    const p = new Proc(PYTHON, ['-c', code, address]);
-    await p.line((l) => l.event === 'bound', 'the notify listener bound');
-    return p;
-  }
 
   it('under systemd-socket-activate: activation and notification together', async () => {
     const addr = tmpSocket('notify.sock');
