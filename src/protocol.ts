@@ -9,7 +9,7 @@
  */
 
 /** Must equal `protocol::kVersion` in native/core/protocol.h. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 export interface Protocol {
   readonly version: number;
@@ -38,6 +38,8 @@ export interface Protocol {
     /** The graceful stop finished: every connection closed, everything read handed over; nothing follows. */
     readonly STOPPED: number;
     readonly REJECTED: number;
+    /** A connection's reply queue emptied; a = 0, or bytes discarded after replyTimeoutMs without progress. */
+    readonly DRAINED: number;
     readonly SLOTS: number;
     readonly COPY_BATCH_UP_TO: number;
   };
@@ -49,6 +51,8 @@ export interface Protocol {
     readonly ERROR: number;
     readonly NOTIFY: number;
     readonly STOPPED: number;
+    /** Messages the reader sent back (onMessage): a, b, c as a reader BATCH item's. */
+    readonly BATCH: number;
     readonly SLOTS: number;
   };
   /** The keys of the handles' metrics() objects. */
@@ -63,6 +67,8 @@ export interface Protocol {
     readonly reconnectInitialDelayMs: number;
     readonly reconnectMaxDelayMs: number;
     readonly reconnectMultiplier: number;
+    readonly maxReplyBytes: number;
+    readonly replyTimeoutMs: number;
   };
   readonly limits: {
     readonly maxMessageSize: number;

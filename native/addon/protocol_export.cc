@@ -55,8 +55,8 @@ Napi::Object export_protocol(Napi::Env env) {
   item.Set("CLOSE", static_cast<uint32_t>(p::kItemClose));
   item.Set("ERROR", static_cast<uint32_t>(p::kItemError));
   item.Set("STOPPED", static_cast<uint32_t>(p::kItemStopped));
-  // The old name of STOPPED, until src/reader.ts reads STOPPED.
   item.Set("REJECTED", static_cast<uint32_t>(p::kItemRejected));
+  item.Set("DRAINED", static_cast<uint32_t>(p::kItemDrained));
   item.Set("SLOTS", p::kItemSlots);
   item.Set("COPY_BATCH_UP_TO", static_cast<double>(p::kCopyBatchUpTo));
   o.Set("item", frozen(item));
@@ -68,6 +68,7 @@ Napi::Object export_protocol(Napi::Env env) {
   event.Set("ERROR", static_cast<uint32_t>(p::kEventError));
   event.Set("NOTIFY", static_cast<uint32_t>(p::kEventNotify));
   event.Set("STOPPED", static_cast<uint32_t>(p::kEventStopped));
+  event.Set("BATCH", static_cast<uint32_t>(p::kEventBatch));
   event.Set("SLOTS", p::kEventSlots);
   o.Set("event", frozen(event));
 
@@ -85,6 +86,8 @@ Napi::Object export_protocol(Napi::Env env) {
   d.Set("reconnectInitialDelayMs", p::defaults::kReconnectInitialDelayMs);
   d.Set("reconnectMaxDelayMs", p::defaults::kReconnectMaxDelayMs);
   d.Set("reconnectMultiplier", p::defaults::kReconnectMultiplier);
+  d.Set("maxReplyBytes", static_cast<double>(p::defaults::kMaxReplyBytes));
+  d.Set("replyTimeoutMs", p::defaults::kReplyTimeoutMs);
   o.Set("defaults", frozen(d));
 
   Napi::Object l = Napi::Object::New(env);

@@ -19,7 +19,7 @@
 namespace udsipc::protocol {
 
 // Bumped on any change below; JavaScript refuses an addon with another one.
-inline constexpr uint32_t kVersion = 2;
+inline constexpr uint32_t kVersion = 3;
 
 // ─── The writer's shared control block ──────────────────────────────────────
 // 32-bit words at the start of the ArrayBuffer JavaScript allocates; the ring
@@ -70,6 +70,9 @@ enum ItemTag : uint32_t {
   kItemStopped = 4,   // the graceful stop finished: every connection is closed, everything
                       // read was handed over; nothing follows
   kItemRejected = 5,  // a: {pid, uid, gid} of a peer refused by allowUids/allowGids (closed)
+  kItemDrained = 6,   // the connection's reply queue (ReaderHandle.reply()) emptied: a = 0 when
+                      // everything was sent; a = bytes discarded unsent when it made no progress
+                      // for reply_timeout_ms (the connection stays open for reading)
 };
 inline constexpr int kItemSlots = 5;
 // Batches whose region is at most this many bytes are copied into one
@@ -88,6 +91,8 @@ enum EventTag : uint32_t {
   kEventError = 3,         // a: error object
   kEventNotify = 4,        // an armed flush/drain target was reached
   kEventStopped = 5,       // a: frames discarded unsent; nothing follows
+  kEventBatch = 6,         // messages the reader sent back (onMessage): encoded as a reader
+                           // kItemBatch's a, b, c (region, offsets entries or table, payload bytes)
 };
 inline constexpr int kEventSlots = 4;
 
@@ -95,19 +100,21 @@ inline constexpr int kEventSlots = 4;
 // The keys of the objects metrics() returns, in this order.
 enum ReaderMetric : int {
   kConnections, kActiveConnections, kReadCalls, kBytesRead, kPauses, kJsThreadReads, kHandoffs,
+  kReplyBytesSent, kReplySendCalls, kReplyBytesDropped,
   kReaderMetricCount
 };
 inline constexpr const char* kReaderMetricNames[kReaderMetricCount] = {
-    "connections", "activeConnections", "readCalls", "bytesRead", "pauses", "jsThreadReads", "handoffs"};
+    "connections", "activeConnections", "readCalls", "bytesRead", "pauses", "jsThreadReads", "handoffs",
+    "replyBytesSent", "replySendCalls", "replyBytesDropped"};
 static_assert(kReaderMetricNames[kReaderMetricCount - 1] != nullptr, "a name for every reader metric");
 
 enum WriterMetric : int {
   kSentFrames, kBytesSent, kSendCalls, kConnects, kDisconnects, kConnectAttempts, kUntrustedPeers,
-  kSendBufferSize, kConnected, kWriterMetricCount
+  kSendBufferSize, kConnected, kWriterReadCalls, kWriterBytesRead, kWriterPauses, kWriterMetricCount
 };
 inline constexpr const char* kWriterMetricNames[kWriterMetricCount] = {
     "sent", "bytesSent", "sendCalls", "connects", "disconnects", "connectAttempts", "untrustedPeers",
-    "sendBufferSize", "connected"};
+    "sendBufferSize", "connected", "readCalls", "bytesRead", "pauses"};
 static_assert(kWriterMetricNames[kWriterMetricCount - 1] != nullptr, "a name for every writer metric");
 
 // ─── Defaults and limits of options that reach the core ─────────────────────
@@ -122,6 +129,11 @@ inline constexpr int kBacklog = 511;
 inline constexpr uint32_t kReconnectInitialDelayMs = 100;
 inline constexpr uint32_t kReconnectMaxDelayMs = 5000;
 inline constexpr double kReconnectMultiplier = 2.0;
+// Replies (a Reader's connection.write()/send()): per connection, the bytes
+// queued and not yet taken by the kernel above which write() refuses, and how
+// long a non-empty reply queue may make no progress before it is discarded.
+inline constexpr uint64_t kMaxReplyBytes = 1024 * 1024;
+inline constexpr uint32_t kReplyTimeoutMs = 30000;
 }  // namespace defaults
 
 namespace limits {
