@@ -41,6 +41,18 @@ export const ErrorCodes = {
   ERR_ADDON_LOAD: 'ERR_ADDON_LOAD',
   /** The call does not fit the object's configuration or state (e.g. iterating a Reader that has a handler). */
   ERR_INVALID_STATE: 'ERR_INVALID_STATE',
+  /** A reply was written to a connection that is closed (or closed while `send()` waited). */
+  ERR_NOT_CONNECTED: 'ERR_NOT_CONNECTED',
+  /** An RPC handler failed on the server; `remoteCode` holds its code when it gave one. */
+  ERR_REMOTE: 'ERR_REMOTE',
+  /** The RPC server has no method of that name. */
+  ERR_UNKNOWN_METHOD: 'ERR_UNKNOWN_METHOD',
+  /** The connection broke after an RPC request was sent and before its reply came; the call may have run. */
+  ERR_CONNECTION_LOST: 'ERR_CONNECTION_LOST',
+  /** An RPC call's deadline (`timeoutMs`) passed. */
+  ERR_TIMEOUT: 'ERR_TIMEOUT',
+  /** An optional peer dependency (e.g. `@bufbuild/protobuf`) is needed for this and is not installed. */
+  ERR_MISSING_DEPENDENCY: 'ERR_MISSING_DEPENDENCY',
 } as const;
 
 /** One of the stable codes of {@link ErrorCodes}. */
@@ -54,6 +66,8 @@ export interface IpcErrorOptions {
   syscall?: string;
   /** The underlying error, kept as the standard `cause`. */
   cause?: unknown;
+  /** With `ERR_REMOTE`: the code the remote handler's error carried. */
+  remoteCode?: string;
 }
 
 /** An error with a stable `code`, plus `errno`/`syscall` when a system call failed. */
@@ -64,6 +78,8 @@ export class IpcError extends Error {
   readonly errno?: number;
   /** The system call that failed, when one did (e.g. `'connect'`). */
   readonly syscall?: string;
+  /** With `ERR_REMOTE`: the code the remote handler's error carried, if any. */
+  readonly remoteCode?: string;
 
   /**
    * @param code - A stable code from {@link ErrorCodes}.
@@ -76,6 +92,7 @@ export class IpcError extends Error {
     this.code = code;
     if (options.errno !== undefined && options.errno !== 0) this.errno = options.errno;
     if (options.syscall) this.syscall = options.syscall;
+    if (options.remoteCode !== undefined) this.remoteCode = options.remoteCode;
   }
 }
 
