@@ -12,6 +12,7 @@
         "native/core/event_loop.cc",
         "native/core/socket_util.cc",
         "native/core/reader_engine.cc",
+        "native/core/reply_queue.cc",
         "native/core/writer_engine.cc"
       ],
       "include_dirs": [

@@ -5,16 +5,31 @@
  * builds them and acknowledges and releases their memory.
  */
 
-/** One accepted connection (one writer), with its peer's credentials (SO_PEERCRED, read at accept). */
+/**
+ * One connection: on a Reader, one accepted writer; on a Writer (`onMessage`),
+ * its connection to the reader. It carries the peer's credentials
+ * (SO_PEERCRED, read when the connection was made) and is live: `write()`
+ * and `send()` send a message back to the other end of this connection.
+ */
 export interface Connection {
-  /** Identifier unique within this Reader. */
+  /** Identifier unique within this Reader (on a Writer: 1 for its first connection, 2 for the next, ...). */
   readonly id: number;
-  /** The peer's process id as of its connect() (may have been reused since). */
+  /** The peer's process id as of its connect() or listen() (may have been reused since). */
   readonly pid: number;
   /** The peer's user id (65534 if unmapped in this user namespace). */
   readonly uid: number;
   /** The peer's group id. */
   readonly gid: number;
+  /** False once this connection is closed: `write()` then throws and `send()` rejects with `ERR_NOT_CONNECTED`. */
+  readonly connected: boolean;
+  /**
+   * Sends `data` to the other end as one message (copied). False: dropped,
+   * because the connection's queue is full (a Reader's `maxReplyBytes`, a
+   * Writer's `maxBufferedBytes`/`maxBufferedWrites`).
+   */
+  write(data: Uint8Array | string): boolean;
+  /** Like `write()`, but waits for room instead of dropping; `signal` gives up the wait. */
+  send(data: Uint8Array | string, options?: { signal?: AbortSignal }): Promise<void>;
 }
 
 /**

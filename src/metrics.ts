@@ -30,6 +30,10 @@ export const READER_METRICS: readonly MetricSpec[] = [
   ['rejected', 'rejected_connections_total', 'counter', 'Connections refused by allowUids/allowGids/authorize.'],
   ['jsThreadReads', 'js_thread_read_calls_total', 'counter', 'read(2) calls made on the JavaScript thread (jsThreadPolling).'],
   ['handoffs', 'handoffs_total', 'counter', 'Times reading moved between the IO thread and the JavaScript thread.'],
+  ['repliesDropped', 'replies_dropped_total', 'counter', 'Replies refused by connection.write() because the connection\'s reply queue was full (maxReplyBytes).'],
+  ['replyBytesSent', 'reply_bytes_sent_total', 'counter', 'Reply bytes (frames) handed to the kernel.'],
+  ['replySendCalls', 'reply_send_calls_total', 'counter', 'send(2)/sendmsg(2) calls made for replies.'],
+  ['replyBytesDropped', 'reply_bytes_dropped_total', 'counter', 'Queued reply bytes discarded: replyTimeoutMs passed without progress, or the connection closed first.'],
 ];
 
 /** @internal */

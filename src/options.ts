@@ -46,6 +46,10 @@ export const DEFAULT_MAX_BUFFERED_WRITES = 10_000;
 export const DEFAULT_MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
 /** @internal Writer `sendBufferSize`. */
 export const DEFAULT_SEND_BUFFER_SIZE = 4 * 1024 * 1024;
+/** @internal Reader `maxReplyBytes`: per connection. (core) */
+export const DEFAULT_MAX_REPLY_BYTES = 1024 * 1024;
+/** @internal Reader `replyTimeoutMs`. (core) */
+export const DEFAULT_REPLY_TIMEOUT_MS = 30_000;
 /** @internal `timeoutMs` of stop(). */
 export const DEFAULT_STOP_TIMEOUT_MS = 5000;
 /** Largest timeout in ms (a setTimeout() delay). */
@@ -122,6 +126,29 @@ export interface ReaderOptions {
   notifySystemd?: boolean;
   /** Called for errors that are not the caller's fault (a peer's bad frame, a failing handler). Never throws into the IO path. */
   onError?: ErrorHandler;
+  /**
+   * Replies (`connection.write()`/`send()`): bytes (frames, length prefixes
+   * included) that may wait per connection for its writer to read them,
+   * beyond which `write()` returns false and `send()` waits. Nothing is
+   * reserved until a connection replies. Default 1 MiB.
+   */
+  maxReplyBytes?: number;
+  /**
+   * A connection's queued replies that make no progress for this many ms (its
+   * writer does not read them: a Go writer never does) are discarded, counted
+   * in `metrics().replyBytesDropped` and reported as an `ERR_WRITE_TIMEOUT`
+   * error; the connection stays open and is still read. 0 = never. Default 30000.
+   */
+  replyTimeoutMs?: number;
+  /**
+   * How the handler's batches are scheduled. `'serial'` (default): one batch
+   * at a time across all connections; an async handler holds back every
+   * connection. `'connection'`: one batch at a time per connection; an async
+   * handler holds back only its own connection (which is paused at
+   * `maxPendingBytes`), the others go on. Order within a connection is kept
+   * either way.
+   */
+  concurrency?: 'serial' | 'connection';
 }
 
 /** A peer's credentials, read with SO_PEERCRED when its connection was accepted. */
@@ -188,6 +215,9 @@ export interface ResolvedReaderOptions {
   systemd: 'auto' | false | { name: string };
   notifySystemd: boolean;
   onError: ErrorHandler | undefined;
+  maxReplyBytes: number;
+  replyTimeoutMs: number;
+  concurrency: 'serial' | 'connection';
 }
 
 /** @internal */
@@ -302,6 +332,9 @@ const READER_KEYS = [
   'systemd',
   'notifySystemd',
   'onError',
+  'maxReplyBytes',
+  'replyTimeoutMs',
+  'concurrency',
 ] as const;
 const WRITER_KEYS = [
   'maxMessageSize',
@@ -366,7 +399,16 @@ export function resolveReaderOptions(options: unknown, path = ''): ResolvedReade
   if (typeof jtp === 'string' && jtp !== 'light' && jtp !== 'always') {
     throw invalidValue(`The "jsThreadPolling" option must be a boolean, 'light' or 'always'. Received ${JSON.stringify(jtp)}`);
   }
+  if (o.concurrency !== undefined && typeof o.concurrency !== 'string') {
+    throw invalidType('concurrency', "'serial' or 'connection'", o.concurrency);
+  }
+  if (o.concurrency !== undefined && o.concurrency !== 'serial' && o.concurrency !== 'connection') {
+    throw invalidValue(`The "concurrency" option must be 'serial' or 'connection'. Received ${JSON.stringify(o.concurrency)}`);
+  }
   return {
+    maxReplyBytes: intOption('maxReplyBytes', o.maxReplyBytes, DEFAULT_MAX_REPLY_BYTES, 16, 2 ** 40),
+    replyTimeoutMs: intOption('replyTimeoutMs', o.replyTimeoutMs, DEFAULT_REPLY_TIMEOUT_MS, 0, MAX_TIMEOUT_MS),
+    concurrency: o.concurrency === 'connection' ? 'connection' : 'serial',
     uid: idOption('uid', o.uid),
     gid: idOption('gid', o.gid),
     directoryMode: intOption('directoryMode', o.directoryMode, DEFAULT_DIRECTORY_MODE, 0, 0o777),

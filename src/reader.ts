@@ -20,12 +20,13 @@ import {
   type StopOptions,
 } from './options';
 import type { Protocol } from './protocol';
+import { ReaderConnection, type ReplySink } from './reader/connection';
 import { Inbox } from './reader/inbox';
 import { notify as notifySystemd, takeListener } from './systemd';
 
 import type { BatchHandler, ReaderEvents, ReaderListener, ReaderMetrics, StartOptions, StopResult } from './reader/types';
 
-export { Batch, type Connection };
+export { Batch, type Connection, ReaderConnection };
 export type { BatchHandler, ReaderEvents, ReaderListener, ReaderMetrics, StartOptions, StopResult } from './reader/types';
 
 // Typed overloads of the EventEmitter methods (declaration merging with the class).
@@ -56,7 +57,12 @@ const M_ERRORS = 3;
 const M_HANDLER_ERRORS = 4;
 const M_DISCARDED = 5;
 const M_REJECTED = 6;
-const M_COUNT = 7;
+const M_REPLIES_DROPPED = 7;
+const M_COUNT = 8;
+
+// A connection's batches and events held back while its handler is busy
+// (concurrency 'connection').
+type Deferred = { batch: Batch } | { close: IpcError | undefined } | { error: IpcError };
 
 /**
  * Listens on a Unix socket and delivers the messages that writers send, to a
@@ -81,7 +87,12 @@ export class Reader extends EventEmitter {
   #item: Protocol['item'] | undefined; // the item tags
   #busy = false; // an async handler's promise is pending
   #stopFinished = false; // the engine reported stop finished (item STOPPED)
-  #conns = new Map<number, Connection>();
+  #conns = new Map<number, ReaderConnection>();
+  // concurrency 'connection': connections whose handler is busy, each with
+  // what arrived for it meanwhile, in order.
+  #lanes = new Map<number, Deferred[]>();
+  #dirty: ReaderConnection[] = []; // connections with replies written this tick
+  readonly #sink: ReplySink;
   #held = new Set<number>(); // connections waiting for authorize()
   #stopPromise: Promise<StopResult> | undefined;
   #stopResolve: ((r: StopResult) => void) | undefined;
@@ -131,6 +142,21 @@ export class Reader extends EventEmitter {
       this.#handler = handler;
     }
     this.#opts = resolveReaderOptions(options, this.path);
+    const flushAll = (): void => {
+      const d = this.#dirty;
+      this.#dirty = [];
+      for (let i = 0; i < d.length; i++) d[i].flush();
+    };
+    this.#sink = {
+      maxReplyBytes: this.#opts.maxReplyBytes,
+      reply: (id, bytes) => (this.#handle ? this.#handle.reply(id, bytes) : -1),
+      schedule: (conn) => {
+        if (this.#dirty.push(conn) === 1) queueMicrotask(flushAll);
+      },
+      refused: () => {
+        this.#m[M_REPLIES_DROPPED]++;
+      },
+    };
   }
 
   /** True between a successful start() and stop(). */
@@ -173,6 +199,7 @@ export class Reader extends EventEmitter {
         slabSize: o.slabSize,
         inactivityTimeoutMs: o.inactivityTimeoutMs,
         frameTimeoutMs: o.frameTimeoutMs,
+        replyTimeoutMs: o.replyTimeoutMs,
         jsThreadPolling: o.jsThreadPolling !== 'off',
         jsThreadUnderLoad: o.jsThreadPolling === 'always',
         allowUids: o.allowUids,
@@ -327,6 +354,10 @@ export class Reader extends EventEmitter {
       rejected: this.#m[M_REJECTED],
       jsThreadReads: n.jsThreadReads ?? 0,
       handoffs: n.handoffs ?? 0,
+      repliesDropped: this.#m[M_REPLIES_DROPPED],
+      replyBytesSent: n.replyBytesSent ?? 0,
+      replySendCalls: n.replySendCalls ?? 0,
+      replyBytesDropped: n.replyBytesDropped ?? 0,
     };
   }
 
@@ -362,63 +393,128 @@ export class Reader extends EventEmitter {
     if (this.#handle && this.#inbox!.take()) this.#pump();
   }
 
-  // Handles items in order until none is left, or an async handler's promise
-  // holds back the rest.
+  // Handles items in order until none is left, or (concurrency 'serial') an
+  // async handler's promise holds back the rest.
   #pump(): void {
     if (this.#busy) return;
     const inbox = this.#inbox!;
     const I = this.#item!;
+    const lanes = this.#opts.concurrency === 'connection' ? this.#lanes : undefined;
     while (this.#handle) {
       const tag = inbox.next();
       if (tag < 0) break;
       const connId = inbox.connId();
       if (tag === I.BATCH) {
-        const conn = this.#conns.get(connId) ?? { id: connId, pid: -1, uid: -1, gid: -1 };
+        const conn = this.#conns.get(connId) ?? new ReaderConnection(connId, -1, -1, -1, undefined);
         const batch = inbox.batch(conn);
-        const m = this.#m;
-        m[M_RECEIVED] += batch.length;
-        m[M_BYTES] += batch.byteLength;
-        m[M_BATCHES]++;
-        let r: unknown;
-        try {
-          r = this.#handler(batch);
-        } catch (e) {
-          this.#handlerFailed(e, conn);
+        if (lanes) {
+          const lane = lanes.get(connId);
+          if (lane) lane.push({ batch });
+          else if (!this.#run(batch)) lanes.set(connId, []);
+          continue;
         }
-        if (r !== undefined && r !== null && typeof (r as PromiseLike<void>).then === 'function') {
+        if (!this.#run(batch)) {
           this.#busy = true;
-          (r as PromiseLike<void>).then(
-            () => this.#afterAsync(batch),
-            (e: unknown) => {
-              this.#handlerFailed(e, conn);
-              this.#afterAsync(batch);
-            },
-          );
           return;
         }
-        inbox.done(batch);
       } else if (tag === I.OPEN) {
         const cred = inbox.peer();
-        const conn: Connection = Object.freeze({ id: connId, pid: cred.pid, uid: cred.uid, gid: cred.gid });
+        const conn = new ReaderConnection(connId, cred.pid, cred.uid, cred.gid, this.#sink);
         this.#conns.set(connId, conn);
         if (this.#opts.authorize) this.#authorize(conn);
         else this.emit('connection', conn);
       } else if (tag === I.REJECTED) {
         const cred = inbox.peer();
-        const peer: Connection = Object.freeze({ id: 0, pid: cred.pid, uid: cred.uid, gid: cred.gid });
-        this.#rejected(peer, 'not in allowUids/allowGids');
+        this.#rejected(new ReaderConnection(0, cred.pid, cred.uid, cred.gid, undefined), 'not in allowUids/allowGids');
       } else if (tag === I.CLOSE) {
-        const conn = this.#conns.get(connId) ?? { id: connId, pid: -1, uid: -1, gid: -1 };
-        const announced = this.#conns.delete(connId) && !this.#held.has(connId);
-        this.#held.delete(connId);
-        if (announced) this.emit('disconnect', conn, inbox.error());
+        const lane = lanes?.get(connId);
+        if (lane) lane.push({ close: inbox.error() });
+        else this.#closed(connId, inbox.error());
       } else if (tag === I.ERROR) {
-        this.#report(inbox.error() as Error, connId === 0 ? 'accept' : 'connection', this.#conns.get(connId));
+        const lane = lanes?.get(connId);
+        if (lane) lane.push({ error: inbox.error() as IpcError });
+        else this.#report(inbox.error() as Error, connId === 0 ? 'accept' : 'connection', this.#conns.get(connId));
+      } else if (tag === I.DRAINED) {
+        const conn = this.#conns.get(connId);
+        const dropped = inbox.dropped();
+        if (dropped > 0) {
+          const err = new IpcError(
+            'ERR_WRITE_TIMEOUT',
+            `Connection ${connId}'s writer read none of its replies for ${this.#opts.replyTimeoutMs} ms (replyTimeoutMs): ${dropped} bytes of replies discarded`,
+          );
+          this.#report(err, 'connection', conn);
+        }
+        conn?.drained();
       } else if (tag === I.STOPPED) {
         this.#stopFinished = true;
       }
     }
-    if (this.#state === 'stopping' && this.#stopFinished) this.#finishStop(false);
+    if (this.#state === 'stopping' && this.#stopFinished && this.#lanes.size === 0) this.#finishStop(false);
+  }
+
+  // Runs the handler on a batch. True: done with it (released); false: its
+  // promise is pending (#settled() follows).
+  #run(batch: Batch): boolean {
+    const conn = batch.connection as ReaderConnection;
+    const m = this.#m;
+    m[M_RECEIVED] += batch.length;
+    m[M_BYTES] += batch.byteLength;
+    m[M_BATCHES]++;
+    let r: unknown;
+    try {
+      r = this.#handler(batch);
+    } catch (e) {
+      this.#handlerFailed(e, conn);
+    }
+    if (r !== undefined && r !== null && typeof (r as PromiseLike<void>).then === 'function') {
+      (r as PromiseLike<void>).then(
+        () => this.#settled(batch),
+        (e: unknown) => {
+          this.#handlerFailed(e, conn);
+          this.#settled(batch);
+        },
+      );
+      return false;
+    }
+    this.#inbox!.done(batch);
+    return true;
+  }
+
+  // An async handler settled.
+  #settled(batch: Batch): void {
+    this.#inbox!.done(batch);
+    if (this.#opts.concurrency === 'serial') {
+      this.#busy = false;
+      this.#pump();
+      return;
+    }
+    // Its connection's lane: what arrived meanwhile, in order, until the
+    // handler goes async again.
+    const id = batch.connection.id;
+    const lane = this.#lanes.get(id);
+    if (!lane) return;
+    while (lane.length > 0) {
+      const d = lane.shift()!;
+      if ('batch' in d) {
+        if (!this.#handle) {
+          this.#inbox!.done(d.batch); // stopped meanwhile: released
+          this.#m[M_DISCARDED] += d.batch.length;
+          continue;
+        }
+        if (!this.#run(d.batch)) return;
+      } else if ('close' in d) this.#closed(id, d.close);
+      else this.#report(d.error, 'connection', this.#conns.get(id));
+    }
+    this.#lanes.delete(id);
+    if (this.#state === 'stopping' && this.#stopFinished && this.#lanes.size === 0) this.#finishStop(false);
+  }
+
+  #closed(connId: number, why: IpcError | undefined): void {
+    const conn = this.#conns.get(connId) ?? new ReaderConnection(connId, -1, -1, -1, undefined);
+    conn.closed();
+    const announced = this.#conns.delete(connId) && !this.#held.has(connId);
+    this.#held.delete(connId);
+    if (announced) this.emit('disconnect', conn, why);
   }
 
   // Runs the authorize option for a held connection; nothing of it is read
@@ -461,12 +557,6 @@ export class Reader extends EventEmitter {
     this.#report(err, 'authorize', peer);
   }
 
-  #afterAsync(batch: Batch): void {
-    this.#busy = false;
-    this.#inbox!.done(batch);
-    this.#pump();
-  }
-
   #handlerFailed(e: unknown, conn: Connection): void {
     this.#m[M_HANDLER_ERRORS]++;
     const err = new IpcError('ERR_HANDLER', `The batch handler failed: ${(e as Error)?.message ?? String(e)}`, { cause: e });
@@ -494,7 +584,16 @@ export class Reader extends EventEmitter {
     this.#lastNative = h.metrics();
     this.#lastNative.activeConnections = 0;
     // Anything still queued, here or in the engine, could not be delivered in time.
-    const discarded = h.close() + this.#inbox!.discard();
+    let discarded = h.close() + this.#inbox!.discard();
+    for (const lane of this.#lanes.values()) {
+      for (const d of lane) {
+        if (!('batch' in d)) continue;
+        discarded += d.batch.length;
+        this.#inbox!.done(d.batch); // detached from the source: released
+      }
+      lane.length = 0;
+    }
+    for (const conn of this.#conns.values()) conn.closed();
     this.#m[M_DISCARDED] += discarded;
     this.#handle = undefined;
     this.#state = 'stopped';

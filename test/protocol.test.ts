@@ -26,6 +26,7 @@ function readerHandleOptions(): Record<string, unknown> {
     slabSize: d.slabSize,
     inactivityTimeoutMs: 0,
     frameTimeoutMs: d.frameTimeoutMs,
+    replyTimeoutMs: d.replyTimeoutMs,
     jsThreadPolling: true,
     jsThreadUnderLoad: false,
     allowUids: [],
@@ -97,6 +98,8 @@ describe('protocol: the addon and TypeScript agree', () => {
     expect(r.maxPendingBytes).toBe(p.defaults.maxPendingBytes);
     expect(r.frameTimeoutMs).toBe(p.defaults.frameTimeoutMs);
     expect(r.backlog).toBe(p.defaults.backlog);
+    expect(r.maxReplyBytes).toBe(p.defaults.maxReplyBytes);
+    expect(r.replyTimeoutMs).toBe(p.defaults.replyTimeoutMs);
     const w = resolveWriterOptions({});
     expect(w.maxMessageSize).toBe(p.defaults.maxMessageSize);
     expect(w.reconnect).toMatchObject({

@@ -12,6 +12,7 @@ Napi::Function ReaderWrap::Init(Napi::Env env) {
                          InstanceMethod<&ReaderWrap::Listen>("listen"),
                          InstanceMethod<&ReaderWrap::Take>("take"),
                          InstanceMethod<&ReaderWrap::Ack>("ack"),
+                         InstanceMethod<&ReaderWrap::Reply>("reply"),
                          InstanceMethod<&ReaderWrap::Authorize>("authorize"),
                          InstanceMethod<&ReaderWrap::BeginStop>("beginStop"),
                          InstanceMethod<&ReaderWrap::Close>("close"),
@@ -34,6 +35,7 @@ ReaderWrap::ReaderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader
   cfg_.max_pending_bytes = static_cast<uint64_t>(number_option(o, "maxPendingBytes"));
   cfg_.inactivity_timeout_ms = static_cast<uint32_t>(number_option(o, "inactivityTimeoutMs"));
   cfg_.frame_timeout_ms = static_cast<uint32_t>(number_option(o, "frameTimeoutMs"));
+  cfg_.reply_timeout_ms = static_cast<uint32_t>(number_option(o, "replyTimeoutMs"));
   cfg_.allow_uids = id_list_option(o, "allowUids");
   cfg_.allow_gids = id_list_option(o, "allowGids");
   cfg_.hold_for_authorize = bool_option(o, "authorize");
@@ -170,6 +172,9 @@ Napi::Value ReaderWrap::Take(const Napi::CallbackInfo& info) {
       case ReaderItem::kStopped:
         w.item(it.type, it.conn_id, none, none, none);
         break;
+      case ReaderItem::kDrained:
+        w.item(it.type, it.conn_id, Napi::Number::New(env, static_cast<double>(it.dropped)), none, none);
+        break;
     }
   }
   return w.out;
@@ -186,6 +191,17 @@ void ReaderWrap::Ack(const Napi::CallbackInfo& info) {
   if (!engine_) return;
   engine_->ack(info[0].As<Napi::Number>().Uint32Value(),
                static_cast<uint64_t>(info[1].As<Napi::Number>().DoubleValue()));
+}
+
+// reply(connId, bytes: Uint8Array) -> bytes left queued for that connection
+// (0: all sent), or -1 if it is closed. bytes holds whole frames; it is sent
+// or copied before this returns. An empty array only asks the queued count.
+Napi::Value ReaderWrap::Reply(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!engine_) return Napi::Number::New(env, -1);
+  const uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+  Napi::Uint8Array a = info[1].As<Napi::Uint8Array>();
+  return Napi::Number::New(env, static_cast<double>(engine_->reply(id, a.Data(), a.ByteLength())));
 }
 
 void ReaderWrap::Authorize(const Napi::CallbackInfo& info) {
@@ -217,6 +233,9 @@ Napi::Value ReaderWrap::Metrics(const Napi::CallbackInfo& info) {
   v[p::kPauses] = static_cast<double>(m.pauses);
   v[p::kJsThreadReads] = static_cast<double>(m.js_thread_reads);
   v[p::kHandoffs] = static_cast<double>(m.handoffs);
+  v[p::kReplyBytesSent] = static_cast<double>(m.reply_bytes_sent);
+  v[p::kReplySendCalls] = static_cast<double>(m.reply_send_calls);
+  v[p::kReplyBytesDropped] = static_cast<double>(m.reply_bytes_dropped);
   Napi::Object o = Napi::Object::New(env);
   for (int i = 0; i < p::kReaderMetricCount; ++i) o.Set(p::kReaderMetricNames[i], v[i]);
   return o;

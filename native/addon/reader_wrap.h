@@ -28,6 +28,7 @@ class ReaderWrap : public Napi::ObjectWrap<ReaderWrap>, EngineHandle<ReaderWrap>
   Napi::Value Listen(const Napi::CallbackInfo& info);
   Napi::Value Take(const Napi::CallbackInfo& info);
   void Ack(const Napi::CallbackInfo& info);
+  Napi::Value Reply(const Napi::CallbackInfo& info);
   void Authorize(const Napi::CallbackInfo& info);
   void BeginStop(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);  // -> messages never delivered

@@ -49,7 +49,7 @@ ReaderEngine::ReaderEngine(ReaderConfig cfg, Notify notify)
   // One scan serves both timeouts, a few times per the shorter period: a
   // connection is closed within ~1.25x of its timeout. No timer per
   // connection.
-  for (const uint32_t t : {cfg_.inactivity_timeout_ms, cfg_.frame_timeout_ms}) {
+  for (const uint32_t t : {cfg_.inactivity_timeout_ms, cfg_.frame_timeout_ms, cfg_.reply_timeout_ms}) {
     if (t == 0) continue;
     const int64_t p = std::max<int64_t>(1, t / 4);
     scan_period_ms_ = scan_period_ms_ ? std::min(scan_period_ms_, p) : p;
@@ -105,6 +105,25 @@ void ReaderEngine::ack(uint32_t conn_id, uint64_t bytes) {
   if (paused_count_.load() > 0 || trim_wake_.load(std::memory_order_relaxed)) loop_.wake();
 }
 
+int64_t ReaderEngine::reply(uint32_t conn_id, const uint8_t* data, size_t len) {
+  std::shared_ptr<ReplyQueue> q;
+  {
+    std::lock_guard<std::mutex> lk(replies_mu_);
+    auto it = replies_.find(conn_id);
+    if (it == replies_.end()) return -1;
+    q = it->second;
+  }
+  const ReplyQueue::Offer r = q->offer(data, len, now_ms());
+  if (r.want_out) {
+    {
+      std::lock_guard<std::mutex> lk(replies_mu_);
+      out_requests_.push_back(conn_id);
+    }
+    loop_.wake();
+  }
+  return r.queued;
+}
+
 void ReaderEngine::authorize(uint32_t conn_id, bool allowed) {
   {
     std::lock_guard<std::mutex> lk(acks_mu_);
@@ -127,6 +146,9 @@ ReaderMetrics ReaderEngine::metrics() const {
   m.rejected = m_rejected_.load(std::memory_order_relaxed);
   m.js_thread_reads = m_js_thread_reads_.load(std::memory_order_relaxed);
   m.handoffs = m_handoffs_.load(std::memory_order_relaxed);
+  m.reply_bytes_sent = reply_stats_.bytes_sent.load(std::memory_order_relaxed);
+  m.reply_send_calls = reply_stats_.send_calls.load(std::memory_order_relaxed);
+  m.reply_bytes_dropped = reply_stats_.bytes_dropped.load(std::memory_order_relaxed);
   return m;
 }
 
@@ -165,7 +187,7 @@ void ReaderEngine::apply_acks() {
     if (allowed) {
       c.last_active_ms = now_ms();
       if (stopping_) ::shutdown(c.fd.get(), SHUT_RD);
-      loop_.add(c.fd.get(), EPOLLIN | EPOLLRDHUP, c.id);
+      update_interest(c);
     } else {
       m_rejected_.fetch_add(1, std::memory_order_relaxed);
       c.paused = false;
@@ -255,7 +277,62 @@ void ReaderEngine::resume(Conn& c) {
   }
   c.paused = false;
   paused_count_.fetch_sub(1);
-  loop_.add(c.fd.get(), EPOLLIN | EPOLLRDHUP, c.id);
+  update_interest(c);
+}
+
+void ReaderEngine::update_interest(Conn& c) {
+  const uint32_t want = (c.paused || c.held ? 0u : static_cast<uint32_t>(EPOLLIN | EPOLLRDHUP)) |
+                        (c.want_out ? static_cast<uint32_t>(EPOLLOUT) : 0u);
+  if (want == c.interest) return;
+  if (c.interest == 0) loop_.add(c.fd.get(), want, c.id);
+  else if (want == 0) loop_.remove(c.fd.get());
+  else loop_.modify(c.fd.get(), want, c.id);
+  c.interest = want;
+}
+
+// Connections whose reply queue became non-empty: watch EPOLLOUT.
+void ReaderEngine::apply_reply_requests() {
+  std::vector<uint32_t> ids;
+  {
+    std::lock_guard<std::mutex> lk(replies_mu_);
+    if (out_requests_.empty()) return;
+    ids.swap(out_requests_);
+  }
+  for (const uint32_t id : ids) {
+    auto it = conns_.find(id);
+    if (it == conns_.end()) continue;
+    Conn& c = *it->second;
+    if (c.out->queued() == 0) continue;  // discarded meanwhile (reply timeout)
+    c.want_out = true;
+    update_interest(c);
+  }
+}
+
+void ReaderEngine::flush_replies(Conn& c) {
+  const ReplyQueue::Flush f = c.out->flush(now_ms());
+  if (!f.drained) return;
+  c.want_out = false;
+  update_interest(c);
+  ReaderItem item{ReaderItem::kDrained};
+  item.conn_id = c.id;
+  push(std::move(item));
+}
+
+// Reply queues that made no progress for reply_timeout_ms: the writer does
+// not read (a Go writer never does). Dropped, so that they cannot hold
+// memory or descriptors; the connection goes on being read.
+void ReaderEngine::close_stalled_replies(int64_t now) {
+  if (cfg_.reply_timeout_ms == 0) return;
+  for (auto& [id, c] : conns_) {
+    if (!c->want_out || now - c->out->last_progress_ms() < cfg_.reply_timeout_ms) continue;
+    ReaderItem item{ReaderItem::kDrained};
+    item.conn_id = id;
+    item.dropped = c->out->discard();
+    if (item.dropped == 0) continue;  // drained meanwhile: its EPOLLOUT reports it
+    c->want_out = false;
+    update_interest(*c);
+    push(std::move(item));
+  }
 }
 
 void ReaderEngine::pause(Conn& c) {
@@ -266,7 +343,7 @@ void ReaderEngine::pause(Conn& c) {
   // The consumer may ack between these two lines: it sees paused_count_
   // and wakes us, and the next loop round applies the ack.
   paused_count_.fetch_add(1);
-  loop_.remove(c.fd.get());
+  update_interest(c);
   m_pauses_.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -318,6 +395,7 @@ void ReaderEngine::track_frame(Conn& c, uint64_t frames) {
 
 int ReaderEngine::step(std::vector<epoll_event>& events, int max_wait_ms, bool try_direct) {
   apply_acks();
+  apply_reply_requests();
   if (stop_requested_.load() && !stopping_) {
     stopping_ = true;
     for (auto& [id, c] : conns_)
@@ -359,6 +437,7 @@ int ReaderEngine::step(std::vector<epoll_event>& events, int max_wait_ms, bool t
     const int64_t now = now_ms();
     if (now >= next_idle_scan_) {
       close_idle(now);
+      close_stalled_replies(now);
       // Scan a few times per timeout period: closes within ~1.25x of it.
       next_idle_scan_ = now + scan_period_ms_;
       return 1;  // items may have been pushed: notify first
@@ -401,7 +480,12 @@ int ReaderEngine::step(std::vector<epoll_event>& events, int max_wait_ms, bool t
     }
     auto it = conns_.find(static_cast<uint32_t>(tag));
     if (it == conns_.end()) continue;
-    read_conn(*it->second);
+    Conn& c = *it->second;
+    const uint32_t ev = events[i].events;
+    // EPOLLOUT: replies can go on. A failed send (EPOLLERR, EPOLLHUP: the
+    // peer is gone) discards them; the read side then reports the close.
+    if (c.want_out && (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))) flush_replies(c);
+    if (!c.paused && !c.held && (ev & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))) read_conn(c);
   }
   if (n > 0) last_round_bytes_ = m_bytes_.load(std::memory_order_relaxed) - bytes_before;
   notify_if_pushed();
@@ -606,12 +690,16 @@ bool ReaderEngine::accept_all() {
         continue;
       }
     }
-    auto conn = std::make_unique<Conn>(id, UniqueFd(fd), cfg_.assembler);
+    auto conn = std::make_unique<Conn>(id, UniqueFd(fd), cfg_.assembler, &reply_stats_);
     conn->last_active_ms = now_ms();
     conn->held = cfg_.hold_for_authorize;
     if (!conn->held) {
       if (stopping_) ::shutdown(fd, SHUT_RD);
-      loop_.add(fd, EPOLLIN | EPOLLRDHUP, id);
+      update_interest(*conn);
+    }
+    {
+      std::lock_guard<std::mutex> lk(replies_mu_);
+      replies_.emplace(id, conn->out);
     }
     conns_.emplace(id, std::move(conn));
     m_accepted_.fetch_add(1, std::memory_order_relaxed);
@@ -718,7 +806,14 @@ void ReaderEngine::close_conn(uint32_t id, CoreError why, CoreError reason) {
   // Counted out before the consumer can see the close.
   m_active_.fetch_sub(1, std::memory_order_relaxed);
   if (c.paused) paused_count_.fetch_sub(1);
-  else if (!c.held) loop_.remove(c.fd.get());
+  if (c.interest != 0) loop_.remove(c.fd.get());
+  c.interest = 0;
+  // No reply can reach the descriptor once it is closed (below, with c).
+  c.out->close();
+  {
+    std::lock_guard<std::mutex> lk(replies_mu_);
+    replies_.erase(id);
+  }
   if (why) {
     m_errors_.fetch_add(1, std::memory_order_relaxed);
     ReaderItem err{ReaderItem::kError};

@@ -32,6 +32,7 @@
 #include "event_loop.h"
 #include "frame_assembler.h"
 #include "protocol.h"
+#include "reply_queue.h"
 #include "socket_util.h"
 #include "spsc_queue.h"
 #include "unique_fd.h"
@@ -68,6 +69,10 @@ struct ReaderConfig {
   // unhandled for kJsThreadWatchMs). Fewer threads and wake-ups; on two
   // cores shared with the writer, reading beside the handler gains nothing.
   bool js_thread_under_load = false;
+  // Replies (reply()): a connection's reply queue that makes no progress for
+  // this long is discarded (kItemDrained with the bytes dropped; the
+  // connection stays open for reading). 0 = never.
+  uint32_t reply_timeout_ms = protocol::defaults::kReplyTimeoutMs;
 };
 
 struct ReaderItem {
@@ -75,6 +80,8 @@ struct ReaderItem {
   // accepted (cred; held unread until authorize() if hold_for_authorize).
   // kRejected: a peer refused by allow_uids/allow_gids (cred), already
   // closed. kStopped: the graceful stop (begin_stop()) finished.
+  // kDrained: the connection's reply queue emptied (dropped: bytes discarded
+  // by the reply timeout, 0 when everything was sent).
   using Type = protocol::ItemTag;
   static constexpr Type kBatch = protocol::kItemBatch;
   static constexpr Type kOpen = protocol::kItemOpen;
@@ -82,6 +89,7 @@ struct ReaderItem {
   static constexpr Type kError = protocol::kItemError;
   static constexpr Type kStopped = protocol::kItemStopped;
   static constexpr Type kRejected = protocol::kItemRejected;
+  static constexpr Type kDrained = protocol::kItemDrained;
   Type type = kBatch;
   ReaderItem() = default;
   explicit ReaderItem(Type t) : type(t) {}
@@ -89,6 +97,7 @@ struct ReaderItem {
   Batch batch;      // kBatch
   CoreError error;  // kError (the connection is closed right after); kClose: why, if not EOF
   PeerCred cred;    // kOpen, kRejected
+  uint64_t dropped = 0;  // kDrained
 };
 
 struct ReaderMetrics {
@@ -96,6 +105,7 @@ struct ReaderMetrics {
            errors = 0, pauses = 0, accept_errors = 0, rejected = 0;
   uint64_t js_thread_reads = 0;  // read calls made on the JS thread (js_thread_poll())
   uint64_t handoffs = 0;        // event-loop hand-overs, either way
+  uint64_t reply_bytes_sent = 0, reply_send_calls = 0, reply_bytes_dropped = 0;
 };
 
 class ReaderEngine {
@@ -119,6 +129,13 @@ class ReaderEngine {
   // Any thread: a batch's offsets table, copied out and no longer needed,
   // for the assemblers to reuse.
   void recycle_offsets(std::vector<uint32_t>&& offsets) { offsets_pool_.put(std::move(offsets)); }
+  // Consumer thread: sends `len` bytes (whole frames) back to connection
+  // `conn_id`'s writer, directly if nothing is queued for it, else after what
+  // is (see reply_queue.h). Returns the bytes now queued for it (0: all
+  // sent), or -1 if there is no such connection (closed). len 0 only asks.
+  // One mutex per call, none per message; the IO thread is woken only when
+  // the queue goes from empty to not empty.
+  int64_t reply(uint32_t conn_id, const uint8_t* data, size_t len);
   // Consumer thread: the verdict on a connection held for authorization.
   void authorize(uint32_t conn_id, bool allowed);
   // Any thread: graceful stop. Accept what is in the backlog, stop listening
@@ -168,7 +185,15 @@ class ReaderEngine {
     // frame_timeout_ms off).
     int64_t frame_start_ms = -1;
     int64_t paused_at_ms = 0;
-    Conn(uint32_t i, UniqueFd f, const AssemblerConfig& c) : id(i), fd(std::move(f)), assembler(c) {}
+    // The events fd is registered for in the loop (0: not registered):
+    // EPOLLIN|EPOLLRDHUP unless paused or held, EPOLLOUT while replies wait.
+    uint32_t interest = 0;
+    bool want_out = false;  // replies are queued: watch EPOLLOUT
+    // Shared with the consumer's reply() (through replies_); closed before fd.
+    std::shared_ptr<ReplyQueue> out;
+    Conn(uint32_t i, UniqueFd f, const AssemblerConfig& c, ReplyStats* stats)
+        : id(i), fd(std::move(f)), assembler(c), out(std::make_shared<ReplyQueue>(fd.get(), stats)) {}
+    ~Conn() { out->close(); }
   };
 
   void run();
@@ -201,6 +226,11 @@ class ReaderEngine {
   void flush_overflow();
   void apply_acks();
   void resume(Conn& c);
+  // Registers c's descriptor for what it needs now (see Conn::interest).
+  void update_interest(Conn& c);
+  void apply_reply_requests();
+  void flush_replies(Conn& c);
+  void close_stalled_replies(int64_t now);
 
   // Owns one pool reference; declared first so that it is released last,
   // after the queue and connections have returned their slabs.
@@ -209,6 +239,7 @@ class ReaderEngine {
     ~PoolRef() { p->unref(); }
   } pool_;
   OffsetsPool offsets_pool_;  // any thread (internally locked); outlives the connections
+  ReplyStats reply_stats_;    // any thread (atomics); outlives every connection's ReplyQueue
   ReaderConfig cfg_;  // listen_fd: IO thread after start(); the rest immutable
   const Notify notify_;
   EventLoop loop_;    // thread-safe wake(); the rest used by the IO thread
@@ -253,6 +284,11 @@ class ReaderEngine {
   int64_t last_trim_ms_ = 0;
 
   // Shared.
+  std::mutex replies_mu_;
+  // Guarded by replies_mu_: every open connection's reply queue, for reply(),
+  // and the connections whose queue became non-empty since the loop last looked.
+  std::unordered_map<uint32_t, std::shared_ptr<ReplyQueue>> replies_;
+  std::vector<uint32_t> out_requests_;
   SpscQueue<ReaderItem> queue_;      // producer: own_mu_'s holder; consumer: take()
   std::atomic<bool> call_pending_{false};
   std::atomic<bool> consumer_wake_{false};  // IO thread waits for queue space

@@ -13,6 +13,7 @@
  *   ERROR     error object
  *   STOPPED   (stop finished: every connection closed, everything received handed over)
  *   REJECTED  {pid, uid, gid} of a peer refused by allowUids/allowGids
+ *   DRAINED   bytes of replies discarded by replyTimeoutMs (0: the reply queue emptied)
  *
  * An offsets table holds two u32 per message, its start and end in the
  * region. A small batch is copied into one V8-owned ArrayBuffer with its
@@ -111,6 +112,11 @@ export class Inbox {
   /** The current OPEN or REJECTED item's peer credentials. */
   peer(): PeerCredentials {
     return this.#items[this.#at + 2] as PeerCredentials;
+  }
+
+  /** The current DRAINED item's bytes discarded by the reply timeout (0: everything was sent). */
+  dropped(): number {
+    return this.#items[this.#at + 2] as number;
   }
 
   /** The current CLOSE or ERROR item's error as an IpcError; undefined for a clean end of a connection. */

@@ -40,6 +40,14 @@ export interface ReaderMetrics {
   jsThreadReads: number;
   /** Times reading moved between the IO thread and the JavaScript thread, either way. */
   handoffs: number;
+  /** Replies refused by `connection.write()` because that connection's reply queue was full (`maxReplyBytes`). */
+  repliesDropped: number;
+  /** Reply bytes (frames, length prefixes included) handed to the kernel. */
+  replyBytesSent: number;
+  /** send(2)/sendmsg(2) calls made for replies (many frames per call when they were written in one tick). */
+  replySendCalls: number;
+  /** Queued reply bytes discarded: `replyTimeoutMs` passed without progress, or the connection closed first. */
+  replyBytesDropped: number;
 }
 
 /** Result of `stop()`. */

@@ -1,0 +1,87 @@
+// A reader connection's outgoing side: the replies JavaScript writes back to
+// the writer on the other end (connection.write()/send()).
+//
+// Two threads use it, serialized by its own mutex, once per flush of many
+// frames (never once per message):
+//   - the consumer (JavaScript's thread), in offer(): the bytes of every
+//     frame written in one tick. With nothing queued it sends them at once on
+//     its own thread (no thread hop when the socket has room, like the
+//     writer's direct send); what the socket does not take is copied into the
+//     queue, and the IO thread is asked to watch for EPOLLOUT.
+//   - the thread that owns the reader's event loop, in flush() on EPOLLOUT,
+//     and in close()/discard().
+// The socket stays owned by the connection (ReaderEngine::Conn): close()
+// runs before the connection closes its descriptor, so no send can reach a
+// descriptor number reused for something else.
+//
+// Memory: the queue grows only by what a send could not take, in chunks of
+// at least kChunk bytes, and is freed as it drains. Its bound (maxReplyBytes)
+// is kept by the caller, who knows the size of each frame before offering it
+// and learns the queued byte count from offer()'s result.
+//
+// Plain C++, no Node headers.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <vector>
+
+namespace udsipc {
+
+struct ReplyStats {
+  std::atomic<uint64_t> bytes_sent{0}, send_calls{0}, bytes_dropped{0};
+};
+
+class ReplyQueue {
+ public:
+  static constexpr size_t kChunk = 64 * 1024;
+  static constexpr int kMaxIov = 64;  // iovecs per sendmsg (well below IOV_MAX)
+
+  ReplyQueue(int fd, ReplyStats* stats) : fd_(fd), stats_(stats) {}
+  ReplyQueue(const ReplyQueue&) = delete;
+  ReplyQueue& operator=(const ReplyQueue&) = delete;
+
+  struct Offer {
+    int64_t queued = -1;     // bytes left queued after this call; -1: closed
+    bool want_out = false;   // the queue just became non-empty: the owner of the loop must watch EPOLLOUT
+  };
+  // Consumer thread. Sends or queues `len` bytes (whole frames); len 0 only
+  // reports the queued byte count.
+  Offer offer(const uint8_t* data, size_t len, int64_t now_ms);
+
+  struct Flush {
+    bool drained = false;  // the queue is empty now (EPOLLOUT no longer needed)
+    int error = 0;         // a send failed with this errno: the queue was discarded
+  };
+  // Loop owner, on EPOLLOUT: sends what it can.
+  Flush flush(int64_t now_ms);
+  // Loop owner: drops everything queued (reply timeout); returns the bytes dropped.
+  uint64_t discard();
+  // Loop owner, before the connection's descriptor closes: no send after
+  // this; drops what is queued and returns its bytes.
+  uint64_t close();
+
+  uint64_t queued();           // any thread
+  int64_t last_progress_ms();  // any thread: when a send last took bytes (or the queue started)
+
+ private:
+  // All below guarded by mu_.
+  size_t send_locked(int64_t now_ms);  // sends from the queue; returns 0 on EAGAIN, else errno
+  void append_locked(const uint8_t* data, size_t len);
+  uint64_t drop_locked();
+
+  std::mutex mu_;
+  int fd_;                                // the connection's socket; -1 once closed
+  ReplyStats* const stats_;               // the engine's counters (outlive every queue)
+  std::deque<std::vector<uint8_t>> chunks_;
+  size_t head_off_ = 0;                   // bytes of chunks_.front() already sent
+  uint64_t queued_ = 0;
+  bool out_requested_ = false;            // EPOLLOUT asked for and not yet drained
+  int64_t progress_ms_ = 0;
+};
+
+}  // namespace udsipc

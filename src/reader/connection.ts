@@ -1,0 +1,252 @@
+/**
+ * A Reader's live connection: who the writer is, and the way back to it
+ * (replies). Frames written in one tick are collected in one buffer and
+ * handed to the native side together when the tick's microtasks run: one
+ * call, one mutex and usually one `send(2)` on this thread for all of them
+ * (native/core/reply_queue.h); what the socket cannot take at once waits in
+ * the native reply queue and the IO thread sends it on EPOLLOUT.
+ *
+ * The bound: a connection's replies written and not yet taken by the kernel
+ * (here and in the native queue) stay within `maxReplyBytes`. Nothing is
+ * allocated for a connection until it replies.
+ * @internal
+ */
+import { abortError } from '../abort';
+import type { Connection } from '../batch';
+import { IpcError, invalidType } from '../errors';
+import { resolveSignalOptions, type SignalOptions } from '../options';
+import { putUvarint31, uvarintSize } from '../varint';
+
+/** What a connection needs of its Reader. */
+export interface ReplySink {
+  /** Native: sends or queues whole frames; returns the bytes queued natively, -1 if the connection is closed. */
+  reply(connId: number, bytes: Uint8Array): number;
+  /** Calls `conn.flush()` once the current tick's writes are done. */
+  schedule(conn: ReaderConnection): void;
+  /** Counts a reply refused because the queue was full. */
+  refused(): void;
+  readonly maxReplyBytes: number;
+}
+
+interface Waiter {
+  frame: Buffer; // the whole frame, copied
+  resolve: () => void;
+  reject: (e: unknown) => void;
+  off: (() => void) | undefined;
+}
+
+const EMPTY = new Uint8Array(0);
+const KEEP_BUFFER_UP_TO = 64 * 1024; // a larger collection buffer is dropped after its flush
+const MAX_FRAME = 0x7fffffff; // frames are written with 31-bit length prefixes
+
+function notConnected(id: number): IpcError {
+  return new IpcError('ERR_NOT_CONNECTED', `Connection ${id} is closed; its writer can no longer be replied to`);
+}
+
+function byteLengthOf(data: unknown): number {
+  if (typeof data === 'string') return Buffer.byteLength(data);
+  if (data instanceof Uint8Array) return data.byteLength;
+  throw invalidType('data', 'a Uint8Array, a Buffer or a string', data, 'argument');
+}
+
+/**
+ * One writer connected to a {@link Reader}, with its credentials
+ * (SO_PEERCRED, read at accept), live: replies go back to that writer on the
+ * same connection, with the same framing (`write()`, `send()`).
+ */
+export class ReaderConnection implements Connection {
+  readonly id: number;
+  readonly pid: number;
+  readonly uid: number;
+  readonly gid: number;
+  #sink: ReplySink | undefined; // undefined once closed
+  #buf: Buffer | undefined; // frames written this tick, not yet handed to the native side
+  #len = 0;
+  #native = 0; // bytes queued natively as of the last call
+  #scheduled = false;
+  #waiters: Waiter[] = [];
+  #head = 0; // first live waiter
+
+  /** @internal */
+  constructor(id: number, pid: number, uid: number, gid: number, sink: ReplySink | undefined) {
+    this.id = id;
+    this.pid = pid;
+    this.uid = uid;
+    this.gid = gid;
+    this.#sink = sink;
+  }
+
+  /** False once the connection closed (or the Reader stopped): replies then throw `ERR_NOT_CONNECTED`. */
+  get connected(): boolean {
+    return this.#sink !== undefined;
+  }
+
+  /** Reply bytes (frames) written and not yet taken by the kernel. */
+  get bufferedBytes(): number {
+    return this.#len + this.#native;
+  }
+
+  /**
+   * Sends `data` back to this connection's writer as one message. Copies it
+   * (the caller may reuse its buffer at once). Messages written in one tick
+   * go out together.
+   * @returns false when the reply was dropped because this connection's
+   * queue is full (`maxReplyBytes`; counted in `metrics().repliesDropped`).
+   * @throws IpcError `ERR_NOT_CONNECTED` if the connection is closed;
+   * `ERR_MESSAGE_TOO_LARGE` if the message can never fit `maxReplyBytes`;
+   * TypeError for data that is not a Uint8Array or string.
+   */
+  write(data: Uint8Array | string): boolean {
+    const sink = this.#sink;
+    if (!sink) throw notConnected(this.id);
+    const n = byteLengthOf(data);
+    const size = this.#frameSize(n, sink);
+    if (this.#head < this.#waiters.length || this.#len + this.#native + size > sink.maxReplyBytes) {
+      sink.refused();
+      return false;
+    }
+    this.#put(data, n, size, sink);
+    return true;
+  }
+
+  /**
+   * Like {@link ReaderConnection.write}, but waits for room instead of
+   * dropping. Resolves once the message is queued (in order with other
+   * sends), not when the writer has read it.
+   * @param options - `signal`: aborting it gives up the wait (rejects with an `AbortError`).
+   * @throws (rejects) IpcError `ERR_NOT_CONNECTED` if the connection is closed or closes while waiting.
+   */
+  send(data: Uint8Array | string, options?: SignalOptions): Promise<void> {
+    try {
+      const { signal } = resolveSignalOptions('send options', options);
+      if (signal?.aborted) return Promise.reject(abortError(signal));
+      const sink = this.#sink;
+      if (!sink) throw notConnected(this.id);
+      const n = byteLengthOf(data);
+      const size = this.#frameSize(n, sink);
+      if (this.#head === this.#waiters.length && this.#len + this.#native + size <= sink.maxReplyBytes) {
+        this.#put(data, n, size, sink);
+        return Promise.resolve();
+      }
+      const frame = Buffer.allocUnsafe(size);
+      const p = putUvarint31(frame, 0, n);
+      if (typeof data === 'string') frame.write(data, p, 'utf8');
+      else frame.set(data, p);
+      return new Promise<void>((resolve, reject) => {
+        const w: Waiter = { frame, resolve, reject, off: undefined };
+        if (signal) {
+          const onAbort = (): void => {
+            const i = this.#waiters.indexOf(w, this.#head);
+            if (i >= 0) this.#waiters.splice(i, 1);
+            reject(abortError(signal));
+          };
+          signal.addEventListener('abort', onAbort, { once: true });
+          w.off = () => signal.removeEventListener('abort', onAbort);
+        }
+        this.#waiters.push(w);
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  #frameSize(n: number, sink: ReplySink): number {
+    const size = uvarintSize(n) + n;
+    if (size > sink.maxReplyBytes || n > MAX_FRAME) {
+      throw new IpcError(
+        'ERR_MESSAGE_TOO_LARGE',
+        `A reply of ${n} bytes can never fit this connection's reply queue (maxReplyBytes ${sink.maxReplyBytes}); raise maxReplyBytes`,
+      );
+    }
+    return size;
+  }
+
+  // Appends one frame to this tick's buffer.
+  #put(data: Uint8Array | string, n: number, size: number, sink: ReplySink): void {
+    let buf = this.#buf;
+    const need = this.#len + size;
+    if (!buf || buf.length < need) {
+      const grown = Buffer.allocUnsafeSlow(Math.max(4096, need, buf ? 2 * buf.length : 0));
+      if (buf && this.#len > 0) buf.copy(grown, 0, 0, this.#len);
+      this.#buf = buf = grown;
+    }
+    const p = putUvarint31(buf, this.#len, n);
+    if (typeof data === 'string') buf.write(data, p, 'utf8');
+    else buf.set(data, p);
+    this.#len = need;
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      sink.schedule(this);
+    }
+  }
+
+  /** @internal Hands this tick's frames to the native side. */
+  flush(): void {
+    this.#scheduled = false;
+    const sink = this.#sink;
+    if (!sink || this.#len === 0) return;
+    const r = sink.reply(this.id, this.#buf!.subarray(0, this.#len));
+    this.#len = 0;
+    if (this.#buf!.length > KEEP_BUFFER_UP_TO) this.#buf = undefined;
+    // -1: closed natively; the close item follows and rejects what waits.
+    if (r >= 0) {
+      this.#native = r;
+      this.#admitWaiters(sink);
+    }
+  }
+
+  /** @internal The native reply queue emptied (or was discarded after replyTimeoutMs). */
+  drained(): void {
+    const sink = this.#sink;
+    if (!sink) return;
+    const r = sink.reply(this.id, EMPTY);
+    if (r >= 0) this.#native = r;
+    this.#admitWaiters(sink);
+  }
+
+  // Moves waiting sends into this tick's buffer while they fit.
+  #admitWaiters(sink: ReplySink): void {
+    const q = this.#waiters;
+    while (this.#head < q.length) {
+      const w = q[this.#head];
+      if (this.#len + this.#native + w.frame.length > sink.maxReplyBytes) break;
+      q[this.#head++] = undefined as unknown as Waiter;
+      let buf = this.#buf;
+      const need = this.#len + w.frame.length;
+      if (!buf || buf.length < need) {
+        const grown = Buffer.allocUnsafeSlow(Math.max(4096, need, buf ? 2 * buf.length : 0));
+        if (buf && this.#len > 0) buf.copy(grown, 0, 0, this.#len);
+        this.#buf = buf = grown;
+      }
+      w.frame.copy(buf, this.#len);
+      this.#len = need;
+      w.off?.();
+      w.resolve();
+    }
+    if (this.#head === q.length) {
+      this.#waiters = [];
+      this.#head = 0;
+    }
+    if (this.#len > 0 && !this.#scheduled) {
+      this.#scheduled = true;
+      sink.schedule(this);
+    }
+  }
+
+  /** @internal The connection closed (or the Reader stopped): what waits is rejected, what is buffered dropped. */
+  closed(): void {
+    if (!this.#sink) return;
+    this.#sink = undefined;
+    this.#buf = undefined;
+    this.#len = 0;
+    this.#native = 0;
+    const q = this.#waiters;
+    const from = this.#head;
+    this.#waiters = [];
+    this.#head = 0;
+    for (let i = from; i < q.length; i++) {
+      q[i].off?.();
+      q[i].reject(notConnected(this.id));
+    }
+  }
+}
