@@ -88,6 +88,7 @@ export class ClientCore {
   #idle: (() => void) | undefined;
   #sending = 0;
   #closed: Error | undefined;
+  #refused: Error | undefined;
   /** Frames handed to the sink (requests, cancels, credits), in order. */
   framesWritten = 0;
   readonly m: ClientCoreMetrics = { calls: 0, streams: 0, failed: 0, timedOut: 0, aborted: 0, lost: 0, lateFrames: 0, invalidFrames: 0 };
@@ -154,7 +155,7 @@ export class ClientCore {
     stream: RpcStream | undefined,
     credit: number,
   ): ClientCall {
-    if (this.#closed) throw this.#closed;
+    if (this.#refused) throw this.#refused;
     const mb = this.#methodBytes(method);
     if (signal?.aborted) throw abortError(signal);
     const len = bodyLength(body);
@@ -353,6 +354,11 @@ export class ClientCore {
         );
       }
     }
+  }
+
+  /** New calls fail with `err` (thrown / rejected); calls in flight go on. */
+  refuse(err: Error): void {
+    this.#refused = err;
   }
 
   /** No more calls: every pending one fails with `err`. */
