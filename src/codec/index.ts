@@ -87,11 +87,16 @@ export function json<T = unknown>(options?: JsonCodecOptions): Codec<T> {
 type ProtobufModule = typeof import('@bufbuild/protobuf');
 let protobufModule: ProtobufModule | undefined;
 
-/** @internal Loads @bufbuild/protobuf on first use (an optional peer dependency). */
-export function loadProtobuf(req: (id: string) => unknown = createRequire(__filename)): ProtobufModule {
-  if (protobufModule) return protobufModule;
+/**
+ * @internal Loads @bufbuild/protobuf on first use (an optional peer
+ * dependency) and keeps it. `req` (tests): load with it instead, uncached.
+ */
+export function loadProtobuf(req?: (id: string) => unknown): ProtobufModule {
+  if (req === undefined && protobufModule) return protobufModule;
   try {
-    protobufModule = req('@bufbuild/protobuf') as ProtobufModule;
+    const m = (req ?? createRequire(__filename))('@bufbuild/protobuf') as ProtobufModule;
+    if (req !== undefined) return m;
+    protobufModule = m;
   } catch (e) {
     throw new IpcError(
       'ERR_MISSING_DEPENDENCY',
