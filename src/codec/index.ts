@@ -26,10 +26,10 @@ export interface InputCodec<T, I = T> extends Codec<T> {
   encode(value: T | I): Uint8Array;
 }
 
-/** The value type of a codec. */
-export type CodecValue<C> = C extends Codec<infer T> ? T : never;
+/** The value type of a codec (what `decode` returns). */
+export type CodecValue<C> = C extends { decode(bytes: Uint8Array): infer T } ? T : never;
 /** What a codec's `encode` accepts. */
-export type CodecInput<C> = C extends InputCodec<infer T, infer I> ? T | I : C extends Codec<infer T> ? T : never;
+export type CodecInput<C> = C extends { encode(value: infer I): Uint8Array } ? I : never;
 
 /**
  * Bytes as they are: encode passes a Uint8Array through (no copy), decode
