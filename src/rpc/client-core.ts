@@ -1,0 +1,540 @@
+/**
+ * The client side of the RPC protocol, independent of any transport: call
+ * ids, the calls in flight, deadlines, cancellation, streams with credit
+ * flow control, and what a lost connection does to calls in flight.
+ * src/rpc/client.ts plugs it into a Writer; the tests drive it with an
+ * in-memory pair.
+ * @internal
+ */
+import { AbortGroup, abortError } from '../abort';
+import { IpcError, type AbortError } from '../errors';
+import { DeadlineQueue, type Timed } from './deadlines';
+import {
+  EnvelopeView,
+  RpcKind,
+  Scratch,
+  bodyLength,
+  decodeInto,
+  encodeControl,
+  encodeRequest,
+  methodBytes,
+  type BodyInput,
+} from './envelope';
+import type { FrameSink } from './types';
+
+/** Reply bodies up to this size are copied; larger ones are views of the received memory (the caller retains it). */
+const COPY_LIMIT = 4096;
+const MAX_ID = 2 ** 32 - 1;
+const EMPTY = Buffer.alloc(0);
+const noop = (): void => {};
+const METHOD_CACHE_LIMIT = 1024;
+
+/** Options of a {@link ClientCore}. */
+export interface ClientCoreOptions {
+  /** Default deadline of a call in ms; 0 = none. */
+  timeoutMs: number;
+  /** Default stream window (parts the server may send ahead). */
+  streamWindow: number;
+  /** Frames that are not valid envelopes, or replies that break the protocol: for the operator. */
+  onError?: (err: Error) => void;
+}
+
+/** Counters of a {@link ClientCore}. */
+export interface ClientCoreMetrics {
+  calls: number;
+  streams: number;
+  failed: number;
+  timedOut: number;
+  aborted: number;
+  lost: number;
+  lateFrames: number;
+  invalidFrames: number;
+}
+
+class ClientCall implements Timed {
+  deadlineAt = Infinity;
+  heapIndex = -1;
+  /** Index of its request frame among the frames this core handed to the sink. */
+  frameIndex = -1;
+  done = false;
+  resolve: (b: Buffer) => void = noop;
+  reject: (e: Error) => void = noop;
+  offAbort: (() => void) | undefined = undefined;
+  stream: RpcStream | undefined = undefined;
+  constructor(
+    readonly id: number,
+    readonly method: string,
+  ) {}
+}
+
+/** @internal Maps an ERROR frame to the error the caller sees. */
+export function remoteError(code: string, message: string): IpcError {
+  if (code === 'ERR_UNKNOWN_METHOD') return new IpcError('ERR_UNKNOWN_METHOD', message || 'unknown method', { remoteCode: code });
+  if (code === 'ERR_TIMEOUT') return new IpcError('ERR_TIMEOUT', message || 'deadline exceeded', { remoteCode: code });
+  return new IpcError('ERR_REMOTE', message || code, { remoteCode: code });
+}
+
+/** @internal */
+export class ClientCore {
+  readonly #sink: FrameSink;
+  readonly opts: ClientCoreOptions;
+  readonly #pending = new Map<number, ClientCall>();
+  readonly #view = new EnvelopeView();
+  readonly #scratch = new Scratch();
+  readonly #deadlines = new DeadlineQueue<ClientCall>((c) => this.#expire(c));
+  readonly #aborts = new AbortGroup();
+  readonly #methods = new Map<string, Buffer>();
+  #nextId = 1;
+  #idle: (() => void) | undefined;
+  #sending = 0;
+  #closed: Error | undefined;
+  #refused: Error | undefined;
+  /** Frames handed to the sink (requests, cancels, credits), in order. */
+  framesWritten = 0;
+  readonly m: ClientCoreMetrics = { calls: 0, streams: 0, failed: 0, timedOut: 0, aborted: 0, lost: 0, lateFrames: 0, invalidFrames: 0 };
+  readonly #sentOk = (): void => {
+    this.#sending--;
+  };
+  readonly #sentFail = (): void => {
+    this.#sending--;
+  };
+
+  constructor(sink: FrameSink, opts: ClientCoreOptions) {
+    this.#sink = sink;
+    this.opts = opts;
+  }
+
+  /** Calls (and streams) in flight. */
+  get inFlight(): number {
+    return this.#pending.size;
+  }
+
+  /**
+   * Starts a unary call. `timeoutMs` undefined = the default; `signal` as given (checked by the caller).
+   * Rejects (never throws) with what went wrong.
+   */
+  call(method: string, body: BodyInput, timeoutMs: number | undefined, signal: AbortSignal | undefined): Promise<Buffer> {
+    let c: ClientCall;
+    try {
+      c = this.#begin(method, body, timeoutMs, signal, undefined, 0);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    this.m.calls++;
+    return new Promise<Buffer>((resolve, reject) => {
+      c.resolve = resolve;
+      c.reject = reject;
+    });
+  }
+
+  /** Starts a server-streaming call. Throws synchronously for bad arguments or a closed client. */
+  stream(method: string, body: BodyInput, timeoutMs: number | undefined, signal: AbortSignal | undefined, window: number | undefined): RpcStream {
+    const w = window ?? this.opts.streamWindow;
+    const s = new RpcStream(this, w);
+    const c = this.#begin(method, body, timeoutMs, signal, s, w);
+    s.attach(c);
+    this.m.streams++;
+    return s;
+  }
+
+  #methodBytes(method: string): Buffer {
+    let b = this.#methods.get(method);
+    if (b === undefined) {
+      b = methodBytes(method);
+      if (this.#methods.size >= METHOD_CACHE_LIMIT) this.#methods.clear();
+      this.#methods.set(method, b);
+    }
+    return b;
+  }
+
+  #begin(
+    method: string,
+    body: BodyInput,
+    timeoutMs: number | undefined,
+    signal: AbortSignal | undefined,
+    stream: RpcStream | undefined,
+    credit: number,
+  ): ClientCall {
+    if (this.#refused) throw this.#refused;
+    const mb = this.#methodBytes(method);
+    if (signal?.aborted) throw abortError(signal);
+    const len = bodyLength(body);
+    const ms = timeoutMs ?? this.opts.timeoutMs;
+    const id = this.#allocId();
+    const c = new ClientCall(id, method);
+    c.stream = stream;
+    const frame = encodeRequest(this.#scratch, id, stream !== undefined, ms, credit, mb, body, len);
+    c.frameIndex = this.framesWritten;
+    const p = this.#out(frame); // throws for a frame the sink refuses (too large, stopped)
+    this.#pending.set(id, c);
+    if (p !== undefined) p.catch((e: Error) => this.#fail(c, e));
+    if (ms !== 0) {
+      c.deadlineAt = performance.now() + ms;
+      this.#deadlines.add(c);
+    }
+    if (signal) c.offAbort = this.#aborts.add(signal, () => this.#abort(c, signal));
+    return c;
+  }
+
+  #allocId(): number {
+    let id = this.#nextId;
+    while (this.#pending.has(id)) id = id === MAX_ID ? 1 : id + 1;
+    this.#nextId = id === MAX_ID ? 1 : id + 1;
+    return id;
+  }
+
+  // Hands a frame to the sink: write() while nothing waits, else send(), so
+  // frames keep their order. Counts it. Returns the send() promise when the
+  // frame had to wait (it rejects if it never gets queued).
+  #out(frame: Uint8Array): Promise<void> | undefined {
+    if (this.#sending === 0 && this.#sink.write(frame)) {
+      this.framesWritten++;
+      return undefined;
+    }
+    const p = this.#sink.send(frame);
+    this.framesWritten++;
+    this.#sending++;
+    p.then(this.#sentOk, this.#sentFail);
+    return p;
+  }
+
+  #control(kind: number, id: number, n = 0): void {
+    if (this.#closed) return;
+    try {
+      const p = this.#out(encodeControl(this.#scratch, kind, id, n));
+      if (p !== undefined) p.catch(noop);
+    } catch {
+      // the transport is stopping: nothing to tell the server any more
+    }
+  }
+
+  /** @internal The stream wants `n` more parts. */
+  credit(c: ClientCall, n: number): void {
+    if (!c.done) this.#control(RpcKind.CREDIT, c.id, n);
+  }
+
+  /** @internal The stream's consumer stopped early: forget the call, tell the server. */
+  cancel(c: ClientCall): void {
+    if (c.done) return;
+    this.#remove(c);
+    this.#control(RpcKind.CANCEL, c.id);
+  }
+
+  #remove(c: ClientCall): void {
+    c.done = true;
+    this.#pending.delete(c.id);
+    if (c.heapIndex >= 0) this.#deadlines.remove(c);
+    if (c.offAbort) {
+      c.offAbort();
+      c.offAbort = undefined;
+    }
+    if (this.#idle !== undefined && this.#pending.size === 0) {
+      const f = this.#idle;
+      this.#idle = undefined;
+      f();
+    }
+  }
+
+  #fail(c: ClientCall, e: Error): void {
+    if (c.done) return;
+    this.#remove(c);
+    this.m.failed++;
+    if (c.stream) c.stream.fail(e, true);
+    else c.reject(e);
+  }
+
+  #expire(c: ClientCall): void {
+    if (c.done) return;
+    this.m.timedOut++;
+    this.#fail(c, new IpcError('ERR_TIMEOUT', `The call of ${JSON.stringify(c.method)} did not finish within its deadline`));
+    this.#control(RpcKind.CANCEL, c.id);
+  }
+
+  #abort(c: ClientCall, signal: AbortSignal): void {
+    if (c.done) return;
+    this.m.aborted++;
+    c.offAbort = undefined; // the group already dropped it
+    this.#fail(c, abortError(signal) as AbortError);
+    this.#control(RpcKind.CANCEL, c.id);
+  }
+
+  /**
+   * One frame from the server. Returns true when a view of `payload` was
+   * handed out (a large reply or part): the caller must keep its memory valid.
+   */
+  onFrame(payload: Uint8Array): boolean {
+    const v = this.#view;
+    if (!decodeInto(payload, v)) {
+      this.m.invalidFrames++;
+      this.#report(new IpcError('ERR_INVALID_FRAME', `The server sent a frame that is not a valid RPC envelope: ${v.error}`));
+      return false;
+    }
+    const c = this.#pending.get(v.id);
+    if (c === undefined) {
+      if (v.kind >= RpcKind.REPLY && v.kind <= RpcKind.END) this.m.lateFrames++;
+      else this.m.invalidFrames++;
+      return false;
+    }
+    switch (v.kind) {
+      case RpcKind.REPLY: {
+        if (c.stream) return this.#protocolError(c, 'a REPLY to a stream call');
+        this.#remove(c);
+        const len = v.bodyEnd - v.bodyStart;
+        if (len <= COPY_LIMIT) {
+          c.resolve(len === 0 ? Buffer.alloc(0) : copyOf(payload, v.bodyStart, len));
+          return false;
+        }
+        c.resolve(Buffer.from(payload.buffer, payload.byteOffset + v.bodyStart, len));
+        return true;
+      }
+      case RpcKind.ERROR: {
+        this.#remove(c);
+        this.m.failed++;
+        const err = remoteError(v.code, v.message);
+        if (c.stream) c.stream.fail(err, false);
+        else c.reject(err);
+        return false;
+      }
+      case RpcKind.PART: {
+        const s = c.stream;
+        if (!s) return this.#protocolError(c, 'a PART to a unary call');
+        const len = v.bodyEnd - v.bodyStart;
+        const view = len > COPY_LIMIT;
+        const body = len === 0 ? EMPTY : view ? Buffer.from(payload.buffer, payload.byteOffset + v.bodyStart, len) : copyOf(payload, v.bodyStart, len);
+        if (!s.push(body)) return this.#protocolError(c, 'more stream parts than its flow control window allows');
+        return view;
+      }
+      case RpcKind.END: {
+        const s = c.stream;
+        if (!s) return this.#protocolError(c, 'an END to a unary call');
+        this.#remove(c);
+        s.end();
+        return false;
+      }
+      default:
+        this.m.invalidFrames++;
+        return false;
+    }
+  }
+
+  #protocolError(c: ClientCall, what: string): false {
+    this.m.invalidFrames++;
+    const err = new IpcError('ERR_INVALID_FRAME', `The server broke the RPC protocol: ${what} (call ${c.id}, method ${JSON.stringify(c.method)})`);
+    this.#report(err);
+    this.#fail(c, err);
+    this.#control(RpcKind.CANCEL, c.id);
+    return false;
+  }
+
+  #report(err: Error): void {
+    const f = this.opts.onError;
+    if (!f) return;
+    try {
+      f(err);
+    } catch (e) {
+      process.emitWarning(`uds-ipc: onError threw: ${(e as Error)?.message ?? String(e)}`);
+    }
+  }
+
+  /**
+   * The transport lost its connection, and `sentFrames` of the frames handed
+   * to it had been fully sent: the calls whose request was among them fail
+   * with `ERR_CONNECTION_LOST` (they may have run); the others stay pending
+   * (their request goes out on the next connection).
+   */
+  connectionLost(sentFrames: number, reason?: Error): void {
+    for (const c of [...this.#pending.values()]) {
+      if (c.frameIndex < sentFrames) {
+        this.m.lost++;
+        this.#fail(
+          c,
+          new IpcError('ERR_CONNECTION_LOST', `The connection was lost while the call of ${JSON.stringify(c.method)} was in flight; it may have run`, {
+            cause: reason,
+          }),
+        );
+      }
+    }
+  }
+
+  /** New calls fail with `err` (thrown / rejected); calls in flight go on. */
+  refuse(err: Error): void {
+    this.#refused = err;
+  }
+
+  /** No more calls: every pending one fails with `err`. */
+  close(err: Error): void {
+    this.#closed = err;
+    for (const c of [...this.#pending.values()]) {
+      this.#fail(c, err);
+    }
+    this.#deadlines.clear();
+  }
+
+  /** Resolves once no call is in flight. */
+  whenIdle(): Promise<void> {
+    if (this.#pending.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const prev = this.#idle;
+      this.#idle = () => {
+        prev?.();
+        resolve();
+      };
+    });
+  }
+}
+
+function copyOf(payload: Uint8Array, start: number, len: number): Buffer {
+  const b = Buffer.allocUnsafe(len);
+  b.set(payload.subarray(start, start + len));
+  return b;
+}
+
+/**
+ * The parts of a server-streaming call, as an async iterable of Buffers:
+ * `for await (const part of client.stream(...))`. Reading is what lets the
+ * server go on: it may send at most `window` parts the consumer has not
+ * read yet. Leaving the loop early (`break`, `return`, a throw) cancels the
+ * call: the server's generator is closed.
+ */
+export class RpcStream implements AsyncIterableIterator<Buffer> {
+  readonly #core: ClientCore;
+  #call: ClientCall | undefined;
+  readonly #window: number;
+  readonly #grantEvery: number;
+  readonly #parts: Buffer[] = [];
+  #head = 0;
+  #received = 0;
+  #granted: number;
+  #unreported = 0; // parts read since the last CREDIT
+  #ended = false;
+  #error: Error | undefined;
+  #finished = false;
+  #waiter: { resolve: (r: IteratorResult<Buffer>) => void; reject: (e: Error) => void } | undefined;
+
+  /** @internal */
+  constructor(core: ClientCore, window: number) {
+    this.#core = core;
+    this.#window = window;
+    this.#granted = window;
+    this.#grantEvery = Math.max(1, Math.ceil(window / 2));
+  }
+
+  /** @internal */
+  attach(c: ClientCall): void {
+    this.#call = c;
+  }
+
+  /** Parts received and not read yet (at most the window). */
+  get buffered(): number {
+    return this.#parts.length - this.#head;
+  }
+
+  /** @internal A part arrived. False when it exceeds the credit given. */
+  push(part: Buffer): boolean {
+    if (this.#received >= this.#granted) return false;
+    this.#received++;
+    const w = this.#waiter;
+    if (w && this.buffered === 0) {
+      this.#waiter = undefined;
+      this.#consumed();
+      w.resolve({ done: false, value: part });
+      return true;
+    }
+    this.#parts.push(part);
+    return true;
+  }
+
+  /** @internal The server ended the stream. */
+  end(): void {
+    this.#ended = true;
+    this.#settleWaiter();
+  }
+
+  /** @internal The call failed; `now`: drop what is buffered (a local cause), else deliver it first. */
+  fail(e: Error, now: boolean): void {
+    this.#error = e;
+    this.#ended = true;
+    if (now) {
+      this.#parts.length = 0;
+      this.#head = 0;
+    }
+    this.#settleWaiter();
+  }
+
+  #settleWaiter(): void {
+    const w = this.#waiter;
+    if (!w || this.buffered !== 0) return;
+    this.#waiter = undefined;
+    this.#finish();
+    if (this.#error) w.reject(this.#error);
+    else w.resolve({ done: true, value: undefined });
+  }
+
+  #finish(): void {
+    this.#finished = true;
+  }
+
+  // One part was read: give credit back in batches of half the window.
+  #consumed(): void {
+    if (this.#ended) return;
+    if (++this.#unreported >= this.#grantEvery) {
+      const n = this.#unreported;
+      this.#unreported = 0;
+      this.#granted += n;
+      this.#core.credit(this.#call!, n);
+    }
+  }
+
+  /** The next part; `done` once the server ended the stream. Rejects with the call's error. */
+  next(): Promise<IteratorResult<Buffer>> {
+    if (this.buffered !== 0) {
+      const part = this.#parts[this.#head];
+      this.#parts[this.#head++] = EMPTY;
+      if (this.#head === this.#parts.length) {
+        this.#parts.length = 0;
+        this.#head = 0;
+      }
+      this.#consumed();
+      return Promise.resolve({ done: false, value: part });
+    }
+    if (this.#finished) return Promise.resolve({ done: true, value: undefined });
+    if (this.#ended) {
+      this.#finish();
+      return this.#error ? Promise.reject(this.#error) : Promise.resolve({ done: true, value: undefined });
+    }
+    if (this.#waiter) return Promise.reject(new IpcError('ERR_INVALID_STATE', 'next() was called while another next() of this stream was pending'));
+    return new Promise((resolve, reject) => {
+      this.#waiter = { resolve, reject };
+    });
+  }
+
+  /** Stops reading: cancels the call unless it already ended (the server closes its generator). */
+  return(): Promise<IteratorResult<Buffer>> {
+    this.#stop();
+    return Promise.resolve({ done: true, value: undefined });
+  }
+
+  /** Same as {@link RpcStream.return}, then rejects with `e`. */
+  throw(e?: unknown): Promise<IteratorResult<Buffer>> {
+    this.#stop();
+    return Promise.reject(e);
+  }
+
+  #stop(): void {
+    if (!this.#finished) {
+      this.#finished = true;
+      this.#ended = true;
+      this.#parts.length = 0;
+      this.#head = 0;
+      if (this.#call) this.#core.cancel(this.#call);
+      const w = this.#waiter;
+      this.#waiter = undefined;
+      w?.resolve({ done: true, value: undefined });
+    }
+  }
+
+  /** This stream itself. */
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+}
