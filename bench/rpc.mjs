@@ -51,7 +51,8 @@ const HELP = `usage: node bench/rpc.mjs [options]
   --quick                    smoke test (< 20 s): 1 round, sizes 64 and 102400,
                              0.25 s runs, 1 s of latency
   --json                     print the JSON result to stdout instead of the tables
-  --out FILE                 also write the JSON result to FILE
+  --out FILE                 where to write the JSON result (default
+                             bench/results/rpc-<time>.json; not with --quick)
   --timeout 60               seconds before a run is killed and the bench fails
 `;
 
@@ -338,6 +339,7 @@ function tables(result) {
             CONTENDERS[impl].label,
             fmtRate(s.callsPerSec),
             `±${fmt(s.spreadPct, 0)}%`,
+            `${fmtRate(s.callsPerSecMin)}–${fmtRate(s.callsPerSecMax)}`,
             fmt(s.client.cpuUsPerCall, 2),
             fmt(s.server.cpuUsPerCall, 2),
             fmtGc(s.client),
@@ -356,6 +358,7 @@ function tables(result) {
           'contender',
           'calls/s',
           'spread',
+          'min–max',
           'client CPU µs/call',
           'server CPU µs/call',
           'client GCs /100k calls (scav. / m-c)',
@@ -571,9 +574,12 @@ async function main() {
   result.loadAfter = os.loadavg();
   result.wallSeconds = (Date.now() - t0) / 1000;
 
-  if (o.out) {
-    mkdirSync(path.dirname(o.out), { recursive: true });
-    writeFileSync(o.out, JSON.stringify(result, null, 2) + '\n');
+  const outFile = o.out ?? (o.quick ? undefined : path.join(here, 'results', `rpc-${result.date.replace(/[:.]/g, '-')}.json`));
+  if (outFile) {
+    o.out = outFile;
+    mkdirSync(path.dirname(outFile), { recursive: true });
+    writeFileSync(outFile, JSON.stringify(result, null, 2) + '\n');
+    log(`JSON: ${path.relative(process.cwd(), outFile)}`);
   }
   if (o.json) {
     process.stdout.write(JSON.stringify(result, null, 2) + '\n');
@@ -585,7 +591,7 @@ async function main() {
       `- Command: \`${result.command}\` (${result.wallSeconds.toFixed(0)} s)\n` +
       `- Machine: ${m.cpuModel}, ${m.cores} cores, ${m.memGiB} GiB, ${m.kernel}; Node.js ${m.node}; @grpc/grpc-js ${result.grpcJs ?? '–'}\n` +
       `- Load average before / after: ${result.loadBefore.map((x) => x.toFixed(2)).join(' ')} / ${result.loadAfter.map((x) => x.toFixed(2)).join(' ')}\n` +
-      `- ${o.rounds} interleaved round(s); each figure is the median over the rounds; spread = ±half the min–max range of calls/s over the rounds; runs of ${o.warmup} s warm-up + ${o.duration} s measured\n`,
+      `- ${o.rounds} interleaved round(s); each figure is the median over the rounds; spread = ±half the min–max range of calls/s over the rounds (min–max: the slowest and fastest round); runs of ${o.warmup} s warm-up + ${o.duration} s measured\n`,
   );
 }
 
