@@ -221,10 +221,16 @@ describe('uds-ipc RpcClient → Python server', () => {
     expect(parts).toEqual(Array.from({ length: 50 }, (_, i) => String(i)));
     // The request carried the client's window as its credit, and the server
     // (which never sends beyond its credit) still delivered all 50 parts.
-    const call = await py.line((l) => l.event === 'call' && l.method === 'count', 'the count call');
+    // (Ids may be reused once a call ended: the streams are told apart by order.)
+    const nth = async (pred: (l: Line) => boolean, n: number, what: string): Promise<Line> => {
+      await py.line(() => py.all(pred).length > n, what);
+      return py.all(pred)[n];
+    };
+    const isCountCall = (l: Line) => l.event === 'call' && l.method === 'count' && l.stream === true;
+    const isStreamEnd = (l: Line) => l.event === 'stream-end';
+    const call = await nth(isCountCall, 0, 'the count call');
     expect(call).toMatchObject({ stream: true, credit: 4 });
-    await py.line((l) => l.event === 'stream-end' && l.id === call.id, 'the end of the first stream');
-    expect(py.find((l) => l.event === 'stream-end' && l.id === call.id)).toMatchObject({ sent: 50, reason: 'end' });
+    expect(await nth(isStreamEnd, 0, 'the end of the first stream')).toMatchObject({ id: call.id, sent: 50, reason: 'end' });
 
     // A consumer that stops early: the client sends CANCEL and the server stops.
     const got: string[] = [];
@@ -233,10 +239,10 @@ describe('uds-ipc RpcClient → Python server', () => {
       if (got.length === 3) break;
     }
     expect(got).toEqual(['0', '1', '2']);
-    const second = await py.line((l) => l.event === 'call' && l.method === 'count' && l.id !== call.id, 'the second count call');
+    const second = await nth(isCountCall, 1, 'the second count call');
     await py.line((l) => l.event === 'cancel' && l.id === second.id, 'the Python server to receive CANCEL');
-    const end = await py.line((l) => l.event === 'stream-end' && l.id === second.id, 'the cancelled stream to end');
-    expect(end.reason).toBe('cancelled');
+    const end = await nth(isStreamEnd, 1, 'the cancelled stream to end');
+    expect(end).toMatchObject({ id: second.id, reason: 'cancelled' });
     expect(end.sent).toBeLessThan(100_000);
 
     // A unary call of a streaming method is an error from the server, with its code.
