@@ -116,9 +116,8 @@ class FrameOut {
 }
 
 /**
- * A 'data' listener: onFrame(buf, start, end) for every whole frame payload
- * (buf[start..end) is valid until the handler returns... and after: chunks are
- * never reused by node:net, so views of them may be kept).
+ * A 'data' listener: onFrame(buf, start, end) for every whole frame payload.
+ * node:net never reuses a chunk it handed out, so views of buf stay valid.
  */
 function frameParser(onFrame, onError) {
   let pending = [];
