@@ -803,6 +803,7 @@ function writeReadme(o, result, parts) {
     const kept = keptSections(existsSync(file) ? readFileSync(file, 'utf8') : '', [
       ['<!-- bench:native:start -->', '<!-- bench:native:end -->'],
       ['<!-- bench:memory:start -->', '<!-- bench:memory:end -->'],
+      ['<!-- bench:rpc:start -->', '<!-- bench:rpc:end -->'],
     ]);
     writeFileSync(file, [readme(result, parts).trimEnd(), ...kept].join('\n\n') + '\n');
     log('bench/README.md updated.');

@@ -5,8 +5,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { IpcError, RpcClient, RpcServer } from '../src/index';
 import { FIXTURES, killChildren, Proc, PYTHON, tmpSocket, useTracking, waitFor, within, type Line } from './helpers';
 
@@ -32,7 +32,10 @@ function runPeer(args: string[], timeoutMs = 30_000): Promise<{ lines: Line[]; c
 
 /** The Python client: makes `calls` at once against `path`; resolves with one result per call, in order. */
 async function pythonCalls(path: string, calls: object[]): Promise<Line[]> {
-  const p = new Proc(PYTHON, [PEER, 'call', path, JSON.stringify(calls)]);
+  // Through a file: one argument is limited to 128 KiB (E2BIG).
+  const spec = join(dirname(path), `calls-${Date.now()}-${Math.random().toString(36).slice(2)}.json`);
+  writeFileSync(spec, JSON.stringify(calls));
+  const p = new Proc(PYTHON, [PEER, 'call', path, `@${spec}`]);
   await p.line((l) => l.event === 'done', 'the Python client to finish its calls', 30_000);
   await within(p.exited, 'the Python client to exit');
   expect(p.exit?.code, p.stderr).toBe(0);
