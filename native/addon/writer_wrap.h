@@ -28,6 +28,7 @@ class WriterWrap : public Napi::ObjectWrap<WriterWrap>, EngineHandle<WriterWrap>
   Napi::Value Start(const Napi::CallbackInfo& info);
   Napi::Value SendDirect(const Napi::CallbackInfo& info);
   Napi::Value Take(const Napi::CallbackInfo& info);
+  void Ack(const Napi::CallbackInfo& info);
   void BeginStop(const Napi::CallbackInfo& info);
   void Close(const Napi::CallbackInfo& info);
   void Ref(const Napi::CallbackInfo& info);
