@@ -5,6 +5,7 @@
 import { EventEmitter } from 'node:events';
 import type { Writable } from 'node:stream';
 import { AbortGroup, abortError, onAbort } from './abort';
+import type { Batch, Connection } from './batch';
 import { binding, type NativeWriterHandle } from './binding';
 import { fromNative, IpcError, type ErrorContext } from './errors';
 import { formatMetrics, WRITER_METRICS, type MetricLabels } from './metrics';
@@ -20,9 +21,17 @@ import {
 import type { Protocol } from './protocol';
 import { createWritable, kTryQueue, type WritableOptions } from './stream';
 import * as callerData from './writer/caller-data';
+import { WriterInbox, type ReceivingWriterHandle } from './writer/inbox';
+import {
+  splitReceiveOptions,
+  WRITER_RECEIVE_METRICS,
+  type ResolvedReceiveOptions,
+  type WriterReceiveOptions,
+} from './writer/receive-options';
 import { allocateRing, RingProducer, type Target } from './writer/ring-producer';
 import type { FlushOptions, SendOptions, WriterEvents, WriterListener, WriterMetrics, WriterStopResult } from './writer/types';
 
+export type { MessageHandler, WriterReceiveOptions } from './writer/receive-options';
 export type {
   FlushOptions,
   ReconnectingInfo,
@@ -69,11 +78,33 @@ interface Waiter extends Target {
 const noop = (): void => {};
 // As module constants, for write() (see ring-producer.ts).
 const { copyBytes, messageLength } = callerData;
+// metricsText(): the one-way metrics, then the receive ones.
+const ALL_WRITER_METRICS = [...WRITER_METRICS, ...WRITER_RECEIVE_METRICS];
+
+// Indices of the receive counters (#rm): in a Float64Array rather than
+// fields, as the Reader keeps its counters (no shape change past 2^31).
+const RM_RECEIVED = 0;
+const RM_BYTES = 1;
+const RM_BATCHES = 2;
+const RM_COUNT = 3;
+
+/** The peer's credentials as a CONNECT event carries them. */
+interface Credentials {
+  pid: number;
+  uid: number;
+  gid: number;
+}
 
 /**
  * Sends messages to a Reader. `write()` copies each message into a bounded
  * queue shared with the writer's IO thread and returns at once; `send()` is
  * its awaitable form, and `createWriteStream()` a `stream.Writable` over it.
+ *
+ * With the `onMessage` option it also receives: what the reader sends back on
+ * the connection is handed to `onMessage` in batches, as to a Reader's
+ * handler (same {@link Batch} type, same backpressure: see
+ * {@link WriterReceiveOptions}). Every batch of a connection is delivered
+ * before that connection's `'disconnect'`.
  *
  * Events ({@link WriterEvents}): `'connect'`, `'disconnect'` (reason),
  * `'reconnecting'` (info), `'drain'` (after write() returned false, once there
@@ -97,16 +128,27 @@ export class Writer extends EventEmitter {
   #lastNative: Record<string, number | boolean> = {};
   #sends: PendingSend[] = []; // send() calls waiting for room, in call order
   readonly #aborts = new AbortGroup(); // signals of waiting send()/flush() calls
+  // Receiving (onMessage); all undefined/unused for a one-way Writer.
+  readonly #receive: ResolvedReceiveOptions | undefined;
+  readonly #inbox: WriterInbox | undefined; // every event goes through it, in order
+  #conn: Connection | undefined; // the connection batches come from (from its CONNECT event)
+  #busy = false; // an async onMessage's promise is pending: the next events wait
+  #forced = false; // the stop deadline passed: batches still queued are released undelivered
+  #refed = true;
+  #stopTimer: NodeJS.Timeout | undefined; // the stop deadline, for onMessage
+  readonly #rm = new Float64Array(RM_COUNT);
 
   /**
    * @param path - The Reader's socket path, or `'@name'` for an abstract socket.
-   * @param options - See {@link WriterOptions}.
+   * @param options - See {@link WriterOptions}, and {@link WriterReceiveOptions} (`onMessage`, `maxPendingBytes`).
    * @throws TypeError/RangeError (`ERR_INVALID_ARG_TYPE`, `ERR_OUT_OF_RANGE`, `ERR_INVALID_ARG_VALUE`) for invalid options; IpcError `ERR_PATH_TOO_LONG`.
    */
-  constructor(path: string, options?: WriterOptions) {
+  constructor(path: string, options?: WriterOptions & WriterReceiveOptions) {
     super();
     this.path = validatePath(path);
-    this.#opts = resolveWriterOptions(options, this.path);
+    const { rest, receive } = splitReceiveOptions(options);
+    this.#opts = resolveWriterOptions(rest, this.path);
+    this.#receive = receive;
     const b = binding();
     const p = b.protocol;
     this.#event = p.event;
@@ -120,9 +162,13 @@ export class Writer extends EventEmitter {
         writeTimeoutMs: o.writeTimeoutMs,
         expectOwner: o.expectOwner,
         reconnect: o.reconnect === false ? false : { ...o.reconnect },
+        receive: receive ? { maxMessageSize: o.maxMessageSize, maxPendingBytes: receive.maxPendingBytes } : undefined,
       },
       shared,
     );
+    if (receive) {
+      this.#inbox = new WriterInbox(p.event, this.#handle as ReceivingWriterHandle, (memory) => b.release(memory));
+    }
     this.#ring = new RingProducer<Waiter>(
       ctrl,
       ring,
@@ -328,6 +374,7 @@ export class Writer extends EventEmitter {
       const discarded = this.#ring.unsentFrames();
       this.#failed += discarded;
       this.#handle.close();
+      this.#inbox?.discard();
       this.#settleAtStop();
       this.#stopPromise = Promise.resolve({ discarded });
       return this.#stopPromise;
@@ -338,16 +385,31 @@ export class Writer extends EventEmitter {
       this.#stopResolve = resolve;
     });
     this.#handle.beginStop(signal?.aborted ? 0 : timeoutMs);
+    if (this.#inbox) {
+      // onMessage may hold the stop back (batches received before it are
+      // delivered first), but never past the deadline.
+      this.#stopTimer = setTimeout(() => this.#forceStop(), signal?.aborted ? 0 : timeoutMs);
+      if (!this.#refed) this.#stopTimer.unref();
+    }
     if (signal) this.#forceOnAbort(signal);
     return this.#stopPromise;
+  }
+
+  // The stop deadline passed (or its signal aborted): stop sending now, and
+  // release the batches not yet delivered instead of waiting for onMessage.
+  #forceStop(): void {
+    if (this.#state !== 'stopping') return;
+    this.#handle.beginStop(0);
+    if (this.#inbox && !this.#forced) {
+      this.#forced = true;
+      this.#pump();
+    }
   }
 
   // While stopping, an abort of `signal` moves the deadline to now.
   #forceOnAbort(signal: AbortSignal): void {
     if (this.#state !== 'stopping') return;
-    const force = (): void => {
-      if (this.#state === 'stopping') this.#handle.beginStop(0);
-    };
+    const force = (): void => this.#forceStop();
     if (signal.aborted) return force();
     const off = onAbort(signal, force);
     void this.#stopPromise!.then(off);
@@ -374,7 +436,7 @@ export class Writer extends EventEmitter {
    * @throws TypeError `ERR_INVALID_ARG_TYPE` / `ERR_INVALID_ARG_VALUE` for a prefix or label that is not a valid Prometheus name.
    */
   metricsText(prefix = 'uds_ipc_writer', labels?: MetricLabels): string {
-    return formatMetrics(prefix, labels, WRITER_METRICS, this.metrics());
+    return formatMetrics(prefix, labels, ALL_WRITER_METRICS, this.metrics());
   }
 
   /**
@@ -400,6 +462,12 @@ export class Writer extends EventEmitter {
       untrustedPeers: (n.untrustedPeers as number) ?? 0,
       connected: this.#state === 'running' && n.connected === true,
       sendBufferSize: (n.sendBufferSize as number) ?? 0,
+      received: this.#rm[RM_RECEIVED],
+      bytesReceived: this.#rm[RM_BYTES],
+      batches: this.#rm[RM_BATCHES],
+      readCalls: (n.readCalls as number) ?? 0,
+      bytesRead: (n.bytesRead as number) ?? 0,
+      pauses: (n.pauses as number) ?? 0,
     };
   }
 
@@ -408,7 +476,9 @@ export class Writer extends EventEmitter {
    * @returns this Writer.
    */
   unref(): this {
+    this.#refed = false;
     this.#handle.unref();
+    this.#stopTimer?.unref();
     return this;
   }
 
@@ -417,7 +487,9 @@ export class Writer extends EventEmitter {
    * @returns this Writer.
    */
   ref(): this {
+    this.#refed = true;
     this.#handle.ref();
+    this.#stopTimer?.ref();
     return this;
   }
 
@@ -473,26 +545,28 @@ export class Writer extends EventEmitter {
     ring.drainTarget = undefined;
   }
 
-  // The IO thread has events for us: take them all (the handle's drain()
+  // The IO thread has events for us: take them all (the handle's take()
   // dequeues them; nothing to do with the 'drain' event) and act on each.
+  // A receiving Writer handles them in order through its inbox (#pump()),
+  // where an async onMessage holds back the events after its batch.
   #onEvent(): void {
-    const E = this.#event;
-    const events = this.#handle.take();
-    for (let i = 0; i < events.length; i += E.SLOTS) {
-      const tag = events[i] as number;
-      if (tag === E.CONNECT) this.emit('connect');
-      else if (tag === E.DISCONNECT) this.emit('disconnect', toError(events[i + 1]));
-      else if (tag === E.RECONNECTING) {
-        this.emit('reconnecting', { attempt: events[i + 2] as number, delayMs: events[i + 3] as number, error: toError(events[i + 1]) });
-      } else if (tag === E.ERROR) {
-        const err = toError(events[i + 1]);
-        this.#report(err, err.code === 'ERR_WRITE_TIMEOUT' ? 'send' : 'connect');
-      } else if (tag === E.STOPPED) {
-        this.#onStopped(events[i + 1] as number);
-        return;
+    const inbox = this.#inbox;
+    if (inbox !== undefined) {
+      if (inbox.take()) this.#pump();
+    } else {
+      const E = this.#event;
+      const events = this.#handle.take();
+      for (let i = 0; i < events.length; i += E.SLOTS) {
+        const tag = events[i] as number;
+        if (tag === E.STOPPED) {
+          this.#onStopped(events[i + 1] as number);
+          return;
+        }
+        this.#onPlainEvent(tag, events[i + 1], events[i + 2], events[i + 3]);
       }
-      // E.NOTIFY: a target was reached; settled below.
     }
+    // NOTIFY (a flush or drain target reached) needs no order: settled here
+    // even while onMessage holds the other events back.
     if (this.#state === 'running' || this.#state === 'stopping') {
       const ring = this.#ring;
       if (this.#state === 'running' && ring.drainTarget === undefined && ring.flushTargets.length === 0) return;
@@ -500,9 +574,92 @@ export class Writer extends EventEmitter {
     }
   }
 
+  // An event other than BATCH and STOPPED (CONNECT of a one-way Writer).
+  #onPlainEvent(tag: number, a: unknown, b: unknown, c: unknown): void {
+    const E = this.#event;
+    if (tag === E.CONNECT) this.emit('connect');
+    else if (tag === E.DISCONNECT) this.emit('disconnect', toError(a));
+    else if (tag === E.RECONNECTING) {
+      this.emit('reconnecting', { attempt: b as number, delayMs: c as number, error: toError(a) });
+    } else if (tag === E.ERROR) {
+      const err = toError(a);
+      const code = err.code;
+      this.#report(
+        err,
+        code === 'ERR_WRITE_TIMEOUT' ? 'send' : code === 'ERR_MESSAGE_TOO_LARGE' || code === 'ERR_INVALID_FRAME' ? 'connection' : 'connect',
+      );
+    }
+    // E.NOTIFY: a target was reached; settled in #onEvent().
+  }
+
+  // Receiving: handles the inbox's events in order until none is left, or an
+  // async onMessage's promise holds back the rest. After a forced stop the
+  // batches left are released undelivered and the rest runs on to STOPPED.
+  #pump(): void {
+    if (this.#busy && !this.#forced) return;
+    const inbox = this.#inbox!;
+    const E = this.#event;
+    while (this.#state !== 'stopped') {
+      const tag = inbox.next();
+      if (tag < 0) return;
+      if (tag === E.BATCH) {
+        if (this.#forced) {
+          inbox.drop();
+          continue;
+        }
+        const batch = inbox.batch(this.#conn ?? UNKNOWN_CONNECTION);
+        const m = this.#rm;
+        m[RM_RECEIVED] += batch.length;
+        m[RM_BYTES] += batch.byteLength;
+        m[RM_BATCHES]++;
+        let r: unknown;
+        try {
+          r = this.#receive!.onMessage(batch);
+        } catch (e) {
+          this.#handlerFailed(e);
+        }
+        if (r !== undefined && r !== null && typeof (r as PromiseLike<void>).then === 'function') {
+          this.#busy = true;
+          (r as PromiseLike<void>).then(
+            () => this.#afterAsync(batch),
+            (e: unknown) => {
+              this.#handlerFailed(e);
+              this.#afterAsync(batch);
+            },
+          );
+          return;
+        }
+        inbox.done(batch);
+      } else if (tag === E.CONNECT) {
+        const cred = inbox.a() as Credentials;
+        this.#conn = Object.freeze({ id: inbox.b() as number, pid: cred.pid, uid: cred.uid, gid: cred.gid }) as Connection;
+        this.emit('connect');
+      } else if (tag === E.STOPPED) {
+        this.#onStopped(inbox.a() as number);
+        return;
+      } else {
+        this.#onPlainEvent(tag, inbox.a(), inbox.b(), inbox.c());
+      }
+    }
+  }
+
+  #afterAsync(batch: Batch): void {
+    this.#busy = false;
+    this.#inbox!.done(batch); // after the stop: released (the inbox has no source any more)
+    if (this.#state !== 'stopped') this.#pump();
+  }
+
+  #handlerFailed(e: unknown): void {
+    const err = new IpcError('ERR_HANDLER', `onMessage failed: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+    this.#report(err, 'handler');
+  }
+
   #onStopped(discarded: number): void {
+    clearTimeout(this.#stopTimer);
+    this.#stopTimer = undefined;
     this.#lastNative = this.#handle.metrics();
     this.#handle.close();
+    this.#inbox?.discard(); // nothing follows STOPPED; detaches: later acks become releases
     this.#failed += discarded;
     this.#state = 'stopped';
     this.#settleAtStop();
@@ -522,6 +679,9 @@ export class Writer extends EventEmitter {
     if (this.listenerCount('error') > 0) this.emit('error', err, context);
   }
 }
+
+// batch.connection before any CONNECT (never expected: the engine connects first).
+const UNKNOWN_CONNECTION = Object.freeze({ id: 0, pid: -1, uid: -1, gid: -1 }) as Connection;
 
 function toError(o: unknown): IpcError {
   const e = fromNative(Object.assign(new Error((o as { message?: string })?.message ?? 'unknown error'), o as object));

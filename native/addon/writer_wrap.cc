@@ -1,5 +1,6 @@
 #include "writer_wrap.h"
 
+#include "batch_export.h"
 #include "common.h"
 #include "core/protocol.h"
 
@@ -11,6 +12,7 @@ Napi::Function WriterWrap::Init(Napi::Env env) {
                          InstanceMethod<&WriterWrap::Start>("start"),
                          InstanceMethod<&WriterWrap::SendDirect>("sendDirect"),
                          InstanceMethod<&WriterWrap::Take>("take"),
+                         InstanceMethod<&WriterWrap::Ack>("ack"),
                          InstanceMethod<&WriterWrap::BeginStop>("beginStop"),
                          InstanceMethod<&WriterWrap::Close>("close"),
                          InstanceMethod<&WriterWrap::Ref>("ref"),
@@ -21,7 +23,9 @@ Napi::Function WriterWrap::Init(Napi::Env env) {
 
 // new WriterHandle(path, options, shared): every option present (see
 // number_option()); expectOwner undefined or {uid, gid, mode}, reconnect
-// false or {initialDelayMs, maxDelayMs, multiplier, maxAttempts}.
+// false or {initialDelayMs, maxDelayMs, multiplier, maxAttempts}, receive
+// undefined (the writer never reads: one-way) or {maxMessageSize,
+// maxPendingBytes} (onMessage).
 WriterWrap::WriterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<WriterWrap>(info), EngineHandle(info.Env()) {
   Napi::Env env = info.Env();
   if (info.Length() < 3 || !info[0].IsString() || !info[1].IsObject() || !info[2].IsArrayBuffer())
@@ -43,6 +47,14 @@ WriterWrap::WriterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Writer
     cfg_.expect_uid = static_cast<int64_t>(number_option(e, "uid"));
     cfg_.expect_gid = static_cast<int64_t>(number_option(e, "gid"));
     cfg_.expect_mode = static_cast<int>(number_option(e, "mode"));
+  }
+  Napi::Value rv = o.Get("receive");
+  if (!rv.IsUndefined()) {
+    if (!rv.IsObject()) throw Napi::TypeError::New(env, "option \"receive\" must be an object or undefined");
+    Napi::Object r = rv.As<Napi::Object>();
+    cfg_.receive = true;
+    cfg_.assembler.max_message_size = static_cast<uint64_t>(number_option(r, "maxMessageSize"));
+    cfg_.max_pending_bytes = static_cast<uint64_t>(number_option(r, "maxPendingBytes"));
   }
   Napi::Value rc = o.Get("reconnect");
   if (rc.IsObject()) {
@@ -113,6 +125,16 @@ struct EventWriter {
   }
 };
 
+// {pid, uid, gid}: uid_t/gid_t bits in an int, ids >= 2^31 as the unsigned
+// numbers they are (as the reader reports its peers).
+Napi::Object credentials(Napi::Env env, const PeerCred& cred) {
+  Napi::Object c = Napi::Object::New(env);
+  c.Set("pid", cred.pid);
+  c.Set("uid", cred.uid == -1 ? -1.0 : static_cast<double>(static_cast<uint32_t>(cred.uid)));
+  c.Set("gid", cred.gid == -1 ? -1.0 : static_cast<double>(static_cast<uint32_t>(cred.gid)));
+  return c;
+}
+
 }  // namespace
 
 // take(): every event since the last call, as [tag, a, b, c, ...] (protocol.h).
@@ -122,8 +144,19 @@ Napi::Value WriterWrap::Take(const Napi::CallbackInfo& info) {
   if (engine_) evs = engine_->take_events();
   EventWriter w{Napi::Array::New(env, evs.size() * protocol::kEventSlots)};
   const Napi::Value none = env.Undefined();
-  for (const WriterEvent& e : evs) {
+  for (WriterEvent& e : evs) {
     switch (e.type) {
+      case WriterEvent::kBatch: {
+        ExportedBatch x = export_batch(env, e.batch);
+        // Copied out either way: the table goes back for the next batch.
+        if (engine_) engine_->recycle_offsets(std::move(e.batch.offsets));
+        w.event(e.type, x.region, x.offsets, Napi::Number::New(env, static_cast<double>(e.batch.payload_bytes)));
+        break;
+      }
+      case WriterEvent::kConnect:
+        // a: the listening process's {pid, uid, gid}; b: the connection's id.
+        w.event(e.type, credentials(env, e.cred), Napi::Number::New(env, e.conn_id), none);
+        break;
       case WriterEvent::kDisconnect:
       case WriterEvent::kError:
         w.event(e.type, error_to_object(env, e.error), none, none);
@@ -135,13 +168,24 @@ Napi::Value WriterWrap::Take(const Napi::CallbackInfo& info) {
       case WriterEvent::kStopped:
         w.event(e.type, Napi::Number::New(env, static_cast<double>(e.discarded)), none, none);
         break;
-      case WriterEvent::kConnect:
       case WriterEvent::kNotify:
         w.event(e.type, none, none, none);
         break;
     }
   }
   return w.out;
+}
+
+// ack(bytes[, region[, table]]): received batches are done with, `bytes`
+// being the sum of their lengths (acked in the order they were taken). A
+// region or table passed in is detached (every view of it becomes empty) so
+// that its slab reference goes now rather than at some later collection.
+void WriterWrap::Ack(const Napi::CallbackInfo& info) {
+  for (size_t i = 1; i < 3 && i < info.Length(); ++i) {
+    if (info[i].IsArrayBuffer()) napi_detach_arraybuffer(info.Env(), info[i]);
+  }
+  if (!engine_ || info.Length() < 1 || !info[0].IsNumber()) return;
+  engine_->ack(static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue()));
 }
 
 // beginStop(timeoutMs): send what is queued for up to timeoutMs, then stop
@@ -170,6 +214,9 @@ Napi::Value WriterWrap::Metrics(const Napi::CallbackInfo& info) {
   v[p::kConnectAttempts] = static_cast<double>(m.connect_attempts);
   v[p::kUntrustedPeers] = static_cast<double>(m.untrusted_peers);
   v[p::kSendBufferSize] = static_cast<double>(m.send_buffer_size);
+  v[p::kWriterReadCalls] = static_cast<double>(m.read_calls);
+  v[p::kWriterBytesRead] = static_cast<double>(m.bytes_read);
+  v[p::kWriterPauses] = static_cast<double>(m.pauses);
   for (int i = 0; i < p::kWriterMetricCount; ++i) {
     if (i == p::kConnected) o.Set(p::kWriterMetricNames[i], m.connected);
     else o.Set(p::kWriterMetricNames[i], v[i]);

@@ -2,8 +2,10 @@
 // start(onEvent); take() the events onEvent announces. `shared` is an
 // ArrayBuffer holding the control block (protocol::ctrl::kBytes) followed by
 // the frame ring (a power of two bytes); JavaScript appends frames there and
-// hands the send over with sendDirect() (see writer_engine.h). Translation
-// only: the lifecycle is EngineHandle's.
+// hands the send over with sendDirect() (see writer_engine.h). With the
+// `receive` option (onMessage) take() also returns BATCH events, exported as
+// a reader's batches are (batch_export), and ack() gives their memory back.
+// Translation only: the lifecycle is EngineHandle's.
 #pragma once
 
 #include <napi.h>
@@ -28,6 +30,7 @@ class WriterWrap : public Napi::ObjectWrap<WriterWrap>, EngineHandle<WriterWrap>
   Napi::Value Start(const Napi::CallbackInfo& info);
   Napi::Value SendDirect(const Napi::CallbackInfo& info);
   Napi::Value Take(const Napi::CallbackInfo& info);
+  void Ack(const Napi::CallbackInfo& info);
   void BeginStop(const Napi::CallbackInfo& info);
   void Close(const Napi::CallbackInfo& info);
   void Ref(const Napi::CallbackInfo& info);

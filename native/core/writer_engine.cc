@@ -1,6 +1,7 @@
 #include "writer_engine.h"
 
 #include <errno.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/socket.h>
@@ -27,6 +28,17 @@ using protocol::kProducerSends;
 
 constexpr uint64_t kSocketTag = 1;
 constexpr uint32_t kRewindFrom = 1024 * 1024;  // see send_direct()
+// Receiving: warm slabs kept for reuse (a writer usually has one connection),
+// and reads per EPOLLIN event before the loop looks at its other work.
+constexpr size_t kPooledSlabs = 4;
+constexpr int kMaxReadsPerEvent = 4;
+
+// The config with the receive side's pools filled in.
+WriterConfig with_pools(WriterConfig c, SlabPool* pool, OffsetsPool* offsets) {
+  c.assembler.pool = pool;
+  c.assembler.offsets_pool = offsets;
+  return c;
+}
 
 bool retryable_connect_error(int e) {
   switch (e) {
@@ -66,7 +78,10 @@ uint64_t splitmix(uint64_t& s) {
 }  // namespace
 
 WriterEngine::WriterEngine(WriterConfig cfg, Notify notify)
-    : cfg_(std::move(cfg)), mask_(cfg_.capacity - 1), notify_(std::move(notify)) {
+    : pool_{cfg.receive ? SlabPool::create(cfg.assembler.slab_size, kPooledSlabs) : nullptr},
+      cfg_(with_pools(std::move(cfg), pool_.p, &offsets_pool_)),
+      mask_(cfg_.capacity - 1),
+      notify_(std::move(notify)) {
   head_ = send_pos_ = load(ctrl::kHead);
   sent_count_ = load(ctrl::kSent);
   rng_ = static_cast<uint64_t>(now_ms()) ^ reinterpret_cast<uintptr_t>(this);
@@ -134,7 +149,18 @@ WriterMetrics WriterEngine::metrics() const {
   m.untrusted_peers = m_untrusted_.load(std::memory_order_relaxed);
   m.send_buffer_size = m_sndbuf_.load(std::memory_order_relaxed);
   m.connected = m_connected_.load(std::memory_order_relaxed);
+  m.read_calls = m_reads_.load(std::memory_order_relaxed);
+  m.bytes_read = m_bytes_read_.load(std::memory_order_relaxed);
+  m.pauses = m_pauses_.load(std::memory_order_relaxed);
   return m;
+}
+
+void WriterEngine::ack(uint64_t bytes) {
+  if (bytes == 0) return;
+  acked_.fetch_add(bytes);
+  // Only a paused writer needs the IO thread to act on an ack now (see
+  // paused_flag_); the others apply it on their next round.
+  if (paused_flag_.load()) loop_.wake();
 }
 
 void WriterEngine::run() {
@@ -143,6 +169,7 @@ void WriterEngine::run() {
   while (!exit_now_.load()) {
     const int64_t now = now_ms();
     const bool stopping = stop_requested_.load();
+    if (cfg_.receive) apply_acks();
     if (!connected_ && !failed_ && now >= next_connect_at_) try_connect(now);
     if (connected_ && !want_out_) send_published();
 
@@ -205,18 +232,15 @@ void WriterEngine::run() {
     for (int i = 0; i < n; ++i) {
       if (events[i].data.u64 != kSocketTag || !connected_) continue;
       const uint32_t ev = events[i].events;
+      if ((ev & EPOLLIN) && cfg_.receive && !read_paused_) {
+        read_inbound();  // may end the connection (EOF, error, framing)
+        if (!connected_) continue;
+      }
       if (ev & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
-        int err = 0;
-        socklen_t len = sizeof(err);
-        ::getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &err, &len);
-        CoreError why;
-        why.code = "ERR_SOCKET";
-        why.err = err ? err : EPIPE;
-        why.message = std::string("the reader closed the connection (") + std::strerror(why.err) + ")";
-        disconnect(why);
+        disconnect(peer_closed());  // hands over what the kernel still holds first
       } else if (ev & EPOLLOUT) {
         want_out_ = false;
-        loop_.modify(fd_.get(), EPOLLRDHUP, kSocketTag);
+        update_interest();
       }
     }
   }
@@ -312,7 +336,7 @@ bool WriterEngine::send_direct_impl(const Appended& upto) {
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       // The socket is full: the IO thread waits for EPOLLOUT and goes on.
       want_out_ = true;
-      loop_.modify(fd_.get(), EPOLLOUT | EPOLLRDHUP, kSocketTag);
+      update_interest();  // keeps EPOLLIN as the IO thread left it (read_paused_)
     }
     // Else an error: the IO thread's next send meets it again and handles
     // the disconnect.
@@ -409,17 +433,24 @@ void WriterEngine::try_connect(int64_t now) {
     emit(std::move(ev));
     return;
   }
+  const PeerCred cred = peer_credentials(fd.get());
   fd_ = std::move(fd);
   m_sndbuf_.store(raise_send_buffer(fd_.get(), cfg_.send_buffer_size));
-  loop_.add(fd_.get(), EPOLLRDHUP, kSocketTag);
+  // A fresh assembler per connection: nothing of the last one's stream
+  // (a partial frame) may be taken for the start of this one's.
+  if (cfg_.receive) assembler_ = std::make_unique<FrameAssembler>(cfg_.assembler);
   connected_ = true;
   want_out_ = false;
+  loop_.add(fd_.get(), interest(), kSocketTag);  // EPOLLIN unless still paused by unacked batches
   progress_ = false;
   last_progress_ms_ = now;
   send_pos_ = head_;  // a frame cut by the last connection goes again, whole
-  m_connects_.fetch_add(1, std::memory_order_relaxed);
+  conn_id_ = static_cast<uint32_t>(m_connects_.fetch_add(1, std::memory_order_relaxed) + 1);
   m_connected_.store(true);
-  emit(WriterEvent{WriterEvent::kConnect});
+  WriterEvent ev{WriterEvent::kConnect};
+  ev.conn_id = conn_id_;
+  ev.cred = cred;
+  emit(std::move(ev));
 }
 
 int WriterEngine::connect_unix_fd(UniqueFd* out) { return connect_unix(cfg_.path, out); }
@@ -460,7 +491,7 @@ void WriterEngine::send_published() {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       want_out_ = true;
-      loop_.modify(fd_.get(), EPOLLOUT | EPOLLRDHUP, kSocketTag);
+      update_interest();
       return;
     }
     disconnect(CoreError::sys("ERR_SOCKET", n < 0 ? errno : EPIPE, "sendmsg", "send failed"));
@@ -519,7 +550,11 @@ void WriterEngine::publish_progress(uint32_t head, uint32_t count, uint64_t payl
   }
 }
 
-void WriterEngine::disconnect(const CoreError& why) {
+void WriterEngine::disconnect(const CoreError& why, Drop mode) {
+  // What the reader sent before the connection ended is still delivered,
+  // before the disconnect (unless its stream is what broke).
+  if (mode == Drop::kDrainFirst) drain_inbound();
+  assembler_.reset();  // a partial inbound frame goes with the connection
   loop_.remove(fd_.get());
   fd_.reset();
   connected_ = false;
@@ -534,14 +569,15 @@ void WriterEngine::disconnect(const CoreError& why) {
     failed_ = true;
     return;
   }
-  if (progress_) {
+  if (progress_ && mode != Drop::kProtocolError) {
     // The connection did useful work: try again at once, then back off.
     attempt_ = 0;
     next_connect_at_ = now_ms();
   } else {
     // It broke before a single frame got through (a reader refusing our
-    // frame, a peer that accepts and closes): back off as for a failed
-    // connect, so that this can never become a hot reconnect loop.
+    // frame, a peer that accepts and closes), or the reader broke the
+    // framing of what it sends back: back off as for a failed connect, so
+    // that this can never become a hot reconnect loop.
     schedule_retry(now_ms(), why.err ? why.err : EPIPE);
   }
 }
@@ -559,6 +595,181 @@ uint64_t WriterEngine::frames_between(uint32_t from, uint32_t to) const {
     ++n;
   }
   return n;
+}
+
+}  // namespace udsipc
+
+namespace udsipc {
+
+// ─── Receiving (cfg_.receive) ────────────────────────────────────────────────
+
+uint32_t WriterEngine::interest() const {
+  return EPOLLRDHUP | (want_out_ ? uint32_t{EPOLLOUT} : 0u) | (cfg_.receive && !read_paused_ ? uint32_t{EPOLLIN} : 0u);
+}
+
+// The holder of the send state: the IO thread, or the producer in send_direct().
+void WriterEngine::update_interest() { loop_.modify(fd_.get(), interest(), kSocketTag); }
+
+CoreError WriterEngine::peer_closed() const {
+  int err = 0;
+  socklen_t len = sizeof(err);
+  ::getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+  CoreError why;
+  why.code = "ERR_SOCKET";
+  why.err = err ? err : EPIPE;
+  why.message = std::string("the reader closed the connection (") + std::strerror(why.err) + ")";
+  return why;
+}
+
+uint64_t WriterEngine::budget() const {
+  // At least one frame is always cut (FrameAssembler), so 1 when at the limit.
+  return pending_ < cfg_.max_pending_bytes ? cfg_.max_pending_bytes - pending_ : 1;
+}
+
+CoreError WriterEngine::frame_error() const {
+  if (assembler_->error() == FrameError::kTooLarge) {
+    return CoreError::plain("ERR_MESSAGE_TOO_LARGE", "the reader sent a message of at least " +
+                                                         std::to_string(assembler_->error_length()) +
+                                                         " bytes, above maxMessageSize " +
+                                                         std::to_string(cfg_.assembler.max_message_size) +
+                                                         "; replacing the connection");
+  }
+  return CoreError::plain("ERR_INVALID_FRAME",
+                          "the reader sent an invalid length prefix (varint overflow); replacing the connection");
+}
+
+bool WriterEngine::hand_over(bool ok, bool unbounded) {
+  for (;;) {
+    while (assembler_->has_batch()) {
+      WriterEvent ev{WriterEvent::kBatch};
+      ev.batch = assembler_->take_batch();
+      ev.batch.conn_id = conn_id_;
+      ev.conn_id = conn_id_;
+      const uint64_t charge = ev.batch.charge();
+      pending_ += charge;
+      unacked_.emplace_back(ev.batch.length, charge - ev.batch.length);
+      emit(std::move(ev));  // one lock per batch
+    }
+    if (!ok) {
+      WriterEvent ev{WriterEvent::kError};
+      ev.error = frame_error();
+      emit(std::move(ev));
+      return false;
+    }
+    // The assembler stops cutting at the budget it was given: go on while
+    // there is budget left (or without one, draining).
+    if (!assembler_->backlogged() || (!unbounded && pending_ >= cfg_.max_pending_bytes)) return true;
+    ok = assembler_->resume(unbounded ? kNoBudget : cfg_.max_pending_bytes - pending_);
+  }
+}
+
+void WriterEngine::read_inbound() {
+  try {
+    for (int r = 0; r < kMaxReadsPerEvent && connected_ && !read_paused_; ++r) {
+      auto [ptr, len] = assembler_->prepare_read();
+      const ssize_t n = ::read(fd_.get(), ptr, len);
+      if (n > 0) {
+        m_reads_.fetch_add(1, std::memory_order_relaxed);
+        m_bytes_read_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+        if (!hand_over(assembler_->commit(static_cast<size_t>(n), budget()), false)) {
+          disconnect(frame_error(), Drop::kProtocolError);
+          return;
+        }
+        // hand_over() leaves frames backlogged only at the limit.
+        if (pending_ >= cfg_.max_pending_bytes) {
+          pause_reading();
+          return;
+        }
+        if (static_cast<size_t>(n) < len) return;  // the kernel buffer is empty
+        continue;
+      }
+      if (n == 0) {
+        disconnect(peer_closed());  // EOF: a partial frame is dropped with the connection
+        return;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      disconnect(CoreError::sys("ERR_SOCKET", errno, "read", "receiving from the reader failed"));
+      return;
+    }
+  } catch (const std::bad_alloc&) {
+    // No memory for the next slab or a large message's buffer: replace the
+    // connection rather than take the process down from the IO thread.
+    disconnect(CoreError::sys("ERR_SOCKET", ENOMEM, "malloc", "out of memory receiving from the reader"),
+               Drop::kProtocolError);
+  }
+}
+
+void WriterEngine::pause_reading() {
+  read_paused_ = true;
+  // Set before apply_acks() next takes acked_: an ack made meanwhile sees it
+  // and wakes us (see ack()).
+  paused_flag_.store(true);
+  m_pauses_.fetch_add(1, std::memory_order_relaxed);
+  update_interest();
+}
+
+void WriterEngine::apply_acks() {
+  uint64_t bytes = acked_.exchange(0);
+  if (bytes == 0) return;
+  uint64_t released = 0;
+  while (bytes > 0 && !unacked_.empty()) {
+    auto& [len, rest] = unacked_.front();
+    const uint64_t k = std::min(bytes, len);
+    len -= k;
+    bytes -= k;
+    released += k;
+    if (len == 0) {
+      released += rest;
+      unacked_.pop_front();
+    }
+  }
+  pending_ -= std::min(pending_, released);
+  if (!read_paused_ || pending_ >= cfg_.max_pending_bytes) return;
+  if (connected_ && assembler_ && assembler_->backlogged()) {
+    // Frames read before the pause but not cut yet come first; they may use
+    // up the budget again (then reading stays paused).
+    try {
+      if (!hand_over(assembler_->resume(cfg_.max_pending_bytes - pending_), false)) {
+        disconnect(frame_error(), Drop::kProtocolError);
+        return;
+      }
+    } catch (const std::bad_alloc&) {
+      disconnect(CoreError::sys("ERR_SOCKET", ENOMEM, "malloc", "out of memory receiving from the reader"),
+                 Drop::kProtocolError);
+      return;
+    }
+    if (pending_ >= cfg_.max_pending_bytes) return;
+  }
+  read_paused_ = false;
+  paused_flag_.store(false);
+  if (connected_) update_interest();
+}
+
+// Before a connection is closed: hands over, without the budget, every whole
+// frame of what the kernel holds for it now (bounded by that amount: a reader
+// that keeps writing cannot keep us here), so that replies sent before a
+// close are not lost. A partial frame at the end is dropped.
+void WriterEngine::drain_inbound() {
+  if (!cfg_.receive || !assembler_ || !fd_.valid()) return;
+  int queued = 0;
+  if (::ioctl(fd_.get(), FIONREAD, &queued) != 0 || queued < 0) queued = 0;
+  try {
+    if (assembler_->backlogged() && !hand_over(assembler_->resume(kNoBudget), true)) return;
+    size_t left = static_cast<size_t>(queued);
+    while (left > 0) {
+      auto [ptr, len] = assembler_->prepare_read();
+      const ssize_t n = ::read(fd_.get(), ptr, std::min(len, left));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      left -= static_cast<size_t>(n);
+      m_reads_.fetch_add(1, std::memory_order_relaxed);
+      m_bytes_read_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+      if (!hand_over(assembler_->commit(static_cast<size_t>(n), kNoBudget), true)) return;
+    }
+  } catch (const std::bad_alloc&) {
+    // What was handed over stays handed over; the rest goes with the connection.
+  }
 }
 
 }  // namespace udsipc

@@ -28,13 +28,33 @@
 // kNotifyArmed/kNotifyHead/kNotifySent: the producer asks to be notified
 // (event kNotify) once head and sent both reach the targets.
 // Positions are ring offsets modulo 2^32; capacity is a power of two.
+//
+// Receiving (cfg.receive, JavaScript's onMessage): the same IO thread also
+// reads what the reader sends back on the connection (EPOLLIN on the same
+// fd), cuts it into batches with a FrameAssembler and hands them over as
+// kBatch events, in order with the connection's other events (every batch of
+// a connection precedes its kDisconnect). Backpressure as in the reader: the
+// charge (Batch::charge()) of the batches handed over and not yet acked is
+// counted across connections (acks are global: the consumer acks batches in
+// the order it got them, whichever connection they came from); at
+// max_pending_bytes the fd's read interest is dropped until acks bring it
+// below. The epoll interest of the fd is always interest(): EPOLLRDHUP, plus
+// EPOLLOUT while want_out_, plus EPOLLIN while receiving and not paused; it
+// is registered by whichever thread holds the send state (the IO thread, or
+// the producer inside send_direct()), and the receive state it reads
+// (read_paused_) only changes on the IO thread while it holds the send state,
+// so neither side can drop the other's interest. Without cfg.receive the
+// writer never reads: nothing above is allocated and the interest is what it
+// always was.
 #pragma once
 
 #include <sys/types.h>
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -42,6 +62,7 @@
 
 #include "error.h"
 #include "event_loop.h"
+#include "frame_assembler.h"
 #include "protocol.h"
 #include "socket_util.h"
 #include "unique_fd.h"
@@ -72,6 +93,11 @@ struct WriterConfig {
   int64_t expect_uid = -1, expect_gid = -1;
   int expect_mode = -1;
   ReconnectPolicy reconnect;
+  // Receiving (onMessage). Off: the writer never reads its socket.
+  bool receive = false;
+  AssemblerConfig assembler;  // max_message_size (inbound) and slab size; pools set by the engine
+  // Charge of batches handed over and not acked above which reading stops.
+  uint64_t max_pending_bytes = protocol::defaults::kMaxPendingBytes;
 };
 
 struct WriterEvent {
@@ -82,6 +108,7 @@ struct WriterEvent {
   static constexpr Type kError = protocol::kEventError;
   static constexpr Type kNotify = protocol::kEventNotify;
   static constexpr Type kStopped = protocol::kEventStopped;
+  static constexpr Type kBatch = protocol::kEventBatch;
   Type type = kNotify;
   WriterEvent() = default;
   explicit WriterEvent(Type t) : type(t) {}
@@ -89,6 +116,9 @@ struct WriterEvent {
   uint32_t attempt = 0;       // kReconnecting
   uint32_t delay_ms = 0;      // kReconnecting
   uint64_t discarded = 0;     // kStopped: frames left unsent
+  uint32_t conn_id = 0;       // kConnect (1-based count of this writer's connections), kBatch
+  PeerCred cred;              // kConnect: the listening process (SO_PEERCRED)
+  Batch batch;                // kBatch
 };
 
 struct WriterMetrics {
@@ -99,6 +129,9 @@ struct WriterMetrics {
   uint64_t untrusted_peers = 0;
   int send_buffer_size = 0;
   bool connected = false;
+  // Receiving: read(2) calls that returned data, bytes read, times reading
+  // was paused at max_pending_bytes.
+  uint64_t read_calls = 0, bytes_read = 0, pauses = 0;
 };
 
 class WriterEngine {
@@ -143,6 +176,12 @@ class WriterEngine {
   // obstacle.
   void close();
   std::vector<WriterEvent> take_events();   // any thread (the consumer)
+  // Consumer thread (receiving): `bytes` of batch lengths are done with (the
+  // sum of the `length`s of the batches done with, in the order they were
+  // handed over, across connections); their charge is released.
+  void ack(uint64_t bytes);
+  // Any thread: a batch's offsets table, copied out, for reuse.
+  void recycle_offsets(std::vector<uint32_t>&& offsets) { offsets_pool_.put(std::move(offsets)); }
   WriterMetrics metrics() const;            // any thread
 
  private:
@@ -158,11 +197,39 @@ class WriterEngine {
   bool reclaim_send_state();  // false: exiting while the producer never handed back
   void advance_head();
   void publish_progress(uint32_t head, uint32_t count, uint64_t payload);
-  void disconnect(const CoreError& why);
+  // How disconnect() treats what the reader sent: kDrainFirst hands over
+  // what the kernel still holds first; kProtocolError (the reader broke the
+  // framing, or no memory) drops it and backs off before reconnecting.
+  enum class Drop { kDrainFirst, kProtocolError };
+  void disconnect(const CoreError& why, Drop mode = Drop::kDrainFirst);
+  // Receiving, IO thread only.
+  uint32_t interest() const;  // the fd's epoll events (see the header comment)
+  void update_interest();     // registers interest(): holder of the send state (IO thread or send_direct())
+  CoreError peer_closed() const;  // why, when the reader closed the connection
+  CoreError frame_error() const;  // the assembler's framing error as reported
+  void read_inbound();        // on EPOLLIN: reads up to the budget, hands batches over
+  // Hands over the batches the assembler has cut (charging them), cutting
+  // backlogged frames up to `budget` more; false after a framing error (the
+  // error is reported as kError; the caller replaces the connection).
+  // `unbounded`: without the budget (draining a closing connection).
+  bool hand_over(bool parsed_ok, bool unbounded);
+  uint64_t budget() const;    // charge that may still be handed over
+  void pause_reading();
+  void apply_acks();          // releases acked charge; resumes reading below the limit
+  void drain_inbound();       // before a disconnect: what the kernel holds, complete frames handed over
   void emit(WriterEvent ev);
   uint64_t frames_between(uint32_t from, uint32_t to) const;
   uint32_t load(int word) const;
   void store(int word, uint32_t v);
+
+  // Receiving: the slab pool (one reference, released last: after the
+  // assembler and the queued events gave their slabs back) and the offsets
+  // tables' free list. Any thread (internally synchronized).
+  struct PoolRef {
+    SlabPool* p;
+    ~PoolRef() { if (p) p->unref(); }
+  } pool_;
+  OffsetsPool offsets_pool_;
 
   // Immutable after construction.
   const WriterConfig cfg_;
@@ -172,8 +239,9 @@ class WriterEngine {
 
   // IO thread only, except that send_direct() borrows the send state (fd_,
   // send_pos_, head_, sent_count_, sent_payload_, want_out_, attempt_,
-  // progress_, last_progress_ms_, and loop_.modify() of fd_) on the producer
-  // thread while kSleep == kProducerSends, with seq_cst hand-over on kSleep.
+  // progress_, last_progress_ms_, and loop_.modify() of fd_, which reads
+  // read_paused_ through interest()) on the producer thread while kSleep ==
+  // kProducerSends, with seq_cst hand-over on kSleep.
   UniqueFd fd_;
   bool connected_ = false;
   bool want_out_ = false;      // waiting for EPOLLOUT
@@ -187,6 +255,15 @@ class WriterEngine {
   int64_t last_progress_ms_ = 0;  // last time the kernel accepted bytes
   int64_t next_connect_at_ = 0;
   uint64_t rng_ = 0;           // jitter state, seeded in the constructor
+  // Receiving: read_paused_ belongs to the send state above (send_direct()
+  // reads it through interest()); the rest is IO thread only.
+  bool read_paused_ = false;   // at max_pending_bytes: no EPOLLIN
+  uint32_t conn_id_ = 0;       // id of the current (or last) connection
+  std::unique_ptr<FrameAssembler> assembler_;  // per connection: a cut frame goes with it
+  uint64_t pending_ = 0;       // charge handed over, not acked (all connections)
+  // Per batch handed over and not fully acked, in order: its length not yet
+  // acked, and the rest of its charge (released when the length is).
+  std::deque<std::pair<uint64_t, uint64_t>> unacked_;
 
   // Shared.
   std::atomic<bool> stop_requested_{false};
@@ -198,6 +275,13 @@ class WriterEngine {
   std::atomic<uint64_t> m_sent_{0}, m_bytes_{0}, m_calls_{0}, m_connects_{0}, m_disconnects_{0},
       m_attempts_{0}, m_untrusted_{0};
   std::atomic<int> m_sndbuf_{0};
+  std::atomic<uint64_t> m_reads_{0}, m_bytes_read_{0}, m_pauses_{0};
+  // Receiving: acked bytes not yet applied (consumer adds, IO thread takes),
+  // and whether the IO thread paused reading (then an ack must wake it).
+  // Both seq_cst: the consumer adds then looks at paused_flag_, the IO
+  // thread sets it then takes acked_, so one of them sees the other.
+  std::atomic<uint64_t> acked_{0};
+  std::atomic<bool> paused_flag_{false};
   std::atomic<bool> m_connected_{false};
 
   std::thread thread_;  // owner thread starts and joins it

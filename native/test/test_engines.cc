@@ -591,3 +591,467 @@ TEST(frame_timeout_cuts_a_trickled_frame_only) {
   CHECK_EQ(reader.metrics().errors, uint64_t{0});  // a close reason, not an error
   reader.close();
 }
+
+// ─── The writer receives (cfg.receive: JavaScript's onMessage) ──────────────
+// The peer here is a raw listening socket playing a reader that sends back.
+
+namespace {
+
+// A listening socket at a temp path, accepting one connection at a time
+// (blocking accepted sockets: plain writes and reads).
+struct RawListener {
+  std::string path = temp_socket();
+  UniqueFd fd;
+  RawListener() {
+    ListenOptions lo;
+    lo.mode = 0600;
+    Listener l = listen_unix(path, lo);
+    CHECK(!l.error);
+    fd = std::move(l.fd);
+  }
+  UniqueFd accept(int timeout_ms = 10000) {
+    pollfd p{fd.get(), POLLIN, 0};
+    if (::poll(&p, 1, timeout_ms) <= 0) return UniqueFd();
+    UniqueFd c(::accept4(fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    return c;
+  }
+};
+
+// A frame of `len` bytes whose payload is `seq` (4 bytes LE) then a pattern.
+std::vector<uint8_t> frame(uint32_t seq, size_t len) {
+  std::vector<uint8_t> out(10 + len);
+  const size_t h = uvarint_encode(len, out.data());
+  out.resize(h + len);
+  for (size_t i = 0; i < len; ++i) out[h + i] = static_cast<uint8_t>(i < 4 ? seq >> (8 * i) : (seq + i) & 0xff);
+  return out;
+}
+
+bool write_all(int fd, const uint8_t* p, size_t n) {
+  while (n > 0) {
+    const ssize_t k = ::send(fd, p, n, MSG_NOSIGNAL);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) return false;
+    p += k;
+    n -= static_cast<size_t>(k);
+  }
+  return true;
+}
+
+uint32_t seq_of(const Batch& b, size_t i) {
+  const uint8_t* m = b.base + b.offsets[2 * i];
+  uint32_t s = 0;
+  for (int k = 0; k < 4; ++k) s |= static_cast<uint32_t>(m[k]) << (8 * k);
+  return s;
+}
+
+// A receiving writer engine over a Producer, and the test thread as its consumer.
+struct ReceivingWriter {
+  Collector wc;
+  Producer prod;
+  WriterEngine engine;
+  std::vector<WriterEvent> events;  // taken, in order
+  ReceivingWriter(const std::string& path, uint64_t max_pending, uint64_t max_message = 16u << 20,
+                  uint32_t ring = 1 << 20, bool reconnect = true)
+      : prod(ring), engine(config(path, prod, max_pending, max_message, reconnect), [this] { wc.notify(); }) {
+    prod.engine = &engine;
+    prod.direct = true;
+    engine.start();
+  }
+  static WriterConfig config(const std::string& path, Producer& prod, uint64_t max_pending, uint64_t max_message,
+                             bool reconnect) {
+    WriterConfig c = producer_config(path, prod);
+    c.receive = true;
+    c.max_pending_bytes = max_pending;
+    c.assembler.max_message_size = max_message;
+    c.reconnect.enabled = reconnect;
+    c.reconnect.initial_delay_ms = 5;
+    c.reconnect.max_delay_ms = 20;
+    return c;
+  }
+  // Takes events until pred() holds or ms pass; true if it held.
+  bool until(const std::function<bool()>& pred, int ms = 10000) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (!pred()) {
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      wc.wait(20);
+      for (auto& e : engine.take_events()) events.push_back(std::move(e));
+    }
+    return true;
+  }
+  size_t count(WriterEvent::Type t) const {
+    size_t n = 0;
+    for (auto& e : events) n += e.type == t;
+    return n;
+  }
+  // Acks every batch taken so far (once) and returns the messages they held.
+  uint64_t ack_all(size_t* from) {
+    uint64_t msgs = 0;
+    for (; *from < events.size(); ++*from) {
+      WriterEvent& e = events[*from];
+      if (e.type != WriterEvent::kBatch) continue;
+      msgs += e.batch.count();
+      engine.ack(e.batch.length);
+      e.batch = Batch{};  // the slab reference goes, as JavaScript detaches it
+    }
+    return msgs;
+  }
+};
+
+}  // namespace
+
+TEST(writer_receives_in_order_small_large_and_mixed_while_sending) {
+  RawListener l;
+  ReceivingWriter w(l.path, protocol::defaults::kMaxPendingBytes);
+  UniqueFd peer = l.accept();
+  CHECK(peer.valid());
+  CHECK(w.until([&] { return w.count(WriterEvent::kConnect) == 1; }));
+  CHECK_EQ(w.events[0].conn_id, uint32_t{1});
+  CHECK_EQ(w.events[0].cred.pid, static_cast<int>(::getpid()));
+  CHECK_EQ(w.events[0].cred.uid, static_cast<int>(::getuid()));
+  // Both directions at once: the producer sends 2000 frames (directly, on
+  // this thread) while the peer sends back small, large (> 128 KiB, the
+  // large-frame path) and mixed frames.
+  constexpr uint32_t kN = 600;
+  std::thread sender([&] {
+    for (uint32_t i = 0; i < kN; ++i) {
+      const size_t len = i % 50 == 7 ? 200 * 1024 + i : i % 3 == 0 ? 0 + 4 : 100 + i % 1000;
+      const auto f = frame(i, len);
+      if (!write_all(peer.get(), f.data(), f.size())) break;
+    }
+  });
+  std::atomic<uint64_t> got_back{0};
+  std::thread drain([&] {  // the peer reads what the writer sends
+    std::vector<uint8_t> buf(1 << 16);
+    for (;;) {
+      const ssize_t n = ::read(peer.get(), buf.data(), buf.size());
+      if (n <= 0) break;
+      got_back.fetch_add(static_cast<uint64_t>(n));
+    }
+  });
+  std::vector<uint8_t> msg(300, 1);
+  uint64_t wire = 0;
+  for (int i = 0; i < 2000; ++i) {
+    while (!w.prod.write(msg.data(), msg.size())) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    wire += uvarint_size(msg.size()) + msg.size();
+  }
+  uint32_t next = 0;
+  bool ordered = true, intact = true;
+  size_t acked = 0;
+  CHECK(w.until([&] {
+    for (size_t i = acked; i < w.events.size(); ++i) {
+      const WriterEvent& e = w.events[i];
+      if (e.type != WriterEvent::kBatch) continue;
+      CHECK_EQ(e.conn_id, uint32_t{1});
+      for (size_t k = 0; k < e.batch.count(); ++k) {
+        const uint32_t s = seq_of(e.batch, k);
+        if (s != next) ordered = false;
+        const size_t len = e.batch.offsets[2 * k + 1] - e.batch.offsets[2 * k];
+        const size_t want = s % 50 == 7 ? 200 * 1024 + s : s % 3 == 0 ? 4 : 100 + s % 1000;
+        if (len != want) intact = false;
+        const uint8_t* m = e.batch.base + e.batch.offsets[2 * k];
+        for (size_t j = 4; j < len; j += 997)
+          if (m[j] != static_cast<uint8_t>((s + j) & 0xff)) intact = false;
+        ++next;
+      }
+    }
+    w.ack_all(&acked);
+    return next >= kN;
+  }));
+  sender.join();
+  CHECK(ordered);
+  CHECK(intact);
+  CHECK_EQ(next, kN);
+  const WriterMetrics m = w.engine.metrics();
+  CHECK(m.read_calls > 0);
+  CHECK(m.bytes_read > 0);
+  CHECK_EQ(m.pauses, uint64_t{0});
+  // Everything the producer wrote arrived at the peer too.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (got_back.load() < wire && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  CHECK_EQ(got_back.load(), wire);
+  ::shutdown(peer.get(), SHUT_RDWR);
+  drain.join();
+  w.engine.close();
+}
+
+TEST(writer_receive_pauses_at_max_pending_bytes_until_acked) {
+  constexpr uint64_t kLimit = 64 * 1024;
+  RawListener l;
+  ReceivingWriter w(l.path, kLimit);
+  UniqueFd peer = l.accept();
+  CHECK(peer.valid());
+  // The peer floods: ~8 MB of 1000-byte frames, until the socket stays full.
+  std::vector<uint8_t> flood;
+  constexpr uint32_t kN = 8000;
+  for (uint32_t i = 0; i < kN; ++i) {
+    const auto f = frame(i, 1000);
+    flood.insert(flood.end(), f.begin(), f.end());
+  }
+  size_t sent = 0;
+  std::thread t([&] {  // non-blocking writes until the socket stays full for 300 ms
+    while (sent < flood.size()) {
+      const ssize_t n = ::send(peer.get(), flood.data() + sent, flood.size() - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n > 0) {
+        sent += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) break;
+      pollfd p{peer.get(), POLLOUT, 0};
+      if (::poll(&p, 1, 300) == 0) break;
+    }
+  });
+  // Take batches, ack none: reading must stop near the limit.
+  uint64_t last = ~uint64_t{0};
+  CHECK(w.until([&] {
+    const WriterMetrics m = w.engine.metrics();
+    const bool still = m.pauses > 0 && m.bytes_read == last;
+    last = m.bytes_read;
+    return still;
+  }));
+  t.join();
+  uint64_t held = 0, msgs = 0;
+  for (auto& e : w.events)
+    if (e.type == WriterEvent::kBatch) {
+      held += e.batch.charge();
+      msgs += e.batch.count();
+    }
+  std::printf("  writer flood: %zu of %zu bytes written by the peer, %llu read, %llu held in %llu messages\n", sent,
+              flood.size(), static_cast<unsigned long long>(w.engine.metrics().bytes_read),
+              static_cast<unsigned long long>(held), static_cast<unsigned long long>(msgs));
+  CHECK(w.engine.metrics().pauses > 0);
+  CHECK(sent < flood.size());  // the peer's writes blocked
+  CHECK(held < kLimit + 4096);  // the limit, plus the batch that crossed it
+  CHECK(w.engine.metrics().bytes_read < kLimit + 512 * 1024 + 4096);
+  // Acked, the rest flows (the peer finishes its writes meanwhile).
+  std::thread rest([&] { write_all(peer.get(), flood.data() + sent, flood.size() - sent); });
+  size_t acked = 0;
+  uint64_t got = 0;
+  CHECK(w.until([&] {
+    got += w.ack_all(&acked);
+    return got >= kN;
+  }, 30000));
+  rest.join();
+  CHECK_EQ(got, uint64_t{kN});
+  w.engine.close();
+}
+
+// The fd's interest set is written by the IO thread and, while it holds the
+// send state, by the producer's send_direct(): neither may drop EPOLLIN. The
+// peer does not read, so direct sends fill the socket (EPOLLOUT armed from
+// the producer's thread); what the peer sends meanwhile must still arrive,
+// and again once the peer reads and the writer is idle (EPOLLOUT disarmed).
+TEST(writer_receive_keeps_read_interest_across_direct_sends_and_epollout) {
+  RawListener l;
+  ReceivingWriter w(l.path, protocol::defaults::kMaxPendingBytes, 16u << 20, 1 << 22);
+  UniqueFd peer = l.accept();
+  CHECK(peer.valid());
+  CHECK(w.until([&] { return w.count(WriterEvent::kConnect) == 1; }));
+  std::atomic_ref<uint32_t> sleep(w.prod.ctrl[ctrl::kSleep]);
+  uint32_t seq = 0;
+  uint64_t got = 0;
+  size_t acked = 0;
+  for (int round = 0; round < 5; ++round) {
+    // Fill the socket from this thread until a send has to leave the rest to
+    // the IO thread (kIoThreadSends, waiting for EPOLLOUT).
+    std::vector<uint8_t> msg(8192, 3);
+    uint64_t wire = 0;
+    // More than the socket can hold (the peer does not read): the rest
+    // waits in the ring and the writer for EPOLLOUT.
+    while (w.prod.tail - w.prod.load(ctrl::kHead) < (1u << 20)) {
+      CHECK(w.prod.write(msg.data(), msg.size()));
+      wire += uvarint_size(msg.size()) + msg.size();
+    }
+    // The peer sends back while the writer waits for EPOLLOUT.
+    for (int k = 0; k < 20; ++k, ++seq) {
+      const auto f = frame(seq, 64);
+      CHECK(write_all(peer.get(), f.data(), f.size()));
+    }
+    CHECK(w.until([&] {
+      got += w.ack_all(&acked);
+      return got >= seq;
+    }));
+    CHECK(w.prod.load(ctrl::kHead) != w.prod.tail);  // still blocked on EPOLLOUT: both armed at once
+    // The peer reads everything: the writer drains its ring and idles.
+    std::vector<uint8_t> buf(1 << 16);
+    uint64_t read = 0;
+    while (read < wire) {
+      const ssize_t n = ::read(peer.get(), buf.data(), std::min<uint64_t>(buf.size(), wire - read));
+      if (n <= 0) break;
+      read += static_cast<uint64_t>(n);
+    }
+    CHECK_EQ(read, wire);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (sleep.load() != kIdle && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    CHECK_EQ(sleep.load(), uint32_t{kIdle});
+    // A small direct send while idle (the producer re-registers the fd).
+    CHECK(w.prod.write(msg.data(), 10));
+    CHECK_EQ(::read(peer.get(), buf.data(), buf.size()), ssize_t{11});
+    for (int k = 0; k < 20; ++k, ++seq) {
+      const auto f = frame(seq, 64);
+      CHECK(write_all(peer.get(), f.data(), f.size()));
+    }
+    CHECK(w.until([&] {
+      got += w.ack_all(&acked);
+      return got >= seq;
+    }));
+  }
+  CHECK_EQ(got, uint64_t{seq});
+  w.engine.close();
+}
+
+// Both directions flat out from three threads (producer, peer writer, peer
+// reader) and the IO thread: for the sanitizers.
+TEST(writer_receive_and_direct_send_concurrently) {
+  RawListener l;
+  ReceivingWriter w(l.path, 256 * 1024, 16u << 20, 1 << 16);
+  UniqueFd peer = l.accept();
+  CHECK(peer.valid());
+  constexpr uint32_t kBack = 20000, kOut = 20000;
+  std::thread back([&] {
+    std::vector<uint8_t> chunk;
+    for (uint32_t i = 0; i < kBack; ++i) {
+      const auto f = frame(i, 4 + i % 300);
+      chunk.insert(chunk.end(), f.begin(), f.end());
+      if (chunk.size() > 8192 || i + 1 == kBack) {
+        write_all(peer.get(), chunk.data(), chunk.size());
+        chunk.clear();
+      }
+    }
+  });
+  std::atomic<uint64_t> got_out{0};
+  std::thread reader([&] {
+    std::vector<uint8_t> buf(1 << 16);
+    for (;;) {
+      const ssize_t n = ::read(peer.get(), buf.data(), buf.size());
+      if (n <= 0) break;
+      got_out.fetch_add(static_cast<uint64_t>(n));
+    }
+  });
+  std::atomic<bool> produced{false};
+  uint64_t wire = 0;
+  std::thread producer([&] {
+    std::vector<uint8_t> msg(100, 9);
+    for (uint32_t i = 0; i < kOut; ++i) {
+      while (!w.prod.write(msg.data(), msg.size())) std::this_thread::yield();
+      wire += 101;
+    }
+    produced.store(true);
+  });
+  uint32_t next = 0;
+  bool ordered = true;
+  size_t acked = 0;
+  CHECK(w.until([&] {
+    for (size_t i = acked; i < w.events.size(); ++i) {
+      const WriterEvent& e = w.events[i];
+      if (e.type != WriterEvent::kBatch) continue;
+      for (size_t k = 0; k < e.batch.count(); ++k, ++next)
+        if (seq_of(e.batch, k) != next) ordered = false;
+    }
+    w.ack_all(&acked);
+    return next >= kBack;
+  }, 60000));
+  back.join();
+  producer.join();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (got_out.load() < wire && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  CHECK(ordered);
+  CHECK_EQ(next, kBack);
+  CHECK_EQ(got_out.load(), wire);
+  ::shutdown(peer.get(), SHUT_RDWR);
+  reader.join();
+  w.engine.close();
+}
+
+// A frame above max_message_size: kError ERR_MESSAGE_TOO_LARGE, the
+// connection is replaced, and the next one delivers (connection id 2).
+TEST(writer_receive_too_large_frame_replaces_the_connection) {
+  RawListener l;
+  ReceivingWriter w(l.path, protocol::defaults::kMaxPendingBytes, 1000);
+  UniqueFd p1 = l.accept();
+  CHECK(p1.valid());
+  const auto ok = frame(1, 1000), big = frame(2, 1001);
+  CHECK(write_all(p1.get(), ok.data(), ok.size()));
+  CHECK(write_all(p1.get(), big.data(), big.size()));
+  UniqueFd p2 = l.accept();
+  CHECK(p2.valid());
+  const auto after = frame(3, 10);
+  CHECK(write_all(p2.get(), after.data(), after.size()));
+  std::vector<uint32_t> seqs;
+  size_t seen = 0;
+  CHECK(w.until([&] {
+    for (; seen < w.events.size(); ++seen) {
+      const WriterEvent& e = w.events[seen];
+      if (e.type == WriterEvent::kBatch)
+        for (size_t k = 0; k < e.batch.count(); ++k) seqs.push_back(seq_of(e.batch, k));
+    }
+    return seqs.size() >= 2;
+  }));
+  std::vector<WriterEvent::Type> order;
+  std::vector<uint32_t> batch_conns;
+  std::string code;
+  for (auto& e : w.events) {
+    order.push_back(e.type);
+    if (e.type == WriterEvent::kBatch) batch_conns.push_back(e.conn_id);
+    if (e.type == WriterEvent::kError) code = e.error.code;
+  }
+  CHECK(code == "ERR_MESSAGE_TOO_LARGE");
+  CHECK(seqs == (std::vector<uint32_t>{1, 3}));
+  CHECK(batch_conns == (std::vector<uint32_t>{1, 2}));
+  // connect, batch, error, disconnect, (reconnecting), connect, batch
+  const std::vector<WriterEvent::Type> want{WriterEvent::kConnect, WriterEvent::kBatch, WriterEvent::kError,
+                                            WriterEvent::kDisconnect};
+  CHECK(order.size() >= 6 && std::equal(want.begin(), want.end(), order.begin()));
+  CHECK(order.back() == WriterEvent::kBatch);
+  CHECK_EQ(w.count(WriterEvent::kConnect), size_t{2});
+  w.engine.close();
+}
+
+// The peer sends whole frames and half of one, then closes: every whole
+// frame is delivered before the disconnect, the half is dropped, and batches
+// of the old connection still unacked hold the budget on the new one (acks
+// are global) until acked.
+TEST(writer_receive_disconnect_mid_frame_then_reconnect) {
+  constexpr uint64_t kLimit = 8 * 1024;
+  RawListener l;
+  ReceivingWriter w(l.path, kLimit);
+  UniqueFd p1 = l.accept();
+  CHECK(p1.valid());
+  std::vector<uint8_t> bytes;
+  for (uint32_t i = 0; i < 30; ++i) {  // ~30 KiB: past the limit, so some wait in the kernel at the close
+    const auto f = frame(i, 1000);
+    bytes.insert(bytes.end(), f.begin(), f.end());
+  }
+  const auto half = frame(99, 5000);
+  bytes.insert(bytes.end(), half.begin(), half.begin() + 2000);
+  CHECK(write_all(p1.get(), bytes.data(), bytes.size()));
+  p1.reset();
+  CHECK(w.until([&] { return w.count(WriterEvent::kDisconnect) == 1; }));
+  std::vector<uint32_t> seqs;
+  bool batch_after_disconnect = false, disconnected = false;
+  for (auto& e : w.events) {
+    if (e.type == WriterEvent::kDisconnect) disconnected = true;
+    if (e.type == WriterEvent::kBatch) {
+      if (disconnected) batch_after_disconnect = true;
+      for (size_t k = 0; k < e.batch.count(); ++k) seqs.push_back(seq_of(e.batch, k));
+    }
+  }
+  CHECK(!batch_after_disconnect);
+  CHECK_EQ(seqs.size(), size_t{30});  // every whole frame, none of the half
+  for (size_t i = 0; i < seqs.size(); ++i) CHECK_EQ(seqs[i], static_cast<uint32_t>(i));
+  // Reconnected with 30 KiB of the old connection's batches unacked: the
+  // new connection is not read until they are acked.
+  UniqueFd p2 = l.accept();
+  CHECK(p2.valid());
+  const auto f = frame(100, 10);
+  CHECK(write_all(p2.get(), f.data(), f.size()));
+  CHECK(w.until([&] { return w.count(WriterEvent::kConnect) == 2; }));
+  CHECK(!w.until([&] { return w.count(WriterEvent::kBatch) > 1 && w.events.back().type == WriterEvent::kBatch && w.events.back().conn_id == 2; }, 200));
+  size_t acked = 0;
+  w.ack_all(&acked);
+  CHECK(w.until([&] { return w.events.back().type == WriterEvent::kBatch && w.events.back().conn_id == 2; }));
+  CHECK_EQ(seq_of(w.events.back().batch, 0), uint32_t{100});
+  w.engine.close();
+}

@@ -62,6 +62,18 @@ export interface WriterMetrics {
   connected: boolean;
   /** Effective SO_SNDBUF of the current connection (as the kernel reports it). */
   sendBufferSize: number;
+  /** Messages the reader sent back, handed to `onMessage` (0 without it). */
+  received: number;
+  /** Payload bytes of those messages. */
+  bytesReceived: number;
+  /** Batches handed to `onMessage`. */
+  batches: number;
+  /** read(2) calls that returned data (`onMessage` only: a one-way Writer never reads). */
+  readCalls: number;
+  /** Bytes read from the socket, length prefixes included. */
+  bytesRead: number;
+  /** Times reading was paused because the batches not yet finished with reached `maxPendingBytes`. */
+  pauses: number;
 }
 
 /** Result of `stop()`. */

@@ -1,0 +1,86 @@
+/**
+ * The Writer's receive options (`onMessage`, `maxPendingBytes`): what the
+ * reader sends back on the connection. Validated here and taken out of the
+ * options object before the rest goes to `resolveWriterOptions()`, which
+ * knows only the one-way options.
+ *
+ * TODO(lead): once src/options.ts may change, `onMessage` and
+ * `maxPendingBytes` belong in `WriterOptions`/`WRITER_KEYS`/
+ * `resolveWriterOptions()`, and {@link WRITER_RECEIVE_METRICS} in
+ * src/metrics.ts's `WRITER_METRICS`.
+ * @internal
+ */
+import type { Batch } from '../batch';
+import { invalidType, invalidValue, outOfRange } from '../errors';
+import type { MetricSpec } from '../metrics';
+import { DEFAULT_MAX_PENDING_BYTES } from '../options';
+
+/**
+ * Called with each {@link Batch} of messages the reader sent back on this
+ * Writer's connection, in order. The messages are valid until it returns, or
+ * until its promise settles: return a promise to hold back the next batch
+ * (and, at `maxPendingBytes`, reading: the reader's replies then wait in the
+ * kernel). `batch.retain()` keeps them longer.
+ */
+export type MessageHandler = (batch: Batch) => void | PromiseLike<void>;
+
+/** The receive options of a {@link Writer} (in addition to {@link WriterOptions}). */
+export interface WriterReceiveOptions {
+  /**
+   * Receive what the reader sends back on the same connection (its
+   * `connection.write()`): called with each batch, as a Reader's handler is.
+   * Without it the Writer never reads its socket (one-way, as the Go library).
+   * A message above `maxMessageSize` replaces the connection and reports
+   * `ERR_MESSAGE_TOO_LARGE` (`'error'`, context `'connection'`).
+   */
+  onMessage?: MessageHandler;
+  /**
+   * Memory the received batches not yet finished with may hold (counted as
+   * a Reader's `maxPendingBytes`: bytes, 8 per message, 1 KiB per batch);
+   * above it the Writer stops reading until the handler catches up. Only with
+   * `onMessage`. Default 8 MiB.
+   */
+  maxPendingBytes?: number;
+}
+
+/** @internal */
+export interface ResolvedReceiveOptions {
+  onMessage: MessageHandler;
+  maxPendingBytes: number;
+}
+
+/**
+ * @internal Splits the receive options off `options`: returns them resolved
+ * (undefined without `onMessage`) and the rest, for resolveWriterOptions().
+ * Anything but a plain object is passed on untouched (resolveWriterOptions()
+ * reports it).
+ */
+export function splitReceiveOptions(options: unknown): { rest: unknown; receive: ResolvedReceiveOptions | undefined } {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) return { rest: options, receive: undefined };
+  const o = options as Record<string, unknown>;
+  if (!('onMessage' in o) && !('maxPendingBytes' in o)) return { rest: options, receive: undefined };
+  const { onMessage, maxPendingBytes, ...rest } = o;
+  if (onMessage !== undefined && typeof onMessage !== 'function') throw invalidType('onMessage', 'a function', onMessage);
+  let max = DEFAULT_MAX_PENDING_BYTES;
+  if (maxPendingBytes !== undefined) {
+    if (typeof maxPendingBytes !== 'number') throw invalidType('maxPendingBytes', 'a number', maxPendingBytes);
+    if (!Number.isInteger(maxPendingBytes) || maxPendingBytes < 1 || maxPendingBytes > 2 ** 40) {
+      throw outOfRange('maxPendingBytes', `an integer >= 1 and <= ${2 ** 40}`, maxPendingBytes);
+    }
+    if (onMessage === undefined) {
+      throw invalidValue('The "maxPendingBytes" option of a Writer applies to what it receives: it needs "onMessage"');
+    }
+    max = maxPendingBytes;
+  }
+  return { rest, receive: onMessage === undefined ? undefined : { onMessage: onMessage as MessageHandler, maxPendingBytes: max } };
+}
+
+/** @internal The Writer's receive metrics, in Prometheus text (after WRITER_METRICS). */
+export const WRITER_RECEIVE_METRICS: readonly MetricSpec[] = [
+  ['received', 'messages_received_total', 'counter', 'Messages the reader sent back, handed to onMessage.'],
+  ['bytesReceived', 'received_bytes_total', 'counter', 'Payload bytes handed to onMessage.'],
+  ['batches', 'batches_total', 'counter', 'Batches handed to onMessage.'],
+  ['readCalls', 'read_calls_total', 'counter', 'read(2) calls that returned data (onMessage).'],
+  ['bytesRead', 'read_bytes_total', 'counter', 'Bytes read from the socket (onMessage).'],
+  ['pauses', 'pauses_total', 'counter', 'Times reading was paused because onMessage fell behind (maxPendingBytes).'],
+];
