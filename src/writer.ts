@@ -22,6 +22,7 @@ import type { Protocol } from './protocol';
 import { createWritable, kTryQueue, type WritableOptions } from './stream';
 import * as callerData from './writer/caller-data';
 import { WriterInbox, type ReceivingWriterHandle } from './writer/inbox';
+import { WriterConnection } from './writer/connection';
 import {
   splitReceiveOptions,
   WRITER_RECEIVE_METRICS,
@@ -131,7 +132,7 @@ export class Writer extends EventEmitter {
   // Receiving (onMessage); all undefined/unused for a one-way Writer.
   readonly #receive: ResolvedReceiveOptions | undefined;
   readonly #inbox: WriterInbox | undefined; // every event goes through it, in order
-  #conn: Connection | undefined; // the connection batches come from (from its CONNECT event)
+  #conn: WriterConnection | undefined; // the connection batches come from (from its CONNECT event)
   #busy = false; // an async onMessage's promise is pending: the next events wait
   #forced = false; // the stop deadline passed: batches still queued are released undelivered
   #refed = true;
@@ -632,12 +633,14 @@ export class Writer extends EventEmitter {
         inbox.done(batch);
       } else if (tag === E.CONNECT) {
         const cred = inbox.a() as Credentials;
-        this.#conn = Object.freeze({ id: inbox.b() as number, pid: cred.pid, uid: cred.uid, gid: cred.gid }) as Connection;
+        this.#conn?.closed();
+        this.#conn = new WriterConnection(inbox.b() as number, cred.pid, cred.uid, cred.gid, this);
         this.emit('connect');
       } else if (tag === E.STOPPED) {
         this.#onStopped(inbox.a() as number);
         return;
       } else {
+        if (tag === E.DISCONNECT) this.#conn?.closed();
         this.#onPlainEvent(tag, inbox.a(), inbox.b(), inbox.c());
       }
     }
@@ -660,6 +663,7 @@ export class Writer extends EventEmitter {
     this.#lastNative = this.#handle.metrics();
     this.#handle.close();
     this.#inbox?.discard(); // nothing follows STOPPED; detaches: later acks become releases
+    this.#conn?.closed();
     this.#failed += discarded;
     this.#state = 'stopped';
     this.#settleAtStop();
@@ -681,7 +685,7 @@ export class Writer extends EventEmitter {
 }
 
 // batch.connection before any CONNECT (never expected: the engine connects first).
-const UNKNOWN_CONNECTION = Object.freeze({ id: 0, pid: -1, uid: -1, gid: -1 }) as Connection;
+const UNKNOWN_CONNECTION = new WriterConnection(0, -1, -1, -1, undefined);
 
 function toError(o: unknown): IpcError {
   const e = fromNative(Object.assign(new Error((o as { message?: string })?.message ?? 'unknown error'), o as object));
