@@ -579,7 +579,7 @@ export class Writer extends EventEmitter {
   #onPlainEvent(tag: number, a: unknown, b: unknown, c: unknown): void {
     const E = this.#event;
     if (tag === E.CONNECT) this.emit('connect');
-    else if (tag === E.DISCONNECT) this.emit('disconnect', toError(a));
+    else if (tag === E.DISCONNECT) this.emit('disconnect', toError(a), { sent: b as number });
     else if (tag === E.RECONNECTING) {
       this.emit('reconnecting', { attempt: b as number, delayMs: c as number, error: toError(a) });
     } else if (tag === E.ERROR) {

@@ -6,7 +6,7 @@ import * as net from 'node:net';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writer, type Batch, type IpcError } from '../src/index';
+import { Writer, type Batch, type Connection, type IpcError } from '../src/index';
 import { encodeFrame, encodeFrames, FrameDecoder } from '../src/framing';
 import { binding } from '../src/binding';
 import { DIST, FAST, runNode, steady, tmpSocket, useTracking, waitFor, within } from './helpers';
@@ -105,9 +105,10 @@ describe('Writer onMessage: receiving on the same connection', () => {
     expect(m.bytesRead).toBeGreaterThan(m.bytesReceived);
     expect(m.pauses).toBe(0);
     expect(conns.size).toBe(1);
-    const [conn] = [...conns] as { id: number; pid: number; uid: number; gid: number }[];
-    expect(conn).toEqual({ id: 1, pid: process.pid, uid: process.getuid!(), gid: process.getgid!() });
-    expect(Object.isFrozen(conn)).toBe(true);
+    const [conn] = [...conns] as Connection[];
+    expect({ id: conn.id, pid: conn.pid, uid: conn.uid, gid: conn.gid }).toEqual({ id: 1, pid: process.pid, uid: process.getuid!(), gid: process.getgid!() });
+    expect(conn.connected).toBe(true); // live: write()/send() answer the reader (test/duplex.test.ts)
+    expect(Object.isFrozen(conn)).toBe(false);
   });
 
   it('large messages (> 128 KiB, the large-frame path) and a mix of sizes arrive whole and in order', async () => {

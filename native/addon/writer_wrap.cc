@@ -158,6 +158,9 @@ Napi::Value WriterWrap::Take(const Napi::CallbackInfo& info) {
         w.event(e.type, credentials(env, e.cred), Napi::Number::New(env, e.conn_id), none);
         break;
       case WriterEvent::kDisconnect:
+        // b: frames fully sent since start when the connection ended.
+        w.event(e.type, error_to_object(env, e.error), Napi::Number::New(env, static_cast<double>(e.sent)), none);
+        break;
       case WriterEvent::kError:
         w.event(e.type, error_to_object(env, e.error), none, none);
         break;

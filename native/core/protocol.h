@@ -85,8 +85,8 @@ static_assert(kCopyBatchUpTo < UINT32_MAX / 2);
 // ─── Writer events (WriterHandle.take()) ────────────────────────────────────
 // A flat array, kEventSlots values per event: [tag, a, b, c].
 enum EventTag : uint32_t {
-  kEventConnect = 0,
-  kEventDisconnect = 1,    // a: error object (why)
+  kEventConnect = 0,       // a: the listener's {pid, uid, gid} (SO_PEERCRED); b: connection id (1-based)
+  kEventDisconnect = 1,    // a: error object (why); b: frames fully sent since start, at that moment
   kEventReconnecting = 2,  // a: error object; b: attempt; c: delay in ms
   kEventError = 3,         // a: error object
   kEventNotify = 4,        // an armed flush/drain target was reached

@@ -564,6 +564,7 @@ void WriterEngine::disconnect(const CoreError& why, Drop mode) {
   m_disconnects_.fetch_add(1, std::memory_order_relaxed);
   WriterEvent ev{WriterEvent::kDisconnect};
   ev.error = why;
+  ev.sent = m_sent_.load(std::memory_order_relaxed);  // the send state is ours: exact
   emit(std::move(ev));
   if (!cfg_.reconnect.enabled) {
     failed_ = true;

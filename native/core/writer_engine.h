@@ -116,6 +116,7 @@ struct WriterEvent {
   uint32_t attempt = 0;       // kReconnecting
   uint32_t delay_ms = 0;      // kReconnecting
   uint64_t discarded = 0;     // kStopped: frames left unsent
+  uint64_t sent = 0;          // kDisconnect: frames fully sent since start, as the connection ended
   uint32_t conn_id = 0;       // kConnect (1-based count of this writer's connections), kBatch
   PeerCred cred;              // kConnect: the listening process (SO_PEERCRED)
   Batch batch;                // kBatch

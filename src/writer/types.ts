@@ -103,7 +103,8 @@ export interface WriterEvents {
   /** A connection to the Reader is up. */
   connect: [];
   /** The connection was lost; `reason` says why. */
-  disconnect: [reason: IpcError];
+  /** `info.sent`: frames fully handed to the kernel since start, counted as this connection ended (every later frame goes to the next connection, or is re-sent on it whole). */
+  disconnect: [reason: IpcError, info: { sent: number }];
   /** The writer will try to connect again after `info.delayMs`. */
   reconnecting: [info: ReconnectingInfo];
   /** After write() returned false: there is room in the queue again. */
