@@ -44,6 +44,37 @@ async function pair(methods: ConstructorParameters<typeof RpcServer>[1], serverO
 }
 
 describe('unary calls', () => {
+  it('a reply that cannot fit maxReplyBytes fails the call with ERR_MESSAGE_TOO_LARGE instead of hanging', async () => {
+    const { client } = await pair({ big: () => Buffer.alloc(2 * 1024 * 1024) }, { maxReplyBytes: 1024 * 1024 });
+    const e = await client.call('big', '', { timeoutMs: 10_000 }).then(
+      () => undefined,
+      (err: IpcError) => err,
+    );
+    expect(e).toMatchObject({ code: 'ERR_REMOTE', remoteCode: 'ERR_MESSAGE_TOO_LARGE' });
+  });
+
+  it('a graceful stop lets calls in flight finish and their replies (larger than the socket buffers) reach the client', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let running = 0;
+    const big = Buffer.alloc(768 * 1024, 0x5a); // under maxReplyBytes (1 MiB), above the socket buffers
+    const { client, server } = await pair({
+      async big() {
+        running++;
+        await gate;
+        return big;
+      },
+    });
+    const calls = [client.call('big'), client.call('big')];
+    await waitFor(() => running === 2, 10_000, 'both calls running');
+    const stopped = server.stop({ timeoutMs: 10_000 });
+    release();
+    const got = await within(Promise.all(calls), 'the replies');
+    for (const g of got) expect(g.equals(big)).toBe(true);
+    await within(stopped, 'the stop');
+  });
+
+
   it('64 calls in flight with random delays return to the right callers', async () => {
     const r = rng(18);
     const { client, server } = await pair({

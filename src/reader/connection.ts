@@ -66,6 +66,7 @@ export class ReaderConnection implements Connection {
   #scheduled = false;
   #waiters: Waiter[] = [];
   #head = 0; // first live waiter
+  #flushed: Array<() => void> = []; // whenFlushed() callers
 
   /** @internal */
   constructor(id: number, pid: number, uid: number, gid: number, sink: ReplySink | undefined) {
@@ -180,6 +181,22 @@ export class ReaderConnection implements Connection {
     }
   }
 
+  /**
+   * @internal Resolves once every reply written so far was taken by the
+   * kernel (or the connection closed): for a server's graceful stop.
+   */
+  whenFlushed(): Promise<void> {
+    if (!this.#sink || (this.#len === 0 && this.#native === 0 && this.#head === this.#waiters.length)) return Promise.resolve();
+    return new Promise<void>((resolve) => this.#flushed.push(resolve));
+  }
+
+  #checkFlushed(): void {
+    if (this.#flushed.length === 0 || this.#len !== 0 || this.#native !== 0 || this.#head !== this.#waiters.length) return;
+    const f = this.#flushed;
+    this.#flushed = [];
+    for (const r of f) r();
+  }
+
   /** @internal Hands this tick's frames to the native side. */
   flush(): void {
     this.#scheduled = false;
@@ -193,6 +210,7 @@ export class ReaderConnection implements Connection {
       this.#native = r;
       this.#admitWaiters(sink);
     }
+    this.#checkFlushed();
   }
 
   /** @internal The native reply queue emptied (or was discarded after replyTimeoutMs). */
@@ -202,6 +220,7 @@ export class ReaderConnection implements Connection {
     const r = sink.reply(this.id, EMPTY);
     if (r >= 0) this.#native = r;
     this.#admitWaiters(sink);
+    this.#checkFlushed();
   }
 
   // Moves waiting sends into this tick's buffer while they fit.
@@ -248,5 +267,8 @@ export class ReaderConnection implements Connection {
       q[i].off?.();
       q[i].reject(notConnected(this.id));
     }
+    const f = this.#flushed;
+    this.#flushed = [];
+    for (const r of f) r();
   }
 }

@@ -600,7 +600,7 @@ export class ServerConnection {
   }
 
   #tooLarge(id: number, method: string, len: number): void {
-    const msg = `the reply of ${len} bytes is larger than the server's maxMessageSize (${this.#core.opts.maxFrameSize})`;
+    const msg = `the reply of ${len} bytes does not fit the server's maxMessageSize or maxReplyBytes (a frame of at most ${this.#core.opts.maxFrameSize} bytes)`;
     this.#core.report(new IpcError('ERR_MESSAGE_TOO_LARGE', `RPC method ${JSON.stringify(method)}: ${msg}`), method, this.connection);
     this.#error(id, WireCodes.TOO_LARGE, msg);
   }

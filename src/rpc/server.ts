@@ -5,9 +5,10 @@
  */
 import { EventEmitter } from 'node:events';
 import { Reader } from '../reader';
+import type { ReaderConnection } from '../reader/connection';
 import { Batch, type Connection } from '../batch';
 import { invalidType, invalidValue, IpcError, type ErrorContext } from '../errors';
-import { DEFAULT_MAX_MESSAGE_SIZE, checkObject, intOption, resolveStopOptions, type ReaderOptions, type StopOptions } from '../options';
+import { DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_REPLY_BYTES, checkObject, intOption, resolveStopOptions, type ReaderOptions, type StopOptions } from '../options';
 import type { ReaderMetrics, StartOptions } from '../reader/types';
 import { MAX_METHOD_BYTES } from './envelope';
 import { ServerCore, type ServerConnection } from './server-core';
@@ -97,6 +98,7 @@ export class RpcServer extends EventEmitter {
   readonly #reader: Reader;
   readonly #core: ServerCore;
   readonly #conns = new Map<number, ServerConnection>();
+  readonly #open = new Set<Connection>(); // the Reader's live connections (for a stop that flushes replies)
   readonly #onError: RpcServerOptions['onError'];
   #stopPromise: Promise<void> | undefined;
 
@@ -120,7 +122,9 @@ export class RpcServer extends EventEmitter {
     for (const k of Object.keys(o)) if (!RPC_SERVER_KEYS.includes(k)) readerOptions[k] = o[k];
     readerOptions.concurrency = 'connection';
     readerOptions.onError = (err: Error, context: ErrorContext, conn?: unknown) => this.#report(err, context, conn as Connection | undefined);
-    const maxFrameSize = typeof o.maxMessageSize === 'number' ? o.maxMessageSize : DEFAULT_MAX_MESSAGE_SIZE;
+    // A reply frame must fit the connection's reply queue too (its 5-byte length prefix included).
+    const maxReplyBytes = typeof o.maxReplyBytes === 'number' ? o.maxReplyBytes : DEFAULT_MAX_REPLY_BYTES;
+    const maxFrameSize = Math.min(typeof o.maxMessageSize === 'number' ? o.maxMessageSize : DEFAULT_MAX_MESSAGE_SIZE, maxReplyBytes - 5);
     this.#core = new ServerCore(methods, {
       maxConcurrentCalls,
       maxFrameSize,
@@ -129,8 +133,12 @@ export class RpcServer extends EventEmitter {
     this.#reader = new Reader(path, (batch) => this.#onBatch(batch), readerOptions as ReaderOptions);
     this.path = this.#reader.path;
     this.#reader.on('listening', () => this.emit('listening'));
-    this.#reader.on('connection', (c) => this.emit('connection', c));
+    this.#reader.on('connection', (c) => {
+      this.#open.add(c);
+      this.emit('connection', c);
+    });
     this.#reader.on('disconnect', (c, reason) => {
+      this.#open.delete(c);
       const st = this.#conns.get(c.id);
       if (st) {
         this.#conns.delete(c.id);
@@ -187,7 +195,18 @@ export class RpcServer extends EventEmitter {
         off?.();
       }
       core.abortAll('ERR_CANCELLED', 'the server stopped before the call finished', new IpcError('ERR_NOT_RUNNING', 'The server is stopping'));
-      const left = Math.max(0, timeoutMs - Math.round(performance.now() - started));
+      // The replies of the calls that finished go out before the connections close.
+      let left = Math.max(0, timeoutMs - Math.round(performance.now() - started));
+      if (left > 0 && !signal?.aborted) {
+        await new Promise<void>((resolve) => queueMicrotask(resolve)); // this tick's replies handed over
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          Promise.all([...this.#open].map((c) => (c as ReaderConnection).whenFlushed())),
+          new Promise<void>((resolve) => (timer = setTimeout(resolve, left))),
+        ]);
+        clearTimeout(timer);
+        left = Math.max(0, timeoutMs - Math.round(performance.now() - started));
+      }
       await this.#reader.stop({ timeoutMs: left, signal });
       for (const st of this.#conns.values()) st.close(new IpcError('ERR_NOT_RUNNING', 'The server stopped'));
       this.#conns.clear();
