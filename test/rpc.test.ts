@@ -168,6 +168,37 @@ describe('unary calls', () => {
 });
 
 describe('streams', () => {
+  it('streams waiting for credit at maxConcurrentCalls do not deadlock against queued requests', async () => {
+    const { client } = await pair(
+      {
+        async *count(body) {
+          const n = Number(body.toString());
+          for (let i = 0; i < n; i++) yield String(i);
+        },
+        ping: () => 'pong',
+      },
+      { maxConcurrentCalls: 2 },
+      { streamWindow: 2 },
+    );
+    // Two streams fill the slots and soon wait for credit; a third call waits in line behind them.
+    const a = client.stream('count', '50')[Symbol.asyncIterator]();
+    const b = client.stream('count', '50')[Symbol.asyncIterator]();
+    expect((await a.next()).value.toString()).toBe('0');
+    expect((await b.next()).value.toString()).toBe('0');
+    const ping = client.call('ping', '', { timeoutMs: 20_000 });
+    // Reading the streams sends CREDIT: the server must still read it.
+    const rest = async (it: AsyncIterator<Buffer>) => {
+      const out: string[] = [];
+      for (let r = await it.next(); !r.done; r = await it.next()) out.push(r.value.toString());
+      return out;
+    };
+    const [ra, rb] = await within(Promise.all([rest(a), rest(b)]), 'both streams');
+    expect(ra).toEqual(Array.from({ length: 49 }, (_, i) => String(i + 1)));
+    expect(rb).toEqual(Array.from({ length: 49 }, (_, i) => String(i + 1)));
+    expect((await within(ping, 'the queued call')).toString()).toBe('pong');
+  });
+
+
   it('a consumer that stops early closes the server generator; flow control bounds what runs ahead', async () => {
     let produced = 0;
     let closed = false;

@@ -272,10 +272,38 @@ export class ServerConnection {
     return this.#closed;
   }
 
-  /** Resolves once no request waits for a slot (or the connection closed). */
+  /**
+   * Resolves once no request waits for a slot (or the connection closed) —
+   * or once a running stream waits for the client's CREDIT: holding the
+   * connection unread then would hold back that very CREDIT (a deadlock), so
+   * the waiting requests take ownership of their bytes and reading goes on
+   * (beyond maxConcurrentCalls waiting requests, new ones are then refused
+   * with ERR_UNAVAILABLE).
+   */
   whenDrained(): Promise<void> {
     if (this.queued === 0) return Promise.resolve();
+    if (this.#anyParked()) {
+      this.#ownQueued();
+      return Promise.resolve();
+    }
     return (this.#drainedP ??= new Promise<void>((resolve) => (this.#drained = resolve)));
+  }
+
+  // A running stream is waiting for the client's credit.
+  #anyParked(): boolean {
+    for (const c of this.#calls.values()) if (c.parked && c.state === RUNNING) return true;
+    return false;
+  }
+
+  // Waiting requests stop depending on their batch staying held: copied, or their batch retained.
+  #ownQueued(): void {
+    const q = this.#queue;
+    for (let i = this.#qHead; i < q.length; i++) {
+      const c = q[i];
+      if (c.holder === undefined) continue;
+      c.body = keep(c.body, c.holder);
+      c.holder = undefined;
+    }
   }
 
   /**
@@ -356,6 +384,16 @@ export class ServerConnection {
       return this.#start(c);
     }
     // Full: wait in line (the caller holds the memory until whenDrained()).
+    // While a stream waits for credit the connection is not held (see
+    // whenDrained()): the line is then bounded by maxConcurrentCalls.
+    if (this.queued >= core.opts.maxConcurrentCalls && this.#anyParked()) {
+      core.m.calls--;
+      return this.#error(
+        id,
+        WireCodes.UNAVAILABLE,
+        `the server is running maxConcurrentCalls (${core.opts.maxConcurrentCalls}) calls on this connection with as many waiting; the call did not run`,
+      );
+    }
     const c = new ServerCall(this, id, entry, ctx, body, holder);
     c.credit = Math.min(MAX_CREDIT, v.credit);
     this.#register(c, ms);
@@ -438,6 +476,7 @@ export class ServerConnection {
     if (c.state !== RUNNING || c.pulling) return;
     if (c.credit <= 0) {
       c.parked = true;
+      this.#checkDrained(); // a held connection must be read again: the CREDIT comes through it
       return;
     }
     c.pulling = true;
@@ -560,7 +599,9 @@ export class ServerConnection {
   }
 
   #checkDrained(): void {
-    if (this.queued === 0 && this.#drained) {
+    if (this.#drained && this.queued !== 0 && this.#anyParked()) this.#ownQueued();
+    else if (this.queued !== 0) return;
+    if (this.#drained) {
       const f = this.#drained;
       this.#drained = undefined;
       this.#drainedP = undefined;
