@@ -62,6 +62,7 @@ export class ReaderConnection implements Connection {
   #sink: ReplySink | undefined; // undefined once closed
   #buf: Buffer | undefined; // frames written this tick, not yet handed to the native side
   #len = 0;
+  #peak = 0; // the most one tick collected lately: the next buffer starts that large
   #native = 0; // bytes queued natively as of the last call
   #scheduled = false;
   #waiters: Waiter[] = [];
@@ -166,11 +167,7 @@ export class ReaderConnection implements Connection {
   #put(data: Uint8Array | string, n: number, size: number, sink: ReplySink): void {
     let buf = this.#buf;
     const need = this.#len + size;
-    if (!buf || buf.length < need) {
-      const grown = Buffer.allocUnsafeSlow(Math.max(4096, need, buf ? 2 * buf.length : 0));
-      if (buf && this.#len > 0) buf.copy(grown, 0, 0, this.#len);
-      this.#buf = buf = grown;
-    }
+    if (!buf || buf.length < need) buf = this.#grow(need);
     const p = putUvarint31(buf, this.#len, n);
     if (typeof data === 'string') buf.write(data, p, 'utf8');
     else buf.set(data, p);
@@ -197,12 +194,24 @@ export class ReaderConnection implements Connection {
     for (const r of f) r();
   }
 
+  // A larger collection buffer, starting as large as a recent tick needed,
+  // so that a steady stream of large replies is not copied at every doubling.
+  #grow(need: number): Buffer {
+    const old = this.#buf;
+    const grown = Buffer.allocUnsafeSlow(Math.max(4096, need, old ? 2 * old.length : this.#peak));
+    if (old && this.#len > 0) old.copy(grown, 0, 0, this.#len);
+    this.#buf = grown;
+    return grown;
+  }
+
   /** @internal Hands this tick's frames to the native side. */
   flush(): void {
     this.#scheduled = false;
     const sink = this.#sink;
     if (!sink || this.#len === 0) return;
     const r = sink.reply(this.id, this.#buf!.subarray(0, this.#len));
+    // Decays, so that one burst does not make every later tick start huge.
+    this.#peak = Math.max(this.#len, this.#peak >>> 1);
     this.#len = 0;
     if (this.#buf!.length > KEEP_BUFFER_UP_TO) this.#buf = undefined;
     // -1: closed natively; the close item follows and rejects what waits.
@@ -232,11 +241,7 @@ export class ReaderConnection implements Connection {
       q[this.#head++] = undefined as unknown as Waiter;
       let buf = this.#buf;
       const need = this.#len + w.frame.length;
-      if (!buf || buf.length < need) {
-        const grown = Buffer.allocUnsafeSlow(Math.max(4096, need, buf ? 2 * buf.length : 0));
-        if (buf && this.#len > 0) buf.copy(grown, 0, 0, this.#len);
-        this.#buf = buf = grown;
-      }
+      if (!buf || buf.length < need) buf = this.#grow(need);
       w.frame.copy(buf, this.#len);
       this.#len = need;
       w.off?.();
