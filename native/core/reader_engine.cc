@@ -118,6 +118,7 @@ int64_t ReaderEngine::reply(uint32_t conn_id, const uint8_t* data, size_t len) {
     {
       std::lock_guard<std::mutex> lk(replies_mu_);
       out_requests_.push_back(conn_id);
+      out_requested_.store(true);
     }
     loop_.wake();
   }
@@ -292,10 +293,11 @@ void ReaderEngine::update_interest(Conn& c) {
 
 // Connections whose reply queue became non-empty: watch EPOLLOUT.
 void ReaderEngine::apply_reply_requests() {
+  if (!out_requested_.load()) return;  // the common case: no lock
   std::vector<uint32_t> ids;
   {
     std::lock_guard<std::mutex> lk(replies_mu_);
-    if (out_requests_.empty()) return;
+    out_requested_.store(false);
     ids.swap(out_requests_);
   }
   for (const uint32_t id : ids) {

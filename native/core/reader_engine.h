@@ -289,6 +289,7 @@ class ReaderEngine {
   // and the connections whose queue became non-empty since the loop last looked.
   std::unordered_map<uint32_t, std::shared_ptr<ReplyQueue>> replies_;
   std::vector<uint32_t> out_requests_;
+  std::atomic<bool> out_requested_{false};  // out_requests_ is not empty (read without the lock on every round)
   SpscQueue<ReaderItem> queue_;      // producer: own_mu_'s holder; consumer: take()
   std::atomic<bool> call_pending_{false};
   std::atomic<bool> consumer_wake_{false};  // IO thread waits for queue space
