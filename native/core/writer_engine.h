@@ -46,6 +46,13 @@
 // so neither side can drop the other's interest. Without cfg.receive the
 // writer never reads: nothing above is allocated and the interest is what it
 // always was.
+//
+// With cfg.receive_on_consumer (the addon, whenever it has a libuv loop) the
+// IO thread does none of the reading above: no EPOLLIN, no assembler, no
+// kBatch. Each kConnect carries a dup of the socket for the consumer to read
+// on its own thread; close_fd() shuts the socket down before every kDisconnect
+// and kStopped, so the dup reads what the kernel holds, then EOF; the
+// consumer's framing errors come back through report_inbound_error().
 #pragma once
 
 #include <sys/types.h>
