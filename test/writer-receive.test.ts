@@ -440,7 +440,11 @@ describe('Writer onMessage: process and thread lifecycle', () => {
     const p = await peer(path);
     const file = script(
       'unref.js',
-      `const w = new Writer(process.argv[2], { onMessage: () => new Promise(() => {}) });
+      // A ref'd timer keeps the process up until the batch arrives (an
+      // unref()ed Writer alone may let it exit before it even connects);
+      // from then on only the Writer, holding that batch, is left.
+      `const keep = setInterval(() => {}, 1000);
+       const w = new Writer(process.argv[2], { onMessage: () => { clearInterval(keep); return new Promise(() => {}); } });
        w.on('connect', () => process.stdout.write('connected\\n'));
        w.start().unref();
        w.write('hello');`,
