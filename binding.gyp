@@ -5,6 +5,7 @@
       "sources": [
         "native/addon/addon.cc",
         "native/addon/batch_export.cc",
+        "native/addon/js_receiver.cc",
         "native/addon/js_thread_poller.cc",
         "native/addon/protocol_export.cc",
         "native/addon/reader_wrap.cc",

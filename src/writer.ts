@@ -469,6 +469,7 @@ export class Writer extends EventEmitter {
       readCalls: (n.readCalls as number) ?? 0,
       bytesRead: (n.bytesRead as number) ?? 0,
       pauses: (n.pauses as number) ?? 0,
+      jsThreadReads: (n.jsThreadReads as number) ?? 0,
     };
   }
 

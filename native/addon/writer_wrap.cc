@@ -3,6 +3,7 @@
 #include "batch_export.h"
 #include "common.h"
 #include "core/protocol.h"
+#include "js_thread_poller.h"
 
 namespace udsipc {
 
@@ -78,6 +79,7 @@ WriterWrap::WriterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Writer
 WriterWrap::~WriterWrap() { Shutdown(); }
 
 void WriterWrap::Shutdown() {
+  receiver_.Detach();  // nothing is polled or called any more; before the engine goes
   if (engine_) {
     engine_->close();  // joins: the ring is not touched after this
     engine_.reset();
@@ -91,7 +93,14 @@ Napi::Value WriterWrap::Start(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (engine_) return env.Undefined();
   if (!info[0].IsFunction()) throw Napi::TypeError::New(env, "start(onEvent)");
+  // Replies are read on this thread when we can watch a socket here.
+  uv_loop_t* loop = cfg_.receive ? JsThreadPoller::LoopOf(env) : nullptr;
+  cfg_.receive_on_consumer = loop != nullptr;
   engine_ = std::make_unique<WriterEngine>(cfg_, StartTsfn(env, info[0].As<Napi::Function>(), "uds-ipc writer"));
+  if (loop) {
+    receiver_.Attach(env, loop, info[0].As<Napi::Function>(), engine_.get(), cfg_.assembler, cfg_.max_pending_bytes,
+                     [this] { CallThroughTsfn(); });
+  }
   engine_->start();
   return env.Undefined();
 }
@@ -138,24 +147,46 @@ Napi::Object credentials(Napi::Env env, const PeerCred& cred) {
 }  // namespace
 
 // take(): every event since the last call, as [tag, a, b, c, ...] (protocol.h).
+// Receiving on this thread, the batches the receiver cut come first (their
+// connection's CONNECT went out with an earlier take()), and every end of a
+// connection (DISCONNECT, STOPPED, or a new CONNECT) first reads the last
+// connection to EOF, so that its batches precede it.
 Napi::Value WriterWrap::Take(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::vector<WriterEvent> evs;
   if (engine_) evs = engine_->take_events();
-  EventWriter w{Napi::Array::New(env, evs.size() * protocol::kEventSlots)};
+  const bool local = receiver_.attached();
+  EventWriter w{Napi::Array::New(env, local ? 0 : evs.size() * protocol::kEventSlots)};
   const Napi::Value none = env.Undefined();
+  auto batch = [&](Batch& b) {
+    ExportedBatch x = export_batch(env, b);
+    w.event(WriterEvent::kBatch, x.region, x.offsets, Napi::Number::New(env, static_cast<double>(b.payload_bytes)));
+  };
+  auto flush_local = [&] {
+    std::vector<Batch> bs = receiver_.TakeBatches();
+    for (Batch& b : bs) {
+      batch(b);
+      receiver_.RecycleOffsets(std::move(b.offsets));  // copied out either way
+    }
+  };
+  if (local) flush_local();
   for (WriterEvent& e : evs) {
+    if (local && (e.type == WriterEvent::kConnect || e.type == WriterEvent::kDisconnect ||
+                  e.type == WriterEvent::kStopped)) {
+      receiver_.Finish();
+      flush_local();
+    }
     switch (e.type) {
       case WriterEvent::kBatch: {
-        ExportedBatch x = export_batch(env, e.batch);
+        batch(e.batch);
         // Copied out either way: the table goes back for the next batch.
         if (engine_) engine_->recycle_offsets(std::move(e.batch.offsets));
-        w.event(e.type, x.region, x.offsets, Napi::Number::New(env, static_cast<double>(e.batch.payload_bytes)));
         break;
       }
       case WriterEvent::kConnect:
         // a: the listening process's {pid, uid, gid}; b: the connection's id.
         w.event(e.type, credentials(env, e.cred), Napi::Number::New(env, e.conn_id), none);
+        if (local) receiver_.Open(std::move(e.dup), e.conn_id);
         break;
       case WriterEvent::kDisconnect:
         // b: frames fully sent since start when the connection ended.
@@ -188,7 +219,9 @@ void WriterWrap::Ack(const Napi::CallbackInfo& info) {
     if (info[i].IsArrayBuffer()) napi_detach_arraybuffer(info.Env(), info[i]);
   }
   if (!engine_ || info.Length() < 1 || !info[0].IsNumber()) return;
-  engine_->ack(static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue()));
+  const auto bytes = static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue());
+  if (receiver_.attached()) receiver_.Ack(bytes);
+  else engine_->ack(bytes);
 }
 
 // beginStop(timeoutMs): send what is queued for up to timeoutMs, then stop
@@ -206,6 +239,10 @@ void WriterWrap::Unref(const Napi::CallbackInfo& info) { UnrefTsfn(info.Env()); 
 Napi::Value WriterWrap::Metrics(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   WriterMetrics m = engine_ ? engine_->metrics() : WriterMetrics{};
+  // Reads on this thread count as reads (also after the engine is gone).
+  m.read_calls += receiver_.reads();
+  m.bytes_read += receiver_.bytes_read();
+  m.pauses += receiver_.pauses();
   Napi::Object o = Napi::Object::New(env);
   namespace p = protocol;
   double v[p::kWriterMetricCount];
@@ -220,6 +257,7 @@ Napi::Value WriterWrap::Metrics(const Napi::CallbackInfo& info) {
   v[p::kWriterReadCalls] = static_cast<double>(m.read_calls);
   v[p::kWriterBytesRead] = static_cast<double>(m.bytes_read);
   v[p::kWriterPauses] = static_cast<double>(m.pauses);
+  v[p::kWriterJsThreadReads] = static_cast<double>(receiver_.reads());
   for (int i = 0; i < p::kWriterMetricCount; ++i) {
     if (i == p::kConnected) o.Set(p::kWriterMetricNames[i], m.connected);
     else o.Set(p::kWriterMetricNames[i], v[i]);

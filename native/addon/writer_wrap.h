@@ -4,7 +4,9 @@
 // the frame ring (a power of two bytes); JavaScript appends frames there and
 // hands the send over with sendDirect() (see writer_engine.h). With the
 // `receive` option (onMessage) take() also returns BATCH events, exported as
-// a reader's batches are (batch_export), and ack() gives their memory back.
+// a reader's batches are (batch_export), and ack() gives their memory back;
+// those are read on JavaScript's thread whenever N-API gives us its libuv
+// loop (JsReceiver), else on the IO thread.
 // Translation only: the lifecycle is EngineHandle's.
 #pragma once
 
@@ -15,6 +17,7 @@
 
 #include "core/writer_engine.h"
 #include "engine_handle.h"
+#include "js_receiver.h"
 
 namespace udsipc {
 
@@ -45,6 +48,8 @@ class WriterWrap : public Napi::ObjectWrap<WriterWrap>, EngineHandle<WriterWrap>
   WriterConfig cfg_;
   Napi::Reference<Napi::ArrayBuffer> shared_ref_;
   std::unique_ptr<WriterEngine> engine_;
+  // Receiving on this thread (cfg_.receive_on_consumer; see js_receiver.h).
+  JsReceiver receiver_;
 };
 
 }  // namespace udsipc

@@ -110,11 +110,12 @@ static_assert(kReaderMetricNames[kReaderMetricCount - 1] != nullptr, "a name for
 
 enum WriterMetric : int {
   kSentFrames, kBytesSent, kSendCalls, kConnects, kDisconnects, kConnectAttempts, kUntrustedPeers,
-  kSendBufferSize, kConnected, kWriterReadCalls, kWriterBytesRead, kWriterPauses, kWriterMetricCount
+  kSendBufferSize, kConnected, kWriterReadCalls, kWriterBytesRead, kWriterPauses,
+  kWriterJsThreadReads, kWriterMetricCount
 };
 inline constexpr const char* kWriterMetricNames[kWriterMetricCount] = {
     "sent", "bytesSent", "sendCalls", "connects", "disconnects", "connectAttempts", "untrustedPeers",
-    "sendBufferSize", "connected", "readCalls", "bytesRead", "pauses"};
+    "sendBufferSize", "connected", "readCalls", "bytesRead", "pauses", "jsThreadReads"};
 static_assert(kWriterMetricNames[kWriterMetricCount - 1] != nullptr, "a name for every writer metric");
 
 // ─── Defaults and limits of options that reach the core ─────────────────────

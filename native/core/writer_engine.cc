@@ -1,6 +1,7 @@
 #include "writer_engine.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -78,7 +79,7 @@ uint64_t splitmix(uint64_t& s) {
 }  // namespace
 
 WriterEngine::WriterEngine(WriterConfig cfg, Notify notify)
-    : pool_{cfg.receive ? SlabPool::create(cfg.assembler.slab_size, kPooledSlabs) : nullptr},
+    : pool_{cfg.receive && !cfg.receive_on_consumer ? SlabPool::create(cfg.assembler.slab_size, kPooledSlabs) : nullptr},
       cfg_(with_pools(std::move(cfg), pool_.p, &offsets_pool_)),
       mask_(cfg_.capacity - 1),
       notify_(std::move(notify)) {
@@ -163,13 +164,51 @@ void WriterEngine::ack(uint64_t bytes) {
   if (paused_flag_.load()) loop_.wake();
 }
 
+void WriterEngine::report_inbound_error(uint32_t conn_id, CoreError why, bool report) {
+  {
+    std::lock_guard<std::mutex> lk(inbound_mu_);
+    inbound_conn_ = conn_id;
+    inbound_why_ = std::move(why);
+    inbound_report_ = report;
+  }
+  inbound_error_.store(true);
+  loop_.wake();
+}
+
+void WriterEngine::apply_inbound_error() {
+  if (!inbound_error_.exchange(false)) return;
+  std::unique_lock<std::mutex> lk(inbound_mu_);
+  const uint32_t conn = inbound_conn_;
+  const CoreError why = inbound_why_;
+  const bool report = inbound_report_;
+  lk.unlock();
+  if (!connected_ || conn != conn_id_) return;  // that connection has ended already
+  if (report) {
+    WriterEvent ev{WriterEvent::kError};
+    ev.error = why;
+    emit(std::move(ev));
+  }
+  disconnect(why, Drop::kProtocolError);
+}
+
+void WriterEngine::close_fd() {
+  if (!fd_.valid()) return;
+  // The consumer's dup shares the socket: it reads what is queued, then EOF,
+  // and the reader can add nothing more (its writes fail with EPIPE).
+  if (cfg_.receive_on_consumer) ::shutdown(fd_.get(), SHUT_RDWR);
+  // Explicitly: a dup keeps the file open, and with it fd_'s epoll registration.
+  loop_.remove(fd_.get());
+  fd_.reset();
+}
+
 void WriterEngine::run() {
   epoll_event events[8];
   next_connect_at_ = now_ms();
   while (!exit_now_.load()) {
     const int64_t now = now_ms();
     const bool stopping = stop_requested_.load();
-    if (cfg_.receive) apply_acks();
+    if (io_reads()) apply_acks();
+    if (cfg_.receive_on_consumer) apply_inbound_error();
     if (!connected_ && !failed_ && now >= next_connect_at_) try_connect(now);
     if (connected_ && !want_out_) send_published();
 
@@ -180,7 +219,7 @@ void WriterEngine::run() {
       if (empty || hopeless || now >= stop_deadline_.load()) {
         WriterEvent ev{WriterEvent::kStopped};
         ev.discarded = frames_between(head_, tail);
-        fd_.reset();
+        close_fd();
         connected_ = false;
         m_connected_.store(false);
         emit(std::move(ev));
@@ -232,7 +271,7 @@ void WriterEngine::run() {
     for (int i = 0; i < n; ++i) {
       if (events[i].data.u64 != kSocketTag || !connected_) continue;
       const uint32_t ev = events[i].events;
-      if ((ev & EPOLLIN) && cfg_.receive && !read_paused_) {
+      if ((ev & EPOLLIN) && io_reads() && !read_paused_) {
         read_inbound();  // may end the connection (EOF, error, framing)
         if (!connected_) continue;
       }
@@ -433,12 +472,22 @@ void WriterEngine::try_connect(int64_t now) {
     emit(std::move(ev));
     return;
   }
+  UniqueFd dup;
+  if (cfg_.receive_on_consumer) {
+    dup.reset(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
+    if (!dup.valid()) {  // out of descriptors: try again later
+      const int e = errno;
+      fd.reset();
+      schedule_retry(now, e);
+      return;
+    }
+  }
   const PeerCred cred = peer_credentials(fd.get());
   fd_ = std::move(fd);
   m_sndbuf_.store(raise_send_buffer(fd_.get(), cfg_.send_buffer_size));
   // A fresh assembler per connection: nothing of the last one's stream
   // (a partial frame) may be taken for the start of this one's.
-  if (cfg_.receive) assembler_ = std::make_unique<FrameAssembler>(cfg_.assembler);
+  if (io_reads()) assembler_ = std::make_unique<FrameAssembler>(cfg_.assembler);
   connected_ = true;
   want_out_ = false;
   loop_.add(fd_.get(), interest(), kSocketTag);  // EPOLLIN unless still paused by unacked batches
@@ -450,6 +499,7 @@ void WriterEngine::try_connect(int64_t now) {
   WriterEvent ev{WriterEvent::kConnect};
   ev.conn_id = conn_id_;
   ev.cred = cred;
+  ev.dup = std::move(dup);
   emit(std::move(ev));
 }
 
@@ -555,8 +605,7 @@ void WriterEngine::disconnect(const CoreError& why, Drop mode) {
   // before the disconnect (unless its stream is what broke).
   if (mode == Drop::kDrainFirst) drain_inbound();
   assembler_.reset();  // a partial inbound frame goes with the connection
-  loop_.remove(fd_.get());
-  fd_.reset();
+  close_fd();
   connected_ = false;
   want_out_ = false;
   send_pos_ = head_;
@@ -605,7 +654,7 @@ namespace udsipc {
 // ─── Receiving (cfg_.receive) ────────────────────────────────────────────────
 
 uint32_t WriterEngine::interest() const {
-  return EPOLLRDHUP | (want_out_ ? uint32_t{EPOLLOUT} : 0u) | (cfg_.receive && !read_paused_ ? uint32_t{EPOLLIN} : 0u);
+  return EPOLLRDHUP | (want_out_ ? uint32_t{EPOLLOUT} : 0u) | (io_reads() && !read_paused_ ? uint32_t{EPOLLIN} : 0u);
 }
 
 // The holder of the send state: the IO thread, or the producer in send_direct().
@@ -752,7 +801,7 @@ void WriterEngine::apply_acks() {
 // that keeps writing cannot keep us here), so that replies sent before a
 // close are not lost. A partial frame at the end is dropped.
 void WriterEngine::drain_inbound() {
-  if (!cfg_.receive || !assembler_ || !fd_.valid()) return;
+  if (!io_reads() || !assembler_ || !fd_.valid()) return;
   int queued = 0;
   if (::ioctl(fd_.get(), FIONREAD, &queued) != 0 || queued < 0) queued = 0;
   try {

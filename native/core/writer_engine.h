@@ -46,6 +46,13 @@
 // so neither side can drop the other's interest. Without cfg.receive the
 // writer never reads: nothing above is allocated and the interest is what it
 // always was.
+//
+// With cfg.receive_on_consumer (the addon, whenever it has a libuv loop) the
+// IO thread does none of the reading above: no EPOLLIN, no assembler, no
+// kBatch. Each kConnect carries a dup of the socket for the consumer to read
+// on its own thread; close_fd() shuts the socket down before every kDisconnect
+// and kStopped, so the dup reads what the kernel holds, then EOF; the
+// consumer's framing errors come back through report_inbound_error().
 #pragma once
 
 #include <sys/types.h>
@@ -98,6 +105,15 @@ struct WriterConfig {
   AssemblerConfig assembler;  // max_message_size (inbound) and slab size; pools set by the engine
   // Charge of batches handed over and not acked above which reading stops.
   uint64_t max_pending_bytes = protocol::defaults::kMaxPendingBytes;
+  // With receive: the IO thread never reads (no EPOLLIN, no assembler, no
+  // kBatch events). Each kConnect carries a dup of the connected socket
+  // (WriterEvent::dup) that the consumer reads on its own thread (the addon:
+  // JavaScript's thread, js_receiver.h), and every end of a connection
+  // (disconnect, stop) shuts the socket down first, so that the dup reads
+  // what the kernel holds, then EOF. The consumer reports a framing error
+  // with report_inbound_error(). assembler and max_pending_bytes are the
+  // consumer's business then.
+  bool receive_on_consumer = false;
 };
 
 struct WriterEvent {
@@ -120,6 +136,9 @@ struct WriterEvent {
   uint32_t conn_id = 0;       // kConnect (1-based count of this writer's connections), kBatch
   PeerCred cred;              // kConnect: the listening process (SO_PEERCRED)
   Batch batch;                // kBatch
+  // kConnect with receive_on_consumer: a dup of the connected socket, the
+  // consumer's from now on (closed with the event if never taken).
+  UniqueFd dup;
 };
 
 struct WriterMetrics {
@@ -181,6 +200,11 @@ class WriterEngine {
   // sum of the `length`s of the batches done with, in the order they were
   // handed over, across connections); their charge is released.
   void ack(uint64_t bytes);
+  // Any thread (receive_on_consumer): the consumer met a framing error (or
+  // ran out of memory) reading connection `conn_id`. The IO thread emits
+  // kError with `why` if `report`, then replaces the connection as for a
+  // protocol error (backoff), unless that connection has ended already.
+  void report_inbound_error(uint32_t conn_id, CoreError why, bool report);
   // Any thread: a batch's offsets table, copied out, for reuse.
   void recycle_offsets(std::vector<uint32_t>&& offsets) { offsets_pool_.put(std::move(offsets)); }
   WriterMetrics metrics() const;            // any thread
@@ -204,6 +228,9 @@ class WriterEngine {
   enum class Drop { kDrainFirst, kProtocolError };
   void disconnect(const CoreError& why, Drop mode = Drop::kDrainFirst);
   // Receiving, IO thread only.
+  bool io_reads() const { return cfg_.receive && !cfg_.receive_on_consumer; }
+  void apply_inbound_error();  // acts on report_inbound_error()
+  void close_fd();            // shuts down (for the consumer's dup), unregisters and closes fd_
   uint32_t interest() const;  // the fd's epoll events (see the header comment)
   void update_interest();     // registers interest(): holder of the send state (IO thread or send_direct())
   CoreError peer_closed() const;  // why, when the reader closed the connection
@@ -284,6 +311,12 @@ class WriterEngine {
   std::atomic<uint64_t> acked_{0};
   std::atomic<bool> paused_flag_{false};
   std::atomic<bool> m_connected_{false};
+  // report_inbound_error(): the flag says the rest (guarded by inbound_mu_) is set.
+  std::atomic<bool> inbound_error_{false};
+  std::mutex inbound_mu_;
+  uint32_t inbound_conn_ = 0;
+  CoreError inbound_why_;
+  bool inbound_report_ = false;
 
   std::thread thread_;  // owner thread starts and joins it
 };

@@ -83,4 +83,5 @@ export const WRITER_RECEIVE_METRICS: readonly MetricSpec[] = [
   ['readCalls', 'read_calls_total', 'counter', 'read(2) calls that returned data (onMessage).'],
   ['bytesRead', 'read_bytes_total', 'counter', 'Bytes read from the socket (onMessage).'],
   ['pauses', 'pauses_total', 'counter', 'Times reading was paused because onMessage fell behind (maxPendingBytes).'],
+  ['jsThreadReads', 'js_thread_read_calls_total', 'counter', 'read(2) calls made on the JavaScript thread (onMessage).'],
 ];

@@ -74,6 +74,8 @@ export interface WriterMetrics {
   bytesRead: number;
   /** Times reading was paused because the batches not yet finished with reached `maxPendingBytes`. */
   pauses: number;
+  /** Of `readCalls`, those made on the JavaScript thread (replies are read there whenever Node.js gives access to its event loop; else on the Writer's IO thread). */
+  jsThreadReads: number;
 }
 
 /** Result of `stop()`. */

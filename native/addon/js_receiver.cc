@@ -1,0 +1,281 @@
+#include "js_receiver.h"
+
+#include <errno.h>
+#include <unistd.h>
+
+#include <new>
+#include <string>
+
+namespace udsipc {
+
+namespace {
+
+// Warm slabs kept for reuse (a writer usually has one connection), and reads
+// per readable event before libuv looks at its other handles (level
+// triggered: what is left makes the poll fire again).
+constexpr size_t kPooledSlabs = 4;
+constexpr int kMaxReadsPerEvent = 4;
+
+CoreError out_of_memory() {
+  return CoreError::sys("ERR_SOCKET", ENOMEM, "malloc", "out of memory receiving from the reader");
+}
+
+}  // namespace
+
+struct JsReceiver::Conn {
+  uv_poll_t handle;  // first: the callbacks get a pointer to it
+  JsReceiver* owner = nullptr;  // null once dropped
+  UniqueFd fd;                  // the dup; closed with the handle
+  napi_async_cleanup_hook_handle hook = nullptr;  // closes the handle at env teardown
+};
+
+void JsReceiver::TeardownHook(napi_async_cleanup_hook_handle, void* conn) {
+  Conn* c = static_cast<Conn*>(conn);
+  if (c->owner) c->owner->Drop();  // forgets it, then closes it
+  else CloseConn(c);
+}
+
+void JsReceiver::CloseConn(Conn* c) {
+  uv_handle_t* h = reinterpret_cast<uv_handle_t*>(&c->handle);
+  if (uv_is_closing(h)) return;
+  uv_poll_stop(&c->handle);  // a no-op when not started
+  uv_close(h, [](uv_handle_t* closed) {
+    auto* conn = reinterpret_cast<Conn*>(closed);  // handle is the first member
+    if (conn->hook) napi_remove_async_cleanup_hook(conn->hook);
+    delete conn;  // closes the dup: libuv no longer watches it
+  });
+}
+
+void JsReceiver::Attach(Napi::Env env, uv_loop_t* loop, Napi::Function on_ready, WriterEngine* engine,
+                        const AssemblerConfig& assembler, uint64_t max_pending_bytes,
+                        std::function<void()> fallback) {
+  env_ = env;
+  loop_ = loop;
+  engine_ = engine;
+  fallback_ = std::move(fallback);
+  max_pending_ = max_pending_bytes;
+  if (!pool_.p) pool_.p = SlabPool::create(assembler.slab_size, kPooledSlabs);
+  assembler_cfg_ = assembler;
+  assembler_cfg_.pool = pool_.p;
+  assembler_cfg_.offsets_pool = &offsets_pool_;
+  napi_create_reference(env, on_ready, 0, &on_ready_);
+  if (napi_async_init(env, Napi::Object::New(env), Napi::String::New(env, "uds-ipc writer"), &async_ctx_) != napi_ok)
+    async_ctx_ = nullptr;
+}
+
+void JsReceiver::Open(UniqueFd fd, uint32_t conn_id) {
+  Finish();
+  if (!engine_ || !fd.valid()) return;
+  Conn* c = new Conn{};
+  c->fd = std::move(fd);
+  if (const int err = uv_poll_init(loop_, &c->handle, c->fd.get())) {
+    delete c;
+    // Nothing can read this connection: have it replaced (with backoff).
+    ReportError(CoreError::sys("ERR_SOCKET", -err, "uv_poll_init", "cannot watch the connection for replies"),
+                true);
+    return;
+  }
+  c->owner = this;
+  uv_unref(reinterpret_cast<uv_handle_t*>(&c->handle));
+  napi_add_async_cleanup_hook(env_, TeardownHook, c, &c->hook);
+  conn_ = c;
+  conn_id_ = conn_id;
+  assembler_ = std::make_unique<FrameAssembler>(assembler_cfg_);
+  if (!paused_) uv_poll_start(&c->handle, UV_READABLE, OnPoll);
+}
+
+void JsReceiver::Drop() {
+  if (conn_) {
+    conn_->owner = nullptr;
+    CloseConn(conn_);
+    conn_ = nullptr;
+  }
+  assembler_.reset();  // a partial frame goes with the connection
+}
+
+void JsReceiver::ReportError(CoreError why, bool report) {
+  if (engine_) engine_->report_inbound_error(conn_id_, std::move(why), report);
+}
+
+bool JsReceiver::Cut(bool ok, bool unbounded) {
+  for (;;) {
+    while (assembler_->has_batch()) {
+      Batch b = assembler_->take_batch();
+      b.conn_id = conn_id_;
+      const uint64_t charge = b.charge();
+      pending_ += charge;
+      unacked_.emplace_back(b.length, charge - b.length);
+      batches_.push_back(std::move(b));
+    }
+    if (!ok) return false;
+    if (!assembler_->backlogged() || (!unbounded && pending_ >= max_pending_)) return true;
+    ok = assembler_->resume(unbounded ? kNoBudget : max_pending_ - pending_);
+  }
+}
+
+// The assembler's framing error, as the engine's IO thread reports it.
+static CoreError frame_error(const FrameAssembler& a, uint64_t max_message_size) {
+  if (a.error() == FrameError::kTooLarge) {
+    return CoreError::plain("ERR_MESSAGE_TOO_LARGE", "the reader sent a message of at least " +
+                                                         std::to_string(a.error_length()) +
+                                                         " bytes, above maxMessageSize " +
+                                                         std::to_string(max_message_size) +
+                                                         "; replacing the connection");
+  }
+  return CoreError::plain("ERR_INVALID_FRAME",
+                          "the reader sent an invalid length prefix (varint overflow); replacing the connection");
+}
+
+void JsReceiver::Read() {
+  if (!conn_ || paused_) return;
+  try {
+    for (int r = 0; r < kMaxReadsPerEvent; ++r) {
+      auto [ptr, len] = assembler_->prepare_read();
+      const ssize_t n = ::read(conn_->fd.get(), ptr, len);
+      if (n > 0) {
+        ++reads_;
+        bytes_read_ += static_cast<uint64_t>(n);
+        if (!Cut(assembler_->commit(static_cast<size_t>(n), Budget()), false)) {
+          ReportError(frame_error(*assembler_, assembler_cfg_.max_message_size), true);
+          Drop();
+          return;
+        }
+        // Cut() leaves frames backlogged only at the limit.
+        if (pending_ >= max_pending_) {
+          paused_ = true;
+          ++pauses_;
+          uv_poll_stop(&conn_->handle);
+          return;
+        }
+        if (static_cast<size_t>(n) < len) return;  // the kernel buffer is empty
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      // EOF or an error: the engine's DISCONNECT reports the end.
+      Drop();
+      return;
+    }
+  } catch (const std::bad_alloc&) {
+    // No memory for the next slab or a large message's buffer: have the
+    // connection replaced rather than take the process down.
+    ReportError(out_of_memory(), false);
+    Drop();
+  }
+}
+
+void JsReceiver::Finish() {
+  if (!conn_) return;
+  // The engine shut the socket down before reporting the end: reads stop at
+  // EOF after what the kernel held (bounded; the reader can add nothing).
+  try {
+    bool ok = !assembler_->backlogged() || Cut(assembler_->resume(kNoBudget), true);
+    while (ok) {
+      auto [ptr, len] = assembler_->prepare_read();
+      const ssize_t n = ::read(conn_->fd.get(), ptr, len);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      ++reads_;
+      bytes_read_ += static_cast<uint64_t>(n);
+      ok = Cut(assembler_->commit(static_cast<size_t>(n), kNoBudget), true);
+    }
+  } catch (const std::bad_alloc&) {
+    // What was cut stays cut; the rest goes with the connection.
+  }
+  Drop();
+}
+
+void JsReceiver::Ack(uint64_t bytes) {
+  uint64_t released = 0;
+  while (bytes > 0 && !unacked_.empty()) {
+    auto& [len, rest] = unacked_.front();
+    const uint64_t k = std::min(bytes, len);
+    len -= k;
+    bytes -= k;
+    released += k;
+    if (len == 0) {
+      released += rest;
+      unacked_.pop_front();
+    }
+  }
+  pending_ -= std::min(pending_, released);
+  if (!paused_ || pending_ >= max_pending_) return;
+  if (conn_ && assembler_->backlogged()) {
+    // Frames read before the pause but not cut yet come first; they may use
+    // up the budget again (then reading stays paused). We are inside
+    // JavaScript (ack() from onMessage's inbox): they are announced through
+    // the TSFN, not by calling onReady re-entrantly.
+    const size_t before = batches_.size();
+    try {
+      if (!Cut(assembler_->resume(max_pending_ - pending_), false)) {
+        ReportError(frame_error(*assembler_, assembler_cfg_.max_message_size), true);
+        Drop();
+      }
+    } catch (const std::bad_alloc&) {
+      ReportError(out_of_memory(), false);
+      Drop();
+    }
+    if (batches_.size() > before && fallback_) fallback_();
+    if (pending_ >= max_pending_) return;
+  }
+  paused_ = false;
+  if (conn_) uv_poll_start(&conn_->handle, UV_READABLE, OnPoll);
+}
+
+void JsReceiver::Detach() {
+  engine_ = nullptr;
+  Drop();
+  batches_.clear();
+  unacked_.clear();
+  pending_ = 0;
+  paused_ = false;
+  if (on_ready_) {
+    napi_delete_reference(env_, on_ready_);
+    on_ready_ = nullptr;
+  }
+  if (async_ctx_) {
+    napi_async_destroy(env_, async_ctx_);
+    async_ctx_ = nullptr;
+  }
+  fallback_ = nullptr;
+}
+
+void JsReceiver::OnPoll(uv_poll_t* h, int status, int) {
+  Conn* c = reinterpret_cast<Conn*>(h);
+  JsReceiver* self = c->owner;
+  if (!self) {
+    uv_poll_stop(h);
+    return;
+  }
+  self->Read();
+  // libuv stopped the watch (POLLERR): what Read() got is all we take.
+  if (status < 0 && self->conn_ == c) self->Drop();
+  // Delivered now, without a trip through the TSFN's async handle.
+  // JavaScript may stop the writer in there (Detach()): nothing here is
+  // touched afterwards.
+  if (!self->batches_.empty()) self->CallOnReady();
+}
+
+void JsReceiver::CallOnReady() {
+  napi_env env = env_;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value fn = nullptr;
+  if (on_ready_) napi_get_reference_value(env, on_ready_, &fn);
+  if (fn) {
+    napi_value recv;
+    napi_get_global(env, &recv);  // MakeCallback wants an object receiver
+    const napi_status st = napi_make_callback(env, async_ctx_, recv, fn, 0, nullptr, nullptr);
+    if (st != napi_ok && st != napi_pending_exception && fallback_) fallback_();  // not called: fall back
+    if (st == napi_pending_exception) {
+      napi_value err;
+      napi_get_and_clear_last_exception(env, &err);
+      napi_fatal_exception(env, err);  // as an exception thrown from any callback: 'uncaughtException'
+    }
+  } else if (fallback_) {
+    fallback_();
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+}  // namespace udsipc
