@@ -186,18 +186,7 @@ void JsReceiver::Finish() {
 }
 
 void JsReceiver::Ack(uint64_t bytes) {
-  uint64_t released = 0;
-  while (bytes > 0 && !unacked_.empty()) {
-    auto& [len, rest] = unacked_.front();
-    const uint64_t k = std::min(bytes, len);
-    len -= k;
-    bytes -= k;
-    released += k;
-    if (len == 0) {
-      released += rest;
-      unacked_.pop_front();
-    }
-  }
+  const uint64_t released = release_acked(unacked_, bytes);
   pending_ -= std::min(pending_, released);
   if (!paused_ || pending_ >= max_pending_) return;
   if (conn_ && assembler_->backlogged()) {

@@ -126,7 +126,7 @@ class JsReceiver {
   uint64_t pending_ = 0;        // charge handed over, not acked (all connections)
   // Per batch handed over and not fully acked, in order: its length not yet
   // acked, and the rest of its charge (released when the length is).
-  std::deque<std::pair<uint64_t, uint64_t>> unacked_;
+  UnackedBatches unacked_;
   uint64_t reads_ = 0, bytes_read_ = 0, pauses_ = 0;
 };
 

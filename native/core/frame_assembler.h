@@ -72,6 +72,31 @@ struct Batch {
   uint64_t charge() const { return length + offsets.size() * sizeof(uint32_t) + kBatchCharge; }
 };
 
+// Batches handed over and not fully acknowledged, in hand-over order: for
+// each, its length not yet acked and the rest of its charge (released with
+// the last byte of its length). Used by every receiver (reader connections,
+// the writer's receive path on either thread).
+using UnackedBatches = std::deque<std::pair<uint64_t, uint64_t>>;
+
+// Acks count batch lengths, in the order the batches were handed over; a
+// batch's whole charge goes once its whole length is acked. Returns the
+// charge released.
+inline uint64_t release_acked(UnackedBatches& fifo, uint64_t bytes) {
+  uint64_t released = 0;
+  while (bytes > 0 && !fifo.empty()) {
+    auto& [len, rest] = fifo.front();
+    const uint64_t k = std::min(bytes, len);
+    len -= k;
+    bytes -= k;
+    released += k;
+    if (len == 0) {
+      released += rest;
+      fifo.pop_front();
+    }
+  }
+  return released;
+}
+
 // A free list of offsets tables. The assembler takes one per batch and the
 // consumer gives it back once it has copied the offsets out, so a steady
 // stream reuses a table's capacity instead of growing a fresh vector (and

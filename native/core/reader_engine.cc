@@ -214,23 +214,7 @@ void ReaderEngine::apply_acks() {
   if (trim_due_ && unacked_total_ == 0 && !acks.empty()) maybe_trim(now_ms());
 }
 
-// Acks count batch lengths; each batch's charge goes once its whole length
-// is acked (the consumer acks batches in the order it got them).
-uint64_t ReaderEngine::release(Unacked& fifo, uint64_t bytes) {
-  uint64_t released = 0;
-  while (bytes > 0 && !fifo.empty()) {
-    auto& [len, rest] = fifo.front();
-    const uint64_t k = std::min(bytes, len);
-    len -= k;
-    bytes -= k;
-    released += k;
-    if (len == 0) {
-      released += rest;
-      fifo.pop_front();
-    }
-  }
-  return released;
-}
+uint64_t ReaderEngine::release(Unacked& fifo, uint64_t bytes) { return release_acked(fifo, bytes); }
 
 // A flood held back by backpressure (connections paused at their limit) is
 // over and every batch of it is done with: hand the memory it used back to

@@ -169,7 +169,7 @@ class ReaderEngine {
  private:
   // Per batch handed over and not fully acked, in order: its length not
   // yet acked, and the rest of its charge (released when the length is).
-  using Unacked = std::deque<std::pair<uint64_t, uint64_t>>;
+  using Unacked = UnackedBatches;
 
   struct Conn {
     uint32_t id;

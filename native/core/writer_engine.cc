@@ -762,18 +762,7 @@ void WriterEngine::pause_reading() {
 void WriterEngine::apply_acks() {
   uint64_t bytes = acked_.exchange(0);
   if (bytes == 0) return;
-  uint64_t released = 0;
-  while (bytes > 0 && !unacked_.empty()) {
-    auto& [len, rest] = unacked_.front();
-    const uint64_t k = std::min(bytes, len);
-    len -= k;
-    bytes -= k;
-    released += k;
-    if (len == 0) {
-      released += rest;
-      unacked_.pop_front();
-    }
-  }
+  const uint64_t released = release_acked(unacked_, bytes);
   pending_ -= std::min(pending_, released);
   if (!read_paused_ || pending_ >= cfg_.max_pending_bytes) return;
   if (connected_ && assembler_ && assembler_->backlogged()) {

@@ -291,7 +291,7 @@ class WriterEngine {
   uint64_t pending_ = 0;       // charge handed over, not acked (all connections)
   // Per batch handed over and not fully acked, in order: its length not yet
   // acked, and the rest of its charge (released when the length is).
-  std::deque<std::pair<uint64_t, uint64_t>> unacked_;
+  UnackedBatches unacked_;
 
   // Shared.
   std::atomic<bool> stop_requested_{false};
