@@ -256,8 +256,15 @@ void JsReceiver::Ack(uint64_t bytes) {
 
 void JsReceiver::Detach() {
   engine_ = nullptr;
-  Drop();
+  Drop();  // the assembler goes: nothing takes slabs from the pool after this
   batches_.clear();
+  // Our pool reference goes now, not when the handle is collected: its warm
+  // slabs are freed once the batches JavaScript still holds give theirs back
+  // (each slab holds the pool), so a stopped Writer keeps no receive memory.
+  if (pool_.p) {
+    pool_.p->unref();
+    pool_.p = nullptr;
+  }
   unacked_.clear();
   pending_ = 0;
   fd_marks_.clear();
