@@ -398,6 +398,13 @@ class FrameAssembler {
     }
     parse_pos_ = pos;
     payload_bytes_ = payload;
+    // A read that brings descriptors ends the frames before it (the kernel
+    // ends a read right after the send that carried them, and a sender puts
+    // them on a send of one whole frame): once everything read is cut, at
+    // most the last such read may still wait for the rest of its frame. More
+    // means descriptors inside a frame, and would let a peer pile up
+    // descriptors here without end (one frame, a byte per send).
+    if (ok && !backlog_ && attach_.size() > 1) return fail_fds();
     return ok;
   }
 
