@@ -9,6 +9,8 @@
 #include <cstring>
 #include <new>
 
+#include "varint.h"
+
 namespace udsipc {
 
 namespace {
@@ -262,6 +264,10 @@ RecvResult PacketReceiver::receive(uint64_t budget) {
       }
       continue;
     }
+    if (cfg_.accept && cfg_.credentials && !cfg_.accept(c, cfg_.accept_arg)) {
+      ++stats_.refused;
+      continue;
+    }
     const uint8_t* p = arena_->slot(i);
     if (len >= cfg_.large_threshold) put_large(p, len, c);
     else put_small(p, len, c);
@@ -330,6 +336,43 @@ SendResult PacketSender::send(int fd, const iovec* msgs, size_t n) {
     m.msg_iov = const_cast<iovec*>(&msgs[i]);
     m.msg_iovlen = 1;
   });
+}
+
+// ---- the Writer's ring ----
+
+size_t ring_packets(const uint8_t* ring, uint32_t capacity, uint32_t from, uint32_t to, OutPacket* out,
+                    uint32_t* ends, size_t max_out) {
+  const uint32_t mask = capacity - 1;
+  size_t k = 0;
+  uint32_t pos = from;
+  while (k < max_out && pos != to) {
+    const uint32_t left = to - pos;
+    const uint32_t avail = std::min<uint32_t>(static_cast<uint32_t>(kMaxVarintLen), left);
+    const uint32_t off = pos & mask;
+    uint64_t len = 0;
+    size_t h = 0;
+    VarintStatus st;
+    if (off + avail <= capacity) {
+      st = uvarint_decode(ring + off, avail, UINT32_MAX, &len, &h);
+    } else {
+      uint8_t hdr[kMaxVarintLen];
+      for (uint32_t i = 0; i < avail; ++i) hdr[i] = ring[(pos + i) & mask];
+      st = uvarint_decode(hdr, avail, UINT32_MAX, &len, &h);
+    }
+    if (st != VarintStatus::kOk || h + len > left) break;
+    const uint32_t start = (pos + static_cast<uint32_t>(h)) & mask;
+    OutPacket& o = out[k];
+    const size_t first = std::min<size_t>(len, capacity - start);
+    o.iov[0] = {const_cast<uint8_t*>(ring) + start, first};
+    o.iovcnt = 1;
+    if (first < len) {
+      o.iov[1] = {const_cast<uint8_t*>(ring), static_cast<size_t>(len - first)};
+      o.iovcnt = 2;
+    }
+    pos += static_cast<uint32_t>(h + len);
+    ends[k++] = pos;
+  }
+  return k;
 }
 
 // ---- sockets ----

@@ -175,6 +175,11 @@ struct PacketReceiverConfig {
   // Collect SCM_CREDENTIALS per message (dgram: attach() sets SO_PASSCRED;
   // seqpacket has it on anyway). Off: PacketBatch::creds stays empty.
   bool credentials = false;
+  // With credentials: called for every datagram that arrived whole; false
+  // drops it (counted in Stats::refused), e.g. allowUids/allowGids per
+  // datagram. Called on the receiving thread, before the copy.
+  bool (*accept)(const PeerCred& cred, void* arg) = nullptr;
+  void* accept_arg = nullptr;
   SlabPool* pool = nullptr;             // not owned; null = malloc
   OffsetsPool* offsets_pool = nullptr;  // not owned; may be null
   // Not owned; shared by the receivers of one thread; its slot size must be
@@ -236,6 +241,7 @@ class PacketReceiver {
     uint64_t calls = 0, packets = 0, bytes = 0, batches = 0;
     uint64_t too_large = 0;     // packets cut by the kernel (MSG_TRUNC) or above max: dropped
     uint64_t discarded = 0;     // read after a too-large packet under kFail
+    uint64_t refused = 0;       // dropped by cfg.accept
     uint64_t fds_closed = 0;    // stray SCM_RIGHTS descriptors closed
     uint64_t ctrunc = 0;        // entries with MSG_CTRUNC
   };
@@ -296,6 +302,21 @@ class PacketSender {
   std::vector<mmsghdr> hdrs_;
   uint64_t calls_ = 0;
 };
+
+// The Writer's ring holds frames as uvarint(length) payload. On a packet
+// socket each frame goes as one packet of its payload alone: the prefix is
+// stripped (the kernel keeps the boundary). ring_packets() walks the
+// frames in ring positions [from, to) (positions wrap at 2^32; the ring is
+// `capacity` bytes, a power of two) and fills up to max_out OutPackets
+// (two segments when a payload wraps around the ring's end; a prefix that
+// wraps is decoded through a copy) plus, for each, the ring position just
+// after its frame (ends[i]); out[i].size() is its payload length. It stops early at a
+// frame that is not whole before `to` or has an invalid prefix (neither
+// happens to frames the producer published). Returns the number filled.
+// After PacketSender::send() sent k of them: the new head is ends[k-1],
+// k frames and the sum of their payloads are sent.
+size_t ring_packets(const uint8_t* ring, uint32_t capacity, uint32_t from, uint32_t to, OutPacket* out,
+                    uint32_t* ends, size_t max_out);
 
 // ---- sockets ----
 

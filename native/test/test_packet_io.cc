@@ -16,6 +16,7 @@
 #include "check.h"
 #include "core/packet_io.h"
 #include "core/socket_util.h"
+#include "core/varint.h"
 
 using namespace udsipc;
 
@@ -655,6 +656,117 @@ TEST(sender_segments_and_long_runs) {
     CHECK(got.msgs[0] == whole);
     for (size_t i = 0; i < run.size(); ++i) CHECK(got.msgs[i + 1] == run[i]);
   }
+}
+
+// The Writer's ring of uvarint-prefixed frames as packets: prefixes
+// stripped, a payload wrapping the ring's end in two segments, a prefix
+// wrapping it decoded; ends[] give the head after each frame. Every start
+// offset of a small ring, with positions near the 2^32 wrap as well.
+TEST(ring_frames_map_to_packets_without_their_prefix) {
+  constexpr uint32_t cap = 512;
+  const std::vector<size_t> sizes = {0, 1, 127, 128, 3, 0, 60};
+  size_t total = 0;
+  for (size_t n : sizes) {
+    uint8_t h[kMaxVarintLen];
+    total += uvarint_encode(n, h) + n;
+  }
+  CHECK(total <= cap);
+  for (uint32_t base : {0u, 0xffffff00u}) {
+    for (uint32_t start = base; start != base + cap; ++start) {
+      std::vector<uint8_t> ring(cap, 0xee);
+      uint32_t pos = start;
+      std::vector<Bytes> msgs;
+      std::vector<uint32_t> want_ends;
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        msgs.push_back(pattern(sizes[i], static_cast<uint8_t>(i + start)));
+        uint8_t h[kMaxVarintLen];
+        const size_t hl = uvarint_encode(sizes[i], h);
+        for (size_t k = 0; k < hl; ++k) ring[(pos++) & (cap - 1)] = h[k];
+        for (uint8_t b : msgs.back()) ring[(pos++) & (cap - 1)] = b;
+        want_ends.push_back(pos);
+      }
+      OutPacket out[16];
+      uint32_t ends[16];
+      // The whole run, then a cut that leaves the last frame incomplete.
+      size_t n = ring_packets(ring.data(), cap, start, pos, out, ends, 16);
+      CHECK_EQ(n, sizes.size());
+      for (size_t i = 0; i < n && i < msgs.size(); ++i) {
+        Bytes got;
+        for (int k = 0; k < out[i].iovcnt; ++k) {
+          const uint8_t* p = static_cast<const uint8_t*>(out[i].iov[k].iov_base);
+          got.insert(got.end(), p, p + out[i].iov[k].iov_len);
+          CHECK(p >= ring.data() && p + out[i].iov[k].iov_len <= ring.data() + cap);
+        }
+        CHECK(got == msgs[i]);
+        CHECK_EQ(ends[i], want_ends[i]);
+      }
+      CHECK_EQ(ring_packets(ring.data(), cap, start, pos - 1, out, ends, 16), sizes.size() - 1);
+      CHECK_EQ(ring_packets(ring.data(), cap, start, pos, out, ends, 2), size_t{2});
+      if (check::failures()) return;
+    }
+  }
+}
+
+// The frames of a ring go out through ring_packets() and PacketSender and
+// arrive as the payloads alone.
+TEST(ring_frames_round_trip_over_seqpacket) {
+  Pair p = pair_of(SOCK_SEQPACKET);
+  PacketReceiver r(config(SOCK_SEQPACKET, 1000));
+  CHECK(!r.attach(p.b.get()));
+  constexpr uint32_t cap = 1024;
+  std::vector<uint8_t> ring(cap);
+  uint32_t tail = 900;  // the run wraps around the ring's end
+  const uint32_t head0 = tail;
+  std::vector<Bytes> msgs;
+  for (int i = 0; i < 6; ++i) {
+    msgs.push_back(pattern(static_cast<size_t>(i * 50), static_cast<uint8_t>(i)));
+    uint8_t h[kMaxVarintLen];
+    const size_t hl = uvarint_encode(msgs.back().size(), h);
+    for (size_t k = 0; k < hl; ++k) ring[(tail++) & (cap - 1)] = h[k];
+    for (uint8_t b : msgs.back()) ring[(tail++) & (cap - 1)] = b;
+  }
+  OutPacket out[8];
+  uint32_t ends[8];
+  const size_t n = ring_packets(ring.data(), cap, head0, tail, out, ends, 8);
+  CHECK_EQ(n, msgs.size());
+  PacketSender s;
+  const SendResult sr = s.send(p.a.get(), out, n);
+  CHECK(sr.sent == n && sr.err == 0);
+  CHECK_EQ(ends[sr.sent - 1], tail);  // the new head
+  Got got;
+  receive_n(r, p.b.get(), msgs.size(), got);
+  CHECK_EQ(got.msgs.size(), msgs.size());
+  for (size_t i = 0; i < std::min(got.msgs.size(), msgs.size()); ++i) CHECK(got.msgs[i] == msgs[i]);
+}
+
+// accept(): per-datagram filtering on the sender's credentials (as
+// allowUids/allowGids would), refused ones dropped and counted.
+TEST(dgram_accept_filters_per_datagram) {
+  Pair p = pair_of(SOCK_DGRAM);
+  PacketReceiverConfig c = config(SOCK_DGRAM, 100);
+  c.credentials = true;
+  pid_t child = 0;
+  c.accept = [](const PeerCred& cr, void* arg) { return cr.pid != *static_cast<pid_t*>(arg); };
+  c.accept_arg = &child;
+  PacketReceiver r(c);
+  CHECK(!r.attach(p.b.get()));
+  CHECK_EQ(send_one(p.a.get(), pattern(1, 1)), 0);
+  child = ::fork();
+  if (child == 0) {
+    Bytes m = pattern(2, 2);
+    ::_exit(::send(p.a.get(), m.data(), m.size(), MSG_NOSIGNAL) == 2 ? 0 : 3);
+  }
+  int st = 0;
+  CHECK_EQ(::waitpid(child, &st, 0), child);
+  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  CHECK_EQ(send_one(p.a.get(), pattern(3, 3)), 0);
+  Got got;
+  const RecvResult res = r.receive();
+  CHECK_EQ(res.packets, size_t{3});
+  CHECK_EQ(res.delivered, size_t{2});
+  drain_batches(r, got);
+  CHECK(got.msgs.size() == 2 && got.msgs[0] == pattern(1, 1) && got.msgs[1] == pattern(3, 3));
+  CHECK_EQ(r.stats().refused, uint64_t{1});
 }
 
 TEST_MAIN()
