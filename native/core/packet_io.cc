@@ -216,10 +216,22 @@ RecvResult PacketReceiver::receive(uint64_t budget) {
     h[i].msg_len = 0;
   }
   int n;
-  do {
+  for (;;) {
     n = ::recvmmsg(fd_, h, static_cast<unsigned>(vlen), MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC, nullptr);
-  } while (n < 0 && errno == EINTR);
-  ++stats_.calls;
+    ++stats_.calls;
+    if (n >= 0 || errno == EINTR) {
+      if (n >= 0) break;
+      continue;
+    }
+    // seqpacket: the peer closed with packets we sent it unread. The kernel
+    // reports that once, before the packets still queued for us (they are
+    // not lost, and EOF follows them): note it and read on.
+    if (seqpacket && errno == ECONNRESET && !peer_reset_) {
+      peer_reset_ = true;
+      continue;
+    }
+    break;
+  }
   if (n <= 0) {
     if (n == 0 || errno == EAGAIN || errno == EWOULDBLOCK) {
       r.status = RecvStatus::kAgain;

@@ -199,12 +199,12 @@ enum class RecvStatus {
   kOk,     // at least one packet was taken from the socket (maybe all dropped)
   kAgain,  // nothing to read (EAGAIN)
   kEof,    // seqpacket: the peer closed (after the packets before it); sticky
-  kError,  // err is set, or a packet too large under kFail (error()); sticky for kFail
+  kError,  // err is set, or a packet too large under kFail (failed()); sticky for kFail
 };
 
 struct RecvResult {
   RecvStatus status = RecvStatus::kAgain;
-  int err = 0;             // errno for kError from the socket (ECONNRESET, ...)
+  int err = 0;             // errno for kError from the socket (0 for a packet too large)
   size_t packets = 0;      // packets taken from the socket by this call
   size_t delivered = 0;    // of which put into batches
   uint64_t bytes = 0;      // payload bytes delivered
@@ -235,6 +235,10 @@ class PacketReceiver {
   bool failed() const { return failed_; }
   uint64_t error_length() const { return error_length_; }
   bool eof() const { return eof_; }
+  // seqpacket: the kernel said ECONNRESET: the peer closed while packets we
+  // sent it (replies) were unread by it. receive() reads on past it: the
+  // packets queued for us are still delivered, then kEof.
+  bool peer_reset() const { return peer_reset_; }
 
   // Counters (owner thread; mirror them into atomics for metrics).
   struct Stats {
@@ -266,7 +270,7 @@ class PacketReceiver {
   std::vector<PeerCred> creds_;
   uint64_t payload_ = 0;
   std::deque<PacketBatch> ready_;
-  bool failed_ = false, eof_ = false;
+  bool failed_ = false, eof_ = false, peer_reset_ = false;
   uint64_t error_length_ = 0;
   Stats stats_;
 };

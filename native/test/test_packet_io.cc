@@ -332,6 +332,26 @@ TEST(seqpacket_eof_is_not_a_zero_byte_packet) {
   }
 }
 
+// A seqpacket peer that closes with our packets unread makes the kernel
+// report ECONNRESET first, before the packets it sent us: they are still
+// delivered, then EOF; peer_reset() says what happened.
+TEST(seqpacket_peer_reset_does_not_lose_queued_packets) {
+  Pair p = pair_of(SOCK_SEQPACKET);
+  PacketReceiver r(config(SOCK_SEQPACKET, 100));
+  CHECK(!r.attach(p.b.get()));
+  CHECK_EQ(send_one(p.b.get(), pattern(5, 5)), 0);  // a reply the peer never reads
+  CHECK_EQ(send_one(p.a.get(), pattern(10, 1)), 0);
+  CHECK_EQ(send_one(p.a.get(), Bytes{}), 0);
+  p.a.reset();
+  Got got;
+  const RecvResult res = r.receive();
+  CHECK(res.status == RecvStatus::kOk);
+  drain_batches(r, got);
+  CHECK(got.msgs.size() == 2 && got.msgs[0] == pattern(10, 1) && got.msgs[1].empty());
+  CHECK(r.peer_reset());
+  CHECK(r.receive().status == RecvStatus::kEof);
+}
+
 // Credentials per datagram (SO_PASSCRED): two writers, this process and a
 // child, each message tagged with its own sender.
 TEST(dgram_credentials_per_datagram) {
