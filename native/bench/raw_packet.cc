@@ -5,7 +5,7 @@
 //
 //   raw_packet [--type seqpacket|dgram|all] [--size 64,1024] [--count N]
 //              [--runs R] [--batch B] [--mode block|poll] [--impl raw|core]
-//              [--passcred 0|1]
+//              [--passcred 0|1] [--max BYTES]
 //
 // dgram: the receiver binds a path and the sender connect()s to it, as the
 // dgram Reader/Writer do (a socketpair would not do: between a connected
@@ -14,7 +14,9 @@
 // --mode block: blocking sockets (recvmmsg with MSG_WAITFORONE). --mode
 // poll: non-blocking sockets, poll() on EAGAIN, as an engine does with epoll.
 // --impl core: the same over the library's PacketSender/PacketReceiver
-// (poll mode), to see what they cost against the raw calls. --passcred 1:
+// (poll mode), to see what they cost against the raw calls (--max: the
+// receiver's maxMessageSize, default 212960, the default packet limit, which
+// sets its landing slots). --passcred 1:
 // the raw receiver turns SO_PASSCRED on and reads credentials with every
 // packet (what PacketReceiver does on seqpacket to tell EOF from a 0-byte
 // packet, and on dgram with credentials), to see what that costs.
@@ -59,6 +61,7 @@ struct Args {
   bool poll_mode = false;
   bool core = false;
   bool passcred = false;  // raw receiver: SO_PASSCRED + a control buffer per entry
+  size_t max = 0;         // core receiver: maxMessageSize (0: 212960, the default limit)
 };
 
 [[noreturn]] void die(const char* what) {
@@ -99,10 +102,11 @@ Args parse(int argc, char** argv) {
     else if (k == "--mode") a.poll_mode = std::string(v) == "poll";
     else if (k == "--impl") a.core = std::string(v) == "core";
     else if (k == "--passcred") a.passcred = num(v) != 0;
+    else if (k == "--max") a.max = num(v);
     else {
       std::fprintf(stderr,
                    "usage: raw_packet [--type seqpacket|dgram|all] [--size 64,1024] [--count N] [--runs R] "
-                   "[--batch B] [--mode block|poll] [--impl raw|core] [--passcred 0|1]\n");
+                   "[--batch B] [--mode block|poll] [--impl raw|core] [--passcred 0|1] [--max BYTES]\n");
       std::exit(1);
     }
   }
@@ -198,7 +202,7 @@ ReceiverStats run_receiver(int fd, const Args& a, size_t size) {
     socklen_t l = sizeof(type);
     ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l);
     c.type = type;
-    c.max_message_size = std::max<size_t>(size, 64 * 1024);
+    c.max_message_size = std::max<size_t>(size, a.max ? a.max : 212960);
     c.max_packets = a.batch;
     c.trunc = udsipc::TruncPolicy::kFail;
     udsipc::PacketReceiver r(c);
