@@ -271,6 +271,17 @@ void set_blocking(int fd, bool blocking) {
   ::fcntl(fd, F_SETFL, blocking ? fl & ~O_NONBLOCK : fl | O_NONBLOCK);
 }
 
+// The 1-minute load average: the machine may be shared, and a busy one
+// shows in the figures.
+double loadavg1() {
+  double v = -1;
+  if (FILE* f = std::fopen("/proc/loadavg", "r")) {
+    if (std::fscanf(f, "%lf", &v) != 1) v = -1;
+    std::fclose(f);
+  }
+  return v;
+}
+
 double run_once(const Args& a, int type, size_t size, int run) {
   const std::string path = "/tmp/raw_packet." + std::to_string(::getpid()) + ".sock";
   ::unlink(path.c_str());
@@ -321,10 +332,10 @@ double run_once(const Args& a, int type, size_t size, int run) {
       "{\"bench\":\"raw_packet\",\"impl\":\"%s%s\",\"type\":\"%s\",\"size\":%zu,\"run\":%d,\"count\":%" PRIu64
       ",\"batch\":%zu,\"mode\":\"%s\",\"seconds\":%.6f,\"msgsPerSec\":%.0f,\"recvCalls\":%" PRIu64
       ",\"msgsPerRecv\":%.2f,\"recvEagain\":%" PRIu64 ",\"sendCalls\":%" PRIu64 ",\"sendEagain\":%" PRIu64
-      ",\"ok\":%s}\n",
+      ",\"loadavg1\":%.2f,\"ok\":%s}\n",
       a.core ? "core" : "raw", a.passcred && !a.core ? "+passcred" : "", type == SOCK_DGRAM ? "dgram" : "seqpacket", size, run, rs.msgs, a.batch,
       a.poll_mode ? "poll" : "block", secs, rate, rs.calls, rs.calls ? static_cast<double>(rs.msgs) / rs.calls : 0.0,
-      rs.eagain, ss.calls, ss.eagain, ok ? "true" : "false");
+      rs.eagain, ss.calls, ss.eagain, loadavg1(), ok ? "true" : "false");
   std::fflush(stdout);
   if (!ok) {
     std::fprintf(stderr, "raw_packet: run failed (received %" PRIu64 ", sender errno %d)\n", rs.msgs, ss.err);
