@@ -79,6 +79,8 @@ void PacketArena::trim_if_needed() {
 
 PacketReceiver::PacketReceiver(const PacketReceiverConfig& cfg) : cfg_(cfg) {
   if (cfg_.max_message_size > kMaxPacketCap) cfg_.max_message_size = kMaxPacketCap;
+  if (cfg_.trunc == TruncPolicy::kByType)
+    cfg_.trunc = cfg_.type == SOCK_SEQPACKET ? TruncPolicy::kFail : TruncPolicy::kDrop;
   if (cfg_.max_packets == 0) cfg_.max_packets = 1;
   if (cfg_.max_packets > kMaxSendBatch) cfg_.max_packets = kMaxSendBatch;
   if (cfg_.slab_size < 64) cfg_.slab_size = 64;

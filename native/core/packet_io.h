@@ -17,7 +17,8 @@
 // per call (13 MiB at the default seqpacket/dgram limit of 208 KiB, 256 MiB
 // at 4 MiB) is out of the question, and so is giving up batching when the
 // limit is large. So packets land in a PacketArena: one mmap()ed region
-// of `count` slots of max_message_size each (rounded up to 64 bytes), mapped
+// of `count` slots of max_message_size each (rounded up to 64 bytes, to
+// whole pages from 4 KiB on), mapped
 // MAP_NORESERVE, so it costs address space, not memory: a page becomes
 // resident only when a packet reaches it (a 64-byte packet touches one page
 // of its slot). Each packet is then copied, densely, into slab memory (one
@@ -53,11 +54,16 @@
 // control data is EOF, and so is everything after it. (A dgram socket has no
 // EOF: a dgram reader reads EAGAIN when its writers are gone.)
 //
+// ECONNRESET on SOCK_SEQPACKET means the peer closed while packets we sent
+// it were unread; the kernel reports it once, before the packets still
+// queued for us, which stay readable. receive() notes it (peer_reset()) and
+// reads on: those packets are delivered, then EOF.
+//
 // Too-large packets (MSG_TRUNC; every call passes MSG_TRUNC so that msg_len
 // is the packet's real length): never delivered. TruncPolicy::kDrop (the
 // default for dgram) counts and drops them and goes on; kFail (the default
 // for seqpacket) delivers the packets before the first one too large, then
-// puts the receiver in an error state (error(), error_length()): the packets
+// puts the receiver in an error state (failed(), error_length()): the packets
 // the same call read after it are discarded (counted) and further calls
 // return kError. The caller closes the connection, as for a stream frame
 // above maxMessageSize.
@@ -159,8 +165,9 @@ class PacketArena {
 };
 
 enum class TruncPolicy {
-  kDrop,  // count it, drop it, go on (dgram)
-  kFail,  // error state (seqpacket): the caller closes the connection
+  kByType,  // kFail for SOCK_SEQPACKET, kDrop for SOCK_DGRAM
+  kDrop,    // count it, drop it, go on (dgram)
+  kFail,    // error state (seqpacket): the caller closes the connection
 };
 
 struct PacketReceiverConfig {
@@ -171,7 +178,7 @@ struct PacketReceiverConfig {
   size_t max_packets = kMaxPacketsPerCall;  // per recvmmsg() call (1..1024)
   size_t slab_size = protocol::defaults::kSlabSize;
   size_t large_threshold = kLargeThreshold;  // packets this big get their own slab
-  TruncPolicy trunc = TruncPolicy::kDrop;   // seqpacket: use kFail (see header)
+  TruncPolicy trunc = TruncPolicy::kByType;  // see the header comment
   // Collect SCM_CREDENTIALS per message (dgram: attach() sets SO_PASSCRED;
   // seqpacket has it on anyway). Off: PacketBatch::creds stays empty.
   bool credentials = false;

@@ -120,7 +120,7 @@ PacketReceiverConfig config(int type, uint64_t max) {
   PacketReceiverConfig c;
   c.type = type;
   c.max_message_size = max;
-  c.trunc = type == SOCK_SEQPACKET ? TruncPolicy::kFail : TruncPolicy::kDrop;
+  // trunc: the default, by type (kFail for seqpacket, kDrop for dgram)
   return c;
 }
 
