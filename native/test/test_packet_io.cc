@@ -116,6 +116,25 @@ RecvStatus receive_n(PacketReceiver& r, int fd, size_t want, Got& got) {
   return last;
 }
 
+// Sends all of v; when the socket is full (EAGAIN: SO_SNDBUF, which
+// depends on wmem_max, or a dgram reader's queue), receives what is there
+// and goes on, so that the tests do not depend on the machine's sysctls.
+void send_draining(PacketSender& s, int fd, const iovec* v, size_t n, PacketReceiver& r, int rfd, Got& got) {
+  size_t off = 0;
+  while (off < n) {
+    const SendResult sr = s.send(fd, v + off, n - off);
+    off += sr.sent;
+    if (!sr.err) continue;
+    CHECK_EQ(sr.err, EAGAIN);
+    const size_t before = got.msgs.size();
+    receive_n(r, rfd, before + 1, got);
+    if (sr.err != EAGAIN || got.msgs.size() == before) {
+      CHECK(got.msgs.size() > before);  // full, and nothing to read: cannot happen
+      return;
+    }
+  }
+}
+
 PacketReceiverConfig config(int type, uint64_t max) {
   PacketReceiverConfig c;
   c.type = type;
@@ -162,19 +181,8 @@ void round_trip(int type, int sndbuf) {
   std::vector<iovec> v;
   for (auto& m : sent) v.push_back({m.data(), m.size()});
   PacketSender s;
-  size_t off = 0;
   Got got;
-  // The queue may fill (the max-size packet alone may be most of SO_SNDBUF):
-  // send what fits, drain, go on.
-  while (off < v.size()) {
-    const SendResult sr = s.send(p.a.get(), v.data() + off, v.size() - off);
-    off += sr.sent;
-    if (sr.err) {
-      CHECK_EQ(sr.err, EAGAIN);
-      if (sr.err != EAGAIN) return;
-      receive_n(r, p.b.get(), got.msgs.size() + 1, got);
-    }
-  }
+  send_draining(s, p.a.get(), v.data(), v.size(), r, p.b.get(), got);
   receive_n(r, p.b.get(), sent.size(), got);
   CHECK_EQ(got.msgs.size(), sent.size());
   for (size_t i = 0; i < std::min(got.msgs.size(), sent.size()); ++i) {
@@ -417,7 +425,13 @@ TEST(dgram_full_reader_queue_gives_eagain_then_recovers) {
   SendResult sr = s.send(w.get(), v.data(), v.size());
   CHECK_EQ(sr.err, EAGAIN);
   std::printf("  max_dgram_qlen=%ld: %zu datagrams queued before EAGAIN\n", qlen, sr.sent);
-  CHECK_EQ(static_cast<long>(sr.sent), qlen + 1);
+  // Exactly the queue's length, unless SO_SNDBUF (with a large qlen and a
+  // small wmem_default) ran out first: a small datagram holds about 1 KiB.
+  int sndbuf = 0;
+  socklen_t sl = sizeof sndbuf;
+  ::getsockopt(w.get(), SOL_SOCKET, SO_SNDBUF, &sndbuf, &sl);
+  if ((qlen + 1) * 2048 < sndbuf / 4) CHECK_EQ(static_cast<long>(sr.sent), qlen + 1);
+  else CHECK(sr.sent > 0);
   CHECK(!writable(w.get(), 0));  // connected: EPOLLOUT waits for room in the reader's queue
   PacketReceiver r(config(SOCK_DGRAM, 1000));
   CHECK(!r.attach(l.fd.get()));
@@ -597,16 +611,19 @@ TEST(large_packets_slab_rotation_and_a_shared_arena) {
     for (int i = 0; i < 24; ++i) {
       const size_t len = i % 3 == 2 ? 250 * 1024 + i : 1000 + i;
       sent.push_back(pattern(len, static_cast<uint8_t>(i)));
-      CHECK_EQ(send_one(p1.a.get(), sent.back()), 0);
     }
+    std::vector<iovec> v;
+    for (auto& m : sent) v.push_back({m.data(), m.size()});
     CHECK_EQ(send_one(p2.a.get(), pattern(3000, 1)), 0);
     Got g1, g2;
+    PacketSender s;
+    send_draining(s, p1.a.get(), v.data(), v.size(), r1, p1.b.get(), g1);
     receive_n(r1, p1.b.get(), sent.size(), g1);
     receive_n(r2, p2.b.get(), 1, g2);
     CHECK_EQ(g1.msgs.size(), sent.size());
     for (size_t i = 0; i < std::min(g1.msgs.size(), sent.size()); ++i) CHECK(g1.msgs[i] == sent[i]);
     CHECK(g2.msgs.size() == 1 && g2.msgs[0] == pattern(3000, 1));
-    CHECK(g1.batches >= 12);  // 8 large packets alone, and 1000-byte packets 4 to a 4 KiB slab
+    CHECK(g1.batches >= 12);  // 8 large packets alone; 1000-byte packets at most 4 to a 4 KiB slab
     CHECK(arena.trims() >= 1);  // 8 slots 250 KiB deep: more than kArenaKeepResident
     CHECK(arena.deep_bytes() <= kArenaKeepResident);
   }
@@ -665,11 +682,9 @@ TEST(sender_segments_and_long_runs) {
   std::vector<iovec> v;
   for (int i = 0; i < 1500; ++i) run.push_back(pattern(static_cast<size_t>(i % 17), static_cast<uint8_t>(i)));
   for (auto& m : run) v.push_back({m.data(), m.size()});
-  sr = s.send(p.a.get(), v.data(), v.size());
-  CHECK_EQ(sr.err, 0);
-  CHECK_EQ(sr.sent, size_t{1500});
-  CHECK_EQ(s.calls(), uint64_t{3});
   Got got;
+  send_draining(s, p.a.get(), v.data(), v.size(), r, p.b.get(), got);
+  CHECK(s.calls() >= 3);  // 1 + at least 2: at most 1024 messages per sendmmsg()
   receive_n(r, p.b.get(), 1501, got);
   CHECK_EQ(got.msgs.size(), size_t{1501});
   if (got.msgs.size() == 1501) {
