@@ -52,6 +52,12 @@ PacketArena::PacketArena(size_t slot_size, size_t count)
   depth_.assign(count_, 0);
 }
 
+std::unique_ptr<PacketArena> PacketArena::make(uint64_t max_message_size, size_t max_packets) {
+  const size_t slot = slot_for(std::min<uint64_t>(max_message_size, kMaxPacketCap));
+  const size_t count = std::min(std::clamp<size_t>(max_packets, 1, kMaxSendBatch), std::max<size_t>(1, kArenaMaxVirtual / slot));
+  return std::make_unique<PacketArena>(slot, count);
+}
+
 PacketArena::~PacketArena() {
   if (base_) ::munmap(base_, map_len_);
 }
@@ -88,6 +94,8 @@ PacketReceiver::PacketReceiver(const PacketReceiverConfig& cfg) : cfg_(cfg) {
   slot_ = slot_for(cfg_.max_message_size);
   count_ = std::min(cfg_.max_packets, std::max<size_t>(1, kArenaMaxVirtual / slot_));
   if (cfg_.arena && cfg_.arena->slot_size() >= slot_) {
+    // A shared arena with larger slots is fine: packets land at the start
+    // of each slot and the receiver still reads at most slot_ bytes.
     arena_ = cfg_.arena;
     count_ = std::min(count_, arena_->count());
   }

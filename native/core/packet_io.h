@@ -130,6 +130,9 @@ size_t effective_max_packet(int fd);
 class PacketArena {
  public:
   PacketArena(size_t slot_size, size_t count);
+  // The arena a PacketReceiver with this max_message_size and max_packets
+  // would make for itself: share one per thread between such receivers.
+  static std::unique_ptr<PacketArena> make(uint64_t max_message_size, size_t max_packets = kMaxPacketsPerCall);
   ~PacketArena();
   PacketArena(const PacketArena&) = delete;
   PacketArena& operator=(const PacketArena&) = delete;

@@ -594,7 +594,10 @@ TEST(large_packets_slab_rotation_and_a_shared_arena) {
   Pair p1 = pair_of(SOCK_SEQPACKET), p2 = pair_of(SOCK_SEQPACKET);
   raise_send_buffer(p1.a.get(), 4 << 20);
   const uint64_t max = 300 * 1024;
-  PacketArena arena((max + 4095) / 4096 * 4096, 8);
+  std::unique_ptr<PacketArena> shared = PacketArena::make(max, 8);
+  PacketArena& arena = *shared;
+  CHECK_EQ(arena.slot_size(), size_t{300 * 1024});
+  CHECK_EQ(arena.count(), size_t{8});
   PacketReceiverConfig c = config(SOCK_SEQPACKET, max);
   c.arena = &arena;
   c.slab_size = 4096;  // the large threshold drops to 4096 with it
