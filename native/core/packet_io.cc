@@ -467,10 +467,20 @@ Listener bind_packet_socket(const std::string& path, const PacketBindOptions& op
     if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), len) == 0) {
       struct stat st {};
       if (!abstract && ::lstat(path.c_str(), &st) != 0) st = {};
-      if (opts.type == SOCK_SEQPACKET && ::listen(fd.get(), opts.backlog) != 0) {
-        out.error = CoreError::sys("ERR_SOCKET", errno, "listen", "cannot listen on " + path);
-        if (!abstract) unlink_if_same(path, st.st_dev, st.st_ino);
-        return out;
+      if (opts.type == SOCK_SEQPACKET) {
+        if (::listen(fd.get(), opts.backlog) != 0) {
+          out.error = CoreError::sys("ERR_SOCKET", errno, "listen", "cannot listen on " + path);
+          if (!abstract) unlink_if_same(path, st.st_dev, st.st_ino);
+          return out;
+        }
+        // Between bind() and listen() a connect is refused, so a concurrent
+        // starter may have probed our socket stale and replaced it: then
+        // ours is unreachable, and the other one won.
+        struct stat now {};
+        if (!abstract && (::lstat(path.c_str(), &now) != 0 || now.st_dev != st.st_dev || now.st_ino != st.st_ino)) {
+          out.error = CoreError::sys("ERR_ADDRESS_IN_USE", EADDRINUSE, "bind", path + " was replaced while starting");
+          return out;
+        }
       }
       out.dev = st.st_dev;
       out.ino = st.st_ino;
