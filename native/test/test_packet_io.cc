@@ -458,9 +458,10 @@ TEST(dgram_full_reader_queue_gives_eagain_then_recovers) {
   unlink_if_same(path, l.dev, l.ino);
 }
 
-// A writer whose reader went away: ECONNREFUSED on the next send, then the
-// socket is disconnected (ENOTCONN) and must connect again; connecting to a
-// path that is gone is ENOENT, to a stale file ECONNREFUSED.
+// A writer whose reader went away is not told (no poll event) until its
+// next send: ECONNREFUSED, then the socket is disconnected (ENOTCONN) and
+// must connect again; connecting to a path that is gone is ENOENT, to a
+// stale file ECONNREFUSED.
 TEST(dgram_writer_errors_when_the_reader_is_gone) {
   TempDir dir;
   const std::string path = dir / "gone.sock";
@@ -469,13 +470,37 @@ TEST(dgram_writer_errors_when_the_reader_is_gone) {
   UniqueFd w;
   CHECK_EQ(connect_dgram_writer(path, &w), 0);
   CHECK_EQ(send_one(w.get(), pattern(5, 0)), 0);
+  // A connected dgram socket has no peer credentials (SO_PEERCRED reads pid 0).
+  CHECK_EQ(peer_credentials(w.get()).pid, 0);
   l.fd.reset();  // the reader closes; its file stays (stale)
+  // ...and its writer is not told: no HUP, RDHUP or ERR; only the next send fails.
+  pollfd pf{w.get(), POLLIN | POLLRDHUP, 0};
+  CHECK_EQ(::poll(&pf, 1, 0), 0);
+  CHECK(writable(w.get(), 0));
   CHECK_EQ(send_one(w.get(), pattern(5, 0)), ECONNREFUSED);
   CHECK_EQ(send_one(w.get(), pattern(5, 0)), ENOTCONN);
   UniqueFd w2;
   CHECK_EQ(connect_dgram_writer(path, &w2), ECONNREFUSED);
   ::unlink(path.c_str());
   CHECK_EQ(connect_dgram_writer(path, &w2), ENOENT);
+}
+
+// A writer waiting for room in a full reader queue is woken when the reader
+// goes away (no hang), and its send then fails with ECONNREFUSED.
+TEST(dgram_writer_waiting_on_a_full_queue_is_woken_when_the_reader_dies) {
+  TempDir dir;
+  const std::string path = dir / "full.sock";
+  Listener l = bind_dgram_reader(path);
+  CHECK(!l.error);
+  UniqueFd w;
+  CHECK_EQ(connect_dgram_writer(path, &w), 0);
+  int sent = 0;
+  while (send_one(w.get(), pattern(3, 3)) == 0 && sent < 100000) ++sent;
+  CHECK(sent > 0 && sent < 100000);
+  CHECK(!writable(w.get(), 0));
+  l.fd.reset();
+  CHECK(writable(w.get(), 10000));
+  CHECK_EQ(send_one(w.get(), pattern(3, 3)), ECONNREFUSED);
 }
 
 // The stale-socket probe uses the reader's own type: EPROTOTYPE means a live
