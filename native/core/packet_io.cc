@@ -254,9 +254,12 @@ RecvResult PacketReceiver::receive(uint64_t budget) {
   const size_t ready_before = ready_.size();
   r.status = RecvStatus::kOk;
   r.maybe_more = static_cast<size_t>(n) == vlen;
-  // First pass: control data of every entry (credentials; stray
-  // descriptors closed whatever happens to their packet), EOF, arena use.
+  // First pass, before anything can throw: EOF, control data of every entry
+  // (credentials; stray descriptors closed whatever happens to their
+  // packet, so that not even a failed allocation below can leak them),
+  // arena use.
   size_t end = static_cast<size_t>(n);
+  creds_in_.resize(end);
   for (size_t i = 0; i < end; ++i) {
     msghdr& m = h[i].msg_hdr;
     if (seqpacket && h[i].msg_len == 0 && m.msg_controllen == 0) {
@@ -266,13 +269,14 @@ RecvResult PacketReceiver::receive(uint64_t budget) {
       break;
     }
     if (m.msg_flags & MSG_CTRUNC) ++stats_.ctrunc;
+    creds_in_[i] = control && m.msg_controllen ? scan_control(m) : PeerCred{};
     arena_->touched(i, std::min<size_t>(h[i].msg_len, slot_));
   }
   r.packets = end;
   stats_.packets += end;
   for (size_t i = 0; i < end; ++i) {
     msghdr& m = h[i].msg_hdr;
-    const PeerCred c = control && m.msg_controllen ? scan_control(m) : PeerCred{};
+    const PeerCred& c = creds_in_[i];
     const size_t len = h[i].msg_len;
     if (failed_) {
       ++stats_.discarded;

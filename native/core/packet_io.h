@@ -235,7 +235,10 @@ class PacketReceiver {
 
   // One recvmmsg() (MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC) of at most
   // max_packets packets, fewer if the budget says so (see header). Batches
-  // made are queued (has_batch()/take()). EINTR is retried.
+  // made are queued (has_batch()/take()). EINTR is retried. Throws
+  // std::bad_alloc when no slab can be had (the rest of that call's packets
+  // are lost; descriptors that came with them are closed all the same): the
+  // caller closes the connection, as with FrameAssembler.
   RecvResult receive(uint64_t budget = kNoBudget);
 
   bool has_batch() const { return !ready_.empty(); }
@@ -277,7 +280,8 @@ class PacketReceiver {
   SlabRef slab_;
   size_t write_pos_ = 0, batch_begin_ = 0;
   std::vector<uint32_t> offsets_;
-  std::vector<PeerCred> creds_;
+  std::vector<PeerCred> creds_;     // of the batch being built
+  std::vector<PeerCred> creds_in_;  // of the entries of the current call
   uint64_t payload_ = 0;
   std::deque<PacketBatch> ready_;
   bool failed_ = false, eof_ = false, peer_reset_ = false;
