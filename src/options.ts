@@ -56,6 +56,13 @@ export const DEFAULT_MAX_PENDING_FDS = 256;
 export const DEFAULT_MAX_BUFFERED_FDS = 256;
 /** @internal The most descriptors one message may carry (the kernel's SCM_MAX_FD). (core) */
 export const MAX_FDS_PER_MESSAGE = 253;
+/**
+ * The kind of Unix socket: `'stream'` (SOCK_STREAM, the default: frames with
+ * a length prefix, Go-compatible) or `'seqpacket'` (SOCK_SEQPACKET: one
+ * packet per message, boundaries kept by the kernel, no prefix).
+ */
+export type SocketType = 'stream' | 'seqpacket';
+
 /** @internal `timeoutMs` of stop(). */
 export const DEFAULT_STOP_TIMEOUT_MS = 5000;
 /** Largest timeout in ms (a setTimeout() delay). */
@@ -163,6 +170,12 @@ export interface ReaderOptions {
    */
   acceptFds?: boolean;
   /**
+   * The socket type, `'stream'` (default) or `'seqpacket'` (one packet per
+   * message; no replies, descriptors or systemd activation yet). Writers must
+   * use the same type (a writer of another type is refused by the kernel).
+   */
+  type?: SocketType;
+  /**
    * With `acceptFds`: descriptors received on one connection and not yet
    * released (their batches not done with) beyond which that connection is
    * paused, as at `maxPendingBytes`. Default 256.
@@ -217,6 +230,13 @@ export interface WriterOptions {
    * beyond which `write()` returns false and `send()` waits. Default 256.
    */
   maxBufferedFds?: number;
+  /**
+   * The socket type, `'stream'` (default) or `'seqpacket'`: each message is
+   * one packet, so `maxMessageSize` is capped by what one packet can hold
+   * (`writer.maxMessageSize`, about 4 MiB with the default `sendBufferSize`
+   * and sysctls). No `onMessage` or descriptors on seqpacket yet.
+   */
+  type?: SocketType;
 }
 
 /** @internal */
@@ -244,6 +264,7 @@ export interface ResolvedReaderOptions {
   concurrency: 'serial' | 'connection';
   acceptFds: boolean;
   maxPendingFds: number;
+  type: SocketType;
 }
 
 /** @internal */
@@ -257,6 +278,7 @@ export interface ResolvedWriterOptions {
   reconnect: Required<ReconnectOptions> | false;
   onError: ErrorHandler | undefined;
   maxBufferedFds: number;
+  type: SocketType;
 }
 
 /** @internal Validates an options object (undefined → `{}`): TypeError ERR_INVALID_ARG_TYPE otherwise. */
@@ -364,6 +386,7 @@ const READER_KEYS = [
   'concurrency',
   'acceptFds',
   'maxPendingFds',
+  'type',
 ] as const;
 const WRITER_KEYS = [
   'maxMessageSize',
@@ -375,6 +398,7 @@ const WRITER_KEYS = [
   'reconnect',
   'onError',
   'maxBufferedFds',
+  'type',
 ] as const;
 const RECONNECT_KEYS = ['initialDelayMs', 'maxDelayMs', 'multiplier', 'maxAttempts'] as const;
 
@@ -397,6 +421,22 @@ function idListOption(name: string, v: unknown): number[] {
   // The same range as the uid/gid options: uid_t is unsigned 32-bit, and
   // 2^32-1 is (uid_t)-1, "no id".
   return v.map((x, i) => intOption(`${name}[${i}]`, x, 0, 0, MAX_ID));
+}
+
+function typeOption(v: unknown): SocketType {
+  if (v === undefined) return 'stream';
+  if (typeof v !== 'string') throw invalidType('type', "'stream' or 'seqpacket'", v);
+  if (v !== 'stream' && v !== 'seqpacket') {
+    throw invalidValue(
+      `The "type" option must be 'stream' or 'seqpacket'${v === 'dgram' ? " ('dgram' is not supported yet)" : ''}. Received ${JSON.stringify(v)}`,
+    );
+  }
+  return v;
+}
+
+/** @internal The ERR_INVALID_ARG_VALUE for an option that the socket type does not support. */
+export function notWithType(what: string, type: SocketType): TypeError {
+  return invalidValue(`${what} is not supported with type '${type}' (see the socket types table in docs/options.md)`);
 }
 
 function notForAbstract(path: string, o: Record<string, unknown>, keys: readonly string[]): void {
@@ -436,7 +476,14 @@ export function resolveReaderOptions(options: unknown, path = ''): ResolvedReade
     throw invalidValue(`The "concurrency" option must be 'serial' or 'connection'. Received ${JSON.stringify(o.concurrency)}`);
   }
   if (o.acceptFds !== undefined && typeof o.acceptFds !== 'boolean') throw invalidType('acceptFds', 'a boolean', o.acceptFds);
+  const type = typeOption(o.type);
+  if (type !== 'stream') {
+    if (o.acceptFds === true) throw notWithType('acceptFds', type);
+    if (o.systemd !== undefined && o.systemd !== false) throw notWithType('systemd', type);
+    if (o.notifySystemd === true) throw notWithType('notifySystemd', type);
+  }
   return {
+    type,
     acceptFds: o.acceptFds === true,
     maxPendingFds: intOption('maxPendingFds', o.maxPendingFds, DEFAULT_MAX_PENDING_FDS, 1, 2 ** 20),
     maxReplyBytes: intOption('maxReplyBytes', o.maxReplyBytes, DEFAULT_MAX_REPLY_BYTES, 16, 2 ** 40),
@@ -448,7 +495,7 @@ export function resolveReaderOptions(options: unknown, path = ''): ResolvedReade
     allowUids: idListOption('allowUids', o.allowUids),
     allowGids: idListOption('allowGids', o.allowGids),
     authorize: fnOption('authorize', o.authorize),
-    systemd,
+    systemd: type === 'stream' ? systemd : false,
     notifySystemd: o.notifySystemd === true,
     maxMessageSize: intOption('maxMessageSize', o.maxMessageSize, DEFAULT_MAX_MESSAGE_SIZE, 0, MAX_MESSAGE_SIZE_LIMIT),
     maxPendingBytes: intOption('maxPendingBytes', o.maxPendingBytes, DEFAULT_MAX_PENDING_BYTES, 1, 2 ** 40),
@@ -523,6 +570,7 @@ export function resolveWriterOptions(options: unknown, path = ''): ResolvedWrite
     reconnect,
     onError: fnOption<ErrorHandler>('onError', o.onError),
     maxBufferedFds: intOption('maxBufferedFds', o.maxBufferedFds, DEFAULT_MAX_BUFFERED_FDS, 1, 2 ** 20),
+    type: typeOption(o.type),
   };
 }
 

@@ -149,6 +149,7 @@ export class Reader extends EventEmitter {
       for (let i = 0; i < d.length; i++) d[i].flush();
     };
     this.#sink = {
+      replies: this.#opts.type === 'stream',
       maxReplyBytes: this.#opts.maxReplyBytes,
       maxReplyFds: this.#opts.maxPendingFds,
       reply: (id, bytes) => (this.#handle ? this.#handle.reply(id, bytes) : -1),
@@ -212,6 +213,7 @@ export class Reader extends EventEmitter {
         replyTimeoutMs: o.replyTimeoutMs,
         acceptFds: o.acceptFds,
         maxPendingFds: o.maxPendingFds,
+        type: o.type,
         jsThreadPolling: o.jsThreadPolling !== 'off',
         jsThreadUnderLoad: o.jsThreadPolling === 'always',
         allowUids: o.allowUids,

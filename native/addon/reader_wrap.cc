@@ -49,6 +49,7 @@ ReaderWrap::ReaderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader
   listen_.gid = id_option(o, "gid");
   listen_.dir_mode = static_cast<int>(number_option(o, "directoryMode"));
   adopt_fd_ = static_cast<int>(number_option(o, "fd"));
+  cfg_.type = listen_.type = socket_type(string_option(o, "type"));
 }
 
 ReaderWrap::~ReaderWrap() { Shutdown(); }

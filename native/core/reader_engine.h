@@ -31,6 +31,7 @@
 #include "error.h"
 #include "event_loop.h"
 #include "frame_assembler.h"
+#include "packet_io.h"
 #include "protocol.h"
 #include "reply_queue.h"
 #include "socket_util.h"
@@ -40,6 +41,10 @@
 namespace udsipc {
 
 struct ReaderConfig {
+  // SOCK_STREAM (frames: uvarint length + payload) or SOCK_SEQPACKET (one
+  // packet per message, no prefix: read with a PacketReceiver, see
+  // packet_io.h). Replies and descriptors are for SOCK_STREAM only.
+  int type = SOCK_STREAM;
   UniqueFd listen_fd;          // a listening, non-blocking socket (adopted)
   std::string path;            // socket file to remove on stop ("" = none)
   dev_t dev = 0;               // identity of that file
@@ -186,6 +191,7 @@ class ReaderEngine {
     uint32_t id;
     UniqueFd fd;
     FrameAssembler assembler;
+    std::unique_ptr<PacketReceiver> packets;  // SOCK_SEQPACKET: reads instead of the assembler
     uint64_t pending = 0;  // charge of the batches handed over, not yet acked
     Unacked unacked;
     // Descriptors handed over with batches and not yet acked, and when they
@@ -225,6 +231,9 @@ class ReaderEngine {
   bool accept_all();  // true once accept() said EAGAIN (backlog empty)
   void stop_listening();
   void on_readable(Conn& c);
+  void on_readable_packets(Conn& c);  // SOCK_SEQPACKET
+  // Hands one batch over (charging it); counts its messages into *frames.
+  void deliver(Conn& c, Batch&& b, uint64_t* frames);
   void read_conn(Conn& c);  // on_readable(), closing the connection on bad_alloc
   // Hands over the batches the assembler has cut, charging them; false if it
   // closed the connection (framing error: then c is gone).
@@ -290,6 +299,7 @@ class ReaderEngine {
 
   // IO thread only (that is, own_mu_'s holder).
   std::unordered_map<uint32_t, std::unique_ptr<Conn>> conns_;
+  std::unique_ptr<PacketArena> arena_;  // SOCK_SEQPACKET: where recvmmsg() lands, shared by the connections
   uint32_t next_id_ = 1;
   std::deque<ReaderItem> overflow_;  // items waiting for queue space, in order
   bool listening_ = true;

@@ -36,6 +36,8 @@ export interface ReplySink {
   /** Counts a reply refused because the queue was full. */
   refused(): void;
   readonly maxReplyBytes: number;
+  /** False on a socket type without replies (seqpacket): write()/send() throw. */
+  readonly replies: boolean;
   /** Descriptors that may be held natively for one connection's queued replies. */
   readonly maxReplyFds: number;
 }
@@ -51,6 +53,10 @@ interface Waiter {
 const EMPTY = new Uint8Array(0);
 const KEEP_BUFFER_UP_TO = 64 * 1024; // a larger collection buffer is dropped after its flush
 const MAX_FRAME = 0x7fffffff; // frames are written with 31-bit length prefixes
+
+function noReplies(): IpcError {
+  return new IpcError('ERR_INVALID_STATE', "Replies are not supported on this Reader's socket type yet (type 'seqpacket'); use type 'stream'");
+}
 
 function notConnected(id: number): IpcError {
   return new IpcError('ERR_NOT_CONNECTED', `Connection ${id} is closed; its writer can no longer be replied to`);
@@ -124,6 +130,7 @@ export class ReaderConnection implements Connection {
   write(data: Uint8Array | string, options?: WriteOptions): boolean {
     const sink = this.#sink;
     if (!sink) throw notConnected(this.id);
+    if (!sink.replies) throw noReplies();
     const fds = options === undefined ? undefined : resolveFds(options);
     const n = byteLengthOf(data);
     const size = this.#frameSize(n, sink);
@@ -169,6 +176,7 @@ export class ReaderConnection implements Connection {
       if (signal?.aborted) return Promise.reject(abortError(signal));
       const sink = this.#sink;
       if (!sink) throw notConnected(this.id);
+      if (!sink.replies) throw noReplies();
       const n = byteLengthOf(data);
       const size = this.#frameSize(n, sink);
       if (this.#fits(size, fds, sink)) {

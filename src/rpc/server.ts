@@ -115,6 +115,9 @@ export class RpcServer extends EventEmitter {
     for (const k of ['concurrency', 'handler']) {
       if (k in o) throw invalidValue(`The "${k}" option is set by RpcServer itself and cannot be given`);
     }
+    if (o.type !== undefined && o.type !== 'stream') {
+      throw invalidValue(`RpcServer needs replies, which type ${JSON.stringify(o.type)} does not have yet: use type 'stream'`);
+    }
     const maxConcurrentCalls = intOption('maxConcurrentCalls', o.maxConcurrentCalls, DEFAULT_MAX_CONCURRENT_CALLS, 1, 2 ** 20);
     if (o.onError !== undefined && typeof o.onError !== 'function') throw invalidType('onError', 'a function', o.onError);
     this.#onError = o.onError as RpcServerOptions['onError'];
