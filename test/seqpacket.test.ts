@@ -237,3 +237,20 @@ describe('type: seqpacket', () => {
     expect(replyError).toMatchObject({ code: 'ERR_INVALID_STATE' });
   });
 });
+
+describe('type: seqpacket from the command line', () => {
+  it('uds-ipc listen --type seqpacket prints what uds-ipc send --type seqpacket sends', async () => {
+    const { spawn } = await import('node:child_process');
+    const cli = join(__dirname, '..', 'dist', 'cli.js');
+    const path = tmpSocket();
+    const listen = spawn(process.execPath, [cli, 'listen', '--type', 'seqpacket', '--count', '2', '--quiet', path]);
+    let out = '';
+    listen.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((r) => listen.on('exit', (c) => r(c)));
+    await waitFor(() => existsSync(path), 10_000, 'the listener');
+    const send = spawn(process.execPath, [cli, 'send', '--type', 'seqpacket', path, 'hello', 'packet']);
+    expect(await within(new Promise((r) => send.on('exit', r)), 'send')).toBe(0);
+    expect(await within(exited, 'listen')).toBe(0);
+    expect(out).toBe('hello\npacket\n');
+  });
+});
