@@ -29,6 +29,7 @@ function readerHandleOptions(): Record<string, unknown> {
     replyTimeoutMs: d.replyTimeoutMs,
     acceptFds: false,
     maxPendingFds: d.maxPendingFds,
+    type: 'stream',
     jsThreadPolling: true,
     jsThreadUnderLoad: false,
     allowUids: [],
@@ -41,6 +42,7 @@ function readerHandleOptions(): Record<string, unknown> {
 function writerHandleOptions(): Record<string, unknown> {
   const d = p.defaults;
   return {
+    type: 'stream',
     sendBufferSize: 0,
     writeTimeoutMs: 0,
     expectOwner: undefined,

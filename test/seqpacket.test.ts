@@ -30,7 +30,10 @@ path = sys.argv[1]
 s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 s.connect(path)
 for size in [int(x) for x in sys.argv[2].split(',')]:
-    s.send(bytes([size & 0xff]) * size)
+    try:
+        s.send(bytes([size & 0xff]) * size)
+    except (BrokenPipeError, ConnectionResetError):
+        break  # the reader closed this connection (a packet too large)
 s.close()
 `;
 
