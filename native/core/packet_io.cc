@@ -184,7 +184,7 @@ void PacketReceiver::put_large(const uint8_t* p, size_t len, const PeerCred& c) 
   ++stats_.batches;
 }
 
-RecvResult PacketReceiver::receive(uint64_t budget) {
+RecvResult PacketReceiver::receive(uint64_t budget, bool close) {
   RecvResult r;
   if (failed_) {
     r.status = RecvStatus::kError;
@@ -300,7 +300,7 @@ RecvResult PacketReceiver::receive(uint64_t budget) {
     ++r.delivered;
     r.bytes += len;
   }
-  close_batch();
+  if (close) close_batch();
   arena_->trim_if_needed();  // only now: the packets have been copied out
   stats_.bytes += r.bytes;
   for (size_t k = ready_before; k < ready_.size(); ++k) r.charge += ready_[k].batch.charge();

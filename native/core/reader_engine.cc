@@ -755,7 +755,7 @@ bool ReaderEngine::accept_all() {
   return false;  // more may be waiting: level-triggered epoll reports it again
 }
 
-// SOCK_SEQPACKET: one recvmmsg() of up to 64 packets per round
+// SOCK_SEQPACKET: recvmmsg() of up to 64 packets per call
 // (packet_io.h); packets too large close the connection as a frame above
 // maxMessageSize does. No byte budget per call: what one call can bring is
 // bounded by the kernel, since a connection's queued packets are charged to
@@ -765,38 +765,44 @@ bool ReaderEngine::accept_all() {
 // paused.
 void ReaderEngine::on_readable_packets(Conn& c) {
   const uint32_t id = c.id;
-  for (int r = 0; r < kMaxReadsPerEvent && !c.paused; ++r) {
-    const RecvResult res = c.packets->receive(kNoBudget);
+  // Up to kMaxReadsPerEvent calls, their packets in one batch (a reader
+  // that keeps up finds a few dozen packets per call: one batch per call
+  // would cost a handler call per few dozen messages).
+  RecvResult res;
+  bool more = false;
+  for (int r = 0; r < kMaxReadsPerEvent; ++r) {
+    res = c.packets->receive(kNoBudget, /*close_batch=*/false);
     if (res.packets > 0) {
       if (cfg_.inactivity_timeout_ms > 0) c.last_active_ms = now_ms();
       m_reads_.fetch_add(1, std::memory_order_relaxed);
       m_bytes_.fetch_add(res.bytes, std::memory_order_relaxed);
     }
-    uint64_t frames = 0;
-    while (c.packets->has_batch()) deliver(c, c.packets->take().batch, &frames);
-    if (res.status == RecvStatus::kEof) {
-      close_conn(id, CoreError{});
-      return;
-    }
-    if (res.status == RecvStatus::kError) {
-      if (c.packets->failed()) {
-        close_conn(id, CoreError::plain("ERR_MESSAGE_TOO_LARGE", "peer sent a packet of " +
-                                                                     std::to_string(c.packets->error_length()) +
-                                                                     " bytes, above maxMessageSize " +
-                                                                     std::to_string(cfg_.assembler.max_message_size)));
-      } else {
-        close_conn(id, CoreError::sys("ERR_SOCKET", res.err, "recvmmsg", "connection failed"));
-      }
-      return;
-    }
-    if (res.status == RecvStatus::kAgain) break;
-    if (full(c)) {
-      pause(c);
-      return;
-    }
-    if (!res.maybe_more) break;
-    full_read_ = true;
+    more = res.status == RecvStatus::kOk && res.maybe_more;
+    if (!more) break;
   }
+  c.packets->flush();
+  uint64_t frames = 0;
+  while (c.packets->has_batch()) deliver(c, c.packets->take().batch, &frames);
+  if (res.status == RecvStatus::kEof || (res.status == RecvStatus::kOk && c.packets->eof())) {
+    close_conn(id, CoreError{});
+    return;
+  }
+  if (res.status == RecvStatus::kError) {
+    if (c.packets->failed()) {
+      close_conn(id, CoreError::plain("ERR_MESSAGE_TOO_LARGE", "peer sent a packet of " +
+                                                                   std::to_string(c.packets->error_length()) +
+                                                                   " bytes, above maxMessageSize " +
+                                                                   std::to_string(cfg_.assembler.max_message_size)));
+    } else {
+      close_conn(id, CoreError::sys("ERR_SOCKET", res.err, "recvmmsg", "connection failed"));
+    }
+    return;
+  }
+  if (full(c)) {
+    pause(c);
+    return;
+  }
+  if (more) full_read_ = true;
 }
 
 void ReaderEngine::on_readable(Conn& c) {
