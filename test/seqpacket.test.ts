@@ -257,3 +257,37 @@ describe('type: seqpacket from the command line', () => {
     expect(out).toBe('hello\npacket\n');
   });
 });
+
+describe('type: seqpacket with the stream features the table lists', () => {
+  it('abstract names, authorize and allowUids work as on stream', async () => {
+    const name = `@uds-ipc-seq-${process.pid}-${Date.now()}`;
+    const got: string[] = [];
+    const peers: number[] = [];
+    const reader = track(
+      new Reader(name, (b) => void got.push(...b.toArray().map((m) => m.toString())), {
+        type: 'seqpacket',
+        allowUids: [process.getuid!()],
+        authorize: (peer) => {
+          peers.push(peer.pid);
+          return Promise.resolve(true);
+        },
+      }),
+    );
+    await reader.start();
+    const writer = track(new Writer(name, { type: 'seqpacket' }).start());
+    writer.write('abstract');
+    await within(writer.flush(), 'flush');
+    await waitFor(() => got.length === 1, 10_000, 'the message');
+    expect(got).toEqual(['abstract']);
+    expect(peers).toEqual([process.pid]);
+    // A peer refused by allowUids is closed unread.
+    const refused = track(
+      new Reader(`${name}-2`, () => {}, { type: 'seqpacket', allowUids: [process.getuid!() + 1], allowGids: [] }),
+    );
+    await refused.start();
+    const w2 = track(new Writer(`${name}-2`, { type: 'seqpacket', reconnect: false }).start());
+    w2.write('nope');
+    await waitFor(() => refused.metrics().rejected === 1, 10_000, 'the rejection');
+    expect(refused.metrics().received).toBe(0);
+  });
+});
