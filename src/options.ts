@@ -58,10 +58,12 @@ export const DEFAULT_MAX_BUFFERED_FDS = 256;
 export const MAX_FDS_PER_MESSAGE = 253;
 /**
  * The kind of Unix socket: `'stream'` (SOCK_STREAM, the default: frames with
- * a length prefix, Go-compatible) or `'seqpacket'` (SOCK_SEQPACKET: one
- * packet per message, boundaries kept by the kernel, no prefix).
+ * a length prefix, Go-compatible), `'seqpacket'` (SOCK_SEQPACKET: one packet
+ * per message, boundaries kept by the kernel, no prefix) or `'dgram'`
+ * (SOCK_DGRAM: the Reader binds a datagram socket that any number of Writers
+ * send to, one datagram per message).
  */
-export type SocketType = 'stream' | 'seqpacket';
+export type SocketType = 'stream' | 'seqpacket' | 'dgram';
 
 /** @internal `timeoutMs` of stop(). */
 export const DEFAULT_STOP_TIMEOUT_MS = 5000;
@@ -170,11 +172,20 @@ export interface ReaderOptions {
    */
   acceptFds?: boolean;
   /**
-   * The socket type, `'stream'` (default) or `'seqpacket'` (one packet per
-   * message; no replies, descriptors or systemd activation yet). Writers must
-   * use the same type (a writer of another type is refused by the kernel).
+   * The socket type: `'stream'` (default), `'seqpacket'` (one packet per
+   * message) or `'dgram'` (one datagram per message, from any number of
+   * writers, no connections). No replies, descriptors or systemd activation
+   * on the packet types yet. Writers must use the same type (a writer of
+   * another type is refused by the kernel).
    */
   type?: SocketType;
+  /**
+   * `type: 'dgram'` only: read each datagram's sender credentials
+   * (`SCM_CREDENTIALS`), as `batch.credentials(i)`. Implied by
+   * `allowUids`/`allowGids`, which then apply per datagram (others are
+   * dropped and counted in `rejected`). Default false.
+   */
+  passCredentials?: boolean;
   /**
    * With `acceptFds`: descriptors received on one connection and not yet
    * released (their batches not done with) beyond which that connection is
@@ -265,6 +276,7 @@ export interface ResolvedReaderOptions {
   acceptFds: boolean;
   maxPendingFds: number;
   type: SocketType;
+  passCredentials: boolean;
 }
 
 /** @internal */
@@ -387,6 +399,7 @@ const READER_KEYS = [
   'acceptFds',
   'maxPendingFds',
   'type',
+  'passCredentials',
 ] as const;
 const WRITER_KEYS = [
   'maxMessageSize',
@@ -425,13 +438,20 @@ function idListOption(name: string, v: unknown): number[] {
 
 function typeOption(v: unknown): SocketType {
   if (v === undefined) return 'stream';
-  if (typeof v !== 'string') throw invalidType('type', "'stream' or 'seqpacket'", v);
-  if (v !== 'stream' && v !== 'seqpacket') {
-    throw invalidValue(
-      `The "type" option must be 'stream' or 'seqpacket'${v === 'dgram' ? " ('dgram' is not supported yet)" : ''}. Received ${JSON.stringify(v)}`,
-    );
+  if (typeof v !== 'string') throw invalidType('type', "'stream', 'seqpacket' or 'dgram'", v);
+  if (v !== 'stream' && v !== 'seqpacket' && v !== 'dgram') {
+    throw invalidValue(`The "type" option must be 'stream', 'seqpacket' or 'dgram'. Received ${JSON.stringify(v)}`);
   }
   return v;
+}
+
+// A datagram socket has no listener to ask: SO_PEERCRED of a connected
+// datagram socket reads no credentials (pid 0, uid/gid -1), so expectOwner's
+// check of who serves the socket cannot be made.
+function writerType(v: unknown, expectOwner: unknown): SocketType {
+  const type = typeOption(v);
+  if (type === 'dgram' && expectOwner !== undefined) throw notWithType('expectOwner', type);
+  return type;
 }
 
 /** @internal The ERR_INVALID_ARG_VALUE for an option that the socket type does not support. */
@@ -482,8 +502,14 @@ export function resolveReaderOptions(options: unknown, path = ''): ResolvedReade
     if (o.systemd !== undefined && o.systemd !== false) throw notWithType('systemd', type);
     if (o.notifySystemd === true) throw notWithType('notifySystemd', type);
   }
+  if (o.passCredentials !== undefined && typeof o.passCredentials !== 'boolean') {
+    throw invalidType('passCredentials', 'a boolean', o.passCredentials);
+  }
+  if (o.passCredentials === true && type !== 'dgram') throw notWithType('passCredentials', type);
+  if (type === 'dgram' && o.authorize !== undefined) throw notWithType('authorize (a datagram has no connection to hold)', type);
   return {
     type,
+    passCredentials: o.passCredentials === true,
     acceptFds: o.acceptFds === true,
     maxPendingFds: intOption('maxPendingFds', o.maxPendingFds, DEFAULT_MAX_PENDING_FDS, 1, 2 ** 20),
     maxReplyBytes: intOption('maxReplyBytes', o.maxReplyBytes, DEFAULT_MAX_REPLY_BYTES, 16, 2 ** 40),
@@ -570,7 +596,7 @@ export function resolveWriterOptions(options: unknown, path = ''): ResolvedWrite
     reconnect,
     onError: fnOption<ErrorHandler>('onError', o.onError),
     maxBufferedFds: intOption('maxBufferedFds', o.maxBufferedFds, DEFAULT_MAX_BUFFERED_FDS, 1, 2 ** 20),
-    type: typeOption(o.type),
+    type: writerType(o.type, expectOwner),
   };
 }
 

@@ -30,6 +30,7 @@ function readerHandleOptions(): Record<string, unknown> {
     acceptFds: false,
     maxPendingFds: d.maxPendingFds,
     type: 'stream',
+    passCredentials: false,
     jsThreadPolling: true,
     jsThreadUnderLoad: false,
     allowUids: [],

@@ -73,6 +73,9 @@ struct Batch {
   uint64_t payload_bytes = 0;
   uint32_t conn_id = 0;
   std::vector<MessageFds> fds;  // messages that carried descriptors, in index order (usually none)
+  // SOCK_DGRAM with credentials: (pid, uid, gid) per message, as int32 bits
+  // (-1 when a datagram carried none); empty otherwise.
+  std::vector<int32_t> creds;
   size_t count() const { return offsets.size() / 2; }
   size_t fd_count() const {
     size_t n = 0;
