@@ -15,9 +15,11 @@ import {
   Scratch,
   bodyLength,
   decodeInto,
-  encodeControl,
   encodeRequest,
   methodBytes,
+  putControl,
+  putRequest,
+  requestSize,
   type BodyInput,
 } from './envelope';
 import type { FrameSink } from './types';
@@ -28,6 +30,12 @@ const MAX_ID = 2 ** 32 - 1;
 const EMPTY = Buffer.alloc(0);
 const noop = (): void => {};
 const METHOD_CACHE_LIMIT = 1024;
+/** Frames up to this size wait for the end of the tick and go out with the tick's others; larger ones go at once. */
+const DEFER_MAX = 64 * 1024;
+/** The tick's frames are handed over early once they fill this much. */
+const QUEUE_FLUSH_AT = 256 * 1024;
+/** frameIndex of a call whose request is still in the tick's queue (not handed to the sink). */
+const NOT_HANDED = Number.MAX_SAFE_INTEGER;
 
 /** Options of a {@link ClientCore}. */
 export interface ClientCoreOptions {
@@ -89,6 +97,19 @@ export class ClientCore {
   #sending = 0;
   #closed: Error | undefined;
   #refused: Error | undefined;
+  // The frames of this tick (requests, cancels, credits), encoded back to
+  // back, handed to the sink together on process.nextTick: the Writer then
+  // sends them with one sendmsg instead of sending the tick's first frame
+  // alone (and waking the server for it) and the rest a moment later.
+  #q: Buffer = Buffer.allocUnsafeSlow(16 * 1024);
+  #qLen = 0;
+  readonly #qEnds: number[] = [];
+  readonly #qCalls: (ClientCall | undefined)[] = [];
+  #qScheduled = false;
+  readonly #flushQueue = (): void => {
+    this.#qScheduled = false;
+    this.#flush();
+  };
   /** Frames handed to the sink (requests, cancels, credits), in order. */
   framesWritten = 0;
   readonly m: ClientCoreMetrics = { calls: 0, streams: 0, failed: 0, timedOut: 0, aborted: 0, lost: 0, lateFrames: 0, invalidFrames: 0 };
@@ -163,11 +184,21 @@ export class ClientCore {
     const id = this.#allocId();
     const c = new ClientCall(id, method);
     c.stream = stream;
-    const frame = encodeRequest(this.#scratch, id, stream !== undefined, ms, credit, mb, body, len);
-    c.frameIndex = this.framesWritten;
-    const p = this.#out(frame); // throws for a frame the sink refuses (too large, stopped)
-    this.#pending.set(id, c);
-    if (p !== undefined) p.catch((e: Error) => this.#fail(c, e));
+    const isStream = stream !== undefined;
+    const size = requestSize(id, isStream, ms, credit, mb.length, len);
+    if (size <= DEFER_MAX && !this.#closed) {
+      const at = this.#reserve(size);
+      this.#queued(putRequest(this.#q, at, id, isStream, ms, credit, mb, body, len), c);
+      c.frameIndex = NOT_HANDED;
+      this.#pending.set(id, c);
+    } else {
+      this.#flush(); // the tick's frames first: frames keep their order
+      const frame = encodeRequest(this.#scratch, id, isStream, ms, credit, mb, body, len);
+      c.frameIndex = this.framesWritten;
+      const p = this.#out(frame); // throws for a frame the sink refuses (too large, stopped)
+      this.#pending.set(id, c);
+      if (p !== undefined) p.catch((e: Error) => this.#fail(c, e));
+    }
     if (ms !== 0) {
       c.deadlineAt = performance.now() + ms;
       this.#deadlines.add(c);
@@ -200,12 +231,71 @@ export class ClientCore {
 
   #control(kind: number, id: number, n = 0): void {
     if (this.#closed) return;
-    try {
-      const p = this.#out(encodeControl(this.#scratch, kind, id, n));
-      if (p !== undefined) p.catch(noop);
-    } catch {
-      // the transport is stopping: nothing to tell the server any more
+    const at = this.#reserve(21);
+    this.#queued(putControl(this.#q, at, kind, id, n), undefined);
+  }
+
+  // Room for `n` more bytes in the tick's queue; returns where they go.
+  #reserve(n: number): number {
+    const len = this.#qLen;
+    if (len + n > this.#q.length) {
+      const grown = Buffer.allocUnsafeSlow(Math.max(2 * this.#q.length, len + n));
+      this.#q.copy(grown, 0, 0, len);
+      this.#q = grown;
     }
+    return len;
+  }
+
+  // A frame was encoded into the queue up to `end`; `c`: the call whose request it is.
+  #queued(end: number, c: ClientCall | undefined): void {
+    this.#qLen = end;
+    this.#qEnds.push(end);
+    this.#qCalls.push(c);
+    if (end >= QUEUE_FLUSH_AT) this.#flush();
+    else if (!this.#qScheduled) {
+      this.#qScheduled = true;
+      process.nextTick(this.#flushQueue);
+    }
+  }
+
+  // Hands the tick's frames to the sink, in order. A request whose call
+  // already ended (aborted, timed out) is not sent: its CANCEL, if any,
+  // follows and is ignored by the server.
+  #flush(): void {
+    const ends = this.#qEnds;
+    const n = ends.length;
+    if (n === 0) return;
+    const calls = this.#qCalls;
+    const ab = this.#q.buffer;
+    const base = this.#q.byteOffset;
+    let start = 0;
+    for (let i = 0; i < n; i++) {
+      const end = ends[i];
+      const c = calls[i];
+      const frame = new Uint8Array(ab, base + start, end - start);
+      start = end;
+      if (c === undefined) {
+        if (this.#closed) continue;
+        try {
+          const p = this.#out(frame);
+          if (p !== undefined) p.catch(noop);
+        } catch {
+          // the transport is stopping: nothing to tell the server any more
+        }
+        continue;
+      }
+      if (c.done) continue;
+      c.frameIndex = this.framesWritten;
+      try {
+        const p = this.#out(frame);
+        if (p !== undefined) p.catch((e: Error) => this.#fail(c, e));
+      } catch (e) {
+        this.#fail(c, e as Error);
+      }
+    }
+    this.#qLen = 0;
+    ends.length = 0;
+    calls.length = 0;
   }
 
   /** @internal The stream wants `n` more parts. */
@@ -364,6 +454,10 @@ export class ClientCore {
   /** No more calls: every pending one fails with `err`. */
   close(err: Error): void {
     this.#closed = err;
+    // The tick's frames are not sent: their calls fail below.
+    this.#qLen = 0;
+    this.#qEnds.length = 0;
+    this.#qCalls.length = 0;
     for (const c of [...this.#pending.values()]) {
       this.#fail(c, err);
     }

@@ -381,6 +381,36 @@ function putBody(out: Buffer, at: number, body: BodyInput, len: number): number 
   return at + len;
 }
 
+/** @internal Bytes of a REQUEST envelope. */
+export function requestSize(id: number, stream: boolean, deadlineMs: number, credit: number, mlen: number, bodyLen: number): number {
+  return 2 + uvarintSize(id) + uvarintSize(deadlineMs) + (stream ? uvarintSize(credit) : 0) + uvarintSize(mlen) + mlen + bodyLen;
+}
+
+/** @internal Writes a REQUEST at `out[at]` (room checked by the caller, see {@link requestSize}); returns the offset after it. */
+export function putRequest(
+  out: Buffer,
+  at: number,
+  id: number,
+  stream: boolean,
+  deadlineMs: number,
+  credit: number,
+  methodBytes: Uint8Array,
+  body: BodyInput,
+  bodyLen: number,
+): number {
+  const mlen = methodBytes.length;
+  out[at] = RpcKind.REQUEST;
+  let p = at + 1;
+  p += writeUvarint(id, out, p);
+  out[p++] = stream ? FLAG_STREAM : 0;
+  p += writeUvarint(deadlineMs, out, p);
+  if (stream) p += writeUvarint(credit, out, p);
+  p += writeUvarint(mlen, out, p);
+  if (mlen <= 16) for (let i = 0; i < mlen; i++) out[p + i] = methodBytes[i];
+  else out.set(methodBytes, p);
+  return putBody(out, p + mlen, body, bodyLen);
+}
+
 /** @internal Encodes a REQUEST; `methodBytes` is the method's UTF-8. */
 export function encodeRequest(
   s: Scratch,
@@ -392,25 +422,17 @@ export function encodeRequest(
   body: BodyInput,
   bodyLen: number,
 ): Uint8Array {
-  const mlen = methodBytes.length;
-  const size =
-    2 +
-    uvarintSize(id) +
-    uvarintSize(deadlineMs) +
-    (stream ? uvarintSize(credit) : 0) +
-    uvarintSize(mlen) +
-    mlen +
-    bodyLen;
-  const out = s.get(size);
-  out[0] = RpcKind.REQUEST;
-  let p = 1 + writeUvarint(id, out, 1);
-  out[p++] = stream ? FLAG_STREAM : 0;
-  p += writeUvarint(deadlineMs, out, p);
-  if (stream) p += writeUvarint(credit, out, p);
-  p += writeUvarint(mlen, out, p);
-  out.set(methodBytes, p);
-  p = putBody(out, p + mlen, body, bodyLen);
-  return out.subarray(0, p);
+  const out = s.get(requestSize(id, stream, deadlineMs, credit, methodBytes.length, bodyLen));
+  return out.subarray(0, putRequest(out, 0, id, stream, deadlineMs, credit, methodBytes, body, bodyLen));
+}
+
+/** @internal Writes END or CANCEL (`kind`), or CREDIT with `n`, at `out[at]` (at most 21 bytes); returns the offset after it. */
+export function putControl(out: Uint8Array, at: number, kind: number, id: number, n = 0): number {
+  out[at] = kind;
+  let p = at + 1;
+  p += writeUvarint(id, out, p);
+  if (kind === RpcKind.CREDIT) p += writeUvarint(n, out, p);
+  return p;
 }
 
 /** @internal Encodes REPLY or PART (`kind`) with `body`. */
