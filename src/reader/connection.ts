@@ -112,6 +112,40 @@ export class ReaderConnection implements Connection {
   }
 
   /**
+   * @internal {@link ReaderConnection.write} of the message `head[0,
+   * headLen) + body` (`bodyLen`: its bytes, a string's UTF-8 length),
+   * copied straight into this tick's buffer: for the RPC server's replies,
+   * whose envelope header is put in front of the handler's bytes.
+   */
+  writeParts(head: Uint8Array, headLen: number, body: Uint8Array | string, bodyLen: number): boolean {
+    const sink = this.#sink;
+    if (!sink) throw notConnected(this.id);
+    const n = headLen + bodyLen;
+    const size = this.#frameSize(n, sink);
+    if (this.#head < this.#waiters.length || this.#len + this.#native + size > sink.maxReplyBytes) {
+      sink.refused();
+      return false;
+    }
+    let buf = this.#buf;
+    const need = this.#len + size;
+    if (!buf || buf.length < need) buf = this.#grow(need);
+    let p = putUvarint31(buf, this.#len, n);
+    for (let i = 0; i < headLen; i++) buf[p + i] = head[i];
+    p += headLen;
+    if (bodyLen !== 0) {
+      if (typeof body === 'string') buf.write(body, p, bodyLen, 'utf8');
+      else if (bodyLen <= 64) for (let i = 0; i < bodyLen; i++) buf[p + i] = body[i];
+      else buf.set(body, p);
+    }
+    this.#len = need;
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      sink.schedule(this);
+    }
+    return true;
+  }
+
+  /**
    * Like {@link ReaderConnection.write}, but waits for room instead of
    * dropping. Resolves once the message is queued (in order with other
    * sends), not when the writer has read it.

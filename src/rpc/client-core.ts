@@ -14,7 +14,7 @@ import {
   RpcKind,
   Scratch,
   bodyLength,
-  decodeInto,
+  decodeAt,
   encodeRequest,
   methodBytes,
   putControl,
@@ -86,7 +86,12 @@ export function remoteError(code: string, message: string): IpcError {
 export class ClientCore {
   readonly #sink: FrameSink;
   readonly opts: ClientCoreOptions;
-  readonly #pending = new Map<number, ClientCall>();
+  // Calls in flight, by id: a table of a power-of-two size indexed by
+  // `id & mask`, at most half full. Ids are handed out counting up and skip
+  // those whose slot is taken, so a slot holds at most one call.
+  #table: (ClientCall | undefined)[] = new Array<ClientCall | undefined>(64).fill(undefined);
+  #mask = 63;
+  #count = 0;
   readonly #view = new EnvelopeView();
   readonly #scratch = new Scratch();
   readonly #deadlines = new DeadlineQueue<ClientCall>((c) => this.#expire(c));
@@ -127,7 +132,7 @@ export class ClientCore {
 
   /** Calls (and streams) in flight. */
   get inFlight(): number {
-    return this.#pending.size;
+    return this.#count;
   }
 
   /**
@@ -190,13 +195,13 @@ export class ClientCore {
       const at = this.#reserve(size);
       this.#queued(putRequest(this.#q, at, id, isStream, ms, credit, mb, body, len), c);
       c.frameIndex = NOT_HANDED;
-      this.#pending.set(id, c);
+      this.#add(c);
     } else {
       this.#flush(); // the tick's frames first: frames keep their order
       const frame = encodeRequest(this.#scratch, id, isStream, ms, credit, mb, body, len);
       c.frameIndex = this.framesWritten;
       const p = this.#out(frame); // throws for a frame the sink refuses (too large, stopped)
-      this.#pending.set(id, c);
+      this.#add(c);
       if (p !== undefined) p.catch((e: Error) => this.#fail(c, e));
     }
     if (ms !== 0) {
@@ -207,9 +212,44 @@ export class ClientCore {
     return c;
   }
 
+  // Registers a call whose id came from #allocId() (its slot is free).
+  #add(c: ClientCall): void {
+    if (2 * (this.#count + 1) > this.#table.length) this.#grow();
+    this.#table[c.id & this.#mask] = c;
+    this.#count++;
+  }
+
+  // Doubles the table. Ids stay as they are: two calls whose ids share a
+  // slot in the larger table cannot both be in flight (they shared one in
+  // the smaller table too, where a slot holds one call).
+  #grow(): void {
+    const old = this.#table;
+    const size = 2 * old.length;
+    const t = new Array<ClientCall | undefined>(size).fill(undefined);
+    const mask = size - 1;
+    for (const c of old) if (c !== undefined) t[c.id & mask] = c;
+    this.#table = t;
+    this.#mask = mask;
+  }
+
+  // The calls in flight (a copy: failing them removes them).
+  #calls(): ClientCall[] {
+    const out: ClientCall[] = [];
+    for (const c of this.#table) if (c !== undefined) out.push(c);
+    return out;
+  }
+
+  /** The call in flight with this id, if any. */
+  #lookup(id: number): ClientCall | undefined {
+    const c = this.#table[id & this.#mask];
+    return c !== undefined && c.id === id ? c : undefined;
+  }
+
   #allocId(): number {
     let id = this.#nextId;
-    while (this.#pending.has(id)) id = id === MAX_ID ? 1 : id + 1;
+    const t = this.#table;
+    const mask = this.#mask;
+    while (t[id & mask] !== undefined) id = id === MAX_ID ? 1 : id + 1;
     this.#nextId = id === MAX_ID ? 1 : id + 1;
     return id;
   }
@@ -312,13 +352,18 @@ export class ClientCore {
 
   #remove(c: ClientCall): void {
     c.done = true;
-    this.#pending.delete(c.id);
+    const t = this.#table;
+    const i = c.id & this.#mask;
+    if (t[i] === c) {
+      t[i] = undefined;
+      this.#count--;
+    }
     if (c.heapIndex >= 0) this.#deadlines.remove(c);
     if (c.offAbort) {
       c.offAbort();
       c.offAbort = undefined;
     }
-    if (this.#idle !== undefined && this.#pending.size === 0) {
+    if (this.#idle !== undefined && this.#count === 0) {
       const f = this.#idle;
       this.#idle = undefined;
       f();
@@ -353,13 +398,18 @@ export class ClientCore {
    * handed out (a large reply or part): the caller must keep its memory valid.
    */
   onFrame(payload: Uint8Array): boolean {
+    return this.onFrameAt(payload, 0, payload.length);
+  }
+
+  /** {@link ClientCore.onFrame} for the payload `bytes[start, end)`. */
+  onFrameAt(bytes: Uint8Array, start: number, end: number): boolean {
     const v = this.#view;
-    if (!decodeInto(payload, v)) {
+    if (!decodeAt(bytes, start, end, v)) {
       this.m.invalidFrames++;
       this.#report(new IpcError('ERR_INVALID_FRAME', `The server sent a frame that is not a valid RPC envelope: ${v.error}`));
       return false;
     }
-    const c = this.#pending.get(v.id);
+    const c = this.#lookup(v.id);
     if (c === undefined) {
       if (v.kind >= RpcKind.REPLY && v.kind <= RpcKind.END) this.m.lateFrames++;
       else this.m.invalidFrames++;
@@ -371,10 +421,10 @@ export class ClientCore {
         this.#remove(c);
         const len = v.bodyEnd - v.bodyStart;
         if (len <= COPY_LIMIT) {
-          c.resolve(len === 0 ? Buffer.alloc(0) : copyOf(payload, v.bodyStart, len));
+          c.resolve(len === 0 ? Buffer.alloc(0) : copyOf(bytes, v.bodyStart, len));
           return false;
         }
-        c.resolve(Buffer.from(payload.buffer, payload.byteOffset + v.bodyStart, len));
+        c.resolve(Buffer.from(bytes.buffer, bytes.byteOffset + v.bodyStart, len));
         return true;
       }
       case RpcKind.ERROR: {
@@ -390,7 +440,7 @@ export class ClientCore {
         if (!s) return this.#protocolError(c, 'a PART to a unary call');
         const len = v.bodyEnd - v.bodyStart;
         const view = len > COPY_LIMIT;
-        const body = len === 0 ? EMPTY : view ? Buffer.from(payload.buffer, payload.byteOffset + v.bodyStart, len) : copyOf(payload, v.bodyStart, len);
+        const body = len === 0 ? EMPTY : view ? Buffer.from(bytes.buffer, bytes.byteOffset + v.bodyStart, len) : copyOf(bytes, v.bodyStart, len);
         if (!s.push(body)) return this.#protocolError(c, 'more stream parts than its flow control window allows');
         return view;
       }
@@ -433,7 +483,7 @@ export class ClientCore {
    * (their request goes out on the next connection).
    */
   connectionLost(sentFrames: number, reason?: Error): void {
-    for (const c of [...this.#pending.values()]) {
+    for (const c of this.#calls()) {
       if (c.frameIndex < sentFrames) {
         this.m.lost++;
         this.#fail(
@@ -458,7 +508,7 @@ export class ClientCore {
     this.#qLen = 0;
     this.#qEnds.length = 0;
     this.#qCalls.length = 0;
-    for (const c of [...this.#pending.values()]) {
+    for (const c of this.#calls()) {
       this.#fail(c, err);
     }
     this.#deadlines.clear();
@@ -466,7 +516,7 @@ export class ClientCore {
 
   /** Resolves once no call is in flight. */
   whenIdle(): Promise<void> {
-    if (this.#pending.size === 0) return Promise.resolve();
+    if (this.#count === 0) return Promise.resolve();
     return new Promise((resolve) => {
       const prev = this.#idle;
       this.#idle = () => {
@@ -477,9 +527,12 @@ export class ClientCore {
   }
 }
 
-function copyOf(payload: Uint8Array, start: number, len: number): Buffer {
+const u8subarray = Uint8Array.prototype.subarray;
+
+function copyOf(bytes: Uint8Array, start: number, len: number): Buffer {
   const b = Buffer.allocUnsafe(len);
-  b.set(payload.subarray(start, start + len));
+  if (len <= 64) for (let i = 0; i < len; i++) b[i] = bytes[start + i];
+  else b.set(u8subarray.call(bytes, start, start + len));
   return b;
 }
 

@@ -262,7 +262,8 @@ export class RpcClient extends EventEmitter {
   #onBatch(batch: Batch): void {
     const core = this.#core;
     let keep = false;
-    for (let i = 0, n = batch.length; i < n; i++) if (core.onFrame(batch.at(i)!)) keep = true;
+    const bytes = batch.bytes;
+    for (let i = 0, n = batch.length; i < n; i++) if (core.onFrameAt(bytes, batch.start(i), batch.end(i))) keep = true;
     if (keep) batch.retain();
   }
 

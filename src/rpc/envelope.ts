@@ -95,6 +95,10 @@ export class EnvelopeView {
   bodyEnd = 0;
   /** Why the envelope is invalid (set when decodeInto returned false). */
   error = '';
+  /** The last method name decoded and its bytes: a request for the same method reuses the string. */
+  lastMethod = '';
+  lastMethodBytes: Uint8Array = new Uint8Array(MAX_METHOD_BYTES);
+  lastMethodLen = 0;
 }
 
 // uvarint reader: returns the value, or -1 (truncated), -2 (overflows 64
@@ -166,22 +170,34 @@ function decodeMethod(b: Uint8Array, start: number, end: number): string | undef
   return s;
 }
 
+function sameBytes(a: Uint8Array, at: number, b: Uint8Array, n: number): boolean {
+  for (let i = 0; i < n; i++) if (a[at + i] !== b[i]) return false;
+  return true;
+}
+
 /**
  * @internal Decodes `payload` into `out`. Returns true for a valid envelope;
  * false otherwise, with `out.error` saying why and `out.id` the call id if it
  * could be read (else -1), and `out.kind` the kind byte if there was one.
  */
 export function decodeInto(payload: Uint8Array, out: EnvelopeView): boolean {
-  const end = payload.length;
+  return decodeAt(payload, 0, payload.length, out);
+}
+
+/**
+ * @internal {@link decodeInto} for the payload `payload[start, end)`:
+ * `bodyStart`/`bodyEnd` are offsets in `payload`.
+ */
+export function decodeAt(payload: Uint8Array, start: number, end: number, out: EnvelopeView): boolean {
   out.kind = 0;
   out.id = -1;
-  if (end === 0) {
+  if (end === start) {
     out.error = 'empty payload';
     return false;
   }
-  const kind = payload[0];
+  const kind = payload[start];
   out.kind = kind;
-  pos[0] = 1;
+  pos[0] = start + 1;
   const id = readUvarint(payload, end);
   if (id < 0) {
     out.error = varintError('the call id', id);
@@ -231,10 +247,17 @@ export function decodeInto(payload: Uint8Array, out: EnvelopeView): boolean {
         out.error = 'the method name is truncated';
         return false;
       }
-      const method = decodeMethod(payload, p, p + mlen);
-      if (method === undefined) {
-        out.error = 'the method name is not valid UTF-8';
-        return false;
+      let method: string | undefined;
+      if (mlen === out.lastMethodLen && sameBytes(payload, p, out.lastMethodBytes, mlen)) method = out.lastMethod;
+      else {
+        method = decodeMethod(payload, p, p + mlen);
+        if (method === undefined) {
+          out.error = 'the method name is not valid UTF-8';
+          return false;
+        }
+        out.lastMethod = method;
+        out.lastMethodLen = mlen;
+        out.lastMethodBytes.set(payload.subarray(p, p + mlen));
       }
       out.method = method;
       out.bodyStart = p + mlen;
@@ -374,9 +397,19 @@ export function bodyLength(body: BodyInput): number {
   return typeof body === 'string' ? Buffer.byteLength(body, 'utf8') : body.length;
 }
 
+// A uvarint at out[p]; returns the offset after it. One byte inline.
+function putVarint(out: Uint8Array, p: number, n: number): number {
+  if (n < 0x80) {
+    out[p] = n;
+    return p + 1;
+  }
+  return p + writeUvarint(n, out, p);
+}
+
 function putBody(out: Buffer, at: number, body: BodyInput, len: number): number {
   if (len === 0) return at;
   if (typeof body === 'string') out.write(body, at, len, 'utf8');
+  else if (len <= 64) for (let i = 0; i < len; i++) out[at + i] = body[i];
   else out.set(body, at);
   return at + len;
 }
@@ -400,12 +433,11 @@ export function putRequest(
 ): number {
   const mlen = methodBytes.length;
   out[at] = RpcKind.REQUEST;
-  let p = at + 1;
-  p += writeUvarint(id, out, p);
+  let p = putVarint(out, at + 1, id);
   out[p++] = stream ? FLAG_STREAM : 0;
-  p += writeUvarint(deadlineMs, out, p);
-  if (stream) p += writeUvarint(credit, out, p);
-  p += writeUvarint(mlen, out, p);
+  p = putVarint(out, p, deadlineMs);
+  if (stream) p = putVarint(out, p, credit);
+  p = putVarint(out, p, mlen);
   if (mlen <= 16) for (let i = 0; i < mlen; i++) out[p + i] = methodBytes[i];
   else out.set(methodBytes, p);
   return putBody(out, p + mlen, body, bodyLen);
