@@ -36,7 +36,15 @@ interface Waiter {
 }
 
 const EMPTY = new Uint8Array(0);
-const KEEP_BUFFER_UP_TO = 64 * 1024; // a larger collection buffer is dropped after its flush
+const KEEP_BUFFER_UP_TO = 64 * 1024; // a larger collection buffer is dropped after its flush...
+const SPARE_UP_TO = 4 * 1024 * 1024; // ...or kept as the one spare of the process, up to this size
+
+// One large collection buffer for whichever connection next needs one: a
+// flush hands its bytes to the native side (sent or copied) before it
+// returns, so the buffer is free at once. Steady large replies then reuse
+// warm memory instead of a fresh allocation (page faults) every tick, and
+// the memory held stays one buffer per process, not one per connection.
+let spare: Buffer | undefined;
 const MAX_FRAME = 0x7fffffff; // frames are written with 31-bit length prefixes
 
 function notConnected(id: number): IpcError {
@@ -232,7 +240,12 @@ export class ReaderConnection implements Connection {
   // so that a steady stream of large replies is not copied at every doubling.
   #grow(need: number): Buffer {
     const old = this.#buf;
-    const grown = Buffer.allocUnsafeSlow(Math.max(4096, need, old ? 2 * old.length : this.#peak));
+    const size = Math.max(4096, need, old ? 2 * old.length : this.#peak);
+    let grown: Buffer;
+    if (spare !== undefined && spare.length >= size) {
+      grown = spare;
+      spare = undefined;
+    } else grown = Buffer.allocUnsafeSlow(size);
     if (old && this.#len > 0) old.copy(grown, 0, 0, this.#len);
     this.#buf = grown;
     return grown;
@@ -247,7 +260,11 @@ export class ReaderConnection implements Connection {
     // Decays, so that one burst does not make every later tick start huge.
     this.#peak = Math.max(this.#len, this.#peak >>> 1);
     this.#len = 0;
-    if (this.#buf!.length > KEEP_BUFFER_UP_TO) this.#buf = undefined;
+    const buf = this.#buf!;
+    if (buf.length > KEEP_BUFFER_UP_TO) {
+      if (buf.length <= SPARE_UP_TO && (spare === undefined || spare.length < buf.length)) spare = buf;
+      this.#buf = undefined;
+    }
     // -1: closed natively; the close item follows and rejects what waits.
     if (r >= 0) {
       this.#native = r;
