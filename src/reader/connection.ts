@@ -57,6 +57,17 @@ function byteLengthOf(data: unknown): number {
   throw invalidType('data', 'a Uint8Array, a Buffer or a string', data, 'argument');
 }
 
+// Writes the frame `uvarint(n) head[0, headLen) body` at buf[at].
+function putParts(buf: Buffer, at: number, n: number, head: Uint8Array, headLen: number, body: Uint8Array | string, bodyLen: number): void {
+  let p = putUvarint31(buf, at, n);
+  for (let i = 0; i < headLen; i++) buf[p + i] = head[i];
+  p += headLen;
+  if (bodyLen === 0) return;
+  if (typeof body === 'string') buf.write(body, p, bodyLen, 'utf8');
+  else if (bodyLen <= 64) for (let i = 0; i < bodyLen; i++) buf[p + i] = body[i];
+  else buf.set(body, p);
+}
+
 /**
  * One writer connected to a {@link Reader}, with its credentials
  * (SO_PEERCRED, read at accept), live: replies go back to that writer on the
@@ -134,23 +145,45 @@ export class ReaderConnection implements Connection {
       sink.refused();
       return false;
     }
+    this.#putParts(head, headLen, body, bodyLen, n, size, sink);
+    return true;
+  }
+
+  #putParts(head: Uint8Array, headLen: number, body: Uint8Array | string, bodyLen: number, n: number, size: number, sink: ReplySink): void {
     let buf = this.#buf;
     const need = this.#len + size;
     if (!buf || buf.length < need) buf = this.#grow(need);
-    let p = putUvarint31(buf, this.#len, n);
-    for (let i = 0; i < headLen; i++) buf[p + i] = head[i];
-    p += headLen;
-    if (bodyLen !== 0) {
-      if (typeof body === 'string') buf.write(body, p, bodyLen, 'utf8');
-      else if (bodyLen <= 64) for (let i = 0; i < bodyLen; i++) buf[p + i] = body[i];
-      else buf.set(body, p);
-    }
+    putParts(buf, this.#len, n, head, headLen, body, bodyLen);
     this.#len = need;
     if (!this.#scheduled) {
       this.#scheduled = true;
       sink.schedule(this);
     }
-    return true;
+  }
+
+  /**
+   * @internal {@link ReaderConnection.send} of the message `head[0,
+   * headLen) + body`: when it has to wait, the frame is assembled once, in
+   * the waiting send's own buffer.
+   */
+  sendParts(head: Uint8Array, headLen: number, body: Uint8Array | string, bodyLen: number): Promise<void> {
+    try {
+      const sink = this.#sink;
+      if (!sink) throw notConnected(this.id);
+      const n = headLen + bodyLen;
+      const size = this.#frameSize(n, sink);
+      if (this.#head === this.#waiters.length && this.#len + this.#native + size <= sink.maxReplyBytes) {
+        this.#putParts(head, headLen, body, bodyLen, n, size, sink);
+        return Promise.resolve();
+      }
+      const frame = Buffer.allocUnsafe(size);
+      putParts(frame, 0, n, head, headLen, body, bodyLen);
+      return new Promise<void>((resolve, reject) => {
+        this.#waiters.push({ frame, resolve, reject, off: undefined });
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   /**

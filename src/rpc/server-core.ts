@@ -646,15 +646,21 @@ export class ServerConnection {
     const len = bodyLength(body);
     if (len + 11 > core.opts.maxFrameSize) return this.#tooLarge(id, method, len);
     const sink = this.#sink;
-    if (sink.writeParts !== undefined && this.#sending === 0 && !this.#closed) {
-      // The envelope header, then the body, straight into the connection's buffer.
-      const head = core.head;
-      head[0] = RpcKind.REPLY;
-      let hlen: number;
-      if (id < 0x80) {
-        head[1] = id;
-        hlen = 2;
-      } else hlen = 1 + writeUvarint(id, head, 1);
+    if (sink.writeParts === undefined || sink.sendParts === undefined) {
+      this.#out(encodeBodyFrame(core.scratch, RpcKind.REPLY, id, body, len));
+      return;
+    }
+    // As #out(), but the envelope header and the body go straight into the
+    // connection's buffer (or a waiting send's), never assembled here first.
+    if (this.#closed) return;
+    const head = core.head;
+    head[0] = RpcKind.REPLY;
+    let hlen: number;
+    if (id < 0x80) {
+      head[1] = id;
+      hlen = 2;
+    } else hlen = 1 + writeUvarint(id, head, 1);
+    if (this.#sending === 0) {
       try {
         if (sink.writeParts(head, hlen, body, len)) return;
       } catch (e) {
@@ -662,7 +668,16 @@ export class ServerConnection {
         return;
       }
     }
-    this.#out(encodeBodyFrame(core.scratch, RpcKind.REPLY, id, body, len));
+    this.#sending++;
+    let p: Promise<void>;
+    try {
+      p = sink.sendParts(head, hlen, body, len);
+    } catch (e) {
+      this.#sending--;
+      this.close(e);
+      return;
+    }
+    p.then(this.#sentOk, this.#sentFail);
   }
 
   #tooLarge(id: number, method: string, len: number): void {

@@ -82,6 +82,8 @@ export interface FrameSink {
    * copied straight into the transport's buffer (no assembled frame first).
    */
   writeParts?(head: Uint8Array, headLen: number, body: Uint8Array | string, bodyLen: number): boolean;
+  /** Optional (with writeParts): {@link FrameSink.send} of the frame `head[0, headLen) + body`. */
+  sendParts?(head: Uint8Array, headLen: number, body: Uint8Array | string, bodyLen: number): Promise<void>;
 }
 
 /** @internal The owner of a frame's memory: `retain()` keeps it valid after the frame was handled (a Batch). */
