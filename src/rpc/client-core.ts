@@ -191,7 +191,10 @@ export class ClientCore {
     c.stream = stream;
     const isStream = stream !== undefined;
     const size = requestSize(id, isStream, ms, credit, mb.length, len);
-    if (size <= DEFER_MAX && !this.#closed) {
+    // A call made while others are in flight (or wait in the tick's queue)
+    // joins the tick's frames; a lone call goes at once, without waiting
+    // for whatever else its caller does in this tick (latency).
+    if (size <= DEFER_MAX && !this.#closed && (this.#count !== 0 || this.#qEnds.length !== 0)) {
       const at = this.#reserve(size);
       this.#queued(putRequest(this.#q, at, id, isStream, ms, credit, mb, body, len), c);
       c.frameIndex = NOT_HANDED;
