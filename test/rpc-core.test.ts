@@ -384,6 +384,70 @@ describe('streams', () => {
   });
 });
 
+describe('frames of a tick', () => {
+  function sinkCore(maxFrameSize?: number) {
+    const frames: Buffer[] = [];
+    const client = new ClientCore(
+      {
+        write: (f) => (frames.push(Buffer.from(f)), true),
+        send: (f) => (frames.push(Buffer.from(f)), Promise.resolve()),
+      },
+      { timeoutMs: 0, streamWindow: 16, maxFrameSize },
+    );
+    return { client, frames };
+  }
+
+  it('a lone call goes to the sink at once; calls made while others are in flight go together at the end of the tick, in order', async () => {
+    const { client, frames } = sinkCore();
+    void client.call('m', 'first', undefined, undefined);
+    expect(frames.length).toBe(1);
+    for (let i = 0; i < 5; i++) void client.call('m', `more${i}`, undefined, undefined);
+    const s = client.stream('s', 'x', undefined, undefined, undefined);
+    void s.return();
+    expect(frames.length).toBe(1);
+    expect(client.framesWritten).toBe(1);
+    await new Promise<void>((r) => process.nextTick(r));
+    // the stream's request is not sent: it was cancelled before the end of the tick; its CANCEL goes (and is ignored)
+    const got = frames.map((f) => decodeRpcEnvelope(f));
+    expect(got.map((e) => e.kind)).toEqual(['request', 'request', 'request', 'request', 'request', 'request', 'cancel']);
+    expect(got.slice(0, 6).map((e) => (e.kind === 'request' ? Buffer.from(e.body).toString() : ''))).toEqual(['first', 'more0', 'more1', 'more2', 'more3', 'more4']);
+    expect(client.framesWritten).toBe(7);
+    expect(client.inFlight).toBe(6);
+  });
+
+  it('requests still in the tick are not counted as sent when the connection is lost, and go out after it', async () => {
+    const { client, frames } = sinkCore();
+    const first = client.call('m', 'a', undefined, undefined);
+    const second = client.call('m', 'b', undefined, undefined);
+    client.connectionLost(client.framesWritten, new IpcError('ERR_SOCKET', 'gone'));
+    expect((await rejection(first)).code).toBe('ERR_CONNECTION_LOST');
+    await new Promise<void>((r) => process.nextTick(r));
+    expect(frames.length).toBe(2);
+    expect(client.inFlight).toBe(1);
+    const id = (decodeRpcEnvelope(frames[1]) as { id: number }).id;
+    client.onFrame(encodeRpcEnvelope({ kind: 'reply', id, body: 'ok' }));
+    expect((await second).toString()).toBe('ok');
+  });
+
+  it('a request larger than maxFrameSize is handed over at once even while others are in flight (the sink refusal is thrown by stream())', () => {
+    const frames: Buffer[] = [];
+    const client = new ClientCore(
+      {
+        write: (f) => {
+          if (f.length > 64) throw new IpcError('ERR_MESSAGE_TOO_LARGE', 'too large');
+          frames.push(Buffer.from(f));
+          return true;
+        },
+        send: () => Promise.resolve(),
+      },
+      { timeoutMs: 0, streamWindow: 16, maxFrameSize: 64 },
+    );
+    void client.call('m', 'a', undefined, undefined);
+    expect(() => client.stream('s', 'x'.repeat(100), undefined, undefined, undefined)).toThrow(/too large/);
+    expect(client.inFlight).toBe(1);
+  });
+});
+
 describe('connection loss', () => {
   it('calls whose request was fully sent fail ERR_CONNECTION_LOST; unsent ones stay pending and complete on the next connection', async () => {
     const l = link({ hang: () => new Promise(() => {}), echo: (b) => b });

@@ -45,6 +45,12 @@ export interface ClientCoreOptions {
   streamWindow: number;
   /** Frames that are not valid envelopes, or replies that break the protocol: for the operator. */
   onError?: (err: Error) => void;
+  /**
+   * Largest frame the sink takes (the Writer's maxMessageSize): larger
+   * requests are handed over at once, so that the sink's refusal is thrown
+   * by call()/stream() itself. Default: no limit known.
+   */
+  maxFrameSize?: number;
 }
 
 /** Counters of a {@link ClientCore}. */
@@ -125,9 +131,12 @@ export class ClientCore {
     this.#sending--;
   };
 
+  readonly #deferMax: number;
+
   constructor(sink: FrameSink, opts: ClientCoreOptions) {
     this.#sink = sink;
     this.opts = opts;
+    this.#deferMax = Math.min(DEFER_MAX, opts.maxFrameSize ?? Infinity);
   }
 
   /** Calls (and streams) in flight. */
@@ -194,7 +203,7 @@ export class ClientCore {
     // A call made while others are in flight (or wait in the tick's queue)
     // joins the tick's frames; a lone call goes at once, without waiting
     // for whatever else its caller does in this tick (latency).
-    if (size <= DEFER_MAX && !this.#closed && (this.#count !== 0 || this.#qEnds.length !== 0)) {
+    if (size <= this.#deferMax && !this.#closed && (this.#count !== 0 || this.#qEnds.length !== 0)) {
       const at = this.#reserve(size);
       this.#queued(putRequest(this.#q, at, id, isStream, ms, credit, mb, body, len), c);
       c.frameIndex = NOT_HANDED;
