@@ -108,10 +108,14 @@ export class ClientCore {
   #sending = 0;
   #closed: Error | undefined;
   #refused: Error | undefined;
-  // The frames of this tick (requests, cancels, credits), encoded back to
-  // back, handed to the sink together on process.nextTick: the Writer then
-  // sends them with one sendmsg instead of sending the tick's first frame
-  // alone (and waking the server for it) and the rest a moment later.
+  // The frames of this tick (requests made while others are in flight,
+  // cancels, credits), encoded back to back and handed to the sink together
+  // on process.nextTick, in one loop. Written one by one as the calls were
+  // made, the Writer sent the tick's first request alone (publishing at
+  // once) and the rest only after every other callback of the tick had run,
+  // so the server woke for one request; now the two sends follow each other
+  // at once. (One send would need a Writer call that publishes many frames
+  // once.)
   #q: Buffer = Buffer.allocUnsafeSlow(16 * 1024);
   #qLen = 0;
   readonly #qEnds: number[] = [];
