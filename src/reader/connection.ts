@@ -64,7 +64,7 @@ function putParts(buf: Buffer, at: number, n: number, head: Uint8Array, headLen:
   p += headLen;
   if (bodyLen === 0) return;
   if (typeof body === 'string') buf.write(body, p, bodyLen, 'utf8');
-  else if (bodyLen <= 64) for (let i = 0; i < bodyLen; i++) buf[p + i] = body[i];
+  else if (bodyLen <= 8) for (let i = 0; i < bodyLen; i++) buf[p + i] = body[i];
   else buf.set(body, p);
 }
 

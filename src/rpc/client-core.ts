@@ -547,7 +547,7 @@ const u8subarray = Uint8Array.prototype.subarray;
 
 function copyOf(bytes: Uint8Array, start: number, len: number): Buffer {
   const b = Buffer.allocUnsafe(len);
-  if (len <= 64) for (let i = 0; i < len; i++) b[i] = bytes[start + i];
+  if (len <= 8) for (let i = 0; i < len; i++) b[i] = bytes[start + i];
   else b.set(u8subarray.call(bytes, start, start + len));
   return b;
 }

@@ -409,7 +409,7 @@ function putVarint(out: Uint8Array, p: number, n: number): number {
 function putBody(out: Buffer, at: number, body: BodyInput, len: number): number {
   if (len === 0) return at;
   if (typeof body === 'string') out.write(body, at, len, 'utf8');
-  else if (len <= 64) for (let i = 0; i < len; i++) out[at + i] = body[i];
+  else if (len <= 8) for (let i = 0; i < len; i++) out[at + i] = body[i];
   else out.set(body, at);
   return at + len;
 }
@@ -438,7 +438,7 @@ export function putRequest(
   p = putVarint(out, p, deadlineMs);
   if (stream) p = putVarint(out, p, credit);
   p = putVarint(out, p, mlen);
-  if (mlen <= 16) for (let i = 0; i < mlen; i++) out[p + i] = methodBytes[i];
+  if (mlen <= 8) for (let i = 0; i < mlen; i++) out[p + i] = methodBytes[i];
   else out.set(methodBytes, p);
   return putBody(out, p + mlen, body, bodyLen);
 }
