@@ -190,6 +190,7 @@ export class ReaderConnection implements Connection {
   writeParts(head: Uint8Array, headLen: number, body: Uint8Array | string, bodyLen: number): boolean {
     const sink = this.#sink;
     if (!sink) throw notConnected(this.id);
+    if (!sink.replies) throw noReplies();
     const n = headLen + bodyLen;
     const size = this.#frameSize(n, sink);
     if (this.#head < this.#waiters.length || this.#len + this.#native + size > sink.maxReplyBytes) {
@@ -221,6 +222,7 @@ export class ReaderConnection implements Connection {
     try {
       const sink = this.#sink;
       if (!sink) throw notConnected(this.id);
+      if (!sink.replies) throw noReplies();
       const n = headLen + bodyLen;
       const size = this.#frameSize(n, sink);
       if (this.#head === this.#waiters.length && this.#len + this.#native + size <= sink.maxReplyBytes) {
@@ -230,7 +232,7 @@ export class ReaderConnection implements Connection {
       const frame = Buffer.allocUnsafe(size);
       putParts(frame, 0, n, head, headLen, body, bodyLen);
       return new Promise<void>((resolve, reject) => {
-        this.#waiters.push({ frame, resolve, reject, off: undefined });
+        this.#waiters.push({ frame, fds: undefined, resolve, reject, off: undefined });
       });
     } catch (e) {
       return Promise.reject(e);
