@@ -835,7 +835,8 @@ void ReaderEngine::on_readable_packets(Conn& c) {
   c.packets->flush();
   if (const uint64_t refused = c.packets->stats().refused - refused_before)
     m_rejected_datagrams_.fetch_add(refused, std::memory_order_relaxed);
-  if (const uint64_t dropped = c.packets->stats().too_large - too_large_before) {
+  const uint64_t dropped = c.packets->stats().too_large - too_large_before;
+  if (dropped > 0 && cfg_.type == SOCK_DGRAM) {
     // SOCK_DGRAM: datagrams too large are dropped, never cut short; reported
     // once per readable event (a flood of them is one error per read round).
     m_errors_.fetch_add(1, std::memory_order_relaxed);
