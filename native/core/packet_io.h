@@ -31,9 +31,10 @@
 // large frames. Slots touched deep by large packets are given back with
 // madvise(MADV_DONTNEED) once they hold more than kArenaKeepResident, so a
 // burst of large packets does not pin its memory. The arena's slot count is
-// max_packets, capped so that the arena stays below kArenaMaxVirtual (64 MiB
-// of address space: at a 4 MiB limit a call reads 16 packets, at 208 KiB
-// still 64). The alternatives: MSG_PEEK|MSG_TRUNC (or FIONREAD) tells the
+// max_packets, capped so that the arena stays below kArenaMaxVirtual (256 MiB
+// of address space: at the 4 MiB limit a call still reads 64 packets; the
+// reader of the default maxMessageSize, clamped to 4 MiB, read 16 per call
+// with a 64 MiB cap, 4x the system calls for the same packets). The alternatives: MSG_PEEK|MSG_TRUNC (or FIONREAD) tells the
 // size of the next packet only, so it costs a system call per packet and
 // gives up recvmmsg; a growable buffer cannot be grown after the kernel has
 // cut a packet. The arena is only used inside receive() (everything is
@@ -115,7 +116,7 @@ constexpr size_t kMaxPacketCap = size_t{4} << 20;
 constexpr size_t kMaxPacketsPerCall = 64;
 // sendmmsg() takes at most UIO_MAXIOV (1024) messages per call.
 constexpr size_t kMaxSendBatch = 1024;
-constexpr size_t kArenaMaxVirtual = size_t{64} << 20;
+constexpr size_t kArenaMaxVirtual = size_t{256} << 20;
 constexpr size_t kArenaKeepResident = size_t{1} << 20;
 
 // The largest packet that can be sent on fd (a SOCK_SEQPACKET or SOCK_DGRAM
