@@ -252,7 +252,7 @@ export class Writer extends EventEmitter {
 
   // write() of a message that carries descriptors.
   #writeWithFds(data: Uint8Array | string, len: number, fds: Int32Array): boolean {
-    if (this.#opts.type !== 'stream') throw notWithType('fds', this.#opts.type);
+    if (this.#opts.type === 'dgram') throw notWithType('fds', this.#opts.type);
     const ring = this.#ring;
     const ledger = (this.#fdLedger ??= new FdLedger());
     const max = this.#opts.maxBufferedFds;
