@@ -746,6 +746,8 @@ export class Writer extends EventEmitter {
     this.#stopTimer = undefined;
     this.#lastNative = this.#handle.metrics();
     this.#handle.close();
+    // Closing dropped the descriptors still held for unsent messages.
+    this.#lastNative.fdsBuffered = this.#handle.metrics().fdsBuffered as number;
     this.#inbox?.discard(); // nothing follows STOPPED; detaches: later acks become releases
     this.#conn?.closed();
     this.#failed += discarded;

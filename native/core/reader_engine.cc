@@ -428,7 +428,7 @@ bool ReaderEngine::hand_over(Conn& c, bool ok, uint64_t* frames) {
     while (c.assembler.has_batch()) deliver(c, c.assembler.take_batch(), frames);
     if (!ok) {
       if (c.assembler.error() == FrameError::kUnexpectedFds) {
-        m_fds_refused_.fetch_add(1, std::memory_order_relaxed);
+        m_fds_refused_.fetch_add(c.assembler.refused_fds(), std::memory_order_relaxed);
         close_conn(id, CoreError::plain("ERR_UNEXPECTED_FDS",
                                         "peer sent descriptors with bytes in which no message starts "
                                         "(they must come with a sendmsg of one whole message)"));
