@@ -809,11 +809,12 @@ bool ReaderEngine::accept_all() {
 // SOCK_SEQPACKET: recvmmsg() of up to 64 packets per call
 // (packet_io.h); packets too large close the connection as a frame above
 // maxMessageSize does. No byte budget per call: what one call can bring is
-// bounded by the kernel, since a connection's queued packets are charged to
-// the sender's SO_SNDBUF (at most twice net.core.wmem_max); a budget that
-// assumed every packet as large as allowed would read one packet per call.
-// So a connection may go past max_pending_bytes by one call before it is
-// paused.
+// bounded by the kernel: a seqpacket connection's queued packets are
+// charged to the sender's SO_SNDBUF (at most twice net.core.wmem_max), and a
+// datagram socket queues max_dgram_qlen + 1 datagrams; a budget that assumed
+// every packet as large as allowed would read one packet per call. Calls
+// stop once they have read what the connection may still hold, so it goes
+// past max_pending_bytes by one call at most before it is paused.
 void ReaderEngine::on_readable_packets(Conn& c) {
   const uint32_t id = c.id;
   // Up to kMaxReadsPerEvent calls, their packets in one batch (a reader
@@ -824,15 +825,25 @@ void ReaderEngine::on_readable_packets(Conn& c) {
   const uint64_t refused_before = c.packets->stats().refused;
   const uint64_t too_large_before = c.packets->stats().too_large;
   const uint64_t fds_closed_before = c.packets->stats().fds_closed;
-  for (int r = 0; r < kMaxReadsPerEvent; ++r) {
+  // A datagram reader is the engine's only connection: no one to be fair to.
+  const int max_reads = cfg_.type == SOCK_DGRAM ? 4 * kMaxReadsPerEvent : kMaxReadsPerEvent;
+  // Calls stop once what they read reaches what the connection may still
+  // hold: the overshoot is one call (what the kernel holds for us).
+  const uint64_t room = c.pending < cfg_.max_pending_bytes ? cfg_.max_pending_bytes - c.pending : 0;
+  uint64_t got = 0;
+  for (int r = 0; r < max_reads; ++r) {
     res = c.packets->receive(kNoBudget, /*close_batch=*/false);
+    got += res.bytes + res.delivered * 2 * sizeof(uint32_t);
     if (res.packets > 0) {
       if (cfg_.inactivity_timeout_ms > 0) c.last_active_ms = now_ms();
       m_reads_.fetch_add(1, std::memory_order_relaxed);
       m_bytes_.fetch_add(res.bytes, std::memory_order_relaxed);
     }
-    more = res.status == RecvStatus::kOk && res.maybe_more;
-    if (!more) break;
+    // A datagram reader's queue holds only max_dgram_qlen + 1 datagrams, so
+    // a call rarely fills up: read on while calls bring anything (writers
+    // refill the queue meanwhile), up to the cap, into the same batch.
+    more = res.status == RecvStatus::kOk && (res.maybe_more || (cfg_.type == SOCK_DGRAM && res.packets > 0));
+    if (!more || got >= room) break;
   }
   c.packets->flush();
   if (const uint64_t refused = c.packets->stats().refused - refused_before)
