@@ -123,6 +123,7 @@ export class Writer extends EventEmitter {
   readonly #ring: RingProducer<Waiter>;
   readonly #maxMessage: number;
   #fdLedger: FdLedger | undefined; // descriptors held for unsent messages (made on first use)
+  #waitingFds = 0; // dups held by send()s waiting for room (at most maxBufferedFds)
   readonly #event: Protocol['event']; // tags and layout of the handle's events
   #state: State = 'idle';
   #written = 0;
@@ -312,13 +313,25 @@ export class Writer extends EventEmitter {
       if (fds !== undefined && this.#opts.type === 'dgram') throw notWithType('fds', this.#opts.type);
       // Its descriptors are taken now, as write() takes them: the caller may
       // close its own once send() returns. Ours are closed once the message
-      // is queued (write() dups them again) or the send fails.
-      const held = fds === undefined ? undefined : holdFds(fds);
+      // is queued (write() dups them again) or the send fails. The dups of
+      // waiting send()s are bounded by maxBufferedFds too (a burst must not
+      // fill the process's descriptor table, or the writer could not even
+      // connect): beyond it, a send() takes its descriptors when its message
+      // is queued, and the caller must keep them open until then.
+      const hold = fds !== undefined && this.#waitingFds + fds.length <= this.#opts.maxBufferedFds;
+      const held = hold ? holdFds(fds) : undefined;
+      const release = (): void => {
+        if (held === undefined) return;
+        this.#waitingFds -= held.length;
+        closeFds(held);
+      };
+      if (held !== undefined) this.#waitingFds += held.length;
       return new Promise<void>((outerResolve, outerReject) => {
-        const resolve = held === undefined ? outerResolve : () => (closeFds(held), outerResolve());
-        const reject = held === undefined ? outerReject : (e: Error) => (closeFds(held), outerReject(e));
+        const resolve = held === undefined ? outerResolve : () => (release(), outerResolve());
+        const reject = held === undefined ? outerReject : (e: Error) => (release(), outerReject(e));
         // A copy of the real bytes (write() or messageLength() checked the type).
-        const write: WriteOptions | undefined = held === undefined ? undefined : { fds: Array.from(held) };
+        const write: WriteOptions | undefined =
+          fds === undefined ? undefined : { fds: Array.from(held ?? fds) };
         const s: PendingSend = { data: typeof data === 'string' ? data : copyBytes(data), write, resolve, reject };
         if (signal) {
           const off = this.#aborts.add(signal, () => {

@@ -50,6 +50,12 @@ bool retryable_connect_error(int e) {
     case EAGAIN:
     case EINTR:
     case ETIMEDOUT:
+    // Out of descriptors or memory for the socket: this process's own
+    // shortage (e.g. send()s holding their descriptors' dups), which passes.
+    case EMFILE:
+    case ENFILE:
+    case ENOBUFS:
+    case ENOMEM:
       return true;
     default:
       return false;

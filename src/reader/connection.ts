@@ -116,6 +116,7 @@ export class ReaderConnection implements Connection {
   #head = 0; // first live waiter
   #flushed: Array<() => void> = []; // whenFlushed() callers
   #fdsQueued = 0; // descriptors sent with frames still in the native queue (0 once it is seen empty)
+  #waitingFds = 0; // dups held by send()s waiting for room (at most maxReplyFds)
 
   /** @internal */
   constructor(id: number, pid: number, uid: number, gid: number, sink: ReplySink | undefined) {
@@ -265,11 +266,20 @@ export class ReaderConnection implements Connection {
       // Its descriptors are taken now (the caller may close its own once
       // send() returns); ours are closed once the frame is handed over, or
       // the send fails.
-      const held = fds === undefined ? undefined : holdFds(fds);
+      // (Bounded by maxReplyFds as the Writer's by maxBufferedFds: beyond
+      // it, the descriptors are taken when the frame is handed over.)
+      const hold = fds !== undefined && this.#waitingFds + fds.length <= sink.maxReplyFds;
+      const held = hold ? holdFds(fds) : undefined;
+      const release = (): void => {
+        if (held === undefined) return;
+        this.#waitingFds -= held.length;
+        closeFds(held);
+      };
+      if (held !== undefined) this.#waitingFds += held.length;
       return new Promise<void>((outerResolve, outerReject) => {
-        const resolve = held === undefined ? outerResolve : () => (closeFds(held), outerResolve());
-        const reject = held === undefined ? outerReject : (e: unknown) => (closeFds(held), outerReject(e));
-        const w: Waiter = { frame, fds: held, resolve, reject, off: undefined };
+        const resolve = held === undefined ? outerResolve : () => (release(), outerResolve());
+        const reject = held === undefined ? outerReject : (e: unknown) => (release(), outerReject(e));
+        const w: Waiter = { frame, fds: held ?? fds, resolve, reject, off: undefined };
         if (signal) {
           const onAbort = (): void => {
             const i = this.#waiters.indexOf(w, this.#head);
