@@ -1,0 +1,334 @@
+// File descriptors with messages (issue #19): the bounds. 100k messages with a
+// descriptor each and both processes' descriptor tables back where they
+// started; maxPendingFds on a reader whose handler is blocked; a reader at its
+// RLIMIT_NOFILE (ERR_FDS_TRUNCATED); a frame with a descriptor cut by a broken
+// connection and re-sent whole; the writer's maxBufferedFds.
+//
+// Descriptor counts are the entries of /proc/<pid>/fd of child processes
+// (test/fixtures/fd-reader.js, fd-writer.js), read from here.
+import { describe, it, expect, afterEach } from 'vitest';
+import * as fs from 'node:fs';
+import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { Reader, Writer, type Batch } from '../src/index';
+import { tmpSocket, waitFor, within, steady, FIXTURES, FAST, Proc, PYTHON, killChildren, useTracking, type Line } from './helpers';
+
+const track = useTracking(500);
+afterEach(() => killChildren());
+
+/** Entries of /proc/<pid>/fd. */
+function fdCount(pid: number): number {
+  return fs.readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/**
+ * The smallest of three readings a few ms apart: a Writer's connect attempt
+ * holds a socket for a moment (socket(), connect() failing, close()), which
+ * is not a descriptor the library keeps.
+ */
+async function restingFdCount(pid: number): Promise<number> {
+  let n = fdCount(pid);
+  for (let i = 0; i < 2; i++) {
+    await new Promise((r) => setTimeout(r, 3));
+    n = Math.min(n, fdCount(pid));
+  }
+  return n;
+}
+
+/** Waits until /proc/<pid>/fd has `n` entries (resting), then asserts it. */
+async function expectFdsBackTo(pid: number, n: number, who: string, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  let now = await restingFdCount(pid);
+  while (now !== n && Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 20));
+    now = await restingFdCount(pid);
+  }
+  expect(now, `${who}: descriptors in /proc/${pid}/fd`).toBe(n);
+}
+
+function readerChild(path: string, cfg: object, prefix: string[] = []): Proc {
+  const cmd = prefix.length ? prefix[0] : process.execPath;
+  const args = prefix.length ? [...prefix.slice(1), process.execPath] : [];
+  return new Proc(cmd, [...args, join(FIXTURES, 'fd-reader.js'), path, JSON.stringify(cfg)]);
+}
+
+function writerChild(path: string, cfg: object): Proc {
+  return new Proc(process.execPath, [join(FIXTURES, 'fd-writer.js'), path, JSON.stringify(cfg)]);
+}
+
+/** Asks a fixture for its metrics (SIGUSR2) and returns the next 'metrics' line. */
+async function metricsOf(p: Proc): Promise<Line> {
+  const before = p.all((l) => l.event === 'metrics').length;
+  p.child.kill('SIGUSR2');
+  await waitFor(() => p.all((l) => l.event === 'metrics').length > before || !!p.exit, 10_000, 'a metrics line');
+  const m = p.all((l) => l.event === 'metrics')[before];
+  if (!m) throw new Error(`no metrics: child exited ${JSON.stringify(p.exit)}; stderr: ${p.stderr}`);
+  return m;
+}
+
+/** Polls metricsOf() until `pred(line)` holds (or the deadline passes: then returns the last, for the assertion to show). */
+async function metricsUntil(p: Proc, pred: (line: Line) => boolean, timeoutMs = 10_000): Promise<Line> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const m = await metricsOf(p);
+    if (pred(m) || Date.now() > end) return m;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function fileNear(path: string, name: string, content: string | Buffer): string {
+  const f = join(dirname(path), name);
+  fs.writeFileSync(f, content);
+  return f;
+}
+
+function seqMessage(seq: number): Buffer {
+  const b = Buffer.allocUnsafe(8);
+  b.writeUInt32LE(seq, 0);
+  b.writeUInt32LE(0x66647321, 4);
+  return b;
+}
+
+describe('100k messages with a descriptor each', () => {
+  it('the reader takes every 3rd and ignores the others: both processes end with the descriptors they started with; the counts add up', async () => {
+    const path = tmpSocket();
+    const file = fileNear(path, 'flood.txt', 'flood');
+    const WARM = 30;
+    const N = 100_000;
+    const TOTAL = WARM + N;
+    const r = readerChild(path, { mode: 'count', take: 'every3', options: { acceptFds: true }, report: [WARM, TOTAL] });
+    await r.line((l) => l.event === 'listening', 'reader listening');
+    const w = writerChild(path, { mode: 'flood', file, warm: WARM, n: N, writer: { reconnect: false } });
+    await w.line((l) => l.event === 'warm', 'the warm-up messages flushed', 20_000);
+    await r.line((l) => l.event === 'count' && l.received === WARM, 'the warm-up messages received');
+    // At rest: every warm-up descriptor taken (and closed) or closed by the library.
+    const warm = await metricsUntil(r, (l) => l.metrics.fdsReceived === WARM && l.taken + l.metrics.fdsClosedUnclaimed === WARM);
+    expect(warm.metrics.fdsReceived).toBe(WARM);
+    const readerBase = await restingFdCount(r.pid);
+    const writerBase = await restingFdCount(w.pid);
+
+    w.child.kill('SIGUSR1');
+    const flushed = await w.line((l) => l.event === 'flushed', 'the writer flushed 100k messages', 50_000);
+    const done = await r.line((l) => l.event === 'count' && l.received === TOTAL, 'the reader received them all', 20_000);
+    expect(done.mismatches).toBe(0);
+    expect(done.bad).toEqual([]);
+
+    const wm = flushed.metrics;
+    expect(wm.sent).toBe(TOTAL);
+    expect(wm.fdsSent).toBe(TOTAL);
+    expect(wm.fdsBuffered).toBe(0);
+    expect(wm.disconnects).toBe(0);
+
+    const taken = Math.ceil(TOTAL / 3); // seqs 0, 3, 6, ... < TOTAL
+    const rm = await metricsUntil(r, (l) => l.metrics.fdsReceived === TOTAL && l.taken + l.metrics.fdsClosedUnclaimed === TOTAL);
+    expect(rm.taken).toBe(taken);
+    expect(rm.metrics.received).toBe(TOTAL);
+    expect(rm.metrics.fdsReceived).toBe(TOTAL);
+    expect(rm.metrics.fdsClosedUnclaimed).toBe(TOTAL - taken);
+    expect(rm.metrics.fdsRefused).toBe(0);
+
+    await expectFdsBackTo(r.pid, readerBase, 'the reader');
+    await expectFdsBackTo(w.pid, writerBase, 'the writer');
+  });
+});
+
+describe('maxPendingFds', () => {
+  it('a blocked handler: the reader holds at most maxPendingFds + 1 received descriptors (the read that crosses the bound brings one frame’s), then delivers all 100 once released', async () => {
+    const path = tmpSocket();
+    const file = fileNear(path, 'p.txt', 'pending');
+    const MAX = 8;
+    const N = 100;
+    const r = readerChild(path, { mode: 'count', take: 'all', hold: true, options: { acceptFds: true, maxPendingFds: MAX }, report: [N] });
+    await r.line((l) => l.event === 'listening', 'reader listening');
+    const w = track(new Writer(path, { reconnect: FAST })).start();
+    await r.line((l) => l.event === 'connection', 'the connection');
+    const base = await restingFdCount(r.pid);
+
+    const fd = fs.openSync(file, 'r');
+    try {
+      for (let i = 0; i < N; i++) expect(w.write(seqMessage(i), { fds: [fd] })).toBe(true);
+    } finally {
+      fs.closeSync(fd);
+    }
+    await r.line((l) => l.event === 'blocked', 'the handler blocked on its first batch');
+    // The reader stops reading: its descriptor count stops moving. (Nothing
+    // reports "paused because of descriptors" as such; see steady().)
+    const held = (await steady(() => fdCount(r.pid), 300, 20_000, 'a steady descriptor count')) - base;
+    const m = await metricsOf(r);
+    // The first batch's descriptors were taken and closed by the handler
+    // before it blocked; the rest are pending in the library.
+    expect(held, `descriptors held while blocked (metrics ${JSON.stringify(m.metrics)})`).toBeLessThanOrEqual(MAX + 1);
+    expect(held).toBeGreaterThanOrEqual(MAX - m.taken);
+    expect(m.metrics.fdsReceived).toBeLessThanOrEqual(m.taken + MAX + 1);
+    expect(m.metrics.fdsReceived).toBeLessThan(N);
+    expect(m.metrics.received).toBe(m.taken); // only the held batch reached the handler
+
+    r.child.kill('SIGUSR1');
+    const done = await r.line((l) => l.event === 'count' && l.received === N, 'all 100 delivered', 20_000);
+    expect(done.mismatches).toBe(0);
+    expect(done.bad).toEqual([]);
+    expect(done.taken).toBe(N);
+    const after = await metricsUntil(r, (l) => l.metrics.fdsReceived === N);
+    expect(after.metrics.fdsReceived).toBe(N);
+    expect(after.metrics.fdsClosedUnclaimed).toBe(0);
+    await expectFdsBackTo(r.pid, base, 'the reader');
+  });
+});
+
+describe('RLIMIT_NOFILE reached on the reader', () => {
+  it('ERR_FDS_TRUNCATED on that connection only: what arrived is closed, the reader keeps serving its other connections and new ones', async () => {
+    const path = tmpSocket();
+    const file = fileNear(path, 'l.txt', 'limited');
+    const r = readerChild(path, { options: { acceptFds: true } });
+    await r.line((l) => l.event === 'listening', 'reader listening');
+    const good = track(new Writer(path, { reconnect: FAST })).start();
+    let goodDisconnects = 0;
+    good.on('disconnect', () => goodDisconnects++);
+    good.write('good-1');
+    await r.line((l) => l.event === 'msg' && l.data === 'good-1', 'good-1');
+    const bad = track(new Writer(path, { reconnect: false })).start();
+    bad.on('error', () => {});
+    bad.write('bad-hello');
+    const hello = await r.line((l) => l.event === 'msg' && l.data === 'bad-hello', 'bad-hello');
+    const badConn = hello.conn as number;
+
+    // Room for 10 more descriptors in the reader process, then 50 in one message.
+    const inUse = await restingFdCount(r.pid);
+    const limit = inUse + 10;
+    execFileSync('prlimit', ['--pid', String(r.pid), `--nofile=${limit}:${limit}`]);
+    expect(fs.readFileSync(`/proc/${r.pid}/limits`, 'utf8')).toMatch(new RegExp(`Max open files\\s+${limit}\\s+${limit}`));
+    const fd = fs.openSync(file, 'r');
+    try {
+      expect(bad.write('fifty', { fds: new Array(50).fill(fd) })).toBe(true);
+      await within(bad.flush(), "the bad writer's flush()");
+      const err = await r.line((l) => l.event === 'error' && l.conn === badConn, 'the reader error for the truncated connection');
+      expect(err).toMatchObject({ code: 'ERR_FDS_TRUNCATED', context: 'connection' });
+      const disc = await r.line((l) => l.event === 'disconnect' && l.id === badConn, 'the truncated connection closed');
+      expect(disc.code).toBe('ERR_FDS_TRUNCATED');
+      expect(r.find((l) => l.event === 'msg' && l.data === 'fifty')).toBeUndefined();
+      // Everything that did arrive was closed, and the connection is gone.
+      await expectFdsBackTo(r.pid, inUse - 1, 'the reader after the truncation');
+
+      // The other connection never noticed; a new one (with a descriptor) works too.
+      good.write('good-2', { fds: [fd] });
+      const g2 = await r.line((l) => l.event === 'msg' && l.data === 'good-2', 'good-2');
+      expect(g2.fds).toEqual([expect.objectContaining({ type: 'file', content: 'limited' })]);
+      expect(goodDisconnects).toBe(0);
+      const late = track(new Writer(path, { reconnect: FAST })).start();
+      late.write('late', { fds: [fd] });
+      const l3 = await r.line((l) => l.event === 'msg' && l.data === 'late', 'late');
+      expect(l3.fds).toEqual([expect.objectContaining({ type: 'file', content: 'limited' })]);
+    } finally {
+      fs.closeSync(fd);
+    }
+    expect(r.exit).toBeUndefined();
+    expect(r.all((l) => l.event === 'error').map((l) => l.code)).toEqual(['ERR_FDS_TRUNCATED']);
+  });
+});
+
+describe('a frame with a descriptor cut by a broken connection', () => {
+  it('is re-sent whole on the next connection: the restarted reader gets it once, with exactly its one descriptor, which works', async () => {
+    const path = tmpSocket();
+    const file = fileNear(path, 'big.txt', 'the file sent with the big frame');
+    // A raw listener that reads 64 KiB of the connection and then nothing.
+    const sink = new Proc(PYTHON, [join(FIXTURES, 'fd_peer.py'), 'sink', path]);
+    await sink.line((l) => l.event === 'listening', 'the sink listening');
+    const w = track(new Writer(path, { reconnect: FAST }));
+    let disconnects = 0;
+    w.on('disconnect', () => disconnects++);
+    w.on('error', () => {});
+    w.start();
+    const big = Buffer.alloc(6 * 1024 * 1024);
+    for (let i = 0; i < big.length; i += 4) big.writeUInt32LE(i * 2654435761 >>> 0, i);
+    const sha1 = createHash('sha1').update(big).digest('hex');
+    const fd = fs.openSync(file, 'r');
+    expect(w.write(big, { fds: [fd] })).toBe(true);
+    fs.closeSync(fd);
+    expect(w.write('after the big one')).toBe(true);
+    const partial = await sink.line((l) => l.event === 'partial', 'the sink read the start of the frame');
+    // The descriptor travelled with the frame's first bytes.
+    expect(partial.fds).toBe(1);
+    expect(partial.frameLen).toBe(big.length);
+    expect(partial.ctrunc).toBe(false);
+    expect(w.metrics().fdsBuffered).toBe(1); // kept: the frame is not fully sent
+
+    sink.kill('SIGKILL');
+    await within(sink.exited, 'the sink to die');
+    await waitFor(() => disconnects >= 1, 10_000, "the writer's disconnect");
+    expect(w.metrics().fdsBuffered).toBe(1); // still kept for the re-send
+
+    const r = readerChild(path, { options: { acceptFds: true } });
+    await r.line((l) => l.event === 'listening', 'the new reader listening');
+    await r.line((l) => l.event === 'msg' && l.data === 'after the big one', 'the message after the big one', 20_000);
+    const msgs = r.all((l) => l.event === 'msg');
+    expect(msgs.map((m) => m.data ?? m.len)).toEqual([big.length, 'after the big one']);
+    expect(msgs[0].sha1).toBe(sha1);
+    expect(msgs[0].fdCount).toBe(1);
+    expect(msgs[0].fds).toEqual([expect.objectContaining({ type: 'file', content: 'the file sent with the big frame' })]);
+    expect(msgs[1].fdCount).toBe(0);
+    await within(w.flush(), 'flush()');
+    expect(w.metrics().fdsBuffered).toBe(0);
+    expect(r.all((l) => l.event === 'error')).toEqual([]);
+    const rm = await metricsOf(r);
+    expect(rm.metrics.fdsReceived).toBe(1);
+  });
+});
+
+describe("the writer's maxBufferedFds", () => {
+  it('with no reader: write() returns false once the dups held would exceed it, the process holds no more, and all is delivered when a reader comes', async () => {
+    const path = tmpSocket();
+    const file = fileNear(path, 'q.txt', 'queued with a descriptor');
+    const MAX = 16;
+    const TRIES = 40;
+    // Slow retries: fewer moments with a connect attempt's socket open.
+    const w = writerChild(path, { mode: 'fill', file, n: TRIES, writer: { maxBufferedFds: MAX, reconnect: { initialDelayMs: 200, maxDelayMs: 200 } } });
+    await w.line((l) => l.event === 'ready', 'the writer ready');
+    const base = await restingFdCount(w.pid);
+    w.child.kill('SIGUSR1');
+    const filled = await w.line((l) => l.event === 'filled', 'the writes');
+    expect(filled.results).toEqual([...new Array(MAX).fill(true), ...new Array(TRIES - MAX).fill(false)]);
+    expect(filled.metrics.fdsBuffered).toBe(MAX);
+    expect(filled.metrics.dropped).toBe(TRIES - MAX);
+    expect(filled.metrics.queueDepth).toBe(MAX);
+    const held = (await restingFdCount(w.pid)) - base;
+    expect(held).toBeLessThanOrEqual(MAX);
+    expect(held).toBe(MAX);
+    expect(w.find((l) => l.event === 'sent')).toBeUndefined(); // send() waits for room
+
+    // A reader comes: everything queued is delivered, then the send()'s message.
+    const got: { data: string; fds: string[] }[] = [];
+    const reader = track(
+      new Reader(
+        path,
+        (b: Batch) => {
+          for (let i = 0; i < b.length; i++) {
+            const fds = b.takeFds(i).map((fd: number) => {
+              const buf = Buffer.alloc(64);
+              const n = fs.readSync(fd, buf, 0, 64, 0);
+              fs.closeSync(fd);
+              return buf.subarray(0, n).toString();
+            });
+            got.push({ data: b.at(i)!.toString(), fds });
+          }
+        },
+        { acceptFds: true },
+      ),
+    );
+    await reader.start();
+    const flushed = await w.line((l) => l.event === 'flushed', 'the writer flushed', 20_000);
+    await w.line((l) => l.event === 'drain', "'drain'");
+    await waitFor(() => got.length >= MAX + 1, 10_000, 'the queued messages');
+    const expected = [...Array.from({ length: MAX }, (_, i) => `m${i}`), 's'];
+    expect(got.map((g) => g.data)).toEqual(expected);
+    expect(got.every((g) => g.fds.length === 1 && g.fds[0] === 'queued with a descriptor')).toBe(true);
+    expect(flushed.metrics.fdsSent).toBe(MAX + 1);
+    expect(flushed.metrics.fdsBuffered).toBe(0);
+    expect(reader.metrics().fdsReceived).toBe(MAX + 1);
+
+    // The reader goes away: the writer holds no dups, only its own descriptor of the file.
+    await reader.stop({ timeoutMs: 1000 });
+    await w.line((l) => l.event === 'disconnect', "the writer's disconnect");
+    await expectFdsBackTo(w.pid, base, 'the writer');
+  });
+});
