@@ -4,6 +4,7 @@
  * a table of message offsets in it. The Reader's inbox (src/reader/inbox.ts)
  * builds them and acknowledges and releases their memory.
  */
+import { outOfRange } from './errors';
 
 /**
  * One connection: on a Reader, one accepted writer; on a Writer (`onMessage`),
@@ -46,6 +47,7 @@ Object.setPrototypeOf(MessageBuffer.prototype, Buffer.prototype);
 let memoryOf: (b: Batch) => ArrayBuffer;
 let offsetsOf: (b: Batch) => Uint32Array;
 let retainedOf: (b: Batch) => boolean;
+let takeAllFdsOf: (b: Batch) => number[];
 
 function view(ab: ArrayBuffer, start: number, length: number): Buffer {
   return new MessageBuffer(ab, start, length) as unknown as Buffer;
@@ -96,19 +98,75 @@ export class Batch implements Iterable<Buffer> {
   #bytes: Uint8Array | undefined; // made on first use: most handlers never ask
   readonly #offsets: Uint32Array;
   #retained = false;
+  // Descriptors that came with messages (acceptFds), by message index, until
+  // taken or closed at release; undefined when none came.
+  #fds: Map<number, number[]> | undefined;
   static {
     memoryOf = (b) => b.#buffer;
     offsetsOf = (b) => b.#offsets;
     retainedOf = (b) => b.#retained;
+    takeAllFdsOf = (b) => {
+      const m = b.#fds;
+      if (m === undefined) return [];
+      const all: number[] = [];
+      for (const fds of m.values()) for (const fd of fds) all.push(fd);
+      m.clear();
+      return all;
+    };
   }
 
-  /** @internal */
-  constructor(connection: Connection, buffer: ArrayBuffer, offsets: Uint32Array, byteLength: number) {
+  /**
+   * @internal
+   * @param fds - `[index, count, fd x count, ...]` (a reader FDS item), or undefined.
+   */
+  constructor(connection: Connection, buffer: ArrayBuffer, offsets: Uint32Array, byteLength: number, fds?: Int32Array) {
     this.connection = connection;
     this.#buffer = buffer;
     this.#offsets = offsets;
     this.length = offsets.length >>> 1;
     this.byteLength = byteLength;
+    if (fds !== undefined) {
+      const m = new Map<number, number[]>();
+      for (let k = 0; k < fds.length; ) {
+        const index = fds[k];
+        const count = fds[k + 1];
+        m.set(index, Array.from(fds.subarray(k + 2, k + 2 + count)));
+        k += 2 + count;
+      }
+      this.#fds = m;
+    }
+  }
+
+  /**
+   * The file descriptors that came with message `i` (a Reader with
+   * `acceptFds: true`), handed over to the caller, who must close them
+   * (`fs.closeSync(fd)`, or wrap them: `new net.Socket({ fd })`,
+   * `fs.createReadStream('', { fd })`). Returns `[]` when the message carried
+   * none, or they were taken already, or the batch was released: descriptors
+   * not taken by then are closed by the library (counted in
+   * `metrics().fdsClosedUnclaimed`), also for a retained batch.
+   * @throws RangeError `ERR_OUT_OF_RANGE` when `i` is not a message index.
+   */
+  takeFds(i: number): number[] {
+    this.#checkIndex(i);
+    const m = this.#fds;
+    if (m === undefined) return [];
+    const fds = m.get(i);
+    if (fds === undefined) return [];
+    m.delete(i);
+    return fds;
+  }
+
+  /** How many descriptors message `i` carries that were not taken yet (see {@link Batch.takeFds}). */
+  fdCount(i: number): number {
+    this.#checkIndex(i);
+    return this.#fds?.get(i)?.length ?? 0;
+  }
+
+  #checkIndex(i: number): void {
+    if (!Number.isInteger(i) || i < 0 || i >= this.length) {
+      throw outOfRange('index', `an integer from 0 to ${this.length - 1}`, i);
+    }
   }
 
   /** The batch's memory: message i is `bytes.subarray(start(i), end(i))`. */
@@ -181,6 +239,11 @@ export function batchMemory(b: Batch): ArrayBuffer {
 /** @internal A batch's offsets table: start and end of each message in its region. */
 export function batchOffsets(b: Batch): Uint32Array {
   return offsetsOf(b);
+}
+
+/** @internal Every descriptor not taken yet; the batch forgets them (the caller closes them). */
+export function takeAllFds(b: Batch): number[] {
+  return takeAllFdsOf(b);
 }
 
 /** @internal True once {@link Batch.retain} was called. */

@@ -47,6 +47,13 @@ export interface NativeWriterHandle {
    * keeps positions).
    */
   sendDirect(frames: number, payload: number): number;
+  /**
+   * The frame about to be appended at ring span [start, end) (int32
+   * positions) carries dups of `fds` (made now, F_DUPFD_CLOEXEC), sent with
+   * it and closed once it is fully sent. Throws a native error object
+   * (ERR_INVALID_ARG_VALUE for a descriptor that is not open), attaching nothing.
+   */
+  attachFds(start: number, end: number, fds: Int32Array): void;
   /** Every event since the last call: protocol.event.SLOTS values per event. */
   take(): unknown[];
   beginStop(timeoutMs: number): void;

@@ -8,6 +8,7 @@ export { Batch } from './batch';
 export type { Connection } from './batch';
 export { Writer } from './writer';
 export type { WriterMetrics, WriterStopResult, ReconnectingInfo, FlushOptions, SendOptions, WriterEvents, WriterListener } from './writer/types';
+export type { WriteOptions, FdLike } from './writer/fds';
 export { createWritable } from './stream';
 export type { WritableOptions } from './stream';
 export { IpcError, ErrorCodes, AbortError } from './errors';

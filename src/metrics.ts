@@ -34,6 +34,9 @@ export const READER_METRICS: readonly MetricSpec[] = [
   ['replyBytesSent', 'reply_bytes_sent_total', 'counter', 'Reply bytes (frames) handed to the kernel.'],
   ['replySendCalls', 'reply_send_calls_total', 'counter', 'send(2)/sendmsg(2) calls made for replies.'],
   ['replyBytesDropped', 'reply_bytes_dropped_total', 'counter', 'Queued reply bytes discarded: replyTimeoutMs passed without progress, or the connection closed first.'],
+  ['fdsReceived', 'fds_received_total', 'counter', 'File descriptors received with messages and handed over (acceptFds).'],
+  ['fdsRefused', 'fds_refused_total', 'counter', 'File descriptors closed on arrival: not accepted, misplaced, or cut short.'],
+  ['fdsClosedUnclaimed', 'fds_closed_unclaimed_total', 'counter', 'Received file descriptors the handler did not take, closed at batch release.'],
 ];
 
 /** @internal */
@@ -52,6 +55,8 @@ export const WRITER_METRICS: readonly MetricSpec[] = [
   ['untrustedPeers', 'untrusted_peers_total', 'counter', 'Connections closed unused because the process listening did not run as expectOwner.uid.'],
   ['connected', 'connected', 'gauge', 'Whether a connection is up now (1) or not (0).'],
   ['sendBufferSize', 'send_buffer_bytes', 'gauge', 'Effective SO_SNDBUF of the current connection.'],
+  ['fdsSent', 'fds_sent_total', 'counter', 'File descriptors handed to the kernel with their message.'],
+  ['fdsBuffered', 'fds_buffered', 'gauge', 'File descriptors held for messages not yet fully sent.'],
 ];
 
 const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;

@@ -50,6 +50,12 @@ export const DEFAULT_SEND_BUFFER_SIZE = 4 * 1024 * 1024;
 export const DEFAULT_MAX_REPLY_BYTES = 1024 * 1024;
 /** @internal Reader `replyTimeoutMs`. (core) */
 export const DEFAULT_REPLY_TIMEOUT_MS = 30_000;
+/** @internal Reader `maxPendingFds`: per connection. (core) */
+export const DEFAULT_MAX_PENDING_FDS = 256;
+/** @internal Writer `maxBufferedFds`. (core) */
+export const DEFAULT_MAX_BUFFERED_FDS = 256;
+/** @internal The most descriptors one message may carry (the kernel's SCM_MAX_FD). (core) */
+export const MAX_FDS_PER_MESSAGE = 253;
 /** @internal `timeoutMs` of stop(). */
 export const DEFAULT_STOP_TIMEOUT_MS = 5000;
 /** Largest timeout in ms (a setTimeout() delay). */
@@ -149,6 +155,19 @@ export interface ReaderOptions {
    * either way.
    */
   concurrency?: 'serial' | 'connection';
+  /**
+   * Accept file descriptors sent with messages (SCM_RIGHTS): `batch.takeFds(i)`
+   * hands message i's to the handler; those not taken are closed when the
+   * batch is released. When false (default), a connection that sends any is
+   * closed with `ERR_UNEXPECTED_FDS` and what it sent is closed at once.
+   */
+  acceptFds?: boolean;
+  /**
+   * With `acceptFds`: descriptors received on one connection and not yet
+   * released (their batches not done with) beyond which that connection is
+   * paused, as at `maxPendingBytes`. Default 256.
+   */
+  maxPendingFds?: number;
 }
 
 /** A peer's credentials, read with SO_PEERCRED when its connection was accepted. */
@@ -193,6 +212,11 @@ export interface WriterOptions {
   expectOwner?: { uid?: number; gid?: number; mode?: number };
   /** Called for errors that are not the caller's fault (connect failures, lost connections). */
   onError?: ErrorHandler;
+  /**
+   * Descriptors (`write(data, { fds })`) held for messages not yet fully sent,
+   * beyond which `write()` returns false and `send()` waits. Default 256.
+   */
+  maxBufferedFds?: number;
 }
 
 /** @internal */
@@ -218,6 +242,8 @@ export interface ResolvedReaderOptions {
   maxReplyBytes: number;
   replyTimeoutMs: number;
   concurrency: 'serial' | 'connection';
+  acceptFds: boolean;
+  maxPendingFds: number;
 }
 
 /** @internal */
@@ -230,6 +256,7 @@ export interface ResolvedWriterOptions {
   expectOwner: { uid: number; gid: number; mode: number } | undefined;
   reconnect: Required<ReconnectOptions> | false;
   onError: ErrorHandler | undefined;
+  maxBufferedFds: number;
 }
 
 /** @internal Validates an options object (undefined → `{}`): TypeError ERR_INVALID_ARG_TYPE otherwise. */
@@ -335,6 +362,8 @@ const READER_KEYS = [
   'maxReplyBytes',
   'replyTimeoutMs',
   'concurrency',
+  'acceptFds',
+  'maxPendingFds',
 ] as const;
 const WRITER_KEYS = [
   'maxMessageSize',
@@ -345,6 +374,7 @@ const WRITER_KEYS = [
   'expectOwner',
   'reconnect',
   'onError',
+  'maxBufferedFds',
 ] as const;
 const RECONNECT_KEYS = ['initialDelayMs', 'maxDelayMs', 'multiplier', 'maxAttempts'] as const;
 
@@ -405,7 +435,10 @@ export function resolveReaderOptions(options: unknown, path = ''): ResolvedReade
   if (o.concurrency !== undefined && o.concurrency !== 'serial' && o.concurrency !== 'connection') {
     throw invalidValue(`The "concurrency" option must be 'serial' or 'connection'. Received ${JSON.stringify(o.concurrency)}`);
   }
+  if (o.acceptFds !== undefined && typeof o.acceptFds !== 'boolean') throw invalidType('acceptFds', 'a boolean', o.acceptFds);
   return {
+    acceptFds: o.acceptFds === true,
+    maxPendingFds: intOption('maxPendingFds', o.maxPendingFds, DEFAULT_MAX_PENDING_FDS, 1, 2 ** 20),
     maxReplyBytes: intOption('maxReplyBytes', o.maxReplyBytes, DEFAULT_MAX_REPLY_BYTES, 16, 2 ** 40),
     replyTimeoutMs: intOption('replyTimeoutMs', o.replyTimeoutMs, DEFAULT_REPLY_TIMEOUT_MS, 0, MAX_TIMEOUT_MS),
     concurrency: o.concurrency === 'connection' ? 'connection' : 'serial',
@@ -489,6 +522,7 @@ export function resolveWriterOptions(options: unknown, path = ''): ResolvedWrite
     expectOwner,
     reconnect,
     onError: fnOption<ErrorHandler>('onError', o.onError),
+    maxBufferedFds: intOption('maxBufferedFds', o.maxBufferedFds, DEFAULT_MAX_BUFFERED_FDS, 1, 2 ** 20),
   };
 }
 

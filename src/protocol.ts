@@ -9,7 +9,7 @@
  */
 
 /** Must equal `protocol::kVersion` in native/core/protocol.h. */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 export interface Protocol {
   readonly version: number;
@@ -40,6 +40,8 @@ export interface Protocol {
     readonly REJECTED: number;
     /** A connection's reply queue emptied; a = 0, or bytes discarded after replyTimeoutMs without progress. */
     readonly DRAINED: number;
+    /** Just before the BATCH whose messages carried descriptors: a = Int32Array [index, count, fd x count, ...]. */
+    readonly FDS: number;
     readonly SLOTS: number;
     readonly COPY_BATCH_UP_TO: number;
   };
@@ -69,6 +71,10 @@ export interface Protocol {
     readonly reconnectMultiplier: number;
     readonly maxReplyBytes: number;
     readonly replyTimeoutMs: number;
+    readonly maxPendingFds: number;
+    readonly maxBufferedFds: number;
+    /** The most descriptors one message may carry (the kernel's SCM_MAX_FD). */
+    readonly maxFdsPerMessage: number;
   };
   readonly limits: {
     readonly maxMessageSize: number;

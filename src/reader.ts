@@ -200,6 +200,8 @@ export class Reader extends EventEmitter {
         inactivityTimeoutMs: o.inactivityTimeoutMs,
         frameTimeoutMs: o.frameTimeoutMs,
         replyTimeoutMs: o.replyTimeoutMs,
+        acceptFds: o.acceptFds,
+        maxPendingFds: o.maxPendingFds,
         jsThreadPolling: o.jsThreadPolling !== 'off',
         jsThreadUnderLoad: o.jsThreadPolling === 'always',
         allowUids: o.allowUids,
@@ -358,6 +360,9 @@ export class Reader extends EventEmitter {
       replyBytesSent: n.replyBytesSent ?? 0,
       replySendCalls: n.replySendCalls ?? 0,
       replyBytesDropped: n.replyBytesDropped ?? 0,
+      fdsReceived: n.fdsReceived ?? 0,
+      fdsRefused: n.fdsRefused ?? 0,
+      fdsClosedUnclaimed: this.#inbox?.closedFds ?? 0,
     };
   }
 

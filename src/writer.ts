@@ -23,6 +23,7 @@ import { createWritable, kTryQueue, type WritableOptions } from './stream';
 import * as callerData from './writer/caller-data';
 import { WriterInbox, type ReceivingWriterHandle } from './writer/inbox';
 import { WriterConnection } from './writer/connection';
+import { FdLedger, resolveFds, type WriteOptions } from './writer/fds';
 import {
   splitReceiveOptions,
   WRITER_RECEIVE_METRICS,
@@ -64,6 +65,7 @@ export interface Writer {
 /** A send() waiting for room in the queue. */
 interface PendingSend {
   data: Uint8Array | string;
+  write: WriteOptions | undefined; // its fds, if any
   resolve: () => void;
   reject: (e: Error) => void;
 }
@@ -119,6 +121,7 @@ export class Writer extends EventEmitter {
   readonly #handle: NativeWriterHandle;
   readonly #ring: RingProducer<Waiter>;
   readonly #maxMessage: number;
+  #fdLedger: FdLedger | undefined; // descriptors held for unsent messages (made on first use)
   readonly #event: Protocol['event']; // tags and layout of the handle's events
   #state: State = 'idle';
   #written = 0;
@@ -208,16 +211,52 @@ export class Writer extends EventEmitter {
    * @param data - One message: bytes, or a string sent as UTF-8.
    * @returns true if queued; false if dropped because the queue is full.
    */
-  write(data: Uint8Array | string): boolean {
+  write(data: Uint8Array | string, options?: WriteOptions): boolean {
     if (this.#state === 'stopping' || this.#state === 'stopped') {
       throw new IpcError('ERR_NOT_RUNNING', 'write() after stop(): this Writer no longer sends');
     }
     const len = messageLength(data, this.#maxMessage);
+    if (options !== undefined) {
+      const fds = resolveFds(options);
+      if (fds !== undefined) return this.#writeWithFds(data, len, fds);
+    }
     this.#written++;
     if (this.#ring.append(data, len)) return true;
     this.#dropped++;
     this.#wantDrain(len);
     return false;
+  }
+
+  // write() of a message that carries descriptors.
+  #writeWithFds(data: Uint8Array | string, len: number, fds: Int32Array): boolean {
+    const ring = this.#ring;
+    const ledger = (this.#fdLedger ??= new FdLedger());
+    const max = this.#opts.maxBufferedFds;
+    this.#written++;
+    if (!ledger.fits(ring.sentFrames(), fds.length, max)) {
+      this.#dropped++;
+      if (ring.drainTarget === undefined) {
+        // 'drain' once the messages holding the descriptors needed are sent.
+        ring.drainTarget = { head: (ring.tail - ring.unsentBytes()) | 0, sent: ledger.sentTarget(fds.length, max) };
+        if (this.#state !== 'idle') this.#arm();
+      }
+      return false;
+    }
+    const handle = this.#handle;
+    let queued: boolean;
+    try {
+      queued = ring.append(data, len, (start, end) => handle.attachFds(start, end, fds));
+    } catch (e) {
+      this.#written--;
+      throw fromNative(e);
+    }
+    if (!queued) {
+      this.#dropped++;
+      this.#wantDrain(len);
+      return false;
+    }
+    ledger.add(ring.accepted, fds.length);
+    return true;
   }
 
   /**
@@ -235,17 +274,25 @@ export class Writer extends EventEmitter {
    */
   send(data: Uint8Array | string, options?: SendOptions): Promise<void> {
     try {
-      const { signal } = resolveSignalOptions('send options', options);
+      let write: WriteOptions | undefined;
+      let signalOptions: unknown = options;
+      if (options !== undefined && options !== null && typeof options === 'object' && 'fds' in options) {
+        const { fds, ...rest } = options as SendOptions & WriteOptions;
+        resolveFds({ fds }); // checked now; duplicated when queued
+        if (fds !== undefined) write = { fds: [...fds] };
+        signalOptions = rest;
+      }
+      const { signal } = resolveSignalOptions('send options', signalOptions);
       if (signal?.aborted) throw abortError(signal);
       if (this.#state === 'stopping' || this.#state === 'stopped') {
         throw new IpcError('ERR_NOT_RUNNING', 'send() after stop(): this Writer no longer sends');
       }
-      if (this.#sends.length === 0 && this.#queue(data)) return Promise.resolve();
+      if (this.#sends.length === 0 && this.#queue(data, write)) return Promise.resolve();
       // The queue is full (or earlier sends wait): wait in line for 'drain'.
       if (this.#sends.length !== 0) messageLength(data, this.#maxMessage);
       return new Promise<void>((resolve, reject) => {
         // A copy of the real bytes (write() or messageLength() checked the type).
-        const s: PendingSend = { data: typeof data === 'string' ? data : copyBytes(data), resolve, reject };
+        const s: PendingSend = { data: typeof data === 'string' ? data : copyBytes(data), write, resolve, reject };
         if (signal) {
           const off = this.#aborts.add(signal, () => {
             const i = this.#sends.indexOf(s);
@@ -275,8 +322,8 @@ export class Writer extends EventEmitter {
 
   // write() for send(): a refused message is not counted as written/dropped,
   // since send() will queue it later.
-  #queue(data: Uint8Array | string): boolean {
-    if (this.write(data)) return true;
+  #queue(data: Uint8Array | string, options?: WriteOptions): boolean {
+    if (this.write(data, options)) return true;
     this.#written--;
     this.#dropped--;
     return false;
@@ -290,7 +337,7 @@ export class Writer extends EventEmitter {
       const s = q[0];
       let ok: boolean;
       try {
-        ok = this.#queue(s.data);
+        ok = this.#queue(s.data, s.write);
       } catch (e) {
         q.shift();
         s.reject(e as Error);
@@ -470,6 +517,8 @@ export class Writer extends EventEmitter {
       bytesRead: (n.bytesRead as number) ?? 0,
       pauses: (n.pauses as number) ?? 0,
       jsThreadReads: (n.jsThreadReads as number) ?? 0,
+      fdsSent: (n.fdsSent as number) ?? 0,
+      fdsBuffered: (n.fdsBuffered as number) ?? 0,
     };
   }
 

@@ -5,7 +5,7 @@
 import { describe, it, expect } from 'vitest';
 import { binding, checked, type NativeBinding } from '../src/binding';
 import { PROTOCOL_VERSION } from '../src/protocol';
-import { resolveReaderOptions, resolveWriterOptions } from '../src/options';
+import { MAX_FDS_PER_MESSAGE, resolveReaderOptions, resolveWriterOptions } from '../src/options';
 import { Reader, Writer, MAX_PATH_BYTES, DEFAULT_MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE_LIMIT } from '../src/index';
 import { tmpSocket, useTracking } from './helpers';
 
@@ -27,6 +27,8 @@ function readerHandleOptions(): Record<string, unknown> {
     inactivityTimeoutMs: 0,
     frameTimeoutMs: d.frameTimeoutMs,
     replyTimeoutMs: d.replyTimeoutMs,
+    acceptFds: false,
+    maxPendingFds: d.maxPendingFds,
     jsThreadPolling: true,
     jsThreadUnderLoad: false,
     allowUids: [],
@@ -100,6 +102,9 @@ describe('protocol: the addon and TypeScript agree', () => {
     expect(r.backlog).toBe(p.defaults.backlog);
     expect(r.maxReplyBytes).toBe(p.defaults.maxReplyBytes);
     expect(r.replyTimeoutMs).toBe(p.defaults.replyTimeoutMs);
+    expect(r.maxPendingFds).toBe(p.defaults.maxPendingFds);
+    expect(resolveWriterOptions({}).maxBufferedFds).toBe(p.defaults.maxBufferedFds);
+    expect(MAX_FDS_PER_MESSAGE).toBe(p.defaults.maxFdsPerMessage);
     const w = resolveWriterOptions({});
     expect(w.maxMessageSize).toBe(p.defaults.maxMessageSize);
     expect(w.reconnect).toMatchObject({

@@ -57,6 +57,7 @@ Napi::Object export_protocol(Napi::Env env) {
   item.Set("STOPPED", static_cast<uint32_t>(p::kItemStopped));
   item.Set("REJECTED", static_cast<uint32_t>(p::kItemRejected));
   item.Set("DRAINED", static_cast<uint32_t>(p::kItemDrained));
+  item.Set("FDS", static_cast<uint32_t>(p::kItemFds));
   item.Set("SLOTS", p::kItemSlots);
   item.Set("COPY_BATCH_UP_TO", static_cast<double>(p::kCopyBatchUpTo));
   o.Set("item", frozen(item));
@@ -88,6 +89,9 @@ Napi::Object export_protocol(Napi::Env env) {
   d.Set("reconnectMultiplier", p::defaults::kReconnectMultiplier);
   d.Set("maxReplyBytes", static_cast<double>(p::defaults::kMaxReplyBytes));
   d.Set("replyTimeoutMs", p::defaults::kReplyTimeoutMs);
+  d.Set("maxPendingFds", p::defaults::kMaxPendingFds);
+  d.Set("maxBufferedFds", p::defaults::kMaxBufferedFds);
+  d.Set("maxFdsPerMessage", protocol::limits::kMaxFdsPerMessage);
   o.Set("defaults", frozen(d));
 
   Napi::Object l = Napi::Object::New(env);

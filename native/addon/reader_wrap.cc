@@ -36,6 +36,8 @@ ReaderWrap::ReaderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader
   cfg_.inactivity_timeout_ms = static_cast<uint32_t>(number_option(o, "inactivityTimeoutMs"));
   cfg_.frame_timeout_ms = static_cast<uint32_t>(number_option(o, "frameTimeoutMs"));
   cfg_.reply_timeout_ms = static_cast<uint32_t>(number_option(o, "replyTimeoutMs"));
+  cfg_.accept_fds = bool_option(o, "acceptFds");
+  cfg_.max_pending_fds = static_cast<uint32_t>(number_option(o, "maxPendingFds"));
   cfg_.allow_uids = id_list_option(o, "allowUids");
   cfg_.allow_gids = id_list_option(o, "allowGids");
   cfg_.hold_for_authorize = bool_option(o, "authorize");
@@ -137,6 +139,22 @@ Napi::Object credentials(Napi::Env env, const PeerCred& cred) {
   return c;
 }
 
+// A batch's descriptors as [index, count, fd x count, ...], released to the
+// caller (JavaScript owns and closes them from now on).
+Napi::Int32Array fd_table(Napi::Env env, Batch& b) {
+  size_t n = 0;
+  for (const MessageFds& m : b.fds) n += 2 + m.fds.size();
+  Napi::Int32Array t = Napi::Int32Array::New(env, n);
+  size_t k = 0;
+  for (MessageFds& m : b.fds) {
+    t[k++] = static_cast<int32_t>(m.index);
+    t[k++] = static_cast<int32_t>(m.fds.size());
+    for (UniqueFd& fd : m.fds) t[k++] = fd.release();
+  }
+  b.fds.clear();
+  return t;
+}
+
 }  // namespace
 
 // take(): every item ready, as [tag, connId, a, b, c, ...] (protocol.h).
@@ -152,6 +170,7 @@ Napi::Value ReaderWrap::Take(const Napi::CallbackInfo& info) {
   for (ReaderItem& it : items) {
     switch (it.type) {
       case ReaderItem::kBatch: {
+        if (!it.batch.fds.empty()) w.item(protocol::kItemFds, it.conn_id, fd_table(env, it.batch), none, none);
         ExportedBatch e = export_batch(env, it.batch);
         // Copied out either way: the table goes back for the next batch.
         if (engine_) engine_->recycle_offsets(std::move(it.batch.offsets));
@@ -174,6 +193,8 @@ Napi::Value ReaderWrap::Take(const Napi::CallbackInfo& info) {
         break;
       case ReaderItem::kDrained:
         w.item(it.type, it.conn_id, Napi::Number::New(env, static_cast<double>(it.dropped)), none, none);
+        break;
+      case ReaderItem::Type::kItemFds:  // never queued: written above, with its batch
         break;
     }
   }
@@ -236,6 +257,8 @@ Napi::Value ReaderWrap::Metrics(const Napi::CallbackInfo& info) {
   v[p::kReplyBytesSent] = static_cast<double>(m.reply_bytes_sent);
   v[p::kReplySendCalls] = static_cast<double>(m.reply_send_calls);
   v[p::kReplyBytesDropped] = static_cast<double>(m.reply_bytes_dropped);
+  v[p::kFdsReceived] = static_cast<double>(m.fds_received);
+  v[p::kFdsRefused] = static_cast<double>(m.fds_refused);
   Napi::Object o = Napi::Object::New(env);
   for (int i = 0; i < p::kReaderMetricCount; ++i) o.Set(p::kReaderMetricNames[i], v[i]);
   return o;

@@ -1,5 +1,8 @@
 #include "writer_wrap.h"
 
+#include <errno.h>
+#include <fcntl.h>
+
 #include "batch_export.h"
 #include "common.h"
 #include "core/protocol.h"
@@ -12,6 +15,7 @@ Napi::Function WriterWrap::Init(Napi::Env env) {
                      {
                          InstanceMethod<&WriterWrap::Start>("start"),
                          InstanceMethod<&WriterWrap::SendDirect>("sendDirect"),
+                         InstanceMethod<&WriterWrap::AttachFds>("attachFds"),
                          InstanceMethod<&WriterWrap::Take>("take"),
                          InstanceMethod<&WriterWrap::Ack>("ack"),
                          InstanceMethod<&WriterWrap::BeginStop>("beginStop"),
@@ -73,6 +77,7 @@ WriterWrap::WriterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Writer
   shared_ref_ = Napi::Persistent(shared);
   cfg_.ctrl = static_cast<uint32_t*>(shared.Data());
   cfg_.ring = static_cast<uint8_t*>(shared.Data()) + protocol::ctrl::kBytes;
+  cfg_.fds = &fds_;
   cfg_.capacity = static_cast<uint32_t>(cap);
 }
 
@@ -84,6 +89,7 @@ void WriterWrap::Shutdown() {
     engine_->close();  // joins: the ring is not touched after this
     engine_.reset();
   }
+  fds_.clear();  // what was not sent by now never will be
   ReleaseTsfn();
 }
 
@@ -110,6 +116,34 @@ Napi::Value WriterWrap::Start(const Napi::CallbackInfo& info) {
 // just published, so a send that empties the ring skips walking it; the
 // ring is also rewound once empty, and the tail to continue from is
 // returned (see WriterEngine::send_direct).
+// attachFds(start, end, fds: Int32Array): the frame about to be written at
+// ring span [start, end) (positions mod 2^32, as int32) carries dups of
+// `fds`, made here with F_DUPFD_CLOEXEC: the caller may close its own once
+// this returns. Throws (nothing attached) if one is not an open descriptor
+// or none can be made: {code, errno, syscall} as the other native errors.
+void WriterWrap::AttachFds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const uint32_t start = static_cast<uint32_t>(info[0].As<Napi::Number>().Int64Value());
+  const uint32_t end = static_cast<uint32_t>(info[1].As<Napi::Number>().Int64Value());
+  Napi::Int32Array a = info[2].As<Napi::Int32Array>();
+  std::vector<UniqueFd> dups;
+  dups.reserve(a.ElementLength());
+  for (size_t i = 0; i < a.ElementLength(); ++i) {
+    const int fd = ::fcntl(a[i], F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) {
+      const int e = errno;
+      CoreError err = e == EBADF
+                          ? CoreError::sys("ERR_INVALID_ARG_VALUE", e, "fcntl",
+                                           "fds[" + std::to_string(i) + "] (" + std::to_string(a[i]) +
+                                               ") is not an open file descriptor")
+                          : CoreError::sys("ERR_SOCKET", e, "fcntl", "cannot duplicate a descriptor to send");
+      throw Napi::Error(env, error_to_object(env, err));
+    }
+    dups.emplace_back(fd);
+  }
+  fds_.push(start, end, std::move(dups));
+}
+
 Napi::Value WriterWrap::SendDirect(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!engine_) return env.Undefined();
@@ -239,6 +273,7 @@ void WriterWrap::Unref(const Napi::CallbackInfo& info) { UnrefTsfn(info.Env()); 
 Napi::Value WriterWrap::Metrics(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   WriterMetrics m = engine_ ? engine_->metrics() : WriterMetrics{};
+  m.fds_buffered = fds_.held();
   // Reads on this thread count as reads (also after the engine is gone).
   m.read_calls += receiver_.reads();
   m.bytes_read += receiver_.bytes_read();
@@ -258,6 +293,8 @@ Napi::Value WriterWrap::Metrics(const Napi::CallbackInfo& info) {
   v[p::kWriterBytesRead] = static_cast<double>(m.bytes_read);
   v[p::kWriterPauses] = static_cast<double>(m.pauses);
   v[p::kWriterJsThreadReads] = static_cast<double>(receiver_.reads());
+  v[p::kFdsSent] = static_cast<double>(m.fds_sent);
+  v[p::kFdsBuffered] = static_cast<double>(m.fds_buffered);
   for (int i = 0; i < p::kWriterMetricCount; ++i) {
     if (i == p::kConnected) o.Set(p::kWriterMetricNames[i], m.connected);
     else o.Set(p::kWriterMetricNames[i], v[i]);

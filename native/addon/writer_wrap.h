@@ -32,6 +32,7 @@ class WriterWrap : public Napi::ObjectWrap<WriterWrap>, EngineHandle<WriterWrap>
 
   Napi::Value Start(const Napi::CallbackInfo& info);
   Napi::Value SendDirect(const Napi::CallbackInfo& info);
+  void AttachFds(const Napi::CallbackInfo& info);
   Napi::Value Take(const Napi::CallbackInfo& info);
   void Ack(const Napi::CallbackInfo& info);
   void BeginStop(const Napi::CallbackInfo& info);
@@ -47,6 +48,10 @@ class WriterWrap : public Napi::ObjectWrap<WriterWrap>, EngineHandle<WriterWrap>
   // a copy of the TSFN handle.
   WriterConfig cfg_;
   Napi::Reference<Napi::ArrayBuffer> shared_ref_;
+  // Descriptors of queued frames (attachFds()), from before start() on;
+  // the engine sends and releases them (cfg_.fds). JS thread, and the
+  // engine's send-state holder (it is internally locked).
+  FdOutbox fds_;
   std::unique_ptr<WriterEngine> engine_;
   // Receiving on this thread (cfg_.receive_on_consumer; see js_receiver.h).
   JsReceiver receiver_;

@@ -34,6 +34,7 @@
 
 #include "protocol.h"
 #include "slab.h"
+#include "unique_fd.h"
 #include "varint.h"
 
 namespace udsipc {
@@ -57,6 +58,13 @@ constexpr size_t kLargeThreshold = 128 * 1024;
 // constructor): a frame below the threshold always fits a fresh slab.
 static_assert(kMinRead + kMaxVarintLen + kLargeThreshold <= protocol::defaults::kSlabSize);
 
+// Descriptors that came with one message of a batch (SCM_RIGHTS): closed
+// with the batch unless someone takes them.
+struct MessageFds {
+  uint32_t index = 0;           // the message's index in its batch
+  std::vector<UniqueFd> fds;
+};
+
 struct Batch {
   SlabRef slab;            // keeps the memory below alive
   const uint8_t* base = nullptr;  // first byte of the region
@@ -64,7 +72,13 @@ struct Batch {
   std::vector<uint32_t> offsets;  // 2 per message: start, end (relative)
   uint64_t payload_bytes = 0;
   uint32_t conn_id = 0;
+  std::vector<MessageFds> fds;  // messages that carried descriptors, in index order (usually none)
   size_t count() const { return offsets.size() / 2; }
+  size_t fd_count() const {
+    size_t n = 0;
+    for (const auto& m : fds) n += m.fds.size();
+    return n;
+  }
   // What this batch holds of its connection's max_pending_bytes: its bytes
   // (payloads and length prefixes), its offsets table (8 bytes per message),
   // and kBatchCharge. Memory, not payload: a flood of empty frames costs
@@ -141,6 +155,7 @@ enum class FrameError {
   kNone,
   kTooLarge,   // announced length above max_message_size
   kInvalid,    // varint overflow (10th byte > 1 or prefix longer than 10)
+  kUnexpectedFds,  // descriptors came with a read in which no frame starts
 };
 
 struct AssemblerConfig {
@@ -192,9 +207,21 @@ class FrameAssembler {
   // the batch being built reaches `budget` (Batch::charge(); at least one
   // frame is cut): whatever follows stays backlogged. Returns false on a
   // framing error; messages completed before the error stay available.
-  bool commit(size_t n, uint64_t budget = kNoBudget) {
+  //
+  // `fds` (may be null or empty): descriptors that came with these n bytes
+  // (one recvmsg). They belong to the last frame that starts in these bytes
+  // (a sender puts descriptors on a sendmsg of one whole frame, and the
+  // kernel ends a read right after the data they came with): they are tied
+  // to that message once it is cut. If no frame starts in these bytes the
+  // peer broke the rule: FrameError::kUnexpectedFds (and they are closed).
+  bool commit(size_t n, uint64_t budget = kNoBudget, std::vector<UniqueFd>* fds = nullptr) {
     if (error_ != FrameError::kNone) return false;
+    const uint64_t start = committed_;
+    committed_ += n;
+    if (fds && !fds->empty() && n > 0) attach_.push_back({start, start + n - 1, std::move(*fds)});
     if (large_) {
+      // Every read of a large frame after the one it started in is mid-frame.
+      if (!attach_.empty()) return fail_fds();
       large_got_ += n;
       if (large_got_ == large_len_) {
         Batch b;
@@ -203,6 +230,8 @@ class FrameAssembler {
         b.offsets = {0, static_cast<uint32_t>(large_len_)};
         b.payload_bytes = large_len_;
         b.slab = std::move(large_);
+        if (!large_fds_.empty()) b.fds.push_back({0, std::move(large_fds_)});
+        large_fds_.clear();
         ready_.push_back(std::move(b));
         large_len_ = large_got_ = 0;
       }
@@ -250,6 +279,35 @@ class FrameAssembler {
  private:
   size_t slab_space() const { return slab_.get()->capacity() - write_pos_; }
 
+  // The slab offset of the last byte of the oldest read that brought
+  // descriptors not yet tied to a message (SIZE_MAX: none).
+  size_t fd_mark() const {
+    return attach_.empty() ? SIZE_MAX : static_cast<size_t>(attach_.front().last - slab_abs_);
+  }
+
+  bool fail_fds() {
+    error_ = FrameError::kUnexpectedFds;
+    attach_.clear();  // closes them
+    return false;
+  }
+
+  // The frame at slab offset `pos` (its last byte at or past the oldest
+  // attachment's last byte) is the last frame starting in that read, unless
+  // it started before the read: then no frame started in it. Ties the
+  // descriptors to message `index` of the batch being built (or to the large
+  // frame being received when `large`). False on the peer's error.
+  bool tie_fds(size_t pos, uint32_t index, bool large) {
+    FdAttach& a = attach_.front();
+    if (a.start > slab_abs_ + pos) return fail_fds();
+    if (large) {
+      for (auto& fd : a.fds) large_fds_.push_back(std::move(fd));
+    } else {
+      fds_.push_back({index, std::move(a.fds)});
+    }
+    attach_.pop_front();
+    return true;
+  }
+
   bool parse(uint64_t budget) {
     uint8_t* data = slab_.get()->data();
     need_total_ = 0;
@@ -262,6 +320,7 @@ class FrameAssembler {
     const uint64_t limit = cfg_.max_message_size;
     uint64_t payload = payload_bytes_;
     bool ok = true;
+    size_t mark = fd_mark();
     while (pos < end) {
       // The batch's charge so far (Batch::charge()); the first frame of a
       // batch is always cut, so that every call makes progress.
@@ -289,6 +348,14 @@ class FrameAssembler {
         }
       }
       if (avail - h >= len) {
+        while (pos + h + len > mark) {  // this message carries descriptors
+          if (!tie_fds(pos, static_cast<uint32_t>(offsets_.size() / 2), false)) {
+            ok = false;
+            break;
+          }
+          mark = fd_mark();
+        }
+        if (!ok) break;
         const uint32_t start = static_cast<uint32_t>(pos + h - begin);
         if (offsets_.capacity() - offsets_.size() < 2) offsets_.reserve(std::max<size_t>(64, 2 * offsets_.capacity()));
         offsets_.push_back(start);
@@ -298,6 +365,15 @@ class FrameAssembler {
         continue;
       }
       if (len >= cfg_.large_threshold) {
+        // Descriptors that came with its first bytes are its own.
+        while (mark != SIZE_MAX) {
+          if (!tie_fds(pos, 0, true)) {
+            parse_pos_ = pos;
+            payload_bytes_ = payload;
+            return false;
+          }
+          mark = fd_mark();
+        }
         // Give this frame its own buffer of the announced length.
         parse_pos_ = pos;
         payload_bytes_ = payload;
@@ -310,7 +386,9 @@ class FrameAssembler {
         large_hdr_ = h;
         large_got_ = have;
         std::memcpy(large_.get()->data(), data + pos + h, large_got_);
-        // Those slab bytes were never handed out: reuse them.
+        // Those slab bytes were never handed out: reuse them (for the bytes
+        // after this frame).
+        slab_abs_ += pos + h + len - parse_pos_;
         write_pos_ = parse_pos_;
         batch_begin_ = parse_pos_;
         return true;
@@ -341,6 +419,10 @@ class FrameAssembler {
     const size_t used = offsets_.size();
     b.offsets = std::move(offsets_);
     b.payload_bytes = payload_bytes_;
+    if (!fds_.empty()) {
+      b.fds = std::move(fds_);
+      fds_.clear();
+    }
     ready_.push_back(std::move(b));
     // The next batch is likely about as large: one allocation instead of a
     // doubling series (capped: a burst of tiny messages must not pin memory).
@@ -358,6 +440,7 @@ class FrameAssembler {
                                                                        : Slab::create(cfg_.slab_size));
     const size_t partial = slab_ ? write_pos_ - parse_pos_ : 0;
     if (partial) std::memcpy(next.get()->data(), slab_.get()->data() + parse_pos_, partial);
+    if (slab_) slab_abs_ += parse_pos_;  // the partial frame moves to offset 0
     slab_ = std::move(next);
     write_pos_ = partial;
     parse_pos_ = 0;
@@ -376,6 +459,16 @@ class FrameAssembler {
   SlabRef large_;
   size_t large_len_ = 0, large_got_ = 0, large_hdr_ = 0;
   std::deque<Batch> ready_;
+  // Descriptors (see commit()). Stream offsets count every byte committed.
+  struct FdAttach {
+    uint64_t start, last;  // stream offsets of the read's first and last byte
+    std::vector<UniqueFd> fds;
+  };
+  uint64_t committed_ = 0;  // bytes committed so far
+  uint64_t slab_abs_ = 0;   // stream offset of slab_'s byte 0 (outside a large frame)
+  std::deque<FdAttach> attach_;      // reads with descriptors not yet tied to a message
+  std::vector<MessageFds> fds_;      // the batch being built's
+  std::vector<UniqueFd> large_fds_;  // the large frame's
   FrameError error_ = FrameError::kNone;
   uint64_t error_length_ = 0;
 };

@@ -19,7 +19,7 @@
 namespace udsipc::protocol {
 
 // Bumped on any change below; JavaScript refuses an addon with another one.
-inline constexpr uint32_t kVersion = 3;
+inline constexpr uint32_t kVersion = 4;
 
 // ─── The writer's shared control block ──────────────────────────────────────
 // 32-bit words at the start of the ArrayBuffer JavaScript allocates; the ring
@@ -73,6 +73,9 @@ enum ItemTag : uint32_t {
   kItemDrained = 6,   // the connection's reply queue (ReaderHandle.reply()) emptied: a = 0 when
                       // everything was sent; a = bytes discarded unsent when it made no progress
                       // for reply_timeout_ms (the connection stays open for reading)
+  kItemFds = 7,       // only just before the kItemBatch whose messages carried descriptors:
+                      // a = Int32Array [index, count, fd x count, index, count, ...] (the
+                      // descriptors are JavaScript's from then on: it closes those not taken)
 };
 inline constexpr int kItemSlots = 5;
 // Batches whose region is at most this many bytes are copied into one
@@ -100,22 +103,23 @@ inline constexpr int kEventSlots = 4;
 // The keys of the objects metrics() returns, in this order.
 enum ReaderMetric : int {
   kConnections, kActiveConnections, kReadCalls, kBytesRead, kPauses, kJsThreadReads, kHandoffs,
-  kReplyBytesSent, kReplySendCalls, kReplyBytesDropped,
+  kReplyBytesSent, kReplySendCalls, kReplyBytesDropped, kFdsReceived, kFdsRefused,
   kReaderMetricCount
 };
 inline constexpr const char* kReaderMetricNames[kReaderMetricCount] = {
     "connections", "activeConnections", "readCalls", "bytesRead", "pauses", "jsThreadReads", "handoffs",
-    "replyBytesSent", "replySendCalls", "replyBytesDropped"};
+    "replyBytesSent", "replySendCalls", "replyBytesDropped", "fdsReceived", "fdsRefused"};
 static_assert(kReaderMetricNames[kReaderMetricCount - 1] != nullptr, "a name for every reader metric");
 
 enum WriterMetric : int {
   kSentFrames, kBytesSent, kSendCalls, kConnects, kDisconnects, kConnectAttempts, kUntrustedPeers,
   kSendBufferSize, kConnected, kWriterReadCalls, kWriterBytesRead, kWriterPauses,
-  kWriterJsThreadReads, kWriterMetricCount
+  kWriterJsThreadReads, kFdsSent, kFdsBuffered, kWriterMetricCount
 };
 inline constexpr const char* kWriterMetricNames[kWriterMetricCount] = {
     "sent", "bytesSent", "sendCalls", "connects", "disconnects", "connectAttempts", "untrustedPeers",
-    "sendBufferSize", "connected", "readCalls", "bytesRead", "pauses", "jsThreadReads"};
+    "sendBufferSize", "connected", "readCalls", "bytesRead", "pauses", "jsThreadReads", "fdsSent",
+    "fdsBuffered"};
 static_assert(kWriterMetricNames[kWriterMetricCount - 1] != nullptr, "a name for every writer metric");
 
 // ─── Defaults and limits of options that reach the core ─────────────────────
@@ -134,6 +138,11 @@ inline constexpr double kReconnectMultiplier = 2.0;
 // queued and not yet taken by the kernel above which write() refuses, and how
 // long a non-empty reply queue may make no progress before it is discarded.
 inline constexpr uint64_t kMaxReplyBytes = 1024 * 1024;
+// Descriptors (SCM_RIGHTS): per reader connection received and not yet
+// released (maxPendingFds), and per writer held for frames not fully sent
+// (maxBufferedFds).
+inline constexpr uint32_t kMaxPendingFds = 256;
+inline constexpr uint32_t kMaxBufferedFds = 256;
 inline constexpr uint32_t kReplyTimeoutMs = 30000;
 }  // namespace defaults
 
@@ -142,6 +151,7 @@ inline constexpr uint64_t kMaxMessageSize = 1024 * 1024 * 1024;  // largest maxM
 inline constexpr size_t kMinSlabSize = 64 * 1024;
 inline constexpr size_t kMaxSlabSize = 64 * 1024 * 1024;
 inline constexpr size_t kMaxPathBytes = 107;  // sun_path is 108 bytes with its NUL
+inline constexpr int kMaxFdsPerMessage = 253;  // the kernel's SCM_MAX_FD: the most one sendmsg carries
 }  // namespace limits
 
 static_assert(defaults::kMaxMessageSize <= limits::kMaxMessageSize);

@@ -150,6 +150,8 @@ ReaderMetrics ReaderEngine::metrics() const {
   m.reply_bytes_sent = reply_stats_.bytes_sent.load(std::memory_order_relaxed);
   m.reply_send_calls = reply_stats_.send_calls.load(std::memory_order_relaxed);
   m.reply_bytes_dropped = reply_stats_.bytes_dropped.load(std::memory_order_relaxed);
+  m.fds_received = m_fds_received_.load(std::memory_order_relaxed);
+  m.fds_refused = m_fds_refused_.load(std::memory_order_relaxed);
   return m;
 }
 
@@ -209,7 +211,16 @@ void ReaderEngine::apply_acks() {
     const uint64_t released = release(c.unacked, bytes);
     c.pending -= std::min(c.pending, released);
     unacked_total_ -= std::min(unacked_total_, released);
-    if (c.paused && c.pending < cfg_.max_pending_bytes) resume(c);
+    if (!c.fd_marks.empty()) {
+      c.acked_len += bytes;
+      while (!c.fd_marks.empty() && c.fd_marks.front().first <= c.acked_len) {
+        c.pending_fds -= std::min<uint64_t>(c.pending_fds, c.fd_marks.front().second);
+        c.fd_marks.pop_front();
+      }
+    } else {
+      c.acked_len += bytes;
+    }
+    if (c.paused && !full(c)) resume(c);
   }
   if (trim_due_ && unacked_total_ == 0 && !acks.empty()) maybe_trim(now_ms());
 }
@@ -258,7 +269,7 @@ void ReaderEngine::resume(Conn& c) {
     const bool ok = c.assembler.resume(cfg_.max_pending_bytes - c.pending);
     if (!hand_over(c, ok, &frames)) return;  // closed
     track_frame(c, frames);
-    if (c.pending >= cfg_.max_pending_bytes) return;
+    if (full(c)) return;
   }
   c.paused = false;
   paused_count_.fetch_sub(1);
@@ -345,12 +356,26 @@ bool ReaderEngine::hand_over(Conn& c, bool ok, uint64_t* frames) {
       c.pending += charge;
       unacked_total_ += charge;
       c.unacked.emplace_back(item.batch.length, charge - item.batch.length);
+      c.handed_len += item.batch.length;
+      if (!item.batch.fds.empty()) {
+        const size_t k = item.batch.fd_count();
+        c.pending_fds += k;
+        c.fd_marks.emplace_back(c.handed_len, static_cast<uint32_t>(k));
+        m_fds_received_.fetch_add(k, std::memory_order_relaxed);
+      }
       *frames += item.batch.count();
       m_frames_.fetch_add(item.batch.count(), std::memory_order_relaxed);
       m_batches_.fetch_add(1, std::memory_order_relaxed);
       push(std::move(item));
     }
     if (!ok) {
+      if (c.assembler.error() == FrameError::kUnexpectedFds) {
+        m_fds_refused_.fetch_add(1, std::memory_order_relaxed);
+        close_conn(id, CoreError::plain("ERR_UNEXPECTED_FDS",
+                                        "peer sent descriptors with bytes in which no message starts "
+                                        "(they must come with a sendmsg of one whole message)"));
+        return false;
+      }
       const bool too_large = c.assembler.error() == FrameError::kTooLarge;
       close_conn(id, too_large
                          ? CoreError::plain("ERR_MESSAGE_TOO_LARGE",
@@ -702,7 +727,9 @@ void ReaderEngine::on_readable(Conn& c) {
   const uint32_t id = c.id;
   for (int r = 0; r < kMaxReadsPerEvent && !c.paused; ++r) {
     auto [ptr, len] = c.assembler.prepare_read();
-    const ssize_t n = ::read(c.fd.get(), ptr, len);
+    std::vector<UniqueFd> fds;
+    const ssize_t n = receive(c, ptr, len, &fds);
+    if (n < 0 && errno == EPROTO) return;  // closed for its descriptors
     if (n > 0) {
       if (cfg_.inactivity_timeout_ms > 0) c.last_active_ms = now_ms();
       m_reads_.fetch_add(1, std::memory_order_relaxed);
@@ -711,7 +738,7 @@ void ReaderEngine::on_readable(Conn& c) {
     // Frames are cut only up to what the connection may still hold (not
     // paused means pending < max_pending_bytes; at least one frame is cut).
     const uint64_t budget = c.pending < cfg_.max_pending_bytes ? cfg_.max_pending_bytes - c.pending : 1;
-    const bool ok = n > 0 ? c.assembler.commit(static_cast<size_t>(n), budget) : true;
+    const bool ok = n > 0 ? c.assembler.commit(static_cast<size_t>(n), budget, &fds) : true;
     uint64_t frames = 0;
     if (!hand_over(c, ok, &frames)) return;  // closed: framing error
     if (n > 0) track_frame(c, frames);
@@ -740,13 +767,56 @@ void ReaderEngine::on_readable(Conn& c) {
       close_conn(id, why);
       return;
     }
-    if (c.pending >= cfg_.max_pending_bytes) {
+    if (full(c)) {
       pause(c);
       return;
     }
     if (static_cast<size_t>(n) < len) break;  // the kernel buffer is empty
     full_read_ = true;
   }
+}
+
+// recvmsg with room for the most descriptors one sendmsg can carry
+// (SCM_MAX_FD), always MSG_CMSG_CLOEXEC. A read can bring descriptors only
+// from a sendmsg that carried them (the kernel never merges such data with
+// what follows it), so a read stays the unit they are tied to.
+ssize_t ReaderEngine::receive(Conn& c, uint8_t* p, size_t len, std::vector<UniqueFd>* fds) {
+  // Without accept_fds, room for one: enough to see that some came (the
+  // kernel installs what fits and discards the rest, MSG_CTRUNC).
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
+  iovec iov{p, len};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = cfg_.accept_fds ? sizeof control : CMSG_SPACE(sizeof(int));
+  const ssize_t n = ::recvmsg(c.fd.get(), &msg, MSG_CMSG_CLOEXEC);
+  if (n < 0) return n;
+  const bool truncated = (msg.msg_flags & MSG_CTRUNC) != 0;
+  if (msg.msg_controllen == 0 && !truncated) return n;  // the common case
+  take_rights(&msg, fds);
+  if (fds->empty() && !truncated) return n;
+  const uint32_t id = c.id;
+  if (!cfg_.accept_fds) {
+    m_fds_refused_.fetch_add(std::max<size_t>(1, fds->size()), std::memory_order_relaxed);
+    fds->clear();  // closes them
+    close_conn(id, CoreError::plain("ERR_UNEXPECTED_FDS",
+                                    "peer sent file descriptors, and this reader does not accept them (acceptFds)"));
+    errno = EPROTO;
+    return -1;
+  }
+  if (truncated) {
+    m_fds_refused_.fetch_add(fds->size(), std::memory_order_relaxed);
+    const size_t got = fds->size();
+    fds->clear();
+    close_conn(id, CoreError::plain("ERR_FDS_TRUNCATED",
+                                    "descriptors sent with a message did not all arrive (" + std::to_string(got) +
+                                        " did; the rest were discarded by the kernel: RLIMIT_NOFILE reached, or more "
+                                        "than " + std::to_string(kMaxFdsPerMessage) + ")"));
+    errno = EPROTO;
+    return -1;
+  }
+  return n;
 }
 
 void ReaderEngine::close_idle(int64_t now) {

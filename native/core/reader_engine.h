@@ -73,6 +73,13 @@ struct ReaderConfig {
   // this long is discarded (kItemDrained with the bytes dropped; the
   // connection stays open for reading). 0 = never.
   uint32_t reply_timeout_ms = protocol::defaults::kReplyTimeoutMs;
+  // Descriptors (SCM_RIGHTS). Without accept_fds, any that arrive are closed
+  // at once (fds_refused) and their connection is closed with
+  // ERR_UNEXPECTED_FDS. With it they travel with their message's batch
+  // (Batch::fds); a connection whose batches handed over and not acked hold
+  // max_pending_fds or more is paused like one at max_pending_bytes.
+  bool accept_fds = false;
+  uint32_t max_pending_fds = protocol::defaults::kMaxPendingFds;
 };
 
 struct ReaderItem {
@@ -106,6 +113,8 @@ struct ReaderMetrics {
   uint64_t js_thread_reads = 0;  // read calls made on the JS thread (js_thread_poll())
   uint64_t handoffs = 0;        // event-loop hand-overs, either way
   uint64_t reply_bytes_sent = 0, reply_send_calls = 0, reply_bytes_dropped = 0;
+  uint64_t fds_received = 0;  // descriptors received and handed over with their message
+  uint64_t fds_refused = 0;   // descriptors closed on arrival (not accepted, misplaced, truncated)
 };
 
 class ReaderEngine {
@@ -177,6 +186,12 @@ class ReaderEngine {
     FrameAssembler assembler;
     uint64_t pending = 0;  // charge of the batches handed over, not yet acked
     Unacked unacked;
+    // Descriptors handed over with batches and not yet acked, and when they
+    // are released: (sum of batch lengths handed over up to and including
+    // their batch, count), in order; acked_len sums the lengths acked.
+    uint64_t pending_fds = 0;
+    uint64_t handed_len = 0, acked_len = 0;
+    std::deque<std::pair<uint64_t, uint32_t>> fd_marks;
     bool paused = false;
     bool held = false;           // waiting for authorize(); not in epoll
     int64_t last_active_ms = 0;  // last read that returned data (or accept)
@@ -215,6 +230,14 @@ class ReaderEngine {
   // Starts or clears c's frame clock after `frames` frames were cut.
   void track_frame(Conn& c, uint64_t frames);
   void pause(Conn& c);
+  // At a limit: max_pending_bytes, or max_pending_fds.
+  bool full(const Conn& c) const {
+    return c.pending >= cfg_.max_pending_bytes || c.pending_fds >= cfg_.max_pending_fds;
+  }
+  // One read of c (recvmsg); the descriptors that came with it go to *fds.
+  // Returns what recvmsg returned; -1 with errno EPROTO after it closed the
+  // connection for its descriptors (refused or truncated).
+  ssize_t receive(Conn& c, uint8_t* p, size_t len, std::vector<UniqueFd>* fds);
   void close_conn(uint32_t id, CoreError why, CoreError reason = {});
   void close_idle(int64_t now);  // inactivity and frame timeouts
   // Releases `bytes` of acked batch lengths from `fifo`; returns the charge released.
@@ -302,7 +325,7 @@ class ReaderEngine {
   std::vector<std::pair<uint32_t, bool>> verdicts_;  // guarded by acks_mu_
   std::atomic<uint64_t> m_accepted_{0}, m_active_{0}, m_reads_{0}, m_bytes_{0}, m_frames_{0},
       m_batches_{0}, m_errors_{0}, m_pauses_{0}, m_accept_errors_{0}, m_rejected_{0},
-      m_js_thread_reads_{0}, m_handoffs_{0};
+      m_js_thread_reads_{0}, m_handoffs_{0}, m_fds_received_{0}, m_fds_refused_{0};
 
   std::thread thread_;  // owner thread starts and joins it
 };

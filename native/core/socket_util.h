@@ -108,6 +108,13 @@ std::string bound_path(int fd);
 
 // Sends one datagram (e.g. "READY=1") to $NOTIFY_SOCKET-style address.
 // Returns 0 or an errno.
+// Descriptors with messages (SCM_RIGHTS).
+using protocol::limits::kMaxFdsPerMessage;
+
+// Appends every SCM_RIGHTS descriptor of a received message to *out (owned
+// from now on, so closed if dropped); other control messages are ignored.
+void take_rights(msghdr* msg, std::vector<UniqueFd>* out);
+
 int notify_datagram(const std::string& address, const std::string& message);
 
 }  // namespace udsipc

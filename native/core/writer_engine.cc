@@ -82,7 +82,8 @@ WriterEngine::WriterEngine(WriterConfig cfg, Notify notify)
     : pool_{cfg.receive && !cfg.receive_on_consumer ? SlabPool::create(cfg.assembler.slab_size, kPooledSlabs) : nullptr},
       cfg_(with_pools(std::move(cfg), pool_.p, &offsets_pool_)),
       mask_(cfg_.capacity - 1),
-      notify_(std::move(notify)) {
+      notify_(std::move(notify)),
+      fds_(cfg_.fds ? *cfg_.fds : own_fds_) {
   head_ = send_pos_ = load(ctrl::kHead);
   sent_count_ = load(ctrl::kSent);
   rng_ = static_cast<uint64_t>(now_ms()) ^ reinterpret_cast<uintptr_t>(this);
@@ -153,6 +154,8 @@ WriterMetrics WriterEngine::metrics() const {
   m.read_calls = m_reads_.load(std::memory_order_relaxed);
   m.bytes_read = m_bytes_read_.load(std::memory_order_relaxed);
   m.pauses = m_pauses_.load(std::memory_order_relaxed);
+  m.fds_sent = m_fds_sent_.load(std::memory_order_relaxed);
+  m.fds_buffered = fds_.held();
   return m;
 }
 
@@ -286,9 +289,18 @@ void WriterEngine::run() {
 }
 
 // One sendmsg of ring bytes [send_pos_, tail): two iovecs when the ring wraps.
-// On success advances send_pos_ and head; returns what sendmsg returned.
+// Frames with descriptors go alone, with them (see fd_outbox.h), so a send
+// may stop short of tail. On success advances send_pos_ and head; returns
+// what sendmsg returned.
 ssize_t WriterEngine::send_once(uint32_t tail, const Appended* upto) {
-  const uint32_t len = tail - send_pos_;
+  uint32_t limit = tail;
+  FdOutbox::Plan* plan = nullptr;
+  if (!fds_.empty()) {
+    plan = &plan_;
+    fds_.plan(send_pos_, tail, plan);
+    limit = plan->limit;
+  }
+  const uint32_t len = limit - send_pos_;
   const uint32_t off = send_pos_ & mask_;
   iovec iov[2];
   int iovcnt = 1;
@@ -301,9 +313,24 @@ ssize_t WriterEngine::send_once(uint32_t tail, const Appended* upto) {
   msghdr msg{};
   msg.msg_iov = iov;
   msg.msg_iovlen = iovcnt;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
+  if (plan && plan->count > 0) {
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * plan->count);
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * plan->count);
+    std::memcpy(CMSG_DATA(c), plan->fds, sizeof(int) * plan->count);
+  }
   const ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
   m_calls_.fetch_add(1, std::memory_order_relaxed);
   if (n > 0) {
+    if (plan && plan->count > 0) {
+      // They went with the first bytes: the rest of the frame goes without.
+      fds_.mark_sent(send_pos_);
+      m_fds_sent_.fetch_add(static_cast<uint64_t>(plan->count), std::memory_order_relaxed);
+    }
     send_pos_ += static_cast<uint32_t>(n);
     last_progress_ms_ = now_ms();
     if (upto && send_pos_ == tail) {
@@ -585,6 +612,7 @@ void WriterEngine::publish_progress(uint32_t head, uint32_t count, uint64_t payl
   head_ = head;
   sent_count_ += count;
   sent_payload_ += static_cast<uint32_t>(payload);
+  if (!fds_.empty()) fds_.release(head_);  // their frames are fully sent: close the dups
   m_sent_.fetch_add(count, std::memory_order_relaxed);
   m_bytes_.fetch_add(payload, std::memory_order_relaxed);
   store(ctrl::kSent, sent_count_);
@@ -609,6 +637,7 @@ void WriterEngine::disconnect(const CoreError& why, Drop mode) {
   connected_ = false;
   want_out_ = false;
   send_pos_ = head_;
+  fds_.reset();  // a frame cut here goes again whole, descriptors included
   m_connected_.store(false);
   m_disconnects_.fetch_add(1, std::memory_order_relaxed);
   WriterEvent ev{WriterEvent::kDisconnect};

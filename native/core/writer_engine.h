@@ -69,6 +69,7 @@
 
 #include "error.h"
 #include "event_loop.h"
+#include "fd_outbox.h"
 #include "frame_assembler.h"
 #include "protocol.h"
 #include "socket_util.h"
@@ -114,6 +115,10 @@ struct WriterConfig {
   // with report_inbound_error(). assembler and max_pending_bytes are the
   // consumer's business then.
   bool receive_on_consumer = false;
+  // Descriptors to send with frames (see fd_outbox.h): owned by the caller,
+  // outlives the engine (the addon's handle, which takes them before the
+  // engine exists). Null: the engine's own (attach_fds()).
+  FdOutbox* fds = nullptr;
 };
 
 struct WriterEvent {
@@ -152,6 +157,8 @@ struct WriterMetrics {
   // Receiving: read(2) calls that returned data, bytes read, times reading
   // was paused at max_pending_bytes.
   uint64_t read_calls = 0, bytes_read = 0, pauses = 0;
+  uint64_t fds_sent = 0;     // descriptors the kernel took with their frame (re-sends included)
+  uint32_t fds_buffered = 0;  // descriptors held for frames not fully sent
 };
 
 class WriterEngine {
@@ -205,6 +212,12 @@ class WriterEngine {
   // kError with `why` if `report`, then replaces the connection as for a
   // protocol error (backoff), unless that connection has ended already.
   void report_inbound_error(uint32_t conn_id, CoreError why, bool report);
+  // Producer thread, before it publishes a tail covering the frame: the
+  // frame at ring span [start, end) carries `fds` (the engine's from now on;
+  // closed once the frame is fully sent, or with the engine).
+  void attach_fds(uint32_t start, uint32_t end, std::vector<UniqueFd> fds) {
+    fds_.push(start, end, std::move(fds));
+  }
   // Any thread: a batch's offsets table, copied out, for reuse.
   void recycle_offsets(std::vector<uint32_t>&& offsets) { offsets_pool_.put(std::move(offsets)); }
   WriterMetrics metrics() const;            // any thread
@@ -303,7 +316,12 @@ class WriterEngine {
   std::atomic<uint64_t> m_sent_{0}, m_bytes_{0}, m_calls_{0}, m_connects_{0}, m_disconnects_{0},
       m_attempts_{0}, m_untrusted_{0};
   std::atomic<int> m_sndbuf_{0};
-  std::atomic<uint64_t> m_reads_{0}, m_bytes_read_{0}, m_pauses_{0};
+  std::atomic<uint64_t> m_reads_{0}, m_bytes_read_{0}, m_pauses_{0}, m_fds_sent_{0};
+  // Descriptors of queued frames: pushed by the producer, the rest by the
+  // send state's holder (see fd_outbox.h). cfg_.fds, or own_fds_.
+  FdOutbox own_fds_;
+  FdOutbox& fds_;
+  FdOutbox::Plan plan_;  // send state (the holder's scratch space)
   // Receiving: acked bytes not yet applied (consumer adds, IO thread takes),
   // and whether the IO thread paused reading (then an ack must wake it).
   // Both seq_cst: the consumer adds then looks at paused_flag_, the IO

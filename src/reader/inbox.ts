@@ -14,6 +14,12 @@
  *   STOPPED   (stop finished: every connection closed, everything received handed over)
  *   REJECTED  {pid, uid, gid} of a peer refused by allowUids/allowGids
  *   DRAINED   bytes of replies discarded by replyTimeoutMs (0: the reply queue emptied)
+ *   FDS       Int32Array [index, count, fd x count, ...]: the descriptors of the BATCH that follows
+ *
+ * FDS items never reach the caller: next() keeps their table for the batch
+ * after them. Those descriptors are the inbox's until the Batch is built,
+ * then the Batch's until taken (takeFds()); done() and discard() close what
+ * is left, counted in `closedFds`.
  *
  * An offsets table holds two u32 per message, its start and end in the
  * region. A small batch is copied into one V8-owned ArrayBuffer with its
@@ -30,7 +36,8 @@
  * After the Reader stopped (no source), they are released directly.
  * @internal
  */
-import { Batch, batchMemory, batchOffsets, isRetained, type Connection } from '../batch';
+import { closeSync } from 'node:fs';
+import { Batch, batchMemory, batchOffsets, isRetained, takeAllFds, type Connection } from '../batch';
 import { fromNative, type IpcError } from '../errors';
 import type { Protocol } from '../protocol';
 
@@ -54,6 +61,10 @@ export class Inbox {
   readonly #release: (memory: ArrayBuffer) => void;
   readonly #slots: number;
   readonly #batchTag: number;
+  readonly #fdsTag: number;
+  #fds: Int32Array | undefined; // the FDS item's table, for the BATCH after it
+  /** Descriptors closed because no handler took them (metrics().fdsClosedUnclaimed). */
+  closedFds = 0;
   #items: unknown[] = []; // items taken, not yet all handled
   #next = 0; // index of the next item in #items
   #at = 0; // index of the current item (the one next() returned)
@@ -65,6 +76,7 @@ export class Inbox {
   constructor(item: Protocol['item'], release: (memory: ArrayBuffer) => void) {
     this.#slots = item.SLOTS;
     this.#batchTag = item.BATCH;
+    this.#fdsTag = item.FDS;
     this.#release = release;
   }
 
@@ -101,7 +113,13 @@ export class Inbox {
     }
     this.#at = i;
     this.#next = i + this.#slots;
-    return q[i] as number;
+    const tag = q[i] as number;
+    if (tag === this.#fdsTag) {
+      this.#fds = q[i + 2] as Int32Array;
+      q[i + 2] = undefined;
+      return this.next();
+    }
+    return tag;
   }
 
   /** The current item's connection id (0 for a peer refused before it got one, or the listening socket). */
@@ -133,11 +151,28 @@ export class Inbox {
     const o = q[i + 3] as Uint32Array | number;
     const offsets = typeof o === 'number' ? new Uint32Array(region, 0, o) : o;
     q[i + 2] = q[i + 3] = undefined; // let the slab go once the batch is done
-    return new Batch(conn, region, offsets, q[i + 4] as number);
+    const fds = this.#fds;
+    if (fds === undefined) return new Batch(conn, region, offsets, q[i + 4] as number);
+    this.#fds = undefined;
+    return new Batch(conn, region, offsets, q[i + 4] as number, fds);
+  }
+
+  // Closes descriptors nobody took.
+  #close(fds: ArrayLike<number>): void {
+    for (let i = 0; i < fds.length; i++) {
+      try {
+        closeSync(fds[i]);
+      } catch {
+        // already closed by the handler: not ours to report
+      }
+    }
+    this.closedFds += fds.length;
   }
 
   /** The handler is done with `batch`: acknowledge its bytes and release its memory unless it was retained. */
   done(batch: Batch): void {
+    const left = takeAllFds(batch);
+    if (left.length !== 0) this.#close(left);
     const region = batchMemory(batch);
     const offsets = batchOffsets(batch);
     // A small batch's table is at the start of its region; a large batch's has a buffer of its own.
@@ -164,7 +199,12 @@ export class Inbox {
   discard(): number {
     let discarded = 0;
     const q = this.#items;
+    if (this.#fds !== undefined) {
+      this.#close(Inbox.#descriptors(this.#fds));
+      this.#fds = undefined;
+    }
     for (let i = this.#next; i < q.length; i += this.#slots) {
+      if (q[i] === this.#fdsTag) this.#close(Inbox.#descriptors(q[i + 2] as Int32Array));
       if (q[i] !== this.#batchTag) continue;
       const o = q[i + 3] as Uint32Array | number;
       discarded += (typeof o === 'number' ? o : o.length) >>> 1;
@@ -175,5 +215,12 @@ export class Inbox {
     this.#next = 0;
     this.#source = undefined;
     return discarded;
+  }
+
+  // The descriptors of an FDS table, without its index and count entries.
+  static #descriptors(t: Int32Array): number[] {
+    const out: number[] = [];
+    for (let k = 0; k < t.length; k += 2 + t[k + 1]) for (let j = 0; j < t[k + 1]; j++) out.push(t[k + 2 + j]);
+    return out;
   }
 }

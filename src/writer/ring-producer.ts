@@ -222,6 +222,11 @@ export class RingProducer<T extends Target = Target> {
     return this.#accepted;
   }
 
+  /** Frames fully sent (SENT, mod 2^32, int32). */
+  sentFrames(): number {
+    return Atomics.load(this.#ctrl, this.#iSent);
+  }
+
   /** Frames appended and not yet sent. */
   unsentFrames(): number {
     return (this.#accepted - Atomics.load(this.#ctrl, this.#iSent)) >>> 0;
@@ -236,14 +241,19 @@ export class RingProducer<T extends Target = Target> {
    * Appends the frame of one message, `len` payload bytes (checked by the
    * caller: a real Uint8Array of that length, or a string of that many UTF-8
    * bytes; at most 1 GiB), and publishes it as the publish rule says.
+   * `before(start, end)`, if given, is called with the frame's ring span once
+   * it is known to fit and before anything is written or published (the
+   * Writer attaches the message's descriptors there); if it throws, nothing
+   * is appended.
    * @returns false, appending nothing, when the queue has no room for it.
    */
-  append(data: Uint8Array | string, len: number): boolean {
+  append(data: Uint8Array | string, len: number, before?: (start: number, end: number) => void): boolean {
     const total = len + uvarintSize(len);
     // Room is checked against the cached head and sent count first; the
     // shared ones are only read when the cache says the queue might be full.
     if (!this.#fits(total) && !this.#roomAfterAll(total)) return false;
     const tail = this.#tail; // read after #roomAfterAll(): a publish may rewind the ring
+    if (before !== undefined) before(tail, (tail + total) | 0);
     const ring = this.#ring;
     let pos = tail & this.#mask;
     if (pos + total <= this.#cap) {

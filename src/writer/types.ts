@@ -2,6 +2,7 @@
  * The public types of a {@link Writer}: metrics, events, results and options
  * of its calls.
  */
+import type { WriteOptions } from './fds';
 import type { IpcError, ErrorContext } from '../errors';
 import type { SignalOptions } from '../options';
 import type { Writer } from '../writer';
@@ -76,6 +77,10 @@ export interface WriterMetrics {
   pauses: number;
   /** Of `readCalls`, those made on the JavaScript thread (replies are read there whenever Node.js gives access to its event loop; else on the Writer's IO thread). */
   jsThreadReads: number;
+  /** File descriptors handed to the kernel with their message (`write(data, { fds })`; a message re-sent whole after a broken connection counts again). */
+  fdsSent: number;
+  /** File descriptors held (duplicates) for messages not yet fully sent. */
+  fdsBuffered: number;
 }
 
 /** Result of `stop()`. */
@@ -97,8 +102,8 @@ export interface ReconnectingInfo {
 /** Options of {@link Writer.flush}. */
 export type FlushOptions = SignalOptions;
 
-/** Options of {@link Writer.send}. */
-export type SendOptions = SignalOptions;
+/** Options of {@link Writer.send}: `signal`, and `fds` as in `write()` (duplicated once the message is queued: keep them open until the promise resolves). */
+export type SendOptions = SignalOptions & WriteOptions;
 
 /** The events of a {@link Writer} and their listener arguments. */
 export interface WriterEvents {
