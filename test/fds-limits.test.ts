@@ -272,6 +272,10 @@ describe('a frame with a descriptor cut by a broken connection', () => {
     expect(r.all((l) => l.event === 'error')).toEqual([]);
     const rm = await metricsOf(r);
     expect(rm.metrics.fdsReceived).toBe(1);
+    // Handed to the kernel at least twice: with the cut frame, and with its
+    // re-send (a third time when the writer reconnected to the dying sink's
+    // listening socket, which the kernel releases after its connection).
+    expect(w.metrics().fdsSent).toBeGreaterThanOrEqual(2);
   });
 });
 
@@ -330,5 +334,58 @@ describe("the writer's maxBufferedFds", () => {
     await reader.stop({ timeoutMs: 1000 });
     await w.line((l) => l.event === 'disconnect', "the writer's disconnect");
     await expectFdsBackTo(w.pid, base, 'the writer');
+  });
+});
+
+describe('stop() with descriptors still held', () => {
+  it("a writer stopped with frames queued (no reader) closes the dups it held: only the process's own descriptor of the file is left", async () => {
+    const path = tmpSocket();
+    const file = fileNear(path, 'w.txt', 'held by a stopped writer');
+    const w = writerChild(path, { mode: 'fill', file, n: 20, writer: { maxBufferedFds: 16, reconnect: { initialDelayMs: 200, maxDelayMs: 200 } } });
+    await w.line((l) => l.event === 'ready', 'the writer ready');
+    w.child.kill('SIGUSR1');
+    const filled = await w.line((l) => l.event === 'filled', 'the writes');
+    expect(filled.metrics.fdsBuffered).toBe(16);
+    w.child.kill('SIGTERM');
+    const stopped = await w.line((l) => l.event === 'stopped', 'the writer stopped');
+    expect(stopped.result.discarded).toBe(16);
+    expect(stopped.fileFds).toBe(1);
+    expect(stopped.metrics.fdsBuffered).toBe(0); // the gauge follows
+    // The send() waiting for room was rejected (ERR_NOT_RUNNING), not left hanging.
+    const sendError = await w.line((l) => l.event === 'send-error', "the waiting send()'s rejection");
+    expect(sendError.code).toBe('ERR_NOT_RUNNING');
+  });
+
+  it('a reader whose stop() times out with batches undelivered closes their descriptors (and those of frames in the making)', async () => {
+    const path = tmpSocket();
+    const file = fileNear(path, 'r.txt', 'held by a stopped reader');
+    const N = 60;
+    const r = readerChild(path, {
+      mode: 'count',
+      take: 'all',
+      hold: true,
+      watchFile: file,
+      stopTimeoutMs: 200,
+      options: { acceptFds: true, maxPendingFds: 1000 },
+    });
+    await r.line((l) => l.event === 'listening', 'reader listening');
+    const w = track(new Writer(path, { reconnect: false }));
+    w.on('error', () => {});
+    w.start();
+    const fd = fs.openSync(file, 'r');
+    try {
+      for (let i = 0; i < N; i++) expect(w.write(seqMessage(i), { fds: [fd] })).toBe(true);
+      // The start of a large frame with a descriptor, never finished: the reader holds it mid-frame.
+      const big = Buffer.alloc(2 * 1024 * 1024, 1);
+      expect(w.write(big, { fds: [fd] })).toBe(true);
+    } finally {
+      fs.closeSync(fd);
+    }
+    await r.line((l) => l.event === 'blocked', 'the handler blocked on its first batch');
+    await metricsUntil(r, (l) => l.metrics.fdsReceived >= N - 1);
+    r.child.kill('SIGTERM'); // the handler never returns: stop() times out
+    const stopped = await r.line((l) => l.event === 'stopped', 'the reader stopped', 20_000);
+    expect(stopped.result.discarded).toBeGreaterThan(0);
+    expect(stopped.fileFds).toBe(0);
   });
 });

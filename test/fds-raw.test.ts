@@ -101,6 +101,11 @@ describe('raw peer: descriptors where no frame starts', () => {
     expect(r.all((l) => l.event === 'msg').map((l) => l.data)).toEqual(['whole-0']);
     await waitFor(() => fdCount(r.pid) === base, 10_000, `the reader's descriptors back to ${base}`).catch(() => {});
     expect(fdCount(r.pid)).toBe(base);
+    // Both descriptors arrived and were closed: fdsRefused counts descriptors
+    // ("closed on arrival ... sent against the wire rule"), not events.
+    const m = (await metricsOf(r)).metrics;
+    expect(m.fdsRefused).toBe(2);
+    expect(m.fdsReceived).toBe(0);
   });
 
   it('descriptors with the second byte of a two-byte length prefix (the frame started in the read before) → ERR_UNEXPECTED_FDS', async () => {
@@ -121,7 +126,49 @@ describe('raw peer: descriptors where no frame starts', () => {
   });
 });
 
+describe('raw peer: descriptors with a frame the reader refuses', () => {
+  it('a frame announcing more than maxMessageSize, sent with descriptors → ERR_MESSAGE_TOO_LARGE, and the descriptors are closed', async () => {
+    const path = tmpSocket();
+    const file = fileNear(path, 'a.txt', 'AAA');
+    const r = await readerChild(path, { options: { acceptFds: true, maxMessageSize: 1024 } });
+    const base = fdCount(r.pid);
+    const py = pythonSender(path, [step(frame('small')), step(Buffer.concat([uvarint(4096), Buffer.alloc(100, 0x65)]), [file, file, file])]);
+    const closed = await py.line((l) => l.event === 'closed' || l.event === 'send-error', 'the reader closing the connection');
+    expect(closed.event).toBe('closed');
+    const err = await r.line((l) => l.event === 'error', 'the reader error');
+    expect(err.code).toBe('ERR_MESSAGE_TOO_LARGE');
+    await waitFor(() => fdCount(r.pid) === base, 10_000, `the reader's descriptors back to ${base}`).catch(() => {});
+    expect(fdCount(r.pid)).toBe(base);
+    expect(r.all((l) => l.event === 'msg').map((l) => l.data)).toEqual(['small']);
+    expect((await metricsOf(r)).metrics.fdsReceived).toBe(0);
+  });
+});
+
 describe('raw peer: descriptors attached to one whole frame', () => {
+  it('one send with two whole frames and descriptors (against the sender rule, within the reader rule): they go to the last frame that starts in the read', async () => {
+    const path = tmpSocket();
+    const [a, b] = ['A-file', 'B-file'].map((t, i) => fileNear(path, `${i}.txt`, t));
+    const r = await readerChild(path, { options: { acceptFds: true } });
+    const py = pythonSender(path, [
+      step(frame('first'), [], true),
+      step(Buffer.concat([frame('x'), frame('y')]), [a], true),
+      step(Buffer.concat([frame('z'), frame(Buffer.alloc(700, 0x66))]), [b], true),
+      step(frame('last'), [], true),
+    ]);
+    await py.line((l) => l.event === 'sent', 'the Python peer sent everything');
+    await r.line((l) => l.event === 'msg' && l.data === 'last', 'the last message');
+    const got = r.all((l) => l.event === 'msg').map((l) => [l.data ?? l.len, l.fds.map((f: Line) => f.content)]);
+    expect(got).toEqual([
+      ['first', []],
+      ['x', []],
+      ['y', ['A-file']],
+      ['z', []],
+      [700, ['B-file']],
+      ['last', []],
+    ]);
+    expect(r.all((l) => l.event === 'error')).toEqual([]);
+  });
+
   it('each sent alone between descriptor-less frames: delivered with the right messages (takeFds on the right index)', async () => {
     const path = tmpSocket();
     const [a, b, c] = ['A-file', 'B-file', 'C-file'].map((t, i) => fileNear(path, `${i}.txt`, t));
