@@ -253,6 +253,39 @@ describe('the caller may close its descriptor as soon as write() returned', () =
   });
 });
 
+describe('send() waiting for room', () => {
+  it('takes its descriptors when called, like write(): closing them right after send() (before it resolves) cannot make it send whatever reuses the number', async () => {
+    // Without this, a send() that waits for room sends whatever descriptor
+    // holds the number when room comes: another file, or a socket, of this
+    // process, handed to the peer process.
+    const path = tmpSocket();
+    const a = fileNear(path, 'a.txt', 'AAAA the file that was passed');
+    const secret = fileNear(path, 'secret.txt', 'SECRET opened later under the same number');
+    const w = track(new Writer(path, { reconnect: FAST, maxBufferedFds: 1 })).start();
+    const keep: number[] = [];
+    try {
+      const fd1 = fs.openSync(a, 'r');
+      expect(w.write('first', { fds: [fd1] })).toBe(true); // holds the one dup allowed
+      fs.closeSync(fd1);
+      const fd2 = fs.openSync(a, 'r');
+      const sent = w.send('second', { fds: [fd2] }); // waits: the first holds maxBufferedFds
+      fs.closeSync(fd2);
+      const reused = fs.openSync(secret, 'r'); // takes fd2's number, as a rule
+      keep.push(reused);
+      const { got } = await localReader(path);
+      await within(sent, 'send()');
+      await within(w.flush(), 'flush()');
+      await waitFor(() => got.length >= 2, 10_000, 'both messages');
+      expect(got.map((g) => [g.data, g.fds.map((f) => f.content)])).toEqual([
+        ['first', ['AAAA the file that was passed']],
+        ['second', ['AAAA the file that was passed']],
+      ]);
+    } finally {
+      for (const fd of keep) fs.closeSync(fd);
+    }
+  });
+});
+
 describe('argument validation', () => {
   it('fds must be an array of descriptors: TypeError ERR_INVALID_ARG_TYPE / ERR_INVALID_ARG_VALUE, nothing queued, no descriptor leaked', async () => {
     const path = tmpSocket();
