@@ -389,3 +389,73 @@ describe('stop() with descriptors still held', () => {
     expect(stopped.fileFds).toBe(0);
   });
 });
+
+describe('descriptors stay with their frames through ring wrap-around and partial sends', () => {
+  for (const jsThreadPolling of [false, 'always'] as const) {
+    it(`4000 messages of mixed sizes through a 64 KiB queue and a small socket buffer, every other one with descriptors: each arrives with exactly its own (reader jsThreadPolling: ${jsThreadPolling})`, async () => {
+      const path = tmpSocket();
+      const fileA = fileNear(path, 'A.txt', 'file A');
+      const fileB = fileNear(path, 'B.txt', 'file B');
+      const N = 4000;
+      const expectFds = (seq: number): string[] => (seq % 4 === 0 ? ['file A'] : seq % 4 === 2 ? ['file B', 'file A'] : []);
+      const make = (seq: number): Buffer => {
+        const len = 8 + ((seq * 7919) % 6000);
+        const b = Buffer.allocUnsafe(len);
+        b.writeUInt32LE(seq, 0);
+        b.writeUInt32LE(len, 4);
+        for (let j = 8; j < len; j++) b[j] = (seq * 7 + j) & 0xff;
+        return b;
+      };
+      const problems: string[] = [];
+      let next = 0;
+      const reader = track(
+        new Reader(
+          path,
+          (b: Batch) => {
+            for (let i = 0; i < b.length; i++) {
+              const m = b.at(i)!;
+              const seq = m.readUInt32LE(0);
+              const contents = b.takeFds(i).map((fd: number) => {
+                const buf = Buffer.alloc(16);
+                const n = fs.readSync(fd, buf, 0, 16, 0);
+                fs.closeSync(fd);
+                return buf.subarray(0, n).toString();
+              });
+              if (problems.length < 10) {
+                if (seq !== next) problems.push(`message ${next}: seq ${seq}`);
+                if (!m.equals(make(seq))) problems.push(`seq ${seq}: bytes differ`);
+                const want = expectFds(seq);
+                if (JSON.stringify(contents) !== JSON.stringify(want)) problems.push(`seq ${seq}: fds ${JSON.stringify(contents)}, expected ${JSON.stringify(want)}`);
+              }
+              next = seq + 1;
+            }
+          },
+          { acceptFds: true, maxPendingBytes: 256 * 1024, jsThreadPolling },
+        ),
+      );
+      await reader.start();
+      const w = track(new Writer(path, { reconnect: FAST, maxMessageSize: 8192, maxBufferedBytes: 64 * 1024, sendBufferSize: 8192, maxBufferedFds: 16 })).start();
+      const fdA = fs.openSync(fileA, 'r');
+      const fdB = fs.openSync(fileB, 'r');
+      try {
+        for (let seq = 0; seq < N; seq++) {
+          const want = expectFds(seq);
+          const fds = want.map((c) => (c === 'file A' ? fdA : fdB));
+          await w.send(make(seq), fds.length ? { fds } : undefined);
+        }
+        await within(w.flush(), 'flush()', 30_000);
+      } finally {
+        fs.closeSync(fdA);
+        fs.closeSync(fdB);
+      }
+      await waitFor(() => next >= N || problems.length > 0, 20_000, 'every message');
+      expect(problems).toEqual([]);
+      expect(next).toBe(N);
+      const withFds = N / 4 + (N / 4) * 2;
+      expect(w.metrics().fdsSent).toBe(withFds);
+      expect(w.metrics().fdsBuffered).toBe(0);
+      expect(reader.metrics().fdsReceived).toBe(withFds);
+      expect(reader.metrics().fdsClosedUnclaimed).toBe(0);
+    });
+  }
+});
