@@ -14,7 +14,7 @@
 import { describe, it, expect, afterEach } from 'vitest';
 import * as fs from 'node:fs';
 import { dirname, join } from 'node:path';
-import { Writer } from '../src/index';
+import { Writer, type Batch } from '../src/index';
 import { tmpSocket, waitFor, within, FIXTURES, FAST, Proc, PYTHON, killChildren, useTracking, type Line } from './helpers';
 
 const PEER = join(FIXTURES, 'fd_peer.py');
@@ -281,5 +281,54 @@ describe('a Python receiver (socket.recv_fds)', () => {
     expect(w.metrics().fdsSent).toBe(5);
     await within(py.exited, 'the Python receiver exiting');
     expect(py.exit?.code, py.stderr).toBe(0);
+  });
+});
+
+describe('a Writer reading replies (onMessage) from a listener that sends descriptors', () => {
+  it('none of them reaches the writer process, and the writer survives', async () => {
+    // This step gives the Writer no acceptFds: descriptors that come back
+    // must not land in its descriptor table (a flood would fill it).
+    const path = tmpSocket();
+    const file = fileNear(path, 'w.txt', 'to the writer');
+    const steps = [step(frame('r0'))];
+    for (let i = 0; i < 20; i++) steps.push(step(frame(`with-fds-${i}`), new Array(50).fill(file)));
+    steps.push(step(frame('r-last'), [], true));
+    const spec = join(dirname(path), 'reply-steps.json');
+    fs.writeFileSync(spec, JSON.stringify(steps));
+    const py = new Proc(PYTHON, [PEER, 'serve-send', path, `@${spec}`]);
+    await py.line((l) => l.event === 'listening', 'the Python listener');
+    const onFile = () => {
+      const real = fs.realpathSync(file);
+      return fs.readdirSync('/proc/self/fd').filter((e) => {
+        try {
+          return fs.readlinkSync(`/proc/self/fd/${e}`) === real;
+        } catch {
+          return false;
+        }
+      }).length;
+    };
+    const replies: string[] = [];
+    let disconnects = 0;
+    const w = track(
+      new Writer(path, {
+        reconnect: false,
+        onMessage: (b: Batch) => {
+          for (const m of b) replies.push(m.toString());
+        },
+      }),
+    );
+    w.on('disconnect', () => disconnects++);
+    w.on('error', () => {});
+    w.start();
+    // Either every reply arrives (the descriptors discarded) or the writer
+    // drops the connection: both keep the descriptors out.
+    await py.line((l) => l.event === 'sent' || l.event === 'send-error' || l.event === 'closed', 'the listener done sending', 20_000);
+    await waitFor(() => replies.includes('r-last') || disconnects > 0, 10_000, 'the replies, or a disconnect');
+    expect(onFile()).toBe(0);
+    if (disconnects === 0) {
+      expect(replies).toEqual(['r0', ...Array.from({ length: 20 }, (_, i) => `with-fds-${i}`), 'r-last']);
+    } else {
+      expect(replies[0]).toBe('r0');
+    }
   });
 });
