@@ -1,8 +1,11 @@
 // File descriptors with messages (issue #19): the bounds. 100k messages with a
 // descriptor each and both processes' descriptor tables back where they
-// started; maxPendingFds on a reader whose handler is blocked; a reader at its
-// RLIMIT_NOFILE (ERR_FDS_TRUNCATED); a frame with a descriptor cut by a broken
-// connection and re-sent whole; the writer's maxBufferedFds.
+// started; maxPendingFds on a reader whose handler is blocked (and below one
+// message's descriptors); a reader at its RLIMIT_NOFILE (ERR_FDS_TRUNCATED); a
+// frame with a descriptor cut by a broken connection and re-sent whole; the
+// writer's maxBufferedFds; stop() of a writer or reader holding descriptors;
+// descriptors staying with their frames through ring wrap-around and partial
+// sends.
 //
 // Descriptor counts are the entries of /proc/<pid>/fd of child processes
 // (test/fixtures/fd-reader.js, fd-writer.js), read from here.
@@ -173,6 +176,41 @@ describe('maxPendingFds', () => {
     expect(after.metrics.fdsReceived).toBe(N);
     expect(after.metrics.fdsClosedUnclaimed).toBe(0);
     await expectFdsBackTo(r.pid, base, 'the reader');
+  });
+});
+
+describe('maxPendingFds below one message’s descriptors', () => {
+  it('messages with more descriptors than maxPendingFds are still delivered, one after another (no wedged connection)', async () => {
+    const path = tmpSocket();
+    const file = fileNear(path, 'm.txt', 'many');
+    const got: number[] = [];
+    const reader = track(
+      new Reader(
+        path,
+        async (b: Batch) => {
+          for (let i = 0; i < b.length; i++) {
+            const fds = b.takeFds(i);
+            got.push(fds.length);
+            for (const fd of fds) fs.closeSync(fd);
+          }
+          await new Promise((r) => setImmediate(r));
+        },
+        { acceptFds: true, maxPendingFds: 4 },
+      ),
+    );
+    await reader.start();
+    const w = track(new Writer(path, { reconnect: FAST })).start();
+    const fd = fs.openSync(file, 'r');
+    try {
+      for (let i = 0; i < 5; i++) expect(w.write(`m${i}`, { fds: new Array(10 + i).fill(fd) })).toBe(true);
+      expect(w.write('none')).toBe(true);
+      await within(w.flush(), 'flush()');
+    } finally {
+      fs.closeSync(fd);
+    }
+    await waitFor(() => got.length >= 6, 10_000, 'all six messages');
+    expect(got).toEqual([10, 11, 12, 13, 14, 0]);
+    expect(reader.metrics().fdsReceived).toBe(60);
   });
 });
 

@@ -3,8 +3,10 @@
 // the standard library only (socket.send_fds / recv_fds): descriptors on a
 // read where no frame starts are a protocol error; descriptors attached to
 // one whole frame sent alone are delivered with that frame (also when the
-// kernel returns earlier descriptor-less sends in the same read); and a
-// uds-ipc Writer's frames with descriptors as the Python receiver sees them.
+// kernel returns earlier descriptor-less sends in the same read); a frame
+// refused as too large closes its descriptors; a uds-ipc Writer's frames
+// with descriptors as the Python receiver sees them; and a Writer reading
+// replies from a listener that sends descriptors.
 //
 // To make the kernel hand the reader several sends in one read (the case the
 // "last frame that starts in the read" rule is for), the reader process is

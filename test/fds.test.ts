@@ -1,8 +1,9 @@
 // File descriptors with messages (issue #19, stream sockets): the public API.
 // Open files and a listening TCP socket passed between processes, the
-// caller's right to close its fd as soon as write() returned, argument
-// validation (types, values, 253/254 descriptors), and a Reader that does not
-// accept descriptors (acceptFds: false).
+// caller's right to close its fd as soon as write() (or send()) returned,
+// argument validation (types, values, closed descriptors, 253/254
+// descriptors, the new options), descriptors a handler does not take, and a
+// Reader that does not accept descriptors (acceptFds: false).
 //
 // Child processes: test/fixtures/fd-reader.js (a Reader that describes what
 // it receives: each taken descriptor's type, inode and first bytes read
