@@ -804,6 +804,7 @@ function writeReadme(o, result, parts) {
       ['<!-- bench:native:start -->', '<!-- bench:native:end -->'],
       ['<!-- bench:memory:start -->', '<!-- bench:memory:end -->'],
       ['<!-- bench:rpc:start -->', '<!-- bench:rpc:end -->'],
+      ['<!-- bench:fds:start -->', '<!-- bench:fds:end -->'],
     ]);
     writeFileSync(file, [readme(result, parts).trimEnd(), ...kept].join('\n\n') + '\n');
     log('bench/README.md updated.');

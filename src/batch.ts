@@ -5,6 +5,7 @@
  * builds them and acknowledges and releases their memory.
  */
 import { outOfRange } from './errors';
+import type { WriteOptions } from './writer/fds';
 
 /**
  * One connection: on a Reader, one accepted writer; on a Writer (`onMessage`),
@@ -25,12 +26,18 @@ export interface Connection {
   readonly connected: boolean;
   /**
    * Sends `data` to the other end as one message (copied). False: dropped,
-   * because the connection's queue is full (a Reader's `maxReplyBytes`, a
-   * Writer's `maxBufferedBytes`/`maxBufferedWrites`).
+   * because the connection's queue is full (a Reader's `maxReplyBytes` and
+   * `maxPendingFds`, a Writer's `maxBufferedBytes`/`maxBufferedWrites`/
+   * `maxBufferedFds`). `fds`: file descriptors sent with it (duplicated: the
+   * caller may close its own once `write()` returns).
    */
-  write(data: Uint8Array | string): boolean;
-  /** Like `write()`, but waits for room instead of dropping; `signal` gives up the wait. */
-  send(data: Uint8Array | string, options?: { signal?: AbortSignal }): Promise<void>;
+  write(data: Uint8Array | string, options?: WriteOptions): boolean;
+  /**
+   * Like `write()`, but waits for room instead of dropping; `signal` gives up
+   * the wait. `fds` are duplicated once the message is queued: keep them open
+   * until the promise resolves.
+   */
+  send(data: Uint8Array | string, options?: { signal?: AbortSignal } & WriteOptions): Promise<void>;
 }
 
 /**

@@ -24,7 +24,7 @@ export interface NativeReaderHandle {
   ack(connId: number, bytes: number, region?: ArrayBuffer, table?: ArrayBuffer): void;
   authorize(connId: number, allowed: boolean): void;
   /** Sends or queues whole frames to connection `connId`; returns the bytes queued for it natively, -1 if it is closed. */
-  reply(connId: number, bytes: Uint8Array): number;
+  reply(connId: number, bytes: Uint8Array, fds?: Int32Array): number;
   beginStop(): void;
   /** Joins the IO thread; returns how many received messages were never handed to JS. */
   close(): number;

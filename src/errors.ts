@@ -53,6 +53,10 @@ export const ErrorCodes = {
   ERR_TIMEOUT: 'ERR_TIMEOUT',
   /** An optional peer dependency (e.g. `@bufbuild/protobuf`) is needed for this and is not installed. */
   ERR_MISSING_DEPENDENCY: 'ERR_MISSING_DEPENDENCY',
+  /** The peer sent file descriptors this end does not accept (`acceptFds`), or sent them where the wire rule forbids; the connection was closed. */
+  ERR_UNEXPECTED_FDS: 'ERR_UNEXPECTED_FDS',
+  /** File descriptors sent with a message did not all arrive (RLIMIT_NOFILE reached, or more than fit); the connection was closed. */
+  ERR_FDS_TRUNCATED: 'ERR_FDS_TRUNCATED',
 } as const;
 
 /** One of the stable codes of {@link ErrorCodes}. */

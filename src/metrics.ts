@@ -34,6 +34,7 @@ export const READER_METRICS: readonly MetricSpec[] = [
   ['replyBytesSent', 'reply_bytes_sent_total', 'counter', 'Reply bytes (frames) handed to the kernel.'],
   ['replySendCalls', 'reply_send_calls_total', 'counter', 'send(2)/sendmsg(2) calls made for replies.'],
   ['replyBytesDropped', 'reply_bytes_dropped_total', 'counter', 'Queued reply bytes discarded: replyTimeoutMs passed without progress, or the connection closed first.'],
+  ['fdsSent', 'fds_sent_total', 'counter', 'File descriptors sent with replies.'],
   ['fdsReceived', 'fds_received_total', 'counter', 'File descriptors received with messages and handed over (acceptFds).'],
   ['fdsRefused', 'fds_refused_total', 'counter', 'File descriptors closed on arrival: not accepted, misplaced, or cut short.'],
   ['fdsClosedUnclaimed', 'fds_closed_unclaimed_total', 'counter', 'Received file descriptors the handler did not take, closed at batch release.'],

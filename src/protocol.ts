@@ -55,6 +55,8 @@ export interface Protocol {
     readonly STOPPED: number;
     /** Messages the reader sent back (onMessage): a, b, c as a reader BATCH item's. */
     readonly BATCH: number;
+    /** Just before the BATCH whose messages carried descriptors: a as a reader FDS item's. */
+    readonly FDS: number;
     readonly SLOTS: number;
   };
   /** The keys of the handles' metrics() objects. */

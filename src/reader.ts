@@ -21,6 +21,7 @@ import {
 } from './options';
 import type { Protocol } from './protocol';
 import { ReaderConnection, type ReplySink } from './reader/connection';
+import { fdError } from './writer/fds';
 import { Inbox } from './reader/inbox';
 import { notify as notifySystemd, takeListener } from './systemd';
 
@@ -149,7 +150,16 @@ export class Reader extends EventEmitter {
     };
     this.#sink = {
       maxReplyBytes: this.#opts.maxReplyBytes,
+      maxReplyFds: this.#opts.maxPendingFds,
       reply: (id, bytes) => (this.#handle ? this.#handle.reply(id, bytes) : -1),
+      replyFds: (id, frame, fds) => {
+        if (!this.#handle) return -1;
+        try {
+          return this.#handle.reply(id, frame, fds);
+        } catch (e) {
+          throw fdError(e);
+        }
+      },
       schedule: (conn) => {
         if (this.#dirty.push(conn) === 1) queueMicrotask(flushAll);
       },
@@ -360,6 +370,7 @@ export class Reader extends EventEmitter {
       replyBytesSent: n.replyBytesSent ?? 0,
       replySendCalls: n.replySendCalls ?? 0,
       replyBytesDropped: n.replyBytesDropped ?? 0,
+      fdsSent: n.fdsSent ?? 0,
       fdsReceived: n.fdsReceived ?? 0,
       fdsRefused: n.fdsRefused ?? 0,
       fdsClosedUnclaimed: this.#inbox?.closedFds ?? 0,

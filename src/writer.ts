@@ -23,7 +23,7 @@ import { createWritable, kTryQueue, type WritableOptions } from './stream';
 import * as callerData from './writer/caller-data';
 import { WriterInbox, type ReceivingWriterHandle } from './writer/inbox';
 import { WriterConnection } from './writer/connection';
-import { FdLedger, resolveFds, type WriteOptions } from './writer/fds';
+import { fdError, FdLedger, resolveFds, splitFds, type WriteOptions } from './writer/fds';
 import {
   splitReceiveOptions,
   WRITER_RECEIVE_METRICS,
@@ -166,7 +166,14 @@ export class Writer extends EventEmitter {
         writeTimeoutMs: o.writeTimeoutMs,
         expectOwner: o.expectOwner,
         reconnect: o.reconnect === false ? false : { ...o.reconnect },
-        receive: receive ? { maxMessageSize: o.maxMessageSize, maxPendingBytes: receive.maxPendingBytes } : undefined,
+        receive: receive
+          ? {
+              maxMessageSize: o.maxMessageSize,
+              maxPendingBytes: receive.maxPendingBytes,
+              acceptFds: receive.acceptFds,
+              maxPendingFds: receive.maxPendingFds,
+            }
+          : undefined,
       },
       shared,
     );
@@ -248,7 +255,7 @@ export class Writer extends EventEmitter {
       queued = ring.append(data, len, (start, end) => handle.attachFds(start, end, fds));
     } catch (e) {
       this.#written--;
-      throw fromNative(e);
+      throw fdError(e);
     }
     if (!queued) {
       this.#dropped++;
@@ -274,15 +281,10 @@ export class Writer extends EventEmitter {
    */
   send(data: Uint8Array | string, options?: SendOptions): Promise<void> {
     try {
-      let write: WriteOptions | undefined;
-      let signalOptions: unknown = options;
-      if (options !== undefined && options !== null && typeof options === 'object' && 'fds' in options) {
-        const { fds, ...rest } = options as SendOptions & WriteOptions;
-        resolveFds({ fds }); // checked now; duplicated when queued
-        if (fds !== undefined) write = { fds: [...fds] };
-        signalOptions = rest;
-      }
-      const { signal } = resolveSignalOptions('send options', signalOptions);
+      // fds are checked now, duplicated when the message is queued.
+      const { fds, rest } = splitFds(options);
+      const write: WriteOptions | undefined = fds === undefined ? undefined : { fds: Array.from(fds) };
+      const { signal } = resolveSignalOptions('send options', rest);
       if (signal?.aborted) throw abortError(signal);
       if (this.#state === 'stopping' || this.#state === 'stopped') {
         throw new IpcError('ERR_NOT_RUNNING', 'send() after stop(): this Writer no longer sends');
@@ -519,6 +521,9 @@ export class Writer extends EventEmitter {
       jsThreadReads: (n.jsThreadReads as number) ?? 0,
       fdsSent: (n.fdsSent as number) ?? 0,
       fdsBuffered: (n.fdsBuffered as number) ?? 0,
+      fdsReceived: (n.fdsReceived as number) ?? 0,
+      fdsRefused: (n.fdsRefused as number) ?? 0,
+      fdsClosedUnclaimed: this.#inbox?.closedFds ?? 0,
     };
   }
 
@@ -637,7 +642,11 @@ export class Writer extends EventEmitter {
       const code = err.code;
       this.#report(
         err,
-        code === 'ERR_WRITE_TIMEOUT' ? 'send' : code === 'ERR_MESSAGE_TOO_LARGE' || code === 'ERR_INVALID_FRAME' ? 'connection' : 'connect',
+        code === 'ERR_WRITE_TIMEOUT'
+          ? 'send'
+          : code === 'ERR_MESSAGE_TOO_LARGE' || code === 'ERR_INVALID_FRAME' || code === 'ERR_UNEXPECTED_FDS' || code === 'ERR_FDS_TRUNCATED'
+            ? 'connection'
+            : 'connect',
       );
     }
     // E.NOTIFY: a target was reached; settled in #onEvent().

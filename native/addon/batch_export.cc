@@ -76,6 +76,20 @@ Napi::Value batch_buffer(Napi::Env env, Batch& b) {
 
 }  // namespace
 
+Napi::Int32Array export_fds(Napi::Env env, Batch& b) {
+  size_t n = 0;
+  for (const MessageFds& m : b.fds) n += 2 + m.fds.size();
+  Napi::Int32Array t = Napi::Int32Array::New(env, n);
+  size_t k = 0;
+  for (MessageFds& m : b.fds) {
+    t[k++] = static_cast<int32_t>(m.index);
+    t[k++] = static_cast<int32_t>(m.fds.size());
+    for (UniqueFd& fd : m.fds) t[k++] = fd.release();
+  }
+  b.fds.clear();
+  return t;
+}
+
 ExportedBatch export_batch(Napi::Env env, Batch& b) {
   if (b.length <= protocol::kCopyBatchUpTo) {
     // One allocation: [offsets (u32, absolute) | region]; JavaScript views

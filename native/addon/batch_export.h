@@ -27,4 +27,9 @@ struct ExportedBatch {
 // for the caller to recycle: it has been copied either way.
 ExportedBatch export_batch(Napi::Env env, Batch& b);
 
+// JS thread. The descriptors of b's messages as an Int32Array
+// [index, count, fd x count, ...], released to JavaScript (which closes
+// those nobody takes); b.fds is left empty.
+Napi::Int32Array export_fds(Napi::Env env, Batch& b);
+
 }  // namespace udsipc

@@ -2,12 +2,15 @@
 // out of JS objects.
 #pragma once
 
+#include <errno.h>
+#include <fcntl.h>
 #include <napi.h>
 
 #include <string>
 #include <vector>
 
 #include "core/error.h"
+#include "core/unique_fd.h"
 
 namespace udsipc {
 
@@ -29,6 +32,26 @@ inline Napi::Object error_to_object(Napi::Env env, const CoreError& e) {
   if (e.err) err.Set("errno", Napi::Number::New(env, e.err));
   if (!e.syscall.empty()) err.Set("syscall", Napi::String::New(env, e.syscall));
   throw err;
+}
+
+// Dups (F_DUPFD_CLOEXEC) of the descriptors in `a`, to send with a message:
+// the caller may close its own once this returns. Throws (none kept) if one
+// is not an open descriptor (ERR_INVALID_ARG_VALUE) or none can be made.
+inline std::vector<UniqueFd> dup_fds(Napi::Env env, const Napi::Int32Array& a) {
+  std::vector<UniqueFd> dups;
+  dups.reserve(a.ElementLength());
+  for (size_t i = 0; i < a.ElementLength(); ++i) {
+    const int fd = ::fcntl(a[i], F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) {
+      const int e = errno;
+      throw_core_error(env, e == EBADF ? CoreError::sys("ERR_INVALID_ARG_VALUE", e, "fcntl",
+                                                         "fds[" + std::to_string(i) + "] (" + std::to_string(a[i]) +
+                                                             ") is not an open file descriptor")
+                                       : CoreError::sys("ERR_SOCKET", e, "fcntl", "cannot duplicate a descriptor to send"));
+    }
+    dups.emplace_back(fd);
+  }
+  return dups;
 }
 
 // Options arrive from TypeScript validated and complete (src/options.ts

@@ -3,8 +3,11 @@
 #include <errno.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <new>
 #include <string>
+
+#include "core/socket_util.h"
 
 namespace udsipc {
 
@@ -47,13 +50,15 @@ void JsReceiver::CloseConn(Conn* c) {
 }
 
 void JsReceiver::Attach(Napi::Env env, uv_loop_t* loop, Napi::Function on_ready, WriterEngine* engine,
-                        const AssemblerConfig& assembler, uint64_t max_pending_bytes,
-                        std::function<void()> fallback) {
+                        const AssemblerConfig& assembler, uint64_t max_pending_bytes, bool accept_fds,
+                        uint32_t max_pending_fds, std::function<void()> fallback) {
   env_ = env;
   loop_ = loop;
   engine_ = engine;
   fallback_ = std::move(fallback);
   max_pending_ = max_pending_bytes;
+  accept_fds_ = accept_fds;
+  max_pending_fds_ = max_pending_fds;
   if (!pool_.p) pool_.p = SlabPool::create(assembler.slab_size, kPooledSlabs);
   assembler_cfg_ = assembler;
   assembler_cfg_.pool = pool_.p;
@@ -105,6 +110,13 @@ bool JsReceiver::Cut(bool ok, bool unbounded) {
       const uint64_t charge = b.charge();
       pending_ += charge;
       unacked_.emplace_back(b.length, charge - b.length);
+      handed_len_ += b.length;
+      if (!b.fds.empty()) {
+        const size_t k = b.fd_count();
+        pending_fds_ += k;
+        fds_received_ += k;
+        fd_marks_.emplace_back(handed_len_, static_cast<uint32_t>(k));
+      }
       batches_.push_back(std::move(b));
     }
     if (!ok) return false;
@@ -115,6 +127,11 @@ bool JsReceiver::Cut(bool ok, bool unbounded) {
 
 // The assembler's framing error, as the engine's IO thread reports it.
 static CoreError frame_error(const FrameAssembler& a, uint64_t max_message_size) {
+  if (a.error() == FrameError::kUnexpectedFds) {
+    return CoreError::plain("ERR_UNEXPECTED_FDS",
+                            "the reader sent file descriptors with bytes in which no message starts; replacing the "
+                            "connection");
+  }
   if (a.error() == FrameError::kTooLarge) {
     return CoreError::plain("ERR_MESSAGE_TOO_LARGE", "the reader sent a message of at least " +
                                                          std::to_string(a.error_length()) +
@@ -126,22 +143,40 @@ static CoreError frame_error(const FrameAssembler& a, uint64_t max_message_size)
                           "the reader sent an invalid length prefix (varint overflow); replacing the connection");
 }
 
+ssize_t JsReceiver::Receive(uint8_t* p, size_t len, std::vector<UniqueFd>* fds, bool* refused) {
+  CoreError why;
+  const ssize_t n = recv_with_fds(conn_->fd.get(), p, len, accept_fds_, fds, &why);
+  *refused = static_cast<bool>(why);
+  if (*refused) {
+    fds_refused_ += std::max<size_t>(1, fds->size());
+    fds->clear();  // closes them
+    ReportError(std::move(why), true);
+  }
+  return n;
+}
+
 void JsReceiver::Read() {
   if (!conn_ || paused_) return;
   try {
     for (int r = 0; r < kMaxReadsPerEvent; ++r) {
       auto [ptr, len] = assembler_->prepare_read();
-      const ssize_t n = ::read(conn_->fd.get(), ptr, len);
+      std::vector<UniqueFd> fds;
+      bool refused = false;
+      const ssize_t n = Receive(ptr, len, &fds, &refused);
+      if (refused) {
+        Drop();
+        return;
+      }
       if (n > 0) {
         ++reads_;
         bytes_read_ += static_cast<uint64_t>(n);
-        if (!Cut(assembler_->commit(static_cast<size_t>(n), Budget()), false)) {
+        if (!Cut(assembler_->commit(static_cast<size_t>(n), Budget(), &fds), false)) {
           ReportError(frame_error(*assembler_, assembler_cfg_.max_message_size), true);
           Drop();
           return;
         }
         // Cut() leaves frames backlogged only at the limit.
-        if (pending_ >= max_pending_) {
+        if (Full()) {
           paused_ = true;
           ++pauses_;
           uv_poll_stop(&conn_->handle);
@@ -172,12 +207,15 @@ void JsReceiver::Finish() {
     bool ok = !assembler_->backlogged() || Cut(assembler_->resume(kNoBudget), true);
     while (ok) {
       auto [ptr, len] = assembler_->prepare_read();
-      const ssize_t n = ::read(conn_->fd.get(), ptr, len);
+      std::vector<UniqueFd> fds;
+      bool refused = false;
+      const ssize_t n = Receive(ptr, len, &fds, &refused);
+      if (refused) break;
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) break;
       ++reads_;
       bytes_read_ += static_cast<uint64_t>(n);
-      ok = Cut(assembler_->commit(static_cast<size_t>(n), kNoBudget), true);
+      ok = Cut(assembler_->commit(static_cast<size_t>(n), kNoBudget, &fds), true);
     }
   } catch (const std::bad_alloc&) {
     // What was cut stays cut; the rest goes with the connection.
@@ -188,7 +226,12 @@ void JsReceiver::Finish() {
 void JsReceiver::Ack(uint64_t bytes) {
   const uint64_t released = release_acked(unacked_, bytes);
   pending_ -= std::min(pending_, released);
-  if (!paused_ || pending_ >= max_pending_) return;
+  acked_len_ += bytes;
+  while (!fd_marks_.empty() && fd_marks_.front().first <= acked_len_) {
+    pending_fds_ -= std::min<uint64_t>(pending_fds_, fd_marks_.front().second);
+    fd_marks_.pop_front();
+  }
+  if (!paused_ || Full()) return;
   if (conn_ && assembler_->backlogged()) {
     // Frames read before the pause but not cut yet come first; they may use
     // up the budget again (then reading stays paused). We are inside
@@ -205,7 +248,7 @@ void JsReceiver::Ack(uint64_t bytes) {
       Drop();
     }
     if (batches_.size() > before && fallback_) fallback_();
-    if (pending_ >= max_pending_) return;
+    if (Full()) return;
   }
   paused_ = false;
   if (conn_) uv_poll_start(&conn_->handle, UV_READABLE, OnPoll);
@@ -213,10 +256,19 @@ void JsReceiver::Ack(uint64_t bytes) {
 
 void JsReceiver::Detach() {
   engine_ = nullptr;
-  Drop();
+  Drop();  // the assembler goes: nothing takes slabs from the pool after this
   batches_.clear();
+  // Our pool reference goes now, not when the handle is collected: its warm
+  // slabs are freed once the batches JavaScript still holds give theirs back
+  // (each slab holds the pool), so a stopped Writer keeps no receive memory.
+  if (pool_.p) {
+    pool_.p->unref();
+    pool_.p = nullptr;
+  }
   unacked_.clear();
   pending_ = 0;
+  fd_marks_.clear();
+  pending_fds_ = handed_len_ = acked_len_ = 0;
   paused_ = false;
   if (on_ready_) {
     napi_delete_reference(env_, on_ready_);

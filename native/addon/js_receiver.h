@@ -25,6 +25,11 @@
 // code). EOF or a read error just stops reading: the engine's DISCONNECT
 // reports the end.
 //
+// Descriptors (SCM_RIGHTS) that come with replies: refused (ERR_UNEXPECTED_FDS,
+// the connection is replaced) unless accept_fds; accepted ones travel with
+// their batch (Batch::fds), and reading also pauses while the batches not
+// acked hold max_pending_fds or more of them.
+//
 // The uv_poll never keeps the loop alive (unref'd); the TSFN does that. Env
 // teardown closes it through an async cleanup hook, as JsThreadPoller does.
 // Everything here runs on JavaScript's thread: no atomics.
@@ -56,7 +61,8 @@ class JsReceiver {
   // Detach()). `on_ready` is called when batches were cut; `fallback` when
   // it cannot be called directly (or from within JavaScript: see Ack()).
   void Attach(Napi::Env env, uv_loop_t* loop, Napi::Function on_ready, WriterEngine* engine,
-              const AssemblerConfig& assembler, uint64_t max_pending_bytes, std::function<void()> fallback);
+              const AssemblerConfig& assembler, uint64_t max_pending_bytes, bool accept_fds,
+              uint32_t max_pending_fds, std::function<void()> fallback);
   bool attached() const { return engine_ != nullptr; }
 
   // take() met a CONNECT carrying `fd`: finishes the last connection (see
@@ -80,6 +86,8 @@ class JsReceiver {
   uint64_t reads() const { return reads_; }
   uint64_t bytes_read() const { return bytes_read_; }
   uint64_t pauses() const { return pauses_; }
+  uint64_t fds_received() const { return fds_received_; }
+  uint64_t fds_refused() const { return fds_refused_; }
 
  private:
   // One connection: the uv_poll_t on its dup, which owns the dup (closed
@@ -98,6 +106,10 @@ class JsReceiver {
   bool Cut(bool parsed_ok, bool unbounded);
   void ReportError(CoreError why, bool report);
   uint64_t Budget() const { return pending_ < max_pending_ ? max_pending_ - pending_ : 1; }
+  bool Full() const { return pending_ >= max_pending_ || pending_fds_ >= max_pending_fds_; }
+  // One read of the current connection; false after it refused its
+  // descriptors (reported; the caller drops the connection).
+  ssize_t Receive(uint8_t* p, size_t len, std::vector<UniqueFd>* fds, bool* refused);
   void CallOnReady();       // JS thread, outside JavaScript: runs onReady now
 
   napi_env env_ = nullptr;
@@ -108,6 +120,8 @@ class JsReceiver {
   std::function<void()> fallback_;
   AssemblerConfig assembler_cfg_;
   uint64_t max_pending_ = 0;
+  bool accept_fds_ = false;
+  uint32_t max_pending_fds_ = 0;
 
   // The slab pool (one reference, released last: batches exported to
   // JavaScript keep their slabs, and the slabs the pool) and the offsets
@@ -127,7 +141,11 @@ class JsReceiver {
   // Per batch handed over and not fully acked, in order: its length not yet
   // acked, and the rest of its charge (released when the length is).
   UnackedBatches unacked_;
-  uint64_t reads_ = 0, bytes_read_ = 0, pauses_ = 0;
+  // Descriptors handed over with batches and not acked: (sum of batch
+  // lengths handed over up to theirs, count), in order (see ReaderEngine::Conn).
+  uint64_t pending_fds_ = 0, handed_len_ = 0, acked_len_ = 0;
+  std::deque<std::pair<uint64_t, uint32_t>> fd_marks_;
+  uint64_t reads_ = 0, bytes_read_ = 0, pauses_ = 0, fds_received_ = 0, fds_refused_ = 0;
 };
 
 }  // namespace udsipc

@@ -70,6 +70,7 @@ Napi::Object export_protocol(Napi::Env env) {
   event.Set("NOTIFY", static_cast<uint32_t>(p::kEventNotify));
   event.Set("STOPPED", static_cast<uint32_t>(p::kEventStopped));
   event.Set("BATCH", static_cast<uint32_t>(p::kEventBatch));
+  event.Set("FDS", static_cast<uint32_t>(p::kEventFds));
   event.Set("SLOTS", p::kEventSlots);
   o.Set("event", frozen(event));
 

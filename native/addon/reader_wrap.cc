@@ -139,22 +139,6 @@ Napi::Object credentials(Napi::Env env, const PeerCred& cred) {
   return c;
 }
 
-// A batch's descriptors as [index, count, fd x count, ...], released to the
-// caller (JavaScript owns and closes them from now on).
-Napi::Int32Array fd_table(Napi::Env env, Batch& b) {
-  size_t n = 0;
-  for (const MessageFds& m : b.fds) n += 2 + m.fds.size();
-  Napi::Int32Array t = Napi::Int32Array::New(env, n);
-  size_t k = 0;
-  for (MessageFds& m : b.fds) {
-    t[k++] = static_cast<int32_t>(m.index);
-    t[k++] = static_cast<int32_t>(m.fds.size());
-    for (UniqueFd& fd : m.fds) t[k++] = fd.release();
-  }
-  b.fds.clear();
-  return t;
-}
-
 }  // namespace
 
 // take(): every item ready, as [tag, connId, a, b, c, ...] (protocol.h).
@@ -170,7 +154,7 @@ Napi::Value ReaderWrap::Take(const Napi::CallbackInfo& info) {
   for (ReaderItem& it : items) {
     switch (it.type) {
       case ReaderItem::kBatch: {
-        if (!it.batch.fds.empty()) w.item(protocol::kItemFds, it.conn_id, fd_table(env, it.batch), none, none);
+        if (!it.batch.fds.empty()) w.item(protocol::kItemFds, it.conn_id, export_fds(env, it.batch), none, none);
         ExportedBatch e = export_batch(env, it.batch);
         // Copied out either way: the table goes back for the next batch.
         if (engine_) engine_->recycle_offsets(std::move(it.batch.offsets));
@@ -222,6 +206,11 @@ Napi::Value ReaderWrap::Reply(const Napi::CallbackInfo& info) {
   if (!engine_) return Napi::Number::New(env, -1);
   const uint32_t id = info[0].As<Napi::Number>().Uint32Value();
   Napi::Uint8Array a = info[1].As<Napi::Uint8Array>();
+  if (info.Length() > 2 && info[2].IsTypedArray()) {
+    // reply(connId, frame, fds): one frame that carries dups of fds.
+    std::vector<UniqueFd> dups = dup_fds(env, info[2].As<Napi::Int32Array>());
+    return Napi::Number::New(env, static_cast<double>(engine_->reply(id, a.Data(), a.ByteLength(), &dups)));
+  }
   return Napi::Number::New(env, static_cast<double>(engine_->reply(id, a.Data(), a.ByteLength())));
 }
 
@@ -259,6 +248,7 @@ Napi::Value ReaderWrap::Metrics(const Napi::CallbackInfo& info) {
   v[p::kReplyBytesDropped] = static_cast<double>(m.reply_bytes_dropped);
   v[p::kFdsReceived] = static_cast<double>(m.fds_received);
   v[p::kFdsRefused] = static_cast<double>(m.fds_refused);
+  v[p::kReaderFdsSent] = static_cast<double>(m.fds_sent);
   Napi::Object o = Napi::Object::New(env);
   for (int i = 0; i < p::kReaderMetricCount; ++i) o.Set(p::kReaderMetricNames[i], v[i]);
   return o;

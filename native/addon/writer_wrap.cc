@@ -60,6 +60,8 @@ WriterWrap::WriterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Writer
     cfg_.receive = true;
     cfg_.assembler.max_message_size = static_cast<uint64_t>(number_option(r, "maxMessageSize"));
     cfg_.max_pending_bytes = static_cast<uint64_t>(number_option(r, "maxPendingBytes"));
+    accept_fds_ = bool_option(r, "acceptFds");
+    max_pending_fds_ = static_cast<uint32_t>(number_option(r, "maxPendingFds"));
   }
   Napi::Value rc = o.Get("reconnect");
   if (rc.IsObject()) {
@@ -105,6 +107,7 @@ Napi::Value WriterWrap::Start(const Napi::CallbackInfo& info) {
   engine_ = std::make_unique<WriterEngine>(cfg_, StartTsfn(env, info[0].As<Napi::Function>(), "uds-ipc writer"));
   if (loop) {
     receiver_.Attach(env, loop, info[0].As<Napi::Function>(), engine_.get(), cfg_.assembler, cfg_.max_pending_bytes,
+                     accept_fds_, max_pending_fds_,
                      [this] { CallThroughTsfn(); });
   }
   engine_->start();
@@ -125,22 +128,7 @@ void WriterWrap::AttachFds(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const uint32_t start = static_cast<uint32_t>(info[0].As<Napi::Number>().Int64Value());
   const uint32_t end = static_cast<uint32_t>(info[1].As<Napi::Number>().Int64Value());
-  Napi::Int32Array a = info[2].As<Napi::Int32Array>();
-  std::vector<UniqueFd> dups;
-  dups.reserve(a.ElementLength());
-  for (size_t i = 0; i < a.ElementLength(); ++i) {
-    const int fd = ::fcntl(a[i], F_DUPFD_CLOEXEC, 0);
-    if (fd < 0) {
-      const int e = errno;
-      CoreError err = e == EBADF
-                          ? CoreError::sys("ERR_INVALID_ARG_VALUE", e, "fcntl",
-                                           "fds[" + std::to_string(i) + "] (" + std::to_string(a[i]) +
-                                               ") is not an open file descriptor")
-                          : CoreError::sys("ERR_SOCKET", e, "fcntl", "cannot duplicate a descriptor to send");
-      throw Napi::Error(env, error_to_object(env, err));
-    }
-    dups.emplace_back(fd);
-  }
+  std::vector<UniqueFd> dups = dup_fds(env, info[2].As<Napi::Int32Array>());
   fds_.push(start, end, std::move(dups));
 }
 
@@ -193,6 +181,7 @@ Napi::Value WriterWrap::Take(const Napi::CallbackInfo& info) {
   EventWriter w{Napi::Array::New(env, local ? 0 : evs.size() * protocol::kEventSlots)};
   const Napi::Value none = env.Undefined();
   auto batch = [&](Batch& b) {
+    if (!b.fds.empty()) w.event(static_cast<WriterEvent::Type>(protocol::kEventFds), export_fds(env, b), none, none);
     ExportedBatch x = export_batch(env, b);
     w.event(WriterEvent::kBatch, x.region, x.offsets, Napi::Number::New(env, static_cast<double>(b.payload_bytes)));
   };
@@ -295,6 +284,8 @@ Napi::Value WriterWrap::Metrics(const Napi::CallbackInfo& info) {
   v[p::kWriterJsThreadReads] = static_cast<double>(receiver_.reads());
   v[p::kFdsSent] = static_cast<double>(m.fds_sent);
   v[p::kFdsBuffered] = static_cast<double>(m.fds_buffered);
+  v[p::kWriterFdsReceived] = static_cast<double>(receiver_.fds_received());
+  v[p::kWriterFdsRefused] = static_cast<double>(receiver_.fds_refused());
   for (int i = 0; i < p::kWriterMetricCount; ++i) {
     if (i == p::kConnected) o.Set(p::kWriterMetricNames[i], m.connected);
     else o.Set(p::kWriterMetricNames[i], v[i]);

@@ -52,6 +52,9 @@ class WriterWrap : public Napi::ObjectWrap<WriterWrap>, EngineHandle<WriterWrap>
   // the engine sends and releases them (cfg_.fds). JS thread, and the
   // engine's send-state holder (it is internally locked).
   FdOutbox fds_;
+  // Receiving: the reader's descriptors (read by receiver_ only).
+  bool accept_fds_ = false;
+  uint32_t max_pending_fds_ = 0;
   std::unique_ptr<WriterEngine> engine_;
   // Receiving on this thread (cfg_.receive_on_consumer; see js_receiver.h).
   JsReceiver receiver_;

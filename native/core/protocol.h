@@ -96,6 +96,8 @@ enum EventTag : uint32_t {
   kEventStopped = 5,       // a: frames discarded unsent; nothing follows
   kEventBatch = 6,         // messages the reader sent back (onMessage): encoded as a reader
                            // kItemBatch's a, b, c (region, offsets entries or table, payload bytes)
+  kEventFds = 7,           // only just before the kEventBatch whose messages carried descriptors: a as
+                           // a reader kItemFds's
 };
 inline constexpr int kEventSlots = 4;
 
@@ -104,22 +106,23 @@ inline constexpr int kEventSlots = 4;
 enum ReaderMetric : int {
   kConnections, kActiveConnections, kReadCalls, kBytesRead, kPauses, kJsThreadReads, kHandoffs,
   kReplyBytesSent, kReplySendCalls, kReplyBytesDropped, kFdsReceived, kFdsRefused,
-  kReaderMetricCount
+  kReaderFdsSent, kReaderMetricCount
 };
 inline constexpr const char* kReaderMetricNames[kReaderMetricCount] = {
     "connections", "activeConnections", "readCalls", "bytesRead", "pauses", "jsThreadReads", "handoffs",
-    "replyBytesSent", "replySendCalls", "replyBytesDropped", "fdsReceived", "fdsRefused"};
+    "replyBytesSent", "replySendCalls", "replyBytesDropped", "fdsReceived", "fdsRefused",
+    "fdsSent"};
 static_assert(kReaderMetricNames[kReaderMetricCount - 1] != nullptr, "a name for every reader metric");
 
 enum WriterMetric : int {
   kSentFrames, kBytesSent, kSendCalls, kConnects, kDisconnects, kConnectAttempts, kUntrustedPeers,
   kSendBufferSize, kConnected, kWriterReadCalls, kWriterBytesRead, kWriterPauses,
-  kWriterJsThreadReads, kFdsSent, kFdsBuffered, kWriterMetricCount
+  kWriterJsThreadReads, kFdsSent, kFdsBuffered, kWriterFdsReceived, kWriterFdsRefused, kWriterMetricCount
 };
 inline constexpr const char* kWriterMetricNames[kWriterMetricCount] = {
     "sent", "bytesSent", "sendCalls", "connects", "disconnects", "connectAttempts", "untrustedPeers",
     "sendBufferSize", "connected", "readCalls", "bytesRead", "pauses", "jsThreadReads", "fdsSent",
-    "fdsBuffered"};
+    "fdsBuffered", "fdsReceived", "fdsRefused"};
 static_assert(kWriterMetricNames[kWriterMetricCount - 1] != nullptr, "a name for every writer metric");
 
 // ─── Defaults and limits of options that reach the core ─────────────────────

@@ -105,7 +105,7 @@ void ReaderEngine::ack(uint32_t conn_id, uint64_t bytes) {
   if (paused_count_.load() > 0 || trim_wake_.load(std::memory_order_relaxed)) loop_.wake();
 }
 
-int64_t ReaderEngine::reply(uint32_t conn_id, const uint8_t* data, size_t len) {
+int64_t ReaderEngine::reply(uint32_t conn_id, const uint8_t* data, size_t len, std::vector<UniqueFd>* fds) {
   std::shared_ptr<ReplyQueue> q;
   {
     std::lock_guard<std::mutex> lk(replies_mu_);
@@ -113,7 +113,7 @@ int64_t ReaderEngine::reply(uint32_t conn_id, const uint8_t* data, size_t len) {
     if (it == replies_.end()) return -1;
     q = it->second;
   }
-  const ReplyQueue::Offer r = q->offer(data, len, now_ms());
+  const ReplyQueue::Offer r = q->offer(data, len, now_ms(), fds);
   if (r.want_out) {
     {
       std::lock_guard<std::mutex> lk(replies_mu_);
@@ -152,6 +152,7 @@ ReaderMetrics ReaderEngine::metrics() const {
   m.reply_bytes_dropped = reply_stats_.bytes_dropped.load(std::memory_order_relaxed);
   m.fds_received = m_fds_received_.load(std::memory_order_relaxed);
   m.fds_refused = m_fds_refused_.load(std::memory_order_relaxed);
+  m.fds_sent = reply_stats_.fds_sent.load(std::memory_order_relaxed);
   return m;
 }
 
@@ -776,47 +777,19 @@ void ReaderEngine::on_readable(Conn& c) {
   }
 }
 
-// recvmsg with room for the most descriptors one sendmsg can carry
-// (SCM_MAX_FD), always MSG_CMSG_CLOEXEC. A read can bring descriptors only
+// One read of c; see recv_with_fds(). A read can bring descriptors only
 // from a sendmsg that carried them (the kernel never merges such data with
 // what follows it), so a read stays the unit they are tied to.
 ssize_t ReaderEngine::receive(Conn& c, uint8_t* p, size_t len, std::vector<UniqueFd>* fds) {
-  // Without accept_fds, room for one: enough to see that some came (the
-  // kernel installs what fits and discards the rest, MSG_CTRUNC).
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
-  iovec iov{p, len};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = cfg_.accept_fds ? sizeof control : CMSG_SPACE(sizeof(int));
-  const ssize_t n = ::recvmsg(c.fd.get(), &msg, MSG_CMSG_CLOEXEC);
-  if (n < 0) return n;
-  const bool truncated = (msg.msg_flags & MSG_CTRUNC) != 0;
-  if (msg.msg_controllen == 0 && !truncated) return n;  // the common case
-  take_rights(&msg, fds);
-  if (fds->empty() && !truncated) return n;
-  const uint32_t id = c.id;
-  if (!cfg_.accept_fds) {
-    m_fds_refused_.fetch_add(std::max<size_t>(1, fds->size()), std::memory_order_relaxed);
-    fds->clear();  // closes them
-    close_conn(id, CoreError::plain("ERR_UNEXPECTED_FDS",
-                                    "peer sent file descriptors, and this reader does not accept them (acceptFds)"));
-    errno = EPROTO;
-    return -1;
-  }
-  if (truncated) {
-    m_fds_refused_.fetch_add(fds->size(), std::memory_order_relaxed);
-    const size_t got = fds->size();
-    fds->clear();
-    close_conn(id, CoreError::plain("ERR_FDS_TRUNCATED",
-                                    "descriptors sent with a message did not all arrive (" + std::to_string(got) +
-                                        " did; the rest were discarded by the kernel: RLIMIT_NOFILE reached, or more "
-                                        "than " + std::to_string(kMaxFdsPerMessage) + ")"));
-    errno = EPROTO;
-    return -1;
-  }
-  return n;
+  CoreError why;
+  const ssize_t n = recv_with_fds(c.fd.get(), p, len, cfg_.accept_fds, fds, &why);
+  if (!why) return n;
+  // At least one: a truncated read may have installed none.
+  m_fds_refused_.fetch_add(std::max<size_t>(1, fds->size()), std::memory_order_relaxed);
+  fds->clear();  // closes them
+  close_conn(c.id, why);
+  errno = EPROTO;
+  return -1;
 }
 
 void ReaderEngine::close_idle(int64_t now) {

@@ -115,6 +115,7 @@ struct ReaderMetrics {
   uint64_t reply_bytes_sent = 0, reply_send_calls = 0, reply_bytes_dropped = 0;
   uint64_t fds_received = 0;  // descriptors received and handed over with their message
   uint64_t fds_refused = 0;   // descriptors closed on arrival (not accepted, misplaced, truncated)
+  uint64_t fds_sent = 0;      // descriptors sent with replies
 };
 
 class ReaderEngine {
@@ -144,7 +145,8 @@ class ReaderEngine {
   // sent), or -1 if there is no such connection (closed). len 0 only asks.
   // One mutex per call, none per message; the IO thread is woken only when
   // the queue goes from empty to not empty.
-  int64_t reply(uint32_t conn_id, const uint8_t* data, size_t len);
+  // With `fds` (not empty): data is one frame, which carries them (taken).
+  int64_t reply(uint32_t conn_id, const uint8_t* data, size_t len, std::vector<UniqueFd>* fds = nullptr);
   // Consumer thread: the verdict on a connection held for authorization.
   void authorize(uint32_t conn_id, bool allowed);
   // Any thread: graceful stop. Accept what is in the backlog, stop listening

@@ -9,11 +9,26 @@
 
 namespace udsipc {
 
-ReplyQueue::Offer ReplyQueue::offer(const uint8_t* data, size_t len, int64_t now_ms) {
+ReplyQueue::Offer ReplyQueue::offer(const uint8_t* data, size_t len, int64_t now_ms, std::vector<UniqueFd>* fds) {
   std::lock_guard<std::mutex> lk(mu_);
   Offer r;
   if (fd_ < 0) return r;
-  if (len > 0) {
+  if (len > 0 && fds && !fds->empty()) {
+    // Queued first, then sent by send_locked(), which sends it alone with them.
+    const bool was_empty = queued_ == 0;
+    fds_.push(offered_, offered_ + static_cast<uint32_t>(len), std::move(*fds));
+    append_locked(data, len);
+    offered_ += static_cast<uint32_t>(len);
+    if (was_empty) {
+      progress_ms_ = now_ms;
+      if (send_locked(now_ms) != 0) stats_->bytes_dropped.fetch_add(drop_locked(), std::memory_order_relaxed);
+    }
+    if (queued_ > 0 && !out_requested_) {
+      out_requested_ = true;
+      r.want_out = true;
+    }
+  } else if (len > 0) {
+    offered_ += static_cast<uint32_t>(len);
     size_t done = 0;
     if (queued_ == 0) {
       // Nothing queued: straight to the socket, on this thread.
@@ -23,6 +38,7 @@ ReplyQueue::Offer ReplyQueue::offer(const uint8_t* data, size_t len, int64_t now
         stats_->send_calls.fetch_add(1, std::memory_order_relaxed);
         if (n > 0) {
           done += static_cast<size_t>(n);
+          sent_pos_ += static_cast<uint32_t>(n);
           stats_->bytes_sent.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
           continue;
         }
@@ -31,6 +47,7 @@ ReplyQueue::Offer ReplyQueue::offer(const uint8_t* data, size_t len, int64_t now
         // The peer is gone (EPIPE, ECONNRESET): the read side reports the
         // close; what was offered is lost with the connection.
         stats_->bytes_dropped.fetch_add(len - done, std::memory_order_relaxed);
+        sent_pos_ = offered_;
         done = len;
         break;
       }
@@ -64,16 +81,36 @@ void ReplyQueue::append_locked(const uint8_t* data, size_t len) {
 
 size_t ReplyQueue::send_locked(int64_t now_ms) {
   while (queued_ > 0) {
+    // Frames with descriptors go alone, with them (fd_outbox.h).
+    size_t budget = SIZE_MAX;
+    const bool with_fds = !fds_.empty();
+    if (with_fds) {
+      fds_.plan(sent_pos_, offered_, &plan_);
+      budget = plan_.limit - sent_pos_;
+    }
     iovec iov[kMaxIov];
     int cnt = 0;
     size_t off = head_off_;
-    for (auto it = chunks_.begin(); it != chunks_.end() && cnt < kMaxIov; ++it) {
-      iov[cnt++] = {it->data() + off, it->size() - off};
+    for (auto it = chunks_.begin(); it != chunks_.end() && cnt < kMaxIov && budget > 0; ++it) {
+      const size_t k = std::min(it->size() - off, budget);
+      iov[cnt++] = {it->data() + off, k};
+      budget -= k;
       off = 0;
     }
+    if (cnt == 0) return 0;  // nothing the plan allows (cannot happen: a plan always allows a byte)
     msghdr msg{};
     msg.msg_iov = iov;
     msg.msg_iovlen = static_cast<size_t>(cnt);
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * protocol::limits::kMaxFdsPerMessage)];
+    if (with_fds && plan_.count > 0) {
+      msg.msg_control = control;
+      msg.msg_controllen = CMSG_SPACE(sizeof(int) * plan_.count);
+      cmsghdr* c = CMSG_FIRSTHDR(&msg);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof(int) * plan_.count);
+      std::memcpy(CMSG_DATA(c), plan_.fds, sizeof(int) * plan_.count);
+    }
     const ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     stats_->send_calls.fetch_add(1, std::memory_order_relaxed);
     if (n < 0) {
@@ -81,6 +118,14 @@ size_t ReplyQueue::send_locked(int64_t now_ms) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
       return static_cast<size_t>(errno);
     }
+    if (with_fds) {
+      if (plan_.count > 0) {
+        fds_.mark_sent(sent_pos_);  // they went with the first bytes
+        stats_->fds_sent.fetch_add(static_cast<uint64_t>(plan_.count), std::memory_order_relaxed);
+      }
+      fds_.release(sent_pos_ + static_cast<uint32_t>(n));  // frames now fully sent: close the dups
+    }
+    sent_pos_ += static_cast<uint32_t>(n);
     progress_ms_ = now_ms;
     stats_->bytes_sent.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
     size_t left = static_cast<size_t>(n);
@@ -118,6 +163,8 @@ ReplyQueue::Flush ReplyQueue::flush(int64_t now_ms) {
 uint64_t ReplyQueue::drop_locked() {
   const uint64_t n = queued_;
   chunks_.clear();
+  fds_.clear();
+  sent_pos_ = offered_;
   head_off_ = 0;
   queued_ = 0;
   out_requested_ = false;

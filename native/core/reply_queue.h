@@ -19,6 +19,11 @@
 // is kept by the caller, who knows the size of each frame before offering it
 // and learns the queued byte count from offer()'s result.
 //
+// Descriptors (SCM_RIGHTS): a frame offered with descriptors is queued and
+// sent alone, with them, by the FdOutbox rule (fd_outbox.h); positions are
+// offsets in the connection's outgoing byte stream (mod 2^32). Their dups are
+// closed once the frame is fully sent, or dropped with the queue.
+//
 // Plain C++, no Node headers.
 #pragma once
 
@@ -30,10 +35,13 @@
 #include <mutex>
 #include <vector>
 
+#include "fd_outbox.h"
+#include "unique_fd.h"
+
 namespace udsipc {
 
 struct ReplyStats {
-  std::atomic<uint64_t> bytes_sent{0}, send_calls{0}, bytes_dropped{0};
+  std::atomic<uint64_t> bytes_sent{0}, send_calls{0}, bytes_dropped{0}, fds_sent{0};
 };
 
 class ReplyQueue {
@@ -50,8 +58,9 @@ class ReplyQueue {
     bool want_out = false;   // the queue just became non-empty: the owner of the loop must watch EPOLLOUT
   };
   // Consumer thread. Sends or queues `len` bytes (whole frames); len 0 only
-  // reports the queued byte count.
-  Offer offer(const uint8_t* data, size_t len, int64_t now_ms);
+  // reports the queued byte count. With `fds` (not empty), data is exactly
+  // one frame, which carries them (taken; closed once it is sent).
+  Offer offer(const uint8_t* data, size_t len, int64_t now_ms, std::vector<UniqueFd>* fds = nullptr);
 
   struct Flush {
     bool drained = false;  // the queue is empty now (EPOLLOUT no longer needed)
@@ -82,6 +91,10 @@ class ReplyQueue {
   uint64_t queued_ = 0;
   bool out_requested_ = false;            // EPOLLOUT asked for and not yet drained
   int64_t progress_ms_ = 0;
+  uint32_t offered_ = 0;   // stream position after the last byte offered (mod 2^32)
+  uint32_t sent_pos_ = 0;  // stream position of the first byte not sent
+  FdOutbox fds_;           // frames with descriptors not fully sent (its own lock, taken under mu_)
+  FdOutbox::Plan plan_;
 };
 
 }  // namespace udsipc

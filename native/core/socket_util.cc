@@ -550,4 +550,31 @@ void take_rights(msghdr* msg, std::vector<UniqueFd>* out) {
   }
 }
 
+ssize_t recv_with_fds(int fd, uint8_t* p, size_t len, bool accept, std::vector<UniqueFd>* fds, CoreError* why) {
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
+  iovec iov{p, len};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = accept ? sizeof control : CMSG_SPACE(sizeof(int));
+  const ssize_t n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+  if (n < 0) return n;
+  const bool truncated = (msg.msg_flags & MSG_CTRUNC) != 0;
+  if (msg.msg_controllen == 0 && !truncated) return n;  // the common case
+  take_rights(&msg, fds);
+  if (fds->empty() && !truncated) return n;
+  if (!accept) {
+    *why = CoreError::plain("ERR_UNEXPECTED_FDS",
+                            "the peer sent file descriptors, and this end does not accept them (acceptFds)");
+  } else if (truncated) {
+    *why = CoreError::plain("ERR_FDS_TRUNCATED", "file descriptors sent with a message did not all arrive (" +
+                                                     std::to_string(fds->size()) +
+                                                     " did; the kernel discarded the rest: RLIMIT_NOFILE reached, or "
+                                                     "more than " + std::to_string(kMaxFdsPerMessage) + ")");
+  }
+  return n;
+}
+
 }  // namespace udsipc
+

@@ -115,6 +115,16 @@ using protocol::limits::kMaxFdsPerMessage;
 // from now on, so closed if dropped); other control messages are ignored.
 void take_rights(msghdr* msg, std::vector<UniqueFd>* out);
 
+// One recvmsg of a stream connection into [p, p + len), MSG_CMSG_CLOEXEC,
+// with room for the most descriptors one sendmsg may carry, or for one when
+// !accept (enough to see that some came: the kernel installs what fits and
+// discards the rest). Returns what recvmsg returned. Descriptors that came
+// are appended to *fds; *why is set when they break the receiver's rules:
+// ERR_UNEXPECTED_FDS (not accepted) or ERR_FDS_TRUNCATED (MSG_CTRUNC:
+// RLIMIT_NOFILE reached, or more than fit); then the caller closes the
+// connection (the descriptors are dropped with *fds).
+ssize_t recv_with_fds(int fd, uint8_t* p, size_t len, bool accept, std::vector<UniqueFd>* fds, CoreError* why);
+
 int notify_datagram(const std::string& address, const std::string& message);
 
 }  // namespace udsipc

@@ -746,7 +746,19 @@ void WriterEngine::read_inbound() {
   try {
     for (int r = 0; r < kMaxReadsPerEvent && connected_ && !read_paused_; ++r) {
       auto [ptr, len] = assembler_->prepare_read();
-      const ssize_t n = ::read(fd_.get(), ptr, len);
+      // Descriptors are read only on the consumer's thread (JsReceiver):
+      // here any that come are refused and the connection replaced.
+      std::vector<UniqueFd> fds;
+      CoreError why;
+      const ssize_t n = recv_with_fds(fd_.get(), ptr, len, false, &fds, &why);
+      if (why) {
+        fds.clear();
+        WriterEvent ev{WriterEvent::kError};
+        ev.error = why;
+        emit(std::move(ev));
+        disconnect(why, Drop::kProtocolError);
+        return;
+      }
       if (n > 0) {
         m_reads_.fetch_add(1, std::memory_order_relaxed);
         m_bytes_read_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
@@ -827,7 +839,10 @@ void WriterEngine::drain_inbound() {
     size_t left = static_cast<size_t>(queued);
     while (left > 0) {
       auto [ptr, len] = assembler_->prepare_read();
-      const ssize_t n = ::read(fd_.get(), ptr, std::min(len, left));
+      std::vector<UniqueFd> fds;  // refused (see read_inbound()): dropped, closing them
+      CoreError why;
+      const ssize_t n = recv_with_fds(fd_.get(), ptr, std::min(len, left), false, &fds, &why);
+      if (why) break;
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) break;
       left -= static_cast<size_t>(n);

@@ -9,6 +9,13 @@
  * The bound: a connection's replies written and not yet taken by the kernel
  * (here and in the native queue) stay within `maxReplyBytes`. Nothing is
  * allocated for a connection until it replies.
+ *
+ * A reply with file descriptors (`{ fds }`) goes to the native side at once,
+ * as one frame of its own (after the frames collected before it): the
+ * native side dups the descriptors and sends that frame alone, with them.
+ * The dups it holds while its queue is not empty are counted here
+ * (`#fdsQueued`, reset whenever the native queue is seen empty) and bounded
+ * by `maxReplyFds`.
  * @internal
  */
 import { abortError } from '../abort';
@@ -16,20 +23,26 @@ import type { Connection } from '../batch';
 import { IpcError, invalidType } from '../errors';
 import { resolveSignalOptions, type SignalOptions } from '../options';
 import { putUvarint31, uvarintSize } from '../varint';
+import { resolveFds, splitFds, type WriteOptions } from '../writer/fds';
 
 /** What a connection needs of its Reader. */
 export interface ReplySink {
   /** Native: sends or queues whole frames; returns the bytes queued natively, -1 if the connection is closed. */
   reply(connId: number, bytes: Uint8Array): number;
+  /** Native: sends or queues one frame that carries dups of `fds` (made now); as reply() otherwise. Throws for a descriptor that is not open. */
+  replyFds(connId: number, frame: Uint8Array, fds: Int32Array): number;
   /** Calls `conn.flush()` once the current tick's writes are done. */
   schedule(conn: ReaderConnection): void;
   /** Counts a reply refused because the queue was full. */
   refused(): void;
   readonly maxReplyBytes: number;
+  /** Descriptors that may be held natively for one connection's queued replies. */
+  readonly maxReplyFds: number;
 }
 
 interface Waiter {
   frame: Buffer; // the whole frame, copied
+  fds: Int32Array | undefined; // sent with it
   resolve: () => void;
   reject: (e: unknown) => void;
   off: (() => void) | undefined;
@@ -41,6 +54,15 @@ const MAX_FRAME = 0x7fffffff; // frames are written with 31-bit length prefixes
 
 function notConnected(id: number): IpcError {
   return new IpcError('ERR_NOT_CONNECTED', `Connection ${id} is closed; its writer can no longer be replied to`);
+}
+
+// One frame: the length prefix, then the bytes.
+function encodeFrame(data: Uint8Array | string, n: number, size: number): Buffer {
+  const frame = Buffer.allocUnsafe(size);
+  const p = putUvarint31(frame, 0, n);
+  if (typeof data === 'string') frame.write(data, p, 'utf8');
+  else frame.set(data, p);
+  return frame;
 }
 
 function byteLengthOf(data: unknown): number {
@@ -68,6 +90,7 @@ export class ReaderConnection implements Connection {
   #waiters: Waiter[] = [];
   #head = 0; // first live waiter
   #flushed: Array<() => void> = []; // whenFlushed() callers
+  #fdsQueued = 0; // descriptors sent with frames still in the native queue (0 once it is seen empty)
 
   /** @internal */
   constructor(id: number, pid: number, uid: number, gid: number, sink: ReplySink | undefined) {
@@ -98,17 +121,38 @@ export class ReaderConnection implements Connection {
    * `ERR_MESSAGE_TOO_LARGE` if the message can never fit `maxReplyBytes`;
    * TypeError for data that is not a Uint8Array or string.
    */
-  write(data: Uint8Array | string): boolean {
+  write(data: Uint8Array | string, options?: WriteOptions): boolean {
     const sink = this.#sink;
     if (!sink) throw notConnected(this.id);
+    const fds = options === undefined ? undefined : resolveFds(options);
     const n = byteLengthOf(data);
     const size = this.#frameSize(n, sink);
-    if (this.#head < this.#waiters.length || this.#len + this.#native + size > sink.maxReplyBytes) {
+    if (!this.#fits(size, fds, sink)) {
       sink.refused();
       return false;
     }
-    this.#put(data, n, size, sink);
+    if (fds === undefined) this.#put(data, n, size, sink);
+    else this.#sendWithFds(encodeFrame(data, n, size), fds, sink);
     return true;
+  }
+
+  // Room for a frame of `size` bytes with `fds`, and nothing waiting before it.
+  #fits(size: number, fds: Int32Array | undefined, sink: ReplySink): boolean {
+    if (this.#head < this.#waiters.length || this.#len + this.#native + size > sink.maxReplyBytes) return false;
+    return fds === undefined || this.#fdsQueued === 0 || this.#fdsQueued + fds.length <= sink.maxReplyFds;
+  }
+
+  // Hands the frames collected this tick over, then `frame` with its descriptors.
+  #sendWithFds(frame: Uint8Array, fds: Int32Array, sink: ReplySink): void {
+    if (this.#len > 0) {
+      const r = sink.reply(this.id, this.#buf!.subarray(0, this.#len));
+      this.#len = 0;
+      if (r >= 0) this.#native = r;
+    }
+    const r = sink.replyFds(this.id, frame, fds);
+    if (r < 0) return; // closed natively: the close item follows
+    this.#native = r;
+    this.#fdsQueued = r === 0 ? 0 : this.#fdsQueued + fds.length;
   }
 
   /**
@@ -118,24 +162,23 @@ export class ReaderConnection implements Connection {
    * @param options - `signal`: aborting it gives up the wait (rejects with an `AbortError`).
    * @throws (rejects) IpcError `ERR_NOT_CONNECTED` if the connection is closed or closes while waiting.
    */
-  send(data: Uint8Array | string, options?: SignalOptions): Promise<void> {
+  send(data: Uint8Array | string, options?: SignalOptions & WriteOptions): Promise<void> {
     try {
-      const { signal } = resolveSignalOptions('send options', options);
+      const { fds, rest } = splitFds(options);
+      const { signal } = resolveSignalOptions('send options', rest);
       if (signal?.aborted) return Promise.reject(abortError(signal));
       const sink = this.#sink;
       if (!sink) throw notConnected(this.id);
       const n = byteLengthOf(data);
       const size = this.#frameSize(n, sink);
-      if (this.#head === this.#waiters.length && this.#len + this.#native + size <= sink.maxReplyBytes) {
-        this.#put(data, n, size, sink);
+      if (this.#fits(size, fds, sink)) {
+        if (fds === undefined) this.#put(data, n, size, sink);
+        else this.#sendWithFds(encodeFrame(data, n, size), fds, sink);
         return Promise.resolve();
       }
-      const frame = Buffer.allocUnsafe(size);
-      const p = putUvarint31(frame, 0, n);
-      if (typeof data === 'string') frame.write(data, p, 'utf8');
-      else frame.set(data, p);
+      const frame = encodeFrame(data, n, size);
       return new Promise<void>((resolve, reject) => {
-        const w: Waiter = { frame, resolve, reject, off: undefined };
+        const w: Waiter = { frame, fds, resolve, reject, off: undefined };
         if (signal) {
           const onAbort = (): void => {
             const i = this.#waiters.indexOf(w, this.#head);
@@ -188,6 +231,7 @@ export class ReaderConnection implements Connection {
   }
 
   #checkFlushed(): void {
+    if (this.#native === 0) this.#fdsQueued = 0;
     if (this.#flushed.length === 0 || this.#len !== 0 || this.#native !== 0 || this.#head !== this.#waiters.length) return;
     const f = this.#flushed;
     this.#flushed = [];
@@ -238,6 +282,21 @@ export class ReaderConnection implements Connection {
     while (this.#head < q.length) {
       const w = q[this.#head];
       if (this.#len + this.#native + w.frame.length > sink.maxReplyBytes) break;
+      if (w.fds !== undefined) {
+        if (this.#native === 0) this.#fdsQueued = 0;
+        if (this.#fdsQueued !== 0 && this.#fdsQueued + w.fds.length > sink.maxReplyFds) break;
+        q[this.#head++] = undefined as unknown as Waiter;
+        w.off?.();
+        try {
+          this.#sendWithFds(w.frame, w.fds, sink);
+        } catch (e) {
+          w.reject(e); // a descriptor closed meanwhile: nothing was sent
+          continue;
+        }
+        w.resolve();
+        if (!this.#sink) return; // closed natively meanwhile
+        continue;
+      }
       q[this.#head++] = undefined as unknown as Waiter;
       let buf = this.#buf;
       const need = this.#len + w.frame.length;

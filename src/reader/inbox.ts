@@ -17,9 +17,7 @@
  *   FDS       Int32Array [index, count, fd x count, ...]: the descriptors of the BATCH that follows
  *
  * FDS items never reach the caller: next() keeps their table for the batch
- * after them. Those descriptors are the inbox's until the Batch is built,
- * then the Batch's until taken (takeFds()); done() and discard() close what
- * is left, counted in `closedFds`.
+ * after them (src/fd-stash.ts); done() and discard() close what nobody took.
  *
  * An offsets table holds two u32 per message, its start and end in the
  * region. A small batch is copied into one V8-owned ArrayBuffer with its
@@ -36,8 +34,8 @@
  * After the Reader stopped (no source), they are released directly.
  * @internal
  */
-import { closeSync } from 'node:fs';
-import { Batch, batchMemory, batchOffsets, isRetained, takeAllFds, type Connection } from '../batch';
+import { Batch, batchMemory, batchOffsets, isRetained, type Connection } from '../batch';
+import { FdStash } from '../fd-stash';
 import { fromNative, type IpcError } from '../errors';
 import type { Protocol } from '../protocol';
 
@@ -62,9 +60,7 @@ export class Inbox {
   readonly #slots: number;
   readonly #batchTag: number;
   readonly #fdsTag: number;
-  #fds: Int32Array | undefined; // the FDS item's table, for the BATCH after it
-  /** Descriptors closed because no handler took them (metrics().fdsClosedUnclaimed). */
-  closedFds = 0;
+  readonly #fds = new FdStash(); // received descriptors, until their batch takes them
   #items: unknown[] = []; // items taken, not yet all handled
   #next = 0; // index of the next item in #items
   #at = 0; // index of the current item (the one next() returned)
@@ -115,7 +111,7 @@ export class Inbox {
     this.#next = i + this.#slots;
     const tag = q[i] as number;
     if (tag === this.#fdsTag) {
-      this.#fds = q[i + 2] as Int32Array;
+      this.#fds.keep(q[i + 2] as Int32Array);
       q[i + 2] = undefined;
       return this.next();
     }
@@ -151,28 +147,17 @@ export class Inbox {
     const o = q[i + 3] as Uint32Array | number;
     const offsets = typeof o === 'number' ? new Uint32Array(region, 0, o) : o;
     q[i + 2] = q[i + 3] = undefined; // let the slab go once the batch is done
-    const fds = this.#fds;
-    if (fds === undefined) return new Batch(conn, region, offsets, q[i + 4] as number);
-    this.#fds = undefined;
-    return new Batch(conn, region, offsets, q[i + 4] as number, fds);
+    return new Batch(conn, region, offsets, q[i + 4] as number, this.#fds.take());
   }
 
-  // Closes descriptors nobody took.
-  #close(fds: ArrayLike<number>): void {
-    for (let i = 0; i < fds.length; i++) {
-      try {
-        closeSync(fds[i]);
-      } catch {
-        // already closed by the handler: not ours to report
-      }
-    }
-    this.closedFds += fds.length;
+  /** Descriptors closed because no handler took them (metrics().fdsClosedUnclaimed). */
+  get closedFds(): number {
+    return this.#fds.closed;
   }
 
   /** The handler is done with `batch`: acknowledge its bytes and release its memory unless it was retained. */
   done(batch: Batch): void {
-    const left = takeAllFds(batch);
-    if (left.length !== 0) this.#close(left);
+    this.#fds.release(batch);
     const region = batchMemory(batch);
     const offsets = batchOffsets(batch);
     // A small batch's table is at the start of its region; a large batch's has a buffer of its own.
@@ -199,12 +184,9 @@ export class Inbox {
   discard(): number {
     let discarded = 0;
     const q = this.#items;
-    if (this.#fds !== undefined) {
-      this.#close(Inbox.#descriptors(this.#fds));
-      this.#fds = undefined;
-    }
+    this.#fds.discard();
     for (let i = this.#next; i < q.length; i += this.#slots) {
-      if (q[i] === this.#fdsTag) this.#close(Inbox.#descriptors(q[i + 2] as Int32Array));
+      if (q[i] === this.#fdsTag) this.#fds.closeTable(q[i + 2] as Int32Array);
       if (q[i] !== this.#batchTag) continue;
       const o = q[i + 3] as Uint32Array | number;
       discarded += (typeof o === 'number' ? o : o.length) >>> 1;
@@ -215,12 +197,5 @@ export class Inbox {
     this.#next = 0;
     this.#source = undefined;
     return discarded;
-  }
-
-  // The descriptors of an FDS table, without its index and count entries.
-  static #descriptors(t: Int32Array): number[] {
-    const out: number[] = [];
-    for (let k = 0; k < t.length; k += 2 + t[k + 1]) for (let j = 0; j < t[k + 1]; j++) out.push(t[k + 2 + j]);
-    return out;
   }
 }

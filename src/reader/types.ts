@@ -48,6 +48,8 @@ export interface ReaderMetrics {
   replySendCalls: number;
   /** Queued reply bytes discarded: `replyTimeoutMs` passed without progress, or the connection closed first. */
   replyBytesDropped: number;
+  /** File descriptors sent with replies (`connection.write(data, { fds })`). */
+  fdsSent: number;
   /** File descriptors received with messages and handed over with their batch (`acceptFds`). */
   fdsReceived: number;
   /** File descriptors closed on arrival: not accepted (`acceptFds: false`), sent against the wire rule, or cut short (`ERR_FDS_TRUNCATED`). */

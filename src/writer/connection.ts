@@ -8,11 +8,12 @@
  */
 import type { Connection } from '../batch';
 import { IpcError } from '../errors';
+import type { WriteOptions } from './fds';
 
 /** What a connection needs of its Writer. */
 export interface WriterPort {
-  write(data: Uint8Array | string): boolean;
-  send(data: Uint8Array | string, options?: { signal?: AbortSignal }): Promise<void>;
+  write(data: Uint8Array | string, options?: WriteOptions): boolean;
+  send(data: Uint8Array | string, options?: { signal?: AbortSignal } & WriteOptions): Promise<void>;
 }
 
 export class WriterConnection implements Connection {
@@ -37,13 +38,13 @@ export class WriterConnection implements Connection {
   }
 
   /** Writes `data` to the reader through the Writer's queue (`writer.write()`); throws `ERR_NOT_CONNECTED` once this connection is gone. */
-  write(data: Uint8Array | string): boolean {
+  write(data: Uint8Array | string, options?: WriteOptions): boolean {
     if (!this.#port) throw this.#gone();
-    return this.#port.write(data);
+    return this.#port.write(data, options);
   }
 
   /** `writer.send()` while this connection is up; rejects with `ERR_NOT_CONNECTED` once it is gone. */
-  send(data: Uint8Array | string, options?: { signal?: AbortSignal }): Promise<void> {
+  send(data: Uint8Array | string, options?: { signal?: AbortSignal } & WriteOptions): Promise<void> {
     if (!this.#port) return Promise.reject(this.#gone());
     return this.#port.send(data, options);
   }

@@ -11,7 +11,7 @@
  * until the ring's SENT word passes that number.
  * @internal
  */
-import { invalidArg, outOfRange } from '../errors';
+import { fromNative, invalidArg, outOfRange } from '../errors';
 import { MAX_FDS_PER_MESSAGE } from '../options';
 
 /** What `fds` may hold: a descriptor number, or an object with an integer `fd` (e.g. `fs.promises.FileHandle`). */
@@ -68,6 +68,24 @@ export function resolveFds(options: unknown): Int32Array | undefined {
     out[i] = fd;
   }
   return out;
+}
+
+/**
+ * send() options: `fds` checked and taken out (as resolveFds() does), the
+ * rest (`signal`) left for resolveSignalOptions().
+ */
+export function splitFds(options: unknown): { fds: Int32Array | undefined; rest: unknown } {
+  if (options === null || typeof options !== 'object' || !('fds' in options)) return { fds: undefined, rest: options };
+  const { fds, ...rest } = options as WriteOptions & Record<string, unknown>;
+  return { fds: resolveFds({ fds }), rest };
+}
+
+/** An error of the native dup of `fds` as thrown to the caller: a TypeError for a descriptor that is not open. */
+export function fdError(e: unknown): unknown {
+  if (e !== null && typeof e === 'object' && (e as { code?: unknown }).code === 'ERR_INVALID_ARG_VALUE') {
+    return invalidArg('ERR_INVALID_ARG_VALUE', (e as Error).message);
+  }
+  return fromNative(e);
 }
 
 function describe(x: unknown): string {

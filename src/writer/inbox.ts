@@ -9,6 +9,8 @@
  *   tag       a                          b                           c
  *   BATCH     region (ArrayBuffer)       offsets: entries or table   payload bytes
  *   CONNECT   {pid, uid, gid}            connection id (1-based)
+ *   FDS       Int32Array [index, count, fd x count, ...]: descriptors of the BATCH after it
+ *             (kept for it by next(): see src/fd-stash.ts)
  *   (others as the one-way Writer reads them)
  *
  * A small batch is one V8-owned ArrayBuffer `[u32 offsets | bytes]` and `b`
@@ -20,6 +22,7 @@
  * @internal
  */
 import { Batch, batchMemory, batchOffsets, isRetained, type Connection } from '../batch';
+import { FdStash } from '../fd-stash';
 import type { NativeWriterHandle } from '../binding';
 import type { Protocol } from '../protocol';
 
@@ -43,6 +46,8 @@ export class WriterInbox {
   readonly #release: (memory: ArrayBuffer) => void;
   readonly #slots: number;
   readonly #batchTag: number;
+  readonly #fdsTag: number;
+  readonly #fds = new FdStash(); // received descriptors, until their batch takes them
   #items: unknown[] = []; // events taken, not yet all handled
   #next = 0; // index of the next event in #items
   #at = 0; // index of the current event (the one next() returned)
@@ -54,6 +59,7 @@ export class WriterInbox {
   constructor(event: Protocol['event'], source: EventSource, release: (memory: ArrayBuffer) => void) {
     this.#slots = event.SLOTS;
     this.#batchTag = event.BATCH;
+    this.#fdsTag = event.FDS;
     this.#source = source;
     this.#release = release;
   }
@@ -86,7 +92,18 @@ export class WriterInbox {
     }
     this.#at = i;
     this.#next = i + this.#slots;
-    return q[i] as number;
+    const tag = q[i] as number;
+    if (tag === this.#fdsTag) {
+      this.#fds.keep(q[i + 1] as Int32Array);
+      q[i + 1] = undefined;
+      return this.next();
+    }
+    return tag;
+  }
+
+  /** Descriptors closed because onMessage did not take them (metrics().fdsClosedUnclaimed). */
+  get closedFds(): number {
+    return this.#fds.closed;
   }
 
   /** Slot a, b or c of the current event. */
@@ -108,11 +125,12 @@ export class WriterInbox {
     const o = q[i + 2] as Uint32Array | number;
     const offsets = typeof o === 'number' ? new Uint32Array(region, 0, o) : o;
     q[i + 1] = q[i + 2] = undefined; // let the slab go once the batch is done
-    return new Batch(conn, region, offsets, q[i + 3] as number);
+    return new Batch(conn, region, offsets, q[i + 3] as number, this.#fds.take());
   }
 
   /** onMessage is done with `batch`: acknowledge its bytes and release its memory unless it was retained. */
   done(batch: Batch): void {
+    this.#fds.release(batch);
     const region = batchMemory(batch);
     const offsets = batchOffsets(batch);
     // A small batch's table is at the start of its region; a large batch's has a buffer of its own.
@@ -133,6 +151,7 @@ export class WriterInbox {
 
   /** The current BATCH event is not delivered (a forced stop): release its memory. Returns its messages. */
   drop(): number {
+    this.#fds.discard();
     const q = this.#items;
     const i = this.#at;
     const o = q[i + 2] as Uint32Array | number;
@@ -158,7 +177,9 @@ export class WriterInbox {
   discard(): number {
     let discarded = 0;
     const q = this.#items;
+    this.#fds.discard();
     for (let i = this.#next; i < q.length; i += this.#slots) {
+      if (q[i] === this.#fdsTag) this.#fds.closeTable(q[i + 1] as Int32Array);
       if (q[i] !== this.#batchTag) continue;
       const o = q[i + 2] as Uint32Array | number;
       if (o === undefined) continue;

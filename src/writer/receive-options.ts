@@ -13,7 +13,7 @@
 import type { Batch } from '../batch';
 import { invalidType, invalidValue, outOfRange } from '../errors';
 import type { MetricSpec } from '../metrics';
-import { DEFAULT_MAX_PENDING_BYTES } from '../options';
+import { DEFAULT_MAX_PENDING_BYTES, DEFAULT_MAX_PENDING_FDS } from '../options';
 
 /**
  * Called with each {@link Batch} of messages the reader sent back on this
@@ -41,12 +41,23 @@ export interface WriterReceiveOptions {
    * `onMessage`. Default 8 MiB.
    */
   maxPendingBytes?: number;
+  /**
+   * Accept file descriptors the reader sends with its messages
+   * (`connection.write(data, { fds })`): `batch.takeFds(i)` in `onMessage`.
+   * When false (default) a connection whose reader sends any is replaced,
+   * reporting `ERR_UNEXPECTED_FDS`. Only with `onMessage`.
+   */
+  acceptFds?: boolean;
+  /** With `acceptFds`: received descriptors not yet released above which reading pauses. Default 256. */
+  maxPendingFds?: number;
 }
 
 /** @internal */
 export interface ResolvedReceiveOptions {
   onMessage: MessageHandler;
   maxPendingBytes: number;
+  acceptFds: boolean;
+  maxPendingFds: number;
 }
 
 /**
@@ -58,21 +69,38 @@ export interface ResolvedReceiveOptions {
 export function splitReceiveOptions(options: unknown): { rest: unknown; receive: ResolvedReceiveOptions | undefined } {
   if (options === null || typeof options !== 'object' || Array.isArray(options)) return { rest: options, receive: undefined };
   const o = options as Record<string, unknown>;
-  if (!('onMessage' in o) && !('maxPendingBytes' in o)) return { rest: options, receive: undefined };
-  const { onMessage, maxPendingBytes, ...rest } = o;
-  if (onMessage !== undefined && typeof onMessage !== 'function') throw invalidType('onMessage', 'a function', onMessage);
-  let max = DEFAULT_MAX_PENDING_BYTES;
-  if (maxPendingBytes !== undefined) {
-    if (typeof maxPendingBytes !== 'number') throw invalidType('maxPendingBytes', 'a number', maxPendingBytes);
-    if (!Number.isInteger(maxPendingBytes) || maxPendingBytes < 1 || maxPendingBytes > 2 ** 40) {
-      throw outOfRange('maxPendingBytes', `an integer >= 1 and <= ${2 ** 40}`, maxPendingBytes);
-    }
-    if (onMessage === undefined) {
-      throw invalidValue('The "maxPendingBytes" option of a Writer applies to what it receives: it needs "onMessage"');
-    }
-    max = maxPendingBytes;
+  if (!('onMessage' in o) && !('maxPendingBytes' in o) && !('acceptFds' in o) && !('maxPendingFds' in o)) {
+    return { rest: options, receive: undefined };
   }
-  return { rest, receive: onMessage === undefined ? undefined : { onMessage: onMessage as MessageHandler, maxPendingBytes: max } };
+  const { onMessage, maxPendingBytes, acceptFds, maxPendingFds, ...rest } = o;
+  if (onMessage !== undefined && typeof onMessage !== 'function') throw invalidType('onMessage', 'a function', onMessage);
+  const max = receiveInt('maxPendingBytes', maxPendingBytes, DEFAULT_MAX_PENDING_BYTES, 2 ** 40, onMessage);
+  const maxFds = receiveInt('maxPendingFds', maxPendingFds, DEFAULT_MAX_PENDING_FDS, 2 ** 20, onMessage);
+  if (acceptFds !== undefined) {
+    if (typeof acceptFds !== 'boolean') throw invalidType('acceptFds', 'a boolean', acceptFds);
+    needsOnMessage('acceptFds', onMessage);
+  }
+  return {
+    rest,
+    receive:
+      onMessage === undefined
+        ? undefined
+        : { onMessage: onMessage as MessageHandler, maxPendingBytes: max, acceptFds: acceptFds === true, maxPendingFds: maxFds },
+  };
+}
+
+function needsOnMessage(name: string, onMessage: unknown): void {
+  if (onMessage === undefined) {
+    throw invalidValue(`The "${name}" option of a Writer applies to what it receives: it needs "onMessage"`);
+  }
+}
+
+function receiveInt(name: string, v: unknown, dflt: number, max: number, onMessage: unknown): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'number') throw invalidType(name, 'a number', v);
+  if (!Number.isInteger(v) || v < 1 || v > max) throw outOfRange(name, `an integer >= 1 and <= ${max}`, v);
+  needsOnMessage(name, onMessage);
+  return v;
 }
 
 /** @internal The Writer's receive metrics, in Prometheus text (after WRITER_METRICS). */
@@ -84,4 +112,7 @@ export const WRITER_RECEIVE_METRICS: readonly MetricSpec[] = [
   ['bytesRead', 'read_bytes_total', 'counter', 'Bytes read from the socket (onMessage).'],
   ['pauses', 'pauses_total', 'counter', 'Times reading was paused because onMessage fell behind (maxPendingBytes).'],
   ['jsThreadReads', 'js_thread_read_calls_total', 'counter', 'read(2) calls made on the JavaScript thread (onMessage).'],
+  ['fdsReceived', 'fds_received_total', 'counter', 'File descriptors received with the reader\'s messages (acceptFds).'],
+  ['fdsRefused', 'fds_refused_total', 'counter', 'File descriptors from the reader closed on arrival (not accepted, misplaced, cut short).'],
+  ['fdsClosedUnclaimed', 'fds_closed_unclaimed_total', 'counter', 'Received file descriptors onMessage did not take, closed at batch release.'],
 ];

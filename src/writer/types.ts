@@ -81,6 +81,12 @@ export interface WriterMetrics {
   fdsSent: number;
   /** File descriptors held (duplicates) for messages not yet fully sent. */
   fdsBuffered: number;
+  /** File descriptors received with the reader's messages (`onMessage` with `acceptFds`). */
+  fdsReceived: number;
+  /** File descriptors from the reader closed on arrival: not accepted, sent against the wire rule, or cut short. */
+  fdsRefused: number;
+  /** Received file descriptors `onMessage` did not take (`batch.takeFds()`), closed when their batch was released. */
+  fdsClosedUnclaimed: number;
 }
 
 /** Result of `stop()`. */
