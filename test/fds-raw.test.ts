@@ -286,10 +286,10 @@ describe('a Python receiver (socket.recv_fds)', () => {
   });
 });
 
-describe('a Writer reading replies (onMessage) from a listener that sends descriptors', () => {
-  it('none of them reaches the writer process, and the writer survives', async () => {
-    // This step gives the Writer no acceptFds: descriptors that come back
-    // must not land in its descriptor table (a flood would fill it).
+describe('a Writer reading replies (onMessage, acceptFds not set) from a listener that sends descriptors', () => {
+  it('none of them reaches the writer process: ERR_UNEXPECTED_FDS, the connection replaced, the writer survives', async () => {
+    // Descriptors that come back to a Writer without acceptFds must not land
+    // in its descriptor table (a flood would fill it).
     const path = tmpSocket();
     const file = fileNear(path, 'w.txt', 'to the writer');
     const steps = [step(frame('r0'))];
@@ -310,7 +310,8 @@ describe('a Writer reading replies (onMessage) from a listener that sends descri
       }).length;
     };
     const replies: string[] = [];
-    let disconnects = 0;
+    const reasons: (string | undefined)[] = [];
+    const errors: { code?: string; context: string }[] = [];
     const w = track(
       new Writer(path, {
         reconnect: false,
@@ -319,18 +320,18 @@ describe('a Writer reading replies (onMessage) from a listener that sends descri
         },
       }),
     );
-    w.on('disconnect', () => disconnects++);
-    w.on('error', () => {});
+    w.on('disconnect', (why) => reasons.push(why?.code));
+    w.on('error', (e, context) => errors.push({ code: e.code, context }));
     w.start();
-    // Either every reply arrives (the descriptors discarded) or the writer
-    // drops the connection: both keep the descriptors out.
-    await py.line((l) => l.event === 'sent' || l.event === 'send-error' || l.event === 'closed', 'the listener done sending', 20_000);
-    await waitFor(() => replies.includes('r-last') || disconnects > 0, 10_000, 'the replies, or a disconnect');
+    await py.line((l) => l.event === 'closed' || l.event === 'send-error', 'the writer closing the connection', 20_000);
+    await waitFor(() => reasons.length > 0, 10_000, "the writer's disconnect");
     expect(onFile()).toBe(0);
-    if (disconnects === 0) {
-      expect(replies).toEqual(['r0', ...Array.from({ length: 20 }, (_, i) => `with-fds-${i}`), 'r-last']);
-    } else {
-      expect(replies[0]).toBe('r0');
-    }
+    expect(reasons).toEqual(['ERR_UNEXPECTED_FDS']);
+    expect(errors).toEqual([{ code: 'ERR_UNEXPECTED_FDS', context: 'connection' }]);
+    // Nothing that came with (or after) descriptors was delivered; r0 may have
+    // come in the same read as the first descriptors.
+    expect(replies.filter((r) => r !== 'r0')).toEqual([]);
+    expect(w.metrics().fdsRefused).toBeGreaterThanOrEqual(1);
+    expect(w.metrics().fdsReceived).toBe(0);
   });
 });
