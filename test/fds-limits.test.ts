@@ -155,7 +155,9 @@ describe('maxPendingFds', () => {
       fs.closeSync(fd);
     }
     await r.line((l) => l.event === 'blocked', 'the handler blocked on its first batch');
-    // The reader stops reading: its descriptor count stops moving. (Nothing
+    // It reads on up to the bound (the messages are there)...
+    await metricsUntil(r, (l) => l.metrics.fdsReceived >= MAX);
+    // ...and then stops reading: its descriptor count stops moving. (Nothing
     // reports "paused because of descriptors" as such; see steady().)
     const held = (await steady(() => fdCount(r.pid), 300, 20_000, 'a steady descriptor count')) - base;
     const m = await metricsOf(r);
