@@ -144,6 +144,23 @@ describe('raw peer: descriptors with a frame the reader refuses', () => {
     expect(r.all((l) => l.event === 'msg').map((l) => l.data)).toEqual(['small']);
     expect((await metricsOf(r)).metrics.fdsReceived).toBe(0);
   });
+
+  it('a large frame whose first piece brought descriptors, then a stalled peer: ERR_FRAME_TIMEOUT, and the descriptors held for the frame are closed', async () => {
+    const path = tmpSocket();
+    const file = fileNear(path, 'a.txt', 'AAA');
+    const r = await readerChild(path, { options: { acceptFds: true, frameTimeoutMs: 300 } });
+    const base = fdCount(r.pid);
+    const big = frame(Buffer.alloc(1024 * 1024, 0x67));
+    const py = pythonSender(path, [step(big.subarray(0, 100_000), [file, file, file], true)]);
+    await py.line((l) => l.event === 'sent', 'the first piece sent (and read)');
+    const closed = await py.line((l) => l.event === 'closed', 'the reader closing the stalled connection');
+    expect(closed.event).toBe('closed');
+    const disc = await r.line((l) => l.event === 'disconnect', 'the disconnect');
+    expect(disc.code).toBe('ERR_FRAME_TIMEOUT');
+    await waitFor(() => fdCount(r.pid) === base, 10_000, `the reader's descriptors back to ${base}`).catch(() => {});
+    expect(fdCount(r.pid)).toBe(base);
+    expect(r.all((l) => l.event === 'msg')).toEqual([]);
+  });
 });
 
 describe('raw peer: descriptors attached to one whole frame', () => {

@@ -516,6 +516,7 @@ describe('options and descriptors nobody takes', () => {
     const file = fileNear(path, 'u.txt', 'unclaimed');
     let calls = 0;
     const taken: number[][] = [];
+    const indexErrors: string[] = [];
     const reader = track(
       new Reader(
         path,
@@ -524,6 +525,15 @@ describe('options and descriptors nobody takes', () => {
           for (let i = 0; i < b.length; i++) {
             const text = b.at(i)!.toString();
             if (text === 'throw') throw new Error('handler failure on purpose');
+            if (text === 'ignored') {
+              // Indexes are checked: RangeError ERR_OUT_OF_RANGE, nothing taken.
+              for (const bad of [-1, b.length, 1.5, NaN]) {
+                for (const call of [() => b.takeFds(bad), () => b.fdCount(bad)]) {
+                  const e = thrown(call, `index ${bad}`);
+                  indexErrors.push(`${e.name} ${e.code}`);
+                }
+              }
+            }
             if (text === 'take-one') {
               // takeFds hands over all of a message's descriptors: take them, keep one, close the rest
               const fds = b.takeFds(i);
@@ -555,6 +565,7 @@ describe('options and descriptors nobody takes', () => {
     } finally {
       fs.closeSync(fd);
     }
+    expect(indexErrors).toEqual(new Array(8).fill('RangeError ERR_OUT_OF_RANGE'));
     expect(taken[0]).toHaveLength(2);
     const kept = taken[0][0];
     expect(fs.fstatSync(kept).ino).toBe(fs.statSync(file).ino); // still ours: the library did not close it
