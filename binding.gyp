@@ -11,6 +11,7 @@
         "native/addon/reader_wrap.cc",
         "native/addon/writer_wrap.cc",
         "native/core/event_loop.cc",
+        "native/core/packet_io.cc",
         "native/core/socket_util.cc",
         "native/core/reader_engine.cc",
         "native/core/reply_queue.cc",

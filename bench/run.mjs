@@ -805,6 +805,7 @@ function writeReadme(o, result, parts) {
       ['<!-- bench:memory:start -->', '<!-- bench:memory:end -->'],
       ['<!-- bench:rpc:start -->', '<!-- bench:rpc:end -->'],
       ['<!-- bench:fds:start -->', '<!-- bench:fds:end -->'],
+      ['<!-- bench:types:start -->', '<!-- bench:types:end -->'],
     ]);
     writeFileSync(file, [readme(result, parts).trimEnd(), ...kept].join('\n\n') + '\n');
     log('bench/README.md updated.');

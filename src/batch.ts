@@ -108,6 +108,7 @@ export class Batch implements Iterable<Buffer> {
   // Descriptors that came with messages (acceptFds), by message index, until
   // taken or closed at release; undefined when none came.
   #fds: Map<number, number[]> | undefined;
+  readonly #creds: Int32Array | undefined; // type 'dgram' with credentials: 3 per message
   static {
     memoryOf = (b) => b.#buffer;
     offsetsOf = (b) => b.#offsets;
@@ -126,8 +127,9 @@ export class Batch implements Iterable<Buffer> {
    * @internal
    * @param fds - `[index, count, fd x count, ...]` (a reader FDS item), or undefined.
    */
-  constructor(connection: Connection, buffer: ArrayBuffer, offsets: Uint32Array, byteLength: number, fds?: Int32Array) {
+  constructor(connection: Connection, buffer: ArrayBuffer, offsets: Uint32Array, byteLength: number, fds?: Int32Array, creds?: Int32Array) {
     this.connection = connection;
+    this.#creds = creds;
     this.#buffer = buffer;
     this.#offsets = offsets;
     this.length = offsets.length >>> 1;
@@ -162,6 +164,22 @@ export class Batch implements Iterable<Buffer> {
     if (fds === undefined) return [];
     m.delete(i);
     return fds;
+  }
+
+  /**
+   * The credentials of message `i`'s sender, for a Reader of `type: 'dgram'`
+   * with `passCredentials` (or `allowUids`/`allowGids`): `{ pid, uid, gid }`
+   * as the kernel stamped the datagram (`SCM_CREDENTIALS`). Undefined
+   * otherwise: on the other types every message of a batch comes from
+   * `batch.connection`, whose `pid`/`uid`/`gid` are its sender's.
+   * @throws RangeError `ERR_OUT_OF_RANGE` when `i` is not a message index.
+   */
+  credentials(i: number): { pid: number; uid: number; gid: number } | undefined {
+    this.#checkIndex(i);
+    const c = this.#creds;
+    if (c === undefined) return undefined;
+    const id = (x: number): number => (x === -1 ? -1 : x >>> 0);
+    return { pid: c[3 * i], uid: id(c[3 * i + 1]), gid: id(c[3 * i + 2]) };
   }
 
   /** How many descriptors message `i` carries that were not taken yet (see {@link Batch.takeFds}). */

@@ -28,6 +28,8 @@ export const READER_METRICS: readonly MetricSpec[] = [
   ['pauses', 'pauses_total', 'counter', 'Times a connection was paused because the handler fell behind.'],
   ['discarded', 'discarded_messages_total', 'counter', 'Messages received but not delivered because stop() was forced.'],
   ['rejected', 'rejected_connections_total', 'counter', 'Connections refused by allowUids/allowGids/authorize.'],
+  ['rejectedDatagrams', 'rejected_datagrams_total', 'counter', 'Datagrams dropped because their sender is not in allowUids/allowGids (type dgram).'],
+  ['maxDgramQlen', 'max_dgram_qlen', 'gauge', 'net.unix.max_dgram_qlen at start (type dgram): datagrams queued before writers wait.'],
   ['jsThreadReads', 'js_thread_read_calls_total', 'counter', 'read(2) calls made on the JavaScript thread (jsThreadPolling).'],
   ['handoffs', 'handoffs_total', 'counter', 'Times reading moved between the IO thread and the JavaScript thread.'],
   ['repliesDropped', 'replies_dropped_total', 'counter', 'Replies refused by connection.write() because the connection\'s reply queue was full (maxReplyBytes).'],

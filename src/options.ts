@@ -56,6 +56,15 @@ export const DEFAULT_MAX_PENDING_FDS = 256;
 export const DEFAULT_MAX_BUFFERED_FDS = 256;
 /** @internal The most descriptors one message may carry (the kernel's SCM_MAX_FD). (core) */
 export const MAX_FDS_PER_MESSAGE = 253;
+/**
+ * The kind of Unix socket: `'stream'` (SOCK_STREAM, the default: frames with
+ * a length prefix, Go-compatible), `'seqpacket'` (SOCK_SEQPACKET: one packet
+ * per message, boundaries kept by the kernel, no prefix) or `'dgram'`
+ * (SOCK_DGRAM: the Reader binds a datagram socket that any number of Writers
+ * send to, one datagram per message).
+ */
+export type SocketType = 'stream' | 'seqpacket' | 'dgram';
+
 /** @internal `timeoutMs` of stop(). */
 export const DEFAULT_STOP_TIMEOUT_MS = 5000;
 /** Largest timeout in ms (a setTimeout() delay). */
@@ -163,6 +172,21 @@ export interface ReaderOptions {
    */
   acceptFds?: boolean;
   /**
+   * The socket type: `'stream'` (default), `'seqpacket'` (one packet per
+   * message) or `'dgram'` (one datagram per message, from any number of
+   * writers, no connections). No replies, descriptors or systemd activation
+   * on the packet types yet. Writers must use the same type (a writer of
+   * another type is refused by the kernel).
+   */
+  type?: SocketType;
+  /**
+   * `type: 'dgram'` only: read each datagram's sender credentials
+   * (`SCM_CREDENTIALS`), as `batch.credentials(i)`. Implied by
+   * `allowUids`/`allowGids`, which then apply per datagram (others are
+   * dropped and counted in `rejected`). Default false.
+   */
+  passCredentials?: boolean;
+  /**
    * With `acceptFds`: descriptors received on one connection and not yet
    * released (their batches not done with) beyond which that connection is
    * paused, as at `maxPendingBytes`. Default 256.
@@ -217,6 +241,13 @@ export interface WriterOptions {
    * beyond which `write()` returns false and `send()` waits. Default 256.
    */
   maxBufferedFds?: number;
+  /**
+   * The socket type, `'stream'` (default) or `'seqpacket'`: each message is
+   * one packet, so `maxMessageSize` is capped by what one packet can hold
+   * (`writer.maxMessageSize`, about 4 MiB with the default `sendBufferSize`
+   * and sysctls). No `onMessage` or descriptors on seqpacket yet.
+   */
+  type?: SocketType;
 }
 
 /** @internal */
@@ -244,6 +275,8 @@ export interface ResolvedReaderOptions {
   concurrency: 'serial' | 'connection';
   acceptFds: boolean;
   maxPendingFds: number;
+  type: SocketType;
+  passCredentials: boolean;
 }
 
 /** @internal */
@@ -257,6 +290,7 @@ export interface ResolvedWriterOptions {
   reconnect: Required<ReconnectOptions> | false;
   onError: ErrorHandler | undefined;
   maxBufferedFds: number;
+  type: SocketType;
 }
 
 /** @internal Validates an options object (undefined → `{}`): TypeError ERR_INVALID_ARG_TYPE otherwise. */
@@ -364,6 +398,8 @@ const READER_KEYS = [
   'concurrency',
   'acceptFds',
   'maxPendingFds',
+  'type',
+  'passCredentials',
 ] as const;
 const WRITER_KEYS = [
   'maxMessageSize',
@@ -375,6 +411,7 @@ const WRITER_KEYS = [
   'reconnect',
   'onError',
   'maxBufferedFds',
+  'type',
 ] as const;
 const RECONNECT_KEYS = ['initialDelayMs', 'maxDelayMs', 'multiplier', 'maxAttempts'] as const;
 
@@ -397,6 +434,29 @@ function idListOption(name: string, v: unknown): number[] {
   // The same range as the uid/gid options: uid_t is unsigned 32-bit, and
   // 2^32-1 is (uid_t)-1, "no id".
   return v.map((x, i) => intOption(`${name}[${i}]`, x, 0, 0, MAX_ID));
+}
+
+function typeOption(v: unknown): SocketType {
+  if (v === undefined) return 'stream';
+  if (typeof v !== 'string') throw invalidType('type', "'stream', 'seqpacket' or 'dgram'", v);
+  if (v !== 'stream' && v !== 'seqpacket' && v !== 'dgram') {
+    throw invalidValue(`The "type" option must be 'stream', 'seqpacket' or 'dgram'. Received ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+// A datagram socket has no listener to ask: SO_PEERCRED of a connected
+// datagram socket reads no credentials (pid 0, uid/gid -1), so expectOwner's
+// check of who serves the socket cannot be made.
+function writerType(v: unknown, expectOwner: unknown): SocketType {
+  const type = typeOption(v);
+  if (type === 'dgram' && expectOwner !== undefined) throw notWithType('expectOwner', type);
+  return type;
+}
+
+/** @internal The ERR_INVALID_ARG_VALUE for an option that the socket type does not support. */
+export function notWithType(what: string, type: SocketType): TypeError {
+  return invalidValue(`${what} is not supported with type '${type}' (see the socket types table in docs/options.md)`);
 }
 
 function notForAbstract(path: string, o: Record<string, unknown>, keys: readonly string[]): void {
@@ -436,7 +496,20 @@ export function resolveReaderOptions(options: unknown, path = ''): ResolvedReade
     throw invalidValue(`The "concurrency" option must be 'serial' or 'connection'. Received ${JSON.stringify(o.concurrency)}`);
   }
   if (o.acceptFds !== undefined && typeof o.acceptFds !== 'boolean') throw invalidType('acceptFds', 'a boolean', o.acceptFds);
+  const type = typeOption(o.type);
+  if (type !== 'stream') {
+    if (o.acceptFds === true) throw notWithType('acceptFds', type);
+    if (o.systemd !== undefined && o.systemd !== false) throw notWithType('systemd', type);
+    if (o.notifySystemd === true) throw notWithType('notifySystemd', type);
+  }
+  if (o.passCredentials !== undefined && typeof o.passCredentials !== 'boolean') {
+    throw invalidType('passCredentials', 'a boolean', o.passCredentials);
+  }
+  if (o.passCredentials === true && type !== 'dgram') throw notWithType('passCredentials', type);
+  if (type === 'dgram' && o.authorize !== undefined) throw notWithType('authorize (a datagram has no connection to hold)', type);
   return {
+    type,
+    passCredentials: o.passCredentials === true,
     acceptFds: o.acceptFds === true,
     maxPendingFds: intOption('maxPendingFds', o.maxPendingFds, DEFAULT_MAX_PENDING_FDS, 1, 2 ** 20),
     maxReplyBytes: intOption('maxReplyBytes', o.maxReplyBytes, DEFAULT_MAX_REPLY_BYTES, 16, 2 ** 40),
@@ -448,7 +521,7 @@ export function resolveReaderOptions(options: unknown, path = ''): ResolvedReade
     allowUids: idListOption('allowUids', o.allowUids),
     allowGids: idListOption('allowGids', o.allowGids),
     authorize: fnOption('authorize', o.authorize),
-    systemd,
+    systemd: type === 'stream' ? systemd : false,
     notifySystemd: o.notifySystemd === true,
     maxMessageSize: intOption('maxMessageSize', o.maxMessageSize, DEFAULT_MAX_MESSAGE_SIZE, 0, MAX_MESSAGE_SIZE_LIMIT),
     maxPendingBytes: intOption('maxPendingBytes', o.maxPendingBytes, DEFAULT_MAX_PENDING_BYTES, 1, 2 ** 40),
@@ -523,6 +596,7 @@ export function resolveWriterOptions(options: unknown, path = ''): ResolvedWrite
     reconnect,
     onError: fnOption<ErrorHandler>('onError', o.onError),
     maxBufferedFds: intOption('maxBufferedFds', o.maxBufferedFds, DEFAULT_MAX_BUFFERED_FDS, 1, 2 ** 20),
+    type: writerType(o.type, expectOwner),
   };
 }
 

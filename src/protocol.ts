@@ -42,6 +42,8 @@ export interface Protocol {
     readonly DRAINED: number;
     /** Just before the BATCH whose messages carried descriptors: a = Int32Array [index, count, fd x count, ...]. */
     readonly FDS: number;
+    /** Just before a datagram reader's BATCH (credentials on): a = Int32Array [pid, uid, gid] per message. */
+    readonly CREDS: number;
     readonly SLOTS: number;
     readonly COPY_BATCH_UP_TO: number;
   };

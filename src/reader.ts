@@ -2,6 +2,7 @@
  * Reader: the server side. Listens on a Unix socket path and hands the
  * handler batches of messages received from any number of writers.
  */
+import { readFileSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import { abortError, onAbort } from './abort';
 import { Batch, type Connection } from './batch';
@@ -65,6 +66,16 @@ const M_COUNT = 8;
 // (concurrency 'connection').
 type Deferred = { batch: Batch } | { close: IpcError | undefined } | { error: IpcError };
 
+// net.unix.max_dgram_qlen: how many datagrams a datagram reader's socket
+// queues (the kernel holds one more) before senders get EAGAIN. 0 if unknown.
+function readDgramQueueLength(): number {
+  try {
+    return Number(readFileSync('/proc/sys/net/unix/max_dgram_qlen', 'utf8').trim()) || 0;
+  } catch {
+    return 0;
+  }
+}
+
 /**
  * Listens on a Unix socket and delivers the messages that writers send, to a
  * handler or (constructed without one) to `for await (const batch of reader)`.
@@ -99,6 +110,7 @@ export class Reader extends EventEmitter {
   #stopResolve: ((r: StopResult) => void) | undefined;
   #stopTimer: NodeJS.Timeout | undefined;
   #lastNative: Record<string, number> = {};
+  #dgramQueue = 0; // type 'dgram': net.unix.max_dgram_qlen, read at start()
   // Counters (the M_* indices) in a Float64Array rather than object fields: a
   // field that passes 2^31 (bytesReceived after 2 GiB) turns from a small
   // integer into a heap number, which changes the object's shape and
@@ -149,6 +161,7 @@ export class Reader extends EventEmitter {
       for (let i = 0; i < d.length; i++) d[i].flush();
     };
     this.#sink = {
+      replies: this.#opts.type === 'stream',
       maxReplyBytes: this.#opts.maxReplyBytes,
       maxReplyFds: this.#opts.maxPendingFds,
       reply: (id, bytes) => (this.#handle ? this.#handle.reply(id, bytes) : -1),
@@ -186,6 +199,7 @@ export class Reader extends EventEmitter {
    * @throws `AbortError` (`ABORT_ERR`) when `signal` is already aborted; TypeError for invalid options.
    */
   async start(options?: StartOptions): Promise<void> {
+    if (this.#opts.type === 'dgram') this.#dgramQueue = readDgramQueueLength();
     const { signal } = resolveSignalOptions('start options', options);
     if (signal?.aborted) throw abortError(signal);
     if (this.#state === 'running') return;
@@ -212,6 +226,8 @@ export class Reader extends EventEmitter {
         replyTimeoutMs: o.replyTimeoutMs,
         acceptFds: o.acceptFds,
         maxPendingFds: o.maxPendingFds,
+        type: o.type,
+        passCredentials: o.passCredentials,
         jsThreadPolling: o.jsThreadPolling !== 'off',
         jsThreadUnderLoad: o.jsThreadPolling === 'always',
         allowUids: o.allowUids,
@@ -364,6 +380,8 @@ export class Reader extends EventEmitter {
       pauses: n.pauses ?? 0,
       discarded: this.#m[M_DISCARDED],
       rejected: this.#m[M_REJECTED],
+      rejectedDatagrams: n.rejectedDatagrams ?? 0,
+      maxDgramQlen: this.#dgramQueue,
       jsThreadReads: n.jsThreadReads ?? 0,
       handoffs: n.handoffs ?? 0,
       repliesDropped: this.#m[M_REPLIES_DROPPED],

@@ -10,6 +10,7 @@ import { binding, type NativeWriterHandle } from './binding';
 import { fromNative, IpcError, type ErrorContext } from './errors';
 import { formatMetrics, WRITER_METRICS, type MetricLabels } from './metrics';
 import {
+  notWithType,
   resolveSignalOptions,
   resolveStopOptions,
   resolveWriterOptions,
@@ -153,15 +154,21 @@ export class Writer extends EventEmitter {
     const { rest, receive } = splitReceiveOptions(options);
     this.#opts = resolveWriterOptions(rest, this.path);
     this.#receive = receive;
+    if (receive && this.#opts.type !== 'stream') throw notWithType('onMessage', this.#opts.type);
     const b = binding();
     const p = b.protocol;
     this.#event = p.event;
-    this.#maxMessage = this.#opts.maxMessageSize;
+    // A packet holds one message: no more than one packet can carry.
+    this.#maxMessage =
+      this.#opts.type === 'stream'
+        ? this.#opts.maxMessageSize
+        : Math.min(this.#opts.maxMessageSize, b.packetLimit(this.#opts.type, this.#opts.sendBufferSize));
     const o = this.#opts;
     const { shared, ctrl, ring } = allocateRing(p, o.maxBufferedBytes);
     this.#handle = new b.WriterHandle(
       this.path,
       {
+        type: o.type,
         sendBufferSize: o.sendBufferSize,
         writeTimeoutMs: o.writeTimeoutMs,
         expectOwner: o.expectOwner,
@@ -188,6 +195,15 @@ export class Writer extends EventEmitter {
       { maxBytes: o.maxBufferedBytes, maxWrites: o.maxBufferedWrites },
       () => this.#settle(),
     );
+  }
+
+  /**
+   * The largest message `write()` accepts, in bytes: `maxMessageSize`, and
+   * for `type: 'seqpacket'` no more than one packet can hold (computed when
+   * the Writer is made, from its `sendBufferSize`).
+   */
+  get maxMessageSize(): number {
+    return this.#maxMessage;
   }
 
   /** True while the Writer runs and a connection is up. */
@@ -236,6 +252,7 @@ export class Writer extends EventEmitter {
 
   // write() of a message that carries descriptors.
   #writeWithFds(data: Uint8Array | string, len: number, fds: Int32Array): boolean {
+    if (this.#opts.type !== 'stream') throw notWithType('fds', this.#opts.type);
     const ring = this.#ring;
     const ledger = (this.#fdLedger ??= new FdLedger());
     const max = this.#opts.maxBufferedFds;

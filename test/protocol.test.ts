@@ -29,6 +29,8 @@ function readerHandleOptions(): Record<string, unknown> {
     replyTimeoutMs: d.replyTimeoutMs,
     acceptFds: false,
     maxPendingFds: d.maxPendingFds,
+    type: 'stream',
+    passCredentials: false,
     jsThreadPolling: true,
     jsThreadUnderLoad: false,
     allowUids: [],
@@ -41,6 +43,7 @@ function readerHandleOptions(): Record<string, unknown> {
 function writerHandleOptions(): Record<string, unknown> {
   const d = p.defaults;
   return {
+    type: 'stream',
     sendBufferSize: 0,
     writeTimeoutMs: 0,
     expectOwner: undefined,

@@ -204,7 +204,8 @@ describe('unary calls', () => {
     const e = await rejection(l.client.call('slow', '', 30, undefined));
     expect(e.code).toBe('ERR_TIMEOUT');
     await waitFor(() => signal?.aborted === true, 5000, 'the handler signal aborted');
-    expect((signal!.reason as IpcError).code).toBe('ERR_TIMEOUT');
+    // The server's own deadline or the client's CANCEL (sent when its deadline passed), whichever came first.
+    expect(['ERR_TIMEOUT', 'ABORT_ERR']).toContain((signal!.reason as IpcError).code);
     release();
     await waitFor(() => l.core.active === 0, 5000, 'server idle');
     expect(l.client.inFlight).toBe(0);
@@ -380,6 +381,70 @@ describe('streams', () => {
     // but its ctx.signal is aborted and it is no longer counted.
     await waitFor(() => l.core.active === 0, 5000, 'server idle');
     expect(finallyRan).toBe(false);
+  });
+});
+
+describe('frames of a tick', () => {
+  function sinkCore(maxFrameSize?: number) {
+    const frames: Buffer[] = [];
+    const client = new ClientCore(
+      {
+        write: (f) => (frames.push(Buffer.from(f)), true),
+        send: (f) => (frames.push(Buffer.from(f)), Promise.resolve()),
+      },
+      { timeoutMs: 0, streamWindow: 16, maxFrameSize },
+    );
+    return { client, frames };
+  }
+
+  it('a lone call goes to the sink at once; calls made while others are in flight go together at the end of the tick, in order', async () => {
+    const { client, frames } = sinkCore();
+    void client.call('m', 'first', undefined, undefined);
+    expect(frames.length).toBe(1);
+    for (let i = 0; i < 5; i++) void client.call('m', `more${i}`, undefined, undefined);
+    const s = client.stream('s', 'x', undefined, undefined, undefined);
+    void s.return();
+    expect(frames.length).toBe(1);
+    expect(client.framesWritten).toBe(1);
+    await new Promise<void>((r) => process.nextTick(r));
+    // the stream's request is not sent: it was cancelled before the end of the tick; its CANCEL goes (and is ignored)
+    const got = frames.map((f) => decodeRpcEnvelope(f));
+    expect(got.map((e) => e.kind)).toEqual(['request', 'request', 'request', 'request', 'request', 'request', 'cancel']);
+    expect(got.slice(0, 6).map((e) => (e.kind === 'request' ? Buffer.from(e.body).toString() : ''))).toEqual(['first', 'more0', 'more1', 'more2', 'more3', 'more4']);
+    expect(client.framesWritten).toBe(7);
+    expect(client.inFlight).toBe(6);
+  });
+
+  it('requests still in the tick are not counted as sent when the connection is lost, and go out after it', async () => {
+    const { client, frames } = sinkCore();
+    const first = client.call('m', 'a', undefined, undefined);
+    const second = client.call('m', 'b', undefined, undefined);
+    client.connectionLost(client.framesWritten, new IpcError('ERR_SOCKET', 'gone'));
+    expect((await rejection(first)).code).toBe('ERR_CONNECTION_LOST');
+    await new Promise<void>((r) => process.nextTick(r));
+    expect(frames.length).toBe(2);
+    expect(client.inFlight).toBe(1);
+    const id = (decodeRpcEnvelope(frames[1]) as { id: number }).id;
+    client.onFrame(encodeRpcEnvelope({ kind: 'reply', id, body: 'ok' }));
+    expect((await second).toString()).toBe('ok');
+  });
+
+  it('a request larger than maxFrameSize is handed over at once even while others are in flight (the sink refusal is thrown by stream())', () => {
+    const frames: Buffer[] = [];
+    const client = new ClientCore(
+      {
+        write: (f) => {
+          if (f.length > 64) throw new IpcError('ERR_MESSAGE_TOO_LARGE', 'too large');
+          frames.push(Buffer.from(f));
+          return true;
+        },
+        send: () => Promise.resolve(),
+      },
+      { timeoutMs: 0, streamWindow: 16, maxFrameSize: 64 },
+    );
+    void client.call('m', 'a', undefined, undefined);
+    expect(() => client.stream('s', 'x'.repeat(100), undefined, undefined, undefined)).toThrow(/too large/);
+    expect(client.inFlight).toBe(1);
   });
 });
 

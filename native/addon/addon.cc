@@ -2,6 +2,8 @@
 // in the main thread and in any number of worker_threads.
 #include <napi.h>
 
+#include "common.h"
+#include "core/packet_io.h"
 #include "core/slab.h"
 #include "core/socket_util.h"
 #include "core/writer_engine.h"
@@ -42,6 +44,19 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // and its slab reference is dropped without waiting for a garbage collection.
   exports.Set("release", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
                 if (info[0].IsArrayBuffer()) napi_detach_arraybuffer(info.Env(), info[0]);
+              }));
+  // (type: 'seqpacket' | 'dgram', sendBufferSize) -> the largest packet a
+  // socket of that type can send once its SO_SNDBUF is raised to
+  // sendBufferSize as the Writer does (0 if it cannot be told).
+  exports.Set("packetLimit", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+                const int type = socket_type(info[0].As<Napi::String>().Utf8Value());
+                UniqueFd fd(::socket(AF_UNIX, type | SOCK_CLOEXEC, 0));
+                size_t limit = 0;
+                if (fd.valid()) {
+                  raise_send_buffer(fd.get(), static_cast<int>(info[1].As<Napi::Number>().Int64Value()));
+                  limit = effective_max_packet(fd.get());
+                }
+                return Napi::Number::New(info.Env(), static_cast<double>(limit));
               }));
   exports.Set("liveSlabs", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
                 return Napi::Number::New(info.Env(), static_cast<double>(Slab::live()));

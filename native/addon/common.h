@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <napi.h>
 
 #include <string>
@@ -54,6 +55,13 @@ inline std::vector<UniqueFd> dup_fds(Napi::Env env, const Napi::Int32Array& a) {
   return dups;
 }
 
+// A socket type named as TypeScript names it ('stream', 'seqpacket', 'dgram').
+inline int socket_type(const std::string& name) {
+  if (name == "seqpacket") return SOCK_SEQPACKET;
+  if (name == "dgram") return SOCK_DGRAM;
+  return SOCK_STREAM;
+}
+
 // Options arrive from TypeScript validated and complete (src/options.ts
 // resolves every default; the reader and writer pass each option). A
 // missing or mistyped one is a bug in that caller: a TypeError naming it,
@@ -68,6 +76,9 @@ inline double number_option(const Napi::Object& o, const char* key) {
 }
 inline bool bool_option(const Napi::Object& o, const char* key) {
   return option(o, key, &Napi::Value::IsBoolean, "a boolean").As<Napi::Boolean>().Value();
+}
+inline std::string string_option(const Napi::Object& o, const char* key) {
+  return option(o, key, &Napi::Value::IsString, "a string").As<Napi::String>().Utf8Value();
 }
 // A user or group id, or -1: as the kernel's uid_t/gid_t bits in an int (ids
 // up to 2^32 - 2 are validated in TypeScript; a double above INT_MAX must not

@@ -58,6 +58,7 @@ Napi::Object export_protocol(Napi::Env env) {
   item.Set("REJECTED", static_cast<uint32_t>(p::kItemRejected));
   item.Set("DRAINED", static_cast<uint32_t>(p::kItemDrained));
   item.Set("FDS", static_cast<uint32_t>(p::kItemFds));
+  item.Set("CREDS", static_cast<uint32_t>(p::kItemCreds));
   item.Set("SLOTS", p::kItemSlots);
   item.Set("COPY_BATCH_UP_TO", static_cast<double>(p::kCopyBatchUpTo));
   o.Set("item", frozen(item));

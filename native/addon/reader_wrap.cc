@@ -1,5 +1,7 @@
 #include "reader_wrap.h"
 
+#include <cstring>
+
 #include "batch_export.h"
 #include "common.h"
 #include "core/protocol.h"
@@ -49,6 +51,8 @@ ReaderWrap::ReaderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader
   listen_.gid = id_option(o, "gid");
   listen_.dir_mode = static_cast<int>(number_option(o, "directoryMode"));
   adopt_fd_ = static_cast<int>(number_option(o, "fd"));
+  cfg_.type = listen_.type = socket_type(string_option(o, "type"));
+  cfg_.dgram_credentials = bool_option(o, "passCredentials");
 }
 
 ReaderWrap::~ReaderWrap() { Shutdown(); }
@@ -155,6 +159,11 @@ Napi::Value ReaderWrap::Take(const Napi::CallbackInfo& info) {
     switch (it.type) {
       case ReaderItem::kBatch: {
         if (!it.batch.fds.empty()) w.item(protocol::kItemFds, it.conn_id, export_fds(env, it.batch), none, none);
+        if (!it.batch.creds.empty()) {
+          Napi::Int32Array t = Napi::Int32Array::New(env, it.batch.creds.size());
+          std::memcpy(t.Data(), it.batch.creds.data(), it.batch.creds.size() * sizeof(int32_t));
+          w.item(protocol::kItemCreds, it.conn_id, t, none, none);
+        }
         ExportedBatch e = export_batch(env, it.batch);
         // Copied out either way: the table goes back for the next batch.
         if (engine_) engine_->recycle_offsets(std::move(it.batch.offsets));
@@ -178,7 +187,8 @@ Napi::Value ReaderWrap::Take(const Napi::CallbackInfo& info) {
       case ReaderItem::kDrained:
         w.item(it.type, it.conn_id, Napi::Number::New(env, static_cast<double>(it.dropped)), none, none);
         break;
-      case ReaderItem::Type::kItemFds:  // never queued: written above, with its batch
+      case ReaderItem::Type::kItemFds:  // never queued: written above, with their batch
+      case ReaderItem::Type::kItemCreds:
         break;
     }
   }
@@ -249,6 +259,7 @@ Napi::Value ReaderWrap::Metrics(const Napi::CallbackInfo& info) {
   v[p::kFdsReceived] = static_cast<double>(m.fds_received);
   v[p::kFdsRefused] = static_cast<double>(m.fds_refused);
   v[p::kReaderFdsSent] = static_cast<double>(m.fds_sent);
+  v[p::kRejectedDatagrams] = static_cast<double>(m.rejected_datagrams);
   Napi::Object o = Napi::Object::New(env);
   for (int i = 0; i < p::kReaderMetricCount; ++i) o.Set(p::kReaderMetricNames[i], v[i]);
   return o;

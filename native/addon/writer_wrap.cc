@@ -43,6 +43,7 @@ WriterWrap::WriterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Writer
   if (cap == 0 || (cap & (cap - 1)) != 0 || cap > (size_t{1} << 31))
     throw Napi::RangeError::New(env, "ring capacity must be a power of two up to 2 GiB");
   cfg_.send_buffer_size = static_cast<int>(number_option(o, "sendBufferSize"));
+  cfg_.type = socket_type(string_option(o, "type"));
   cfg_.write_timeout_ms = static_cast<uint32_t>(number_option(o, "writeTimeoutMs"));
   Napi::Value eo = o.Get("expectOwner");
   if (!eo.IsUndefined()) {

@@ -73,6 +73,9 @@ struct Batch {
   uint64_t payload_bytes = 0;
   uint32_t conn_id = 0;
   std::vector<MessageFds> fds;  // messages that carried descriptors, in index order (usually none)
+  // SOCK_DGRAM with credentials: (pid, uid, gid) per message, as int32 bits
+  // (-1 when a datagram carried none); empty otherwise.
+  std::vector<int32_t> creds;
   size_t count() const { return offsets.size() / 2; }
   size_t fd_count() const {
     size_t n = 0;
@@ -398,6 +401,13 @@ class FrameAssembler {
     }
     parse_pos_ = pos;
     payload_bytes_ = payload;
+    // A read that brings descriptors ends the frames before it (the kernel
+    // ends a read right after the send that carried them, and a sender puts
+    // them on a send of one whole frame): once everything read is cut, at
+    // most the last such read may still wait for the rest of its frame. More
+    // means descriptors inside a frame, and would let a peer pile up
+    // descriptors here without end (one frame, a byte per send).
+    if (ok && !backlog_ && attach_.size() > 1) return fail_fds();
     return ok;
   }
 

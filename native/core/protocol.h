@@ -76,6 +76,8 @@ enum ItemTag : uint32_t {
   kItemFds = 7,       // only just before the kItemBatch whose messages carried descriptors:
                       // a = Int32Array [index, count, fd x count, index, count, ...] (the
                       // descriptors are JavaScript's from then on: it closes those not taken)
+  kItemCreds = 8,     // only just before a datagram reader's kItemBatch (credentials on):
+                      // a = Int32Array [pid, uid, gid] per message (int32 bits; -1 = none)
 };
 inline constexpr int kItemSlots = 5;
 // Batches whose region is at most this many bytes are copied into one
@@ -106,12 +108,12 @@ inline constexpr int kEventSlots = 4;
 enum ReaderMetric : int {
   kConnections, kActiveConnections, kReadCalls, kBytesRead, kPauses, kJsThreadReads, kHandoffs,
   kReplyBytesSent, kReplySendCalls, kReplyBytesDropped, kFdsReceived, kFdsRefused,
-  kReaderFdsSent, kReaderMetricCount
+  kReaderFdsSent, kRejectedDatagrams, kReaderMetricCount
 };
 inline constexpr const char* kReaderMetricNames[kReaderMetricCount] = {
     "connections", "activeConnections", "readCalls", "bytesRead", "pauses", "jsThreadReads", "handoffs",
     "replyBytesSent", "replySendCalls", "replyBytesDropped", "fdsReceived", "fdsRefused",
-    "fdsSent"};
+    "fdsSent", "rejectedDatagrams"};
 static_assert(kReaderMetricNames[kReaderMetricCount - 1] != nullptr, "a name for every reader metric");
 
 enum WriterMetric : int {

@@ -1,6 +1,7 @@
 #include "reader_engine.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -63,8 +64,61 @@ ReaderEngine::~ReaderEngine() {
 
 void ReaderEngine::start() {
   if (thread_.joinable()) return;
-  loop_.add(cfg_.listen_fd.get(), EPOLLIN, kListenTag);
+  if (cfg_.type == SOCK_DGRAM) open_dgram();
+  else loop_.add(cfg_.listen_fd.get(), EPOLLIN, kListenTag);
   thread_ = std::thread([this] { run(); });
+}
+
+bool ReaderEngine::allowed(int uid, int gid) const {
+  if (cfg_.allow_uids.empty() && cfg_.allow_gids.empty()) return true;
+  // Ids compared as the kernel's unsigned uid_t/gid_t (an unknown id reads as
+  // -1, i.e. 2^32-1, which no list may hold).
+  const auto has = [](const std::vector<uint32_t>& v, int x) {
+    return std::find(v.begin(), v.end(), static_cast<uint32_t>(x)) != v.end();
+  };
+  return has(cfg_.allow_uids, uid) || has(cfg_.allow_gids, gid);
+}
+
+// SOCK_DGRAM: no connections to accept. The bound socket is read like one
+// connection (a dup of it, so that stop_listening() can still close the
+// listener and remove the file), with a PacketReceiver that drops datagrams
+// too large (counted) and, when allowUids/allowGids are set, those of other
+// senders (counted as rejected). Runs on the owner thread before the IO
+// thread starts.
+void ReaderEngine::open_dgram() {
+  UniqueFd fd(::fcntl(cfg_.listen_fd.get(), F_DUPFD_CLOEXEC, 0));
+  const uint32_t id = next_id_++;
+  auto conn = std::make_unique<Conn>(id, std::move(fd), cfg_.assembler, &reply_stats_);
+  arena_ = PacketArena::make(cfg_.assembler.max_message_size);
+  PacketReceiverConfig pc;
+  pc.type = SOCK_DGRAM;
+  pc.max_message_size = cfg_.assembler.max_message_size;
+  pc.slab_size = cfg_.assembler.slab_size;
+  pc.pool = pool_.p;
+  pc.offsets_pool = &offsets_pool_;
+  pc.arena = arena_.get();
+  const bool filter = !cfg_.allow_uids.empty() || !cfg_.allow_gids.empty();
+  pc.credentials = cfg_.dgram_credentials || filter;
+  if (filter) {
+    pc.accept = [](const PeerCred& cred, void* self) {
+      return static_cast<const ReaderEngine*>(self)->allowed(cred.uid, cred.gid);
+    };
+    pc.accept_arg = this;
+  }
+  conn->packets = std::make_unique<PacketReceiver>(pc);
+  ReaderItem open{ReaderItem::kOpen};
+  open.conn_id = id;
+  if (CoreError e = conn->packets->attach(conn->fd.get())) {
+    ReaderItem err{ReaderItem::kError};
+    err.error = std::move(e);
+    push(std::move(err));
+  }
+  conn->last_active_ms = now_ms();
+  m_accepted_.fetch_add(1, std::memory_order_relaxed);
+  m_active_.fetch_add(1, std::memory_order_relaxed);
+  push(std::move(open));
+  update_interest(*conn);
+  conns_.emplace(id, std::move(conn));
 }
 
 void ReaderEngine::begin_stop() {
@@ -153,6 +207,7 @@ ReaderMetrics ReaderEngine::metrics() const {
   m.fds_received = m_fds_received_.load(std::memory_order_relaxed);
   m.fds_refused = m_fds_refused_.load(std::memory_order_relaxed);
   m.fds_sent = reply_stats_.fds_sent.load(std::memory_order_relaxed);
+  m.rejected_datagrams = m_rejected_datagrams_.load(std::memory_order_relaxed);
   return m;
 }
 
@@ -345,30 +400,32 @@ void ReaderEngine::pause(Conn& c) {
   m_pauses_.fetch_add(1, std::memory_order_relaxed);
 }
 
+void ReaderEngine::deliver(Conn& c, Batch&& b, uint64_t* frames) {
+  ReaderItem item{ReaderItem::kBatch};
+  item.conn_id = c.id;
+  item.batch = std::move(b);
+  item.batch.conn_id = c.id;
+  const uint64_t charge = item.batch.charge();
+  c.pending += charge;
+  unacked_total_ += charge;
+  c.unacked.emplace_back(item.batch.length, charge - item.batch.length);
+  c.handed_len += item.batch.length;
+  if (!item.batch.fds.empty()) {
+    const size_t k = item.batch.fd_count();
+    c.pending_fds += k;
+    c.fd_marks.emplace_back(c.handed_len, static_cast<uint32_t>(k));
+    m_fds_received_.fetch_add(k, std::memory_order_relaxed);
+  }
+  *frames += item.batch.count();
+  m_frames_.fetch_add(item.batch.count(), std::memory_order_relaxed);
+  m_batches_.fetch_add(1, std::memory_order_relaxed);
+  push(std::move(item));
+}
+
 bool ReaderEngine::hand_over(Conn& c, bool ok, uint64_t* frames) {
   const uint32_t id = c.id;
   for (;;) {
-    while (c.assembler.has_batch()) {
-      ReaderItem item{ReaderItem::kBatch};
-      item.conn_id = id;
-      item.batch = c.assembler.take_batch();
-      item.batch.conn_id = id;
-      const uint64_t charge = item.batch.charge();
-      c.pending += charge;
-      unacked_total_ += charge;
-      c.unacked.emplace_back(item.batch.length, charge - item.batch.length);
-      c.handed_len += item.batch.length;
-      if (!item.batch.fds.empty()) {
-        const size_t k = item.batch.fd_count();
-        c.pending_fds += k;
-        c.fd_marks.emplace_back(c.handed_len, static_cast<uint32_t>(k));
-        m_fds_received_.fetch_add(k, std::memory_order_relaxed);
-      }
-      *frames += item.batch.count();
-      m_frames_.fetch_add(item.batch.count(), std::memory_order_relaxed);
-      m_batches_.fetch_add(1, std::memory_order_relaxed);
-      push(std::move(item));
-    }
+    while (c.assembler.has_batch()) deliver(c, c.assembler.take_batch(), frames);
     if (!ok) {
       if (c.assembler.error() == FrameError::kUnexpectedFds) {
         m_fds_refused_.fetch_add(1, std::memory_order_relaxed);
@@ -417,7 +474,7 @@ int ReaderEngine::step(std::vector<epoll_event>& events, int max_wait_ms, bool t
   // (closing it would reset the clients still waiting there and lose what
   // they wrote). Out of descriptors, accepting resumes as connections read
   // to their end close.
-  if (stopping_ && listening_ && accept_all()) stop_listening();
+  if (stopping_ && listening_ && (cfg_.type == SOCK_DGRAM || accept_all())) stop_listening();
   flush_overflow();
   if (stopping_ && !listening_ && conns_.empty() && overflow_.empty() && !stopped_sent_) {
     stopped_sent_ = true;
@@ -637,6 +694,17 @@ void ReaderEngine::run() {
 
 uint64_t ReaderEngine::count_unread_frames(Conn& c) {
   uint64_t frames = 0;
+  if (c.packets) {
+    try {
+      while (c.packets->receive().status == RecvStatus::kOk) {
+        while (c.packets->has_batch()) frames += c.packets->take().batch.count();
+      }
+    } catch (const std::bad_alloc&) {
+      // what was counted
+    }
+    while (c.packets->has_batch()) frames += c.packets->take().batch.count();
+    return frames;
+  }
   try {
     if (c.assembler.resume()) {  // frames held back by backpressure first
       for (;;) {
@@ -686,13 +754,8 @@ bool ReaderEngine::accept_all() {
     const uint32_t id = next_id_++;
     if (next_id_ == 0) next_id_ = 1;
     const PeerCred cred = peer_credentials(fd);
-    if (!cfg_.allow_uids.empty() || !cfg_.allow_gids.empty()) {
-      // Ids compared as the kernel's unsigned uid_t/gid_t (a failed
-      // SO_PEERCRED reads as -1, i.e. 2^32-1, which no list may hold).
-      const auto has = [](const std::vector<uint32_t>& v, int x) {
-        return std::find(v.begin(), v.end(), static_cast<uint32_t>(x)) != v.end();
-      };
-      if (!has(cfg_.allow_uids, cred.uid) && !has(cfg_.allow_gids, cred.gid)) {
+    {
+      if (!allowed(cred.uid, cred.gid)) {
         // Closed before a single byte of it is read.
         ::close(fd);
         m_rejected_.fetch_add(1, std::memory_order_relaxed);
@@ -703,6 +766,24 @@ bool ReaderEngine::accept_all() {
       }
     }
     auto conn = std::make_unique<Conn>(id, UniqueFd(fd), cfg_.assembler, &reply_stats_);
+    if (cfg_.type == SOCK_SEQPACKET) {
+      if (!arena_) arena_ = PacketArena::make(cfg_.assembler.max_message_size);
+      PacketReceiverConfig pc;
+      pc.type = SOCK_SEQPACKET;
+      pc.max_message_size = cfg_.assembler.max_message_size;
+      pc.slab_size = cfg_.assembler.slab_size;
+      pc.pool = pool_.p;
+      pc.offsets_pool = &offsets_pool_;
+      pc.arena = arena_.get();
+      conn->packets = std::make_unique<PacketReceiver>(pc);
+      if (CoreError e = conn->packets->attach(fd)) {
+        m_accept_errors_.fetch_add(1, std::memory_order_relaxed);
+        ReaderItem item{ReaderItem::kError};
+        item.error = std::move(e);
+        push(std::move(item));
+        continue;  // conn closes the socket
+      }
+    }
     conn->last_active_ms = now_ms();
     conn->held = cfg_.hold_for_authorize;
     if (!conn->held) {
@@ -724,7 +805,93 @@ bool ReaderEngine::accept_all() {
   return false;  // more may be waiting: level-triggered epoll reports it again
 }
 
+// SOCK_SEQPACKET: recvmmsg() of up to 64 packets per call
+// (packet_io.h); packets too large close the connection as a frame above
+// maxMessageSize does. No byte budget per call: what one call can bring is
+// bounded by the kernel, since a connection's queued packets are charged to
+// the sender's SO_SNDBUF (at most twice net.core.wmem_max); a budget that
+// assumed every packet as large as allowed would read one packet per call.
+// So a connection may go past max_pending_bytes by one call before it is
+// paused.
+void ReaderEngine::on_readable_packets(Conn& c) {
+  const uint32_t id = c.id;
+  // Up to kMaxReadsPerEvent calls, their packets in one batch (a reader
+  // that keeps up finds a few dozen packets per call: one batch per call
+  // would cost a handler call per few dozen messages).
+  RecvResult res;
+  bool more = false;
+  const uint64_t refused_before = c.packets->stats().refused;
+  const uint64_t too_large_before = c.packets->stats().too_large;
+  for (int r = 0; r < kMaxReadsPerEvent; ++r) {
+    res = c.packets->receive(kNoBudget, /*close_batch=*/false);
+    if (res.packets > 0) {
+      if (cfg_.inactivity_timeout_ms > 0) c.last_active_ms = now_ms();
+      m_reads_.fetch_add(1, std::memory_order_relaxed);
+      m_bytes_.fetch_add(res.bytes, std::memory_order_relaxed);
+    }
+    more = res.status == RecvStatus::kOk && res.maybe_more;
+    if (!more) break;
+  }
+  c.packets->flush();
+  if (const uint64_t refused = c.packets->stats().refused - refused_before)
+    m_rejected_datagrams_.fetch_add(refused, std::memory_order_relaxed);
+  const uint64_t dropped = c.packets->stats().too_large - too_large_before;
+  if (dropped > 0 && cfg_.type == SOCK_DGRAM) {
+    // SOCK_DGRAM: datagrams too large are dropped, never cut short; reported
+    // once per readable event (a flood of them is one error per read round).
+    m_errors_.fetch_add(1, std::memory_order_relaxed);
+    ReaderItem err{ReaderItem::kError};
+    err.conn_id = id;
+    err.error = CoreError::plain("ERR_MESSAGE_TOO_LARGE", std::to_string(dropped) + " datagram" +
+                                                              (dropped == 1 ? " was" : "s were") +
+                                                              " above maxMessageSize " +
+                                                              std::to_string(cfg_.assembler.max_message_size) +
+                                                              " and dropped");
+    push(std::move(err));
+  }
+  uint64_t frames = 0;
+  while (c.packets->has_batch()) {
+    PacketBatch pb = c.packets->take();
+    if (!pb.creds.empty()) {
+      pb.batch.creds.reserve(3 * pb.creds.size());
+      for (const PeerCred& cr : pb.creds) {
+        pb.batch.creds.push_back(cr.pid);
+        pb.batch.creds.push_back(cr.uid);
+        pb.batch.creds.push_back(cr.gid);
+      }
+    }
+    deliver(c, std::move(pb.batch), &frames);
+  }
+  // A stopping datagram reader: its socket was shut for reading, so no
+  // sender can add to the queue; once it is read empty, it is done.
+  const bool dgram_done = cfg_.type == SOCK_DGRAM && stopping_ && res.status == RecvStatus::kAgain;
+  if (dgram_done || res.status == RecvStatus::kEof || (res.status == RecvStatus::kOk && c.packets->eof())) {
+    close_conn(id, CoreError{});
+    return;
+  }
+  if (res.status == RecvStatus::kError) {
+    if (c.packets->failed()) {
+      close_conn(id, CoreError::plain("ERR_MESSAGE_TOO_LARGE", "peer sent a packet of " +
+                                                                   std::to_string(c.packets->error_length()) +
+                                                                   " bytes, above maxMessageSize " +
+                                                                   std::to_string(cfg_.assembler.max_message_size)));
+    } else {
+      close_conn(id, CoreError::sys("ERR_SOCKET", res.err, "recvmmsg", "connection failed"));
+    }
+    return;
+  }
+  if (full(c)) {
+    pause(c);
+    return;
+  }
+  if (more) full_read_ = true;
+}
+
 void ReaderEngine::on_readable(Conn& c) {
+  if (c.packets) {
+    on_readable_packets(c);
+    return;
+  }
   const uint32_t id = c.id;
   for (int r = 0; r < kMaxReadsPerEvent && !c.paused; ++r) {
     auto [ptr, len] = c.assembler.prepare_read();

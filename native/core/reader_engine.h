@@ -31,6 +31,7 @@
 #include "error.h"
 #include "event_loop.h"
 #include "frame_assembler.h"
+#include "packet_io.h"
 #include "protocol.h"
 #include "reply_queue.h"
 #include "socket_util.h"
@@ -40,6 +41,15 @@
 namespace udsipc {
 
 struct ReaderConfig {
+  // SOCK_STREAM (frames: uvarint length + payload), SOCK_SEQPACKET (one
+  // packet per message, no prefix: read with a PacketReceiver, see
+  // packet_io.h) or SOCK_DGRAM (listen_fd is the bound datagram socket
+  // itself: no accept; it is read as one connection, id 1, opened at start,
+  // whose batches carry each datagram's credentials when dgram_credentials,
+  // and allow_uids/allow_gids apply per datagram). Replies and descriptors
+  // are for SOCK_STREAM only.
+  int type = SOCK_STREAM;
+  bool dgram_credentials = false;
   UniqueFd listen_fd;          // a listening, non-blocking socket (adopted)
   std::string path;            // socket file to remove on stop ("" = none)
   dev_t dev = 0;               // identity of that file
@@ -116,6 +126,7 @@ struct ReaderMetrics {
   uint64_t fds_received = 0;  // descriptors received and handed over with their message
   uint64_t fds_refused = 0;   // descriptors closed on arrival (not accepted, misplaced, truncated)
   uint64_t fds_sent = 0;      // descriptors sent with replies
+  uint64_t rejected_datagrams = 0;  // SOCK_DGRAM: datagrams dropped by allow_uids/allow_gids
 };
 
 class ReaderEngine {
@@ -186,6 +197,7 @@ class ReaderEngine {
     uint32_t id;
     UniqueFd fd;
     FrameAssembler assembler;
+    std::unique_ptr<PacketReceiver> packets;  // SOCK_SEQPACKET: reads instead of the assembler
     uint64_t pending = 0;  // charge of the batches handed over, not yet acked
     Unacked unacked;
     // Descriptors handed over with batches and not yet acked, and when they
@@ -225,6 +237,11 @@ class ReaderEngine {
   bool accept_all();  // true once accept() said EAGAIN (backlog empty)
   void stop_listening();
   void on_readable(Conn& c);
+  void on_readable_packets(Conn& c);  // SOCK_SEQPACKET and SOCK_DGRAM
+  void open_dgram();                  // SOCK_DGRAM: the bound socket as connection 1
+  bool allowed(int uid, int gid) const;  // allow_uids / allow_gids (true when both are empty)
+  // Hands one batch over (charging it); counts its messages into *frames.
+  void deliver(Conn& c, Batch&& b, uint64_t* frames);
   void read_conn(Conn& c);  // on_readable(), closing the connection on bad_alloc
   // Hands over the batches the assembler has cut, charging them; false if it
   // closed the connection (framing error: then c is gone).
@@ -290,6 +307,7 @@ class ReaderEngine {
 
   // IO thread only (that is, own_mu_'s holder).
   std::unordered_map<uint32_t, std::unique_ptr<Conn>> conns_;
+  std::unique_ptr<PacketArena> arena_;  // SOCK_SEQPACKET: where recvmmsg() lands, shared by the connections
   uint32_t next_id_ = 1;
   std::deque<ReaderItem> overflow_;  // items waiting for queue space, in order
   bool listening_ = true;
@@ -327,7 +345,7 @@ class ReaderEngine {
   std::vector<std::pair<uint32_t, bool>> verdicts_;  // guarded by acks_mu_
   std::atomic<uint64_t> m_accepted_{0}, m_active_{0}, m_reads_{0}, m_bytes_{0}, m_frames_{0},
       m_batches_{0}, m_errors_{0}, m_pauses_{0}, m_accept_errors_{0}, m_rejected_{0},
-      m_js_thread_reads_{0}, m_handoffs_{0}, m_fds_received_{0}, m_fds_refused_{0};
+      m_js_thread_reads_{0}, m_handoffs_{0}, m_fds_received_{0}, m_fds_refused_{0}, m_rejected_datagrams_{0};
 
   std::thread thread_;  // owner thread starts and joins it
 };

@@ -59,9 +59,10 @@ int rename_at2(int olddir, const char* oldname, int newdir, const char* newname,
 
 enum class Probe { kGone, kStale, kLive };
 
-// Is anyone listening at addr? Refused = a stale socket nobody listens on.
-Probe probe_address(const sockaddr_un& addr, socklen_t len) {
-  UniqueFd probe = new_socket();
+// Is anyone listening at addr (with a socket of `type`)? Refused = a stale
+// socket nobody listens on; EPROTOTYPE (a live socket of another type) is live.
+Probe probe_address(const sockaddr_un& addr, socklen_t len, int type) {
+  UniqueFd probe = new_socket(type);
   if (!probe.valid()) return Probe::kLive;
   int r;
   do {
@@ -262,7 +263,7 @@ CoreError place(PrivateDir& priv, int dir, const std::string& base, const std::s
       err.err = ENOTSOCK;
       return err;
     }
-    const Probe p = probe_address(addr, len);
+    const Probe p = probe_address(addr, len, opts.type);
     if (p == Probe::kGone) continue;
     if (p == Probe::kLive)
       return CoreError::sys("ERR_ADDRESS_IN_USE", EADDRINUSE, "bind", "another process is listening on " + path);
@@ -306,7 +307,7 @@ CoreError place(PrivateDir& priv, int dir, const std::string& base, const std::s
       if (stat_at(priv.fd(), s, &back) && same_inode(back, ours)) priv.own_socket(back);
       continue;
     }
-    if (is_sock && probe_address(held_addr, held_len) == Probe::kStale) {
+    if (is_sock && probe_address(held_addr, held_len, opts.type) == Probe::kStale) {
       ::unlinkat(priv.fd(), s, 0);
       return {};
     }
@@ -342,16 +343,17 @@ Listener listen_unix(const std::string& path, const ListenOptions& opts) {
                                                           std::to_string(kMaxPathBytes) + " bytes");
     return out;
   }
-  UniqueFd fd = new_socket();
+  UniqueFd fd = new_socket(opts.type);
   if (!fd.valid()) {
     out.error = CoreError::sys("ERR_SOCKET", errno, "socket", "cannot create socket");
     return out;
   }
+  const bool listens = opts.type != SOCK_DGRAM;
   if (is_abstract(path)) {
     if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), len) != 0) {
       const int e = errno;
       out.error = CoreError::sys(e == EADDRINUSE ? "ERR_ADDRESS_IN_USE" : "ERR_SOCKET", e, "bind", "cannot bind " + path);
-    } else if (::listen(fd.get(), opts.backlog) != 0) {
+    } else if (listens && ::listen(fd.get(), opts.backlog) != 0) {
       out.error = CoreError::sys("ERR_SOCKET", errno, "listen", "cannot listen on " + path);
     } else {
       out.fd = std::move(fd);
@@ -402,7 +404,7 @@ Listener listen_unix(const std::string& path, const ListenOptions& opts) {
                  AT_SYMLINK_NOFOLLOW) != 0)
     return fail(CoreError::sys("ERR_SOCKET", errno, "chown", "cannot set the owner of " + path));
   if (opts.pause) opts.pause("mode-set", opts.pause_arg);
-  if (::listen(fd.get(), opts.backlog) != 0)
+  if (listens && ::listen(fd.get(), opts.backlog) != 0)
     return fail(CoreError::sys("ERR_SOCKET", errno, "listen", "cannot listen on " + path));
   if (opts.pause) opts.pause("listening", opts.pause_arg);
 
@@ -433,11 +435,11 @@ void unlink_if_same(const std::string& path, dev_t dev, ino_t ino) {
     ::unlinkat(dfd.get(), base.c_str(), 0);
 }
 
-int connect_unix(const std::string& path, UniqueFd* out) {
+int connect_unix(const std::string& path, UniqueFd* out, int type) {
   sockaddr_un addr;
   socklen_t len;
   if (!make_address(path, &addr, &len)) return ENAMETOOLONG;
-  UniqueFd fd = new_socket();
+  UniqueFd fd = new_socket(type);
   if (!fd.valid()) return errno;
   int r;
   do {

@@ -32,6 +32,10 @@ inline bool is_abstract(const std::string& path) { return !path.empty() && path[
 bool make_address(const std::string& path, sockaddr_un* addr, socklen_t* len);
 
 struct ListenOptions {
+  // SOCK_STREAM, SOCK_SEQPACKET (listening too) or SOCK_DGRAM (bound only:
+  // no listen()). The stale-socket probe connects with the same type: a live
+  // socket of another type answers EPROTOTYPE and is never taken for stale.
+  int type = SOCK_STREAM;
   int backlog = protocol::defaults::kBacklog;
   int mode = -1;            // chmod the socket file to this (-1 = leave)
   int uid = -1, gid = -1;   // chown the socket file (-1 = leave; ids >= 2^31 as their uid_t bits)
@@ -79,7 +83,7 @@ void unlink_if_same(const std::string& path, dev_t dev, ino_t ino);
 
 // Non-blocking, close-on-exec connect. Returns 0 and sets *out, or an errno.
 // Note: on a full backlog a Unix stream connect fails with EAGAIN.
-int connect_unix(const std::string& path, UniqueFd* out);
+int connect_unix(const std::string& path, UniqueFd* out, int type = SOCK_STREAM);
 
 struct PeerCred {
   int pid = -1, uid = -1, gid = -1;

@@ -293,6 +293,7 @@ void WriterEngine::run() {
 // may stop short of tail. On success advances send_pos_ and head; returns
 // what sendmsg returned.
 ssize_t WriterEngine::send_once(uint32_t tail, const Appended* upto) {
+  if (cfg_.type != SOCK_STREAM) return send_packets(tail);
   uint32_t limit = tail;
   FdOutbox::Plan* plan = nullptr;
   if (!fds_.empty()) {
@@ -349,6 +350,47 @@ ssize_t WriterEngine::send_once(uint32_t tail, const Appended* upto) {
     }
   }
   return n;
+}
+
+// SOCK_SEQPACKET: the frames in [send_pos_, tail) as packets, up to 256 per
+// call. A packet goes whole or not at all, so head moves frame by frame.
+// Returns the ring bytes advanced, or -1 with errno.
+ssize_t WriterEngine::send_packets(uint32_t tail) {
+  constexpr size_t kRun = 256;
+  if (packets_.empty()) {
+    packets_.resize(kRun);
+    packet_ends_.resize(kRun);
+  }
+  const size_t n = ring_packets(cfg_.ring, cfg_.capacity, send_pos_, tail, packets_.data(), packet_ends_.data(), kRun);
+  if (n == 0) {
+    errno = EINVAL;  // not a whole frame: cannot happen for published frames
+    return -1;
+  }
+  const uint64_t calls = packet_sender_.calls();
+  const SendResult r = packet_sender_.send(fd_.get(), packets_.data(), n);
+  m_calls_.fetch_add(packet_sender_.calls() - calls, std::memory_order_relaxed);
+  size_t k = r.sent;
+  if (k == 0 && r.err == EMSGSIZE) {
+    // Larger than the socket takes (the producer checks the limit; a send
+    // buffer that shrank since): dropped and reported, never retried forever.
+    WriterEvent ev{WriterEvent::kError};
+    ev.error = CoreError::sys("ERR_MESSAGE_TOO_LARGE", EMSGSIZE, "sendmmsg",
+                              "a message of " + std::to_string(packets_[0].size()) +
+                                  " bytes is larger than this socket can send; dropped");
+    emit(std::move(ev));
+    k = 1;
+  }
+  if (k == 0) {
+    errno = r.err;
+    return -1;
+  }
+  uint64_t payload = 0;
+  for (size_t i = 0; i < k; ++i) payload += packets_[i].size();
+  const uint32_t before = send_pos_;
+  send_pos_ = packet_ends_[k - 1];
+  last_progress_ms_ = now_ms();
+  publish_progress(send_pos_, static_cast<uint32_t>(k), payload);
+  return static_cast<ssize_t>(send_pos_ - before);
 }
 
 bool WriterEngine::reclaim_send_state() {
@@ -530,7 +572,7 @@ void WriterEngine::try_connect(int64_t now) {
   emit(std::move(ev));
 }
 
-int WriterEngine::connect_unix_fd(UniqueFd* out) { return connect_unix(cfg_.path, out); }
+int WriterEngine::connect_unix_fd(UniqueFd* out) { return connect_unix(cfg_.path, out, cfg_.type); }
 
 void WriterEngine::schedule_retry(int64_t now, int err) {
   ++attempt_;

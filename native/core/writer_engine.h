@@ -71,6 +71,7 @@
 #include "event_loop.h"
 #include "fd_outbox.h"
 #include "frame_assembler.h"
+#include "packet_io.h"
 #include "protocol.h"
 #include "socket_util.h"
 #include "unique_fd.h"
@@ -87,6 +88,11 @@ struct ReconnectPolicy {
 
 struct WriterConfig {
   std::string path;
+  // SOCK_STREAM, or SOCK_SEQPACKET: each frame of the ring goes as one packet
+  // of its payload (the prefix stripped; packet_io.h's ring_packets()), many
+  // per sendmmsg(). The producer keeps frames within the packet limit
+  // (effective_max_packet()). No receiving and no descriptors on it.
+  int type = SOCK_STREAM;
   uint32_t* ctrl = nullptr;   // protocol::ctrl::kWords words, owned by the caller, outlives the engine
   uint8_t* ring = nullptr;    // capacity bytes, owned by the caller
   uint32_t capacity = 0;      // power of two
@@ -232,6 +238,7 @@ class WriterEngine {
   void send_published();  // IO thread: sends [send_pos_, kTail) until done or EAGAIN
   bool send_direct_impl(const Appended& upto);
   ssize_t send_once(uint32_t tail, const Appended* upto = nullptr);
+  ssize_t send_packets(uint32_t tail);  // send_once() for SOCK_SEQPACKET
   bool reclaim_send_state();  // false: exiting while the producer never handed back
   void advance_head();
   void publish_progress(uint32_t head, uint32_t count, uint64_t payload);
@@ -322,6 +329,10 @@ class WriterEngine {
   FdOutbox own_fds_;
   FdOutbox& fds_;
   FdOutbox::Plan plan_;  // send state (the holder's scratch space)
+  // SOCK_SEQPACKET, send state too: the packets of one sendmmsg() run.
+  PacketSender packet_sender_;
+  std::vector<OutPacket> packets_;
+  std::vector<uint32_t> packet_ends_;
   // Receiving: acked bytes not yet applied (consumer adds, IO thread takes),
   // and whether the IO thread paused reading (then an ack must wake it).
   // Both seq_cst: the consumer adds then looks at paused_flag_, the IO

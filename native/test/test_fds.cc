@@ -179,6 +179,28 @@ TEST(descriptors_on_a_read_where_no_frame_starts_are_an_error) {
   CHECK_EQ(open_fds(), before);
 }
 
+// A peer that sends a frame a few bytes at a time, each send with
+// descriptors, is stopped at its second such read: descriptors cannot pile up
+// in the assembler while the frame never completes.
+TEST(descriptors_cannot_pile_up_inside_an_unfinished_frame) {
+  const int before = open_fds();
+  std::vector<Frame> frames;
+  const std::vector<uint8_t> stream = stream_of({5000}, &frames);  // below the large threshold
+  std::vector<std::pair<size_t, size_t>> reads;
+  std::map<size_t, int> with_fds;
+  for (size_t p = 0; p < 100; p += 10) {
+    with_fds[reads.size()] = 5;
+    reads.emplace_back(p, p + 10);
+  }
+  FrameAssembler a(small_cfg());
+  std::map<size_t, std::vector<int>> sent;
+  Fed f = feed(a, stream, reads, with_fds, &sent);
+  CHECK(!f.ok);
+  CHECK(f.error == FrameError::kUnexpectedFds);
+  CHECK_EQ(sent.size(), size_t{2});  // refused at the second read
+  CHECK_EQ(open_fds(), before);
+}
+
 TEST(descriptors_with_the_first_bytes_of_a_large_frame_stay_with_it) {
   std::vector<Frame> frames;
   const std::vector<uint8_t> stream = stream_of({10, 50000, 7}, &frames);

@@ -39,6 +39,8 @@ export interface RoleConfig {
   rate?: number;
   /** Latency: messages at the start that are not counted. */
   warmup?: number;
+  /** uds-ipc: the socket type (default 'stream'). */
+  type?: 'stream' | 'seqpacket';
 }
 
 /** Names this process in the lines fail() prints. */

@@ -91,6 +91,7 @@ export async function runReader(cfg: RoleConfig): Promise<void> {
   }
 
   const reader = new Reader(cfg.path, handler, {
+    type: cfg.type ?? 'stream',
     maxMessageSize: maxMessageSize(cfg),
     onError: (e, context) => {
       errors++;
@@ -140,7 +141,7 @@ export async function runReader(cfg: RoleConfig): Promise<void> {
 
 export async function runWriter(cfg: RoleConfig): Promise<void> {
   const { role, mode = 'throughput', size, count } = cfg;
-  const writer = new Writer(cfg.path, { maxMessageSize: maxMessageSize(cfg) });
+  const writer = new Writer(cfg.path, { type: cfg.type ?? 'stream', maxMessageSize: maxMessageSize(cfg) });
   let fatal: Error | undefined;
   writer.on('error', (e: Error) => {
     fatal ??= e;

@@ -22,6 +22,7 @@ Options:
                                message is valid UTF-8, else "base64"
   -n, --count <N>      exit 0 after printing N messages
   -m, --mode <octal>   permission bits of the socket file (default 0600)
+      --type <type>    socket type: stream (default) or seqpacket
   -q, --quiet          no status lines on stderr (errors are still printed)
   -h, --help           show this help
 
@@ -35,6 +36,7 @@ export async function listen(args: string[]): Promise<number> {
     format: { type: 'string', short: 'f' },
     count: { type: 'string', short: 'n' },
     mode: { type: 'string', short: 'm' },
+    type: { type: 'string' },
     quiet: { type: 'boolean', short: 'q' },
     help: { type: 'boolean', short: 'h' },
   });
@@ -45,6 +47,7 @@ export async function listen(args: string[]): Promise<number> {
   const path = onePath(cmd, positionals);
   const format = choice<Format>(cmd, '--format', values.format, ['text', 'hex', 'json'], 'text');
   const count = values.count === undefined ? Infinity : positiveInt(cmd, '--count', values.count);
+  const type = choice(cmd, '--type', values.type, ['stream', 'seqpacket'] as const, 'stream');
   let mode: number | undefined;
   if (values.mode !== undefined) {
     const m = /^(?:0o|0)?([0-7]{1,3})$/i.exec(values.mode);
@@ -85,6 +88,7 @@ export async function listen(args: string[]): Promise<number> {
   const reader = constructing(cmd, () =>
     new Reader(path, handler, {
       mode,
+      type,
       onError: (e, context, connection) => {
         const conn = connection as Connection | undefined;
         const who = conn ? ` (connection ${conn.id}, pid ${conn.pid})` : '';

@@ -1,5 +1,5 @@
 /** `uds-ipc send`: a Writer that sends its arguments, or each line of stdin. */
-import { DEFAULT_MAX_MESSAGE_SIZE, Writer } from '../index';
+import { Writer } from '../index';
 import { CliError, EXIT_OK, UsageError, choice, constructing, describeError, fromHex, out, parse, positiveInt } from './common';
 
 export const SEND_HELP = `Usage: uds-ipc send <path> [options] [message...]
@@ -14,6 +14,7 @@ Options:
   -f, --format <fmt>     how messages are given (default text):
                            text  as is (arguments as UTF-8, stdin lines as bytes)
                            hex   hex digits, whitespace ignored (00ff0a)
+      --type <type>      socket type: stream (default) or seqpacket
   -t, --timeout-ms <ms>  give up when no connection to a reader is up for this
                          long, at the start or after losing it (default 5000)
   -h, --help             show this help
@@ -27,6 +28,7 @@ export async function send(args: string[]): Promise<number> {
   const { values, positionals } = parse(cmd, args, {
     format: { type: 'string', short: 'f' },
     'timeout-ms': { type: 'string', short: 't' },
+    type: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   });
   if (values.help) {
@@ -36,6 +38,7 @@ export async function send(args: string[]): Promise<number> {
   if (positionals.length === 0) throw new UsageError(`${cmd}: missing <path>`);
   const [path, ...texts] = positionals;
   const format = choice(cmd, '--format', values.format, ['text', 'hex'] as const, 'text');
+  const type = choice(cmd, '--type', values.type, ['stream', 'seqpacket'] as const, 'stream');
   const timeoutMs = values['timeout-ms'] === undefined ? 5000 : positiveInt(cmd, '--timeout-ms', values['timeout-ms'], 2 ** 31 - 1);
   const messages: (string | Buffer)[] = texts.map((t, i) => {
     if (format === 'text') return t;
@@ -46,11 +49,12 @@ export async function send(args: string[]): Promise<number> {
 
   const writer = constructing(cmd, () =>
     new Writer(path, {
+      type,
       // Retry soon after a refused connect: a reader starting a moment later is found quickly.
       reconnect: { initialDelayMs: 50, maxDelayMs: 1000 },
     }),
   );
-  const maxMessage = DEFAULT_MAX_MESSAGE_SIZE;
+  const maxMessage = writer.maxMessageSize;
 
   // Rejects when sending cannot go on: no connection for timeoutMs, or a fatal writer error.
   let fail!: (e: CliError) => void;

@@ -36,6 +36,8 @@ export interface ReplySink {
   /** Counts a reply refused because the queue was full. */
   refused(): void;
   readonly maxReplyBytes: number;
+  /** False on a socket type without replies (seqpacket): write()/send() throw. */
+  readonly replies: boolean;
   /** Descriptors that may be held natively for one connection's queued replies. */
   readonly maxReplyFds: number;
 }
@@ -49,8 +51,20 @@ interface Waiter {
 }
 
 const EMPTY = new Uint8Array(0);
-const KEEP_BUFFER_UP_TO = 64 * 1024; // a larger collection buffer is dropped after its flush
+const KEEP_BUFFER_UP_TO = 64 * 1024; // a larger collection buffer is dropped after its flush...
+const SPARE_UP_TO = 4 * 1024 * 1024; // ...or kept as the one spare of the process, up to this size
+
+// One large collection buffer for whichever connection next needs one: a
+// flush hands its bytes to the native side (sent or copied) before it
+// returns, so the buffer is free at once. Steady large replies then reuse
+// warm memory instead of a fresh allocation (page faults) every tick, and
+// the memory held stays one buffer per process, not one per connection.
+let spare: Buffer | undefined;
 const MAX_FRAME = 0x7fffffff; // frames are written with 31-bit length prefixes
+
+function noReplies(): IpcError {
+  return new IpcError('ERR_INVALID_STATE', "Replies are not supported on this Reader's socket type yet (type 'seqpacket'); use type 'stream'");
+}
 
 function notConnected(id: number): IpcError {
   return new IpcError('ERR_NOT_CONNECTED', `Connection ${id} is closed; its writer can no longer be replied to`);
@@ -69,6 +83,17 @@ function byteLengthOf(data: unknown): number {
   if (typeof data === 'string') return Buffer.byteLength(data);
   if (data instanceof Uint8Array) return data.byteLength;
   throw invalidType('data', 'a Uint8Array, a Buffer or a string', data, 'argument');
+}
+
+// Writes the frame `uvarint(n) head[0, headLen) body` at buf[at].
+function putParts(buf: Buffer, at: number, n: number, head: Uint8Array, headLen: number, body: Uint8Array | string, bodyLen: number): void {
+  let p = putUvarint31(buf, at, n);
+  for (let i = 0; i < headLen; i++) buf[p + i] = head[i];
+  p += headLen;
+  if (bodyLen === 0) return;
+  if (typeof body === 'string') buf.write(body, p, bodyLen, 'utf8');
+  else if (bodyLen <= 8) for (let i = 0; i < bodyLen; i++) buf[p + i] = body[i];
+  else buf.set(body, p);
 }
 
 /**
@@ -124,6 +149,7 @@ export class ReaderConnection implements Connection {
   write(data: Uint8Array | string, options?: WriteOptions): boolean {
     const sink = this.#sink;
     if (!sink) throw notConnected(this.id);
+    if (!sink.replies) throw noReplies();
     const fds = options === undefined ? undefined : resolveFds(options);
     const n = byteLengthOf(data);
     const size = this.#frameSize(n, sink);
@@ -156,6 +182,64 @@ export class ReaderConnection implements Connection {
   }
 
   /**
+   * @internal {@link ReaderConnection.write} of the message `head[0,
+   * headLen) + body` (`bodyLen`: its bytes, a string's UTF-8 length),
+   * copied straight into this tick's buffer: for the RPC server's replies,
+   * whose envelope header is put in front of the handler's bytes.
+   */
+  writeParts(head: Uint8Array, headLen: number, body: Uint8Array | string, bodyLen: number): boolean {
+    const sink = this.#sink;
+    if (!sink) throw notConnected(this.id);
+    if (!sink.replies) throw noReplies();
+    const n = headLen + bodyLen;
+    const size = this.#frameSize(n, sink);
+    if (this.#head < this.#waiters.length || this.#len + this.#native + size > sink.maxReplyBytes) {
+      sink.refused();
+      return false;
+    }
+    this.#putParts(head, headLen, body, bodyLen, n, size, sink);
+    return true;
+  }
+
+  #putParts(head: Uint8Array, headLen: number, body: Uint8Array | string, bodyLen: number, n: number, size: number, sink: ReplySink): void {
+    let buf = this.#buf;
+    const need = this.#len + size;
+    if (!buf || buf.length < need) buf = this.#grow(need);
+    putParts(buf, this.#len, n, head, headLen, body, bodyLen);
+    this.#len = need;
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      sink.schedule(this);
+    }
+  }
+
+  /**
+   * @internal {@link ReaderConnection.send} of the message `head[0,
+   * headLen) + body`: when it has to wait, the frame is assembled once, in
+   * the waiting send's own buffer.
+   */
+  sendParts(head: Uint8Array, headLen: number, body: Uint8Array | string, bodyLen: number): Promise<void> {
+    try {
+      const sink = this.#sink;
+      if (!sink) throw notConnected(this.id);
+      if (!sink.replies) throw noReplies();
+      const n = headLen + bodyLen;
+      const size = this.#frameSize(n, sink);
+      if (this.#head === this.#waiters.length && this.#len + this.#native + size <= sink.maxReplyBytes) {
+        this.#putParts(head, headLen, body, bodyLen, n, size, sink);
+        return Promise.resolve();
+      }
+      const frame = Buffer.allocUnsafe(size);
+      putParts(frame, 0, n, head, headLen, body, bodyLen);
+      return new Promise<void>((resolve, reject) => {
+        this.#waiters.push({ frame, fds: undefined, resolve, reject, off: undefined });
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /**
    * Like {@link ReaderConnection.write}, but waits for room instead of
    * dropping. Resolves once the message is queued (in order with other
    * sends), not when the writer has read it.
@@ -169,6 +253,7 @@ export class ReaderConnection implements Connection {
       if (signal?.aborted) return Promise.reject(abortError(signal));
       const sink = this.#sink;
       if (!sink) throw notConnected(this.id);
+      if (!sink.replies) throw noReplies();
       const n = byteLengthOf(data);
       const size = this.#frameSize(n, sink);
       if (this.#fits(size, fds, sink)) {
@@ -242,7 +327,12 @@ export class ReaderConnection implements Connection {
   // so that a steady stream of large replies is not copied at every doubling.
   #grow(need: number): Buffer {
     const old = this.#buf;
-    const grown = Buffer.allocUnsafeSlow(Math.max(4096, need, old ? 2 * old.length : this.#peak));
+    const size = Math.max(4096, need, old ? 2 * old.length : this.#peak);
+    let grown: Buffer;
+    if (spare !== undefined && spare.length >= size) {
+      grown = spare;
+      spare = undefined;
+    } else grown = Buffer.allocUnsafeSlow(size);
     if (old && this.#len > 0) old.copy(grown, 0, 0, this.#len);
     this.#buf = grown;
     return grown;
@@ -257,7 +347,11 @@ export class ReaderConnection implements Connection {
     // Decays, so that one burst does not make every later tick start huge.
     this.#peak = Math.max(this.#len, this.#peak >>> 1);
     this.#len = 0;
-    if (this.#buf!.length > KEEP_BUFFER_UP_TO) this.#buf = undefined;
+    const buf = this.#buf!;
+    if (buf.length > KEEP_BUFFER_UP_TO) {
+      if (buf.length <= SPARE_UP_TO && (spare === undefined || spare.length < buf.length)) spare = buf;
+      this.#buf = undefined;
+    }
     // -1: closed natively; the close item follows and rejects what waits.
     if (r >= 0) {
       this.#native = r;

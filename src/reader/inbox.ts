@@ -15,6 +15,7 @@
  *   REJECTED  {pid, uid, gid} of a peer refused by allowUids/allowGids
  *   DRAINED   bytes of replies discarded by replyTimeoutMs (0: the reply queue emptied)
  *   FDS       Int32Array [index, count, fd x count, ...]: the descriptors of the BATCH that follows
+ *   CREDS     Int32Array [pid, uid, gid] per message of the (datagram) BATCH that follows
  *
  * FDS items never reach the caller: next() keeps their table for the batch
  * after them (src/fd-stash.ts); done() and discard() close what nobody took.
@@ -61,6 +62,8 @@ export class Inbox {
   readonly #batchTag: number;
   readonly #fdsTag: number;
   readonly #fds = new FdStash(); // received descriptors, until their batch takes them
+  readonly #credsTag: number;
+  #creds: Int32Array | undefined; // a CREDS item's table, for the BATCH after it
   #items: unknown[] = []; // items taken, not yet all handled
   #next = 0; // index of the next item in #items
   #at = 0; // index of the current item (the one next() returned)
@@ -73,6 +76,7 @@ export class Inbox {
     this.#slots = item.SLOTS;
     this.#batchTag = item.BATCH;
     this.#fdsTag = item.FDS;
+    this.#credsTag = item.CREDS;
     this.#release = release;
   }
 
@@ -115,6 +119,10 @@ export class Inbox {
       q[i + 2] = undefined;
       return this.next();
     }
+    if (tag === this.#credsTag) {
+      this.#creds = q[i + 2] as Int32Array;
+      return this.next();
+    }
     return tag;
   }
 
@@ -147,7 +155,9 @@ export class Inbox {
     const o = q[i + 3] as Uint32Array | number;
     const offsets = typeof o === 'number' ? new Uint32Array(region, 0, o) : o;
     q[i + 2] = q[i + 3] = undefined; // let the slab go once the batch is done
-    return new Batch(conn, region, offsets, q[i + 4] as number, this.#fds.take());
+    const creds = this.#creds;
+    this.#creds = undefined;
+    return new Batch(conn, region, offsets, q[i + 4] as number, this.#fds.take(), creds);
   }
 
   /** Descriptors closed because no handler took them (metrics().fdsClosedUnclaimed). */

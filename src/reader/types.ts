@@ -36,6 +36,13 @@ export interface ReaderMetrics {
   discarded: number;
   /** Connections refused by allowUids/allowGids/authorize before any message was read. */
   rejected: number;
+  /** `type: 'dgram'`: datagrams dropped because their sender is not in allowUids/allowGids. */
+  rejectedDatagrams: number;
+  /**
+   * `type: 'dgram'`: `net.unix.max_dgram_qlen` as read at start(): the reader's socket queues that many
+   * datagrams (plus one) before writers get `EAGAIN` and wait; 0 for the other types.
+   */
+  maxDgramQlen: number;
   /** read(2) calls made on the JavaScript thread (light traffic; see the `jsThreadPolling` option). */
   jsThreadReads: number;
   /** Times reading moved between the IO thread and the JavaScript thread, either way. */

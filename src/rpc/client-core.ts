@@ -14,10 +14,12 @@ import {
   RpcKind,
   Scratch,
   bodyLength,
-  decodeInto,
-  encodeControl,
+  decodeAt,
   encodeRequest,
   methodBytes,
+  putControl,
+  putRequest,
+  requestSize,
   type BodyInput,
 } from './envelope';
 import type { FrameSink } from './types';
@@ -28,6 +30,12 @@ const MAX_ID = 2 ** 32 - 1;
 const EMPTY = Buffer.alloc(0);
 const noop = (): void => {};
 const METHOD_CACHE_LIMIT = 1024;
+/** Frames up to this size wait for the end of the tick and go out with the tick's others; larger ones go at once. */
+const DEFER_MAX = 64 * 1024;
+/** The tick's frames are handed over early once they fill this much. */
+const QUEUE_FLUSH_AT = 256 * 1024;
+/** frameIndex of a call whose request is still in the tick's queue (not handed to the sink). */
+const NOT_HANDED = Number.MAX_SAFE_INTEGER;
 
 /** Options of a {@link ClientCore}. */
 export interface ClientCoreOptions {
@@ -37,6 +45,12 @@ export interface ClientCoreOptions {
   streamWindow: number;
   /** Frames that are not valid envelopes, or replies that break the protocol: for the operator. */
   onError?: (err: Error) => void;
+  /**
+   * Largest frame the sink takes (the Writer's maxMessageSize): larger
+   * requests are handed over at once, so that the sink's refusal is thrown
+   * by call()/stream() itself. Default: no limit known.
+   */
+  maxFrameSize?: number;
 }
 
 /** Counters of a {@link ClientCore}. */
@@ -78,7 +92,12 @@ export function remoteError(code: string, message: string): IpcError {
 export class ClientCore {
   readonly #sink: FrameSink;
   readonly opts: ClientCoreOptions;
-  readonly #pending = new Map<number, ClientCall>();
+  // Calls in flight, by id: a table of a power-of-two size indexed by
+  // `id & mask`, at most half full. Ids are handed out counting up and skip
+  // those whose slot is taken, so a slot holds at most one call.
+  #table: (ClientCall | undefined)[] = new Array<ClientCall | undefined>(64).fill(undefined);
+  #mask = 63;
+  #count = 0;
   readonly #view = new EnvelopeView();
   readonly #scratch = new Scratch();
   readonly #deadlines = new DeadlineQueue<ClientCall>((c) => this.#expire(c));
@@ -89,6 +108,23 @@ export class ClientCore {
   #sending = 0;
   #closed: Error | undefined;
   #refused: Error | undefined;
+  // The frames of this tick (requests made while others are in flight,
+  // cancels, credits), encoded back to back and handed to the sink together
+  // on process.nextTick, in one loop. Written one by one as the calls were
+  // made, the Writer sent the tick's first request alone (publishing at
+  // once) and the rest only after every other callback of the tick had run,
+  // so the server woke for one request; now the two sends follow each other
+  // at once. (One send would need a Writer call that publishes many frames
+  // once.)
+  #q: Buffer = Buffer.allocUnsafeSlow(16 * 1024);
+  #qLen = 0;
+  readonly #qEnds: number[] = [];
+  readonly #qCalls: (ClientCall | undefined)[] = [];
+  #qScheduled = false;
+  readonly #flushQueue = (): void => {
+    this.#qScheduled = false;
+    this.#flush();
+  };
   /** Frames handed to the sink (requests, cancels, credits), in order. */
   framesWritten = 0;
   readonly m: ClientCoreMetrics = { calls: 0, streams: 0, failed: 0, timedOut: 0, aborted: 0, lost: 0, lateFrames: 0, invalidFrames: 0 };
@@ -99,14 +135,17 @@ export class ClientCore {
     this.#sending--;
   };
 
+  readonly #deferMax: number;
+
   constructor(sink: FrameSink, opts: ClientCoreOptions) {
     this.#sink = sink;
     this.opts = opts;
+    this.#deferMax = Math.min(DEFER_MAX, opts.maxFrameSize ?? Infinity);
   }
 
   /** Calls (and streams) in flight. */
   get inFlight(): number {
-    return this.#pending.size;
+    return this.#count;
   }
 
   /**
@@ -163,11 +202,24 @@ export class ClientCore {
     const id = this.#allocId();
     const c = new ClientCall(id, method);
     c.stream = stream;
-    const frame = encodeRequest(this.#scratch, id, stream !== undefined, ms, credit, mb, body, len);
-    c.frameIndex = this.framesWritten;
-    const p = this.#out(frame); // throws for a frame the sink refuses (too large, stopped)
-    this.#pending.set(id, c);
-    if (p !== undefined) p.catch((e: Error) => this.#fail(c, e));
+    const isStream = stream !== undefined;
+    const size = requestSize(id, isStream, ms, credit, mb.length, len);
+    // A call made while others are in flight (or wait in the tick's queue)
+    // joins the tick's frames; a lone call goes at once, without waiting
+    // for whatever else its caller does in this tick (latency).
+    if (size <= this.#deferMax && !this.#closed && (this.#count !== 0 || this.#qEnds.length !== 0)) {
+      const at = this.#reserve(size);
+      this.#queued(putRequest(this.#q, at, id, isStream, ms, credit, mb, body, len), c);
+      c.frameIndex = NOT_HANDED;
+      this.#add(c);
+    } else {
+      this.#flush(); // the tick's frames first: frames keep their order
+      const frame = encodeRequest(this.#scratch, id, isStream, ms, credit, mb, body, len);
+      c.frameIndex = this.framesWritten;
+      const p = this.#out(frame); // throws for a frame the sink refuses (too large, stopped)
+      this.#add(c);
+      if (p !== undefined) p.catch((e: Error) => this.#fail(c, e));
+    }
     if (ms !== 0) {
       c.deadlineAt = performance.now() + ms;
       this.#deadlines.add(c);
@@ -176,9 +228,44 @@ export class ClientCore {
     return c;
   }
 
+  // Registers a call whose id came from #allocId() (its slot is free).
+  #add(c: ClientCall): void {
+    if (2 * (this.#count + 1) > this.#table.length) this.#grow();
+    this.#table[c.id & this.#mask] = c;
+    this.#count++;
+  }
+
+  // Doubles the table. Ids stay as they are: two calls whose ids share a
+  // slot in the larger table cannot both be in flight (they shared one in
+  // the smaller table too, where a slot holds one call).
+  #grow(): void {
+    const old = this.#table;
+    const size = 2 * old.length;
+    const t = new Array<ClientCall | undefined>(size).fill(undefined);
+    const mask = size - 1;
+    for (const c of old) if (c !== undefined) t[c.id & mask] = c;
+    this.#table = t;
+    this.#mask = mask;
+  }
+
+  // The calls in flight (a copy: failing them removes them).
+  #calls(): ClientCall[] {
+    const out: ClientCall[] = [];
+    for (const c of this.#table) if (c !== undefined) out.push(c);
+    return out;
+  }
+
+  /** The call in flight with this id, if any. */
+  #lookup(id: number): ClientCall | undefined {
+    const c = this.#table[id & this.#mask];
+    return c !== undefined && c.id === id ? c : undefined;
+  }
+
   #allocId(): number {
     let id = this.#nextId;
-    while (this.#pending.has(id)) id = id === MAX_ID ? 1 : id + 1;
+    const t = this.#table;
+    const mask = this.#mask;
+    while (t[id & mask] !== undefined) id = id === MAX_ID ? 1 : id + 1;
     this.#nextId = id === MAX_ID ? 1 : id + 1;
     return id;
   }
@@ -200,12 +287,71 @@ export class ClientCore {
 
   #control(kind: number, id: number, n = 0): void {
     if (this.#closed) return;
-    try {
-      const p = this.#out(encodeControl(this.#scratch, kind, id, n));
-      if (p !== undefined) p.catch(noop);
-    } catch {
-      // the transport is stopping: nothing to tell the server any more
+    const at = this.#reserve(21);
+    this.#queued(putControl(this.#q, at, kind, id, n), undefined);
+  }
+
+  // Room for `n` more bytes in the tick's queue; returns where they go.
+  #reserve(n: number): number {
+    const len = this.#qLen;
+    if (len + n > this.#q.length) {
+      const grown = Buffer.allocUnsafeSlow(Math.max(2 * this.#q.length, len + n));
+      this.#q.copy(grown, 0, 0, len);
+      this.#q = grown;
     }
+    return len;
+  }
+
+  // A frame was encoded into the queue up to `end`; `c`: the call whose request it is.
+  #queued(end: number, c: ClientCall | undefined): void {
+    this.#qLen = end;
+    this.#qEnds.push(end);
+    this.#qCalls.push(c);
+    if (end >= QUEUE_FLUSH_AT) this.#flush();
+    else if (!this.#qScheduled) {
+      this.#qScheduled = true;
+      process.nextTick(this.#flushQueue);
+    }
+  }
+
+  // Hands the tick's frames to the sink, in order. A request whose call
+  // already ended (aborted, timed out) is not sent: its CANCEL, if any,
+  // follows and is ignored by the server.
+  #flush(): void {
+    const ends = this.#qEnds;
+    const n = ends.length;
+    if (n === 0) return;
+    const calls = this.#qCalls;
+    const ab = this.#q.buffer;
+    const base = this.#q.byteOffset;
+    let start = 0;
+    for (let i = 0; i < n; i++) {
+      const end = ends[i];
+      const c = calls[i];
+      const frame = new Uint8Array(ab, base + start, end - start);
+      start = end;
+      if (c === undefined) {
+        if (this.#closed) continue;
+        try {
+          const p = this.#out(frame);
+          if (p !== undefined) p.catch(noop);
+        } catch {
+          // the transport is stopping: nothing to tell the server any more
+        }
+        continue;
+      }
+      if (c.done) continue;
+      c.frameIndex = this.framesWritten;
+      try {
+        const p = this.#out(frame);
+        if (p !== undefined) p.catch((e: Error) => this.#fail(c, e));
+      } catch (e) {
+        this.#fail(c, e as Error);
+      }
+    }
+    this.#qLen = 0;
+    ends.length = 0;
+    calls.length = 0;
   }
 
   /** @internal The stream wants `n` more parts. */
@@ -222,13 +368,18 @@ export class ClientCore {
 
   #remove(c: ClientCall): void {
     c.done = true;
-    this.#pending.delete(c.id);
+    const t = this.#table;
+    const i = c.id & this.#mask;
+    if (t[i] === c) {
+      t[i] = undefined;
+      this.#count--;
+    }
     if (c.heapIndex >= 0) this.#deadlines.remove(c);
     if (c.offAbort) {
       c.offAbort();
       c.offAbort = undefined;
     }
-    if (this.#idle !== undefined && this.#pending.size === 0) {
+    if (this.#idle !== undefined && this.#count === 0) {
       const f = this.#idle;
       this.#idle = undefined;
       f();
@@ -263,13 +414,18 @@ export class ClientCore {
    * handed out (a large reply or part): the caller must keep its memory valid.
    */
   onFrame(payload: Uint8Array): boolean {
+    return this.onFrameAt(payload, 0, payload.length);
+  }
+
+  /** {@link ClientCore.onFrame} for the payload `bytes[start, end)`. */
+  onFrameAt(bytes: Uint8Array, start: number, end: number): boolean {
     const v = this.#view;
-    if (!decodeInto(payload, v)) {
+    if (!decodeAt(bytes, start, end, v)) {
       this.m.invalidFrames++;
       this.#report(new IpcError('ERR_INVALID_FRAME', `The server sent a frame that is not a valid RPC envelope: ${v.error}`));
       return false;
     }
-    const c = this.#pending.get(v.id);
+    const c = this.#lookup(v.id);
     if (c === undefined) {
       if (v.kind >= RpcKind.REPLY && v.kind <= RpcKind.END) this.m.lateFrames++;
       else this.m.invalidFrames++;
@@ -281,10 +437,10 @@ export class ClientCore {
         this.#remove(c);
         const len = v.bodyEnd - v.bodyStart;
         if (len <= COPY_LIMIT) {
-          c.resolve(len === 0 ? Buffer.alloc(0) : copyOf(payload, v.bodyStart, len));
+          c.resolve(len === 0 ? Buffer.alloc(0) : copyOf(bytes, v.bodyStart, len));
           return false;
         }
-        c.resolve(Buffer.from(payload.buffer, payload.byteOffset + v.bodyStart, len));
+        c.resolve(Buffer.from(bytes.buffer, bytes.byteOffset + v.bodyStart, len));
         return true;
       }
       case RpcKind.ERROR: {
@@ -300,7 +456,7 @@ export class ClientCore {
         if (!s) return this.#protocolError(c, 'a PART to a unary call');
         const len = v.bodyEnd - v.bodyStart;
         const view = len > COPY_LIMIT;
-        const body = len === 0 ? EMPTY : view ? Buffer.from(payload.buffer, payload.byteOffset + v.bodyStart, len) : copyOf(payload, v.bodyStart, len);
+        const body = len === 0 ? EMPTY : view ? Buffer.from(bytes.buffer, bytes.byteOffset + v.bodyStart, len) : copyOf(bytes, v.bodyStart, len);
         if (!s.push(body)) return this.#protocolError(c, 'more stream parts than its flow control window allows');
         return view;
       }
@@ -343,7 +499,7 @@ export class ClientCore {
    * (their request goes out on the next connection).
    */
   connectionLost(sentFrames: number, reason?: Error): void {
-    for (const c of [...this.#pending.values()]) {
+    for (const c of this.#calls()) {
       if (c.frameIndex < sentFrames) {
         this.m.lost++;
         this.#fail(
@@ -364,7 +520,11 @@ export class ClientCore {
   /** No more calls: every pending one fails with `err`. */
   close(err: Error): void {
     this.#closed = err;
-    for (const c of [...this.#pending.values()]) {
+    // The tick's frames are not sent: their calls fail below.
+    this.#qLen = 0;
+    this.#qEnds.length = 0;
+    this.#qCalls.length = 0;
+    for (const c of this.#calls()) {
       this.#fail(c, err);
     }
     this.#deadlines.clear();
@@ -372,7 +532,7 @@ export class ClientCore {
 
   /** Resolves once no call is in flight. */
   whenIdle(): Promise<void> {
-    if (this.#pending.size === 0) return Promise.resolve();
+    if (this.#count === 0) return Promise.resolve();
     return new Promise((resolve) => {
       const prev = this.#idle;
       this.#idle = () => {
@@ -383,9 +543,12 @@ export class ClientCore {
   }
 }
 
-function copyOf(payload: Uint8Array, start: number, len: number): Buffer {
+const u8subarray = Uint8Array.prototype.subarray;
+
+function copyOf(bytes: Uint8Array, start: number, len: number): Buffer {
   const b = Buffer.allocUnsafe(len);
-  b.set(payload.subarray(start, start + len));
+  if (len <= 8) for (let i = 0; i < len; i++) b[i] = bytes[start + i];
+  else b.set(u8subarray.call(bytes, start, start + len));
   return b;
 }
 

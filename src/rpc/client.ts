@@ -6,7 +6,7 @@ import { EventEmitter } from 'node:events';
 import { Writer } from '../writer';
 import type { Batch } from '../batch';
 import { invalidType, invalidValue, IpcError, type ErrorContext } from '../errors';
-import { checkObject, intOption, resolveStopOptions, validateSignal, type StopOptions, type WriterOptions } from '../options';
+import { DEFAULT_MAX_MESSAGE_SIZE, checkObject, intOption, resolveStopOptions, validateSignal, type StopOptions, type WriterOptions } from '../options';
 import { kTryQueue } from '../stream';
 import type { ReconnectingInfo, WriterMetrics } from '../writer/types';
 import { ClientCore, type RpcStream } from './client-core';
@@ -124,7 +124,9 @@ export class RpcClient extends EventEmitter {
       write: (frame) => queue[kTryQueue](frame),
       send: (frame) => writer.send(frame),
     };
-    this.#core = new ClientCore(sink, { timeoutMs, streamWindow, onError: (e) => this.#report(e, 'connection') });
+    // (The Writer validated maxMessageSize.)
+    const maxFrameSize = typeof o.maxMessageSize === 'number' ? o.maxMessageSize : DEFAULT_MAX_MESSAGE_SIZE;
+    this.#core = new ClientCore(sink, { timeoutMs, streamWindow, maxFrameSize, onError: (e) => this.#report(e, 'connection') });
     writer.on('connect', () => this.emit('connect'));
     writer.on('reconnecting', (info) => this.emit('reconnecting', info));
     writer.on('close', () => this.emit('close'));
@@ -262,7 +264,8 @@ export class RpcClient extends EventEmitter {
   #onBatch(batch: Batch): void {
     const core = this.#core;
     let keep = false;
-    for (let i = 0, n = batch.length; i < n; i++) if (core.onFrame(batch.at(i)!)) keep = true;
+    const bytes = batch.bytes;
+    for (let i = 0, n = batch.length; i < n; i++) if (core.onFrameAt(bytes, batch.start(i), batch.end(i))) keep = true;
     if (keep) batch.retain();
   }
 

@@ -95,6 +95,10 @@ export class EnvelopeView {
   bodyEnd = 0;
   /** Why the envelope is invalid (set when decodeInto returned false). */
   error = '';
+  /** The last method name decoded and its bytes: a request for the same method reuses the string. */
+  lastMethod = '';
+  lastMethodBytes: Uint8Array = new Uint8Array(MAX_METHOD_BYTES);
+  lastMethodLen = 0;
 }
 
 // uvarint reader: returns the value, or -1 (truncated), -2 (overflows 64
@@ -166,22 +170,34 @@ function decodeMethod(b: Uint8Array, start: number, end: number): string | undef
   return s;
 }
 
+function sameBytes(a: Uint8Array, at: number, b: Uint8Array, n: number): boolean {
+  for (let i = 0; i < n; i++) if (a[at + i] !== b[i]) return false;
+  return true;
+}
+
 /**
  * @internal Decodes `payload` into `out`. Returns true for a valid envelope;
  * false otherwise, with `out.error` saying why and `out.id` the call id if it
  * could be read (else -1), and `out.kind` the kind byte if there was one.
  */
 export function decodeInto(payload: Uint8Array, out: EnvelopeView): boolean {
-  const end = payload.length;
+  return decodeAt(payload, 0, payload.length, out);
+}
+
+/**
+ * @internal {@link decodeInto} for the payload `payload[start, end)`:
+ * `bodyStart`/`bodyEnd` are offsets in `payload`.
+ */
+export function decodeAt(payload: Uint8Array, start: number, end: number, out: EnvelopeView): boolean {
   out.kind = 0;
   out.id = -1;
-  if (end === 0) {
+  if (end === start) {
     out.error = 'empty payload';
     return false;
   }
-  const kind = payload[0];
+  const kind = payload[start];
   out.kind = kind;
-  pos[0] = 1;
+  pos[0] = start + 1;
   const id = readUvarint(payload, end);
   if (id < 0) {
     out.error = varintError('the call id', id);
@@ -231,10 +247,17 @@ export function decodeInto(payload: Uint8Array, out: EnvelopeView): boolean {
         out.error = 'the method name is truncated';
         return false;
       }
-      const method = decodeMethod(payload, p, p + mlen);
-      if (method === undefined) {
-        out.error = 'the method name is not valid UTF-8';
-        return false;
+      let method: string | undefined;
+      if (mlen === out.lastMethodLen && sameBytes(payload, p, out.lastMethodBytes, mlen)) method = out.lastMethod;
+      else {
+        method = decodeMethod(payload, p, p + mlen);
+        if (method === undefined) {
+          out.error = 'the method name is not valid UTF-8';
+          return false;
+        }
+        out.lastMethod = method;
+        out.lastMethodLen = mlen;
+        out.lastMethodBytes.set(payload.subarray(p, p + mlen));
       }
       out.method = method;
       out.bodyStart = p + mlen;
@@ -374,11 +397,50 @@ export function bodyLength(body: BodyInput): number {
   return typeof body === 'string' ? Buffer.byteLength(body, 'utf8') : body.length;
 }
 
+// A uvarint at out[p]; returns the offset after it. One byte inline.
+function putVarint(out: Uint8Array, p: number, n: number): number {
+  if (n < 0x80) {
+    out[p] = n;
+    return p + 1;
+  }
+  return p + writeUvarint(n, out, p);
+}
+
 function putBody(out: Buffer, at: number, body: BodyInput, len: number): number {
   if (len === 0) return at;
   if (typeof body === 'string') out.write(body, at, len, 'utf8');
+  else if (len <= 8) for (let i = 0; i < len; i++) out[at + i] = body[i];
   else out.set(body, at);
   return at + len;
+}
+
+/** @internal Bytes of a REQUEST envelope. */
+export function requestSize(id: number, stream: boolean, deadlineMs: number, credit: number, mlen: number, bodyLen: number): number {
+  return 2 + uvarintSize(id) + uvarintSize(deadlineMs) + (stream ? uvarintSize(credit) : 0) + uvarintSize(mlen) + mlen + bodyLen;
+}
+
+/** @internal Writes a REQUEST at `out[at]` (room checked by the caller, see {@link requestSize}); returns the offset after it. */
+export function putRequest(
+  out: Buffer,
+  at: number,
+  id: number,
+  stream: boolean,
+  deadlineMs: number,
+  credit: number,
+  methodBytes: Uint8Array,
+  body: BodyInput,
+  bodyLen: number,
+): number {
+  const mlen = methodBytes.length;
+  out[at] = RpcKind.REQUEST;
+  let p = putVarint(out, at + 1, id);
+  out[p++] = stream ? FLAG_STREAM : 0;
+  p = putVarint(out, p, deadlineMs);
+  if (stream) p = putVarint(out, p, credit);
+  p = putVarint(out, p, mlen);
+  if (mlen <= 8) for (let i = 0; i < mlen; i++) out[p + i] = methodBytes[i];
+  else out.set(methodBytes, p);
+  return putBody(out, p + mlen, body, bodyLen);
 }
 
 /** @internal Encodes a REQUEST; `methodBytes` is the method's UTF-8. */
@@ -392,25 +454,17 @@ export function encodeRequest(
   body: BodyInput,
   bodyLen: number,
 ): Uint8Array {
-  const mlen = methodBytes.length;
-  const size =
-    2 +
-    uvarintSize(id) +
-    uvarintSize(deadlineMs) +
-    (stream ? uvarintSize(credit) : 0) +
-    uvarintSize(mlen) +
-    mlen +
-    bodyLen;
-  const out = s.get(size);
-  out[0] = RpcKind.REQUEST;
-  let p = 1 + writeUvarint(id, out, 1);
-  out[p++] = stream ? FLAG_STREAM : 0;
-  p += writeUvarint(deadlineMs, out, p);
-  if (stream) p += writeUvarint(credit, out, p);
-  p += writeUvarint(mlen, out, p);
-  out.set(methodBytes, p);
-  p = putBody(out, p + mlen, body, bodyLen);
-  return out.subarray(0, p);
+  const out = s.get(requestSize(id, stream, deadlineMs, credit, methodBytes.length, bodyLen));
+  return out.subarray(0, putRequest(out, 0, id, stream, deadlineMs, credit, methodBytes, body, bodyLen));
+}
+
+/** @internal Writes END or CANCEL (`kind`), or CREDIT with `n`, at `out[at]` (at most 21 bytes); returns the offset after it. */
+export function putControl(out: Uint8Array, at: number, kind: number, id: number, n = 0): number {
+  out[at] = kind;
+  let p = at + 1;
+  p += writeUvarint(id, out, p);
+  if (kind === RpcKind.CREDIT) p += writeUvarint(n, out, p);
+  return p;
 }
 
 /** @internal Encodes REPLY or PART (`kind`) with `body`. */

@@ -13,7 +13,7 @@ import {
   RpcKind,
   Scratch,
   bodyLength,
-  decodeInto,
+  decodeAt,
   encodeBodyFrame,
   encodeControl,
   encodeError,
@@ -21,6 +21,7 @@ import {
   FLAG_STREAM,
 } from './envelope';
 import type { Connection } from '../batch';
+import { writeUvarint } from '../varint';
 import type { CallContext, FrameSink, Holder, MethodHandler, PartValue, RpcMethods, RpcPeer } from './types';
 
 /** Codes the server puts on the wire for its own errors (docs/rpc.md). */
@@ -169,6 +170,8 @@ export class ServerCore {
   readonly opts: ServerCoreOptions;
   readonly view = new EnvelopeView();
   readonly scratch = new Scratch();
+  /** The envelope header of a reply (kind, id), written in front of its body. */
+  readonly head = new Uint8Array(16);
   readonly deadlines = new DeadlineQueue<ServerCall>((c) => c.conn.expire(c));
   readonly connections = new Set<ServerConnection>();
   stopping = false;
@@ -313,9 +316,14 @@ export class ServerConnection {
    * starts: the caller keeps the memory valid until {@link whenDrained}.
    */
   onFrame(payload: Uint8Array, holder: Holder): void {
+    this.onFrameAt(payload, 0, payload.length, holder);
+  }
+
+  /** {@link ServerConnection.onFrame} for the payload `bytes[start, end)`. */
+  onFrameAt(bytes: Uint8Array, start: number, end: number, holder: Holder): void {
     const core = this.#core;
     const v = core.view;
-    if (!decodeInto(payload, v)) {
+    if (!decodeAt(bytes, start, end, v)) {
       core.m.invalidFrames++;
       if (v.id >= 0) this.#error(v.id, WireCodes.BAD_REQUEST, v.error);
       return;
@@ -323,7 +331,7 @@ export class ServerConnection {
     const id = v.id;
     switch (v.kind) {
       case RpcKind.REQUEST:
-        return this.#request(payload, holder, v);
+        return this.#request(bytes, holder, v);
       case RpcKind.CANCEL: {
         const c = this.#calls.get(id);
         if (c) {
@@ -372,7 +380,7 @@ export class ServerConnection {
     }
     core.m.calls++;
     const len = v.bodyEnd - v.bodyStart;
-    const body = len === 0 ? EMPTY : Buffer.from(payload.buffer, payload.byteOffset + v.bodyStart, len);
+    const body = len === 0 ? EMPTY : bodyView(payload.buffer as ArrayBuffer, payload.byteOffset + v.bodyStart, len);
     const ms = v.deadlineMs;
     const ctx = new Ctx(method, this.peer, this.connection, ms === 0 ? undefined : Date.now() + ms);
     if (this.#running < core.opts.maxConcurrentCalls && this.queued === 0) {
@@ -637,7 +645,39 @@ export class ServerConnection {
     }
     const len = bodyLength(body);
     if (len + 11 > core.opts.maxFrameSize) return this.#tooLarge(id, method, len);
-    this.#out(encodeBodyFrame(core.scratch, RpcKind.REPLY, id, body, len));
+    const sink = this.#sink;
+    if (sink.writeParts === undefined || sink.sendParts === undefined) {
+      this.#out(encodeBodyFrame(core.scratch, RpcKind.REPLY, id, body, len));
+      return;
+    }
+    // As #out(), but the envelope header and the body go straight into the
+    // connection's buffer (or a waiting send's), never assembled here first.
+    if (this.#closed) return;
+    const head = core.head;
+    head[0] = RpcKind.REPLY;
+    let hlen: number;
+    if (id < 0x80) {
+      head[1] = id;
+      hlen = 2;
+    } else hlen = 1 + writeUvarint(id, head, 1);
+    if (this.#sending === 0) {
+      try {
+        if (sink.writeParts(head, hlen, body, len)) return;
+      } catch (e) {
+        this.close(e);
+        return;
+      }
+    }
+    this.#sending++;
+    let p: Promise<void>;
+    try {
+      p = sink.sendParts(head, hlen, body, len);
+    } catch (e) {
+      this.#sending--;
+      this.close(e);
+      return;
+    }
+    p.then(this.#sentOk, this.#sentFail);
   }
 
   #tooLarge(id: number, method: string, len: number): void {
@@ -688,6 +728,17 @@ export class ServerConnection {
     }
     return p.then(this.#sentOk, this.#sentFail);
   }
+}
+
+/**
+ * The Buffers handed to handlers as request bodies: views made without
+ * going through `Buffer.from()` (as src/batch.ts's message views).
+ */
+class BodyBuffer extends Uint8Array {}
+Object.setPrototypeOf(BodyBuffer.prototype, Buffer.prototype);
+
+function bodyView(ab: ArrayBuffer, offset: number, len: number): Buffer {
+  return new BodyBuffer(ab, offset, len) as unknown as Buffer;
 }
 
 // A body the handler may read after the frame is handled: small ones are

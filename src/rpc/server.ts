@@ -115,6 +115,9 @@ export class RpcServer extends EventEmitter {
     for (const k of ['concurrency', 'handler']) {
       if (k in o) throw invalidValue(`The "${k}" option is set by RpcServer itself and cannot be given`);
     }
+    if (o.type !== undefined && o.type !== 'stream') {
+      throw invalidValue(`RpcServer needs replies, which type ${JSON.stringify(o.type)} does not have yet: use type 'stream'`);
+    }
     const maxConcurrentCalls = intOption('maxConcurrentCalls', o.maxConcurrentCalls, DEFAULT_MAX_CONCURRENT_CALLS, 1, 2 ** 20);
     if (o.onError !== undefined && typeof o.onError !== 'function') throw invalidType('onError', 'a function', o.onError);
     this.#onError = o.onError as RpcServerOptions['onError'];
@@ -246,7 +249,14 @@ export class RpcServer extends EventEmitter {
       st = this.#core.connection(conn, conn);
       this.#conns.set(conn.id, st);
     }
-    for (let i = 0, n = batch.length; i < n; i++) st.onFrame(batch.at(i)!, batch);
+    const bytes = batch.bytes;
+    for (let i = 0, n = batch.length; i < n; i++) st.onFrameAt(bytes, batch.start(i), batch.end(i), batch);
+    // The replies of the synchronous handlers go out now, not at the end of
+    // the tick: before the Reader acknowledges the batch and before the
+    // microtasks run (the tick's flush then finds nothing, or only what
+    // async handlers add meanwhile).
+    const flush = (conn as Partial<ReaderConnection>).flush;
+    if (flush !== undefined) flush.call(conn);
     // Requests beyond maxConcurrentCalls wait in the connection's queue as
     // views of this batch: keep it (and this connection paused) until they start.
     if (st.queued !== 0) return st.whenDrained();

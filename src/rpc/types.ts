@@ -77,6 +77,13 @@ export interface FrameSink {
   write(frame: Uint8Array): boolean;
   /** Queues one frame, waiting for room; the bytes are copied before it returns. Calls complete in order. */
   send(frame: Uint8Array): Promise<void>;
+  /**
+   * Optional: {@link FrameSink.write} of the frame `head[0, headLen) + body`,
+   * copied straight into the transport's buffer (no assembled frame first).
+   */
+  writeParts?(head: Uint8Array, headLen: number, body: Uint8Array | string, bodyLen: number): boolean;
+  /** Optional (with writeParts): {@link FrameSink.send} of the frame `head[0, headLen) + body`. */
+  sendParts?(head: Uint8Array, headLen: number, body: Uint8Array | string, bodyLen: number): Promise<void>;
 }
 
 /** @internal The owner of a frame's memory: `retain()` keeps it valid after the frame was handled (a Batch). */
