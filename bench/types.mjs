@@ -1,4 +1,4 @@
-// Socket types: stream vs seqpacket through the public API, each next to its
+// Socket types: stream, seqpacket and dgram through the public API, each next to its
 // raw C++ limit, in one run, interleaved.
 //
 //   node bench/types.mjs [--count 1000000] [--runs 5] [--sizes 64,1024] [--no-readme]
@@ -8,13 +8,14 @@
 // default options but `type`), raw stream (native/bench/raw_limit.cc: one
 // write(2) of 1 MiB of frames / read(2) of 1 MiB), raw seqpacket
 // (native/bench/raw_packet.cc: sendmmsg/recvmmsg, 64 per call, two processes
-// via fork). msgs/s at the reader, first to last message; the median of the
+// via fork; the better of its blocking and poll modes), and the same for
+// dgram (a bound reader, one connected writer). msgs/s at the reader, first to last message; the median of the
 // rounds and its spread. The raw binaries are built with CMake (Release) in
 // build-bench/. Results go to bench/README.md between the bench:types
 // markers (unless --no-readme). Needs `npm run build:ts` (npm run
 // bench:types does it).
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -70,8 +71,14 @@ async function rawStreamRun(bin, size, tmp, k) {
   return r.reader.msgsPerSec;
 }
 
-function rawPacketRun(bin, size) {
-  const r = spawnSync(bin, ['--type', 'seqpacket', '--size', String(size), '--count', String(count), '--runs', '1'], {
+// The raw limit of a packet type: the better of raw_packet's blocking and
+// poll modes (which one wins depends on the type and the load).
+function rawPacketRun(bin, size, type = 'seqpacket') {
+  return Math.max(rawPacketMode(bin, size, type, 'block'), rawPacketMode(bin, size, type, 'poll'));
+}
+
+function rawPacketMode(bin, size, type, mode) {
+  const r = spawnSync(bin, ['--type', type, '--mode', mode, '--size', String(size), '--count', String(count), '--runs', '1'], {
     encoding: 'utf8',
     timeout: 300_000,
   });
@@ -80,9 +87,17 @@ function rawPacketRun(bin, size) {
   return JSON.parse(line).msgsPerSec;
 }
 
+function readQlen() {
+  try {
+    return readFileSync('/proc/sys/net/unix/max_dgram_qlen', 'utf8').trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
 const bins = build();
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'uds-types-'));
-const cases = ['uds-ipc stream', 'uds-ipc seqpacket', 'raw stream', 'raw seqpacket'];
+const cases = ['uds-ipc stream', 'uds-ipc seqpacket', 'uds-ipc dgram', 'raw stream', 'raw seqpacket', 'raw dgram'];
 const results = {}; // size -> case -> rates
 try {
   for (const size of sizes) {
@@ -91,8 +106,10 @@ try {
       const r = results[size];
       r['uds-ipc stream'].push(await udsRun('stream', size, tmp, k));
       r['uds-ipc seqpacket'].push(await udsRun('seqpacket', size, tmp, k));
+      r['uds-ipc dgram'].push(await udsRun('dgram', size, tmp, k));
       r['raw stream'].push(await rawStreamRun(bins.rawLimit, size, tmp, k));
       r['raw seqpacket'].push(rawPacketRun(bins.rawPacket, size));
+      r['raw dgram'].push(rawPacketRun(bins.rawPacket, size, 'dgram'));
       log(`size ${size} round ${k + 1}/${runs}: ${cases.map((c) => `${c} ${Math.round(r[c][k]).toLocaleString('en-US')}`).join(', ')}`);
     }
   }
@@ -106,22 +123,25 @@ for (const size of sizes) {
   const r = results[size];
   const m = Object.fromEntries(cases.map((c) => [c, median(r[c])]));
   const spread = (c) => `${fmt(Math.min(...r[c]))}–${fmt(Math.max(...r[c]))}`;
-  rows.push(
-    `| ${size} B | ${fmt(m['uds-ipc stream'])} (${spread('uds-ipc stream')}) | ${fmt(m['raw stream'])} | ${(m['uds-ipc stream'] / m['raw stream']).toFixed(2)} | ${fmt(m['uds-ipc seqpacket'])} (${spread('uds-ipc seqpacket')}) | ${fmt(m['raw seqpacket'])} | ${(m['uds-ipc seqpacket'] / m['raw seqpacket']).toFixed(2)} |`,
-  );
+  for (const t of ['stream', 'seqpacket', 'dgram']) {
+    const u = m[`uds-ipc ${t}`];
+    const raw = m[`raw ${t}`];
+    rows.push(`| ${t} | ${size} B | ${fmt(u)} (${spread(`uds-ipc ${t}`)}) | ${fmt(raw)} (${spread(`raw ${t}`)}) | ${(u / raw).toFixed(2)} |`);
+  }
 }
 const body = [
-  '## Socket types: stream and seqpacket',
+  '## Socket types: stream, seqpacket and dgram',
   '',
   `_Written by \`node bench/types.mjs --count ${count} --runs ${runs} --sizes ${sizes.join(',')}\` (\`npm run bench:types\`), ${new Date().toISOString().slice(0, 10)}, ${os.cpus().length} CPUs, load average ${os.loadavg()[0].toFixed(2)} at the end._`,
   '',
   `msgs/s at the reader, ${count.toLocaleString('en-US')} messages per run, the median of ${runs} interleaved rounds (min–max). uds-ipc:`,
-  'the public API (`type: \'stream\'` or `\'seqpacket\'`, default options), two processes. Raw: no library;',
-  'stream is `native/bench/raw_limit.cc` (1 MiB `write`/`read`), seqpacket is `native/bench/raw_packet.cc`',
-  '(`sendmmsg`/`recvmmsg`, 64 per call).',
+  'the public API (`type` set, default options otherwise), two processes. Raw: no library; stream is',
+  '`native/bench/raw_limit.cc` (1 MiB `write`/`read`), seqpacket and dgram are `native/bench/raw_packet.cc`',
+  `(\`sendmmsg\`/\`recvmmsg\`, 64 per call; per round the better of its blocking and poll modes). dgram: a bound reader, one connected writer;`,
+  `net.unix.max_dgram_qlen is ${readQlen()} here (the reader's queue holds that many datagrams, plus one).`,
   '',
-  '| size | uds-ipc stream | raw stream | ratio | uds-ipc seqpacket | raw seqpacket | ratio |',
-  '|---|---|---|---|---|---|---|',
+  '| type | size | uds-ipc | raw | ratio |',
+  '|---|---|---|---|---|',
   ...rows,
 ].join('\n');
 console.log(body);

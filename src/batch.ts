@@ -34,8 +34,8 @@ export interface Connection {
   write(data: Uint8Array | string, options?: WriteOptions): boolean;
   /**
    * Like `write()`, but waits for room instead of dropping; `signal` gives up
-   * the wait. `fds` are duplicated once the message is queued: keep them open
-   * until the promise resolves.
+   * the wait. `fds` are duplicated when `send()` is called, as by `write()`:
+   * the caller may close its own at once.
    */
   send(data: Uint8Array | string, options?: { signal?: AbortSignal } & WriteOptions): Promise<void>;
 }

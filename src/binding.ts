@@ -69,6 +69,8 @@ export interface NativeBinding {
   /** native/core/protocol.h, frozen. */
   protocol: Protocol;
   liveSlabs(): number;
+  /** Dups (F_DUPFD_CLOEXEC) of `fds`, the caller's to close; throws a native error object for a descriptor that is not open. */
+  dupFds(fds: Int32Array): Int32Array;
   /** The largest packet a socket of `type` can send once its SO_SNDBUF is raised to `sendBufferSize` (0 if unknown). */
   packetLimit(type: 'seqpacket' | 'dgram', sendBufferSize: number): number;
   /** Detaches a received batch region (its views become empty) and lets its memory be reused. */

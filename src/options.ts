@@ -497,8 +497,8 @@ export function resolveReaderOptions(options: unknown, path = ''): ResolvedReade
   }
   if (o.acceptFds !== undefined && typeof o.acceptFds !== 'boolean') throw invalidType('acceptFds', 'a boolean', o.acceptFds);
   const type = typeOption(o.type);
+  if (type === 'dgram' && o.acceptFds === true) throw notWithType('acceptFds', type);
   if (type !== 'stream') {
-    if (o.acceptFds === true) throw notWithType('acceptFds', type);
     if (o.systemd !== undefined && o.systemd !== false) throw notWithType('systemd', type);
     if (o.notifySystemd === true) throw notWithType('notifySystemd', type);
   }

@@ -24,7 +24,7 @@ import { createWritable, kTryQueue, type WritableOptions } from './stream';
 import * as callerData from './writer/caller-data';
 import { WriterInbox, type ReceivingWriterHandle } from './writer/inbox';
 import { WriterConnection } from './writer/connection';
-import { fdError, FdLedger, resolveFds, splitFds, type WriteOptions } from './writer/fds';
+import { closeFds, fdError, FdLedger, holdFds, resolveFds, splitFds, type WriteOptions } from './writer/fds';
 import {
   splitReceiveOptions,
   WRITER_RECEIVE_METRICS,
@@ -252,7 +252,7 @@ export class Writer extends EventEmitter {
 
   // write() of a message that carries descriptors.
   #writeWithFds(data: Uint8Array | string, len: number, fds: Int32Array): boolean {
-    if (this.#opts.type !== 'stream') throw notWithType('fds', this.#opts.type);
+    if (this.#opts.type === 'dgram') throw notWithType('fds', this.#opts.type);
     const ring = this.#ring;
     const ledger = (this.#fdLedger ??= new FdLedger());
     const max = this.#opts.maxBufferedFds;
@@ -298,19 +298,27 @@ export class Writer extends EventEmitter {
    */
   send(data: Uint8Array | string, options?: SendOptions): Promise<void> {
     try {
-      // fds are checked now, duplicated when the message is queued.
       const { fds, rest } = splitFds(options);
-      const write: WriteOptions | undefined = fds === undefined ? undefined : { fds: Array.from(fds) };
       const { signal } = resolveSignalOptions('send options', rest);
       if (signal?.aborted) throw abortError(signal);
       if (this.#state === 'stopping' || this.#state === 'stopped') {
         throw new IpcError('ERR_NOT_RUNNING', 'send() after stop(): this Writer no longer sends');
       }
-      if (this.#sends.length === 0 && this.#queue(data, write)) return Promise.resolve();
+      if (this.#sends.length === 0 && this.#queue(data, fds === undefined ? undefined : { fds: Array.from(fds) })) {
+        return Promise.resolve();
+      }
       // The queue is full (or earlier sends wait): wait in line for 'drain'.
       if (this.#sends.length !== 0) messageLength(data, this.#maxMessage);
-      return new Promise<void>((resolve, reject) => {
+      if (fds !== undefined && this.#opts.type === 'dgram') throw notWithType('fds', this.#opts.type);
+      // Its descriptors are taken now, as write() takes them: the caller may
+      // close its own once send() returns. Ours are closed once the message
+      // is queued (write() dups them again) or the send fails.
+      const held = fds === undefined ? undefined : holdFds(fds);
+      return new Promise<void>((outerResolve, outerReject) => {
+        const resolve = held === undefined ? outerResolve : () => (closeFds(held), outerResolve());
+        const reject = held === undefined ? outerReject : (e: Error) => (closeFds(held), outerReject(e));
         // A copy of the real bytes (write() or messageLength() checked the type).
+        const write: WriteOptions | undefined = held === undefined ? undefined : { fds: Array.from(held) };
         const s: PendingSend = { data: typeof data === 'string' ? data : copyBytes(data), write, resolve, reject };
         if (signal) {
           const off = this.#aborts.add(signal, () => {
@@ -738,6 +746,8 @@ export class Writer extends EventEmitter {
     this.#stopTimer = undefined;
     this.#lastNative = this.#handle.metrics();
     this.#handle.close();
+    // Closing dropped the descriptors still held for unsent messages.
+    this.#lastNative.fdsBuffered = this.#handle.metrics().fdsBuffered as number;
     this.#inbox?.discard(); // nothing follows STOPPED; detaches: later acks become releases
     this.#conn?.closed();
     this.#failed += discarded;

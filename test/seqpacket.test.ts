@@ -211,12 +211,10 @@ describe('type: seqpacket', () => {
     const bad = { code: 'ERR_INVALID_ARG_VALUE' };
     expect(() => new Reader(path, () => {}, { type: 'nope' as 'stream' })).toThrow(expect.objectContaining(bad));
     expect(() => new Reader(path, () => {}, { type: 1 as unknown as 'stream' })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
-    expect(() => new Reader(path, () => {}, { type: 'seqpacket', acceptFds: true })).toThrow(expect.objectContaining(bad));
     expect(() => new Reader(path, () => {}, { type: 'seqpacket', systemd: { name: 'x' } })).toThrow(expect.objectContaining(bad));
     expect(() => new Writer(path, { type: 'seqpacket', onMessage() {} })).toThrow(expect.objectContaining(bad));
     expect(() => new RpcServer(path, { m: () => 'x' }, { type: 'seqpacket' })).toThrow(expect.objectContaining(bad));
     const w = track(new Writer(path, { type: 'seqpacket' }));
-    expect(() => w.write('x', { fds: [0] })).toThrow(expect.objectContaining(bad));
     // A reader connection cannot reply on seqpacket yet.
     let replyError: unknown;
     const reader = track(
@@ -288,5 +286,58 @@ describe('type: seqpacket with the stream features the table lists', () => {
     w2.write('nope');
     await waitFor(() => refused.metrics().rejected === 1, 10_000, 'the rejection');
     expect(refused.metrics().received).toBe(0);
+  });
+});
+
+describe('type: seqpacket with file descriptors', () => {
+  it('a descriptor goes with its packet: the reader reads the file through it; without acceptFds the connection is refused', async () => {
+    const { openSync, closeSync, readSync, writeFileSync: write } = await import('node:fs');
+    const path = tmpSocket();
+    const file = join(dirname(path), 'note.txt');
+    write(file, 'through a seqpacket');
+    const texts: string[] = [];
+    const plain: string[] = [];
+    const reader = track(
+      new Reader(
+        path,
+        (batch) => {
+          for (let i = 0; i < batch.length; i++) {
+            const fds = batch.takeFds(i);
+            if (fds.length === 0) plain.push(batch.at(i)!.toString());
+            for (const fd of fds) {
+              const buf = Buffer.alloc(64);
+              texts.push(buf.subarray(0, readSync(fd, buf, 0, 64, 0)).toString());
+              closeSync(fd);
+            }
+          }
+        },
+        { type: 'seqpacket', acceptFds: true },
+      ),
+    );
+    await reader.start();
+    const writer = track(new Writer(path, { type: 'seqpacket' }).start());
+    const fd = openSync(file, 'r');
+    for (let i = 0; i < 50; i++) {
+      writer.write(`plain ${i}`);
+      writer.write(`fd ${i}`, { fds: [fd] });
+    }
+    closeSync(fd); // the Writer holds its own duplicates
+    await within(writer.flush(), 'flush');
+    await waitFor(() => texts.length === 50 && plain.length === 50, 10_000, 'every message');
+    expect(new Set(texts)).toEqual(new Set(['through a seqpacket']));
+    expect(plain).toEqual(Array.from({ length: 50 }, (_, i) => `plain ${i}`));
+    expect(writer.metrics().fdsSent).toBe(50);
+    expect(writer.metrics().fdsBuffered).toBe(0);
+    expect(reader.metrics().fdsReceived).toBe(50);
+    // A reader without acceptFds closes such a connection.
+    const path2 = tmpSocket();
+    const errors: IpcError[] = [];
+    const refusing = track(new Reader(path2, () => {}, { type: 'seqpacket', onError: (e) => errors.push(e as IpcError) }));
+    await refusing.start();
+    const w2 = track(new Writer(path2, { type: 'seqpacket', reconnect: false }).start());
+    w2.write('x', { fds: [0] });
+    await waitFor(() => errors.length > 0, 10_000, 'the refusal');
+    expect(errors[0].code).toBe('ERR_UNEXPECTED_FDS');
+    expect(refusing.metrics().fdsRefused).toBeGreaterThan(0);
   });
 });

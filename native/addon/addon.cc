@@ -58,6 +58,15 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
                 }
                 return Napi::Number::New(info.Env(), static_cast<double>(limit));
               }));
+  // (fds: Int32Array) -> Int32Array of dups (F_DUPFD_CLOEXEC), owned by the
+  // caller: a send() that waits for room takes its descriptors when called.
+  // Throws (none kept) for a descriptor that is not open.
+  exports.Set("dupFds", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+                std::vector<UniqueFd> dups = dup_fds(info.Env(), info[0].As<Napi::Int32Array>());
+                Napi::Int32Array out = Napi::Int32Array::New(info.Env(), dups.size());
+                for (size_t i = 0; i < dups.size(); ++i) out[i] = dups[i].release();
+                return out;
+              }));
   exports.Set("liveSlabs", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
                 return Napi::Number::New(info.Env(), static_cast<double>(Slab::live()));
               }));

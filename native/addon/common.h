@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <napi.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -41,8 +42,13 @@ inline Napi::Object error_to_object(Napi::Env env, const CoreError& e) {
 inline std::vector<UniqueFd> dup_fds(Napi::Env env, const Napi::Int32Array& a) {
   std::vector<UniqueFd> dups;
   dups.reserve(a.ElementLength());
+  // The dups are numbered above every descriptor passed: a dup of fds[0]
+  // must not take the number of a closed fds[1], which would then dup our
+  // own dup instead of failing.
+  int above = 0;
+  for (size_t i = 0; i < a.ElementLength(); ++i) above = std::max(above, a[i] + 1);
   for (size_t i = 0; i < a.ElementLength(); ++i) {
-    const int fd = ::fcntl(a[i], F_DUPFD_CLOEXEC, 0);
+    const int fd = ::fcntl(a[i], F_DUPFD_CLOEXEC, above);
     if (fd < 0) {
       const int e = errno;
       throw_core_error(env, e == EBADF ? CoreError::sys("ERR_INVALID_ARG_VALUE", e, "fcntl",

@@ -171,6 +171,7 @@ void JsReceiver::Read() {
         ++reads_;
         bytes_read_ += static_cast<uint64_t>(n);
         if (!Cut(assembler_->commit(static_cast<size_t>(n), Budget(), &fds), false)) {
+          fds_refused_ += assembler_->refused_fds();
           ReportError(frame_error(*assembler_, assembler_cfg_.max_message_size), true);
           Drop();
           return;

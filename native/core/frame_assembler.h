@@ -278,6 +278,8 @@ class FrameAssembler {
   uint64_t error_length() const { return error_length_; }  // for kTooLarge
   // Bytes reserved for the large frame being received (0 if none).
   size_t large_reserved() const { return large_ ? large_.get()->capacity() : 0; }
+  // Descriptors closed because they came where no frame starts (kUnexpectedFds).
+  uint64_t refused_fds() const { return refused_fds_; }
 
  private:
   size_t slab_space() const { return slab_.get()->capacity() - write_pos_; }
@@ -290,6 +292,7 @@ class FrameAssembler {
 
   bool fail_fds() {
     error_ = FrameError::kUnexpectedFds;
+    for (const FdAttach& a : attach_) refused_fds_ += a.fds.size();
     attach_.clear();  // closes them
     return false;
   }
@@ -479,6 +482,7 @@ class FrameAssembler {
   std::deque<FdAttach> attach_;      // reads with descriptors not yet tied to a message
   std::vector<MessageFds> fds_;      // the batch being built's
   std::vector<UniqueFd> large_fds_;  // the large frame's
+  uint64_t refused_fds_ = 0;
   FrameError error_ = FrameError::kNone;
   uint64_t error_length_ = 0;
 };

@@ -112,7 +112,7 @@ CoreError PacketReceiver::attach(int fd) {
   return {};
 }
 
-PeerCred PacketReceiver::scan_control(msghdr& m) {
+PeerCred PacketReceiver::scan_control(msghdr& m, std::vector<UniqueFd>* fds) {
   PeerCred c;
   for (cmsghdr* cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
     if (cm->cmsg_level != SOL_SOCKET) continue;
@@ -127,8 +127,12 @@ PeerCred PacketReceiver::scan_control(msghdr& m) {
       for (size_t k = 0; k < nfd; ++k) {
         int fd;
         std::memcpy(&fd, CMSG_DATA(cm) + k * sizeof(int), sizeof(int));
-        ::close(fd);
-        ++stats_.fds_closed;
+        if (cfg_.accept_fds) {
+          fds->emplace_back(fd);
+        } else {
+          ::close(fd);
+          ++stats_.fds_closed;
+        }
       }
     }
   }
@@ -145,6 +149,10 @@ void PacketReceiver::close_batch() {
   pb.batch.offsets = std::move(offsets_);
   pb.batch.payload_bytes = payload_;
   pb.creds = std::move(creds_);
+  if (!fds_.empty()) {
+    pb.batch.fds = std::move(fds_);
+    fds_.clear();
+  }
   ready_.push_back(std::move(pb));
   ++stats_.batches;
   offsets_ = cfg_.offsets_pool ? cfg_.offsets_pool->get() : std::vector<uint32_t>{};
@@ -154,7 +162,7 @@ void PacketReceiver::close_batch() {
   batch_begin_ = write_pos_;
 }
 
-void PacketReceiver::put_small(const uint8_t* p, size_t len, const PeerCred& c) {
+void PacketReceiver::put_small(const uint8_t* p, size_t len, const PeerCred& c, std::vector<UniqueFd>* fds) {
   if (!slab_ || slab_.get()->capacity() - write_pos_ < len) {
     close_batch();
     slab_ = SlabRef(cfg_.pool && cfg_.pool->slab_size() == cfg_.slab_size ? cfg_.pool->get()
@@ -162,6 +170,7 @@ void PacketReceiver::put_small(const uint8_t* p, size_t len, const PeerCred& c) 
     write_pos_ = batch_begin_ = 0;
   }
   if (len) std::memcpy(slab_.get()->data() + write_pos_, p, len);
+  if (fds) fds_.push_back({static_cast<uint32_t>(offsets_.size() / 2), std::move(*fds)});
   const uint32_t start = static_cast<uint32_t>(write_pos_ - batch_begin_);
   offsets_.push_back(start);
   offsets_.push_back(start + static_cast<uint32_t>(len));
@@ -170,7 +179,7 @@ void PacketReceiver::put_small(const uint8_t* p, size_t len, const PeerCred& c) 
   payload_ += len;
 }
 
-void PacketReceiver::put_large(const uint8_t* p, size_t len, const PeerCred& c) {
+void PacketReceiver::put_large(const uint8_t* p, size_t len, const PeerCred& c, std::vector<UniqueFd>* fds) {
   close_batch();
   PacketBatch pb;
   pb.batch.slab = SlabRef(Slab::create(len));
@@ -180,6 +189,7 @@ void PacketReceiver::put_large(const uint8_t* p, size_t len, const PeerCred& c) 
   pb.batch.offsets = {0, static_cast<uint32_t>(len)};
   pb.batch.payload_bytes = len;
   if (cfg_.credentials) pb.creds.push_back(c);
+  if (fds) pb.batch.fds.push_back({0, std::move(*fds)});
   ready_.push_back(std::move(pb));
   ++stats_.batches;
 }
@@ -209,7 +219,7 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close) {
   // (and, for seqpacket, the EOF test). Without a control buffer the
   // kernel drops stray descriptors itself (MSG_CTRUNC).
   const bool seqpacket = cfg_.type == SOCK_SEQPACKET;
-  const bool control = seqpacket || cfg_.credentials;
+  const bool control = seqpacket || cfg_.credentials || cfg_.accept_fds;
   mmsghdr* h = arena_->headers();
   iovec* iov = arena_->iovecs();
   for (size_t i = 0; i < vlen; ++i) {
@@ -221,7 +231,7 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close) {
     m.msg_iov = &iov[i];
     m.msg_iovlen = 1;
     m.msg_control = control ? arena_->control(i) : nullptr;
-    m.msg_controllen = control ? PacketArena::kControlSize : 0;
+    m.msg_controllen = control ? (cfg_.accept_fds ? PacketArena::kControlSize : PacketArena::kSmallControl) : 0;
     m.msg_flags = 0;
     h[i].msg_len = 0;
   }
@@ -260,6 +270,11 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close) {
   // arena use.
   size_t end = static_cast<size_t>(n);
   creds_in_.resize(end);
+  if (cfg_.accept_fds) {
+    fds_in_.resize(end);
+    for (auto& v : fds_in_) v.clear();
+  }
+  const uint64_t closed_before = stats_.fds_closed;
   for (size_t i = 0; i < end; ++i) {
     msghdr& m = h[i].msg_hdr;
     if (seqpacket && h[i].msg_len == 0 && m.msg_controllen == 0) {
@@ -268,9 +283,24 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close) {
       end = i;
       break;
     }
-    if (m.msg_flags & MSG_CTRUNC) ++stats_.ctrunc;
-    creds_in_[i] = control && m.msg_controllen ? scan_control(m) : PeerCred{};
+    if (m.msg_flags & MSG_CTRUNC) {
+      ++stats_.ctrunc;
+      if (cfg_.accept_fds && !failed_ && seqpacket) {
+        failed_ = true;
+        fd_error_ = CoreError::plain("ERR_FDS_TRUNCATED",
+                                     "descriptors sent with a packet did not all arrive (RLIMIT_NOFILE reached, or "
+                                     "more than fit)");
+      }
+    }
+    creds_in_[i] = control && m.msg_controllen ? scan_control(m, cfg_.accept_fds ? &fds_in_[i] : nullptr) : PeerCred{};
     arena_->touched(i, std::min<size_t>(h[i].msg_len, slot_));
+  }
+  if (seqpacket && !cfg_.accept_fds && !failed_ && stats_.fds_closed > closed_before) {
+    // Descriptors on a connection that does not accept them: a protocol
+    // violation (and a flood of them an attack on our descriptor table).
+    failed_ = true;
+    fd_error_ = CoreError::plain("ERR_UNEXPECTED_FDS",
+                                 "the peer sent file descriptors, and this end does not accept them (acceptFds)");
   }
   r.packets = end;
   stats_.packets += end;
@@ -295,8 +325,9 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close) {
       continue;
     }
     const uint8_t* p = arena_->slot(i);
-    if (len >= cfg_.large_threshold) put_large(p, len, c);
-    else put_small(p, len, c);
+    std::vector<UniqueFd>* fds = cfg_.accept_fds && !fds_in_[i].empty() ? &fds_in_[i] : nullptr;
+    if (len >= cfg_.large_threshold) put_large(p, len, c, fds);
+    else put_small(p, len, c, fds);
     ++r.delivered;
     r.bytes += len;
   }

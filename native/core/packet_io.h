@@ -31,9 +31,10 @@
 // large frames. Slots touched deep by large packets are given back with
 // madvise(MADV_DONTNEED) once they hold more than kArenaKeepResident, so a
 // burst of large packets does not pin its memory. The arena's slot count is
-// max_packets, capped so that the arena stays below kArenaMaxVirtual (64 MiB
-// of address space: at a 4 MiB limit a call reads 16 packets, at 208 KiB
-// still 64). The alternatives: MSG_PEEK|MSG_TRUNC (or FIONREAD) tells the
+// max_packets, capped so that the arena stays below kArenaMaxVirtual (256 MiB
+// of address space: at the 4 MiB limit a call still reads 64 packets; the
+// reader of the default maxMessageSize, clamped to 4 MiB, read 16 per call
+// with a 64 MiB cap, 4x the system calls for the same packets). The alternatives: MSG_PEEK|MSG_TRUNC (or FIONREAD) tells the
 // size of the next packet only, so it costs a system call per packet and
 // gives up recvmmsg; a growable buffer cannot be grown after the kernel has
 // cut a packet. The arena is only used inside receive() (everything is
@@ -115,7 +116,7 @@ constexpr size_t kMaxPacketCap = size_t{4} << 20;
 constexpr size_t kMaxPacketsPerCall = 64;
 // sendmmsg() takes at most UIO_MAXIOV (1024) messages per call.
 constexpr size_t kMaxSendBatch = 1024;
-constexpr size_t kArenaMaxVirtual = size_t{64} << 20;
+constexpr size_t kArenaMaxVirtual = size_t{256} << 20;
 constexpr size_t kArenaKeepResident = size_t{1} << 20;
 
 // The largest packet that can be sent on fd (a SOCK_SEQPACKET or SOCK_DGRAM
@@ -140,8 +141,11 @@ class PacketArena {
   size_t slot_size() const { return slot_; }
   size_t count() const { return count_; }
   uint8_t* slot(size_t i) const { return base_ + i * slot_; }
-  // Control buffer room per entry: credentials plus a few stray descriptors.
-  static constexpr size_t kControlSize = 256;
+  // Control buffer room per entry: credentials plus the most descriptors one
+  // packet may carry (a receiver that does not accept descriptors offers
+  // only kSmallControl of it: room for one, enough to see that some came).
+  static constexpr size_t kControlSize = CMSG_SPACE(sizeof(int) * 3) + CMSG_SPACE(sizeof(int) * 253);
+  static constexpr size_t kSmallControl = CMSG_SPACE(sizeof(int) * 3) + CMSG_SPACE(sizeof(int));
   uint8_t* control(size_t i) { return control_.data() + i * kControlSize; }
   mmsghdr* headers() { return headers_.data(); }
   iovec* iovecs() { return iov_.data(); }
@@ -190,6 +194,12 @@ struct PacketReceiverConfig {
   // datagram. Called on the receiving thread, before the copy.
   bool (*accept)(const PeerCred& cred, void* arg) = nullptr;
   void* accept_arg = nullptr;
+  // Descriptors (SCM_RIGHTS) with packets: kept with their message
+  // (Batch::fds) when accept_fds; otherwise closed at once, and on
+  // seqpacket the receiver fails with fd_error() ERR_UNEXPECTED_FDS (a
+  // datagram with descriptors is still delivered; they are closed, counted).
+  // With accept_fds, MSG_CTRUNC fails it with ERR_FDS_TRUNCATED.
+  bool accept_fds = false;
   SlabPool* pool = nullptr;             // not owned; null = malloc
   OffsetsPool* offsets_pool = nullptr;  // not owned; may be null
   // Not owned; shared by the receivers of one thread; its slot size must be
@@ -253,6 +263,8 @@ class PacketReceiver {
 
   // kFail: the packet too large that stopped this receiver.
   bool failed() const { return failed_; }
+  // Failed for descriptors instead (see accept_fds): the error to report.
+  const CoreError& fd_error() const { return fd_error_; }
   uint64_t error_length() const { return error_length_; }
   bool eof() const { return eof_; }
   // seqpacket: the kernel said ECONNRESET: the peer closed while packets we
@@ -275,9 +287,9 @@ class PacketReceiver {
 
  private:
   void close_batch();
-  void put_small(const uint8_t* p, size_t len, const PeerCred& c);
-  void put_large(const uint8_t* p, size_t len, const PeerCred& c);
-  PeerCred scan_control(msghdr& h);  // creds, closes stray fds
+  void put_small(const uint8_t* p, size_t len, const PeerCred& c, std::vector<UniqueFd>* fds = nullptr);
+  void put_large(const uint8_t* p, size_t len, const PeerCred& c, std::vector<UniqueFd>* fds = nullptr);
+  PeerCred scan_control(msghdr& h, std::vector<UniqueFd>* fds);  // creds; descriptors kept (accept_fds) or closed
 
   PacketReceiverConfig cfg_;
   int fd_ = -1;  // borrowed
@@ -289,6 +301,9 @@ class PacketReceiver {
   std::vector<uint32_t> offsets_;
   std::vector<PeerCred> creds_;     // of the batch being built
   std::vector<PeerCred> creds_in_;  // of the entries of the current call
+  std::vector<std::vector<UniqueFd>> fds_in_;  // accept_fds: of the entries of the current call
+  std::vector<MessageFds> fds_;     // of the batch being built
+  CoreError fd_error_;
   uint64_t payload_ = 0;
   std::deque<PacketBatch> ready_;
   bool failed_ = false, eof_ = false, peer_reset_ = false;

@@ -428,7 +428,7 @@ bool ReaderEngine::hand_over(Conn& c, bool ok, uint64_t* frames) {
     while (c.assembler.has_batch()) deliver(c, c.assembler.take_batch(), frames);
     if (!ok) {
       if (c.assembler.error() == FrameError::kUnexpectedFds) {
-        m_fds_refused_.fetch_add(1, std::memory_order_relaxed);
+        m_fds_refused_.fetch_add(c.assembler.refused_fds(), std::memory_order_relaxed);
         close_conn(id, CoreError::plain("ERR_UNEXPECTED_FDS",
                                         "peer sent descriptors with bytes in which no message starts "
                                         "(they must come with a sendmsg of one whole message)"));
@@ -775,6 +775,7 @@ bool ReaderEngine::accept_all() {
       pc.pool = pool_.p;
       pc.offsets_pool = &offsets_pool_;
       pc.arena = arena_.get();
+      pc.accept_fds = cfg_.accept_fds;
       conn->packets = std::make_unique<PacketReceiver>(pc);
       if (CoreError e = conn->packets->attach(fd)) {
         m_accept_errors_.fetch_add(1, std::memory_order_relaxed);
@@ -822,6 +823,7 @@ void ReaderEngine::on_readable_packets(Conn& c) {
   bool more = false;
   const uint64_t refused_before = c.packets->stats().refused;
   const uint64_t too_large_before = c.packets->stats().too_large;
+  const uint64_t fds_closed_before = c.packets->stats().fds_closed;
   for (int r = 0; r < kMaxReadsPerEvent; ++r) {
     res = c.packets->receive(kNoBudget, /*close_batch=*/false);
     if (res.packets > 0) {
@@ -835,6 +837,8 @@ void ReaderEngine::on_readable_packets(Conn& c) {
   c.packets->flush();
   if (const uint64_t refused = c.packets->stats().refused - refused_before)
     m_rejected_datagrams_.fetch_add(refused, std::memory_order_relaxed);
+  if (const uint64_t closed = c.packets->stats().fds_closed - fds_closed_before)
+    m_fds_refused_.fetch_add(closed, std::memory_order_relaxed);
   const uint64_t dropped = c.packets->stats().too_large - too_large_before;
   if (dropped > 0 && cfg_.type == SOCK_DGRAM) {
     // SOCK_DGRAM: datagrams too large are dropped, never cut short; reported
@@ -870,7 +874,9 @@ void ReaderEngine::on_readable_packets(Conn& c) {
     return;
   }
   if (res.status == RecvStatus::kError) {
-    if (c.packets->failed()) {
+    if (c.packets->fd_error()) {
+      close_conn(id, c.packets->fd_error());
+    } else if (c.packets->failed()) {
       close_conn(id, CoreError::plain("ERR_MESSAGE_TOO_LARGE", "peer sent a packet of " +
                                                                    std::to_string(c.packets->error_length()) +
                                                                    " bytes, above maxMessageSize " +

@@ -361,7 +361,42 @@ ssize_t WriterEngine::send_packets(uint32_t tail) {
     packets_.resize(kRun);
     packet_ends_.resize(kRun);
   }
-  const size_t n = ring_packets(cfg_.ring, cfg_.capacity, send_pos_, tail, packets_.data(), packet_ends_.data(), kRun);
+  uint32_t limit = tail;
+  if (!fds_.empty()) {
+    // A frame with descriptors goes alone, as one packet with them.
+    fds_.plan(send_pos_, tail, &plan_);
+    limit = plan_.limit;
+    if (plan_.count > 0) {
+      OutPacket one;
+      uint32_t end = 0;
+      if (ring_packets(cfg_.ring, cfg_.capacity, send_pos_, limit, &one, &end, 1) != 1) {
+        errno = EINVAL;
+        return -1;
+      }
+      msghdr msg{};
+      msg.msg_iov = one.iov;
+      msg.msg_iovlen = static_cast<size_t>(one.iovcnt);
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
+      msg.msg_control = control;
+      msg.msg_controllen = CMSG_SPACE(sizeof(int) * plan_.count);
+      cmsghdr* c = CMSG_FIRSTHDR(&msg);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof(int) * plan_.count);
+      std::memcpy(CMSG_DATA(c), plan_.fds, sizeof(int) * plan_.count);
+      const ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+      m_calls_.fetch_add(1, std::memory_order_relaxed);
+      if (n < 0) return -1;
+      fds_.mark_sent(send_pos_);
+      m_fds_sent_.fetch_add(static_cast<uint64_t>(plan_.count), std::memory_order_relaxed);
+      const uint32_t before = send_pos_;
+      send_pos_ = end;
+      last_progress_ms_ = now_ms();
+      publish_progress(send_pos_, 1, one.size());
+      return static_cast<ssize_t>(send_pos_ - before);
+    }
+  }
+  const size_t n = ring_packets(cfg_.ring, cfg_.capacity, send_pos_, limit, packets_.data(), packet_ends_.data(), kRun);
   if (n == 0) {
     errno = EINVAL;  // not a whole frame: cannot happen for published frames
     return -1;

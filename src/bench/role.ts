@@ -40,7 +40,7 @@ export interface RoleConfig {
   /** Latency: messages at the start that are not counted. */
   warmup?: number;
   /** uds-ipc: the socket type (default 'stream'). */
-  type?: 'stream' | 'seqpacket';
+  type?: 'stream' | 'seqpacket' | 'dgram';
 }
 
 /** Names this process in the lines fail() prints. */

@@ -23,7 +23,7 @@ import type { Connection } from '../batch';
 import { IpcError, invalidType } from '../errors';
 import { resolveSignalOptions, type SignalOptions } from '../options';
 import { putUvarint31, uvarintSize } from '../varint';
-import { resolveFds, splitFds, type WriteOptions } from '../writer/fds';
+import { closeFds, holdFds, resolveFds, splitFds, type WriteOptions } from '../writer/fds';
 
 /** What a connection needs of its Reader. */
 export interface ReplySink {
@@ -262,8 +262,14 @@ export class ReaderConnection implements Connection {
         return Promise.resolve();
       }
       const frame = encodeFrame(data, n, size);
-      return new Promise<void>((resolve, reject) => {
-        const w: Waiter = { frame, fds, resolve, reject, off: undefined };
+      // Its descriptors are taken now (the caller may close its own once
+      // send() returns); ours are closed once the frame is handed over, or
+      // the send fails.
+      const held = fds === undefined ? undefined : holdFds(fds);
+      return new Promise<void>((outerResolve, outerReject) => {
+        const resolve = held === undefined ? outerResolve : () => (closeFds(held), outerResolve());
+        const reject = held === undefined ? outerReject : (e: unknown) => (closeFds(held), outerReject(e));
+        const w: Waiter = { frame, fds: held, resolve, reject, off: undefined };
         if (signal) {
           const onAbort = (): void => {
             const i = this.#waiters.indexOf(w, this.#head);
@@ -384,7 +390,7 @@ export class ReaderConnection implements Connection {
         try {
           this.#sendWithFds(w.frame, w.fds, sink);
         } catch (e) {
-          w.reject(e); // a descriptor closed meanwhile: nothing was sent
+          w.reject(e); // no descriptor could be duplicated: nothing was sent
           continue;
         }
         w.resolve();

@@ -11,6 +11,8 @@
  * until the ring's SENT word passes that number.
  * @internal
  */
+import { closeSync } from 'node:fs';
+import { binding } from '../binding';
 import { fromNative, invalidArg, outOfRange } from '../errors';
 import { MAX_FDS_PER_MESSAGE } from '../options';
 
@@ -78,6 +80,31 @@ export function splitFds(options: unknown): { fds: Int32Array | undefined; rest:
   if (options === null || typeof options !== 'object' || !('fds' in options)) return { fds: undefined, rest: options };
   const { fds, ...rest } = options as WriteOptions & Record<string, unknown>;
   return { fds: resolveFds({ fds }), rest };
+}
+
+/**
+ * Dups of `fds`, taken now (for a send() that has to wait: the caller may
+ * close its own as soon as send() returns, as after write()). The caller
+ * of this closes them ({@link closeFds}) once the message is queued or the
+ * send fails.
+ */
+export function holdFds(fds: Int32Array): Int32Array {
+  try {
+    return binding().dupFds(fds);
+  } catch (e) {
+    throw fdError(e);
+  }
+}
+
+/** Closes descriptors this library holds (see {@link holdFds}). */
+export function closeFds(fds: ArrayLike<number>): void {
+  for (let i = 0; i < fds.length; i++) {
+    try {
+      closeSync(fds[i]);
+    } catch {
+      // closed already
+    }
+  }
 }
 
 /** An error of the native dup of `fds` as thrown to the caller: a TypeError for a descriptor that is not open. */

@@ -108,7 +108,7 @@ export interface ReconnectingInfo {
 /** Options of {@link Writer.flush}. */
 export type FlushOptions = SignalOptions;
 
-/** Options of {@link Writer.send}: `signal`, and `fds` as in `write()` (duplicated once the message is queued: keep them open until the promise resolves). */
+/** Options of {@link Writer.send}: `signal`, and `fds` as in `write()` (duplicated when `send()` is called: the caller may close its own at once). */
 export type SendOptions = SignalOptions & WriteOptions;
 
 /** The events of a {@link Writer} and their listener arguments. */
