@@ -379,6 +379,56 @@ describe("the writer's maxBufferedFds", () => {
   });
 });
 
+describe("send()s that exhaust the writer's own descriptor table", () => {
+  it('a burst of send()s with a descriptor each (none awaited) under a tight RLIMIT_NOFILE: those that cannot take theirs reject (EMFILE), the writer still connects, every send() settles and those that resolved are delivered', async () => {
+    // A send() that waits for room holds dups of its descriptors from the
+    // call on (so the caller may close its own), outside maxBufferedFds. A
+    // burst can fill the process's table with them: the writer must still
+    // get a socket to connect with, or nothing ever drains.
+    const path = tmpSocket();
+    const file = fileNear(path, 'b.txt', 'burst');
+    const N = 40;
+    const w = writerChild(path, { mode: 'burst', file, n: N, writer: { maxBufferedFds: 4, reconnect: FAST } });
+    await w.line((l) => l.event === 'ready', 'the writer ready');
+    const limit = (await restingFdCount(w.pid)) + 15;
+    execFileSync('prlimit', ['--pid', String(w.pid), `--nofile=${limit}:${limit}`]);
+    w.child.kill('SIGUSR1');
+    const burst = await w.line((l) => l.event === 'burst', 'the burst');
+    const tally = burst.tally as Record<string, number>;
+    // The table filled up: some could not take their descriptor, and said so by rejecting (not throwing).
+    expect(Object.keys(tally).filter((k) => k.startsWith('threw'))).toEqual([]);
+    expect(Object.keys(tally).filter((k) => k !== 'ok' && k !== 'pending').every((k) => k.endsWith('/24'))).toBe(true);
+    expect(tally.pending ?? 0).toBeGreaterThan(0);
+
+    const got: { data: string; contents: string[] }[] = [];
+    const reader = track(
+      new Reader(
+        path,
+        (b: Batch) => {
+          for (let i = 0; i < b.length; i++) {
+            const contents = b.takeFds(i).map((fd: number) => {
+              const buf = Buffer.alloc(16);
+              const n = fs.readSync(fd, buf, 0, 16, 0);
+              fs.closeSync(fd);
+              return buf.subarray(0, n).toString();
+            });
+            got.push({ data: b.at(i)!.toString(), contents });
+          }
+        },
+        { acceptFds: true },
+      ),
+    );
+    await reader.start();
+    const settled = await w.line((l) => l.event === 'settled', 'every send() settled (the writer connected and drained)', 15_000);
+    const ok = settled.ok as number[];
+    expect(ok.length).toBeGreaterThan(0);
+    await waitFor(() => got.length >= ok.length, 10_000, 'the messages of the send()s that resolved');
+    expect(got.map((g) => g.data)).toEqual(ok.map((i) => `b${i}`));
+    expect(got.every((g) => g.contents.length === 1 && g.contents[0] === 'burst')).toBe(true);
+    expect(w.exit).toBeUndefined();
+  });
+});
+
 describe('stop() with descriptors still held', () => {
   it("a writer stopped with frames queued (no reader) closes the dups it held: only the process's own descriptor of the file is left", async () => {
     const path = tmpSocket();
