@@ -1,0 +1,191 @@
+// File descriptors with replies (issue #19): a Reader's connection.write(data,
+// { fds }) / send() back to a Writer with onMessage. With acceptFds the
+// Writer's handler takes them (batch.takeFds); without it the connection is
+// replaced (ERR_UNEXPECTED_FDS) and nothing lands in the writer's descriptor
+// table. Argument checks as for writer.write().
+import { describe, it, expect } from 'vitest';
+import * as fs from 'node:fs';
+import { dirname, join } from 'node:path';
+import { Reader, Writer, type Batch, type Connection } from '../src/index';
+import { tmpSocket, waitFor, within, FAST, useTracking } from './helpers';
+
+const track = useTracking(500);
+
+function fileNear(path: string, name: string, content: string): string {
+  const f = join(dirname(path), name);
+  fs.writeFileSync(f, content);
+  return f;
+}
+
+/** Descriptors of this process that refer to `file` (/proc/self/fd links). */
+function fdsOnFile(file: string): number {
+  const real = fs.realpathSync(file);
+  let n = 0;
+  for (const e of fs.readdirSync('/proc/self/fd')) {
+    try {
+      if (fs.readlinkSync(`/proc/self/fd/${e}`) === real) n++;
+    } catch {
+      // the directory's own descriptor, closed by now
+    }
+  }
+  return n;
+}
+
+/** A Reader that answers each message "send-file" with a reply carrying `file` (opened and closed around write()). */
+async function fileServer(path: string, file: string): Promise<{ reader: Reader; conns: Connection[] }> {
+  const conns: Connection[] = [];
+  const reader = track(
+    new Reader(
+      path,
+      (b: Batch) => {
+        conns.push(b.connection);
+        for (const m of b) {
+          if (m.toString() !== 'send-file') continue;
+          const fd = fs.openSync(file, 'r');
+          try {
+            b.connection.write('here', { fds: [fd] });
+          } finally {
+            fs.closeSync(fd);
+          }
+        }
+      },
+      { onError: () => {} },
+    ),
+  );
+  await reader.start();
+  return { reader, conns };
+}
+
+describe('descriptors with replies', () => {
+  it('a Writer with onMessage and acceptFds takes them; the reader closed its own right after write()', async () => {
+    const path = tmpSocket();
+    const file = fileNear(path, 'r.txt', 'a reply with a file');
+    const { reader } = await fileServer(path, file);
+    const got: { data: string; contents: string[] }[] = [];
+    const w = track(
+      new Writer(path, {
+        reconnect: FAST,
+        acceptFds: true,
+        onMessage: (b: Batch) => {
+          for (let i = 0; i < b.length; i++) {
+            const contents = b.takeFds(i).map((fd: number) => {
+              const s = fs.readFileSync(fd, 'utf8');
+              fs.closeSync(fd);
+              return s;
+            });
+            got.push({ data: b.at(i)!.toString(), contents });
+          }
+        },
+      }),
+    ).start();
+    for (let i = 0; i < 3; i++) w.write('send-file');
+    await within(w.flush(), 'flush()');
+    await waitFor(() => got.length >= 3, 10_000, 'three replies');
+    expect(got).toEqual(new Array(3).fill({ data: 'here', contents: ['a reply with a file'] }));
+    expect(w.metrics().fdsReceived).toBe(3);
+    await waitFor(() => reader.metrics().fdsSent === 3, 10_000, "the reader's fdsSent").catch(() => {});
+    expect(reader.metrics().fdsSent).toBe(3);
+    expect(fdsOnFile(file)).toBe(0);
+  });
+
+  it('a Writer with onMessage but without acceptFds: ERR_UNEXPECTED_FDS, none of them in its table, the connection replaced and working', async () => {
+    const path = tmpSocket();
+    const file = fileNear(path, 'r.txt', 'unwanted reply');
+    const { conns } = await fileServer(path, file);
+    const replies: string[] = [];
+    const errors: { code?: string; context: string }[] = [];
+    const reasons: (string | undefined)[] = [];
+    const w = track(
+      new Writer(path, {
+        reconnect: FAST,
+        onMessage: (b: Batch) => {
+          for (const m of b) replies.push(m.toString());
+        },
+      }),
+    );
+    w.on('error', (e, context) => errors.push({ code: e.code, context }));
+    w.on('disconnect', (why) => reasons.push(why?.code));
+    w.start();
+    w.write('send-file');
+    await waitFor(() => reasons.length >= 1, 10_000, "the writer's disconnect");
+    expect(reasons[0]).toBe('ERR_UNEXPECTED_FDS');
+    expect(errors).toContainEqual({ code: 'ERR_UNEXPECTED_FDS', context: 'connection' });
+    expect(fdsOnFile(file)).toBe(0);
+    expect(replies).toEqual([]);
+    expect(w.metrics().fdsRefused).toBeGreaterThanOrEqual(1);
+    // Replaced: the writer reconnects and goes on.
+    w.write('hello again');
+    await within(w.flush(), 'flush()');
+    await waitFor(() => conns.some((c) => c.id !== conns[0].id), 10_000, 'a new connection');
+  });
+
+  it('connection.write() checks fds as writer.write() does: ERR_INVALID_ARG_TYPE / ERR_INVALID_ARG_VALUE / ERR_OUT_OF_RANGE, nothing sent', async () => {
+    const path = tmpSocket();
+    const file = fileNear(path, 'v.txt', 'validation');
+    const results: { what: string; name?: string; code?: string; returned?: unknown }[] = [];
+    let conn: Connection | undefined;
+    const reader = track(
+      new Reader(path, (b: Batch) => {
+        conn = b.connection;
+      }),
+    );
+    await reader.start();
+    const replies: string[] = [];
+    const w = track(
+      new Writer(path, {
+        reconnect: FAST,
+        acceptFds: true,
+        onMessage: (b: Batch) => {
+          for (let i = 0; i < b.length; i++) {
+            for (const fd of b.takeFds(i)) fs.closeSync(fd);
+            replies.push(b.at(i)!.toString());
+          }
+        },
+      }),
+    ).start();
+    w.write('hi');
+    await waitFor(() => conn !== undefined, 10_000, 'the connection');
+    const fd = fs.openSync(file, 'r');
+    const closed = fs.openSync(file, 'r');
+    fs.closeSync(closed);
+    try {
+      const cases: [string, unknown][] = [
+        ['not an array', 3],
+        ['a string element', ['3']],
+        ['a closed descriptor', [closed]],
+        ['a negative number', [-1]],
+        ['254 descriptors', new Array(254).fill(fd)],
+      ];
+      for (const [what, fds] of cases) {
+        try {
+          results.push({ what, returned: conn!.write(`bad: ${what}`, { fds } as never) });
+        } catch (e) {
+          results.push({ what, name: (e as Error).name, code: (e as { code?: string }).code });
+        }
+      }
+      expect(results).toEqual([
+        { what: 'not an array', name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' },
+        { what: 'a string element', name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' },
+        { what: 'a closed descriptor', name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE' },
+        { what: 'a negative number', name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE' },
+        { what: '254 descriptors', name: 'RangeError', code: 'ERR_OUT_OF_RANGE' },
+      ]);
+      // An open descriptor, then a closed one whose number a dup of the first would take.
+      const closed2 = fs.openSync(file, 'r');
+      fs.closeSync(closed2);
+      let mixed: unknown;
+      try {
+        mixed = conn!.write('mixed', { fds: [fd, closed2] });
+      } catch (e) {
+        mixed = (e as { code?: string }).code;
+      }
+      expect(mixed).toBe('ERR_INVALID_ARG_VALUE');
+      expect(conn!.write('fine', { fds: [fd] })).toBe(true);
+      await waitFor(() => replies.length >= 1, 10_000, 'the good reply');
+      expect(replies).toEqual(['fine']);
+      expect(fdsOnFile(file)).toBe(1); // `fd` only
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+});
