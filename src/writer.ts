@@ -24,7 +24,7 @@ import { createWritable, kTryQueue, type WritableOptions } from './stream';
 import * as callerData from './writer/caller-data';
 import { WriterInbox, type ReceivingWriterHandle } from './writer/inbox';
 import { WriterConnection } from './writer/connection';
-import { closeFds, fdError, FdLedger, holdFds, resolveFds, splitFds, type WriteOptions } from './writer/fds';
+import { fdError, FdLedger, resolveFds, splitFds, WaitingFds, type WriteOptions } from './writer/fds';
 import {
   splitReceiveOptions,
   WRITER_RECEIVE_METRICS,
@@ -123,7 +123,7 @@ export class Writer extends EventEmitter {
   readonly #ring: RingProducer<Waiter>;
   readonly #maxMessage: number;
   #fdLedger: FdLedger | undefined; // descriptors held for unsent messages (made on first use)
-  #waitingFds = 0; // dups held by send()s waiting for room (at most maxBufferedFds)
+  readonly #waitingFds = new WaitingFds(); // dups held by send()s waiting for room (at most maxBufferedFds)
   readonly #event: Protocol['event']; // tags and layout of the handle's events
   #state: State = 'idle';
   #written = 0;
@@ -318,20 +318,12 @@ export class Writer extends EventEmitter {
       // fill the process's descriptor table, or the writer could not even
       // connect): beyond it, a send() takes its descriptors when its message
       // is queued, and the caller must keep them open until then.
-      const hold = fds !== undefined && this.#waitingFds + fds.length <= this.#opts.maxBufferedFds;
-      const held = hold ? holdFds(fds) : undefined;
-      const release = (): void => {
-        if (held === undefined) return;
-        this.#waitingFds -= held.length;
-        closeFds(held);
-      };
-      if (held !== undefined) this.#waitingFds += held.length;
+      const held = this.#waitingFds.take(fds, this.#opts.maxBufferedFds);
       return new Promise<void>((outerResolve, outerReject) => {
-        const resolve = held === undefined ? outerResolve : () => (release(), outerResolve());
-        const reject = held === undefined ? outerReject : (e: Error) => (release(), outerReject(e));
+        const resolve = (): void => (held.release(), outerResolve());
+        const reject = (e: Error): void => (held.release(), outerReject(e));
         // A copy of the real bytes (write() or messageLength() checked the type).
-        const write: WriteOptions | undefined =
-          fds === undefined ? undefined : { fds: Array.from(held ?? fds) };
+        const write: WriteOptions | undefined = held.fds === undefined ? undefined : { fds: Array.from(held.fds) };
         const s: PendingSend = { data: typeof data === 'string' ? data : copyBytes(data), write, resolve, reject };
         if (signal) {
           const off = this.#aborts.add(signal, () => {

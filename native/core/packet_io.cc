@@ -439,20 +439,7 @@ int set_passcred(int fd, bool on) {
   return ::setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &v, sizeof(v)) == 0 ? 0 : errno;
 }
 
-int connect_packet(const std::string& path, int type, UniqueFd* out) {
-  sockaddr_un addr;
-  socklen_t len;
-  if (!make_address(path, &addr, &len)) return ENAMETOOLONG;
-  UniqueFd fd(::socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return errno;
-  int r;
-  do {
-    r = ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), len);
-  } while (r != 0 && errno == EINTR);
-  if (r != 0) return errno;
-  *out = std::move(fd);
-  return 0;
-}
+int connect_packet(const std::string& path, int type, UniqueFd* out) { return connect_unix(path, out, type); }
 
 AddressProbe probe_packet_address(const std::string& path, int type) {
   UniqueFd probe;

@@ -69,6 +69,20 @@ void ReaderEngine::start() {
   thread_ = std::thread([this] { run(); });
 }
 
+// A PacketReceiver of the engine's type, on its slab and offsets pools and
+// its one arena (made on first use).
+PacketReceiverConfig ReaderEngine::packet_config() {
+  if (!arena_) arena_ = PacketArena::make(cfg_.assembler.max_message_size);
+  PacketReceiverConfig pc;
+  pc.type = cfg_.type;
+  pc.max_message_size = cfg_.assembler.max_message_size;
+  pc.slab_size = cfg_.assembler.slab_size;
+  pc.pool = pool_.p;
+  pc.offsets_pool = &offsets_pool_;
+  pc.arena = arena_.get();
+  return pc;
+}
+
 bool ReaderEngine::allowed(int uid, int gid) const {
   if (cfg_.allow_uids.empty() && cfg_.allow_gids.empty()) return true;
   // Ids compared as the kernel's unsigned uid_t/gid_t (an unknown id reads as
@@ -89,14 +103,7 @@ void ReaderEngine::open_dgram() {
   UniqueFd fd(::fcntl(cfg_.listen_fd.get(), F_DUPFD_CLOEXEC, 0));
   const uint32_t id = next_id_++;
   auto conn = std::make_unique<Conn>(id, std::move(fd), cfg_.assembler, &reply_stats_);
-  arena_ = PacketArena::make(cfg_.assembler.max_message_size);
-  PacketReceiverConfig pc;
-  pc.type = SOCK_DGRAM;
-  pc.max_message_size = cfg_.assembler.max_message_size;
-  pc.slab_size = cfg_.assembler.slab_size;
-  pc.pool = pool_.p;
-  pc.offsets_pool = &offsets_pool_;
-  pc.arena = arena_.get();
+  PacketReceiverConfig pc = packet_config();
   const bool filter = !cfg_.allow_uids.empty() || !cfg_.allow_gids.empty();
   pc.credentials = cfg_.dgram_credentials || filter;
   if (filter) {
@@ -767,14 +774,7 @@ bool ReaderEngine::accept_all() {
     }
     auto conn = std::make_unique<Conn>(id, UniqueFd(fd), cfg_.assembler, &reply_stats_);
     if (cfg_.type == SOCK_SEQPACKET) {
-      if (!arena_) arena_ = PacketArena::make(cfg_.assembler.max_message_size);
-      PacketReceiverConfig pc;
-      pc.type = SOCK_SEQPACKET;
-      pc.max_message_size = cfg_.assembler.max_message_size;
-      pc.slab_size = cfg_.assembler.slab_size;
-      pc.pool = pool_.p;
-      pc.offsets_pool = &offsets_pool_;
-      pc.arena = arena_.get();
+      PacketReceiverConfig pc = packet_config();
       pc.accept_fds = cfg_.accept_fds;
       conn->packets = std::make_unique<PacketReceiver>(pc);
       if (CoreError e = conn->packets->attach(fd)) {

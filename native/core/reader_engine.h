@@ -239,6 +239,7 @@ class ReaderEngine {
   void on_readable(Conn& c);
   void on_readable_packets(Conn& c);  // SOCK_SEQPACKET and SOCK_DGRAM
   void open_dgram();                  // SOCK_DGRAM: the bound socket as connection 1
+  PacketReceiverConfig packet_config();  // IO thread (or owner before start)
   bool allowed(int uid, int gid) const;  // allow_uids / allow_gids (true when both are empty)
   // Hands one batch over (charging it); counts its messages into *frames.
   void deliver(Conn& c, Batch&& b, uint64_t* frames);

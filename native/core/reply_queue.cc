@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "socket_util.h"
+
 namespace udsipc {
 
 ReplyQueue::Offer ReplyQueue::offer(const uint8_t* data, size_t len, int64_t now_ms, std::vector<UniqueFd>* fds) {
@@ -102,15 +104,7 @@ size_t ReplyQueue::send_locked(int64_t now_ms) {
     msg.msg_iov = iov;
     msg.msg_iovlen = static_cast<size_t>(cnt);
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * protocol::limits::kMaxFdsPerMessage)];
-    if (with_fds && plan_.count > 0) {
-      msg.msg_control = control;
-      msg.msg_controllen = CMSG_SPACE(sizeof(int) * plan_.count);
-      cmsghdr* c = CMSG_FIRSTHDR(&msg);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int) * plan_.count);
-      std::memcpy(CMSG_DATA(c), plan_.fds, sizeof(int) * plan_.count);
-    }
+    if (with_fds && plan_.count > 0) put_rights(&msg, control, plan_.fds, plan_.count);
     const ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     stats_->send_calls.fetch_add(1, std::memory_order_relaxed);
     if (n < 0) {

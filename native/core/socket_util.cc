@@ -578,5 +578,14 @@ ssize_t recv_with_fds(int fd, uint8_t* p, size_t len, bool accept, std::vector<U
   return n;
 }
 
-}  // namespace udsipc
+void put_rights(msghdr* msg, char* control, const int* fds, int count) {
+  msg->msg_control = control;
+  msg->msg_controllen = CMSG_SPACE(sizeof(int) * count);
+  cmsghdr* c = CMSG_FIRSTHDR(msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * count);
+  std::memcpy(CMSG_DATA(c), fds, sizeof(int) * count);
+}
 
+}  // namespace udsipc

@@ -115,6 +115,11 @@ std::string bound_path(int fd);
 // Descriptors with messages (SCM_RIGHTS).
 using protocol::limits::kMaxFdsPerMessage;
 
+// Control data to send `count` descriptors with a message (SCM_RIGHTS):
+// fills `control` (at least CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)
+// bytes, aligned for cmsghdr) and points msg at it.
+void put_rights(msghdr* msg, char* control, const int* fds, int count);
+
 // Appends every SCM_RIGHTS descriptor of a received message to *out (owned
 // from now on, so closed if dropped); other control messages are ignored.
 void take_rights(msghdr* msg, std::vector<UniqueFd>* out);

@@ -321,15 +321,7 @@ ssize_t WriterEngine::send_once(uint32_t tail, const Appended* upto) {
   msg.msg_iov = iov;
   msg.msg_iovlen = iovcnt;
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
-  if (plan && plan->count > 0) {
-    msg.msg_control = control;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * plan->count);
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * plan->count);
-    std::memcpy(CMSG_DATA(c), plan->fds, sizeof(int) * plan->count);
-  }
+  if (plan && plan->count > 0) put_rights(&msg, control, plan->fds, plan->count);
   const ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
   m_calls_.fetch_add(1, std::memory_order_relaxed);
   if (n > 0) {
@@ -383,13 +375,7 @@ ssize_t WriterEngine::send_packets(uint32_t tail) {
       msg.msg_iov = one.iov;
       msg.msg_iovlen = static_cast<size_t>(one.iovcnt);
       alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
-      msg.msg_control = control;
-      msg.msg_controllen = CMSG_SPACE(sizeof(int) * plan_.count);
-      cmsghdr* c = CMSG_FIRSTHDR(&msg);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int) * plan_.count);
-      std::memcpy(CMSG_DATA(c), plan_.fds, sizeof(int) * plan_.count);
+      put_rights(&msg, control, plan_.fds, plan_.count);
       const ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
       m_calls_.fetch_add(1, std::memory_order_relaxed);
       if (n < 0) return -1;

@@ -23,7 +23,7 @@ import type { Connection } from '../batch';
 import { IpcError, invalidType } from '../errors';
 import { resolveSignalOptions, type SignalOptions } from '../options';
 import { putUvarint31, uvarintSize } from '../varint';
-import { closeFds, holdFds, resolveFds, splitFds, type WriteOptions } from '../writer/fds';
+import { resolveFds, splitFds, WaitingFds, type WriteOptions } from '../writer/fds';
 
 /** What a connection needs of its Reader. */
 export interface ReplySink {
@@ -116,7 +116,7 @@ export class ReaderConnection implements Connection {
   #head = 0; // first live waiter
   #flushed: Array<() => void> = []; // whenFlushed() callers
   #fdsQueued = 0; // descriptors sent with frames still in the native queue (0 once it is seen empty)
-  #waitingFds = 0; // dups held by send()s waiting for room (at most maxReplyFds)
+  readonly #waitingFds = new WaitingFds(); // dups held by send()s waiting for room (at most maxReplyFds)
 
   /** @internal */
   constructor(id: number, pid: number, uid: number, gid: number, sink: ReplySink | undefined) {
@@ -268,18 +268,11 @@ export class ReaderConnection implements Connection {
       // the send fails.
       // (Bounded by maxReplyFds as the Writer's by maxBufferedFds: beyond
       // it, the descriptors are taken when the frame is handed over.)
-      const hold = fds !== undefined && this.#waitingFds + fds.length <= sink.maxReplyFds;
-      const held = hold ? holdFds(fds) : undefined;
-      const release = (): void => {
-        if (held === undefined) return;
-        this.#waitingFds -= held.length;
-        closeFds(held);
-      };
-      if (held !== undefined) this.#waitingFds += held.length;
+      const held = this.#waitingFds.take(fds, sink.maxReplyFds);
       return new Promise<void>((outerResolve, outerReject) => {
-        const resolve = held === undefined ? outerResolve : () => (release(), outerResolve());
-        const reject = held === undefined ? outerReject : (e: unknown) => (release(), outerReject(e));
-        const w: Waiter = { frame, fds: held ?? fds, resolve, reject, off: undefined };
+        const resolve = (): void => (held.release(), outerResolve());
+        const reject = (e: unknown): void => (held.release(), outerReject(e));
+        const w: Waiter = { frame, fds: held.fds, resolve, reject, off: undefined };
         if (signal) {
           const onAbort = (): void => {
             const i = this.#waiters.indexOf(w, this.#head);

@@ -96,6 +96,37 @@ export function holdFds(fds: Int32Array): Int32Array {
   }
 }
 
+/**
+ * The dups taken by send()s that wait for room, bounded: a burst of them
+ * must not fill the process's descriptor table (the Writer could then not
+ * even connect to drain them). {@link WaitingFds.take} dups a send()'s
+ * descriptors while the total stays within `max`; beyond it the send() keeps
+ * the caller's numbers (taken when its message is queued).
+ */
+export class WaitingFds {
+  #held = 0;
+
+  /**
+   * The descriptors a waiting send() should use, and what to call once it
+   * settles (closes the dups it took, if any).
+   */
+  take(fds: Int32Array | undefined, max: number): { fds: Int32Array | undefined; release: () => void } {
+    if (fds === undefined || this.#held + fds.length > max) return { fds, release: () => {} };
+    const held = holdFds(fds);
+    this.#held += held.length;
+    let done = false;
+    return {
+      fds: held,
+      release: () => {
+        if (done) return;
+        done = true;
+        this.#held -= held.length;
+        closeFds(held);
+      },
+    };
+  }
+}
+
 /** Closes descriptors this library holds (see {@link holdFds}). */
 export function closeFds(fds: ArrayLike<number>): void {
   for (let i = 0; i < fds.length; i++) {
