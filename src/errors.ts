@@ -57,6 +57,8 @@ export const ErrorCodes = {
   ERR_UNEXPECTED_FDS: 'ERR_UNEXPECTED_FDS',
   /** File descriptors sent with a message did not all arrive (RLIMIT_NOFILE reached, or more than fit); the connection was closed. */
   ERR_FDS_TRUNCATED: 'ERR_FDS_TRUNCATED',
+  /** A send() with descriptors that would have to wait while waiting send()s already hold maxBufferedFds (maxPendingFds on a reader connection) duplicates. */
+  ERR_FDS_LIMIT: 'ERR_FDS_LIMIT',
 } as const;
 
 /** One of the stable codes of {@link ErrorCodes}. */

@@ -287,6 +287,29 @@ describe('send() waiting for room', () => {
   });
 });
 
+describe('send()s waiting with descriptors are bounded', () => {
+  it('a send() that would wait while the waiting sends hold maxBufferedFds dups rejects with ERR_FDS_LIMIT (it never reads the number later)', async () => {
+    const path = tmpSocket();
+    const a = fileNear(path, 'a.txt', 'AAAA the file that was passed');
+    const w = track(new Writer(path, { reconnect: FAST, maxBufferedFds: 1 })).start();
+    const fd = fs.openSync(a, 'r');
+    try {
+      expect(w.write('first', { fds: [fd] })).toBe(true); // holds the one dup allowed
+      const second = w.send('second', { fds: [fd] }); // waits, holding its own dup (alone it may)
+      await expect(w.send('third', { fds: [fd] })).rejects.toMatchObject({ code: 'ERR_FDS_LIMIT' });
+      // Without descriptors a send() still waits in line as usual.
+      const plain = w.send('plain');
+      const { got } = await localReader(path);
+      await within(Promise.all([second, plain]), 'the waiting sends');
+      await within(w.flush(), 'flush()');
+      await waitFor(() => got.length >= 3, 10_000, 'the messages');
+      expect(got.map((g) => g.data)).toEqual(['first', 'second', 'plain']);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+});
+
 describe('argument validation', () => {
   it('fds must be an array of descriptors: TypeError ERR_INVALID_ARG_TYPE / ERR_INVALID_ARG_VALUE, nothing queued, no descriptor leaked', async () => {
     const path = tmpSocket();

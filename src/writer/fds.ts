@@ -13,7 +13,7 @@
  */
 import { closeSync } from 'node:fs';
 import { binding } from '../binding';
-import { fromNative, invalidArg, outOfRange } from '../errors';
+import { fromNative, invalidArg, IpcError, outOfRange } from '../errors';
 import { MAX_FDS_PER_MESSAGE } from '../options';
 
 /** What `fds` may hold: a descriptor number, or an object with an integer `fd` (e.g. `fs.promises.FileHandle`). */
@@ -100,8 +100,9 @@ export function holdFds(fds: Int32Array): Int32Array {
  * The dups taken by send()s that wait for room, bounded: a burst of them
  * must not fill the process's descriptor table (the Writer could then not
  * even connect to drain them). {@link WaitingFds.take} dups a send()'s
- * descriptors while the total stays within `max`; beyond it the send() keeps
- * the caller's numbers (taken when its message is queued).
+ * descriptors while the total stays within `max` (one send() alone may pass
+ * it); beyond it the send() is refused (`ERR_FDS_LIMIT`): using the caller's
+ * numbers later could send whatever reuses them.
  */
 export class WaitingFds {
   #held = 0;
@@ -109,9 +110,16 @@ export class WaitingFds {
   /**
    * The descriptors a waiting send() should use, and what to call once it
    * settles (closes the dups it took, if any).
+   * @throws IpcError `ERR_FDS_LIMIT` when the waiting send()s already hold `max`.
    */
   take(fds: Int32Array | undefined, max: number): { fds: Int32Array | undefined; release: () => void } {
-    if (fds === undefined || this.#held + fds.length > max) return { fds, release: () => {} };
+    if (fds === undefined) return { fds, release: () => {} };
+    if (this.#held !== 0 && this.#held + fds.length > max) {
+      throw new IpcError(
+        'ERR_FDS_LIMIT',
+        `send() with ${fds.length} descriptor(s) would wait while waiting sends already hold ${this.#held} duplicates (the limit is ${max}); await earlier sends first, or raise the limit`,
+      );
+    }
     const held = holdFds(fds);
     this.#held += held.length;
     let done = false;
