@@ -13,17 +13,13 @@ import { describe, it, expect, afterEach } from 'vitest';
 import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { Reader, Writer, type Batch } from '../src/index';
 import { tmpSocket, waitFor, within, steady, FIXTURES, FAST, Proc, PYTHON, killChildren, useTracking, type Line } from './helpers';
+import { fdCount, fileNear, metricsOf } from './fd-helpers';
 
 const track = useTracking(500);
 afterEach(() => killChildren());
-
-/** Entries of /proc/<pid>/fd. */
-function fdCount(pid: number): number {
-  return fs.readdirSync(`/proc/${pid}/fd`).length;
-}
 
 /**
  * The smallest of three readings a few ms apart: a Writer's connect attempt
@@ -60,16 +56,6 @@ function writerChild(path: string, cfg: object): Proc {
   return new Proc(process.execPath, [join(FIXTURES, 'fd-writer.js'), path, JSON.stringify(cfg)]);
 }
 
-/** Asks a fixture for its metrics (SIGUSR2) and returns the next 'metrics' line. */
-async function metricsOf(p: Proc): Promise<Line> {
-  const before = p.all((l) => l.event === 'metrics').length;
-  p.child.kill('SIGUSR2');
-  await waitFor(() => p.all((l) => l.event === 'metrics').length > before || !!p.exit, 10_000, 'a metrics line');
-  const m = p.all((l) => l.event === 'metrics')[before];
-  if (!m) throw new Error(`no metrics: child exited ${JSON.stringify(p.exit)}; stderr: ${p.stderr}`);
-  return m;
-}
-
 /** Polls metricsOf() until `pred(line)` holds (or the deadline passes: then returns the last, for the assertion to show). */
 async function metricsUntil(p: Proc, pred: (line: Line) => boolean, timeoutMs = 10_000): Promise<Line> {
   const end = Date.now() + timeoutMs;
@@ -78,12 +64,6 @@ async function metricsUntil(p: Proc, pred: (line: Line) => boolean, timeoutMs = 
     if (pred(m) || Date.now() > end) return m;
     await new Promise((r) => setTimeout(r, 20));
   }
-}
-
-function fileNear(path: string, name: string, content: string | Buffer): string {
-  const f = join(dirname(path), name);
-  fs.writeFileSync(f, content);
-  return f;
 }
 
 function seqMessage(seq: number): Buffer {

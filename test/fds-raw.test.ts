@@ -18,36 +18,11 @@ import * as fs from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Writer, type Batch } from '../src/index';
 import { tmpSocket, waitFor, within, FIXTURES, FAST, Proc, PYTHON, killChildren, useTracking, type Line } from './helpers';
+import { fdCount, fileNear, metricsOf, readerChild } from './fd-helpers';
 
 const PEER = join(FIXTURES, 'fd_peer.py');
 const track = useTracking(500);
 afterEach(() => killChildren());
-
-function fdCount(pid: number): number {
-  return fs.readdirSync(`/proc/${pid}/fd`).length;
-}
-
-async function readerChild(path: string, cfg: object): Promise<Proc> {
-  const p = new Proc(process.execPath, [join(FIXTURES, 'fd-reader.js'), path, JSON.stringify(cfg)]);
-  await p.line((l) => l.event === 'listening', 'the fd-reader child listening');
-  return p;
-}
-
-/** Asks a fixture for its metrics (SIGUSR2) and returns the next 'metrics' line. */
-async function metricsOf(p: Proc): Promise<Line> {
-  const before = p.all((l) => l.event === 'metrics').length;
-  p.child.kill('SIGUSR2');
-  await waitFor(() => p.all((l) => l.event === 'metrics').length > before || !!p.exit, 10_000, 'a metrics line');
-  const m = p.all((l) => l.event === 'metrics')[before];
-  if (!m) throw new Error(`no metrics: child exited ${JSON.stringify(p.exit)}; stderr: ${p.stderr}`);
-  return m;
-}
-
-function fileNear(path: string, name: string, content: string): string {
-  const f = join(dirname(path), name);
-  fs.writeFileSync(f, content);
-  return f;
-}
 
 /** A uvarint (LEB128) length prefix. */
 function uvarint(n: number): Buffer {

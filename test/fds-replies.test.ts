@@ -5,31 +5,11 @@
 // table. Argument checks as for writer.write().
 import { describe, it, expect } from 'vitest';
 import * as fs from 'node:fs';
-import { dirname, join } from 'node:path';
 import { Reader, Writer, type Batch, type Connection } from '../src/index';
 import { tmpSocket, waitFor, within, FAST, useTracking } from './helpers';
+import { fdsOnFile, fileNear } from './fd-helpers';
 
 const track = useTracking(500);
-
-function fileNear(path: string, name: string, content: string): string {
-  const f = join(dirname(path), name);
-  fs.writeFileSync(f, content);
-  return f;
-}
-
-/** Descriptors of this process that refer to `file` (/proc/self/fd links). */
-function fdsOnFile(file: string): number {
-  const real = fs.realpathSync(file);
-  let n = 0;
-  for (const e of fs.readdirSync('/proc/self/fd')) {
-    try {
-      if (fs.readlinkSync(`/proc/self/fd/${e}`) === real) n++;
-    } catch {
-      // the directory's own descriptor, closed by now
-    }
-  }
-  return n;
-}
 
 /** A Reader that answers each message "send-file" with a reply carrying `file` (opened and closed around write()). */
 async function fileServer(path: string, file: string): Promise<{ reader: Reader; conns: Connection[] }> {

@@ -12,52 +12,13 @@
 import { describe, it, expect, afterEach } from 'vitest';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { Reader, Writer, type Batch } from '../src/index';
 import { tmpSocket, waitFor, within, FIXTURES, FAST, Proc, killChildren, useTracking, type Line } from './helpers';
+import { fdCount, fdsOnFile, fileNear, metricsOf, readerChild } from './fd-helpers';
 
 const track = useTracking(500);
 afterEach(() => killChildren());
-
-/** Entries of /proc/<pid>/fd (for 'self': this process, the directory being read included). */
-function fdCount(pid: number | 'self'): number {
-  return fs.readdirSync(`/proc/${pid}/fd`).length;
-}
-
-/**
- * Descriptors of this process that refer to `file` (/proc/self/fd links): in
- * this process other descriptors come and go (the test runner's), these only
- * by what the test and the library do.
- */
-function fdsOnFile(file: string): number {
-  const real = fs.realpathSync(file);
-  let n = 0;
-  for (const e of fs.readdirSync('/proc/self/fd')) {
-    try {
-      if (fs.readlinkSync(`/proc/self/fd/${e}`) === real) n++;
-    } catch {
-      // the directory's own descriptor, closed by now
-    }
-  }
-  return n;
-}
-
-/** fd-reader.js as a child. */
-async function readerChild(path: string, cfg: object): Promise<Proc> {
-  const p = new Proc(process.execPath, [join(FIXTURES, 'fd-reader.js'), path, JSON.stringify(cfg)]);
-  await p.line((l) => l.event === 'listening', 'the fd-reader child listening');
-  return p;
-}
-
-/** Asks a fixture for its metrics (SIGUSR2) and returns the next 'metrics' line. */
-async function metricsOf(p: Proc): Promise<Line> {
-  const before = p.all((l) => l.event === 'metrics').length;
-  p.child.kill('SIGUSR2');
-  await waitFor(() => p.all((l) => l.event === 'metrics').length > before || !!p.exit, 10_000, 'a metrics line');
-  const m = p.all((l) => l.event === 'metrics')[before];
-  if (!m) throw new Error(`no metrics: child exited ${JSON.stringify(p.exit)}; stderr: ${p.stderr}`);
-  return m;
-}
 
 /** Polls metricsOf() until `pred(metrics)` holds (or 10 s pass: then returns the last, for the assertion to show). */
 async function metricsUntil(p: Proc, pred: (m: Line) => boolean, timeoutMs = 10_000): Promise<Line> {
@@ -67,13 +28,6 @@ async function metricsUntil(p: Proc, pred: (m: Line) => boolean, timeoutMs = 10_
     if (pred(m.metrics) || Date.now() > end) return m;
     await new Promise((r) => setTimeout(r, 20));
   }
-}
-
-/** A file with `content` next to the socket (removed with its temp directory). */
-function fileNear(path: string, name: string, content: string): string {
-  const f = join(dirname(path), name);
-  fs.writeFileSync(f, content);
-  return f;
 }
 
 /** The error `fn` throws (fails if it does not throw). */
