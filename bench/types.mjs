@@ -15,6 +15,7 @@
 // markers (unless --no-readme). Needs `npm run build:ts` (npm run
 // bench:types does it).
 import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -64,6 +65,24 @@ async function udsRun(type, size, tmp, k) {
   return r.reader.msgsPerSec;
 }
 
+// The `unix-dgram` npm package (bench/unix-dgram-role.mjs), as a user would
+// use it for datagrams today; undefined when it is not installed.
+async function unixDgramRun(size, tmp, k) {
+  const p = path.join(tmp, `unix-dgram-${size}-${k}.sock`);
+  const args = (role) => [process.execPath, [path.join(here, 'unix-dgram-role.mjs'), JSON.stringify({ role, path: p, size, count })]];
+  const r = await harness.runPair({ reader: args('reader'), writer: args('writer'), cwd: root, timeoutMs: 300_000 });
+  return r.reader.msgsPerSec;
+}
+
+function haveUnixDgram() {
+  try {
+    createRequire(import.meta.url).resolve('unix-dgram');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function rawStreamRun(bin, size, tmp, k) {
   const p = path.join(tmp, `raw-${size}-${k}.sock`);
   const args = (role) => [bin, [role, '--path', p, '--count', String(count), '--size', String(size)]];
@@ -97,7 +116,9 @@ function readQlen() {
 
 const bins = build();
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'uds-types-'));
-const cases = ['uds-ipc stream', 'uds-ipc seqpacket', 'uds-ipc dgram', 'raw stream', 'raw seqpacket', 'raw dgram'];
+const withUnixDgram = haveUnixDgram();
+if (!withUnixDgram) log('unix-dgram is not installed (npm ci installs it as a dev dependency): its column stays empty');
+const cases = ['uds-ipc stream', 'uds-ipc seqpacket', 'uds-ipc dgram', 'raw stream', 'raw seqpacket', 'raw dgram', ...(withUnixDgram ? ['unix-dgram'] : [])];
 const results = {}; // size -> case -> rates
 try {
   for (const size of sizes) {
@@ -110,6 +131,7 @@ try {
       r['raw stream'].push(await rawStreamRun(bins.rawLimit, size, tmp, k));
       r['raw seqpacket'].push(rawPacketRun(bins.rawPacket, size));
       r['raw dgram'].push(rawPacketRun(bins.rawPacket, size, 'dgram'));
+      if (withUnixDgram) r['unix-dgram'].push(await unixDgramRun(size, tmp, k));
       log(`size ${size} round ${k + 1}/${runs}: ${cases.map((c) => `${c} ${Math.round(r[c][k]).toLocaleString('en-US')}`).join(', ')}`);
     }
   }
@@ -126,7 +148,8 @@ for (const size of sizes) {
   for (const t of ['stream', 'seqpacket', 'dgram']) {
     const u = m[`uds-ipc ${t}`];
     const raw = m[`raw ${t}`];
-    rows.push(`| ${t} | ${size} B | ${fmt(u)} (${spread(`uds-ipc ${t}`)}) | ${fmt(raw)} (${spread(`raw ${t}`)}) | ${(u / raw).toFixed(2)} |`);
+    const ud = t === 'dgram' && withUnixDgram ? `${fmt(m['unix-dgram'])} (${spread('unix-dgram')}) | ${(u / m['unix-dgram']).toFixed(2)}` : '– | –';
+    rows.push(`| ${t} | ${size} B | ${fmt(u)} (${spread(`uds-ipc ${t}`)}) | ${fmt(raw)} (${spread(`raw ${t}`)}) | ${(u / raw).toFixed(2)} | ${ud} |`);
   }
 }
 const body = [
@@ -140,8 +163,11 @@ const body = [
   `(\`sendmmsg\`/\`recvmmsg\`, 64 per call; per round the better of its blocking and poll modes). dgram: a bound reader, one connected writer;`,
   `net.unix.max_dgram_qlen is ${readQlen()} here (the reader's queue holds that many datagrams, plus one).`,
   '',
-  '| type | size | uds-ipc | raw | ratio |',
-  '|---|---|---|---|---|',
+  'unix-dgram: the `unix-dgram` npm package (bench/unix-dgram-role.mjs: one datagram per `send()`, waiting for',
+  "'writable' on congestion; one listener call per datagram), the usual choice for Unix datagrams in Node.",
+  '',
+  '| type | size | uds-ipc | raw | uds-ipc / raw | unix-dgram | uds-ipc / unix-dgram |',
+  '|---|---|---|---|---|---|---|',
   ...rows,
 ].join('\n');
 console.log(body);

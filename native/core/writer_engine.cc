@@ -749,6 +749,7 @@ void WriterEngine::disconnect(const CoreError& why, Drop mode) {
   // announced (kConnect), so it ends without a kDisconnect.
   const bool announced = !cfg_.acked || greeted_;
   greeted_ = false;
+  ack_target_ = acked_seq_;  // an acknowledgement not applied goes with the connection that sent it
   ctl_fill_ = 0;
   if (announced) {
     m_connected_.store(false);
@@ -1088,6 +1089,7 @@ void WriterEngine::on_greeting() {
   }
   greeted_ = true;
   send_pos_ = ack_head_;
+  ack_target_ = acked_seq_;  // what an earlier connection claimed beyond this is forgotten
   fds_.reset();
   m_resent_.fetch_add(unacked_sent, std::memory_order_relaxed);
   conn_id_ = static_cast<uint32_t>(m_connects_.fetch_add(1, std::memory_order_relaxed) + 1);
