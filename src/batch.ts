@@ -24,6 +24,10 @@ export interface Connection {
   readonly gid: number;
   /** False once this connection is closed: `write()` then throws and `send()` rejects with `ERR_NOT_CONNECTED`. */
   readonly connected: boolean;
+  /** A Reader's connection: `'acked'` or `'at-most-once'` (see `ReaderOptions.delivery`). */
+  readonly delivery?: 'acked' | 'at-most-once';
+  /** A Reader's acked connection: the writer's session id (32 hex digits). */
+  readonly session?: string | undefined;
   /**
    * Sends `data` to the other end as one message (copied). False: dropped,
    * because the connection's queue is full (a Reader's `maxReplyBytes` and
@@ -109,6 +113,8 @@ export class Batch implements Iterable<Buffer> {
   // taken or closed at release; undefined when none came.
   #fds: Map<number, number[]> | undefined;
   readonly #creds: Int32Array | undefined; // type 'dgram' with credentials: 3 per message
+  readonly #firstSeq: number; // acked: sequence number of message 0 (0: not acked)
+  readonly #redelivered: number; // acked: how many of the first messages were sent before
   static {
     memoryOf = (b) => b.#buffer;
     offsetsOf = (b) => b.#offsets;
@@ -127,9 +133,20 @@ export class Batch implements Iterable<Buffer> {
    * @internal
    * @param fds - `[index, count, fd x count, ...]` (a reader FDS item), or undefined.
    */
-  constructor(connection: Connection, buffer: ArrayBuffer, offsets: Uint32Array, byteLength: number, fds?: Int32Array, creds?: Int32Array) {
+  constructor(
+    connection: Connection,
+    buffer: ArrayBuffer,
+    offsets: Uint32Array,
+    byteLength: number,
+    fds?: Int32Array,
+    creds?: Int32Array,
+    firstSeq = 0,
+    redelivered = 0,
+  ) {
     this.connection = connection;
     this.#creds = creds;
+    this.#firstSeq = firstSeq;
+    this.#redelivered = redelivered;
     this.#buffer = buffer;
     this.#offsets = offsets;
     this.length = offsets.length >>> 1;
@@ -180,6 +197,33 @@ export class Batch implements Iterable<Buffer> {
     if (c === undefined) return undefined;
     const id = (x: number): number => (x === -1 ? -1 : x >>> 0);
     return { pid: c[3 * i], uid: id(c[3 * i + 1]), gid: id(c[3 * i + 2]) };
+  }
+
+  /**
+   * Acknowledged delivery (`delivery: 'acked'` on both ends): the writer's
+   * sequence number of message `i` (1 for the first message of a writer
+   * session, then consecutive; see `batch.connection.session`). Undefined on
+   * a connection that is not acked. With the session id it names a message
+   * for good: an application that must not act twice on one message across
+   * reader restarts records the pair.
+   * @throws RangeError `ERR_OUT_OF_RANGE` when `i` is not a message index.
+   */
+  sequence(i: number): number | undefined {
+    this.#checkIndex(i);
+    return this.#firstSeq === 0 ? undefined : this.#firstSeq + i;
+  }
+
+  /**
+   * Acknowledged delivery: true exactly when the writer had sent message
+   * `i` before, on an earlier connection (it got no acknowledgement for it,
+   * so it sent it again). This Reader did not deliver it before (it drops
+   * copies of what it delivered), but a Reader that ran before it may have:
+   * a restarted reader remembers nothing. False on a connection that is not acked.
+   * @throws RangeError `ERR_OUT_OF_RANGE` when `i` is not a message index.
+   */
+  redelivered(i: number): boolean {
+    this.#checkIndex(i);
+    return i < this.#redelivered;
   }
 
   /** How many descriptors message `i` carries that were not taken yet (see {@link Batch.takeFds}). */

@@ -59,6 +59,8 @@ export const ErrorCodes = {
   ERR_FDS_TRUNCATED: 'ERR_FDS_TRUNCATED',
   /** A send() with descriptors that would have to wait while waiting send()s already hold maxBufferedFds (maxPendingFds on a reader connection) duplicates. */
   ERR_FDS_LIMIT: 'ERR_FDS_LIMIT',
+  /** Acknowledged delivery could not be agreed: an acked Writer got no greeting within `handshakeTimeoutMs` (or something else first), or a Reader with `requireAcked` met a writer that does not speak it. */
+  ERR_PROTOCOL_MISMATCH: 'ERR_PROTOCOL_MISMATCH',
 } as const;
 
 /** One of the stable codes of {@link ErrorCodes}. */

@@ -40,6 +40,10 @@ export const READER_METRICS: readonly MetricSpec[] = [
   ['fdsReceived', 'fds_received_total', 'counter', 'File descriptors received with messages and handed over (acceptFds).'],
   ['fdsRefused', 'fds_refused_total', 'counter', 'File descriptors closed on arrival: not accepted, misplaced, or cut short.'],
   ['fdsClosedUnclaimed', 'fds_closed_unclaimed_total', 'counter', 'Received file descriptors the handler did not take, closed at batch release.'],
+  ['acked', 'messages_acked_total', 'counter', "Messages acknowledged to their writers (delivery: 'acked')."],
+  ['duplicatesDropped', 'duplicates_dropped_total', 'counter', "Copies of messages already delivered, re-sent by their writer after a reconnect, dropped (delivery: 'acked')."],
+  ['redelivered', 'redelivered_messages_total', 'counter', "Messages delivered that their writer had sent before on an earlier connection (delivery: 'acked')."],
+  ['plainPeers', 'plain_peers_total', 'counter', "Connections of writers that do not speak acknowledged delivery, served at most once (delivery: 'acked')."],
 ];
 
 /** @internal */
@@ -60,6 +64,9 @@ export const WRITER_METRICS: readonly MetricSpec[] = [
   ['sendBufferSize', 'send_buffer_bytes', 'gauge', 'Effective SO_SNDBUF of the current connection.'],
   ['fdsSent', 'fds_sent_total', 'counter', 'File descriptors handed to the kernel with their message.'],
   ['fdsBuffered', 'fds_buffered', 'gauge', 'File descriptors held for messages not yet fully sent.'],
+  ['acked', 'messages_acked_total', 'counter', "Messages the reader acknowledged (delivery: 'acked')."],
+  ['unacked', 'unacked_messages', 'gauge', "Messages queued and not yet acknowledged (delivery: 'acked')."],
+  ['resent', 'messages_resent_total', 'counter', "Messages sent again on a new connection because no acknowledgement had come (delivery: 'acked')."],
 ];
 
 const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;

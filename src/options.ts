@@ -54,6 +54,18 @@ export const DEFAULT_REPLY_TIMEOUT_MS = 30_000;
 export const DEFAULT_MAX_PENDING_FDS = 256;
 /** @internal Writer `maxBufferedFds`. (core) */
 export const DEFAULT_MAX_BUFFERED_FDS = 256;
+/** @internal Writer `handshakeTimeoutMs` (acked delivery). (core) */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 5000;
+/** @internal Reader `maxSessions` (acked delivery). (core) */
+export const DEFAULT_MAX_SESSIONS = 1024;
+/**
+ * Delivery guarantee: `'at-most-once'` (the default, wire-compatible with the
+ * Go library: what a reader that dies had received and not handled is lost)
+ * or `'acked'` (both ends must use it: the writer keeps every message until
+ * the reader's handler is done with it, and sends again after a reconnect
+ * what was not acknowledged). See docs/acked.md.
+ */
+export type Delivery = 'at-most-once' | 'acked';
 /** @internal The most descriptors one message may carry (the kernel's SCM_MAX_FD). (core) */
 export const MAX_FDS_PER_MESSAGE = 253;
 /**
@@ -192,6 +204,21 @@ export interface ReaderOptions {
    * paused, as at `maxPendingBytes`. Default 256.
    */
   maxPendingFds?: number;
+  /**
+   * `'acked'`: acknowledged delivery (docs/acked.md). Each message is
+   * acknowledged to its writer once the handler is done with its batch
+   * (returned, or its promise settled, rejected included); copies a writer
+   * sends again after a reconnect are dropped if this reader delivered them
+   * already; `batch.sequence(i)` and `batch.redelivered(i)` tell the handler
+   * where a message stands. Writers in the default mode (or the Go library)
+   * are still served, at most once, unless `requireAcked`. Stream sockets only;
+   * no replies on acked connections. Default `'at-most-once'`.
+   */
+  delivery?: Delivery;
+  /** With `delivery: 'acked'`: refuse writers that do not speak it (`ERR_PROTOCOL_MISMATCH`). Default false. */
+  requireAcked?: boolean;
+  /** With `delivery: 'acked'`: writer sessions remembered to drop copies (least recently used forgotten first). Default 1024. */
+  maxSessions?: number;
 }
 
 /** A peer's credentials, read with SO_PEERCRED when its connection was accepted. */
@@ -248,6 +275,19 @@ export interface WriterOptions {
    * and sysctls). No `onMessage` or descriptors on seqpacket yet.
    */
   type?: SocketType;
+  /**
+   * `'acked'`: acknowledged delivery (docs/acked.md). Every message is kept
+   * until the reader acknowledges it (its handler is done with it), and what
+   * was not acknowledged is sent again, in order, after a reconnect. The
+   * queue limits (`maxBufferedWrites`, `maxBufferedBytes`) bound the messages
+   * not yet acknowledged. Needs a reader in acked mode: without its greeting
+   * within `handshakeTimeoutMs` the writer reports `ERR_PROTOCOL_MISMATCH`
+   * and keeps trying. Stream sockets only; no `onMessage`. Default
+   * `'at-most-once'`.
+   */
+  delivery?: Delivery;
+  /** With `delivery: 'acked'`: how long to wait for the reader's greeting after connecting, in ms. Default 5000. */
+  handshakeTimeoutMs?: number;
 }
 
 /** @internal */
@@ -277,6 +317,9 @@ export interface ResolvedReaderOptions {
   maxPendingFds: number;
   type: SocketType;
   passCredentials: boolean;
+  delivery: Delivery;
+  requireAcked: boolean;
+  maxSessions: number;
 }
 
 /** @internal */
@@ -291,6 +334,8 @@ export interface ResolvedWriterOptions {
   onError: ErrorHandler | undefined;
   maxBufferedFds: number;
   type: SocketType;
+  delivery: Delivery;
+  handshakeTimeoutMs: number;
 }
 
 /** @internal Validates an options object (undefined → `{}`): TypeError ERR_INVALID_ARG_TYPE otherwise. */
@@ -400,6 +445,9 @@ const READER_KEYS = [
   'maxPendingFds',
   'type',
   'passCredentials',
+  'delivery',
+  'requireAcked',
+  'maxSessions',
 ] as const;
 const WRITER_KEYS = [
   'maxMessageSize',
@@ -412,6 +460,8 @@ const WRITER_KEYS = [
   'onError',
   'maxBufferedFds',
   'type',
+  'delivery',
+  'handshakeTimeoutMs',
 ] as const;
 const RECONNECT_KEYS = ['initialDelayMs', 'maxDelayMs', 'multiplier', 'maxAttempts'] as const;
 
@@ -452,6 +502,17 @@ function writerType(v: unknown, expectOwner: unknown): SocketType {
   const type = typeOption(v);
   if (type === 'dgram' && expectOwner !== undefined) throw notWithType('expectOwner', type);
   return type;
+}
+
+/** @internal Validates `delivery` (acked: stream sockets only). */
+export function deliveryOption(v: unknown, type: SocketType): Delivery {
+  if (v === undefined) return 'at-most-once';
+  if (typeof v !== 'string') throw invalidType('delivery', "'at-most-once' or 'acked'", v);
+  if (v !== 'at-most-once' && v !== 'acked') {
+    throw invalidValue(`The "delivery" option must be 'at-most-once' or 'acked'. Received ${JSON.stringify(v)}`);
+  }
+  if (v === 'acked' && type !== 'stream') throw notWithType("delivery: 'acked'", type);
+  return v;
 }
 
 /** @internal The ERR_INVALID_ARG_VALUE for an option that the socket type does not support. */
@@ -507,7 +568,14 @@ export function resolveReaderOptions(options: unknown, path = ''): ResolvedReade
   }
   if (o.passCredentials === true && type !== 'dgram') throw notWithType('passCredentials', type);
   if (type === 'dgram' && o.authorize !== undefined) throw notWithType('authorize (a datagram has no connection to hold)', type);
+  const delivery = deliveryOption(o.delivery, type);
+  if (o.requireAcked !== undefined && typeof o.requireAcked !== 'boolean') throw invalidType('requireAcked', 'a boolean', o.requireAcked);
+  if (o.requireAcked === true && delivery !== 'acked') throw invalidValue("requireAcked needs delivery: 'acked'");
+  if (delivery === 'acked' && o.acceptFds === true) throw invalidValue("acceptFds is not supported with delivery: 'acked' yet");
   return {
+    delivery,
+    requireAcked: o.requireAcked === true,
+    maxSessions: intOption('maxSessions', o.maxSessions, DEFAULT_MAX_SESSIONS, 1, 2 ** 20),
     type,
     passCredentials: o.passCredentials === true,
     acceptFds: o.acceptFds === true,
@@ -551,6 +619,7 @@ export function resolveWriterOptions(options: unknown, path = ''): ResolvedWrite
       mode: intOption('expectOwner.mode', e.mode, -1, 0, 0o7777),
     };
   }
+  const type = writerType(o.type, expectOwner);
   const maxMessageSize = intOption('maxMessageSize', o.maxMessageSize, DEFAULT_MAX_MESSAGE_SIZE, 0, MAX_MESSAGE_SIZE_LIMIT);
   const minBytes = maxMessageSize + 10;
   const maxBufferedBytes = intOption(
@@ -596,7 +665,9 @@ export function resolveWriterOptions(options: unknown, path = ''): ResolvedWrite
     reconnect,
     onError: fnOption<ErrorHandler>('onError', o.onError),
     maxBufferedFds: intOption('maxBufferedFds', o.maxBufferedFds, DEFAULT_MAX_BUFFERED_FDS, 1, 2 ** 20),
-    type: writerType(o.type, expectOwner),
+    type,
+    delivery: deliveryOption(o.delivery, type),
+    handshakeTimeoutMs: intOption('handshakeTimeoutMs', o.handshakeTimeoutMs, DEFAULT_HANDSHAKE_TIMEOUT_MS, 1, MAX_TIMEOUT_MS),
   };
 }
 

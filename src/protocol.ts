@@ -9,7 +9,7 @@
  */
 
 /** Must equal `protocol::kVersion` in native/core/protocol.h. */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 
 export interface Protocol {
   readonly version: number;
@@ -22,6 +22,13 @@ export interface Protocol {
     readonly NOTIFY_ARMED: number;
     readonly NOTIFY_HEAD: number;
     readonly NOTIFY_SENT: number;
+    /** Acked delivery: the first frame not acknowledged, and frames acknowledged (the producer's room). */
+    readonly ACK_HEAD: number;
+    readonly ACKED: number;
+    /** As NOTIFY_ARMED/NOTIFY_HEAD/NOTIFY_SENT, against ACK_HEAD and ACKED. */
+    readonly ACK_NOTIFY_ARMED: number;
+    readonly ACK_NOTIFY_HEAD: number;
+    readonly ACK_NOTIFY_SENT: number;
     readonly WORDS: number;
     readonly BYTES: number;
   };
@@ -44,6 +51,10 @@ export interface Protocol {
     readonly FDS: number;
     /** Just before a datagram reader's BATCH (credentials on): a = Int32Array [pid, uid, gid] per message. */
     readonly CREDS: number;
+    /** Acked reader: a connection's delivery, before its first BATCH: a = session (32 hex digits) or undefined (plain writer); b = first sequence number; c = sequence numbers below it were sent on an earlier connection. */
+    readonly SESSION: number;
+    /** Acked reader: just before an acked connection's BATCH: a = sequence number of its first message, b = how many of its first messages are redelivered. */
+    readonly SEQ: number;
     readonly SLOTS: number;
     readonly COPY_BATCH_UP_TO: number;
   };
@@ -79,6 +90,8 @@ export interface Protocol {
     readonly maxBufferedFds: number;
     /** The most descriptors one message may carry (the kernel's SCM_MAX_FD). */
     readonly maxFdsPerMessage: number;
+    readonly handshakeTimeoutMs: number;
+    readonly maxSessions: number;
   };
   readonly limits: {
     readonly maxMessageSize: number;

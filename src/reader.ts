@@ -161,7 +161,7 @@ export class Reader extends EventEmitter {
       for (let i = 0; i < d.length; i++) d[i].flush();
     };
     this.#sink = {
-      replies: this.#opts.type === 'stream',
+      replies: this.#opts.type === 'stream' && this.#opts.delivery !== 'acked',
       maxReplyBytes: this.#opts.maxReplyBytes,
       maxReplyFds: this.#opts.maxPendingFds,
       reply: (id, bytes) => (this.#handle ? this.#handle.reply(id, bytes) : -1),
@@ -228,6 +228,9 @@ export class Reader extends EventEmitter {
         maxPendingFds: o.maxPendingFds,
         type: o.type,
         passCredentials: o.passCredentials,
+        delivery: o.delivery,
+        requireAcked: o.requireAcked,
+        maxSessions: o.maxSessions,
         jsThreadPolling: o.jsThreadPolling !== 'off',
         jsThreadUnderLoad: o.jsThreadPolling === 'always',
         allowUids: o.allowUids,
@@ -392,6 +395,10 @@ export class Reader extends EventEmitter {
       fdsReceived: n.fdsReceived ?? 0,
       fdsRefused: n.fdsRefused ?? 0,
       fdsClosedUnclaimed: this.#inbox?.closedFds ?? 0,
+      acked: n.acked ?? 0,
+      duplicatesDropped: n.duplicatesDropped ?? 0,
+      redelivered: n.redelivered ?? 0,
+      plainPeers: n.plainPeers ?? 0,
     };
   }
 
@@ -457,6 +464,13 @@ export class Reader extends EventEmitter {
         this.#conns.set(connId, conn);
         if (this.#opts.authorize) this.#authorize(conn);
         else this.emit('connection', conn);
+      } else if (tag === I.SESSION) {
+        const conn = this.#conns.get(connId);
+        const session = inbox.session();
+        if (conn) {
+          conn.delivery = session === undefined ? 'at-most-once' : 'acked';
+          conn.session = session;
+        }
       } else if (tag === I.REJECTED) {
         const cred = inbox.peer();
         this.#rejected(new ReaderConnection(0, cred.pid, cred.uid, cred.gid, undefined), 'not in allowUids/allowGids');

@@ -2,12 +2,13 @@
  * Writer: the client side. Connects to a Reader's socket in the background
  * and sends messages, reconnecting when the connection breaks.
  */
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Writable } from 'node:stream';
 import { AbortGroup, abortError, onAbort } from './abort';
 import type { Batch, Connection } from './batch';
 import { binding, type NativeWriterHandle } from './binding';
-import { fromNative, IpcError, type ErrorContext } from './errors';
+import { fromNative, invalidValue, IpcError, type ErrorContext } from './errors';
 import { formatMetrics, WRITER_METRICS, type MetricLabels } from './metrics';
 import {
   notWithType,
@@ -143,6 +144,7 @@ export class Writer extends EventEmitter {
   #refed = true;
   #stopTimer: NodeJS.Timeout | undefined; // the stop deadline, for onMessage
   readonly #rm = new Float64Array(RM_COUNT);
+  readonly #session: string | undefined; // delivery: 'acked'
 
   /**
    * @param path - The Reader's socket path, or `'@name'` for an abstract socket.
@@ -156,6 +158,10 @@ export class Writer extends EventEmitter {
     this.#opts = resolveWriterOptions(rest, this.path);
     this.#receive = receive;
     if (receive && this.#opts.type !== 'stream') throw notWithType('onMessage', this.#opts.type);
+    if (receive && this.#opts.delivery === 'acked') {
+      throw invalidValue("onMessage is not supported with delivery: 'acked' (the reader sends acknowledgements on that connection)");
+    }
+    if (this.#opts.delivery === 'acked') this.#session = randomBytes(16).toString('hex');
     const b = binding();
     const p = b.protocol;
     this.#event = p.event;
@@ -170,6 +176,9 @@ export class Writer extends EventEmitter {
       this.path,
       {
         type: o.type,
+        delivery: o.delivery,
+        handshakeTimeoutMs: o.handshakeTimeoutMs,
+        session: this.#session ?? '',
         sendBufferSize: o.sendBufferSize,
         writeTimeoutMs: o.writeTimeoutMs,
         expectOwner: o.expectOwner,
@@ -195,7 +204,18 @@ export class Writer extends EventEmitter {
       p,
       { maxBytes: o.maxBufferedBytes, maxWrites: o.maxBufferedWrites },
       () => this.#settle(),
+      o.delivery === 'acked',
     );
+  }
+
+  /** `delivery: 'acked'`: this Writer's session id (32 hex digits, random per Writer), which the reader sees as `connection.session`; undefined otherwise. */
+  get session(): string | undefined {
+    return this.#session;
+  }
+
+  /** The delivery mode this Writer was made with. */
+  get delivery(): 'at-most-once' | 'acked' {
+    return this.#opts.delivery;
   }
 
   /**
@@ -254,15 +274,16 @@ export class Writer extends EventEmitter {
   // write() of a message that carries descriptors.
   #writeWithFds(data: Uint8Array | string, len: number, fds: Int32Array): boolean {
     if (this.#opts.type === 'dgram') throw notWithType('fds', this.#opts.type);
+    if (this.#opts.delivery === 'acked') throw invalidValue("fds are not supported with delivery: 'acked' yet");
     const ring = this.#ring;
     const ledger = (this.#fdLedger ??= new FdLedger());
     const max = this.#opts.maxBufferedFds;
     this.#written++;
-    if (!ledger.fits(ring.sentFrames(), fds.length, max)) {
+    if (!ledger.fits(ring.releasedFrames(), fds.length, max)) {
       this.#dropped++;
       if (ring.drainTarget === undefined) {
         // 'drain' once the messages holding the descriptors needed are sent.
-        ring.drainTarget = { head: (ring.tail - ring.unsentBytes()) | 0, sent: ledger.sentTarget(fds.length, max) };
+        ring.drainTarget = { head: ring.roomHead(), sent: ledger.sentTarget(fds.length, max) };
         if (this.#state !== 'idle') this.#arm();
       }
       return false;
@@ -400,7 +421,7 @@ export class Writer extends EventEmitter {
     const ring = this.#ring;
     const w: Waiter = { head: 0, sent: 0, resolve: noop, reject: noop };
     ring.aimAtTail(w);
-    if (ring.reached(w)) return Promise.resolve();
+    if (ring.reachedSent(w)) return Promise.resolve();
     if (this.#state === 'stopped') {
       return Promise.reject(new IpcError('ERR_NOT_RUNNING', 'The Writer stopped with messages unsent'));
     }
@@ -425,6 +446,61 @@ export class Writer extends EventEmitter {
       };
     }
     ring.flushTargets.push(w);
+    this.#arm();
+    return p;
+  }
+
+  /**
+   * `delivery: 'acked'`: resolves once the reader has acknowledged every
+   * message queued so far, that is once its handler was done with each of
+   * them (returned, or its promise settled). Unlike {@link Writer.flush},
+   * which resolves once they are handed to the kernel. Rejects with
+   * `ERR_NOT_RUNNING` if the Writer stops first with some of them not
+   * acknowledged.
+   * @param options - `signal`: abort to stop waiting (nothing else changes).
+   * @throws (as a rejection) IpcError `ERR_INVALID_STATE` on a Writer in the default delivery mode; `AbortError` (`ABORT_ERR`); IpcError `ERR_NOT_RUNNING`.
+   */
+  acknowledged(options?: FlushOptions): Promise<void> {
+    let signal: AbortSignal | undefined;
+    try {
+      signal = resolveSignalOptions('acknowledged options', options).signal;
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (this.#opts.delivery !== 'acked') {
+      return Promise.reject(
+        new IpcError('ERR_INVALID_STATE', "acknowledged() needs delivery: 'acked' (this Writer delivers at most once; flush() tells when messages are sent)"),
+      );
+    }
+    if (signal?.aborted) return Promise.reject(abortError(signal));
+    const ring = this.#ring;
+    const w: Waiter = { head: 0, sent: 0, resolve: noop, reject: noop };
+    ring.aimAtTail(w);
+    if (ring.reached(w)) return Promise.resolve();
+    if (this.#state === 'stopped') {
+      return Promise.reject(new IpcError('ERR_NOT_RUNNING', 'The Writer stopped with messages not acknowledged'));
+    }
+    const p = new Promise<void>((resolve, reject) => {
+      w.resolve = resolve;
+      w.reject = reject;
+    });
+    if (signal) {
+      const { resolve, reject } = w;
+      const off = this.#aborts.add(signal, () => {
+        const i = ring.ackTargets.indexOf(w);
+        if (i >= 0) ring.ackTargets.splice(i, 1);
+        reject(abortError(signal));
+      });
+      w.resolve = () => {
+        off();
+        resolve();
+      };
+      w.reject = (e) => {
+        off();
+        reject(e);
+      };
+    }
+    ring.ackTargets.push(w);
     this.#arm();
     return p;
   }
@@ -554,6 +630,9 @@ export class Writer extends EventEmitter {
       fdsReceived: (n.fdsReceived as number) ?? 0,
       fdsRefused: (n.fdsRefused as number) ?? 0,
       fdsClosedUnclaimed: this.#inbox?.closedFds ?? 0,
+      acked: (n.acked as number) ?? 0,
+      unacked: this.#state === 'stopped' || this.#opts.delivery !== 'acked' ? 0 : this.#ring.unreleasedFrames(),
+      resent: (n.resent as number) ?? 0,
     };
   }
 
@@ -606,10 +685,18 @@ export class Writer extends EventEmitter {
     if (ring.flushTargets.length !== 0) {
       const left: Waiter[] = [];
       for (const w of ring.flushTargets) {
-        if (ring.reached(w)) w.resolve();
+        if (ring.reachedSent(w)) w.resolve();
         else left.push(w);
       }
       ring.flushTargets = left;
+    }
+    if (ring.ackTargets.length !== 0) {
+      const left: Waiter[] = [];
+      for (const w of ring.ackTargets) {
+        if (ring.reached(w)) w.resolve();
+        else left.push(w);
+      }
+      ring.ackTargets = left;
     }
     if (ring.drainTarget !== undefined && ring.reached(ring.drainTarget)) {
       ring.drainTarget = undefined;
@@ -624,10 +711,15 @@ export class Writer extends EventEmitter {
   #settleAtStop(): void {
     const ring = this.#ring;
     for (const w of ring.flushTargets) {
-      if (ring.reached(w)) w.resolve();
+      if (ring.reachedSent(w)) w.resolve();
       else w.reject(new IpcError('ERR_NOT_RUNNING', 'The Writer stopped with messages unsent'));
     }
     ring.flushTargets = [];
+    for (const w of ring.ackTargets) {
+      if (ring.reached(w)) w.resolve();
+      else w.reject(new IpcError('ERR_NOT_RUNNING', 'The Writer stopped with messages not acknowledged'));
+    }
+    ring.ackTargets = [];
     ring.drainTarget = undefined;
   }
 
@@ -655,7 +747,7 @@ export class Writer extends EventEmitter {
     // even while onMessage holds the other events back.
     if (this.#state === 'running' || this.#state === 'stopping') {
       const ring = this.#ring;
-      if (this.#state === 'running' && ring.drainTarget === undefined && ring.flushTargets.length === 0) return;
+      if (this.#state === 'running' && ring.drainTarget === undefined && ring.flushTargets.length === 0 && ring.ackTargets.length === 0) return;
       this.#arm();
     }
   }

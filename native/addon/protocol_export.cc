@@ -34,6 +34,11 @@ Napi::Object export_protocol(Napi::Env env) {
   c.Set("NOTIFY_ARMED", p::ctrl::kNotifyArmed);
   c.Set("NOTIFY_HEAD", p::ctrl::kNotifyHead);
   c.Set("NOTIFY_SENT", p::ctrl::kNotifySent);
+  c.Set("ACK_HEAD", p::ctrl::kAckHead);
+  c.Set("ACKED", p::ctrl::kAcked);
+  c.Set("ACK_NOTIFY_ARMED", p::ctrl::kAckNotifyArmed);
+  c.Set("ACK_NOTIFY_HEAD", p::ctrl::kAckNotifyHead);
+  c.Set("ACK_NOTIFY_SENT", p::ctrl::kAckNotifySent);
   c.Set("WORDS", p::ctrl::kWords);
   c.Set("BYTES", static_cast<double>(p::ctrl::kBytes));
   o.Set("ctrl", frozen(c));
@@ -59,6 +64,8 @@ Napi::Object export_protocol(Napi::Env env) {
   item.Set("DRAINED", static_cast<uint32_t>(p::kItemDrained));
   item.Set("FDS", static_cast<uint32_t>(p::kItemFds));
   item.Set("CREDS", static_cast<uint32_t>(p::kItemCreds));
+  item.Set("SESSION", static_cast<uint32_t>(p::kItemSession));
+  item.Set("SEQ", static_cast<uint32_t>(p::kItemSeq));
   item.Set("SLOTS", p::kItemSlots);
   item.Set("COPY_BATCH_UP_TO", static_cast<double>(p::kCopyBatchUpTo));
   o.Set("item", frozen(item));
@@ -94,6 +101,8 @@ Napi::Object export_protocol(Napi::Env env) {
   d.Set("maxPendingFds", p::defaults::kMaxPendingFds);
   d.Set("maxBufferedFds", p::defaults::kMaxBufferedFds);
   d.Set("maxFdsPerMessage", protocol::limits::kMaxFdsPerMessage);
+  d.Set("handshakeTimeoutMs", p::defaults::kHandshakeTimeoutMs);
+  d.Set("maxSessions", p::defaults::kMaxSessions);
   o.Set("defaults", frozen(d));
 
   Napi::Object l = Napi::Object::New(env);

@@ -53,6 +53,9 @@ ReaderWrap::ReaderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader
   adopt_fd_ = static_cast<int>(number_option(o, "fd"));
   cfg_.type = listen_.type = socket_type(string_option(o, "type"));
   cfg_.dgram_credentials = bool_option(o, "passCredentials");
+  cfg_.acked = string_option(o, "delivery") == "acked";
+  cfg_.require_acked = bool_option(o, "requireAcked");
+  cfg_.max_sessions = static_cast<uint32_t>(number_option(o, "maxSessions"));
 }
 
 ReaderWrap::~ReaderWrap() { Shutdown(); }
@@ -164,6 +167,10 @@ Napi::Value ReaderWrap::Take(const Napi::CallbackInfo& info) {
           std::memcpy(t.Data(), it.batch.creds.data(), it.batch.creds.size() * sizeof(int32_t));
           w.item(protocol::kItemCreds, it.conn_id, t, none, none);
         }
+        if (it.batch.acked) {
+          w.item(protocol::kItemSeq, it.conn_id, Napi::Number::New(env, static_cast<double>(it.batch.first_seq)),
+                 Napi::Number::New(env, static_cast<double>(it.batch.redelivered)), none);
+        }
         ExportedBatch e = export_batch(env, it.batch);
         // Copied out either way: the table goes back for the next batch.
         if (engine_) engine_->recycle_offsets(std::move(it.batch.offsets));
@@ -187,8 +194,24 @@ Napi::Value ReaderWrap::Take(const Napi::CallbackInfo& info) {
       case ReaderItem::kDrained:
         w.item(it.type, it.conn_id, Napi::Number::New(env, static_cast<double>(it.dropped)), none, none);
         break;
+      case ReaderItem::kSession: {
+        if (it.plain) {
+          w.item(it.type, it.conn_id, none, none, none);
+          break;
+        }
+        static const char* kHex = "0123456789abcdef";
+        std::string hex;
+        for (uint8_t b : it.session) {
+          hex += kHex[b >> 4];
+          hex += kHex[b & 15];
+        }
+        w.item(it.type, it.conn_id, Napi::String::New(env, hex), Napi::Number::New(env, static_cast<double>(it.first_seq)),
+               Napi::Number::New(env, static_cast<double>(it.resent_below)));
+        break;
+      }
       case ReaderItem::Type::kItemFds:  // never queued: written above, with their batch
       case ReaderItem::Type::kItemCreds:
+      case ReaderItem::Type::kItemSeq:
         break;
     }
   }
@@ -260,6 +283,10 @@ Napi::Value ReaderWrap::Metrics(const Napi::CallbackInfo& info) {
   v[p::kFdsRefused] = static_cast<double>(m.fds_refused);
   v[p::kReaderFdsSent] = static_cast<double>(m.fds_sent);
   v[p::kRejectedDatagrams] = static_cast<double>(m.rejected_datagrams);
+  v[p::kReaderAcked] = static_cast<double>(m.acked);
+  v[p::kDuplicatesDropped] = static_cast<double>(m.duplicates_dropped);
+  v[p::kRedelivered] = static_cast<double>(m.redelivered);
+  v[p::kPlainPeers] = static_cast<double>(m.plain_peers);
   Napi::Object o = Napi::Object::New(env);
   for (int i = 0; i < p::kReaderMetricCount; ++i) o.Set(p::kReaderMetricNames[i], v[i]);
   return o;

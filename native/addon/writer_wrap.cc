@@ -45,6 +45,15 @@ WriterWrap::WriterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Writer
   cfg_.send_buffer_size = static_cast<int>(number_option(o, "sendBufferSize"));
   cfg_.type = socket_type(string_option(o, "type"));
   cfg_.write_timeout_ms = static_cast<uint32_t>(number_option(o, "writeTimeoutMs"));
+  // delivery: 'acked' (validated in TypeScript, with session: 32 hex digits).
+  if (string_option(o, "delivery") == "acked") {
+    cfg_.acked = true;
+    cfg_.handshake_timeout_ms = static_cast<uint32_t>(number_option(o, "handshakeTimeoutMs"));
+    const std::string hex = string_option(o, "session");
+    if (hex.size() != 2 * cfg_.session.size()) throw Napi::TypeError::New(env, "option \"session\" must be 32 hex digits");
+    for (size_t i = 0; i < cfg_.session.size(); ++i)
+      cfg_.session[i] = static_cast<uint8_t>(std::stoul(hex.substr(2 * i, 2), nullptr, 16));
+  }
   Napi::Value eo = o.Get("expectOwner");
   if (!eo.IsUndefined()) {
     if (!eo.IsObject()) throw Napi::TypeError::New(env, "option \"expectOwner\" must be an object or undefined");
@@ -287,6 +296,8 @@ Napi::Value WriterWrap::Metrics(const Napi::CallbackInfo& info) {
   v[p::kFdsBuffered] = static_cast<double>(m.fds_buffered);
   v[p::kWriterFdsReceived] = static_cast<double>(receiver_.fds_received());
   v[p::kWriterFdsRefused] = static_cast<double>(receiver_.fds_refused());
+  v[p::kWriterAcked] = static_cast<double>(m.acked);
+  v[p::kResent] = static_cast<double>(m.resent);
   for (int i = 0; i < p::kWriterMetricCount; ++i) {
     if (i == p::kConnected) o.Set(p::kWriterMetricNames[i], m.connected);
     else o.Set(p::kWriterMetricNames[i], v[i]);

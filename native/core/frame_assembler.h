@@ -76,6 +76,12 @@ struct Batch {
   // SOCK_DGRAM with credentials: (pid, uid, gid) per message, as int32 bits
   // (-1 when a datagram carried none); empty otherwise.
   std::vector<int32_t> creds;
+  // Acked delivery (a reader's acked connection): the writer's sequence
+  // number of the first message, and how many of the first messages were
+  // sent before on an earlier connection (see acked.h).
+  bool acked = false;
+  uint64_t first_seq = 0;
+  uint64_t redelivered = 0;
   size_t count() const { return offsets.size() / 2; }
   size_t fd_count() const {
     size_t n = 0;

@@ -19,7 +19,7 @@
 namespace udsipc::protocol {
 
 // Bumped on any change below; JavaScript refuses an addon with another one.
-inline constexpr uint32_t kVersion = 4;
+inline constexpr uint32_t kVersion = 5;
 
 // ─── The writer's shared control block ──────────────────────────────────────
 // 32-bit words at the start of the ArrayBuffer JavaScript allocates; the ring
@@ -33,7 +33,16 @@ inline constexpr int kSleep = 48;        // both, by compare-and-swap: a SendTur
 inline constexpr int kNotifyArmed = 64;  // a NotifyState: producer arms, IO thread disarms and emits kEventNotify
 inline constexpr int kNotifyHead = 65;   // producer: notify once head reaches this...
 inline constexpr int kNotifySent = 66;   // ...and sent reaches this
-inline constexpr int kWords = 80;        // words in use (kNotifySent's line, rounded up)
+// Acknowledged delivery (WriterConfig::acked) only; zero otherwise. The ring
+// space a frame holds is freed when the reader acknowledges it, not when it
+// is sent: the producer reckons its room from these two instead of kHead and
+// kSent.
+inline constexpr int kAckHead = 80;         // IO thread: position of the first frame not acknowledged
+inline constexpr int kAcked = 96;           // IO thread: frames acknowledged (wraps)
+inline constexpr int kAckNotifyArmed = 112; // as kNotifyArmed, against kAckHead and kAcked:
+inline constexpr int kAckNotifyHead = 113;  // acknowledged() and, in acked mode, 'drain'
+inline constexpr int kAckNotifySent = 114;
+inline constexpr int kWords = 128;       // words in use (kAckNotifySent's line, rounded up)
 inline constexpr size_t kBytes = 512;    // control block size; the ring starts here
 static_assert(static_cast<size_t>(kWords) * 4 <= kBytes);
 static_assert(kBytes % 64 == 0, "the ring starts on a cache line");
@@ -43,6 +52,9 @@ inline constexpr int line(int word) { return word / 16; }
 static_assert(line(kTail) != line(kHead) && line(kHead) != line(kSent) && line(kSent) != line(kSleep) &&
               line(kSleep) != line(kNotifyArmed) && line(kNotifyArmed) == line(kNotifyHead) &&
               line(kNotifyHead) == line(kNotifySent) && kNotifySent < kWords);
+static_assert(line(kNotifySent) != line(kAckHead) && line(kAckHead) != line(kAcked) &&
+              line(kAcked) != line(kAckNotifyArmed) && line(kAckNotifyArmed) == line(kAckNotifySent) &&
+              kAckNotifySent < kWords);
 }  // namespace ctrl
 
 // Values of ctrl::kSleep: whose turn it is to send the published frames.
@@ -78,6 +90,13 @@ enum ItemTag : uint32_t {
                       // descriptors are JavaScript's from then on: it closes those not taken)
   kItemCreds = 8,     // only just before a datagram reader's kItemBatch (credentials on):
                       // a = Int32Array [pid, uid, gid] per message (int32 bits; -1 = none)
+  kItemSession = 9,   // acked reader: the connection's delivery mode, known once its first frame came
+                      // (before its first kItemBatch): a = the writer's session id as 32 hex digits,
+                      // or undefined for a plain writer served at most once; b: first sequence
+                      // number; c: sequence numbers below this were sent on an earlier connection
+  kItemSeq = 10,      // acked reader: only just before a kItemBatch of an acked connection:
+                      // a = sequence number of its first message, b = how many of its first
+                      // messages are redelivered (sent before on an earlier connection)
 };
 inline constexpr int kItemSlots = 5;
 // Batches whose region is at most this many bytes are copied into one
@@ -108,23 +127,25 @@ inline constexpr int kEventSlots = 4;
 enum ReaderMetric : int {
   kConnections, kActiveConnections, kReadCalls, kBytesRead, kPauses, kJsThreadReads, kHandoffs,
   kReplyBytesSent, kReplySendCalls, kReplyBytesDropped, kFdsReceived, kFdsRefused,
-  kReaderFdsSent, kRejectedDatagrams, kReaderMetricCount
+  kReaderFdsSent, kRejectedDatagrams, kReaderAcked, kDuplicatesDropped, kRedelivered, kPlainPeers,
+  kReaderMetricCount
 };
 inline constexpr const char* kReaderMetricNames[kReaderMetricCount] = {
     "connections", "activeConnections", "readCalls", "bytesRead", "pauses", "jsThreadReads", "handoffs",
     "replyBytesSent", "replySendCalls", "replyBytesDropped", "fdsReceived", "fdsRefused",
-    "fdsSent", "rejectedDatagrams"};
+    "fdsSent", "rejectedDatagrams", "acked", "duplicatesDropped", "redelivered", "plainPeers"};
 static_assert(kReaderMetricNames[kReaderMetricCount - 1] != nullptr, "a name for every reader metric");
 
 enum WriterMetric : int {
   kSentFrames, kBytesSent, kSendCalls, kConnects, kDisconnects, kConnectAttempts, kUntrustedPeers,
   kSendBufferSize, kConnected, kWriterReadCalls, kWriterBytesRead, kWriterPauses,
-  kWriterJsThreadReads, kFdsSent, kFdsBuffered, kWriterFdsReceived, kWriterFdsRefused, kWriterMetricCount
+  kWriterJsThreadReads, kFdsSent, kFdsBuffered, kWriterFdsReceived, kWriterFdsRefused, kWriterAcked,
+  kResent, kWriterMetricCount
 };
 inline constexpr const char* kWriterMetricNames[kWriterMetricCount] = {
     "sent", "bytesSent", "sendCalls", "connects", "disconnects", "connectAttempts", "untrustedPeers",
     "sendBufferSize", "connected", "readCalls", "bytesRead", "pauses", "jsThreadReads", "fdsSent",
-    "fdsBuffered", "fdsReceived", "fdsRefused"};
+    "fdsBuffered", "fdsReceived", "fdsRefused", "acked", "resent"};
 static_assert(kWriterMetricNames[kWriterMetricCount - 1] != nullptr, "a name for every writer metric");
 
 // ─── Defaults and limits of options that reach the core ─────────────────────
@@ -149,6 +170,11 @@ inline constexpr uint64_t kMaxReplyBytes = 1024 * 1024;
 inline constexpr uint32_t kMaxPendingFds = 256;
 inline constexpr uint32_t kMaxBufferedFds = 256;
 inline constexpr uint32_t kReplyTimeoutMs = 30000;
+// Acknowledged delivery: how long an acked writer waits for the reader's
+// greeting after connecting, and how many writer sessions an acked reader
+// remembers for de-duplication.
+inline constexpr uint32_t kHandshakeTimeoutMs = 5000;
+inline constexpr uint32_t kMaxSessions = 1024;
 }  // namespace defaults
 
 namespace limits {

@@ -212,6 +212,10 @@ ReaderMetrics ReaderEngine::metrics() const {
   m.reply_send_calls = reply_stats_.send_calls.load(std::memory_order_relaxed);
   m.reply_bytes_dropped = reply_stats_.bytes_dropped.load(std::memory_order_relaxed);
   m.fds_received = m_fds_received_.load(std::memory_order_relaxed);
+  m.acked = m_acked_.load(std::memory_order_relaxed);
+  m.duplicates_dropped = m_duplicates_.load(std::memory_order_relaxed);
+  m.redelivered = m_redelivered_.load(std::memory_order_relaxed);
+  m.plain_peers = m_plain_peers_.load(std::memory_order_relaxed);
   m.fds_refused = m_fds_refused_.load(std::memory_order_relaxed);
   m.fds_sent = reply_stats_.fds_sent.load(std::memory_order_relaxed);
   m.rejected_datagrams = m_rejected_datagrams_.load(std::memory_order_relaxed);
@@ -284,6 +288,30 @@ void ReaderEngine::apply_acks() {
       c.acked_len += bytes;
     }
     if (c.paused && !full(c)) resume(c);
+  }
+  if (cfg_.acked && !acks.empty()) {
+    // Every session whose batches the consumer finished gets one cumulative
+    // acknowledgement for the whole round.
+    std::vector<Session*> done;
+    for (auto [id, bytes] : acks) {
+      auto t = ack_tracks_.find(id);
+      if (t == ack_tracks_.end()) continue;
+      AckTrack& tr = t->second;
+      tr.acked += bytes;
+      uint64_t seq = 0;
+      while (!tr.marks.empty() && tr.marks.front().first <= tr.acked) {
+        seq = tr.marks.front().second;
+        tr.marks.pop_front();
+      }
+      Session& s = *tr.session;
+      if (seq > s.released) {
+        m_acked_.fetch_add(seq - s.released, std::memory_order_relaxed);
+        s.released = seq;
+        if (std::find(done.begin(), done.end(), &s) == done.end()) done.push_back(&s);
+      }
+      if (tr.closed && tr.marks.empty()) ack_tracks_.erase(t);
+    }
+    for (Session* s : done) send_ack(*s);
   }
   if (trim_due_ && unacked_total_ == 0 && !acks.empty()) maybe_trim(now_ms());
 }
@@ -407,7 +435,11 @@ void ReaderEngine::pause(Conn& c) {
   m_pauses_.fetch_add(1, std::memory_order_relaxed);
 }
 
-void ReaderEngine::deliver(Conn& c, Batch&& b, uint64_t* frames) {
+bool ReaderEngine::deliver(Conn& c, Batch&& b, uint64_t* frames) {
+  if (cfg_.acked) {
+    if (!sequence(c, b)) return false;
+    if (b.count() == 0) return true;  // only a hello, or copies: nothing to hand over
+  }
   ReaderItem item{ReaderItem::kBatch};
   item.conn_id = c.id;
   item.batch = std::move(b);
@@ -426,13 +458,130 @@ void ReaderEngine::deliver(Conn& c, Batch&& b, uint64_t* frames) {
   *frames += item.batch.count();
   m_frames_.fetch_add(item.batch.count(), std::memory_order_relaxed);
   m_batches_.fetch_add(1, std::memory_order_relaxed);
+  if (item.batch.acked) {
+    AckTrack& t = ack_tracks_[c.id];
+    if (!t.session) t.session = c.session;
+    t.handed += item.batch.length;
+    t.marks.emplace_back(t.handed, item.batch.first_seq + item.batch.count() - 1);
+  }
   push(std::move(item));
+  return true;
+}
+
+// Acked mode. The first frame of a connection says what it is: a hello
+// (acked) or a message of a plain writer. On an acked connection every frame
+// has the next sequence number of its session; one at or below the highest
+// already handed over in this reader's life (on this connection or an
+// earlier one of the same session) is a copy and is dropped. A batch's
+// numbers are consecutive and that bound is one number, so what is dropped
+// is always a prefix of the batch: the offsets table loses its first
+// entries, the region (and the length acks count) stays as cut.
+bool ReaderEngine::sequence(Conn& c, Batch& b) {
+  size_t drop = 0;
+  const size_t n = b.count();
+  if (c.delivery == Delivery::kAwaitHello) {
+    acked::Hello h;
+    const uint8_t* p = b.base + b.offsets[0];
+    const size_t len = b.offsets[1] - b.offsets[0];
+    if (acked::parse_hello(p, len, &h)) {
+      c.delivery = Delivery::kAcked;
+      c.session = find_session(h.session);
+      c.session->conn = c.id;
+      c.next_seq = h.first_seq;
+      c.resent_below = h.resent_below;
+      Session& s = *c.session;
+      // A gap (the writer had acknowledgements this life never sent: a
+      // session forgotten and met again) starts the count afresh.
+      if (h.first_seq > s.delivered + 1) s.delivered = s.released = h.first_seq - 1;
+      ReaderItem item{ReaderItem::kSession};
+      item.conn_id = c.id;
+      item.session = h.session;
+      item.first_seq = h.first_seq;
+      item.resent_below = h.resent_below;
+      push(std::move(item));
+      // Copies of what was done with already: the writer may free them now.
+      if (s.released >= h.first_seq) send_ack(s);
+      drop = 1;
+    } else if (cfg_.require_acked) {
+      close_conn(c.id, CoreError::plain("ERR_PROTOCOL_MISMATCH",
+                                        "a writer that does not speak acknowledged delivery (its first message "
+                                        "is not the acked hello) was refused: requireAcked is set"));
+      return false;
+    } else {
+      c.delivery = Delivery::kPlain;
+      m_plain_peers_.fetch_add(1, std::memory_order_relaxed);
+      ReaderItem item{ReaderItem::kSession};
+      item.conn_id = c.id;
+      item.plain = true;
+      push(std::move(item));
+      return true;
+    }
+  }
+  if (c.delivery != Delivery::kAcked) return true;
+  Session& s = *c.session;
+  const uint64_t first = c.next_seq;  // of frame `drop`
+  c.next_seq += n - drop;
+  const uint64_t copies = s.delivered >= first ? std::min<uint64_t>(s.delivered - first + 1, n - drop) : 0;
+  drop += copies;
+  if (copies) m_duplicates_.fetch_add(copies, std::memory_order_relaxed);
+  if (drop > 0) {
+    for (size_t i = 0; i < drop; ++i) b.payload_bytes -= b.offsets[2 * i + 1] - b.offsets[2 * i];
+    b.offsets.erase(b.offsets.begin(), b.offsets.begin() + static_cast<ptrdiff_t>(2 * drop));
+  }
+  const size_t k = b.count();
+  if (k == 0) return true;
+  b.acked = true;
+  b.first_seq = first + copies;
+  b.redelivered = c.resent_below > b.first_seq ? std::min<uint64_t>(c.resent_below - b.first_seq, k) : 0;
+  if (b.redelivered) m_redelivered_.fetch_add(b.redelivered, std::memory_order_relaxed);
+  s.delivered = b.first_seq + k - 1;
+  s.last_used = ++session_clock_;
+  return true;
+}
+
+std::shared_ptr<ReaderEngine::Session> ReaderEngine::find_session(const acked::SessionId& id) {
+  const std::string key(reinterpret_cast<const char*>(id.data()), id.size());
+  auto it = sessions_.find(key);
+  if (it != sessions_.end()) {
+    it->second->last_used = ++session_clock_;
+    return it->second;
+  }
+  if (sessions_.size() >= cfg_.max_sessions) {
+    // Forget the least recently used session nobody holds: no open
+    // connection, no batch of it unacknowledged (only this map refers to it).
+    auto victim = sessions_.end();
+    for (auto j = sessions_.begin(); j != sessions_.end(); ++j) {
+      if (j->second->conn != 0 || j->second.use_count() > 1) continue;
+      if (victim == sessions_.end() || j->second->last_used < victim->second->last_used) victim = j;
+    }
+    if (victim != sessions_.end()) sessions_.erase(victim);
+  }
+  auto s = std::make_shared<Session>();
+  s->id = id;
+  s->last_used = ++session_clock_;
+  sessions_.emplace(key, s);
+  return s;
+}
+
+void ReaderEngine::send_ack(Session& s) {
+  if (s.conn == 0) return;  // none open: the next hello is answered with it
+  auto it = conns_.find(s.conn);
+  if (it == conns_.end()) return;
+  Conn& c = *it->second;
+  uint8_t a[1 + acked::kAckSize];
+  const ReplyQueue::Offer r = c.out->offer(a, acked::put_ack(a, s.released), now_ms());
+  if (r.want_out && !c.want_out) {
+    c.want_out = true;
+    update_interest(c);
+  }
 }
 
 bool ReaderEngine::hand_over(Conn& c, bool ok, uint64_t* frames) {
   const uint32_t id = c.id;
   for (;;) {
-    while (c.assembler.has_batch()) deliver(c, c.assembler.take_batch(), frames);
+    while (c.assembler.has_batch()) {
+      if (!deliver(c, c.assembler.take_batch(), frames)) return false;  // closed (acked mode)
+    }
     if (!ok) {
       if (c.assembler.error() == FrameError::kUnexpectedFds) {
         m_fds_refused_.fetch_add(c.assembler.refused_fds(), std::memory_order_relaxed);
@@ -773,6 +922,12 @@ bool ReaderEngine::accept_all() {
       }
     }
     auto conn = std::make_unique<Conn>(id, UniqueFd(fd), cfg_.assembler, &reply_stats_);
+    if (cfg_.acked) {
+      // The reader speaks first: a writer in acked mode waits for this; a
+      // plain one never reads it. A fresh socket takes 10 bytes at once.
+      uint8_t g[1 + acked::kGreetingSize];
+      if (conn->out->offer(g, acked::put_greeting(g), now_ms()).want_out) conn->want_out = true;
+    }
     if (cfg_.type == SOCK_SEQPACKET) {
       PacketReceiverConfig pc = packet_config();
       pc.accept_fds = cfg_.accept_fds;
@@ -1040,6 +1195,11 @@ void ReaderEngine::close_conn(uint32_t id, CoreError why, CoreError reason) {
   push(std::move(item));
   // Its batches stay charged to the reader until the consumer acks them.
   if (!c.unacked.empty()) closed_unacked_.emplace(id, std::move(c.unacked));
+  if (c.session && c.session->conn == id) c.session->conn = 0;
+  if (auto t = ack_tracks_.find(id); t != ack_tracks_.end()) {
+    if (t->second.marks.empty()) ack_tracks_.erase(t);
+    else t->second.closed = true;
+  }
   conns_.erase(it);
 }
 

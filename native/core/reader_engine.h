@@ -28,6 +28,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "acked.h"
 #include "error.h"
 #include "event_loop.h"
 #include "frame_assembler.h"
@@ -90,6 +91,20 @@ struct ReaderConfig {
   // max_pending_fds or more is paused like one at max_pending_bytes.
   bool accept_fds = false;
   uint32_t max_pending_fds = protocol::defaults::kMaxPendingFds;
+  // Acknowledged delivery (acked.h; SOCK_STREAM). Every accepted connection
+  // gets the greeting first. A connection whose first frame is a hello is
+  // acked: its frames carry sequence numbers (Batch::first_seq), copies of
+  // messages already handed over on any connection of the same writer
+  // session are dropped, and once the consumer acks a batch the writer gets
+  // a cumulative acknowledgement (one frame per session per round of acks).
+  // A connection whose first frame is anything else is a plain writer,
+  // served at most once (kItemSession with plain), or refused with
+  // ERR_PROTOCOL_MISMATCH if require_acked. max_sessions bounds the sessions
+  // remembered: beyond it, the least recently used one without a connection
+  // or unacknowledged batches is forgotten.
+  bool acked = false;
+  bool require_acked = false;
+  uint32_t max_sessions = protocol::defaults::kMaxSessions;
 };
 
 struct ReaderItem {
@@ -107,6 +122,7 @@ struct ReaderItem {
   static constexpr Type kStopped = protocol::kItemStopped;
   static constexpr Type kRejected = protocol::kItemRejected;
   static constexpr Type kDrained = protocol::kItemDrained;
+  static constexpr Type kSession = protocol::kItemSession;
   Type type = kBatch;
   ReaderItem() = default;
   explicit ReaderItem(Type t) : type(t) {}
@@ -115,6 +131,10 @@ struct ReaderItem {
   CoreError error;  // kError (the connection is closed right after); kClose: why, if not EOF
   PeerCred cred;    // kOpen, kRejected
   uint64_t dropped = 0;  // kDrained
+  // kSession: plain (served at most once), or the writer's session and its hello.
+  bool plain = false;
+  acked::SessionId session{};
+  uint64_t first_seq = 0, resent_below = 0;
 };
 
 struct ReaderMetrics {
@@ -127,6 +147,11 @@ struct ReaderMetrics {
   uint64_t fds_refused = 0;   // descriptors closed on arrival (not accepted, misplaced, truncated)
   uint64_t fds_sent = 0;      // descriptors sent with replies
   uint64_t rejected_datagrams = 0;  // SOCK_DGRAM: datagrams dropped by allow_uids/allow_gids
+  // Acked mode: messages acknowledged to their writers, copies dropped
+  // (already handed over in this reader's life), messages handed over that
+  // their writer had sent before on an earlier connection, and connections
+  // of plain writers served at most once.
+  uint64_t acked = 0, duplicates_dropped = 0, redelivered = 0, plain_peers = 0;
 };
 
 class ReaderEngine {
@@ -193,6 +218,26 @@ class ReaderEngine {
   // yet acked, and the rest of its charge (released when the length is).
   using Unacked = UnackedBatches;
 
+  // Acked mode: a writer session (acked.h), IO thread only.
+  struct Session {
+    acked::SessionId id{};
+    uint64_t delivered = 0;  // highest sequence number handed over
+    uint64_t released = 0;   // highest acknowledged (its batch done with)
+    uint32_t conn = 0;       // the connection acknowledgements go to (0: none open)
+    uint64_t last_used = 0;  // for eviction (a counter, not a time)
+  };
+  // The batches of one connection handed over and not acked, for the
+  // acknowledgements: (sum of batch lengths handed over up to and including
+  // the batch, sequence number of its last message). Outlives its connection
+  // until the consumer is done with every batch of it.
+  struct AckTrack {
+    std::shared_ptr<Session> session;
+    uint64_t handed = 0, acked = 0;
+    std::deque<std::pair<uint64_t, uint64_t>> marks;
+    bool closed = false;
+  };
+  enum class Delivery : uint8_t { kAwaitHello, kAcked, kPlain };
+
   struct Conn {
     uint32_t id;
     UniqueFd fd;
@@ -218,6 +263,11 @@ class ReaderEngine {
     // EPOLLIN|EPOLLRDHUP unless paused or held, EPOLLOUT while replies wait.
     uint32_t interest = 0;
     bool want_out = false;  // replies are queued: watch EPOLLOUT
+    // Acked mode (cfg_.acked).
+    Delivery delivery = Delivery::kAwaitHello;
+    std::shared_ptr<Session> session;
+    uint64_t next_seq = 0;      // sequence number of the next message cut
+    uint64_t resent_below = 0;  // from the hello
     // Shared with the consumer's reply() (through replies_); closed before fd.
     std::shared_ptr<ReplyQueue> out;
     Conn(uint32_t i, UniqueFd f, const AssemblerConfig& c, ReplyStats* stats)
@@ -242,7 +292,13 @@ class ReaderEngine {
   PacketReceiverConfig packet_config();  // IO thread (or owner before start)
   bool allowed(int uid, int gid) const;  // allow_uids / allow_gids (true when both are empty)
   // Hands one batch over (charging it); counts its messages into *frames.
-  void deliver(Conn& c, Batch&& b, uint64_t* frames);
+  // False if it closed the connection (acked mode: a plain writer refused).
+  bool deliver(Conn& c, Batch&& b, uint64_t* frames);
+  // Acked mode: the hello (or not) at the start of c's first batch; drops
+  // copies; numbers the messages. False: c was closed.
+  bool sequence(Conn& c, Batch& b);
+  std::shared_ptr<Session> find_session(const acked::SessionId& id);
+  void send_ack(Session& s);  // to s's connection, if open and acked
   void read_conn(Conn& c);  // on_readable(), closing the connection on bad_alloc
   // Hands over the batches the assembler has cut, charging them; false if it
   // closed the connection (framing error: then c is gone).
@@ -322,6 +378,10 @@ class ReaderEngine {
   // consumer still holds their batches until it acks them).
   uint64_t unacked_total_ = 0;
   std::unordered_map<uint32_t, Unacked> closed_unacked_;  // by connection id
+  // Acked mode: sessions by id, and the acknowledgement tracks by connection id.
+  std::unordered_map<std::string, std::shared_ptr<Session>> sessions_;
+  std::unordered_map<uint32_t, AckTrack> ack_tracks_;
+  uint64_t session_clock_ = 0;
   std::atomic<bool> trim_wake_{false};  // acks must wake the loop: a trim waits for the last one
   bool trim_due_ = false;            // a connection was paused since the last trim
   int64_t trim_at_ = 0;              // a trim waits for its rate limit until then (0 = none)
@@ -346,7 +406,8 @@ class ReaderEngine {
   std::vector<std::pair<uint32_t, bool>> verdicts_;  // guarded by acks_mu_
   std::atomic<uint64_t> m_accepted_{0}, m_active_{0}, m_reads_{0}, m_bytes_{0}, m_frames_{0},
       m_batches_{0}, m_errors_{0}, m_pauses_{0}, m_accept_errors_{0}, m_rejected_{0},
-      m_js_thread_reads_{0}, m_handoffs_{0}, m_fds_received_{0}, m_fds_refused_{0}, m_rejected_datagrams_{0};
+      m_js_thread_reads_{0}, m_handoffs_{0}, m_fds_received_{0}, m_fds_refused_{0}, m_rejected_datagrams_{0},
+      m_acked_{0}, m_duplicates_{0}, m_redelivered_{0}, m_plain_peers_{0};
 
   std::thread thread_;  // owner thread starts and joins it
 };

@@ -92,6 +92,8 @@ WriterEngine::WriterEngine(WriterConfig cfg, Notify notify)
       fds_(cfg_.fds ? *cfg_.fds : own_fds_) {
   head_ = send_pos_ = load(ctrl::kHead);
   sent_count_ = load(ctrl::kSent);
+  ack_head_ = cfg_.acked ? load(ctrl::kAckHead) : head_;
+  acked_count_ = load(ctrl::kAcked);
   rng_ = static_cast<uint64_t>(now_ms()) ^ reinterpret_cast<uintptr_t>(this);
   // The ring is written cyclically end to end: ask for transparent huge pages
   // over its 2 MiB-aligned interior, so that warming it up costs a handful of
@@ -162,6 +164,8 @@ WriterMetrics WriterEngine::metrics() const {
   m.pauses = m_pauses_.load(std::memory_order_relaxed);
   m.fds_sent = m_fds_sent_.load(std::memory_order_relaxed);
   m.fds_buffered = fds_.held();
+  m.acked = m_acked_.load(std::memory_order_relaxed);
+  m.resent = m_resent_.load(std::memory_order_relaxed);
   return m;
 }
 
@@ -219,15 +223,17 @@ void WriterEngine::run() {
     if (io_reads()) apply_acks();
     if (cfg_.receive_on_consumer) apply_inbound_error();
     if (!connected_ && !failed_ && now >= next_connect_at_) try_connect(now);
-    if (connected_ && !want_out_) send_published();
+    if (connected_ && !want_out_ && may_send()) send_published();
 
     if (stopping) {
       const uint32_t tail = load(ctrl::kTail);
-      const bool empty = head_ == tail;
+      // Acked mode: done once everything is acknowledged, not just sent.
+      const uint32_t kept = cfg_.acked ? ack_head_ : head_;
+      const bool empty = kept == tail;
       const bool hopeless = !connected_ && (failed_ || !cfg_.reconnect.enabled);
       if (empty || hopeless || now >= stop_deadline_.load()) {
         WriterEvent ev{WriterEvent::kStopped};
-        ev.discarded = frames_between(head_, tail);
+        ev.discarded = frames_between(kept, tail);
         close_fd();
         connected_ = false;
         m_connected_.store(false);
@@ -241,6 +247,17 @@ void WriterEngine::run() {
     // How long may we sleep?
     int timeout = -1;
     if (!connected_ && !failed_) timeout = static_cast<int>(std::max<int64_t>(0, next_connect_at_ - now));
+    if (connected_ && !may_send()) {
+      if (now >= greet_deadline_) {
+        protocol_mismatch("no greeting from the reader within handshakeTimeoutMs (" +
+                          std::to_string(cfg_.handshake_timeout_ms) +
+                          " ms): it does not speak acknowledged delivery (a default-mode reader, an older "
+                          "version, or another library)");
+        continue;
+      }
+      const int wait = static_cast<int>(greet_deadline_ - now);
+      timeout = timeout < 0 ? wait : std::min(timeout, wait);
+    }
     if (connected_ && want_out_ && cfg_.write_timeout_ms > 0) {
       const int64_t due = last_progress_ms_ + cfg_.write_timeout_ms;
       if (now >= due) {
@@ -261,7 +278,7 @@ void WriterEngine::run() {
       const int64_t left = std::max<int64_t>(0, stop_deadline_.load() - now);
       timeout = timeout < 0 ? static_cast<int>(left) : std::min<int>(timeout, static_cast<int>(left));
     }
-    const bool idle = connected_ && !want_out_;
+    const bool idle = connected_ && !want_out_ && may_send();
     if (idle) {
       // Dekker handshake with the producer: announce sleep, then look again.
       // From here until reclaim_send_state() the producer may take over
@@ -282,6 +299,9 @@ void WriterEngine::run() {
       const uint32_t ev = events[i].events;
       if ((ev & EPOLLIN) && io_reads() && !read_paused_) {
         read_inbound();  // may end the connection (EOF, error, framing)
+        if (!connected_) continue;
+      } else if ((ev & EPOLLIN) && cfg_.acked) {
+        read_control();  // greeting, acknowledgements; may end the connection
         if (!connected_) continue;
       }
       if (ev & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
@@ -442,7 +462,7 @@ uint32_t WriterEngine::send_direct(Appended upto, bool rewind) {
   if (!send_direct_impl(upto)) return own;
   // Only past kRewindFrom into a ring of at least twice that: a smaller ring
   // is warm anyway, and its frames keep exercising the wrap-around path.
-  if (rewind && head_ == send_pos_ && cfg_.capacity >= 2 * kRewindFrom && (send_pos_ & mask_) >= kRewindFrom) {
+  if (rewind && !cfg_.acked && head_ == send_pos_ && cfg_.capacity >= 2 * kRewindFrom && (send_pos_ & mask_) >= kRewindFrom) {
     // Everything is sent: nothing in the ring is needed any more, and the
     // IO thread leaves the send state alone until kSleep goes back to kIdle.
     const uint32_t start = (send_pos_ + mask_) & ~mask_;
@@ -590,6 +610,15 @@ void WriterEngine::try_connect(int64_t now) {
   progress_ = false;
   last_progress_ms_ = now;
   send_pos_ = head_;  // a frame cut by the last connection goes again, whole
+  if (cfg_.acked) {
+    // Nothing goes out until the reader's greeting (read_control()); the
+    // connection is announced then.
+    greeted_ = false;
+    ctl_fill_ = 0;
+    greet_deadline_ = now + cfg_.handshake_timeout_ms;
+    greet_cred_ = cred;
+    return;
+  }
   conn_id_ = static_cast<uint32_t>(m_connects_.fetch_add(1, std::memory_order_relaxed) + 1);
   m_connected_.store(true);
   WriterEvent ev{WriterEvent::kConnect};
@@ -633,7 +662,10 @@ void WriterEngine::send_published() {
     const uint32_t tail = load(ctrl::kTail);
     if (tail == send_pos_) return;
     const ssize_t n = send_once(tail);
-    if (n > 0) continue;
+    if (n > 0) {
+      if (ack_target_ > acked_seq_) apply_ack();  // re-sent frames an acknowledgement had covered
+      continue;
+    }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       want_out_ = true;
@@ -681,7 +713,8 @@ void WriterEngine::publish_progress(uint32_t head, uint32_t count, uint64_t payl
   head_ = head;
   sent_count_ += count;
   sent_payload_ += static_cast<uint32_t>(payload);
-  if (!fds_.empty()) fds_.release(head_);  // their frames are fully sent: close the dups
+  // Their frames are fully sent: close the dups (acked mode: once acknowledged, apply_ack()).
+  if (!cfg_.acked && !fds_.empty()) fds_.release(head_);
   m_sent_.fetch_add(count, std::memory_order_relaxed);
   m_bytes_.fetch_add(payload, std::memory_order_relaxed);
   store(ctrl::kSent, sent_count_);
@@ -707,12 +740,19 @@ void WriterEngine::disconnect(const CoreError& why, Drop mode) {
   want_out_ = false;
   send_pos_ = head_;
   fds_.reset();  // a frame cut here goes again whole, descriptors included
-  m_connected_.store(false);
-  m_disconnects_.fetch_add(1, std::memory_order_relaxed);
-  WriterEvent ev{WriterEvent::kDisconnect};
-  ev.error = why;
-  ev.sent = m_sent_.load(std::memory_order_relaxed);  // the send state is ours: exact
-  emit(std::move(ev));
+  // Acked mode: a connection that never completed the handshake was never
+  // announced (kConnect), so it ends without a kDisconnect.
+  const bool announced = !cfg_.acked || greeted_;
+  greeted_ = false;
+  ctl_fill_ = 0;
+  if (announced) {
+    m_connected_.store(false);
+    m_disconnects_.fetch_add(1, std::memory_order_relaxed);
+    WriterEvent ev{WriterEvent::kDisconnect};
+    ev.error = why;
+    ev.sent = m_sent_.load(std::memory_order_relaxed);  // the send state is ours: exact
+    emit(std::move(ev));
+  }
   if (!cfg_.reconnect.enabled) {
     failed_ = true;
     return;
@@ -752,7 +792,8 @@ namespace udsipc {
 // ─── Receiving (cfg_.receive) ────────────────────────────────────────────────
 
 uint32_t WriterEngine::interest() const {
-  return EPOLLRDHUP | (want_out_ ? uint32_t{EPOLLOUT} : 0u) | (io_reads() && !read_paused_ ? uint32_t{EPOLLIN} : 0u);
+  return EPOLLRDHUP | (want_out_ ? uint32_t{EPOLLOUT} : 0u) |
+         ((io_reads() && !read_paused_) || cfg_.acked ? uint32_t{EPOLLIN} : 0u);
 }
 
 // The holder of the send state: the IO thread, or the producer in send_direct().
@@ -921,6 +962,169 @@ void WriterEngine::drain_inbound() {
     }
   } catch (const std::bad_alloc&) {
     // What was handed over stays handed over; the rest goes with the connection.
+  }
+}
+
+}  // namespace udsipc
+
+namespace udsipc {
+
+// ─── Acknowledged delivery (cfg_.acked) ─────────────────────────────────────
+
+void WriterEngine::protocol_mismatch(const std::string& why) {
+  const CoreError e = CoreError::plain("ERR_PROTOCOL_MISMATCH", "acknowledged delivery with " + cfg_.path + ": " + why +
+                                                                    "; replacing the connection");
+  WriterEvent ev{WriterEvent::kError};
+  ev.error = e;
+  emit(std::move(ev));
+  disconnect(e, Drop::kProtocolError);  // backs off before the next attempt
+}
+
+uint32_t WriterEngine::frame_end(uint32_t pos) const {
+  uint8_t hdr[kMaxVarintLen];
+  for (uint32_t i = 0; i < kMaxVarintLen; ++i) hdr[i] = cfg_.ring[(pos + i) & mask_];
+  uint64_t len = 0;
+  size_t h = 0;
+  uvarint_decode(hdr, kMaxVarintLen, UINT32_MAX, &len, &h);  // the producer wrote it: valid
+  return pos + static_cast<uint32_t>(h + len);
+}
+
+// What an acked reader sends: its greeting, then acknowledgements, each a
+// frame of a few bytes. Anything else (a longer frame, another kind, file
+// descriptors) is a reader that does not speak the mode.
+void WriterEngine::read_control() {
+  for (int r = 0; r < 16 && connected_; ++r) {
+    std::vector<UniqueFd> fds;
+    CoreError why;
+    const ssize_t n = recv_with_fds(fd_.get(), ctl_buf_ + ctl_fill_, sizeof ctl_buf_ - ctl_fill_, false, &fds, &why);
+    if (why) {
+      protocol_mismatch("the reader sent file descriptors");
+      return;
+    }
+    if (n == 0) {
+      disconnect(peer_closed());
+      return;
+    }
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      disconnect(CoreError::sys("ERR_SOCKET", errno, "read", "receiving from the reader failed"));
+      return;
+    }
+    m_reads_.fetch_add(1, std::memory_order_relaxed);
+    m_bytes_read_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+    ctl_fill_ += static_cast<size_t>(n);
+    size_t off = 0;
+    for (;;) {
+      uint64_t len = 0;
+      size_t h = 0;
+      const VarintStatus st = uvarint_decode(ctl_buf_ + off, ctl_fill_ - off, acked::kMaxControl, &len, &h);
+      if (st == VarintStatus::kNeedMore) break;
+      if (st != VarintStatus::kOk) {
+        protocol_mismatch(greeted_ ? "the reader sent a frame that is not an acknowledgement"
+                                   : "the reader sent a frame that is not the acked greeting");
+        return;
+      }
+      if (ctl_fill_ - off < h + len) break;
+      if (!on_control(ctl_buf_ + off + h, static_cast<size_t>(len))) return;
+      off += h + static_cast<size_t>(len);
+    }
+    std::memmove(ctl_buf_, ctl_buf_ + off, ctl_fill_ - off);
+    ctl_fill_ -= off;
+  }
+}
+
+bool WriterEngine::on_control(const uint8_t* p, size_t n) {
+  if (!greeted_) {
+    if (!acked::is_greeting(p, n)) {
+      protocol_mismatch("the reader sent a frame that is not the acked greeting (a reader in another mode)");
+      return false;
+    }
+    on_greeting();
+    return connected_;
+  }
+  uint64_t seq = 0;
+  if (!acked::parse_ack(p, n, &seq)) {
+    protocol_mismatch("the reader sent a frame that is not an acknowledgement");
+    return false;
+  }
+  if (seq > ack_target_) ack_target_ = seq;
+  apply_ack();
+  return connected_;
+}
+
+void WriterEngine::on_greeting() {
+  // Frames in [ack_head_, head_) were fully sent on earlier connections and
+  // are not acknowledged: they go again, first, flagged by resent_below.
+  const uint64_t unacked_sent = frames_between(ack_head_, head_);
+  acked::Hello hello;
+  hello.session = cfg_.session;
+  hello.first_seq = acked_seq_ + 1;
+  hello.resent_below = hello.first_seq + unacked_sent;
+  uint8_t buf[1 + acked::kHelloSize];
+  const size_t len = acked::put_hello(buf, hello);
+  // The socket is fresh and nothing else was sent on it: 42 bytes fit.
+  ssize_t n;
+  do {
+    n = ::send(fd_.get(), buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(len)) {
+    disconnect(CoreError::sys("ERR_SOCKET", n < 0 ? errno : EPIPE, "send", "sending the acked hello failed"));
+    return;
+  }
+  greeted_ = true;
+  send_pos_ = ack_head_;
+  fds_.reset();
+  m_resent_.fetch_add(unacked_sent, std::memory_order_relaxed);
+  conn_id_ = static_cast<uint32_t>(m_connects_.fetch_add(1, std::memory_order_relaxed) + 1);
+  m_connected_.store(true);
+  WriterEvent ev{WriterEvent::kConnect};
+  ev.conn_id = conn_id_;
+  ev.cred = greet_cred_;
+  emit(std::move(ev));
+}
+
+// Frees the ring space of the frames acknowledged, up to ack_target_, but
+// never past send_pos_: after a reconnect the frames from ack_head_ are sent
+// again, and an acknowledgement may cover some of them before they went (the
+// reader had them from an earlier connection). Their bytes must stay until
+// they are sent (the reader drops the copies), so the rest waits for
+// send_published() to call again.
+void WriterEngine::apply_ack() {
+  uint32_t pos = ack_head_;
+  uint64_t seq = acked_seq_;
+  uint32_t count = 0;
+  while (seq < ack_target_ && pos != send_pos_) {
+    const uint32_t end = frame_end(pos);
+    if (static_cast<int32_t>(send_pos_ - end) < 0) break;  // not fully sent on this connection
+    pos = end;
+    ++seq;
+    ++count;
+  }
+  if (seq < ack_target_ && static_cast<int32_t>(send_pos_ - head_) >= 0) {
+    // Not re-sending (send_pos_ at or past head_): every frame the reader
+    // can have got is fully sent, hence below send_pos_. It claims more: it
+    // acknowledges messages it never got.
+    protocol_mismatch("the reader acknowledged message " + std::to_string(ack_target_) + ", beyond the last one sent (" +
+                      std::to_string(seq) + ")");
+    return;
+  }
+  if (count == 0) return;
+  ack_head_ = pos;
+  acked_seq_ = seq;
+  acked_count_ += count;
+  m_acked_.fetch_add(count, std::memory_order_relaxed);
+  if (!fds_.empty()) fds_.release(ack_head_);
+  store(ctrl::kAcked, acked_count_);
+  store(ctrl::kAckHead, ack_head_);
+  if (load(ctrl::kAckNotifyArmed) == kArmed) {
+    const uint32_t th = load(ctrl::kAckNotifyHead);
+    const uint32_t ts = load(ctrl::kAckNotifySent);
+    if (static_cast<int32_t>(ack_head_ - th) >= 0 && static_cast<int32_t>(acked_count_ - ts) >= 0) {
+      uint32_t armed = kArmed;
+      if (std::atomic_ref<uint32_t>(cfg_.ctrl[ctrl::kAckNotifyArmed]).compare_exchange_strong(armed, kDisarmed))
+        emit(WriterEvent{WriterEvent::kNotify});
+    }
   }
 }
 

@@ -67,6 +67,7 @@
 #include <thread>
 #include <vector>
 
+#include "acked.h"
 #include "error.h"
 #include "event_loop.h"
 #include "fd_outbox.h"
@@ -125,6 +126,18 @@ struct WriterConfig {
   // outlives the engine (the addon's handle, which takes them before the
   // engine exists). Null: the engine's own (attach_fds()).
   FdOutbox* fds = nullptr;
+  // Acknowledged delivery (acked.h; SOCK_STREAM, no receive). On each
+  // connection the writer sends nothing until the reader's greeting came
+  // (ERR_PROTOCOL_MISMATCH after handshake_timeout_ms without it, or when the
+  // reader sends anything else first), then a hello naming `session` and the
+  // sequence number of the first frame it sends, then frames from the first
+  // one not acknowledged. A frame's ring space is freed (ctrl::kAckHead,
+  // kAcked) when the reader acknowledges it, not when it is sent; kHead and
+  // kSent keep meaning "sent" (flush()). The kConnect event comes after the
+  // handshake; a connection that never completes it emits no kDisconnect.
+  bool acked = false;
+  uint32_t handshake_timeout_ms = protocol::defaults::kHandshakeTimeoutMs;
+  acked::SessionId session{};
 };
 
 struct WriterEvent {
@@ -165,6 +178,9 @@ struct WriterMetrics {
   uint64_t read_calls = 0, bytes_read = 0, pauses = 0;
   uint64_t fds_sent = 0;     // descriptors the kernel took with their frame (re-sends included)
   uint32_t fds_buffered = 0;  // descriptors held for frames not fully sent
+  // Acked mode: frames acknowledged by the reader, and frames sent again on
+  // a new connection because no acknowledgement had come.
+  uint64_t acked = 0, resent = 0;
 };
 
 class WriterEngine {
@@ -267,6 +283,14 @@ class WriterEngine {
   void drain_inbound();       // before a disconnect: what the kernel holds, complete frames handed over
   void emit(WriterEvent ev);
   uint64_t frames_between(uint32_t from, uint32_t to) const;
+  // Acked mode (IO thread, holding the send state).
+  bool may_send() const { return !cfg_.acked || greeted_; }
+  void read_control();              // on EPOLLIN: greeting and acknowledgements
+  bool on_control(const uint8_t* p, size_t n);  // one control frame's payload; false: disconnected
+  void on_greeting();               // sends the hello, starts (re-)sending
+  void apply_ack();                 // moves ack_head_ towards ack_target_, never past send_pos_
+  void protocol_mismatch(const std::string& why);  // reports and replaces the connection
+  uint32_t frame_end(uint32_t pos) const;  // end of the frame at ring position pos
   uint32_t load(int word) const;
   void store(int word, uint32_t v);
 
@@ -313,6 +337,18 @@ class WriterEngine {
   // acked, and the rest of its charge (released when the length is).
   UnackedBatches unacked_;
 
+  // Acked mode: part of the send state (see above; send_direct() only runs
+  // once greeted_ and reads none of the rest but greeted_).
+  bool greeted_ = false;          // the greeting came and the hello went: frames may go
+  int64_t greet_deadline_ = 0;    // ERR_PROTOCOL_MISMATCH if not greeted_ by then
+  PeerCred greet_cred_;           // the listener's credentials, for the kConnect sent once greeted
+  uint32_t ack_head_ = 0;         // first byte of the first frame not acknowledged (<= send_pos_)
+  uint32_t acked_count_ = 0;      // frames acknowledged (wraps), published as kAcked
+  uint64_t acked_seq_ = 0;        // sequence number of the last frame acknowledged (the first is 1)
+  uint64_t ack_target_ = 0;       // highest acknowledgement received (applied up to send_pos_)
+  uint8_t ctl_buf_[64];           // control bytes read and not yet parsed (a partial frame)
+  size_t ctl_fill_ = 0;
+
   // Shared.
   std::atomic<bool> stop_requested_{false};
   std::atomic<int64_t> stop_deadline_{0};  // monotonic ms
@@ -321,7 +357,7 @@ class WriterEngine {
   mutable std::mutex events_mu_;
   std::vector<WriterEvent> events_;  // guarded by events_mu_
   std::atomic<uint64_t> m_sent_{0}, m_bytes_{0}, m_calls_{0}, m_connects_{0}, m_disconnects_{0},
-      m_attempts_{0}, m_untrusted_{0};
+      m_attempts_{0}, m_untrusted_{0}, m_acked_{0}, m_resent_{0};
   std::atomic<int> m_sndbuf_{0};
   std::atomic<uint64_t> m_reads_{0}, m_bytes_read_{0}, m_pauses_{0}, m_fds_sent_{0};
   // Descriptors of queued frames: pushed by the producer, the rest by the

@@ -63,7 +63,10 @@ let spare: Buffer | undefined;
 const MAX_FRAME = 0x7fffffff; // frames are written with 31-bit length prefixes
 
 function noReplies(): IpcError {
-  return new IpcError('ERR_INVALID_STATE', "Replies are not supported on this Reader's socket type yet (type 'seqpacket'); use type 'stream'");
+  return new IpcError(
+    'ERR_INVALID_STATE',
+    "Replies are not supported on this Reader: its socket type is 'seqpacket' or 'dgram', or its delivery is 'acked' (the connection carries acknowledgements back)",
+  );
 }
 
 function notConnected(id: number): IpcError {
@@ -106,6 +109,15 @@ export class ReaderConnection implements Connection {
   readonly pid: number;
   readonly uid: number;
   readonly gid: number;
+  /**
+   * How this connection's messages are delivered: `'acked'` when the Reader
+   * and the writer both use acknowledged delivery, else `'at-most-once'`
+   * (always, on a Reader in the default mode). On an acked Reader it is
+   * known once the writer's first message came: `'at-most-once'` until then.
+   */
+  delivery: 'acked' | 'at-most-once' = 'at-most-once';
+  /** `delivery: 'acked'`: the writer's session id (32 hex digits, see `writer.session`); undefined otherwise. */
+  session: string | undefined;
   #sink: ReplySink | undefined; // undefined once closed
   #buf: Buffer | undefined; // frames written this tick, not yet handed to the native side
   #len = 0;

@@ -16,6 +16,8 @@
  *   DRAINED   bytes of replies discarded by replyTimeoutMs (0: the reply queue emptied)
  *   FDS       Int32Array [index, count, fd x count, ...]: the descriptors of the BATCH that follows
  *   CREDS     Int32Array [pid, uid, gid] per message of the (datagram) BATCH that follows
+ *   SESSION   writer session (32 hex digits), or undefined for a plain writer (acked reader)
+ *   SEQ       first sequence number, redelivered count: of the (acked) BATCH that follows
  *
  * FDS items never reach the caller: next() keeps their table for the batch
  * after them (src/fd-stash.ts); done() and discard() close what nobody took.
@@ -64,6 +66,9 @@ export class Inbox {
   readonly #fds = new FdStash(); // received descriptors, until their batch takes them
   readonly #credsTag: number;
   #creds: Int32Array | undefined; // a CREDS item's table, for the BATCH after it
+  readonly #seqTag: number;
+  #seqFirst = 0; // a SEQ item's first sequence number, for the BATCH after it (0: none)
+  #seqRedelivered = 0;
   #items: unknown[] = []; // items taken, not yet all handled
   #next = 0; // index of the next item in #items
   #at = 0; // index of the current item (the one next() returned)
@@ -77,6 +82,7 @@ export class Inbox {
     this.#batchTag = item.BATCH;
     this.#fdsTag = item.FDS;
     this.#credsTag = item.CREDS;
+    this.#seqTag = item.SEQ;
     this.#release = release;
   }
 
@@ -123,6 +129,11 @@ export class Inbox {
       this.#creds = q[i + 2] as Int32Array;
       return this.next();
     }
+    if (tag === this.#seqTag) {
+      this.#seqFirst = q[i + 2] as number;
+      this.#seqRedelivered = q[i + 3] as number;
+      return this.next();
+    }
     return tag;
   }
 
@@ -134,6 +145,11 @@ export class Inbox {
   /** The current OPEN or REJECTED item's peer credentials. */
   peer(): PeerCredentials {
     return this.#items[this.#at + 2] as PeerCredentials;
+  }
+
+  /** The current SESSION item's writer session (32 hex digits), or undefined for a plain writer. */
+  session(): string | undefined {
+    return this.#items[this.#at + 2] as string | undefined;
   }
 
   /** The current DRAINED item's bytes discarded by the reply timeout (0: everything was sent). */
@@ -157,7 +173,9 @@ export class Inbox {
     q[i + 2] = q[i + 3] = undefined; // let the slab go once the batch is done
     const creds = this.#creds;
     this.#creds = undefined;
-    return new Batch(conn, region, offsets, q[i + 4] as number, this.#fds.take(), creds);
+    const first = this.#seqFirst;
+    this.#seqFirst = 0;
+    return new Batch(conn, region, offsets, q[i + 4] as number, this.#fds.take(), creds, first, this.#seqRedelivered);
   }
 
   /** Descriptors closed because no handler took them (metrics().fdsClosedUnclaimed). */

@@ -63,6 +63,14 @@ export interface ReaderMetrics {
   fdsRefused: number;
   /** Received file descriptors the handler did not take (`batch.takeFds()`), closed when their batch was released. */
   fdsClosedUnclaimed: number;
+  /** `delivery: 'acked'`: messages acknowledged to their writers (their handler was done with them). */
+  acked: number;
+  /** `delivery: 'acked'`: copies of messages this Reader had delivered already, sent again by their writer after a reconnect, dropped. */
+  duplicatesDropped: number;
+  /** `delivery: 'acked'`: messages delivered with `batch.redelivered(i)` true (their writer had sent them before on an earlier connection). */
+  redelivered: number;
+  /** `delivery: 'acked'`: connections of writers that do not speak acknowledged delivery, served at most once. */
+  plainPeers: number;
 }
 
 /** Result of `stop()`. */

@@ -118,6 +118,9 @@ export class RpcServer extends EventEmitter {
     if (o.type !== undefined && o.type !== 'stream') {
       throw invalidValue(`RpcServer needs replies, which type ${JSON.stringify(o.type)} does not have yet: use type 'stream'`);
     }
+    if (o.delivery === 'acked') {
+      throw invalidValue("RpcServer does not take delivery: 'acked' (a call's reply is its acknowledgement; see docs/acked.md)");
+    }
     const maxConcurrentCalls = intOption('maxConcurrentCalls', o.maxConcurrentCalls, DEFAULT_MAX_CONCURRENT_CALLS, 1, 2 ** 20);
     if (o.onError !== undefined && typeof o.onError !== 'function') throw invalidType('onError', 'a function', o.onError);
     this.#onError = o.onError as RpcServerOptions['onError'];

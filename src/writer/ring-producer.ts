@@ -47,6 +47,12 @@
  *   ARMED     DISARMED  IO thread  HEAD and SENT reached both targets; it then emits event NOTIFY
  *   ARMED     DISARMED  producer   armNearest() finds the target reached already (the caller settles it)
  *
+ * Acked delivery (`acked`): a frame's room is freed when the reader
+ * acknowledges it, not when it is sent. Room, the 'drain' target and the
+ * acknowledged() targets (`ackTargets`) are then reckoned against ACK_HEAD
+ * and ACKED, armed through ACK_NOTIFY_*; flush() targets stay against HEAD
+ * and SENT (NOTIFY_*). Without it both views are the same words.
+ *
  * Invariants:
  * - Only the producer appends, and only the producer stores TAIL, except
  *   during its own sendDirect() call (a rewind), on its own thread.
@@ -131,6 +137,8 @@ export class RingProducer<T extends Target = Target> {
   flushTargets: T[] = [];
   /** The pending 'drain' target (at most one), as {@link RingProducer.flushTargets}. */
   drainTarget: Target | undefined;
+  /** Acked delivery: pending acknowledged() targets, as {@link RingProducer.flushTargets} (against the room words). */
+  ackTargets: T[] = [];
 
   readonly #ctrl: Int32Array;
   readonly #ring: Uint8Array;
@@ -150,6 +158,14 @@ export class RingProducer<T extends Target = Target> {
   readonly #iNotifyArmed: number;
   readonly #iNotifyHead: number;
   readonly #iNotifySent: number;
+  // The "sent" view (flush targets, unsent counts): HEAD/SENT/NOTIFY_*, which
+  // the room words above are too unless acked.
+  readonly #acked: boolean;
+  readonly #iSentHead: number;
+  readonly #iSentCount: number;
+  readonly #iSentArmed: number;
+  readonly #iSentNotifyHead: number;
+  readonly #iSentNotifySent: number;
   readonly #idle: number;
   readonly #producerSends: number;
   readonly #armed: number;
@@ -183,6 +199,7 @@ export class RingProducer<T extends Target = Target> {
     layout: RingLayout,
     limits: RingLimits,
     onRewound: () => void,
+    acked = false,
   ) {
     const cap = ring.length;
     if (cap === 0 || (cap & (cap - 1)) !== 0 || cap < limits.maxBytes) {
@@ -200,12 +217,18 @@ export class RingProducer<T extends Target = Target> {
     this.#onRewound = onRewound;
     const c = layout.ctrl;
     this.#iTail = c.TAIL;
-    this.#iHead = c.HEAD;
-    this.#iSent = c.SENT;
+    this.#acked = acked;
+    this.#iSentHead = c.HEAD;
+    this.#iSentCount = c.SENT;
+    this.#iSentArmed = c.NOTIFY_ARMED;
+    this.#iSentNotifyHead = c.NOTIFY_HEAD;
+    this.#iSentNotifySent = c.NOTIFY_SENT;
+    this.#iHead = acked ? c.ACK_HEAD : c.HEAD;
+    this.#iSent = acked ? c.ACKED : c.SENT;
     this.#iSleep = c.SLEEP;
-    this.#iNotifyArmed = c.NOTIFY_ARMED;
-    this.#iNotifyHead = c.NOTIFY_HEAD;
-    this.#iNotifySent = c.NOTIFY_SENT;
+    this.#iNotifyArmed = acked ? c.ACK_NOTIFY_ARMED : c.NOTIFY_ARMED;
+    this.#iNotifyHead = acked ? c.ACK_NOTIFY_HEAD : c.NOTIFY_HEAD;
+    this.#iNotifySent = acked ? c.ACK_NOTIFY_SENT : c.NOTIFY_SENT;
     this.#idle = layout.sendTurn.IDLE;
     this.#producerSends = layout.sendTurn.PRODUCER_SENDS;
     this.#armed = layout.notify.ARMED;
@@ -222,19 +245,29 @@ export class RingProducer<T extends Target = Target> {
     return this.#accepted;
   }
 
-  /** Frames fully sent (SENT, mod 2^32, int32). */
-  sentFrames(): number {
+  /** Frames whose room is free: fully sent (SENT), or acknowledged (ACKED) when acked (mod 2^32, int32). */
+  releasedFrames(): number {
     return Atomics.load(this.#ctrl, this.#iSent);
+  }
+
+  /** The ring position of the first frame whose room is not free (HEAD, or ACK_HEAD when acked). */
+  roomHead(): number {
+    return Atomics.load(this.#ctrl, this.#iHead);
   }
 
   /** Frames appended and not yet sent. */
   unsentFrames(): number {
-    return (this.#accepted - Atomics.load(this.#ctrl, this.#iSent)) >>> 0;
+    return (this.#accepted - Atomics.load(this.#ctrl, this.#iSentCount)) >>> 0;
   }
 
   /** Bytes of frames appended and not yet sent. */
   unsentBytes(): number {
-    return (this.#tail - Atomics.load(this.#ctrl, this.#iHead)) >>> 0;
+    return (this.#tail - Atomics.load(this.#ctrl, this.#iSentHead)) >>> 0;
+  }
+
+  /** Acked: frames appended and not yet acknowledged (else: not yet sent). */
+  unreleasedFrames(): number {
+    return (this.#accepted - Atomics.load(this.#ctrl, this.#iSent)) >>> 0;
   }
 
   /**
@@ -304,10 +337,16 @@ export class RingProducer<T extends Target = Target> {
     };
   }
 
-  /** Whether HEAD and SENT both reached `t` (compared modulo 2^32). */
+  /** Whether the room words (HEAD and SENT; ACK_HEAD and ACKED when acked) both reached `t` (modulo 2^32): drain and acknowledged() targets. */
   reached(t: Target): boolean {
     const ctrl = this.#ctrl;
     return ((Atomics.load(ctrl, this.#iHead) - t.head) | 0) >= 0 && ((Atomics.load(ctrl, this.#iSent) - t.sent) | 0) >= 0;
+  }
+
+  /** Whether HEAD and SENT both reached `t` (modulo 2^32): flush() targets. */
+  reachedSent(t: Target): boolean {
+    const ctrl = this.#ctrl;
+    return ((Atomics.load(ctrl, this.#iSentHead) - t.head) | 0) >= 0 && ((Atomics.load(ctrl, this.#iSentCount) - t.sent) | 0) >= 0;
   }
 
   /**
@@ -318,20 +357,31 @@ export class RingProducer<T extends Target = Target> {
    *   the reached targets and calls again.
    */
   armNearest(): boolean {
+    if (!this.#acked) {
+      return this.#armOne(this.drainTarget, this.flushTargets, this.#iHead, this.#iSent, this.#iNotifyArmed, this.#iNotifyHead, this.#iNotifySent);
+    }
+    // Two requests: the room view (drain, acknowledged()) and the sent view (flush()).
+    return (
+      this.#armOne(this.drainTarget, this.ackTargets, this.#iHead, this.#iSent, this.#iNotifyArmed, this.#iNotifyHead, this.#iNotifySent) &&
+      this.#armOne(undefined, this.flushTargets, this.#iSentHead, this.#iSentCount, this.#iSentArmed, this.#iSentNotifyHead, this.#iSentNotifySent)
+    );
+  }
+
+  #armOne(first: Target | undefined, list: readonly Target[], iHead: number, iSent: number, iArmed: number, iNH: number, iNS: number): boolean {
     const ctrl = this.#ctrl;
-    const head = Atomics.load(ctrl, this.#iHead);
-    let best: Target | undefined = this.drainTarget;
-    for (const t of this.flushTargets) {
+    const head = Atomics.load(ctrl, iHead);
+    let best: Target | undefined = first;
+    for (const t of list) {
       if (!best || ((t.head - head) | 0) < ((best.head - head) | 0)) best = t;
     }
     if (!best) return true;
     // Atomic stores: the IO thread may still be reading the previous targets.
-    Atomics.store(ctrl, this.#iNotifyHead, best.head);
-    Atomics.store(ctrl, this.#iNotifySent, best.sent);
-    Atomics.store(ctrl, this.#iNotifyArmed, this.#armed);
+    Atomics.store(ctrl, iNH, best.head);
+    Atomics.store(ctrl, iNS, best.sent);
+    Atomics.store(ctrl, iArmed, this.#armed);
     // The IO thread may have passed the target before it saw the request.
-    if (!this.reached(best)) return true;
-    Atomics.store(ctrl, this.#iNotifyArmed, this.#disarmed);
+    if (((Atomics.load(ctrl, iHead) - best.head) | 0) < 0 || ((Atomics.load(ctrl, iSent) - best.sent) | 0) < 0) return true;
+    Atomics.store(ctrl, iArmed, this.#disarmed);
     return false;
   }
 

@@ -87,6 +87,12 @@ export interface WriterMetrics {
   fdsRefused: number;
   /** Received file descriptors `onMessage` did not take (`batch.takeFds()`), closed when their batch was released. */
   fdsClosedUnclaimed: number;
+  /** `delivery: 'acked'`: messages the reader acknowledged (0 otherwise). */
+  acked: number;
+  /** `delivery: 'acked'`: messages queued and not yet acknowledged, sent or not (0 otherwise). */
+  unacked: number;
+  /** `delivery: 'acked'`: messages sent again on a new connection because no acknowledgement had come for them. */
+  resent: number;
 }
 
 /** Result of `stop()`. */
