@@ -21,7 +21,7 @@ export const READER = join(FIXTURES, 'acked-reader.js');
 export const BYTES_PER_ENTRY = 50;
 
 /** acked-reader.js as a child, once it listens. */
-export async function startReader(path: string, cfg: { log: string; options?: object; holdMarked?: boolean }): Promise<Proc> {
+export async function startReader(path: string, cfg: { log: string; options?: object; holdMarked?: boolean; releaseFile?: string }): Promise<Proc> {
   const p = new Proc(process.execPath, [READER, path, JSON.stringify(cfg)]);
   await p.line((l) => l.event === 'listening', 'the acked reader child listening', 30_000);
   return p;

@@ -12,6 +12,7 @@
 //   message is delivered exactly once (the re-sent copies are dropped as
 //   duplicates); nothing is acknowledged before its handler finished.
 import { describe, it, expect, afterEach } from 'vitest';
+import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Writer, type IpcError } from '../src/index';
 import { FAST, killChildren, rng, sleep, tmpSocket, useTracking, waitFor, within, type Proc } from './helpers';
@@ -110,7 +111,8 @@ describe('acked delivery: 10 writers at once', () => {
     const disconnects = ws.map(() => 0);
     ws.forEach((w, i) => w.on('disconnect', () => disconnects[i]++));
     const log = join(dir, 'log.0');
-    const r = await startReader(path, { log, holdMarked: true, options: { inactivityTimeoutMs: TIMEOUT, concurrency: 'connection' } });
+    const releaseFile = join(dir, 'release.json');
+    const r = await startReader(path, { log, holdMarked: true, releaseFile, options: { inactivityTimeoutMs: TIMEOUT, concurrency: 'connection' } });
     for (const w of ws) w.start();
     const index = new Map(ws.map((w, i) => [w.session!, i]));
 
@@ -128,26 +130,28 @@ describe('acked delivery: 10 writers at once', () => {
     const discAtMarker = new Map<string, number>(); // "session seq" -> the writer's disconnects when it wrote the marker
     const earlyAcks: string[] = [];
 
-    // Releases held batches once a held batch's writer has been cut since its
-    // marker (SIGUSR1 releases every batch held at that moment). Before that,
-    // each held batch must still be unacknowledged at its writer.
-    let released = 0; // held lines dealt with
+    // Releases each held batch once its writer has been cut since it wrote
+    // the marker: the test lists it in the release file and signals the
+    // child, which releases exactly the listed ones. Until then each held
+    // batch must be unacknowledged at its writer.
+    const listed = new Set<string>();
     let releases = 0;
     let done = false;
     const releaser = (async () => {
       while (!done) {
-        const held = r.all((l) => l.event === 'held');
-        const due = held.slice(released).some((h) => {
+        const pending = r.all((l) => l.event === 'held').filter((h) => !listed.has(`${h.session} ${h.seq}`));
+        const due = pending.filter((h) => {
           const i = index.get(h.session as string);
           return i !== undefined && disconnects[i] > (discAtMarker.get(`${h.session} ${h.seq}`) ?? Infinity);
         });
-        if (due) {
-          for (const h of held.slice(released)) {
+        if (due.length > 0) {
+          for (const h of pending) {
             const i = index.get(h.session as string)!;
             const acked = ws[i].metrics().acked;
             if (acked >= h.seq) earlyAcks.push(`writer ${i}: acked ${acked} while the batch with seq ${h.seq} was still in the handler`);
           }
-          released = held.length;
+          for (const h of due) listed.add(`${h.session} ${h.seq}`);
+          writeFileSync(releaseFile, JSON.stringify([...listed]));
           releases++;
           r.child.kill('SIGUSR1');
         }
@@ -177,7 +181,8 @@ describe('acked delivery: 10 writers at once', () => {
       await releaser;
     }
     const ms = Date.now() - t0;
-    expect(earlyAcks).toEqual([]);
+    // Soft: the checks below still run (and report) when this one fails.
+    expect.soft(earlyAcks).toEqual([]);
     expect(releases).toBeGreaterThan(0);
     for (const [i, w] of ws.entries()) {
       expect(w.metrics().acked, `writer ${i} acked`).toBe(PER_WRITER);
