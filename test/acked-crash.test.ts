@@ -41,17 +41,25 @@ describe('acked delivery: reader SIGKILLed and restarted while one writer stream
     const perLife = N / (KILLS + 1);
     let last: Proc | undefined;
     let torn = 0;
+    const startMs: number[] = []; // per life: until the child listened
+    const firstMs: number[] = []; // until its log had a first entry
+    const lifeMs: number[] = []; // until the kill point
     for (let life = 0; life <= KILLS; life++) {
       const log = join(dir, `log.${life}`);
       logs.push(log);
+      const lifeStart = Date.now();
       const r = await startReader(path, { log });
+      startMs.push(Date.now() - lifeStart);
       if (life === KILLS) {
         last = r;
         break;
       }
       // A random moment: once this life's log has grown by 20-100 % of an even share.
       const grow = Math.floor((0.2 + 0.8 * killRng()) * perLife) * BYTES_PER_ENTRY;
+      await waitFor(() => sizeOf(log) > 0 || r.exit !== undefined, 60_000, `reader life ${life}: a first delivery`);
+      firstMs.push(Date.now() - lifeStart);
       await waitFor(() => sizeOf(log) >= grow || r.exit !== undefined || pumpError !== undefined, 60_000, `reader life ${life}: its log grown to ${grow} bytes`);
+      lifeMs.push(Date.now() - lifeStart);
       expect(pumpError).toBeUndefined();
       expect(r.exit, `reader life ${life} exited by itself: ${r.stderr}`).toBeUndefined();
       r.kill('SIGKILL');
@@ -93,7 +101,8 @@ describe('acked delivery: reader SIGKILLed and restarted while one writer stream
     console.log(
       `[acked-crash] N=${N} (${megabytes(sizes)} MB) kills=${KILLS} streamed+acked in ${streamedMs} ms; log entries=${v.total} ` +
         `copies=${v.copies} firstRedelivered=${v.firstRedelivered} redeliveredFlags=${v.redeliveredFlags} tornLines=${torn} ` +
-        `writer: resent=${m.resent} connects=${m.connects} errors=${JSON.stringify([...new Set(writerErrors)])}`,
+        `writer: resent=${m.resent} connects=${m.connects} errors=${JSON.stringify([...new Set(writerErrors)])}\n` +
+        `  per life, ms: listening ${JSON.stringify(startMs)}\n  first entry ${JSON.stringify(firstMs)}\n  kill point ${JSON.stringify(lifeMs)}`,
     );
   }, 180_000);
 });
