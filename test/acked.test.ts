@@ -197,10 +197,12 @@ describe('acked mode: the API', () => {
     expect(other.session).not.toBe(w.session);
     expect(track(new Writer(path)).session).toBeUndefined();
 
-    for (let i = 1; i <= 100; i++) expect(w.write(`m${i}`)).toBe(true);
+    // Every 10th message is empty: zero-length messages are numbered and delivered too.
+    const text = (i: number) => (i % 10 === 0 ? '' : `m${i}`);
+    for (let i = 1; i <= 100; i++) expect(w.write(text(i))).toBe(true);
     await within(w.acknowledged(), 'acknowledged()');
     expect(seen.map((s) => s.seq)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
-    expect(seen.map((s) => s.data)).toEqual(Array.from({ length: 100 }, (_, i) => `m${i + 1}`));
+    expect(seen.map((s) => s.data)).toEqual(Array.from({ length: 100 }, (_, i) => text(i + 1)));
     expect(seen.every((s) => !s.redelivered && s.session === w.session && s.delivery === 'acked')).toBe(true);
     const wm = metricsOf(w);
     expect(wm).toMatchObject({ acked: 100, unacked: 0, resent: 0 });
@@ -579,6 +581,101 @@ describe('acked mode: the wire, from the documented bytes', () => {
   });
 });
 
+describe('acked mode: what a reader remembers', () => {
+  it('maxSessions bounds the sessions remembered: a forgotten session\'s copies are delivered again, flagged redelivered; a remembered one\'s are dropped', async () => {
+    for (const maxSessions of [1, 2]) {
+      const path = tmpSocket();
+      const seen: Array<Seen & { who: string }> = [];
+      let who = '';
+      const reader = track(new Reader(path, (b) => {
+        const before = seen.length;
+        record(seen, b);
+        for (let i = before; i < seen.length; i++) seen[i] = { ...seen[i], who };
+      }, { delivery: 'acked', maxSessions }));
+      await reader.start();
+      const s1 = randomBytes(16);
+      const s2 = randomBytes(16);
+      // A connection of `session` sending seqs from..to (resent_below as given), acknowledged up to `to`, then closed.
+      const run = async (name: string, session: Buffer, from: number, to: number, resentBelow: number) => {
+        who = name;
+        const c = await Raw.connect(path);
+        await waitFor(() => c.frames().length >= 1, 10_000, 'the greeting');
+        const data: Buffer[] = [];
+        for (let q = from; q <= to; q++) data.push(frame(`${name}-${q}`));
+        await c.write(Buffer.concat([frame(hello(session, from, resentBelow)), ...data]));
+        await waitFor(() => c.frames().slice(1).map(ackOf).includes(to), 10_000, `${name}: the ack of ${to}`);
+        c.sock.end();
+        await waitFor(() => c.closed, 10_000, `${name}: closed`);
+        await waitFor(() => metricsOf(reader).activeConnections === 0, 10_000, `${name}: the reader to see it closed`);
+      };
+      await run('s1a', s1, 1, 5, 1);
+      await run('s2', s2, 1, 3, 1);
+      // s1 again, re-sending 3..5 (as if their acks were lost) and going on to 7.
+      await run('s1b', s1, 3, 7, 6);
+      const s1b = seen.filter((x) => x.who === 's1b');
+      if (maxSessions === 1) {
+        // s1 was forgotten for s2: 3..5 are delivered again, flagged as sent before.
+        expect(s1b.map((x) => [x.seq, x.redelivered])).toEqual([[3, true], [4, true], [5, true], [6, false], [7, false]]);
+        expect(metricsOf(reader).duplicatesDropped).toBe(0);
+      } else {
+        expect(s1b.map((x) => [x.seq, x.redelivered])).toEqual([[6, false], [7, false]]);
+        expect(metricsOf(reader).duplicatesDropped).toBe(3);
+      }
+      await reader.stop();
+    }
+  });
+
+  it('a malformed hello (the acked magic, but first_seq 0 or cut short) is a protocol error, not a plain message', async () => {
+    for (const bad of [hello(randomBytes(16), 0, 0), hello(randomBytes(16), 1, 1).subarray(0, 30)]) {
+      const path = tmpSocket();
+      const seen: Seen[] = [];
+      const errors: string[] = [];
+      const reader = track(new Reader(path, (b) => record(seen, b), { delivery: 'acked' }));
+      reader.on('error', (e: Error) => errors.push((e as IpcError).code));
+      await reader.start();
+      const c = await Raw.connect(path);
+      await c.write(Buffer.concat([frame(bad), frame('after the hello')]));
+      await waitFor(() => c.closed || seen.length > 0, 10_000, 'the connection closed (or something delivered)');
+      expect(seen.map((x) => x.data)).toEqual([]);
+      expect(errors).toContain('ERR_PROTOCOL_MISMATCH');
+      c.sock.destroy();
+      await reader.stop();
+    }
+  });
+
+  it('a graceful Reader.stop() acknowledges what it delivered before closing: the next reader gets no copies', async () => {
+    const path = tmpSocket();
+    const N = 20_000;
+    const first: Seen[] = [];
+    // A handler slow enough that stop() finds most batches still to deliver.
+    const r1 = track(
+      new Reader(
+        path,
+        async (b) => {
+          record(first, b);
+          await new Promise((r) => setImmediate(r));
+        },
+        { delivery: 'acked', slabSize: 64 * 1024 },
+      ),
+    );
+    await r1.start();
+    const w = track(new Writer(path, { delivery: 'acked', reconnect: FAST, maxBufferedWrites: N }).start());
+    for (let i = 1; i <= N; i++) expect(w.write(`g${i}-${'p'.repeat(100)}`)).toBe(true);
+    await within(w.flush(), 'flush()');
+    await waitFor(() => first.length > 0, 10_000, 'a first delivery');
+    const res = await r1.stop({ timeoutMs: 20_000 });
+    expect(res.discarded).toBe(0);
+    expect(first.length).toBe(N);
+    const second: Seen[] = [];
+    const r2 = track(new Reader(path, (b) => record(second, b), { delivery: 'acked' }));
+    await r2.start();
+    await within(w.acknowledged(), 'acknowledged()');
+    // Everything the first reader received it delivered (stop() drains), and acknowledged.
+    expect(second).toEqual([]);
+    expect(metricsOf(w).resent).toBe(0);
+  });
+});
+
 describe('acked mode: a handler that never finishes', () => {
   it('count window (maxBufferedWrites): write() false once it is full, send() waits, nothing acknowledged early, the reader holds at most about maxPendingBytes; all acknowledged once the handler settles', async () => {
     const path = tmpSocket();
@@ -608,6 +705,8 @@ describe('acked mode: a handler that never finishes', () => {
     while (accepted < 10 * WINDOW && w.write(m)) accepted++;
     expect(accepted).toBe(WINDOW);
     expect(metricsOf(w)).toMatchObject({ unacked: WINDOW, acked: 0 });
+    let drained = false;
+    w.once('drain', () => (drained = true));
     let sendDone = false;
     const sending = w.send(m).then(() => (sendDone = true));
 
@@ -620,10 +719,12 @@ describe('acked mode: a handler that never finishes', () => {
     expect(metricsOf(w).unacked).toBe(WINDOW);
     expect(w.write(m)).toBe(false);
     expect(sendDone).toBe(false);
+    expect(drained).toBe(false);
     expect(metricsOf(reader).bytesRead).toBeLessThanOrEqual(MAX_PENDING + 2 * SLAB + SIZE + 16);
 
     release();
     await within(sending, 'the waiting send()');
+    await waitFor(() => drained, 10_000, "'drain' once acknowledgements freed the window");
     await within(w.acknowledged(), 'acknowledged() once the handler settled');
     expect(metricsOf(w)).toMatchObject({ acked: WINDOW + 1, unacked: 0 });
     expect(got).toBe(WINDOW + 1);
