@@ -120,12 +120,16 @@ export function verify(lives: Entry[][], sizes: Map<string, number[]>): Verdict 
       if (!mine) seenThisLife.set(e.session, (mine = new Set()));
       if (mine.has(e.seq)) add(`${who}: delivered twice within one reader life`);
       mine.add(e.seq);
-      seenEver.get(e.session)![e.seq] = 1;
+      const ever = seenEver.get(e.session)!;
+      const before = ever[e.seq] === 1;
+      ever[e.seq] = 1;
       const h = highest.get(e.session)!;
       if (e.seq > h) {
         if (e.seq !== h + 1) add(`${who}: first delivered right after seq ${h}: seqs ${h + 1}..${e.seq - 1} skipped`);
         highest.set(e.session, e.seq);
         if (e.redelivered) firstRedelivered++;
+      } else if (!before) {
+        add(`${who}: first delivered after seq ${h} (out of order)`);
       } else {
         copies++;
         if (!e.redelivered) add(`${who}: delivered again (first delivered earlier) without redelivered(i) set`);
