@@ -23,6 +23,8 @@ let harness;
 const IMPLS = {
   'uds-visit': { label: 'uds-ipc (visit)', uds: true, variant: 'visit' },
   'uds-buffer': { label: 'uds-ipc (Buffer)', uds: true, variant: 'buffer' },
+  // Acknowledged delivery (docs/acked.md) on both ends, handler as uds-visit's.
+  'uds-acked': { label: 'uds-ipc acked (visit)', uds: true, variant: 'visit', delivery: 'acked' },
   net: { label: 'node:net', script: 'net-baseline.mjs' },
   raw: { label: 'raw C++', native: true },
 };
@@ -38,6 +40,7 @@ const DEFAULT_COUNTS = { 64: 8_000_000, 1024: 2_000_000, 10240: 250_000, 102400:
 const FACTOR = {
   'uds-visit': { 64: 2.5, 1024: 2, 10240: 2, 102400: 3 },
   'uds-buffer': { 64: 2, 1024: 2, 10240: 2, 102400: 3 },
+  'uds-acked': { 64: 2, 1024: 2, 10240: 2, 102400: 3 },
   raw: { 64: 10, 1024: 5, 10240: 3, 102400: 4 },
 };
 const QUICK_SCALE = 0.005;
@@ -45,7 +48,7 @@ const QUICK_SCALE = 0.005;
 const HELP = `usage: node bench/run.mjs [options]
 
   --sizes 64,1024,10240,102400   payload sizes in bytes
-  --impls uds-visit,uds-buffer,net,raw
+  --impls uds-visit,uds-buffer,uds-acked,net,raw
                                  implementations (uds-visit: batch.visit(),
                                  uds-buffer: for..of Buffer per message)
   --runs 3                       runs per case (medians are reported)
@@ -226,6 +229,7 @@ function commandFor(impl, role, params, rawBin) {
   }
   const cfg = { role, ...params };
   if (def.variant) cfg.variant = def.variant;
+  if (def.delivery) cfg.delivery = def.delivery;
   if (def.uds) return harness.udsIpcRole(cfg);
   return [process.execPath, [path.join(here, def.script), JSON.stringify(cfg)]];
 }
@@ -331,12 +335,13 @@ function tables(result) {
       fmtRatio(r.visitOverRaw),
       fmtRatio(r.bufferOverRaw),
       fmtRatio(r.netOverRaw),
+      fmtRatio(r.ackedOverVisit),
     ]);
   }
   if (rrows.length) {
     parts.push(
       mdTable(
-        ['size', 'uds-ipc (visit) / node:net', 'uds-ipc (Buffer) / node:net', 'uds-ipc (visit) / raw', 'uds-ipc (Buffer) / raw', 'node:net / raw'],
+        ['size', 'uds-ipc (visit) / node:net', 'uds-ipc (Buffer) / node:net', 'uds-ipc (visit) / raw', 'uds-ipc (Buffer) / raw', 'node:net / raw', 'acked / uds-ipc (visit)'],
         rrows,
       ),
     );
@@ -729,6 +734,7 @@ async function main() {
         visitOverRaw: ratio('uds-visit', 'raw'),
         bufferOverRaw: ratio('uds-buffer', 'raw'),
         netOverRaw: ratio('net', 'raw'),
+        ackedOverVisit: ratio('uds-acked', 'uds-visit'),
       };
     }
 

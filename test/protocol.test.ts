@@ -31,6 +31,9 @@ function readerHandleOptions(): Record<string, unknown> {
     maxPendingFds: d.maxPendingFds,
     type: 'stream',
     passCredentials: false,
+    delivery: 'at-most-once',
+    requireAcked: false,
+    maxSessions: d.maxSessions,
     jsThreadPolling: true,
     jsThreadUnderLoad: false,
     allowUids: [],
@@ -44,6 +47,9 @@ function writerHandleOptions(): Record<string, unknown> {
   const d = p.defaults;
   return {
     type: 'stream',
+    delivery: 'at-most-once',
+    handshakeTimeoutMs: d.handshakeTimeoutMs,
+    session: '',
     sendBufferSize: 0,
     writeTimeoutMs: 0,
     expectOwner: undefined,
@@ -107,6 +113,8 @@ describe('protocol: the addon and TypeScript agree', () => {
     expect(r.replyTimeoutMs).toBe(p.defaults.replyTimeoutMs);
     expect(r.maxPendingFds).toBe(p.defaults.maxPendingFds);
     expect(resolveWriterOptions({}).maxBufferedFds).toBe(p.defaults.maxBufferedFds);
+    expect(r.maxSessions).toBe(p.defaults.maxSessions);
+    expect(resolveWriterOptions({}).handshakeTimeoutMs).toBe(p.defaults.handshakeTimeoutMs);
     expect(MAX_FDS_PER_MESSAGE).toBe(p.defaults.maxFdsPerMessage);
     const w = resolveWriterOptions({});
     expect(w.maxMessageSize).toBe(p.defaults.maxMessageSize);

@@ -45,12 +45,14 @@ WriterWrap::WriterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Writer
   cfg_.send_buffer_size = static_cast<int>(number_option(o, "sendBufferSize"));
   cfg_.type = socket_type(string_option(o, "type"));
   cfg_.write_timeout_ms = static_cast<uint32_t>(number_option(o, "writeTimeoutMs"));
-  // delivery: 'acked' (validated in TypeScript, with session: 32 hex digits).
-  if (string_option(o, "delivery") == "acked") {
+  // delivery: 'acked' (validated in TypeScript), with session: 32 hex digits ('' otherwise).
+  const bool acked = string_option(o, "delivery") == "acked";
+  cfg_.handshake_timeout_ms = static_cast<uint32_t>(number_option(o, "handshakeTimeoutMs"));
+  const std::string hex = string_option(o, "session");
+  if (acked) {
     cfg_.acked = true;
-    cfg_.handshake_timeout_ms = static_cast<uint32_t>(number_option(o, "handshakeTimeoutMs"));
-    const std::string hex = string_option(o, "session");
-    if (hex.size() != 2 * cfg_.session.size()) throw Napi::TypeError::New(env, "option \"session\" must be 32 hex digits");
+    if (hex.size() != 2 * cfg_.session.size() || hex.find_first_not_of("0123456789abcdef") != std::string::npos)
+      throw Napi::TypeError::New(env, "option \"session\" must be 32 hex digits");
     for (size_t i = 0; i < cfg_.session.size(); ++i)
       cfg_.session[i] = static_cast<uint8_t>(std::stoul(hex.substr(2 * i, 2), nullptr, 16));
   }

@@ -162,8 +162,9 @@ void ReaderEngine::ack(uint32_t conn_id, uint64_t bytes) {
   }
   // Only a paused connection needs the IO thread to act on an ack now. The
   // IO thread bumps paused_count_ before it re-reads the ack list, so one of
-  // the two sides always sees the other.
-  if (paused_count_.load() > 0 || trim_wake_.load(std::memory_order_relaxed)) loop_.wake();
+  // the two sides always sees the other. Acked mode: the writer waits for
+  // the acknowledgement this ack may complete (one wake per batch).
+  if (cfg_.acked || paused_count_.load() > 0 || trim_wake_.load(std::memory_order_relaxed)) loop_.wake();
 }
 
 int64_t ReaderEngine::reply(uint32_t conn_id, const uint8_t* data, size_t len, std::vector<UniqueFd>* fds) {

@@ -41,6 +41,8 @@ export interface RoleConfig {
   warmup?: number;
   /** uds-ipc: the socket type (default 'stream'). */
   type?: 'stream' | 'seqpacket' | 'dgram';
+  /** uds-ipc: the delivery mode of both ends (default 'at-most-once'). */
+  delivery?: 'at-most-once' | 'acked';
 }
 
 /** Names this process in the lines fail() prints. */

@@ -92,6 +92,7 @@ export async function runReader(cfg: RoleConfig): Promise<void> {
 
   const reader = new Reader(cfg.path, handler, {
     type: cfg.type ?? 'stream',
+    delivery: cfg.delivery ?? 'at-most-once',
     maxMessageSize: maxMessageSize(cfg),
     onError: (e, context) => {
       errors++;
@@ -141,7 +142,11 @@ export async function runReader(cfg: RoleConfig): Promise<void> {
 
 export async function runWriter(cfg: RoleConfig): Promise<void> {
   const { role, mode = 'throughput', size, count } = cfg;
-  const writer = new Writer(cfg.path, { type: cfg.type ?? 'stream', maxMessageSize: maxMessageSize(cfg) });
+  const writer = new Writer(cfg.path, {
+    type: cfg.type ?? 'stream',
+    delivery: cfg.delivery ?? 'at-most-once',
+    maxMessageSize: maxMessageSize(cfg),
+  });
   let fatal: Error | undefined;
   writer.on('error', (e: Error) => {
     fatal ??= e;
