@@ -514,12 +514,16 @@ describe('acked mode: the wire, from the documented bytes', () => {
     // Connection 2: the same session re-sends from 3; 6 was sent before (partly), so resent_below is 7.
     const c2 = await Raw.connect(path);
     await waitFor(() => c2.frames().length >= 1, 10_000, 'the greeting on connection 2');
-    await c2.write(Buffer.concat([frame(hello(session, 3, 7)), ...[3, 4, 5, 6, 7, 8, 9].map((s) => frame(payload(s)))]));
+    // The hello alone first: the reader has finished messages at or above first_seq (3..5), so it acks 5 right away.
+    await c2.write(frame(hello(session, 3, 7)));
+    await waitFor(() => acksOf(c2).length > 0, 10_000, 'the ack right after the hello');
+    expect(acksOf(c2)).toEqual([5]);
+    await c2.write(Buffer.concat([3, 4, 5, 6, 7, 8, 9].map((s) => frame(payload(s)))));
     await waitFor(() => seen.length >= 9, 10_000, 'messages 6..9');
     await waitFor(() => acksOf(c2).at(-1) === 9, 10_000, 'the cumulative ack of 9');
     const a2 = acksOf(c2);
     expect([...a2].sort((x, y) => x - y)).toEqual(a2);
-    expect(a2.every((a) => a >= 2 && a <= 9)).toBe(true); // never below first_seq - 1, never past what was delivered
+    expect(a2.every((a) => a >= 5 && a <= 9)).toBe(true); // never below what was acknowledged, never past what was delivered
 
     expect(seen.map((s) => s.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
     expect(seen.map((s) => s.data)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9].map(payload));
@@ -575,6 +579,38 @@ describe('acked mode: the wire, from the documented bytes', () => {
   });
 });
 
+describe('acked mode: a reader that breaks the protocol', () => {
+  it('an ack beyond what the writer sent, or a frame other than an ack after the greeting: ERR_PROTOCOL_MISMATCH, the bogus ack not applied, the writer reconnects and re-sends everything', async () => {
+    for (const bogus of [frame(Buffer.concat([Buffer.from('A'), u64(100)])), frame('not an ack')]) {
+      const path = tmpSocket();
+      const server = await rawServer(path, (r) => r.sock.write(frame(GREETING)));
+      try {
+        const errors: string[] = [];
+        const w = track(new Writer(path, { delivery: 'acked', reconnect: FAST }));
+        w.on('error', (e: IpcError) => errors.push(e.code));
+        w.start();
+        for (let i = 1; i <= 10; i++) w.write(`b${i}`);
+        await waitFor(() => server.conns.length === 1 && server.conns[0].frames().length >= 11, 10_000, 'hello and 10 messages');
+        server.conns[0].sock.write(bogus);
+        await waitFor(() => errors.length > 0, 10_000, "the writer's error");
+        expect(errors[0]).toBe('ERR_PROTOCOL_MISMATCH');
+        await waitFor(() => server.conns[0].closed, 10_000, 'the writer to close that connection');
+        expect(metricsOf(w)).toMatchObject({ acked: 0, unacked: 10 });
+        await waitFor(() => server.conns.length >= 2 && server.conns[1].frames().length >= 11, 10_000, 'the reconnect: hello and 10 messages again');
+        const h = server.conns[1].frames()[0];
+        expect(Number(h.readBigUInt64LE(25))).toBe(1); // first_seq: nothing was acknowledged
+        expect(Number(h.readBigUInt64LE(33))).toBe(11); // resent_below: all 10 were sent before
+        expect(server.conns[1].frames().slice(1, 11).map((f) => f.toString())).toEqual(Array.from({ length: 10 }, (_, i) => `b${i + 1}`));
+        server.conns[1].sock.write(frame(Buffer.concat([Buffer.from('A'), u64(10)])));
+        await within(w.acknowledged(), 'acknowledged() after a proper ack');
+        await w.stop();
+      } finally {
+        await server.close();
+      }
+    }
+  });
+});
+
 describe('acked mode: what a reader remembers', () => {
   it('maxSessions bounds the sessions remembered: a forgotten session\'s copies are delivered again, flagged redelivered; a remembered one\'s are dropped', async () => {
     for (const maxSessions of [1, 2]) {
@@ -619,21 +655,33 @@ describe('acked mode: what a reader remembers', () => {
     }
   });
 
-  it('a malformed hello (the acked magic, but first_seq 0 or cut short) is a protocol error, not a plain message', async () => {
-    for (const bad of [hello(randomBytes(16), 0, 0), hello(randomBytes(16), 1, 1).subarray(0, 30)]) {
-      const path = tmpSocket();
-      const seen: Seen[] = [];
-      const errors: string[] = [];
-      const reader = track(new Reader(path, (b) => record(seen, b), { delivery: 'acked' }));
-      reader.on('error', (e: Error) => errors.push((e as IpcError).code));
-      await reader.start();
-      const c = await Raw.connect(path);
-      await c.write(Buffer.concat([frame(bad), frame('after the hello')]));
-      await waitFor(() => c.closed || seen.length > 0, 10_000, 'the connection closed (or something delivered)');
-      expect(seen.map((x) => x.data)).toEqual([]);
-      expect(errors).toContain('ERR_PROTOCOL_MISMATCH');
-      c.sock.destroy();
-      await reader.stop();
+  it('a first frame that is not a valid hello (the acked magic, but first_seq 0 or cut short): a plain writer, served at most once (wire-format.md); refused under requireAcked', async () => {
+    const bads = [hello(randomBytes(16), 0, 0), hello(randomBytes(16), 1, 1).subarray(0, 30)];
+    for (const requireAcked of [false, true]) {
+      for (const bad of bads) {
+        const path = tmpSocket();
+        const seen: Seen[] = [];
+        const errors: string[] = [];
+        const reader = track(new Reader(path, (b) => record(seen, b), { delivery: 'acked', requireAcked }));
+        reader.on('error', (e: Error) => errors.push((e as IpcError).code));
+        await reader.start();
+        const c = await Raw.connect(path);
+        await c.write(Buffer.concat([frame(bad), frame('after the hello')]));
+        if (requireAcked) {
+          await waitFor(() => c.closed, 10_000, 'the reader to close the connection');
+          expect(seen).toEqual([]);
+          expect(errors).toContain('ERR_PROTOCOL_MISMATCH');
+        } else {
+          await waitFor(() => seen.length === 2, 10_000, 'both frames, as plain messages');
+          expect(seen.map((x) => Buffer.from(x.data, 'latin1').length > 0 && x.delivery)).toEqual(['at-most-once', 'at-most-once']);
+          expect(seen[1].data).toBe('after the hello');
+          expect(seen.every((x) => x.seq === -1 && x.session === undefined)).toBe(true);
+          expect(metricsOf(reader).plainPeers).toBe(1);
+          expect(errors).toEqual([]);
+        }
+        c.sock.destroy();
+        await reader.stop();
+      }
     }
   });
 
