@@ -602,7 +602,7 @@ describe('acked mode: a reader that breaks the protocol', () => {
         expect(Number(h.readBigUInt64LE(33))).toBe(11); // resent_below: all 10 were sent before
         expect(server.conns[1].frames().slice(1, 11).map((f) => f.toString())).toEqual(Array.from({ length: 10 }, (_, i) => `b${i + 1}`));
         server.conns[1].sock.write(frame(Buffer.concat([Buffer.from('A'), u64(10)])));
-        await within(w.acknowledged(), 'acknowledged() after a proper ack');
+        await within(w.acknowledged(), 'acknowledged() after a proper ack', 10_000);
         await w.stop();
       } finally {
         await server.close();
