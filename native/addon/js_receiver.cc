@@ -86,6 +86,7 @@ void JsReceiver::Open(UniqueFd fd, uint32_t conn_id) {
   conn_ = c;
   conn_id_ = conn_id;
   assembler_ = std::make_unique<FrameAssembler>(assembler_cfg_);
+  first_batch_ = true;
   if (!paused_) uv_poll_start(&c->handle, UV_READABLE, OnPoll);
 }
 
@@ -107,6 +108,15 @@ bool JsReceiver::Cut(bool ok, bool unbounded) {
     while (assembler_->has_batch()) {
       Batch b = assembler_->take_batch();
       b.conn_id = conn_id_;
+      if (first_batch_) {
+        // An acked reader's greeting is not a message (this Writer is not acked).
+        first_batch_ = false;
+        if (b.count() > 0 && acked::is_greeting_message(b.base + b.offsets[0], b.offsets[1] - b.offsets[0])) {
+          drop_first_messages(b, 1);
+          if (engine_) engine_->report_error(engine_->acked_reader_error());
+          if (b.count() == 0) continue;
+        }
+      }
       const uint64_t charge = b.charge();
       pending_ += charge;
       unacked_.emplace_back(b.length, charge - b.length);

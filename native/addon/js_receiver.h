@@ -136,6 +136,7 @@ class JsReceiver {
   std::unique_ptr<FrameAssembler> assembler_;  // the current connection's
   uint32_t conn_id_ = 0;
   std::vector<Batch> batches_;  // cut, not yet taken
+  bool first_batch_ = true;     // the connection's first batch is not cut yet (an acked greeting?)
   bool paused_ = false;         // at max_pending_bytes: not watching
   uint64_t pending_ = 0;        // charge handed over, not acked (all connections)
   // Per batch handed over and not fully acked, in order: its length not yet

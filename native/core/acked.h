@@ -101,4 +101,9 @@ inline bool parse_ack(const uint8_t* p, size_t n, uint64_t* seq) {
   return true;
 }
 
+// A plain writer that reads (onMessage) meets an acked reader: the reader's
+// first frame is the greeting, which is not a message. True when `payload`
+// (the first message of a connection) is it.
+inline bool is_greeting_message(const uint8_t* payload, size_t n) { return is_greeting(payload, n); }
+
 }  // namespace udsipc::acked

@@ -95,6 +95,15 @@ struct Batch {
   uint64_t charge() const { return length + offsets.size() * sizeof(uint32_t) + kBatchCharge; }
 };
 
+// Drops the first `n` messages of a batch (a prefix: the acked hello, copies,
+// or an acked reader's greeting): their offsets go, the region (and the
+// length acks count) stays as cut.
+inline void drop_first_messages(Batch& b, size_t n) {
+  n = std::min(n, b.count());
+  for (size_t i = 0; i < n; ++i) b.payload_bytes -= b.offsets[2 * i + 1] - b.offsets[2 * i];
+  b.offsets.erase(b.offsets.begin(), b.offsets.begin() + static_cast<std::ptrdiff_t>(2 * n));
+}
+
 // Batches handed over and not fully acknowledged, in hand-over order: for
 // each, its length not yet acked and the rest of its charge (released with
 // the last byte of its length). Used by every receiver (reader connections,

@@ -10,6 +10,7 @@
 #endif
 
 #include <algorithm>
+#include <cstring>
 
 #include "socket_util.h"
 
@@ -292,27 +293,45 @@ void ReaderEngine::apply_acks() {
   }
   if (cfg_.acked && !acks.empty()) {
     // Every session whose batches the consumer finished gets one cumulative
-    // acknowledgement for the whole round.
-    std::vector<Session*> done;
+    // acknowledgement for the whole round: up to the message before the
+    // first one still in the consumer's hands on any of its connections.
+    std::vector<std::shared_ptr<Session>> touched;
+    std::vector<uint32_t> settled;  // connections whose batches are all done with
     for (auto [id, bytes] : acks) {
       auto t = ack_tracks_.find(id);
       if (t == ack_tracks_.end()) continue;
       AckTrack& tr = t->second;
       tr.acked += bytes;
-      uint64_t seq = 0;
-      while (!tr.marks.empty() && tr.marks.front().first <= tr.acked) {
-        seq = tr.marks.front().second;
+      bool popped = false;
+      while (!tr.marks.empty() && tr.marks.front().end <= tr.acked) {
         tr.marks.pop_front();
+        popped = true;
       }
-      Session& s = *tr.session;
-      if (seq > s.released) {
-        m_acked_.fetch_add(seq - s.released, std::memory_order_relaxed);
-        s.released = seq;
-        if (std::find(done.begin(), done.end(), &s) == done.end()) done.push_back(&s);
+      if (!popped) continue;
+      std::shared_ptr<Session> s = tr.session;
+      if (tr.marks.empty()) {
+        std::erase(s->pending_tracks, id);
+        settled.push_back(id);
+        if (tr.closed) ack_tracks_.erase(t);
       }
-      if (tr.closed && tr.marks.empty()) ack_tracks_.erase(t);
+      if (std::find(touched.begin(), touched.end(), s) == touched.end()) touched.push_back(std::move(s));
     }
-    for (Session* s : done) send_ack(*s);
+    for (const std::shared_ptr<Session>& s : touched) {
+      uint64_t safe = s->delivered;
+      for (const uint32_t id : s->pending_tracks) {
+        auto t = ack_tracks_.find(id);
+        if (t != ack_tracks_.end() && !t->second.marks.empty()) safe = std::min(safe, t->second.marks.front().first - 1);
+      }
+      if (safe <= s->released) continue;
+      m_acked_.fetch_add(safe - s->released, std::memory_order_relaxed);
+      s->released = safe;
+      send_ack(*s);
+    }
+    // A stopping reader closes a connection it kept open for them now.
+    for (const uint32_t id : settled) {
+      auto it = conns_.find(id);
+      if (it != conns_.end() && it->second->lingering) close_conn(id, CoreError{});
+    }
   }
   if (trim_due_ && unacked_total_ == 0 && !acks.empty()) maybe_trim(now_ms());
 }
@@ -369,7 +388,7 @@ void ReaderEngine::resume(Conn& c) {
 }
 
 void ReaderEngine::update_interest(Conn& c) {
-  const uint32_t want = (c.paused || c.held ? 0u : static_cast<uint32_t>(EPOLLIN | EPOLLRDHUP)) |
+  const uint32_t want = (c.paused || c.held || c.lingering ? 0u : static_cast<uint32_t>(EPOLLIN | EPOLLRDHUP)) |
                         (c.want_out ? static_cast<uint32_t>(EPOLLOUT) : 0u);
   if (want == c.interest) return;
   if (c.interest == 0) loop_.add(c.fd.get(), want, c.id);
@@ -463,7 +482,8 @@ bool ReaderEngine::deliver(Conn& c, Batch&& b, uint64_t* frames) {
     AckTrack& t = ack_tracks_[c.id];
     if (!t.session) t.session = c.session;
     t.handed += item.batch.length;
-    t.marks.emplace_back(t.handed, item.batch.first_seq + item.batch.count() - 1);
+    if (t.marks.empty()) t.session->pending_tracks.push_back(c.id);
+    t.marks.push_back({t.handed, item.batch.first_seq, item.batch.first_seq + item.batch.count() - 1});
   }
   push(std::move(item));
   return true;
@@ -503,6 +523,15 @@ bool ReaderEngine::sequence(Conn& c, Batch& b) {
       // Copies of what was done with already: the writer may free them now.
       if (s.released >= h.first_seq) send_ack(s);
       drop = 1;
+    } else if (len >= sizeof acked::kMagic - 1 && std::memcmp(p, acked::kMagic, sizeof acked::kMagic - 1) == 0) {
+      // The acked magic, but not a hello this reader understands (cut short,
+      // another kind or version, sequence number 0): a peer that means to
+      // speak the mode and does not speak it right. Never a plain message.
+      close_conn(c.id, CoreError::plain("ERR_PROTOCOL_MISMATCH",
+                                        "the writer's first message starts with the acked magic but is not a valid "
+                                        "acked hello (version " + std::to_string(len >= sizeof acked::kMagic ? p[sizeof acked::kMagic - 1] : 0) +
+                                            ", " + std::to_string(len) + " bytes); closed unread"));
+      return false;
     } else if (cfg_.require_acked) {
       close_conn(c.id, CoreError::plain("ERR_PROTOCOL_MISMATCH",
                                         "a writer that does not speak acknowledged delivery (its first message "
@@ -525,10 +554,7 @@ bool ReaderEngine::sequence(Conn& c, Batch& b) {
   const uint64_t copies = s.delivered >= first ? std::min<uint64_t>(s.delivered - first + 1, n - drop) : 0;
   drop += copies;
   if (copies) m_duplicates_.fetch_add(copies, std::memory_order_relaxed);
-  if (drop > 0) {
-    for (size_t i = 0; i < drop; ++i) b.payload_bytes -= b.offsets[2 * i + 1] - b.offsets[2 * i];
-    b.offsets.erase(b.offsets.begin(), b.offsets.begin() + static_cast<ptrdiff_t>(2 * drop));
-  }
+  if (drop > 0) drop_first_messages(b, drop);
   const size_t k = b.count();
   if (k == 0) return true;
   b.acked = true;
@@ -1091,6 +1117,12 @@ void ReaderEngine::on_readable(Conn& c) {
                                         "peer closed the connection in the middle of a frame (" +
                                             std::to_string(c.assembler.partial_bytes()) +
                                             " bytes of it received)"));
+      } else if (auto t = ack_tracks_.find(id); stopping_ && t != ack_tracks_.end() && !t->second.marks.empty()) {
+        // Its batches are still with the consumer: keep the connection
+        // (unread) until they are done with and acknowledged (apply_acks()),
+        // so that a graceful stop does not make the writer send them again.
+        c.lingering = true;
+        update_interest(c);
       } else {
         close_conn(id, CoreError{});
       }

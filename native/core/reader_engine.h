@@ -225,15 +225,23 @@ class ReaderEngine {
     uint64_t released = 0;   // highest acknowledged (its batch done with)
     uint32_t conn = 0;       // the connection acknowledgements go to (0: none open)
     uint64_t last_used = 0;  // for eviction (a counter, not a time)
+    // Connections (ids) of this session with batches handed over and not
+    // done with: acknowledgements never pass the first of those (with
+    // concurrency 'connection' a newer connection's batch may finish first).
+    std::vector<uint32_t> pending_tracks;
+  };
+  struct AckMark {
+    uint64_t end;    // sum of batch lengths handed over up to and including this batch
+    uint64_t first;  // sequence numbers of its first and last message
+    uint64_t last;
   };
   // The batches of one connection handed over and not acked, for the
-  // acknowledgements: (sum of batch lengths handed over up to and including
-  // the batch, sequence number of its last message). Outlives its connection
-  // until the consumer is done with every batch of it.
+  // acknowledgements, in order. Outlives its connection until the consumer
+  // is done with every batch of it.
   struct AckTrack {
     std::shared_ptr<Session> session;
     uint64_t handed = 0, acked = 0;
-    std::deque<std::pair<uint64_t, uint64_t>> marks;
+    std::deque<AckMark> marks;
     bool closed = false;
   };
   enum class Delivery : uint8_t { kAwaitHello, kAcked, kPlain };
@@ -268,6 +276,9 @@ class ReaderEngine {
     std::shared_ptr<Session> session;
     uint64_t next_seq = 0;      // sequence number of the next message cut
     uint64_t resent_below = 0;  // from the hello
+    // Stopping, its end of stream read, batches not yet done with: kept open
+    // (unread) so that their acknowledgement still reaches the writer.
+    bool lingering = false;
     // Shared with the consumer's reply() (through replies_); closed before fd.
     std::shared_ptr<ReplyQueue> out;
     Conn(uint32_t i, UniqueFd f, const AssemblerConfig& c, ReplyStats* stats)

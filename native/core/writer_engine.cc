@@ -604,6 +604,7 @@ void WriterEngine::try_connect(int64_t now) {
   // A fresh assembler per connection: nothing of the last one's stream
   // (a partial frame) may be taken for the start of this one's.
   if (io_reads()) assembler_ = std::make_unique<FrameAssembler>(cfg_.assembler);
+  first_batch_ = true;
   connected_ = true;
   want_out_ = false;
   loop_.add(fd_.get(), interest(), kSocketTag);  // EPOLLIN unless still paused by unacked batches
@@ -679,6 +680,10 @@ void WriterEngine::send_published() {
 
 // Walks the frames that are now fully sent and publishes head and sent.
 void WriterEngine::advance_head() {
+  // Acked mode, re-sending after a reconnect: send_pos_ is behind head_ (the
+  // frames in between were fully sent before); nothing new is sent until it
+  // passes head_. (The bytes at head_ may not even be published yet.)
+  if (static_cast<int32_t>(send_pos_ - head_) <= 0) return;
   uint32_t head = head_;
   uint32_t count = 0;
   uint64_t bytes = 0;
@@ -832,6 +837,15 @@ bool WriterEngine::hand_over(bool ok, bool unbounded) {
     while (assembler_->has_batch()) {
       WriterEvent ev{WriterEvent::kBatch};
       ev.batch = assembler_->take_batch();
+      if (first_batch_) {
+        first_batch_ = false;
+        const Batch& b = ev.batch;
+        if (b.count() > 0 && acked::is_greeting_message(b.base + b.offsets[0], b.offsets[1] - b.offsets[0])) {
+          drop_first_messages(ev.batch, 1);
+          report_error(acked_reader_error());
+          if (ev.batch.count() == 0) continue;
+        }
+      }
       ev.batch.conn_id = conn_id_;
       ev.conn_id = conn_id_;
       const uint64_t charge = ev.batch.charge();

@@ -234,6 +234,20 @@ class WriterEngine {
   // kError with `why` if `report`, then replaces the connection as for a
   // protocol error (backoff), unless that connection has ended already.
   void report_inbound_error(uint32_t conn_id, CoreError why, bool report);
+  // Any thread: emits kError with `why`; the connection stays.
+  void report_error(CoreError why) {
+    WriterEvent ev{WriterEvent::kError};
+    ev.error = std::move(why);
+    emit(std::move(ev));
+  }
+  // The error a plain writer that reads reports when its reader's first
+  // frame is an acked greeting (dropped, never a message).
+  CoreError acked_reader_error() const {
+    return CoreError::plain("ERR_PROTOCOL_MISMATCH",
+                            "the reader at " + cfg_.path +
+                                " uses acknowledged delivery (delivery: 'acked') and this Writer does not: it "
+                                "serves this Writer at most once and sends no replies on this connection");
+  }
   // Producer thread, before it publishes a tail covering the frame: the
   // frame at ring span [start, end) carries `fds` (the engine's from now on;
   // closed once the frame is fully sent, or with the engine).
@@ -332,6 +346,7 @@ class WriterEngine {
   bool read_paused_ = false;   // at max_pending_bytes: no EPOLLIN
   uint32_t conn_id_ = 0;       // id of the current (or last) connection
   std::unique_ptr<FrameAssembler> assembler_;  // per connection: a cut frame goes with it
+  bool first_batch_ = true;    // the connection's first batch is not cut yet (an acked greeting?)
   uint64_t pending_ = 0;       // charge handed over, not acked (all connections)
   // Per batch handed over and not fully acked, in order: its length not yet
   // acked, and the rest of its charge (released when the length is).

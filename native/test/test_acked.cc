@@ -9,6 +9,8 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -212,10 +214,10 @@ TEST(acked_round_trip_numbers_messages_and_acks_free_the_ring) {
 TEST(a_reader_that_dies_with_messages_unacknowledged_loses_none) {
   const std::string path = temp_socket();
   Signal rs, ws;
-  AckedProducer prod(1 << 20);
+  AckedProducer prod(1 << 18);  // a window of about 1,500 messages
   WriterEngine writer(acked_writer_config(path, prod), [&] { ws.notify(); });
   prod.engine = &writer;
-  constexpr uint64_t kN = 30000;
+  constexpr uint64_t kN = 12000;
   uint64_t next = 1;
   std::vector<Delivered> lives;
   writer.start();
@@ -226,12 +228,22 @@ TEST(a_reader_that_dies_with_messages_unacknowledged_loses_none) {
     reader.start();
     Delivered d;
     std::vector<ReaderItem> held;
-    const size_t ack_upto = life == 5 ? SIZE_MAX : 2000;  // the last life acks everything
+    const size_t ack_upto = life == 5 ? SIZE_MAX : 800;  // the last life acks everything
+    size_t last = 0;
+    int quiet = 0;  // rounds in a row that brought nothing
     for (int round = 0; round < 20000; ++round) {
       while (next <= kN && prod.write(next, 16 + next % 300)) ++next;
       rs.wait(5);
       take(reader, &d, d.msgs.size() < ack_upto ? nullptr : &held);
-      if (life < 5 && d.msgs.size() >= 5000) break;
+      quiet = d.msgs.size() == last ? quiet + 1 : 0;
+      last = d.msgs.size();
+      // Dies once it holds enough unacknowledged, or (near the end) once
+      // the writer has nothing more for it.
+      if (life < 5 && (d.msgs.size() >= 2000 || (next > kN && last > 0 && quiet >= 40))) break;
+      if (round % 400 == 399 && std::getenv("ACKED_DEBUG"))
+        std::fprintf(stderr, "life %d round %d: delivered %zu held %zu next %llu acked %u sent %u connected %d\n", life, round,
+                     d.msgs.size(), held.size(), (unsigned long long)next, prod.load(ctrl::kAcked), prod.load(ctrl::kSent),
+                     (int)writer.metrics().connected);
       if (life == 5 && prod.load(ctrl::kAcked) == kN) break;
     }
     reader.close();  // dies: what it held unacked is lost with it
