@@ -64,7 +64,7 @@ const M_COUNT = 8;
 
 // A connection's batches and events held back while its handler is busy
 // (concurrency 'connection').
-type Deferred = { batch: Batch } | { close: IpcError | undefined } | { error: IpcError };
+type Deferred = { batch: Batch } | { id: number; close: IpcError | undefined } | { id: number; error: IpcError };
 
 // net.unix.max_dgram_qlen: how many datagrams a datagram reader's socket
 // queues (the kernel holds one more) before senders get EAGAIN. 0 if unknown.
@@ -101,8 +101,11 @@ export class Reader extends EventEmitter {
   #stopFinished = false; // the engine reported stop finished (item STOPPED)
   #conns = new Map<number, ReaderConnection>();
   // concurrency 'connection': connections whose handler is busy, each with
-  // what arrived for it meanwhile, in order.
-  #lanes = new Map<number, Deferred[]>();
+  // what arrived for it meanwhile, in order. An acked connection's lane is
+  // its writer's session (#laneOf()): a writer's batches run in order even
+  // when a newer connection of it delivers while an older one's batch is
+  // still in the handler.
+  #lanes = new Map<number | string, Deferred[]>();
   #dirty: ReaderConnection[] = []; // connections with replies written this tick
   readonly #sink: ReplySink;
   #held = new Set<number>(); // connections waiting for authorize()
@@ -449,9 +452,10 @@ export class Reader extends EventEmitter {
         const conn = this.#conns.get(connId) ?? new ReaderConnection(connId, -1, -1, -1, undefined);
         const batch = inbox.batch(conn);
         if (lanes) {
-          const lane = lanes.get(connId);
+          const key = conn.session ?? connId;
+          const lane = lanes.get(key);
           if (lane) lane.push({ batch });
-          else if (!this.#run(batch)) lanes.set(connId, []);
+          else if (!this.#run(batch)) lanes.set(key, []);
           continue;
         }
         if (!this.#run(batch)) {
@@ -475,12 +479,12 @@ export class Reader extends EventEmitter {
         const cred = inbox.peer();
         this.#rejected(new ReaderConnection(0, cred.pid, cred.uid, cred.gid, undefined), 'not in allowUids/allowGids');
       } else if (tag === I.CLOSE) {
-        const lane = lanes?.get(connId);
-        if (lane) lane.push({ close: inbox.error() });
+        const lane = lanes?.get(this.#conns.get(connId)?.session ?? connId);
+        if (lane) lane.push({ id: connId, close: inbox.error() });
         else this.#closed(connId, inbox.error());
       } else if (tag === I.ERROR) {
-        const lane = lanes?.get(connId);
-        if (lane) lane.push({ error: inbox.error() as IpcError });
+        const lane = lanes?.get(this.#conns.get(connId)?.session ?? connId);
+        if (lane) lane.push({ id: connId, error: inbox.error() as IpcError });
         else this.#report(inbox.error() as Error, connId === 0 ? 'accept' : 'connection', this.#conns.get(connId));
       } else if (tag === I.DRAINED) {
         const conn = this.#conns.get(connId);
@@ -538,8 +542,8 @@ export class Reader extends EventEmitter {
     }
     // Its connection's lane: what arrived meanwhile, in order, until the
     // handler goes async again.
-    const id = batch.connection.id;
-    const lane = this.#lanes.get(id);
+    const key = batch.connection.session ?? batch.connection.id;
+    const lane = this.#lanes.get(key);
     if (!lane) return;
     while (lane.length > 0) {
       const d = lane.shift()!;
@@ -550,10 +554,10 @@ export class Reader extends EventEmitter {
           continue;
         }
         if (!this.#run(d.batch)) return;
-      } else if ('close' in d) this.#closed(id, d.close);
-      else this.#report(d.error, 'connection', this.#conns.get(id));
+      } else if ('close' in d) this.#closed(d.id, d.close);
+      else this.#report(d.error, 'connection', this.#conns.get(d.id));
     }
-    this.#lanes.delete(id);
+    this.#lanes.delete(key);
     if (this.#state === 'stopping' && this.#stopFinished && this.#lanes.size === 0) this.#finishStop(false);
   }
 
