@@ -50,13 +50,23 @@ exec 9>"$cache/.lock"
 flock 9  # one run at a time builds or uses the cache
 start_all=$(date +%s)
 
+# Never rm -rf a root with something mounted in it (a /proc, or a bind
+# mount of the worktree left by a killed run).
+remove_root() {
+  if awk -v d="$1/" 'index($2 "/", d) == 1 { found = 1 } END { exit !found }' /proc/mounts; then
+    echo "test-platforms: something is still mounted under $1 (see /proc/mounts); unmount it first" >&2
+    exit 1
+  fi
+  rm -rf "$1"
+}
+
 # debootstrap into DIR.tmp, then rename: a cached root is always complete.
 rootfs() {  # name, debootstrap args...
   local dir="$cache/$1"; shift
-  if [[ "${UDS_IPC_PLATFORMS_REFRESH:-0}" == 1 ]]; then rm -rf "$dir"; fi
+  if [[ "${UDS_IPC_PLATFORMS_REFRESH:-0}" == 1 ]]; then remove_root "$dir"; fi
   if [[ ! -d "$dir" ]]; then
     echo "== debootstrap $* -> $dir (first run: downloads from $mirror)" >&2
-    rm -rf "$dir.tmp"
+    remove_root "$dir.tmp"
     debootstrap --variant=minbase "$@" "$dir.tmp" "$mirror" >"$cache/$(basename "$dir").log" 2>&1 \
       || { tail -20 "$cache/$(basename "$dir").log" >&2; exit 1; }
     mv "$dir.tmp" "$dir"
