@@ -12,6 +12,12 @@
 #      under node_modules/uds-ipc/prebuilds/.
 #   4. `npm rebuild uds-ipc` (install scripts enabled: node-gyp-build) must keep
 #      the prebuild and compile nothing.
+#   5. The tarball holds prebuilds for linux-x64 and linux-arm64, and for each
+#      node-gyp-build's own resolution (its module read with npm_config_arch /
+#      npm_config_platform / LIBC set, as on such a machine) selects that one,
+#      an ELF file of that architecture that passes scripts/check-glibc.mjs;
+#      on musl and on macOS it finds none (so uds-ipc's loader reports
+#      ERR_ADDON_LOAD there instead of loading a wrong binary).
 #
 # Usage: npm run test:pack   (or: bash scripts/test-pack.sh)
 # Env:   TEST_PACK_KEEP=1  keep the temp dir (printed) for inspection
@@ -60,6 +66,12 @@ node -e '
   if (bad.length) { console.error("test-pack: unexpected files in the tarball:\n  " + bad.join("\n  ")); process.exit(1); }
   const nodes = lines.filter((l) => /^package\/prebuilds\/[^/]+\/[^/]+\.node$/.test(l));
   if (!nodes.length) { console.error("test-pack: no prebuilds/*/*.node in the tarball"); process.exit(1); }
+  for (const want of ["linux-x64", "linux-arm64"]) {
+    if (!nodes.some((n) => n.startsWith("package/prebuilds/" + want + "/"))) {
+      console.error("test-pack: no prebuilds/" + want + "/*.node in the tarball (run `npm run prebuild`)");
+      process.exit(1);
+    }
+  }
   console.log("   " + lines.length + " files, all listed in package.json files; prebuilds: " + nodes.map((n) => n.slice(8)).join(", "));
 ' "$root/package.json" "$tmp/contents.txt"
 packed=$(stat -c %s "$tgz")
@@ -132,6 +144,24 @@ EOF
 echo "== require + import, Reader/Writer round trip, which addon is loaded"
 out="$(node check.cjs)"
 echo "   $out"
+
+echo "== the prebuild node-gyp-build selects on each platform (its resolution, with that platform's arch/libc)"
+for a in x64 arm64; do
+  pick="$(cd "$proj" && npm_config_platform=linux npm_config_arch="$a" LIBC=glibc PREBUILDS_ONLY=1 \
+    node -p 'require("path").relative(process.cwd(), require("node-gyp-build").resolve("node_modules/uds-ipc"))')"
+  want="node_modules/uds-ipc/prebuilds/linux-$a/uds-ipc.glibc.node"
+  [[ "$pick" == "$want" ]] || { echo "test-pack: on linux-$a node-gyp-build picks $pick, expected $want" >&2; exit 1; }
+  node "$root/scripts/check-glibc.mjs" --arch "$a" "$proj/$pick" | sed 's/^/   /'
+done
+for t in "linux x64 musl" "linux arm64 musl" "darwin arm64 glibc" "linux ia32 glibc"; do
+  read -r p a l <<<"$t"
+  if pick="$(cd "$proj" && npm_config_platform="$p" npm_config_arch="$a" LIBC="$l" PREBUILDS_ONLY=1 \
+      node -p 'require("node-gyp-build").resolve("node_modules/uds-ipc")' 2>/dev/null)"; then
+    echo "test-pack: on $p-$a ($l) node-gyp-build picks $pick; there is no prebuild for it" >&2
+    exit 1
+  fi
+done
+echo "   linux-x64 and linux-arm64 (glibc) each get their own; musl, darwin and ia32 get none"
 
 echo "== npm rebuild uds-ipc (install script node-gyp-build: must keep the prebuild, compile nothing)"
 # Headers pointed at an empty dir: a compile attempt fails fast instead of
