@@ -45,8 +45,9 @@ async function runReader() {
     }
   });
   sock.on('error', fail);
+  const listening = once(sock, 'listening'); // emitted inside bind() (the package's events are synchronous)
   sock.bind(path);
-  await once(sock, 'listening');
+  await listening;
   cpu0 = process.cpuUsage();
   ready();
 }
@@ -56,8 +57,9 @@ async function runWriter() {
   let fatal;
   sock.on('error', (e) => (fatal ??= e));
   sock.on('congestion', () => {}); // reported through the send callback below
+  const connected = once(sock, 'connect'); // emitted inside connect()
   sock.connect(path);
-  await once(sock, 'connect');
+  await connected;
   const cpu0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
   const msg = Buffer.alloc(size, 0x5a);
@@ -72,6 +74,7 @@ async function runWriter() {
     sock.send(msg, onSent);
     if (fatal) fail(fatal);
     if (congested) {
+      // 'writable' comes from the event loop once the reader's queue has room.
       congestions++;
       await once(sock, 'writable');
       i--;

@@ -411,43 +411,7 @@ export class Writer extends EventEmitter {
    * @throws (as a rejection) `AbortError` (`ABORT_ERR`) when aborted first; IpcError `ERR_NOT_RUNNING`; TypeError for invalid options.
    */
   flush(options?: FlushOptions): Promise<void> {
-    let signal: AbortSignal | undefined;
-    try {
-      signal = resolveSignalOptions('flush options', options).signal;
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    if (signal?.aborted) return Promise.reject(abortError(signal));
-    const ring = this.#ring;
-    const w: Waiter = { head: 0, sent: 0, resolve: noop, reject: noop };
-    ring.aimAtTail(w);
-    if (ring.reachedSent(w)) return Promise.resolve();
-    if (this.#state === 'stopped') {
-      return Promise.reject(new IpcError('ERR_NOT_RUNNING', 'The Writer stopped with messages unsent'));
-    }
-    const p = new Promise<void>((resolve, reject) => {
-      w.resolve = resolve;
-      w.reject = reject;
-    });
-    if (signal) {
-      const { resolve, reject } = w;
-      const off = this.#aborts.add(signal, () => {
-        const i = ring.flushTargets.indexOf(w);
-        if (i >= 0) ring.flushTargets.splice(i, 1);
-        reject(abortError(signal));
-      });
-      w.resolve = () => {
-        off();
-        resolve();
-      };
-      w.reject = (e) => {
-        off();
-        reject(e);
-      };
-    }
-    ring.flushTargets.push(w);
-    this.#arm();
-    return p;
+    return this.#waitFor('flush', options);
   }
 
   /**
@@ -461,24 +425,31 @@ export class Writer extends EventEmitter {
    * @throws (as a rejection) IpcError `ERR_INVALID_STATE` on a Writer in the default delivery mode; `AbortError` (`ABORT_ERR`); IpcError `ERR_NOT_RUNNING`.
    */
   acknowledged(options?: FlushOptions): Promise<void> {
-    let signal: AbortSignal | undefined;
-    try {
-      signal = resolveSignalOptions('acknowledged options', options).signal;
-    } catch (e) {
-      return Promise.reject(e);
-    }
     if (this.#opts.delivery !== 'acked') {
       return Promise.reject(
         new IpcError('ERR_INVALID_STATE', "acknowledged() needs delivery: 'acked' (this Writer delivers at most once; flush() tells when messages are sent)"),
       );
     }
+    return this.#waitFor('acknowledged', options);
+  }
+
+  // flush() and acknowledged(): a target at the tail, reached when HEAD/SENT
+  // (flush) or ACK_HEAD/ACKED (acknowledged) pass it; settled by #settle().
+  #waitFor(what: 'flush' | 'acknowledged', options: FlushOptions | undefined): Promise<void> {
+    let signal: AbortSignal | undefined;
+    try {
+      signal = resolveSignalOptions(`${what} options`, options).signal;
+    } catch (e) {
+      return Promise.reject(e);
+    }
     if (signal?.aborted) return Promise.reject(abortError(signal));
     const ring = this.#ring;
+    const flush = what === 'flush';
     const w: Waiter = { head: 0, sent: 0, resolve: noop, reject: noop };
     ring.aimAtTail(w);
-    if (ring.reached(w)) return Promise.resolve();
+    if (flush ? ring.reachedSent(w) : ring.reached(w)) return Promise.resolve();
     if (this.#state === 'stopped') {
-      return Promise.reject(new IpcError('ERR_NOT_RUNNING', 'The Writer stopped with messages not acknowledged'));
+      return Promise.reject(new IpcError('ERR_NOT_RUNNING', flush ? 'The Writer stopped with messages unsent' : 'The Writer stopped with messages not acknowledged'));
     }
     const p = new Promise<void>((resolve, reject) => {
       w.resolve = resolve;
@@ -487,8 +458,9 @@ export class Writer extends EventEmitter {
     if (signal) {
       const { resolve, reject } = w;
       const off = this.#aborts.add(signal, () => {
-        const i = ring.ackTargets.indexOf(w);
-        if (i >= 0) ring.ackTargets.splice(i, 1);
+        const list = flush ? ring.flushTargets : ring.ackTargets;
+        const i = list.indexOf(w);
+        if (i >= 0) list.splice(i, 1);
         reject(abortError(signal));
       });
       w.resolve = () => {
@@ -500,7 +472,7 @@ export class Writer extends EventEmitter {
         reject(e);
       };
     }
-    ring.ackTargets.push(w);
+    (flush ? ring.flushTargets : ring.ackTargets).push(w);
     this.#arm();
     return p;
   }
