@@ -40,6 +40,9 @@ inline constexpr size_t kMaxControl = kGreetingSize;
 
 using SessionId = std::array<uint8_t, 16>;
 
+// Sequence numbers a hello may announce: below 2^53 (exact as a JavaScript number).
+inline constexpr uint64_t kMaxSeq = uint64_t{1} << 53;
+
 struct Hello {
   SessionId session{};
   uint64_t first_seq = 0;
@@ -93,7 +96,9 @@ inline bool parse_hello(const uint8_t* p, size_t n, Hello* h) {
   q += h->session.size();
   h->first_seq = get_u64le(q);
   h->resent_below = get_u64le(q + 8);
-  return h->first_seq >= 1;
+  // Sequence numbers start at 1 and stay below 2^53, so that JavaScript
+  // holds them exactly (batch.sequence(i) is a number).
+  return h->first_seq >= 1 && h->first_seq < kMaxSeq && h->resent_below < kMaxSeq;
 }
 inline bool parse_ack(const uint8_t* p, size_t n, uint64_t* seq) {
   if (n != kAckSize || p[0] != kAck) return false;

@@ -506,7 +506,7 @@ bool ReaderEngine::sequence(Conn& c, Batch& b) {
     const size_t len = b.offsets[1] - b.offsets[0];
     if (acked::parse_hello(p, len, &h)) {
       c.delivery = Delivery::kAcked;
-      c.session = find_session(h.session);
+      c.session = find_session(h.session, c.peer_uid);
       c.session->conn = c.id;
       c.next_seq = h.first_seq;
       c.resent_below = h.resent_below;
@@ -566,8 +566,9 @@ bool ReaderEngine::sequence(Conn& c, Batch& b) {
   return true;
 }
 
-std::shared_ptr<ReaderEngine::Session> ReaderEngine::find_session(const acked::SessionId& id) {
-  const std::string key(reinterpret_cast<const char*>(id.data()), id.size());
+std::shared_ptr<ReaderEngine::Session> ReaderEngine::find_session(const acked::SessionId& id, int uid) {
+  std::string key(reinterpret_cast<const char*>(id.data()), id.size());
+  key.append(reinterpret_cast<const char*>(&uid), sizeof uid);
   auto it = sessions_.find(key);
   if (it != sessions_.end()) {
     it->second->last_used = ++session_clock_;
@@ -968,6 +969,7 @@ bool ReaderEngine::accept_all() {
       }
     }
     conn->last_active_ms = now_ms();
+    conn->peer_uid = cred.uid;
     conn->held = cfg_.hold_for_authorize;
     if (!conn->held) {
       if (stopping_) ::shutdown(fd, SHUT_RD);

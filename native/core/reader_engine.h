@@ -276,6 +276,7 @@ class ReaderEngine {
     std::shared_ptr<Session> session;
     uint64_t next_seq = 0;      // sequence number of the next message cut
     uint64_t resent_below = 0;  // from the hello
+    int peer_uid = -1;          // SO_PEERCRED at accept: sessions are kept apart per user
     // Stopping, its end of stream read, batches not yet done with: kept open
     // (unread) so that their acknowledgement still reaches the writer.
     bool lingering = false;
@@ -308,7 +309,10 @@ class ReaderEngine {
   // Acked mode: the hello (or not) at the start of c's first batch; drops
   // copies; numbers the messages. False: c was closed.
   bool sequence(Conn& c, Batch& b);
-  std::shared_ptr<Session> find_session(const acked::SessionId& id);
+  // The session `id` of a writer running as `uid` (a session id another
+  // user presents names another session: no peer can touch the state of
+  // another user's writer, even knowing its id).
+  std::shared_ptr<Session> find_session(const acked::SessionId& id, int uid);
   void send_ack(Session& s);  // to s's connection, if open and acked
   void read_conn(Conn& c);  // on_readable(), closing the connection on bad_alloc
   // Hands over the batches the assembler has cut, charging them; false if it
