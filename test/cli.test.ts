@@ -156,7 +156,7 @@ describe('help, version and usage errors', () => {
       [['bridge', '--nats', 'nats://127.0.0.1:1', '--subscribe', 'a'], /--subscribe and --connect go together/],
       [['bridge', '--nats', 'nats://127.0.0.1:1', '--listen', sock, '--publish', 'a.*'], /ERR_INVALID_ARG_VALUE: .*not a subject one can publish to/],
       [['bridge', '--nats', 'nats://127.0.0.1:1', '--subscribe', 'a..b', '--connect', sock], /not a valid subject/],
-      [['bridge', '--nats', 'nats://127.0.0.1:1', '--listen', sock, '--publish', 'a', '--replicas', '3'], /--replicas and --durable need --jetstream/],
+      [['bridge', '--nats', 'nats://127.0.0.1:1', '--listen', sock, '--publish', 'a', '--replicas', '3'], /--replicas, --durable and --ack-wait need --jetstream/],
       [['bridge', '--nats', 'nats://127.0.0.1:1', '--jetstream', 'S', '--listen', sock, '--publish', 'a', '--replicas', '9'], /invalid value for --replicas/],
       [['bridge', '--nats', 'nats://127.0.0.1:1', '--user', 'u', '--listen', sock, '--publish', 'a'], /"user" and "password" options go together/],
       [['bridge', '--nats', 'nats://127.0.0.1:1', '--jetstream', 'a.b', '--listen', sock, '--publish', 'a'], /Invalid stream name/],

@@ -26,6 +26,9 @@ Options:
       --replicas <n>       replicas of a stream the bridge creates (default 1)
       --durable <name>     durable consumer name of the --subscribe route
                            (default: derived from stream, subject and path)
+      --ack-wait <ms>      ack_wait of a durable consumer the bridge creates:
+                           how soon JetStream redelivers what a bridge that
+                           died held (default 30000)
       --token <token>      NATS token authentication
       --user <user>        NATS user (with --password)
       --password <pass>    NATS password
@@ -49,6 +52,7 @@ export async function bridge(args: string[]): Promise<number> {
     jetstream: { type: 'string' },
     replicas: { type: 'string' },
     durable: { type: 'string' },
+    'ack-wait': { type: 'string' },
     token: { type: 'string' },
     user: { type: 'string' },
     password: { type: 'string' },
@@ -68,8 +72,8 @@ export async function bridge(args: string[]): Promise<number> {
   if (values.listen === undefined && values.subscribe === undefined) {
     throw new UsageError(`${cmd}: nothing to bridge: give --listen <path> --publish <subject>, --subscribe <subject> --connect <path>, or both`);
   }
-  if (values.jetstream === undefined && (values.replicas !== undefined || values.durable !== undefined)) {
-    throw new UsageError(`${cmd}: --replicas and --durable need --jetstream`);
+  if (values.jetstream === undefined && (values.replicas !== undefined || values.durable !== undefined || values['ack-wait'] !== undefined)) {
+    throw new UsageError(`${cmd}: --replicas, --durable and --ack-wait need --jetstream`);
   }
   if (values.durable !== undefined && values.subscribe === undefined) throw new UsageError(`${cmd}: --durable needs --subscribe`);
   const routes: BridgeRoute[] = [];
@@ -84,6 +88,11 @@ export async function bridge(args: string[]): Promise<number> {
   if (values.jetstream !== undefined) {
     options.jetstream = { stream: values.jetstream };
     if (values.replicas !== undefined) options.jetstream.replicas = positiveInt(cmd, '--replicas', values.replicas, 5);
+    if (values['ack-wait'] !== undefined) {
+      const ms = positiveInt(cmd, '--ack-wait', values['ack-wait'], 3_600_000);
+      if (ms < 1000) throw new UsageError(`${cmd}: invalid value for --ack-wait: '${values['ack-wait']}' (expected an integer from 1000 to 3600000)`);
+      options.jetstream.ackWaitMs = ms;
+    }
   }
   if (values.token !== undefined) options.token = values.token;
   if (values.user !== undefined) options.user = values.user;
