@@ -905,7 +905,10 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     );
     const nc = this.nc;
     if (nc && !nc.isClosed()) {
-      await Promise.race([nc.flush(), sleep(left())]).catch(() => undefined);
+      // Flush what was published, but not beyond the deadline (and leave no timer behind).
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([nc.flush(), new Promise<void>((r) => (timer = setTimeout(r, left())))]).catch(() => undefined);
+      clearTimeout(timer);
       await nc.close().catch(() => undefined);
     }
   }
