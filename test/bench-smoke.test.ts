@@ -16,7 +16,7 @@ const { PairError, runPair, udsIpcRole } = require(join(ROOT, 'dist', 'bench', '
 const dir = mkdtempSync(join(tmpdir(), 'uds-bench-smoke-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-const IMPLS = ['uds-visit', 'uds-buffer', 'net', 'raw'];
+const IMPLS = ['uds-visit', 'uds-buffer', 'uds-acked', 'net', 'raw'];
 const SIZES = [64, 1024];
 
 describe('bench/run.mjs --quick', () => {
