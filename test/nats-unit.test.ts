@@ -104,7 +104,7 @@ describe('NATS bridge without a server', () => {
     const text = b.metricsText('br', { host: 'a' });
     expect(text).toContain('# TYPE br_messages_published_total counter\nbr_messages_published_total{host="a"} 0\n');
     expect(text).toContain('# TYPE br_in_flight_messages gauge\n');
-    expect(b.metrics()).toEqual({ received: 0, published: 0, written: 0, acked: 0, redelivered: 0, duplicates: 0, dropped: 0, errors: 0, inFlight: 0, connected: false });
+    expect(b.metrics()).toEqual({ received: 0, published: 0, written: 0, acked: 0, redelivered: 0, duplicates: 0, retries: 0, dropped: 0, errors: 0, inFlight: 0, connected: false });
     await b.stop();
     await b.stop();
   });

@@ -217,6 +217,8 @@ export interface BridgeMetrics {
   redelivered: number;
   /** JetStream mode: publishes the stream found to be duplicates (same `Nats-Msg-Id`) and did not store again. */
   duplicates: number;
+  /** JetStream mode: publishes sent again after a failure or a timeout (same `Nats-Msg-Id`). */
+  retries: number;
   /** Core mode: messages dropped (a local Writer full, or a publish refused by the client). */
   dropped: number;
   /** Errors reported. */
@@ -234,6 +236,7 @@ const BRIDGE_METRICS: readonly MetricSpec[] = [
   ['acked', 'messages_acked_total', 'counter', 'JetStream: publishes acknowledged by the stream, plus NATS messages acknowledged after the local reader acknowledged them.'],
   ['redelivered', 'messages_redelivered_total', 'counter', 'Messages that came again (flagged by the local writer or by JetStream).'],
   ['duplicates', 'messages_duplicate_total', 'counter', 'JetStream publishes the stream recognised as duplicates (Nats-Msg-Id) and did not store again.'],
+  ['retries', 'publish_retries_total', 'counter', 'JetStream publishes sent again after a failure or a timeout (same Nats-Msg-Id).'],
   ['dropped', 'messages_dropped_total', 'counter', 'Core mode: messages dropped (local Writer full, or publish refused).'],
   ['errors', 'errors_total', 'counter', 'Errors reported.'],
   ['inFlight', 'in_flight_messages', 'gauge', 'Messages taken in and not finished (awaiting the stream, or the local reader).'],
@@ -469,7 +472,9 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   private natsUp = false;
   private readonly host = hostname();
   private maxPayloadValue: number | undefined;
-  private readonly m = { received: 0, published: 0, written: 0, acked: 0, redelivered: 0, duplicates: 0, dropped: 0, errors: 0, inFlight: 0 };
+  private readonly m = { received: 0, published: 0, written: 0, acked: 0, redelivered: 0, duplicates: 0, retries: 0, dropped: 0, errors: 0, inFlight: 0 };
+  private lastRetryReport = 0;
+  private retriesUnreported = 0;
 
   /**
    * Validates the options; nothing connects before `start()`.
@@ -754,7 +759,15 @@ export class Bridge extends EventEmitter<BridgeEvents> {
         return;
       } catch (e) {
         if (this.state === 'stopped' || this.nc!.isClosed()) throw natsError(`publish to ${subject} abandoned: the bridge stopped`, e);
-        this.report(natsError(`JetStream publish to ${subject} failed, trying again in ${delay} ms`, e), 'publish');
+        this.m.retries++;
+        // Every publish in flight fails at once when NATS goes away: one report per second, with the count.
+        const now = Date.now();
+        if (now - this.lastRetryReport >= 1000) {
+          const more = this.retriesUnreported;
+          this.lastRetryReport = now;
+          this.retriesUnreported = 0;
+          this.report(natsError(`JetStream publish to ${subject} failed${more ? ` (and ${more} more since the last report)` : ''}, sending again in ${delay} ms`, e), 'publish');
+        } else this.retriesUnreported++;
         await sleep(delay);
         delay = Math.min(delay * 2, 2000);
       }

@@ -6,7 +6,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { AckPolicy, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { Reader, Writer, IpcError, type Batch } from '../../src';
 import { Bridge } from '../../src/nats';
 import { ROOT, tmpSocket, waitFor, within } from '../helpers';
@@ -84,6 +84,14 @@ describe('JetStream mode (at least once)', () => {
       expect((e as IpcError).message).toMatch(/stream "OTHER" exists but does not cover the subject "(mine\.x|other\.>)" \(its subjects: other\.\*\)/);
     }
     expect((await jsm.streams.info('OTHER')).config.subjects).toEqual(['other.*']);
+    // a durable consumer of that name for another subject: refused, left as it was
+    await jsm.consumers.add('OTHER', { durable_name: 'taken', filter_subject: 'other.a', ack_policy: AckPolicy.Explicit });
+    const taken = await new Bridge({ servers: srv.url, jetstream: { stream: 'OTHER' }, routes: [{ subscribe: 'other.b', connect: tmpSocket('o4.sock'), durable: 'taken' }] })
+      .start()
+      .then(() => undefined, (x: unknown) => x);
+    expect((taken as IpcError).code).toBe('ERR_STREAM_MISMATCH');
+    expect((taken as IpcError).message).toMatch(/durable consumer "taken" of stream "OTHER" exists for subject "other\.a", not "other\.b"/);
+    expect((await jsm.consumers.info('OTHER', 'taken')).config.filter_subject).toBe('other.a');
     // a subject it covers is fine
     const ok = new Bridge({ servers: srv.url, jetstream: { stream: 'OTHER' }, routes: [{ listen: tmpSocket('o3.sock'), publish: 'other.y' }] });
     await ok.start();
