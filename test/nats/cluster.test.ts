@@ -48,6 +48,21 @@ function body(i: number): Buffer {
   return b;
 }
 
+const ROUTE_PORT = /Listening for route connections on 127\.0\.0\.1:(\d+)/;
+
+/** SIGKILLs `node`, runs `meanwhile`, and starts it again on its ports with its storage. */
+async function restartNode(node: NatsServer, name: string, meanwhile: () => Promise<void>): Promise<NatsServer> {
+  const cport = ROUTE_PORT.exec(node.log())![1];
+  const routes = nodes.filter((n) => n !== node).map((n) => ROUTE_PORT.exec(n.log())![1]);
+  await node.kill();
+  await meanwhile();
+  return startNats({
+    port: node.port,
+    dir: node.dir,
+    args: ['-n', name, '--cluster_name', 'udsipc', '--cluster', `nats://127.0.0.1:${cport}`, '--routes', [cport, ...routes].map((p) => `nats-route://127.0.0.1:${p}`).join(',')],
+  });
+}
+
 describe('three-node cluster', () => {
   it('core mode: 100k messages host A → node 1 → node 3 → host B, in order and byte-exact', async () => {
     const inPath = tmpSocket('a.sock');
@@ -84,7 +99,7 @@ describe('three-node cluster', () => {
     await reader.stop();
   });
 
-  it('JetStream replicas 3: nothing lost while the node host A\'s bridge is connected to is killed and restarted', async () => {
+  it('JetStream replicas 3: nothing lost while the node of host A\'s bridge, then the node of host B\'s, is killed and restarted', async () => {
     const inPath = tmpSocket('ja.sock');
     const outPath = tmpSocket('jb.sock');
     const N = 20_000;
@@ -114,19 +129,12 @@ describe('three-node cluster', () => {
       for (let i = 0; i < N; i++) await writer.send(body(i));
     })();
     await waitFor(() => seen.size >= N / 3, 60_000, 'a third through');
-    // node 1 (host A's server) dies; the client reconnects to node 2 or 3 by itself
-    const port = nodes[0].port;
-    const dir = nodes[0].dir;
-    const log = nodes[0].log();
-    await nodes[0].kill();
-    await waitFor(() => seen.size >= (2 * N) / 3, 90_000, 'two thirds through with node 1 down');
-    // node 1 comes back with its storage
-    const cport = /Listening for route connections on 127\.0\.0\.1:(\d+)/.exec(log)![1];
-    const routes = nodes.slice(1).map((n) => /Listening for route connections on 127\.0\.0\.1:(\d+)/.exec(n.log())![1]);
-    nodes[0] = await startNats({
-      port,
-      dir,
-      args: ['-n', 'n1', '--cluster_name', 'udsipc', '--cluster', `nats://127.0.0.1:${cport}`, '--routes', [cport, ...routes].map((p) => `nats-route://127.0.0.1:${p}`).join(',')],
+    // node 1 (host A's server) dies; the client reconnects to node 2 or 3 by itself; node 1 comes back with its storage
+    nodes[0] = await restartNode(nodes[0], 'n1', () => waitFor(() => seen.size >= (2 * N) / 3, 90_000, 'two thirds through with node 1 down'));
+    // then node 3, the one host B's bridge consumes through
+    await waitFor(() => seen.size >= (5 * N) / 6, 90_000, 'five sixths through');
+    nodes[2] = await restartNode(nodes[2], 'n3', async () => {
+      await waitFor(() => seen.size >= (5 * N) / 6 + 500 || seen.size >= N, 90_000, 'more through with node 3 down');
     });
     await within(sending, 'all sent', 90_000);
     await within(writer.acknowledged(), 'all in the stream', 90_000);
