@@ -243,6 +243,9 @@ const BRIDGE_METRICS: readonly MetricSpec[] = [
   ['connected', 'nats_connected', 'gauge', 'Whether the NATS connection is up (1) or not (0).'],
 ];
 
+/** Core mode: bytes published between two waits for the server (flush). */
+const FLUSH_BYTES = 1024 * 1024;
+
 /** Bytes of `max_payload` kept for the bridge's NATS headers: a Reader's default `maxMessageSize` is `max_payload` less this. */
 export const HEADER_RESERVE = 256;
 /** Header: the host name of the bridge that took the message in. */
@@ -474,6 +477,8 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   private maxPayloadValue: number | undefined;
   private readonly m = { received: 0, published: 0, written: 0, acked: 0, redelivered: 0, duplicates: 0, retries: 0, dropped: 0, errors: 0, inFlight: 0 };
   private lastRetryReport = 0;
+  private unflushed = 0;
+  private upWaiters: (() => void)[] = [];
   private retriesUnreported = 0;
 
   /**
@@ -580,13 +585,14 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   private async watchStatus(nc: NatsConnection): Promise<void> {
     try {
       for await (const s of nc.status()) {
-        if (s.type === 'disconnect' || s.type === 'close') this.natsUp = false;
-        else if (s.type === 'reconnect') this.natsUp = true;
+        if (s.type === 'disconnect' || s.type === 'close') this.setUp(false);
+        else if (s.type === 'reconnect') this.setUp(true);
       }
     } catch {
       // the status iterator ends with the connection
     }
     this.natsUp = false;
+    this.setUp(false);
   }
 
   private async setupStream(j: Required<JetStreamOptions>): Promise<void> {
@@ -688,13 +694,41 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     await reader.start();
   }
 
-  private publishCore(publish: string | SubjectFunction, batch: Batch): void {
+  private publishCore(publish: string | SubjectFunction, batch: Batch): void | Promise<void> {
+    // NATS away: the client would buffer without limit. Hold this batch (the
+    // Reader reads no more meanwhile, so local writers fill and back off)
+    // until the client has reconnected, or the bridge stops.
+    this.m.received += batch.length;
+    if (!this.natsUp && this.nc && !this.nc.isClosed()) {
+      const n = batch.length;
+      this.m.inFlight += n;
+      return this.untilUp().then(() => {
+        this.m.inFlight -= n;
+        return this.publishCoreNow(publish, batch);
+      });
+    }
+    return this.publishCoreNow(publish, batch);
+  }
+
+  private untilUp(): Promise<void> {
+    return new Promise((resolve) => this.upWaiters.push(resolve));
+  }
+
+  private setUp(up: boolean): void {
+    this.natsUp = up;
+    if (up || !this.nc || this.nc.isClosed()) {
+      const w = this.upWaiters;
+      this.upWaiters = [];
+      for (const f of w) f();
+    }
+  }
+
+  private publishCoreNow(publish: string | SubjectFunction, batch: Batch): void | Promise<void> {
     const nc = this.nc!;
     // nc.publish() may keep a reference to the bytes until it flushes: keep the batch's views valid.
     batch.retain();
     const h = this.headersFor(batch.connection);
     for (let i = 0; i < batch.length; i++) {
-      this.m.received++;
       let subject: string;
       if (typeof publish === 'string') subject = publish;
       else {
@@ -712,12 +746,22 @@ export class Bridge extends EventEmitter<BridgeEvents> {
         }
       }
       try {
-        nc.publish(subject, batch.at(i)!, { headers: h });
+        const data = batch.at(i)!;
+        nc.publish(subject, data, { headers: h });
         this.m.published++;
+        this.unflushed += data.length + 64;
       } catch (e) {
         this.m.dropped++;
         this.report(natsError(`publish to ${subject} failed`, e), 'publish');
       }
+    }
+    // Backpressure towards the local writers: the client buffers what it
+    // publishes without limit, so every FLUSH_BYTES the handler waits for
+    // the server to have it all (one PING/PONG), and the Reader reads no more
+    // meanwhile.
+    if (this.unflushed >= FLUSH_BYTES && this.natsUp) {
+      this.unflushed = 0;
+      return nc.flush().catch((e: unknown) => this.report(natsError('flush failed', e), 'publish'));
     }
   }
 
@@ -924,6 +968,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       clearTimeout(timer);
       await nc.close().catch(() => undefined);
     }
+    this.setUp(false);
   }
 
   /** The counters, a snapshot. */

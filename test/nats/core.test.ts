@@ -120,6 +120,30 @@ describe('core mode (at most once)', () => {
     expect(got).toBeLessThanOrEqual(m.written);
   });
 
+  it('NATS away: the bridge holds what local writers send (bounded: the Reader reads no more) and publishes it once the client reconnected', async () => {
+    const own = await startNats({ jetstream: false });
+    const path = tmpSocket('away.sock');
+    const bridge = new Bridge({ servers: own.url, routes: [{ listen: path, publish: 'away' }] });
+    await bridge.start();
+    const w = new Writer(path).start();
+    w.write('before');
+    await w.flush();
+    await waitFor(() => bridge.metrics().published === 1, 10_000, 'published before');
+    const port = own.port;
+    await own.kill();
+    await waitFor(() => !bridge.metrics().connected, 10_000, 'the bridge sees the server gone');
+    for (let i = 0; i < 100; i++) w.write(`during ${i}`);
+    await w.flush();
+    await waitFor(() => bridge.metrics().received === 101, 10_000, 'the bridge took them in');
+    expect(bridge.metrics().published).toBe(1); // held, not buffered in the client
+    const again = await startNats({ jetstream: false, port });
+    await waitFor(() => bridge.metrics().connected && bridge.metrics().published === 101, 20_000, 'published after the reconnect');
+    expect(bridge.metrics().dropped).toBe(0);
+    await w.stop();
+    await bridge.stop();
+    await again.stop();
+  });
+
   it('max_payload: a Reader maxMessageSize above it is refused at start; the default is max_payload less the header reserve', async () => {
     const small = await startNats({ config: 'max_payload: 4096' });
     const path = tmpSocket('mp.sock');
