@@ -812,6 +812,7 @@ function writeReadme(o, result, parts) {
       ['<!-- bench:rpc:start -->', '<!-- bench:rpc:end -->'],
       ['<!-- bench:fds:start -->', '<!-- bench:fds:end -->'],
       ['<!-- bench:types:start -->', '<!-- bench:types:end -->'],
+      ['<!-- bench:bridge:start -->', '<!-- bench:bridge:end -->'],
     ]);
     writeFileSync(file, [readme(result, parts).trimEnd(), ...kept].join('\n\n') + '\n');
     log('bench/README.md updated.');
