@@ -1,8 +1,9 @@
 // The NATS bridge in core mode (at most once) against a real nats-server:
 // both directions, headers, max_payload, bad configuration, the CLI.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { spawn } from 'node:child_process';
-import { hostname } from 'node:os';
+import { execSync, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, headers, type NatsConnection, type Msg } from '@nats-io/transport-node';
 import { Reader, Writer, IpcError } from '../../src';
@@ -204,6 +205,35 @@ describe('core mode (at most once)', () => {
     expect((js as IpcError).code).toBe('ERR_NATS');
     expect((js as IpcError).message).toMatch(/JetStream/);
     await Promise.all([authed.stop(), tokened.stop(), noJs.stop()]);
+  });
+
+  it('TLS: the CA file is passed through (verified server certificate); without it the connection is refused (ERR_NATS)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'uds-ipc-tls-'));
+    const sh = (cmd: string): void => void execSync(cmd, { cwd: dir, stdio: 'ignore' });
+    sh('openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-ca -keyout ca.key -out ca.pem');
+    sh('openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr');
+    writeFileSync(join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
+    sh('openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile san.ext -out server.pem');
+    const tls = await startNats({ jetstream: false, args: ['--tls', '--tlscert', join(dir, 'server.pem'), '--tlskey', join(dir, 'server.key')] });
+    const path = tmpSocket('tls.sock');
+    const refused = await new Bridge({ servers: tls.url, routes: [{ listen: path, publish: 'tls' }], connectTimeoutMs: 3000 }).start().then(() => undefined, (x: unknown) => x);
+    expect((refused as IpcError).code).toBe('ERR_NATS');
+    const bridge = new Bridge({ servers: tls.url, routes: [{ listen: path, publish: 'tls' }], tlsCaFile: join(dir, 'ca.pem') });
+    await bridge.start();
+    const sub = await connect({ servers: tls.url, tls: { caFile: join(dir, 'ca.pem') } });
+    const got: string[] = [];
+    sub.subscribe('tls', { callback: (_e, m) => got.push(m.string()) });
+    await sub.flush();
+    const w = new Writer(path).start();
+    w.write('over tls');
+    await w.flush();
+    await waitFor(() => got.length === 1, 10_000, 'the message over TLS');
+    expect(got).toEqual(['over tls']);
+    await w.stop();
+    await bridge.stop();
+    await sub.close();
+    await tls.stop();
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('the CLI bridges both directions in one process and stops cleanly on SIGTERM (exit 0)', async () => {
