@@ -931,7 +931,9 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     let consumer: { consume(opts: Record<string, unknown>): Promise<ConsumerMessages> };
     try {
       consumer = await this.js!.consumers.get(js.stream, r.durable!);
-      s.messages = await consumer.consume({ max_messages: Math.min(js.maxInFlight, 512) });
+      // A pull lasts 5 s (the client's default is 30 s): after a NATS node fails, missed heartbeats
+      // are noticed and a new pull issued within seconds.
+      s.messages = await consumer.consume({ max_messages: Math.min(js.maxInFlight, 512), expires: 5000 });
     } catch (e) {
       throw natsError(`cannot consume from the durable consumer "${r.durable}" of stream "${js.stream}"`, e);
     }
