@@ -557,6 +557,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   private window?: Window;
   private state: 'idle' | 'starting' | 'running' | 'stopping' | 'stopped' = 'idle';
   private stopping?: Promise<void>;
+  private starting?: Promise<void>;
   private natsUp = false;
   private readonly host = hostname();
   private maxPayloadValue: number | undefined;
@@ -592,14 +593,17 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   async start(): Promise<this> {
     if (this.state !== 'idle') throw new IpcError('ERR_INVALID_STATE', 'A Bridge can be started once');
     this.state = 'starting';
-    try {
-      await this.startInner();
-    } catch (e) {
-      await this.teardown(0).catch(() => undefined);
-      this.state = 'stopped';
-      throw e;
-    }
-    this.state = 'running';
+    this.starting = this.startInner().then(
+      () => {
+        this.state = 'running';
+      },
+      async (e: unknown) => {
+        await this.teardown(0).catch(() => undefined);
+        this.state = 'stopped';
+        throw e;
+      },
+    );
+    await this.starting;
     return this;
   }
 
@@ -673,6 +677,9 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       for await (const s of nc.status()) {
         if (s.type === 'disconnect' || s.type === 'close') this.setUp(false);
         else if (s.type === 'reconnect') this.setUp(true);
+        // Asynchronous errors of the server, e.g. a publish or subscribe the
+        // credentials do not permit: reported, never silent.
+        else if (s.type === 'error') this.report(natsError('NATS reported an error', (s as { error?: unknown }).error ?? s), 'nats');
       }
     } catch {
       // the status iterator ends with the connection
@@ -1021,7 +1028,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     }
     this.stopping = (async () => {
       // A start() in progress finishes (or fails) first.
-      while (this.state === 'starting') await sleep(10);
+      await this.starting?.catch(() => undefined);
       if (this.state === 'stopped') return;
       this.state = 'stopping';
       await this.teardown(timeoutMs);

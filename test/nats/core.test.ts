@@ -207,6 +207,27 @@ describe('core mode (at most once)', () => {
     await Promise.all([authed.stop(), tokened.stop(), noJs.stop()]);
   });
 
+  it('a publish the credentials do not permit is reported (context nats), not silent', async () => {
+    const perm = await startNats({
+      jetstream: false,
+      config: 'authorization { users = [ { user: b, password: p, permissions: { publish: "allowed.>", subscribe: "_INBOX.>" } } ] }',
+    });
+    const path = tmpSocket('perm.sock');
+    const bridge = new Bridge({ servers: perm.url, user: 'b', password: 'p', routes: [{ listen: path, publish: 'denied.x' }] });
+    const errors: string[] = [];
+    bridge.on('error', (e, context) => errors.push(`${context} ${(e as IpcError).code} ${e.message}`));
+    await bridge.start();
+    const w = new Writer(path).start();
+    w.write('not allowed');
+    await w.flush();
+    await waitFor(() => errors.length > 0, 10_000, 'the violation reported');
+    expect(errors[0]).toMatch(/^nats ERR_NATS .*Permissions Violation.*denied\.x/i);
+    expect(bridge.metrics().errors).toBeGreaterThan(0);
+    await w.stop();
+    await bridge.stop();
+    await perm.stop();
+  });
+
   it('TLS: the CA file is passed through (verified server certificate); without it the connection is refused (ERR_NATS)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'uds-ipc-tls-'));
     const sh = (cmd: string): void => void execSync(cmd, { cwd: dir, stdio: 'ignore' });
