@@ -1,7 +1,7 @@
 // The NATS bridge in core mode (at most once) against a real nats-server:
 // both directions, headers, max_payload, bad configuration, the CLI.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { execSync, spawn } from 'node:child_process';
+import { execSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,12 +13,15 @@ import { startNats, stopAllNats, type NatsServer } from './server';
 
 let srv: NatsServer;
 let nc: NatsConnection;
+const children: ChildProcess[] = [];
 
 beforeAll(async () => {
   srv = await startNats();
   nc = await connect({ servers: srv.url });
 });
 afterAll(async () => {
+  // a failed test may leave a bridge process behind
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   await nc?.close();
   await stopAllNats();
 });
@@ -266,6 +269,7 @@ describe('core mode (at most once)', () => {
     });
     await reader.start();
     const child = spawn(process.execPath, [join(ROOT, 'dist', 'cli.js'), 'bridge', '--nats', srv.url, '--listen', inPath, '--publish', 'cli.loop', '--subscribe', 'cli.loop', '--connect', appPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     const exit = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));

@@ -15,6 +15,7 @@ import { startNats, stopAllNats, type NatsServer } from './server';
 let srv: NatsServer;
 let nc: NatsConnection;
 let jsm: JetStreamManager;
+const children: ChildProcess[] = [];
 
 beforeAll(async () => {
   srv = await startNats();
@@ -22,6 +23,8 @@ beforeAll(async () => {
   jsm = await jetstreamManager(nc);
 });
 afterAll(async () => {
+  // a failed test may leave a bridge process behind
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   await nc?.close();
   await stopAllNats();
 });
@@ -29,6 +32,7 @@ afterAll(async () => {
 /** `uds-ipc bridge ...` as a child process; resolves once it says it is ready. */
 async function startBridgeProcess(args: string[]): Promise<{ child: ChildProcess; stderr: () => string; exit: Promise<number | null> }> {
   const child = spawn(process.execPath, [join(ROOT, 'dist', 'cli.js'), 'bridge', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  children.push(child);
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const exit = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
