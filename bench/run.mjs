@@ -813,6 +813,7 @@ function writeReadme(o, result, parts) {
       ['<!-- bench:fds:start -->', '<!-- bench:fds:end -->'],
       ['<!-- bench:types:start -->', '<!-- bench:types:end -->'],
       ['<!-- bench:acked:start -->', '<!-- bench:acked:end -->'],
+      ['<!-- bench:bridge:start -->', '<!-- bench:bridge:end -->'],
     ]);
     writeFileSync(file, [readme(result, parts).trimEnd(), ...kept].join('\n\n') + '\n');
     log('bench/README.md updated.');

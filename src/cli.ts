@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 /**
- * The `uds-ipc` command-line tool: `listen`, `send` and `bench` (./cli/),
+ * The `uds-ipc` command-line tool: `listen`, `send`, `bench` and `bridge` (./cli/),
  * built on the public API only. Exit status: 0 success, 1 runtime error,
  * 2 usage error.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bench, BENCH_HELP } from './cli/bench';
+import { bridge, BRIDGE_HELP } from './cli/bridge';
 import { CliError, EXIT_ERROR, EXIT_OK, EXIT_USAGE, UsageError, describeError, err, out } from './cli/common';
 import { listen, LISTEN_HELP } from './cli/listen';
 import { send, SEND_HELP } from './cli/send';
@@ -20,6 +21,9 @@ Commands:
   listen <path>              listen on <path>, print every message received
   send <path> [message...]   send the arguments, or each line of stdin, as messages
   bench                      measure throughput between two processes
+  bridge --nats <url> ...    carry messages between local sockets and NATS
+                             (--listen <path> --publish <subject>,
+                             --subscribe <subject> --connect <path>)
   help [command]             show the help of a command
 
 Options:
@@ -37,6 +41,7 @@ const COMMANDS: Record<string, { run: (args: string[]) => Promise<number>; help:
   listen: { run: listen, help: LISTEN_HELP },
   send: { run: send, help: SEND_HELP },
   bench: { run: bench, help: BENCH_HELP },
+  bridge: { run: bridge, help: BRIDGE_HELP },
 };
 
 function version(): string {

@@ -61,6 +61,10 @@ export const ErrorCodes = {
   ERR_FDS_LIMIT: 'ERR_FDS_LIMIT',
   /** Acknowledged delivery could not be agreed: an acked Writer got no greeting within `handshakeTimeoutMs` (or something else first), or a Reader with `requireAcked` met a writer that does not speak it. */
   ERR_PROTOCOL_MISMATCH: 'ERR_PROTOCOL_MISMATCH',
+  /** The NATS bridge (`uds-ipc/nats`) could not use the NATS server: unreachable, credentials refused, JetStream not enabled, or a NATS operation failed; `cause` holds the client's error. */
+  ERR_NATS: 'ERR_NATS',
+  /** The NATS bridge found an existing JetStream stream that does not cover a route's subject, or an existing durable consumer configured for another subject. */
+  ERR_STREAM_MISMATCH: 'ERR_STREAM_MISMATCH',
 } as const;
 
 /** One of the stable codes of {@link ErrorCodes}. */

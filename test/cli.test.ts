@@ -102,13 +102,13 @@ describe('help, version and usage errors', () => {
     const [long, short] = await Promise.all([ok(run(['--help'])), ok(run(['-h']))]);
     expect(long.stdout).toBe(short.stdout);
     expect(long.stdout).toMatch(/^Usage: uds-ipc <command>/);
-    for (const c of ['listen <path>', 'send <path>', 'bench']) expect(long.stdout).toContain(c);
+    for (const c of ['listen <path>', 'send <path>', 'bench', 'bridge --nats <url>']) expect(long.stdout).toContain(c);
     expect(long.stdout).toMatch(/0 success, 1 runtime error.*2 usage error/s);
     expect(long.stderr).toBe('');
   });
 
   it('every subcommand has its own --help (also as `help <command>`)', async () => {
-    for (const cmd of ['listen', 'send', 'bench']) {
+    for (const cmd of ['listen', 'send', 'bench', 'bridge']) {
       const [a, b, c] = await Promise.all([ok(run([cmd, '--help'])), ok(run([cmd, '-h'])), ok(run(['help', cmd]))]);
       expect(a.stdout).toMatch(new RegExp(`^Usage: uds-ipc ${cmd}`));
       expect(b.stdout).toBe(a.stdout);
@@ -149,6 +149,18 @@ describe('help, version and usage errors', () => {
       [['bench', '--size', '64,big'], /invalid value for --size: 'big'/],
       [['bench', '--count', '-1'], /count/],
       [['bench', 'extra'], /unexpected argument 'extra'/],
+      // bridge: every mistake found before anything connects (no NATS server needed)
+      [['bridge', '--listen', sock, '--publish', 'a'], /bridge: missing --nats <url>/],
+      [['bridge', '--nats', 'nats://127.0.0.1:1'], /nothing to bridge/],
+      [['bridge', '--nats', 'nats://127.0.0.1:1', '--listen', sock], /--listen and --publish go together/],
+      [['bridge', '--nats', 'nats://127.0.0.1:1', '--subscribe', 'a'], /--subscribe and --connect go together/],
+      [['bridge', '--nats', 'nats://127.0.0.1:1', '--listen', sock, '--publish', 'a.*'], /ERR_INVALID_ARG_VALUE: .*not a subject one can publish to/],
+      [['bridge', '--nats', 'nats://127.0.0.1:1', '--subscribe', 'a..b', '--connect', sock], /not a valid subject/],
+      [['bridge', '--nats', 'nats://127.0.0.1:1', '--listen', sock, '--publish', 'a', '--replicas', '3'], /--replicas, --durable and --ack-wait need --jetstream/],
+      [['bridge', '--nats', 'nats://127.0.0.1:1', '--jetstream', 'S', '--listen', sock, '--publish', 'a', '--replicas', '9'], /invalid value for --replicas/],
+      [['bridge', '--nats', 'nats://127.0.0.1:1', '--user', 'u', '--listen', sock, '--publish', 'a'], /"user" and "password" options go together/],
+      [['bridge', '--nats', 'nats://127.0.0.1:1', '--jetstream', 'a.b', '--listen', sock, '--publish', 'a'], /Invalid stream name/],
+      [['bridge', '--nats', 'nats://127.0.0.1:1', 'extra'], /unexpected argument 'extra'/],
     ];
     const results = await Promise.all(cases.map(([args]) => run(args)));
     results.forEach((r, i) => {

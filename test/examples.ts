@@ -139,6 +139,7 @@ interface Marker {
   output?: string;
   replace?: [string, string];
   after?: string;
+  needs?: string;
 }
 
 interface Block {
@@ -156,7 +157,9 @@ function at(b: { file: string; line: number }): string {
   return `${b.file}:${b.line}`;
 }
 
-const MARKER_KEYS = ['prelude', 'group', 'file', 'stop', 'activate', 'send', 'output', 'replace', 'after'];
+const MARKER_KEYS = ['prelude', 'group', 'file', 'stop', 'activate', 'send', 'output', 'replace', 'after', 'needs'];
+/** Values of the `needs=` marker: a program the example needs, which its own suite provides. */
+const NEEDS = ['nats-server'];
 
 function parseMarker(text: string, where: string, errors: string[]): Marker {
   const m: Marker = {};
@@ -166,6 +169,10 @@ function parseMarker(text: string, where: string, errors: string[]): Marker {
     const value = eq < 0 ? '' : tok.slice(eq + 1);
     if (!MARKER_KEYS.includes(key) || value === '') {
       errors.push(`${where}: bad marker item "${tok}"`);
+      continue;
+    }
+    if (key === 'needs' && !NEEDS.includes(value)) {
+      errors.push(`${where}: unknown needs=${value} (known: ${NEEDS.join(', ')})`);
       continue;
     }
     if (key === 'stop') m.stop = value as NodeJS.Signals;
@@ -256,6 +263,16 @@ export type Example = Single | Group;
  */
 export function needsActivate(ex: Example): boolean {
   return ex.kind === 'group' && ex.files.some((f) => f.block.marker?.activate !== undefined);
+}
+
+/**
+ * Whether an example needs a NATS server (a `needs=nats-server` marker): it
+ * runs in `npm run test:nats` (test/nats/readme-examples-nats.test.ts), which
+ * starts one and gives its URL as NATS_URL.
+ */
+export function needsNats(ex: Example): boolean {
+  const blocks = ex.kind === 'single' ? [ex.block] : ex.files.map((f) => f.block);
+  return blocks.some((b) => b.marker?.needs === 'nats-server');
 }
 
 const blocks: Block[] = [];
@@ -642,7 +659,7 @@ export function registerExampleTests(suite: ExampleSuite): void {
     });
 
     if (suite.checks) {
-      it('finds every JS/TS example, understands every marker, and runs them all (here or in npm run test:systemd)', () => {
+      it('finds every JS/TS example, understands every marker, and runs them all (here, in npm run test:systemd or in npm run test:nats)', () => {
         expect(parseErrors).toEqual([]);
         expect(jsBlocks.length).toBeGreaterThanOrEqual(MIN_EXAMPLES);
         // Every JS/TS block is an example that runs, or a file of a group that runs.
@@ -656,8 +673,10 @@ export function registerExampleTests(suite: ExampleSuite): void {
         // Every example runs in exactly one of the two suites: here (`select`),
         // or in the tool suite, which runs exactly those needing
         // systemd-socket-activate; and there is at least one of those.
-        expect(examples.filter((ex) => suite.select(ex) === needsActivate(ex)).map((ex) => ex.title)).toEqual([]);
+        // (Or, with needs=nats-server, in npm run test:nats.)
+        expect(examples.filter((ex) => suite.select(ex) === (needsActivate(ex) || needsNats(ex))).map((ex) => ex.title)).toEqual([]);
         expect(examples.filter(needsActivate).length).toBeGreaterThan(0);
+        expect(examples.filter(needsNats).length).toBeGreaterThan(0);
       });
 
       it('every TypeScript example type-checks against the package declarations', () => {

@@ -53,6 +53,26 @@ describe('package entry points', () => {
     expect(out.trim()).toBe('hello from esm');
   });
 
+  it('uds-ipc/nats: the same Bridge through require and import, sharing the core package\'s classes', () => {
+    const out = node([
+      '--input-type=module',
+      '-e',
+      `import { Bridge, HEADER_HOST } from 'uds-ipc/nats';
+       import { createRequire } from 'node:module';
+       const req = createRequire(import.meta.url);
+       const cjs = req('uds-ipc/nats');
+       console.log(JSON.stringify([typeof Bridge, Bridge === cjs.Bridge, HEADER_HOST, req.resolve('uds-ipc/nats').endsWith('dist/nats/index.js')]));`,
+    ]);
+    expect(JSON.parse(out)).toEqual(['function', true, 'Uds-Ipc-Host', true]);
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
+    expect(readFileSync(join(ROOT, pkg.exports['./nats'].types), 'utf8')).toMatch(/class Bridge/);
+    // optional peer dependencies: installing uds-ipc does not pull the NATS clients in
+    for (const p of ['@nats-io/transport-node', '@nats-io/jetstream']) {
+      expect(pkg.peerDependenciesMeta[p]).toEqual({ optional: true });
+      expect(pkg.dependencies[p]).toBeUndefined();
+    }
+  });
+
   it('ships TypeScript declarations for every entry point', () => {
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
     const types = pkg.exports['.'].types as string;

@@ -58,6 +58,9 @@
 //        says; the runner then sends TEXT to PATH with the
 //        package's CLI (`uds-ipc send`), which starts the program.
 //   group=G output=FILE              on a ```text block: FILE's expected stdout.
+//   needs=nats-server                the example talks to a NATS server: it runs
+//        in `npm run test:nats` (test/nats/readme-examples-nats.test.ts),
+//        which starts one and passes its URL as NATS_URL.
 //
 // No example is skipped: the first test checks that every JS/TS block was
 // found and is run (or is a file of a group that runs), that every marker is
@@ -69,6 +72,6 @@
 // (test/tool/readme-examples-activate.test.ts), all others here; the first
 // test "finds every JS/TS example ..." checks that every example runs in
 // exactly one of the two.
-import { needsActivate, registerExampleTests } from './examples';
+import { needsActivate, needsNats, registerExampleTests } from './examples';
 
-registerExampleTests({ select: (ex) => !needsActivate(ex), checks: true });
+registerExampleTests({ select: (ex) => !needsActivate(ex) && !needsNats(ex), checks: true });
