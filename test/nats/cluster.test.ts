@@ -102,7 +102,7 @@ describe('three-node cluster', () => {
   it('JetStream replicas 3: nothing lost while the node of host A\'s bridge, then the node of host B\'s, is killed and restarted', async () => {
     const inPath = tmpSocket('ja.sock');
     const outPath = tmpSocket('jb.sock');
-    const N = 20_000;
+    const N = 100_000;
     const seen = new Map<number, number>();
     let bad = '';
     const reader = new Reader(outPath, (b: Batch) => {

@@ -105,7 +105,7 @@ describe('JetStream mode (at least once)', () => {
   it('nothing lost while the bridge process is killed (SIGKILL) and restarted twice and the local reader restarts', async () => {
     const inPath = tmpSocket('loss-in.sock');
     const appPath = tmpSocket('loss-app.sock');
-    const N = 20_000;
+    const N = 100_000;
     const seen = new Map<string, number>();
     const onBatch = (b: Batch): void => {
       for (const m of b) {
