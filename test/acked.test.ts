@@ -9,7 +9,7 @@
 import { describe, it, expect } from 'vitest';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { Reader, Writer, IpcError, type Batch, type Connection } from '../src/index';
+import { encodeFrame, Reader, Writer, IpcError, type Batch, type Connection } from '../src/index';
 import { FAST, steady, tmpSocket, useTracking, waitFor, within } from './helpers';
 
 const track = useTracking(500);
@@ -22,20 +22,8 @@ const metricsOf = (x: { metrics(): object }) => x.metrics() as unknown as AnyMet
 const GREETING = Buffer.from('ff55445341434b0147', 'hex'); // "\xffUDSACK" 01 'G'
 const HELLO = Buffer.from('ff55445341434b0148', 'hex'); // "\xffUDSACK" 01 'H'
 
-function uvarint(n: number): Buffer {
-  const out: number[] = [];
-  while (n >= 0x80) {
-    out.push((n % 0x80) | 0x80);
-    n = Math.floor(n / 0x80);
-  }
-  out.push(n);
-  return Buffer.from(out);
-}
-
-function frame(payload: string | Buffer): Buffer {
-  const p = typeof payload === 'string' ? Buffer.from(payload) : payload;
-  return Buffer.concat([uvarint(p.length), p]);
-}
+// A whole frame (uvarint length + payload): the package's own codec.
+const frame = (payload: string | Buffer): Buffer => encodeFrame(payload);
 
 function u64(n: number): Buffer {
   const b = Buffer.alloc(8);

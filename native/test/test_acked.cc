@@ -39,28 +39,6 @@ std::string hex(const uint8_t* p, size_t n) {
   return s;
 }
 
-std::string temp_socket() {
-  char tmpl[] = "/tmp/uds-acked-XXXXXX";
-  const char* dir = ::mkdtemp(tmpl);
-  return std::string(dir) + "/s.sock";
-}
-
-struct Signal {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool ready = false;
-  void notify() {
-    std::lock_guard<std::mutex> lk(mu);
-    ready = true;
-    cv.notify_one();
-  }
-  void wait(int ms = 20) {
-    std::unique_lock<std::mutex> lk(mu);
-    cv.wait_for(lk, std::chrono::milliseconds(ms), [&] { return ready; });
-    ready = false;
-  }
-};
-
 // The producer as the addon is in acked mode: room is reckoned from
 // kAckHead (a frame's space is freed once acknowledged); it leaves sending to
 // the IO thread (kIdle -> kIoThreadSends, then wake()).
@@ -179,7 +157,7 @@ TEST(control_frames_match_the_documented_vectors) {
 
 TEST(acked_round_trip_numbers_messages_and_acks_free_the_ring) {
   const std::string path = temp_socket();
-  Signal rs, ws;
+  Collector rs, ws;
   ReaderEngine reader(acked_reader_config(path), [&] { rs.notify(); });
   reader.start();
   AckedProducer prod(1 << 16);  // 64 KiB: 20k messages go round it many times
@@ -213,7 +191,7 @@ TEST(acked_round_trip_numbers_messages_and_acks_free_the_ring) {
 
 TEST(a_reader_that_dies_with_messages_unacknowledged_loses_none) {
   const std::string path = temp_socket();
-  Signal rs, ws;
+  Collector rs, ws;
   AckedProducer prod(1 << 18);  // a window of about 1,500 messages
   WriterEngine writer(acked_writer_config(path, prod), [&] { ws.notify(); });
   prod.engine = &writer;
@@ -276,7 +254,7 @@ TEST(a_reader_that_dies_with_messages_unacknowledged_loses_none) {
 
 TEST(copies_resent_within_one_reader_life_are_dropped) {
   const std::string path = temp_socket();
-  Signal rs, ws;
+  Collector rs, ws;
   ReaderConfig rc = acked_reader_config(path);
   rc.inactivity_timeout_ms = 100;  // cuts the writer's connection while it is quiet
   ReaderEngine reader(std::move(rc), [&] { rs.notify(); });
@@ -321,7 +299,7 @@ TEST(handshake_refuses_what_does_not_speak_it) {
   // never a connect event, nothing delivered.
   {
     const std::string path = temp_socket();
-    Signal rs, ws;
+    Collector rs, ws;
     ReaderEngine reader(acked_reader_config(path, false), [&] { rs.notify(); });
     reader.start();
     AckedProducer prod(1 << 16);
@@ -351,7 +329,7 @@ TEST(handshake_refuses_what_does_not_speak_it) {
   // with require_acked.
   for (bool require : {false, true}) {
     const std::string path = temp_socket();
-    Signal rs, ws;
+    Collector rs, ws;
     ReaderConfig rc = acked_reader_config(path);
     rc.require_acked = require;
     ReaderEngine reader(std::move(rc), [&] { rs.notify(); });

@@ -76,22 +76,6 @@ struct Producer {
   }
 };
 
-struct Collector {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool ready = false;
-  void notify() {
-    std::lock_guard<std::mutex> lk(mu);
-    ready = true;
-    cv.notify_one();
-  }
-  void wait(int ms = 50) {
-    std::unique_lock<std::mutex> lk(mu);
-    cv.wait_for(lk, std::chrono::milliseconds(ms), [&] { return ready; });
-    ready = false;
-  }
-};
-
 // The consumer side as the addon runs it on the JS thread: take() on notify,
 // and in JS-thread mode also poll the engine's fd and call js_thread_poll()
 // when readable.
@@ -112,12 +96,6 @@ struct Consumer {
     if (reader.take_poll_request()) polling = true;
   }
 };
-
-std::string temp_socket() {
-  char tmpl[] = "/tmp/uds-core-XXXXXX";
-  const char* dir = ::mkdtemp(tmpl);
-  return std::string(dir) + "/s.sock";
-}
 
 // A writer config over the producer's ring and control block.
 WriterConfig producer_config(const std::string& path, Producer& prod) {

@@ -23,13 +23,6 @@
 
 using namespace udsipc;
 
-namespace {
-std::string temp_socket() {
-  char tmpl[] = "/tmp/uds-stall-XXXXXX";
-  const char* dir = ::mkdtemp(tmpl);
-  return std::string(dir) + "/s.sock";
-}
-}  // namespace
 
 // The reader's IO thread is held up (here: its notify callback blocks, standing
 // in for SIGSTOP / a cgroup freeze / heavy swapping of the reader process) for
