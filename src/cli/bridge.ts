@@ -29,17 +29,26 @@ Options:
       --ack-wait <ms>      ack_wait of a durable consumer the bridge creates:
                            how soon JetStream redelivers what a bridge that
                            died held (default 30000)
-      --token <token>      NATS token authentication
+      --token <token>      NATS token authentication (or UDS_IPC_NATS_TOKEN)
       --user <user>        NATS user (with --password)
-      --password <pass>    NATS password
+      --password <pass>    NATS password (or UDS_IPC_NATS_PASSWORD)
       --creds <file>       NATS credentials file (JWT + nkey seed)
       --tls-ca <file>      CA certificate(s) of the server, PEM; enables TLS
+
+Secrets: a flag's value is visible to other users of the host (ps,
+/proc/PID/cmdline). Prefer --creds, or the environment variables
+UDS_IPC_NATS_TOKEN and UDS_IPC_NATS_PASSWORD, which the flags override.
   -q, --quiet              no status lines on stderr (errors are still printed)
   -h, --help               show this help
 
 Exit status: 0 stopped by a signal; 1 runtime error (e.g. ERR_NATS: cannot
 connect; ERR_STREAM_MISMATCH; ERR_ADDRESS_IN_USE); 2 usage error.
 `;
+
+function nonEmptyEnv(name: string): string | undefined {
+  const v = process.env[name];
+  return v === undefined || v === '' ? undefined : v;
+}
 
 export async function bridge(args: string[]): Promise<number> {
   const cmd = 'bridge';
@@ -94,9 +103,12 @@ export async function bridge(args: string[]): Promise<number> {
       options.jetstream.ackWaitMs = ms;
     }
   }
-  if (values.token !== undefined) options.token = values.token;
+  // Secrets from the environment unless given as flags (see the help).
+  const token = values.token ?? nonEmptyEnv('UDS_IPC_NATS_TOKEN');
+  const password = values.password ?? nonEmptyEnv('UDS_IPC_NATS_PASSWORD');
+  if (token !== undefined) options.token = token;
   if (values.user !== undefined) options.user = values.user;
-  if (values.password !== undefined) options.password = values.password;
+  if (password !== undefined) options.password = password;
   if (values.creds !== undefined) options.credsFile = values.creds;
   if (values['tls-ca'] !== undefined) options.tlsCaFile = values['tls-ca'];
   const b = constructing(cmd, () => new Bridge(options));

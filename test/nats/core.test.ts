@@ -260,6 +260,35 @@ describe('core mode (at most once)', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('the CLI takes the token from UDS_IPC_NATS_TOKEN (a secret kept off the command line); a wrong one is ERR_NATS, exit 1', async () => {
+    const tokened = await startNats({ args: ['--auth', 'envtok3n'] });
+    const run = (token: string): Promise<{ code: number | null; stderr: string }> => {
+      const child = spawn(process.execPath, [join(ROOT, 'dist', 'cli.js'), 'bridge', '--nats', tokened.url, '--listen', tmpSocket('env.sock'), '--publish', 'env.x'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, UDS_IPC_NATS_TOKEN: token },
+      });
+      children.push(child);
+      let stderr = '';
+      let killed = false;
+      child.stderr!.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (!killed && stderr.includes('ready')) {
+          killed = true;
+          child.kill('SIGTERM');
+        }
+      });
+      return new Promise((r) => child.once('exit', (code) => r({ code, stderr })));
+    };
+    const good = await within(run('envtok3n'), 'bridge with the right token');
+    expect(good.stderr).toContain('ready');
+    expect(good.code).toBe(0);
+    const bad = await within(run('wrong'), 'bridge with a wrong token');
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('ERR_NATS');
+    expect(bad.stderr).not.toContain('wrong'); // the secret is not echoed
+    await tokened.stop();
+  });
+
   it('the CLI bridges both directions in one process and stops cleanly on SIGTERM (exit 0)', async () => {
     const inPath = tmpSocket('cli-in.sock');
     const appPath = tmpSocket('cli-app.sock');
