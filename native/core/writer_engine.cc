@@ -223,7 +223,7 @@ void WriterEngine::run() {
     if (io_reads()) apply_acks();
     if (cfg_.receive_on_consumer) apply_inbound_error();
     if (!connected_ && !failed_ && now >= next_connect_at_) try_connect(now);
-    if (connected_ && !want_out_ && may_send()) send_published();
+    if (connected_ && !want_out_ && may_send() && now >= send_retry_at_) send_published();
 
     if (stopping) {
       const uint32_t tail = load(ctrl::kTail);
@@ -258,6 +258,10 @@ void WriterEngine::run() {
       const int wait = static_cast<int>(greet_deadline_ - now);
       timeout = timeout < 0 ? wait : std::min(timeout, wait);
     }
+    if (connected_ && send_retry_at_ > now) {
+      const int wait = static_cast<int>(send_retry_at_ - now);
+      timeout = timeout < 0 ? wait : std::min(timeout, wait);
+    }
     if (connected_ && want_out_ && cfg_.write_timeout_ms > 0) {
       const int64_t due = last_progress_ms_ + cfg_.write_timeout_ms;
       if (now >= due) {
@@ -278,7 +282,7 @@ void WriterEngine::run() {
       const int64_t left = std::max<int64_t>(0, stop_deadline_.load() - now);
       timeout = timeout < 0 ? static_cast<int>(left) : std::min<int>(timeout, static_cast<int>(left));
     }
-    const bool idle = connected_ && !want_out_ && may_send();
+    const bool idle = connected_ && !want_out_ && may_send() && send_retry_at_ == 0;
     if (idle) {
       // Dekker handshake with the producer: announce sleep, then look again.
       // From here until reclaim_send_state() the producer may take over
@@ -665,9 +669,15 @@ void WriterEngine::send_published() {
     const ssize_t n = send_once(tail);
     if (n > 0) {
       if (ack_target_ > acked_seq_) apply_ack();  // re-sent frames an acknowledgement had covered
+      send_retry_at_ = 0;
+      send_retry_delay_ = 0;
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == ETOOMANYREFS) {
+      retry_send_later();
+      return;
+    }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       want_out_ = true;
       update_interest();
@@ -676,6 +686,23 @@ void WriterEngine::send_published() {
     disconnect(CoreError::sys("ERR_SOCKET", n < 0 ? errno : EPIPE, "sendmsg", "send failed"));
     return;
   }
+}
+
+// Descriptors in flight count against this process's RLIMIT_NOFILE until
+// the reader takes them: another connection would not help (the ones in
+// flight stay in the reader's queue) and reconnecting at once would spin.
+// Keep the connection and try again a little later; say so once per spell.
+void WriterEngine::retry_send_later() {
+  constexpr uint32_t kFirstSendRetryMs = 5, kMaxSendRetryMs = 1000;
+  if (send_retry_delay_ == 0) {
+    WriterEvent ev{WriterEvent::kError};
+    ev.error = CoreError::sys("ERR_SOCKET", ETOOMANYREFS, "sendmsg",
+                              "too many descriptors in flight (RLIMIT_NOFILE) until the reader takes some; "
+                              "the message and its descriptors are sent again shortly, on the same connection");
+    emit(std::move(ev));
+  }
+  send_retry_delay_ = send_retry_delay_ == 0 ? kFirstSendRetryMs : std::min(send_retry_delay_ * 2, kMaxSendRetryMs);
+  send_retry_at_ = now_ms() + send_retry_delay_;
 }
 
 // Walks the frames that are now fully sent and publishes head and sent.
@@ -750,6 +777,8 @@ void WriterEngine::disconnect(const CoreError& why, Drop mode) {
   const bool announced = !cfg_.acked || greeted_;
   greeted_ = false;
   ack_target_ = acked_seq_;  // an acknowledgement not applied goes with the connection that sent it
+  send_retry_at_ = 0;
+  send_retry_delay_ = 0;
   ctl_fill_ = 0;
   if (announced) {
     m_connected_.store(false);

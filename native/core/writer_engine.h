@@ -266,6 +266,7 @@ class WriterEngine {
   CoreError check_peer(int fd) const;
   void schedule_retry(int64_t now, int err);
   void send_published();  // IO thread: sends [send_pos_, kTail) until done or EAGAIN
+  void retry_send_later();  // after ETOOMANYREFS (see send_retry_at_)
   bool send_direct_impl(const Appended& upto);
   ssize_t send_once(uint32_t tail, const Appended* upto = nullptr);
   ssize_t send_packets(uint32_t tail);  // send_once() for SOCK_SEQPACKET
@@ -361,6 +362,11 @@ class WriterEngine {
   uint32_t acked_count_ = 0;      // frames acknowledged (wraps), published as kAcked
   uint64_t acked_seq_ = 0;        // sequence number of the last frame acknowledged (the first is 1)
   uint64_t ack_target_ = 0;       // highest acknowledgement received (applied up to send_pos_)
+  // ETOOMANYREFS (descriptors in flight beyond our RLIMIT_NOFILE: the reader
+  // has not taken them yet): the connection stays and the send is retried
+  // then, with a delay that doubles up to kMaxSendRetryMs. IO thread (send state).
+  int64_t send_retry_at_ = 0;     // 0: no retry pending
+  uint32_t send_retry_delay_ = 0;
   uint8_t ctl_buf_[64];           // control bytes read and not yet parsed (a partial frame)
   size_t ctl_fill_ = 0;
 
