@@ -571,7 +571,6 @@ export function resolveReaderOptions(options: unknown, path = ''): ResolvedReade
   const delivery = deliveryOption(o.delivery, type);
   if (o.requireAcked !== undefined && typeof o.requireAcked !== 'boolean') throw invalidType('requireAcked', 'a boolean', o.requireAcked);
   if (o.requireAcked === true && delivery !== 'acked') throw invalidValue("requireAcked needs delivery: 'acked'");
-  if (delivery === 'acked' && o.acceptFds === true) throw invalidValue("acceptFds is not supported with delivery: 'acked' yet");
   return {
     delivery,
     requireAcked: o.requireAcked === true,

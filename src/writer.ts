@@ -274,7 +274,6 @@ export class Writer extends EventEmitter {
   // write() of a message that carries descriptors.
   #writeWithFds(data: Uint8Array | string, len: number, fds: Int32Array): boolean {
     if (this.#opts.type === 'dgram') throw notWithType('fds', this.#opts.type);
-    if (this.#opts.delivery === 'acked') throw invalidValue("fds are not supported with delivery: 'acked' yet");
     const ring = this.#ring;
     const ledger = (this.#fdLedger ??= new FdLedger());
     const max = this.#opts.maxBufferedFds;

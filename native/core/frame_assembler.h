@@ -97,11 +97,26 @@ struct Batch {
 
 // Drops the first `n` messages of a batch (a prefix: the acked hello, copies,
 // or an acked reader's greeting): their offsets go, the region (and the
-// length acks count) stays as cut.
-inline void drop_first_messages(Batch& b, size_t n) {
+// length acks count) stays as cut. Descriptors those messages carried are
+// closed (returns how many); the others' indexes move down with them.
+inline size_t drop_first_messages(Batch& b, size_t n) {
   n = std::min(n, b.count());
   for (size_t i = 0; i < n; ++i) b.payload_bytes -= b.offsets[2 * i + 1] - b.offsets[2 * i];
   b.offsets.erase(b.offsets.begin(), b.offsets.begin() + static_cast<std::ptrdiff_t>(2 * n));
+  size_t closed = 0;
+  if (!b.fds.empty()) {
+    std::vector<MessageFds> kept;
+    for (MessageFds& m : b.fds) {
+      if (m.index < n) {
+        closed += m.fds.size();  // closed with m
+        continue;
+      }
+      m.index -= static_cast<uint32_t>(n);
+      kept.push_back(std::move(m));
+    }
+    b.fds = std::move(kept);
+  }
+  return closed;
 }
 
 // Batches handed over and not fully acknowledged, in hand-over order: for

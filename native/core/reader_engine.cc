@@ -554,7 +554,10 @@ bool ReaderEngine::sequence(Conn& c, Batch& b) {
   const uint64_t copies = s.delivered >= first ? std::min<uint64_t>(s.delivered - first + 1, n - drop) : 0;
   drop += copies;
   if (copies) m_duplicates_.fetch_add(copies, std::memory_order_relaxed);
-  if (drop > 0) drop_first_messages(b, drop);
+  if (drop > 0) {
+    // Descriptors of copies (sent again with them) or of the hello: closed.
+    if (const size_t closed = drop_first_messages(b, drop)) m_fds_refused_.fetch_add(closed, std::memory_order_relaxed);
+  }
   const size_t k = b.count();
   if (k == 0) return true;
   b.acked = true;
