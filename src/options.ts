@@ -42,6 +42,13 @@ export const DEFAULT_MODE = 0o600;
 export const DEFAULT_DIRECTORY_MODE = 0o700;
 /** @internal Writer `maxBufferedWrites`. */
 export const DEFAULT_MAX_BUFFERED_WRITES = 10_000;
+/**
+ * @internal Writer `maxBufferedWrites` with `delivery: 'acked'`: the window of
+ * unacknowledged messages must hold more than one of the reader's batches (a
+ * 512 KiB slab holds about 8,000 messages of 64 B) for acknowledgements to
+ * overlap with sending; `maxBufferedBytes` still bounds the memory.
+ */
+export const DEFAULT_MAX_BUFFERED_WRITES_ACKED = 100_000;
 /** @internal Writer `maxBufferedBytes` (or maxMessageSize + 10 when that is larger). */
 export const DEFAULT_MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
 /** @internal Writer `sendBufferSize`. */
@@ -249,7 +256,7 @@ export interface ReconnectOptions {
 export interface WriterOptions {
   /** Largest message `write()` accepts, in bytes; larger throws `ERR_MESSAGE_TOO_LARGE`. Default 10 MiB; at most 1 GiB. */
   maxMessageSize?: number;
-  /** Messages that may wait in the queue; beyond it `write()` returns false. Default 10,000. */
+  /** Messages that may wait in the queue (`delivery: 'acked'`: not yet acknowledged); beyond it `write()` returns false. Default 10,000 (100,000 with `delivery: 'acked'`). */
   maxBufferedWrites?: number;
   /** Bytes (frames, headers included) that may wait in the queue. Default the larger of 16 MiB and maxMessageSize + 10. Must be at least maxMessageSize + 10. */
   maxBufferedBytes?: number;
@@ -656,7 +663,13 @@ export function resolveWriterOptions(options: unknown, path = ''): ResolvedWrite
   }
   return {
     maxMessageSize,
-    maxBufferedWrites: intOption('maxBufferedWrites', o.maxBufferedWrites, DEFAULT_MAX_BUFFERED_WRITES, 1, 2 ** 30),
+    maxBufferedWrites: intOption(
+      'maxBufferedWrites',
+      o.maxBufferedWrites,
+      deliveryOption(o.delivery, type) === 'acked' ? DEFAULT_MAX_BUFFERED_WRITES_ACKED : DEFAULT_MAX_BUFFERED_WRITES,
+      1,
+      2 ** 30,
+    ),
     maxBufferedBytes,
     sendBufferSize: intOption('sendBufferSize', o.sendBufferSize, DEFAULT_SEND_BUFFER_SIZE, 0, 2 ** 30),
     writeTimeoutMs: intOption('writeTimeoutMs', o.writeTimeoutMs, 0, 0, MAX_TIMEOUT_MS),

@@ -824,6 +824,15 @@ describe('acked mode: a handler that never finishes', () => {
     expect(metricsOf(reader)).toMatchObject({ received: WINDOW + 1, acked: WINDOW + 1 });
   });
 
+  it("the window's default count is 100,000 in acked mode (10,000 otherwise): write() refuses the next message, with no reader", () => {
+    for (const [delivery, window] of [['acked', 100_000], ['at-most-once', 10_000]] as const) {
+      const w = track(new Writer(tmpSocket(), { delivery }));
+      let accepted = 0;
+      while (accepted <= window && w.write('x')) accepted++;
+      expect(accepted, delivery).toBe(window);
+    }
+  });
+
   it('byte window (maxBufferedBytes): the unacknowledged bytes stay within it while the handler holds', async () => {
     const path = tmpSocket();
     const MAX_BYTES = 200_000;
