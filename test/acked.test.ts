@@ -10,7 +10,7 @@ import { describe, it, expect } from 'vitest';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { encodeFrame, Reader, Writer, IpcError, type Batch, type Connection } from '../src/index';
-import { FAST, steady, tmpSocket, useTracking, waitFor, within } from './helpers';
+import { errorOf, FAST, steady, syncError, tmpSocket, useTracking, waitFor, within } from './helpers';
 
 const track = useTracking(500);
 
@@ -118,30 +118,6 @@ async function rawServer(path: string, onConn: (r: Raw) => void): Promise<{ conn
   };
 }
 
-/** The error a call throws, or its promise rejects with. */
-async function errorOf(fn: () => unknown): Promise<Error & { code?: string }> {
-  let r: unknown;
-  try {
-    r = fn();
-  } catch (e) {
-    return e as Error & { code?: string };
-  }
-  try {
-    await r;
-  } catch (e) {
-    return e as Error & { code?: string };
-  }
-  throw new Error('expected an error, got none');
-}
-
-function syncError(fn: () => unknown): Error & { code?: string } {
-  try {
-    fn();
-  } catch (e) {
-    return e as Error & { code?: string };
-  }
-  throw new Error('expected a synchronous throw, got none');
-}
 
 interface Seen {
   seq: number; // batch.sequence(i), -1 when undefined (not an acked connection)

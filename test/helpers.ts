@@ -22,6 +22,34 @@ export function rng(seed: number): () => number {
   };
 }
 
+/** The error fn throws, or (if it returns a promise) the one it rejects with; fails when there is none. */
+export async function errorOf(fn: () => unknown): Promise<Error & { code?: string }> {
+  let r: unknown;
+  try {
+    r = fn();
+  } catch (e) {
+    return e as Error & { code?: string };
+  }
+  if (r && typeof (r as Promise<unknown>).then === 'function') {
+    try {
+      await r;
+    } catch (e) {
+      return e as Error & { code?: string };
+    }
+  }
+  throw new Error('expected an error, got none');
+}
+
+/** The error fn throws synchronously; fails when there is none. */
+export function syncError(fn: () => unknown): Error & { code?: string } {
+  try {
+    fn();
+  } catch (e) {
+    return e as Error & { code?: string };
+  }
+  throw new Error('expected a synchronous throw, got none');
+}
+
 /** Reconnect options for tests: retry fast. */
 export const FAST = { initialDelayMs: 5, maxDelayMs: 20 };
 

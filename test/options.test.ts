@@ -4,7 +4,7 @@
 import { describe, it, expect, afterEach, afterAll } from 'vitest';
 import { existsSync } from 'node:fs';
 import { Reader, Writer, IpcError, MAX_PATH_BYTES, DEFAULT_MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE_LIMIT } from '../src/index';
-import { tmpSocket, cleanupDirs } from './helpers';
+import { tmpSocket, cleanupDirs, errorOf, syncError } from './helpers';
 
 type Stoppable = { stop: (o?: { timeoutMs?: number }) => Promise<unknown> };
 const live: Stoppable[] = [];
@@ -18,33 +18,6 @@ afterEach(async () => {
 afterAll(() => cleanupDirs());
 
 const noop = () => {};
-
-/** The error thrown synchronously by fn, or its rejection if it returns a promise. */
-async function errorOf(fn: () => unknown): Promise<Error & { code?: string }> {
-  let r: unknown;
-  try {
-    r = fn();
-  } catch (e) {
-    return e as Error & { code?: string };
-  }
-  if (r && typeof (r as Promise<unknown>).then === 'function') {
-    try {
-      await r;
-    } catch (e) {
-      return e as Error & { code?: string };
-    }
-  }
-  throw new Error('expected an error, got none');
-}
-
-function syncError(fn: () => unknown): Error & { code?: string } {
-  try {
-    fn();
-  } catch (e) {
-    return e as Error & { code?: string };
-  }
-  throw new Error('expected a synchronous throw, got none');
-}
 
 function expectType(e: Error & { code?: string }, mentions: string): void {
   expect(e).toBeInstanceOf(TypeError);
