@@ -9,6 +9,7 @@ import { execFile } from 'node:child_process';
 import { chmodSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { IpcError, Reader, Writer } from '../src/index';
+import { fdCount } from './fd-helpers';
 import { FAST, killChildren, PYTHON, tmpSocket, useTracking, waitFor, within } from './helpers';
 
 const track = useTracking(1000);
@@ -26,15 +27,32 @@ for size in [int(x) for x in sys.argv[2].split(',')]:
 print(os.getpid(), flush=True)
 `;
 
+// Datagrams with descriptors (SCM_RIGHTS): argv[2] is a list of
+// size:descriptor-count pairs; each datagram carries that many dups of stdin.
+const PY_DGRAM_FDS = `
+import os, socket, sys
+path = sys.argv[1]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.connect(path)
+for item in sys.argv[2].split(','):
+    size, nfds = (int(x) for x in item.split(':'))
+    data = bytes([size & 0xff]) * size
+    if nfds:
+        socket.send_fds(s, [data], [0] * nfds)
+    else:
+        s.send(data)
+print(os.getpid(), flush=True)
+`;
+
 /** Runs the Python datagram sender (optionally through setpriv as another user); resolves with its pid. */
-function pythonSend(target: string, sizes: number[], asUid?: number): Promise<number> {
+function pythonSend(target: string, sizes: number[] | string, asUid?: number, script = PY_DGRAM): Promise<number> {
   const dir = dirname(tmpSocket('py'));
   const file = join(dir, `dgram-${Date.now()}-${Math.random().toString(36).slice(2)}.py`);
-  writeFileSync(file, PY_DGRAM);
+  writeFileSync(file, script);
   chmodSync(dir, 0o755);
   chmodSync(file, 0o644);
   const cmd = asUid === undefined ? PYTHON : 'setpriv';
-  const args = [file, target, sizes.join(',')];
+  const args = [file, target, typeof sizes === 'string' ? sizes : sizes.join(',')];
   const full = asUid === undefined ? args : ['--reuid', String(asUid), '--regid', String(asUid), '--clear-groups', PYTHON, ...args];
   return new Promise((resolve, reject) => {
     execFile(cmd, full, { timeout: 20_000 }, (err, stdout, stderr) => {
@@ -118,6 +136,36 @@ describe('type: dgram', () => {
     expect(got).toEqual([0, 1, 5000, 3].map((len) => ({ len, pid })));
     expect(errors[0].code).toBe('ERR_MESSAGE_TOO_LARGE');
   });
+
+  for (const passCredentials of [false, true]) {
+    it(`descriptors a sender attaches to datagrams are closed and counted, the datagrams delivered (passCredentials: ${passCredentials})`, async () => {
+      const path = tmpSocket();
+      const got: number[] = [];
+      const reader = track(
+        new Reader(
+          path,
+          (b) => {
+            for (const m of b) got.push(m.length);
+          },
+          { type: 'dgram', passCredentials },
+        ),
+      );
+      await reader.start();
+      const before = fdCount('self');
+      // 1 plain, 1 with one descriptor, 1 with three, 1 with 253 (SCM_MAX_FD), 1 plain.
+      await pythonSend(path, '10:0,11:1,12:3,13:253,14:0', undefined, PY_DGRAM_FDS);
+      await waitFor(() => got.length === 5, 10_000, 'the five datagrams');
+      expect(got).toEqual([10, 11, 12, 13, 14]);
+      const m = reader.metrics();
+      // At least one per datagram that carried some; never more than sent. The
+      // reader lets at most two of a datagram's descriptors into its table (the
+      // kernel discards the rest), so a flood cannot fill it.
+      expect(m.fdsRefused).toBeGreaterThanOrEqual(3);
+      expect(m.fdsRefused).toBeLessThanOrEqual(6);
+      expect(m.fdsReceived).toBe(0);
+      expect(fdCount('self')).toBe(before);
+    });
+  }
 
   it('allowUids applies per datagram: another user’s are dropped and counted, ours delivered', async () => {
     const name = `@uds-ipc-dgram-${process.pid}-${Date.now()}`; // abstract: no file permissions in the way

@@ -285,6 +285,10 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close) {
     }
     if (m.msg_flags & MSG_CTRUNC) {
       ++stats_.ctrunc;
+      // Without a control buffer only descriptors can cut control data here
+      // (no SO_PASSCRED, so no credentials): the kernel closed them without
+      // installing them; count the packet's as one.
+      if (!control) ++stats_.fds_closed;
       if (cfg_.accept_fds && !failed_ && seqpacket) {
         failed_ = true;
         fd_error_ = CoreError::plain("ERR_FDS_TRUNCATED",

@@ -77,9 +77,13 @@
 // backlog is kept here). So the charge of one call never exceeds
 // max(budget, the charge of a single packet).
 //
-// Descriptors: SCM_RIGHTS is not handled here (fd passing is separate work);
-// any descriptor that arrives is closed at once and counted (fds_closed), so
-// a peer cannot fill our fd table.
+// Descriptors: kept with their packet when accept_fds; otherwise any that
+// arrives is closed at once and counted (fds_closed), so a peer cannot fill
+// our fd table. A receiver that does not accept them offers room for one or
+// two (kSmallControl), or none when it needs no control data at all (dgram
+// without credentials): the kernel discards the rest without installing
+// them, so fds_closed counts at least one per packet that carried some, not
+// the number sent.
 //
 // Threads: a PacketReceiver, PacketSender or PacketArena is used by one
 // thread at a time, the owner of the socket (the IO thread, or whichever
@@ -278,7 +282,7 @@ class PacketReceiver {
     uint64_t too_large = 0;     // packets cut by the kernel (MSG_TRUNC) or above max: dropped
     uint64_t discarded = 0;     // read after a too-large packet under kFail
     uint64_t refused = 0;       // dropped by cfg.accept
-    uint64_t fds_closed = 0;    // stray SCM_RIGHTS descriptors closed
+    uint64_t fds_closed = 0;    // stray SCM_RIGHTS descriptors closed (a packet's that never reached our table: 1)
     uint64_t ctrunc = 0;        // entries with MSG_CTRUNC
   };
   const Stats& stats() const { return stats_; }
