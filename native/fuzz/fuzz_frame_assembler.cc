@@ -453,15 +453,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // The descriptors of batch `b` (first message: reference message `first`):
   // in index order, each set exactly that of the read tied to its message,
   // still open; and every message that should carry some does.
+  [[maybe_unused]] bool fds_failed = false;  // the assembler failed with kUnexpectedFds
   auto check_fds = [&](const Batch& b, size_t first) {
-    size_t expected = 0;
+    size_t expected = 0, seen = 0;
     if (!msg_read.empty())
       for (size_t i = 0; i < b.count(); ++i) expected += msg_read[first + i] >= 0;
-    FZ_CHECK(b.fds.size() == expected, "batch of messages [%zu, %zu): %zu messages carry descriptors, expected %zu",
-             first, first + b.count(), b.fds.size(), expected);
     for (size_t j = 0; j < b.fds.size(); ++j) {
       const MessageFds& m = b.fds[j];
-      FZ_CHECK(m.index < b.count(), "descriptors on index %u of a batch of %zu", m.index, b.count());
+#ifdef UDS_FUZZ_TOLERATE_UNCUT_FDS
+      // Known bug (/work/spec/fuzz-fds-bugs.md, bug 1): descriptors tied to
+      // the frame whose next read failed stay in the batch, on an index past
+      // its end. Defined only to keep fuzzing past it until it is fixed.
+      if (fds_failed && m.index >= b.count()) continue;
+#endif
+      ++seen;
+      FZ_CHECK(m.index < b.count(), "batch of messages [%zu, %zu): descriptors on its index %u", first,
+               first + b.count(), m.index);
       FZ_CHECK(j == 0 || m.index > b.fds[j - 1].index, "descriptor entries out of index order at %zu", j);
       const int32_t rid = msg_read[first + m.index];
       FZ_CHECK(rid >= 0, "message #%zu carries %zu descriptors, none expected", first + m.index, m.fds.size());
@@ -474,6 +481,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         FZ_CHECK(fd_open(r.nums[k]), "message #%zu descriptor %d closed before its batch", first + m.index, r.nums[k]);
       }
     }
+    FZ_CHECK(seen == expected, "batch of messages [%zu, %zu): %zu messages carry descriptors, expected %zu", first,
+             first + b.count(), seen, expected);
   };
   // A batch's descriptors are closed with it.
   auto destroy_batch = [&](Batch&& b) {
@@ -637,6 +646,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         FZ_CHECK(a.error() == want_err, "commit failed at fed=%zu with error %d, expected %d (reference error %d decided at %zu)",
                  fed, static_cast<int>(a.error()), static_cast<int>(want_err), static_cast<int>(ref.err), ref.err_decided);
         if (want_err == FrameError::kUnexpectedFds) {
+          fds_failed = true;
           FZ_CHECK(a.refused_fds() == want_refused, "refused_fds %llu, expected %llu (%zu reads waiting)",
                    (unsigned long long)a.refused_fds(), (unsigned long long)want_refused, pending.size());
           for (size_t p : pending)
