@@ -3,11 +3,14 @@
 // Reproducer: descriptors tied to a frame that is never cut stay in the batch.
 #include <fcntl.h>
 #include <unistd.h>
-#include <cassert>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include "core/frame_assembler.h"
 using namespace udsipc;
+
+// Not CHECK(): the calls must happen with NDEBUG too.
+#define CHECK(x) do { if (!(x)) { std::printf("CHECK failed: %s\n", #x); std::abort(); } } while (0)
 
 static std::vector<UniqueFd> fds(int k) {
   std::vector<UniqueFd> v;
@@ -26,9 +29,9 @@ int main() {
   // starts: its descriptors, valid). Read 2: 74 with descriptors: mid-frame.
   {
     FrameAssembler a(AssemblerConfig{});
-    assert(feed(a, "\x00\x01", 2, 1));  // batch not taken yet (legal: take_batch() later)
-    assert(!feed(a, "t", 1, 1));
-    assert(a.error() == FrameError::kUnexpectedFds);
+    CHECK(feed(a, "\x00\x01", 2, 1));  // batch not taken yet (legal: take_batch() later)
+    CHECK(!feed(a, "t", 1, 1));
+    CHECK(a.error() == FrameError::kUnexpectedFds);
     std::printf("case 1: refused_fds %llu\n", (unsigned long long)a.refused_fds());
     Batch b = a.take_batch();
     std::printf("case 1: batch of %zu messages, fds entries:", b.count());
@@ -39,14 +42,14 @@ int main() {
   // first read's descriptors are closed silently, counted neither delivered nor refused.
   {
     FrameAssembler a(AssemblerConfig{});
-    assert(feed(a, "\x01", 1, 2));  // frame "t" starts here: valid, waits
-    assert(!feed(a, "t", 1, 1));    // mid-frame, completes it
+    CHECK(feed(a, "\x01", 1, 2));  // frame "t" starts here: valid, waits
+    CHECK(!feed(a, "t", 1, 1));    // mid-frame, completes it
     std::printf("case 2: refused_fds %llu (3 descriptors closed)\n", (unsigned long long)a.refused_fds());
   }
   {
     FrameAssembler a(AssemblerConfig{});
-    assert(feed(a, "\x02", 1, 2));  // frame of 2 starts here: valid, waits
-    assert(!feed(a, "t", 1, 1));    // mid-frame, does not complete it
+    CHECK(feed(a, "\x02", 1, 2));  // frame of 2 starts here: valid, waits
+    CHECK(!feed(a, "t", 1, 1));    // mid-frame, does not complete it
     std::printf("case 3: refused_fds %llu (3 descriptors closed)\n", (unsigned long long)a.refused_fds());
   }
 }
