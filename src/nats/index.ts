@@ -133,6 +133,8 @@ export function loadNats(req?: (id: string) => unknown): NatsModules {
 
 // ─── Options ─────────────────────────────────────────────────────────────────
 
+export { readBridgeConfig, parseBridgeConfig, type BridgeConfig } from './config';
+
 /** Chooses the subject of message `index` of a batch (core mode only). */
 export type SubjectFunction = (batch: Batch, index: number) => string;
 
@@ -389,6 +391,29 @@ function resolveOptions(options: unknown): Resolved {
       return { kind: 'subscribe', path, subject: ro.subscribe, durable, writerOptions };
     }
     throw invalidValue(`${name} must be { listen, publish } or { subscribe, connect }`);
+  });
+  // Any number of routes of each kind, but no two Readers on one path, and no
+  // two subscribe routes sharing a durable consumer (they would split its
+  // messages) or, in core mode, repeating each other (each message twice).
+  const listens = new Map<string, number>();
+  const subscribes = new Map<string, number>();
+  routes.forEach((r, i) => {
+    if (r.kind === 'listen') {
+      const j = listens.get(r.path);
+      if (j !== undefined) throw invalidValue(`routes[${i}] listens on ${JSON.stringify(r.path)}, as routes[${j}] does: one Reader per path (several local writers can share one path)`);
+      listens.set(r.path, i);
+      return;
+    }
+    const key = jetstream ? (r.durable ?? defaultDurable(jetstream.stream, r.subject, r.path)) : `${r.subject}\0${r.path}`;
+    const j = subscribes.get(key);
+    if (j !== undefined) {
+      throw invalidValue(
+        r.durable !== undefined
+          ? `routes[${i}] uses the durable consumer ${JSON.stringify(r.durable)}, as routes[${j}] does: give each subscribe route its own`
+          : `routes[${i}] repeats routes[${j}] (subscribe ${JSON.stringify(r.subject)} to ${JSON.stringify(r.path)})`,
+      );
+    }
+    subscribes.set(key, i);
   });
 
   const token = stringOption('token', o.token);
