@@ -591,6 +591,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   private unflushed = 0;
   private upWaiters: (() => void)[] = [];
   private retriesUnreported = 0;
+  private readonly coreOptions = new WeakMap<Connection, { headers: NatsHeaders }>();
 
   /**
    * Validates the options; nothing connects before `start()`.
@@ -794,6 +795,27 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     return h;
   }
 
+  /**
+   * Core mode: the publish options of a local connection's messages, made
+   * once per connection (its host, pid and uid do not change). The client
+   * encodes a headers object on every publish (`encode()`, about 8 % of the
+   * bridge's time at 1 KiB): these headers are never changed, so their bytes
+   * are encoded once and handed out again.
+   */
+  private coreOptionsFor(conn: Connection): { headers: NatsHeaders } {
+    let o = this.coreOptions.get(conn);
+    if (o === undefined) {
+      const h = this.headersFor(conn) as NatsHeaders & { encode?: () => Uint8Array };
+      if (typeof h.encode === 'function') {
+        const bytes = h.encode();
+        h.encode = () => bytes;
+      }
+      o = { headers: h };
+      this.coreOptions.set(conn, o);
+    }
+    return o;
+  }
+
   private async startListen(r: ResolvedListen, limit: number): Promise<void> {
     const js = this.opts.jetstream !== undefined;
     const readerOptions: ReaderOptions = {
@@ -845,7 +867,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     const nc = this.nc!;
     // nc.publish() may keep a reference to the bytes until it flushes: keep the batch's views valid.
     batch.retain();
-    const h = this.headersFor(batch.connection);
+    const opts = this.coreOptionsFor(batch.connection);
     for (let i = 0; i < batch.length; i++) {
       let subject: string;
       if (typeof publish === 'string') subject = publish;
@@ -865,7 +887,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       }
       try {
         const data = batch.at(i)!;
-        nc.publish(subject, data, { headers: h });
+        nc.publish(subject, data, opts);
         this.m.published++;
         this.unflushed += data.length + 64;
       } catch (e) {
