@@ -1,7 +1,8 @@
 // The NATS bridge in core mode (at most once) against a real nats-server:
 // both directions, headers, max_payload, bad configuration, the CLI.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { execSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execSync, spawn, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -56,6 +57,36 @@ describe('core mode (at most once)', () => {
     await writer.stop();
     await bridge.stop();
     expect(bridge.metrics().connected).toBe(false);
+  });
+
+  it('the headers are each local connection\'s own (encoded once per connection): a writer in another process gets its pid', async () => {
+    const path = tmpSocket('hdr.sock');
+    const { msgs, done } = collect('core.hdr');
+    await done;
+    const bridge = await new Bridge({ servers: srv.url, routes: [{ listen: path, publish: 'core.hdr' }] }).start();
+    const mine = new Writer(path).start();
+    for (let i = 0; i < 100; i++) mine.write(`mine ${i}`);
+    await mine.flush();
+    const script = `const { Writer } = require(${JSON.stringify(join(ROOT, 'dist', 'index.js'))});
+      const w = new Writer(${JSON.stringify(path)}).start();
+      for (let i = 0; i < 100; i++) w.write('other ' + i);
+      w.flush().then(() => w.stop()).then(() => console.log(process.pid));`;
+    const other = Number((await promisify(execFile)(process.execPath, ['-e', script])).stdout);
+    for (let i = 0; i < 100; i++) mine.write(`mine ${100 + i}`);
+    await mine.flush();
+    await waitFor(() => msgs.length >= 300, 20_000, 'all 300 on NATS');
+    const pids = new Map<string, Set<string>>();
+    for (const m of msgs) {
+      const who = m.string().split(' ')[0];
+      if (!pids.has(who)) pids.set(who, new Set());
+      pids.get(who)!.add(m.headers!.get('Uds-Ipc-Pid'));
+      expect(m.headers!.get('Uds-Ipc-Host')).toBe(hostname());
+    }
+    expect([...pids.get('mine')!]).toEqual([String(process.pid)]);
+    expect([...pids.get('other')!]).toEqual([String(other)]);
+    expect(other).not.toBe(process.pid);
+    await mine.stop();
+    await bridge.stop();
   });
 
   it('NATS publisher → bridge → local Reader: whole and in order with no faults; a subject function per message', async () => {
