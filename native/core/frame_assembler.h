@@ -320,10 +320,16 @@ class FrameAssembler {
     return attach_.empty() ? SIZE_MAX : static_cast<size_t>(attach_.front().last - slab_abs_);
   }
 
+  // The peer broke the descriptor rule: everything not yet in a cut
+  // message is refused (closed, counted), including what was already tied
+  // to the frame that will now never be cut (a large frame's, or those
+  // tie_fds() put on the message being cut when a later read failed).
   bool fail_fds() {
     error_ = FrameError::kUnexpectedFds;
     for (const FdAttach& a : attach_) refused_fds_ += a.fds.size();
     attach_.clear();  // closes them
+    refused_fds_ += large_fds_.size();
+    large_fds_.clear();
     return false;
   }
 
@@ -334,7 +340,15 @@ class FrameAssembler {
   // frame being received when `large`). False on the peer's error.
   bool tie_fds(size_t pos, uint32_t index, bool large) {
     FdAttach& a = attach_.front();
-    if (a.start > slab_abs_ + pos) return fail_fds();
+    if (a.start > slab_abs_ + pos) {
+      // An earlier read's descriptors may already be tied to this message,
+      // which is not cut now: they go with the rest.
+      while (!large && !fds_.empty() && fds_.back().index == index) {
+        refused_fds_ += fds_.back().fds.size();
+        fds_.pop_back();  // closes them
+      }
+      return fail_fds();
+    }
     if (large) {
       for (auto& fd : a.fds) large_fds_.push_back(std::move(fd));
     } else {

@@ -453,19 +453,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // The descriptors of batch `b` (first message: reference message `first`):
   // in index order, each set exactly that of the read tied to its message,
   // still open; and every message that should carry some does.
-  [[maybe_unused]] bool fds_failed = false;  // the assembler failed with kUnexpectedFds
   auto check_fds = [&](const Batch& b, size_t first) {
     size_t expected = 0, seen = 0;
     if (!msg_read.empty())
       for (size_t i = 0; i < b.count(); ++i) expected += msg_read[first + i] >= 0;
     for (size_t j = 0; j < b.fds.size(); ++j) {
       const MessageFds& m = b.fds[j];
-#ifdef UDS_FUZZ_TOLERATE_UNCUT_FDS
-      // Known bug (/work/spec/fuzz-fds-bugs.md, bug 1): descriptors tied to
-      // the frame whose next read failed stay in the batch, on an index past
-      // its end. Defined only to keep fuzzing past it until it is fixed.
-      if (fds_failed && m.index >= b.count()) continue;
-#endif
       ++seen;
       FZ_CHECK(m.index < b.count(), "batch of messages [%zu, %zu): descriptors on its index %u", first,
                first + b.count(), m.index);
@@ -636,8 +629,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
       if (want_err == FrameError::kNone && pending.size() > 1) want_err = FrameError::kUnexpectedFds;
       uint64_t want_refused = 0;
-      if (want_err == FrameError::kUnexpectedFds)
-        for (size_t p : pending) want_refused += reads[p].nums.size();
+      // Refused: the reads still waiting, and those already tied to a frame
+      // that will now never be cut (the frame the failure stops at: a large
+      // frame's first read, or a read tied just before a later one failed).
+      std::vector<size_t> refused_reads;
+      if (want_err == FrameError::kUnexpectedFds) {
+        refused_reads.assign(pending.begin(), pending.end());
+        for (size_t k = 0; k < reads.size(); ++k)
+          if (reads[k].valid && reads[k].frame >= want_delivered &&
+              std::find(pending.begin(), pending.end(), k) == pending.end())
+            refused_reads.push_back(k);
+        for (size_t p : refused_reads) want_refused += reads[p].nums.size();
+      }
 
       if (!ok) {
         trace_err = a.error();
@@ -646,10 +649,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         FZ_CHECK(a.error() == want_err, "commit failed at fed=%zu with error %d, expected %d (reference error %d decided at %zu)",
                  fed, static_cast<int>(a.error()), static_cast<int>(want_err), static_cast<int>(ref.err), ref.err_decided);
         if (want_err == FrameError::kUnexpectedFds) {
-          fds_failed = true;
           FZ_CHECK(a.refused_fds() == want_refused, "refused_fds %llu, expected %llu (%zu reads waiting)",
                    (unsigned long long)a.refused_fds(), (unsigned long long)want_refused, pending.size());
-          for (size_t p : pending)
+          for (size_t p : refused_reads)
             for (int fd : reads[p].nums) expect_closed(fd, "being refused");
           pending.clear();
         } else {

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <map>
 #include <random>
+#include <string>
 
 #include "check.h"
 #include "core/fd_outbox.h"
@@ -211,6 +212,64 @@ TEST(descriptors_with_the_first_bytes_of_a_large_frame_stay_with_it) {
   CHECK(f.ok);
   CHECK_EQ(f.messages, size_t{3});
   CHECK(f.fds.size() == 1 && f.fds.count(1) == 1 && f.fds[1] == sent[0]);
+}
+
+// A read brings descriptors with the first bytes of a frame (valid: they
+// wait for the rest), and a later read brings more mid-frame: the peer broke
+// the rule. Every descriptor of that frame is refused, whether the bad read
+// completes the frame, leaves it partial, or the frame has a buffer of its
+// own; none is left in a batch (found by the fuzzer: those tied first used to
+// stay in the batch being built, on an index past its end).
+TEST(descriptors_of_a_frame_refused_later_are_all_refused) {
+  const int before = open_fds();
+  const auto commit = [](FrameAssembler& a, const std::string& bytes, int nfds) {
+    auto [p, cap] = a.prepare_read();
+    CHECK(cap >= bytes.size());
+    std::memcpy(p, bytes.data(), bytes.size());
+    std::vector<UniqueFd> v;
+    for (int i = 0; i < nfds; ++i) v.push_back(dev_null());
+    return a.commit(bytes.size(), kNoBudget, nfds ? &v : nullptr);
+  };
+  {
+    // Frames "" and "t"; the batch holding "" is not taken before the error.
+    FrameAssembler a(small_cfg());
+    CHECK(commit(a, std::string("\x00\x01", 2), 1));
+    CHECK(!commit(a, "t", 1));
+    CHECK(a.error() == FrameError::kUnexpectedFds);
+    CHECK_EQ(a.refused_fds(), uint64_t{2});
+    CHECK(a.has_batch());
+    Batch b = a.take_batch();
+    CHECK_EQ(b.count(), size_t{1});
+    CHECK(b.fds.empty());
+  }
+  {
+    // The bad read completes the frame.
+    FrameAssembler a(small_cfg());
+    CHECK(commit(a, "\x01", 2));
+    CHECK(!commit(a, "t", 1));
+    CHECK_EQ(a.refused_fds(), uint64_t{3});
+    CHECK(!a.has_batch());
+  }
+  {
+    // It does not.
+    FrameAssembler a(small_cfg());
+    CHECK(commit(a, "\x02", 2));
+    CHECK(!commit(a, "t", 1));
+    CHECK_EQ(a.refused_fds(), uint64_t{3});
+  }
+  {
+    // A frame with a buffer of its own (above large_threshold).
+    AssemblerConfig cfg = small_cfg();
+    cfg.large_threshold = 100;
+    FrameAssembler a(cfg);
+    uint8_t h[10];
+    const size_t hn = uvarint_encode(1000, h);
+    CHECK(commit(a, std::string(reinterpret_cast<char*>(h), hn) + "abc", 2));
+    CHECK(a.large_reserved() > 0);
+    CHECK(!commit(a, "def", 1));
+    CHECK_EQ(a.refused_fds(), uint64_t{3});
+  }
+  CHECK_EQ(open_fds(), before);  // the refused ones were closed at once
 }
 
 TEST(outbox_sends_a_frame_with_descriptors_alone_once_per_connection) {
