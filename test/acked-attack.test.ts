@@ -450,6 +450,29 @@ describe('attack 1: a slow or odd but valid reader', () => {
     }
   });
 
+  it('1m an ack carrying a file descriptor (SCM_RIGHTS, Python peer): ERR_PROTOCOL_MISMATCH, and the descriptor is closed (no fd of the writer process refers to the file)', async () => {
+    const path = tmpSocket();
+    const marker = join(dirname(path), `marker-${randomBytes(6).toString('hex')}`);
+    fs.writeFileSync(marker, 'x');
+    const steps = [{ hex: frame(GREETING).toString('hex') }, { hex: ack(0).toString('hex'), files: [marker] }];
+    const py = new Proc('python3', [join(__dirname, 'fixtures', 'fd_peer.py'), 'serve-send', path, JSON.stringify(steps)]);
+    await py.line((l) => l.event === 'listening', 'the python listener');
+    const { w, errors } = ackedWriter(path, { handshakeTimeoutMs: 60_000 });
+    await waitFor(() => errors.length > 0, 10_000, 'the error');
+    expect(errors[0].code).toBe('ERR_PROTOCOL_MISMATCH');
+    expect(errors[0].message).toMatch(/descriptor/);
+    await py.line((l) => l.event === 'closed', 'the writer closing the connection');
+    const leaked = fs.readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/self/fd/${fd}`) === marker;
+      } catch {
+        return false;
+      }
+    });
+    expect(leaked).toEqual([]);
+    await w.stop({ timeoutMs: 0 });
+  });
+
   it('1k an ack whose length prefix is an overlong uvarint (89 00 = 9, as Go\'s binary.Uvarint reads it): taken as an ack like any frame', async () => {
     const path = tmpSocket();
     const server = await rawServer(path, (r) => r.sock.write(frame(GREETING)));
@@ -688,6 +711,30 @@ describe('attack 2: a hostile writer against an acked Reader', () => {
     await within(w.acknowledged(), 'w2, w3 acknowledged in the end');
     expect(peer.all((l) => l.event === 'sent').length).toBe(1);
     expect(delivered, `delivered while the other user's batch was held: ${JSON.stringify(seen)}`).toBe(true);
+  });
+
+  it('2k a hello carrying a file descriptor (acceptFds, Python peer): the descriptor is closed and counted (fdsRefused), the message after it is delivered without it', async () => {
+    const path = tmpSocket();
+    const marker = join(dirname(path), `marker-${randomBytes(6).toString('hex')}`);
+    fs.writeFileSync(marker, 'x');
+    const got: { data: string; fds: number }[] = [];
+    const { reader } = await ackedReader(path, { acceptFds: true }, (b: Batch) => {
+      for (let i = 0; i < b.length; i++) got.push({ data: b.at(i)!.toString(), fds: b.takeFds(i).length });
+    });
+    const steps = [{ hex: frame(hello(randomBytes(16), 1, 1)).toString('hex'), files: [marker] }, { hex: frame('after').toString('hex') }];
+    const py = new Proc('python3', [join(__dirname, 'fixtures', 'fd_peer.py'), 'send', path, JSON.stringify(steps)]);
+    await py.line((l) => l.event === 'sent', 'the python writer');
+    await waitFor(() => got.length >= 1, 10_000, 'the message');
+    expect(got).toEqual([{ data: 'after', fds: 0 }]);
+    expect(metricsOf(reader).fdsRefused).toBe(1);
+    const leaked = fs.readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/self/fd/${fd}`) === marker;
+      } catch {
+        return false;
+      }
+    });
+    expect(leaked).toEqual([]);
   });
 
   it('2f a partial hello then silence: closed by frameTimeoutMs (ERR_FRAME_TIMEOUT), nothing delivered; a real writer meanwhile is served', async () => {
