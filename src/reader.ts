@@ -452,7 +452,7 @@ export class Reader extends EventEmitter {
         const conn = this.#conns.get(connId) ?? new ReaderConnection(connId, -1, -1, -1, undefined);
         const batch = inbox.batch(conn);
         if (lanes) {
-          const key = conn.session ?? connId;
+          const key = laneKey(conn);
           const lane = lanes.get(key);
           if (lane) lane.push({ batch });
           else if (!this.#run(batch)) lanes.set(key, []);
@@ -479,11 +479,11 @@ export class Reader extends EventEmitter {
         const cred = inbox.peer();
         this.#rejected(new ReaderConnection(0, cred.pid, cred.uid, cred.gid, undefined), 'not in allowUids/allowGids');
       } else if (tag === I.CLOSE) {
-        const lane = lanes?.get(this.#conns.get(connId)?.session ?? connId);
+        const lane = lanes?.get(laneKeyOf(this.#conns.get(connId), connId));
         if (lane) lane.push({ id: connId, close: inbox.error() });
         else this.#closed(connId, inbox.error());
       } else if (tag === I.ERROR) {
-        const lane = lanes?.get(this.#conns.get(connId)?.session ?? connId);
+        const lane = lanes?.get(laneKeyOf(this.#conns.get(connId), connId));
         if (lane) lane.push({ id: connId, error: inbox.error() as IpcError });
         else this.#report(inbox.error() as Error, connId === 0 ? 'accept' : 'connection', this.#conns.get(connId));
       } else if (tag === I.DRAINED) {
@@ -542,7 +542,7 @@ export class Reader extends EventEmitter {
     }
     // Its connection's lane: what arrived meanwhile, in order, until the
     // handler goes async again.
-    const key = batch.connection.session ?? batch.connection.id;
+    const key = laneKey(batch.connection);
     const lane = this.#lanes.get(key);
     if (!lane) return;
     while (lane.length > 0) {
@@ -680,4 +680,18 @@ function resolveId(name: string, v: number | string | undefined, lookup: (n: str
   const id = lookup(v);
   if (id < 0) throw invalidValue(`The "${name}" option names ${name === 'uid' ? 'a user' : 'a group'} that does not exist: ${v}`);
   return id;
+}
+
+/**
+ * The handler lane of a connection under `concurrency: 'connection'`: its id,
+ * or in acked mode its writer's session, one lane across that writer's
+ * connections. Kept apart per peer uid, as the native side keeps sessions: a
+ * peer of another user presenting a writer's session id gets a lane of its own.
+ */
+function laneKey(conn: { readonly id: number; readonly uid: number; readonly session?: string }): number | string {
+  return conn.session === undefined ? conn.id : `${conn.uid}:${conn.session}`;
+}
+
+function laneKeyOf(conn: ReaderConnection | undefined, connId: number): number | string {
+  return conn === undefined ? connId : laneKey(conn);
 }

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -421,6 +422,7 @@ void ReaderEngine::flush_replies(Conn& c) {
   if (!f.drained) return;
   c.want_out = false;
   update_interest(c);
+  if (c.ack_due && c.session && c.session->conn == c.id) send_ack(*c.session);
   ReaderItem item{ReaderItem::kDrained};
   item.conn_id = c.id;
   push(std::move(item));
@@ -505,15 +507,31 @@ bool ReaderEngine::sequence(Conn& c, Batch& b) {
     const uint8_t* p = b.base + b.offsets[0];
     const size_t len = b.offsets[1] - b.offsets[0];
     if (acked::parse_hello(p, len, &h)) {
+      std::shared_ptr<Session> found = find_session(h.session, c.peer_uid);
+      Session& s = *found;
+      if (!s.fresh && h.first_seq > s.delivered + 1) {
+        // A writer's hello starts after the last acknowledgement it had, and
+        // every acknowledgement of a session met in this life came from this
+        // life: never past what it handed over. Only a session forgotten and
+        // met again (fresh) may start past that. This is a peer of the same
+        // user presenting another writer's session id and claiming what it
+        // never got; taken at its word it would make the reader drop that
+        // writer's next messages as copies.
+        close_conn(c.id, CoreError::plain("ERR_PROTOCOL_MISMATCH",
+                                          "an acked hello starts at message " + std::to_string(h.first_seq) +
+                                              " of a session this reader handed over only " +
+                                              std::to_string(s.delivered) + " messages of; closed unread"));
+        return false;
+      }
       c.delivery = Delivery::kAcked;
-      c.session = find_session(h.session, c.peer_uid);
+      c.session = std::move(found);
       c.session->conn = c.id;
       c.next_seq = h.first_seq;
       c.resent_below = h.resent_below;
-      Session& s = *c.session;
       // A gap (the writer had acknowledgements this life never sent: a
       // session forgotten and met again) starts the count afresh.
       if (h.first_seq > s.delivered + 1) s.delivered = s.released = h.first_seq - 1;
+      s.fresh = false;
       ReaderItem item{ReaderItem::kSession};
       item.conn_id = c.id;
       item.session = h.session;
@@ -550,6 +568,15 @@ bool ReaderEngine::sequence(Conn& c, Batch& b) {
   if (c.delivery != Delivery::kAcked) return true;
   Session& s = *c.session;
   const uint64_t first = c.next_seq;  // of frame `drop`
+  if (n - drop > acked::kMaxSeq - first) {
+    // Numbers from 2^53 on are not exact as JavaScript numbers, and a
+    // (session, sequence) pair must name one message: the hello was refused
+    // past it, and so is a connection that would get there.
+    close_conn(c.id, CoreError::plain("ERR_PROTOCOL_MISMATCH",
+                                      "an acked writer's sequence numbers reached 2^53 (the largest a reader hands "
+                                      "over exactly); closed"));
+    return false;
+  }
   c.next_seq += n - drop;
   const uint64_t copies = s.delivered >= first ? std::min<uint64_t>(s.delivered - first + 1, n - drop) : 0;
   drop += copies;
@@ -599,6 +626,13 @@ void ReaderEngine::send_ack(Session& s) {
   auto it = conns_.find(s.conn);
   if (it == conns_.end()) return;
   Conn& c = *it->second;
+  if (c.out->queued() > 0) {
+    // The writer is not reading: one acknowledgement waits at most (the
+    // newest, once the queue drains), not one per round.
+    c.ack_due = true;
+    return;
+  }
+  c.ack_due = false;
   uint8_t a[1 + acked::kAckSize];
   const ReplyQueue::Offer r = c.out->offer(a, acked::put_ack(a, s.released), now_ms());
   if (r.want_out && !c.want_out) {
@@ -1122,10 +1156,12 @@ void ReaderEngine::on_readable(Conn& c) {
                                         "peer closed the connection in the middle of a frame (" +
                                             std::to_string(c.assembler.partial_bytes()) +
                                             " bytes of it received)"));
-      } else if (auto t = ack_tracks_.find(id); stopping_ && t != ack_tracks_.end() && !t->second.marks.empty()) {
+      } else if (auto t = ack_tracks_.find(id); t != ack_tracks_.end() && !t->second.marks.empty() && !peer_hung_up(c.fd.get())) {
         // Its batches are still with the consumer: keep the connection
         // (unread) until they are done with and acknowledged (apply_acks()),
-        // so that a graceful stop does not make the writer send them again.
+        // so that the writer gets the acknowledgement (a graceful stop of this
+        // reader, or a writer that half-closed after its last message) and
+        // does not send them again.
         c.lingering = true;
         update_interest(c);
       } else {
@@ -1152,6 +1188,14 @@ void ReaderEngine::on_readable(Conn& c) {
     if (static_cast<size_t>(n) < len) break;  // the kernel buffer is empty
     full_read_ = true;
   }
+}
+
+// After EOF: whether the peer closed its socket altogether (POLLHUP: both
+// directions shut), rather than only its sending side (shutdown(SHUT_WR)),
+// so that nothing we send can reach it any more.
+bool ReaderEngine::peer_hung_up(int fd) {
+  pollfd p{fd, POLLOUT, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)) != 0;
 }
 
 // One read of c; see recv_with_fds(). A read can bring descriptors only
@@ -1233,7 +1277,17 @@ void ReaderEngine::close_conn(uint32_t id, CoreError why, CoreError reason) {
   push(std::move(item));
   // Its batches stay charged to the reader until the consumer acks them.
   if (!c.unacked.empty()) closed_unacked_.emplace(id, std::move(c.unacked));
-  if (c.session && c.session->conn == id) c.session->conn = 0;
+  if (c.session && c.session->conn == id) {
+    // Acknowledgements go to the session's newest connection; when it goes,
+    // to another one still open (a peer of the same user presented this
+    // writer's session, then left: the writer must not wait for good).
+    Session& s = *c.session;
+    s.conn = 0;
+    for (auto& [oid, o] : conns_) {
+      if (oid != id && o->session.get() == &s && o->delivery == Delivery::kAcked) s.conn = std::max(s.conn, oid);
+    }
+    if (s.conn != 0 && s.released > 0) send_ack(s);
+  }
   if (auto t = ack_tracks_.find(id); t != ack_tracks_.end()) {
     if (t->second.marks.empty()) ack_tracks_.erase(t);
     else t->second.closed = true;

@@ -225,6 +225,9 @@ class ReaderEngine {
     uint64_t released = 0;   // highest acknowledged (its batch done with)
     uint32_t conn = 0;       // the connection acknowledgements go to (0: none open)
     uint64_t last_used = 0;  // for eviction (a counter, not a time)
+    // No hello of it seen yet in this reader's life: only then may a hello
+    // start past what this life handed over (see sequence()).
+    bool fresh = true;
     // Connections (ids) of this session with batches handed over and not
     // done with: acknowledgements never pass the first of those (with
     // concurrency 'connection' a newer connection's batch may finish first).
@@ -277,9 +280,14 @@ class ReaderEngine {
     uint64_t next_seq = 0;      // sequence number of the next message cut
     uint64_t resent_below = 0;  // from the hello
     int peer_uid = -1;          // SO_PEERCRED at accept: sessions are kept apart per user
-    // Stopping, its end of stream read, batches not yet done with: kept open
-    // (unread) so that their acknowledgement still reaches the writer.
+    // Acked, its end of stream read (the writer closed or half-closed), batches
+    // not yet done with: kept open (unread) so that their acknowledgement
+    // still reaches the writer.
     bool lingering = false;
+    // An acknowledgement is due but one is still queued unsent (the writer
+    // does not read): acks are cumulative, so the newest goes once the
+    // queue drains (flush_replies()) instead of piling up.
+    bool ack_due = false;
     // Shared with the consumer's reply() (through replies_); closed before fd.
     std::shared_ptr<ReplyQueue> out;
     Conn(uint32_t i, UniqueFd f, const AssemblerConfig& c, ReplyStats* stats)
@@ -325,6 +333,7 @@ class ReaderEngine {
   bool full(const Conn& c) const {
     return c.pending >= cfg_.max_pending_bytes || c.pending_fds >= cfg_.max_pending_fds;
   }
+  static bool peer_hung_up(int fd);  // after EOF: the peer closed both directions
   // One read of c (recvmsg); the descriptors that came with it go to *fds.
   // Returns what recvmsg returned; -1 with errno EPROTO after it closed the
   // connection for its descriptors (refused or truncated).

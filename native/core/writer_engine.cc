@@ -1092,6 +1092,14 @@ bool WriterEngine::on_control(const uint8_t* p, size_t n) {
     protocol_mismatch("the reader sent a frame that is not an acknowledgement");
     return false;
   }
+  if (seq > resent_high_ && static_cast<int32_t>(send_pos_ - head_) < 0) {
+    // While re-sending, every frame the reader can have got was sent on an
+    // earlier connection: an acknowledgement past the last of those is
+    // refused now, before it frees any of the frames being re-sent.
+    protocol_mismatch("the reader acknowledged message " + std::to_string(seq) + ", beyond the last one sent (" +
+                      std::to_string(resent_high_) + ")");
+    return false;
+  }
   if (seq > ack_target_) ack_target_ = seq;
   apply_ack();
   return connected_;
@@ -1117,6 +1125,7 @@ void WriterEngine::on_greeting() {
     return;
   }
   greeted_ = true;
+  resent_high_ = hello.resent_below - 1;
   send_pos_ = ack_head_;
   ack_target_ = acked_seq_;  // what an earlier connection claimed beyond this is forgotten
   fds_.reset();

@@ -362,6 +362,7 @@ class WriterEngine {
   uint32_t acked_count_ = 0;      // frames acknowledged (wraps), published as kAcked
   uint64_t acked_seq_ = 0;        // sequence number of the last frame acknowledged (the first is 1)
   uint64_t ack_target_ = 0;       // highest acknowledgement received (applied up to send_pos_)
+  uint64_t resent_high_ = 0;      // the last sequence number sent on earlier connections (the hello's resent_below - 1)
   // ETOOMANYREFS (descriptors in flight beyond our RLIMIT_NOFILE: the reader
   // has not taken them yet): the connection stays and the send is retried
   // then, with a delay that doubles up to kMaxSendRetryMs. IO thread (send state).
