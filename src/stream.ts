@@ -20,8 +20,6 @@ const KEYS = ['highWaterMark', 'signal'];
  * (true), else do nothing (false). Throws what write() throws.
  */
 export const kTryQueue: unique symbol = Symbol('uds-ipc.tryQueue');
-/** @internal Writer: `[kCork](true)` holds back the immediate send of a burst's first frame until `[kCork](false)` (RPC client: a tick's frames in one send). */
-export const kCork: unique symbol = Symbol('uds-ipc.cork');
 
 interface Queueing {
   [kTryQueue](data: Uint8Array | string): boolean;

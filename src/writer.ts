@@ -21,7 +21,7 @@ import {
   type WriterOptions,
 } from './options';
 import type { Protocol } from './protocol';
-import { createWritable, kCork, kTryQueue, type WritableOptions } from './stream';
+import { createWritable, kTryQueue, type WritableOptions } from './stream';
 import * as callerData from './writer/caller-data';
 import { WriterInbox, type ReceivingWriterHandle } from './writer/inbox';
 import { WriterConnection } from './writer/connection';
@@ -365,17 +365,6 @@ export class Writer extends EventEmitter {
     } catch (e) {
       return Promise.reject(e);
     }
-  }
-
-  /**
-   * @internal Corked, write() does not send a burst's first frame at once:
-   * what is appended goes out together when uncorked (or when the task ends,
-   * or every publish chunk), so a caller that writes many frames in one loop
-   * (the RPC client's tick) makes one send instead of two.
-   */
-  [kCork](on: boolean): void {
-    if (on) this.#ring.cork();
-    else this.#ring.uncork();
   }
 
   /** @internal For the stream adapter: queue now if it fits and no send() waits. */

@@ -92,27 +92,6 @@ describe('unary calls', () => {
     expect(client.inFlight).toBe(0);
   });
 
-  it('the requests of one tick go to the server in one send, not the first alone and then the rest', async () => {
-    let release!: () => void;
-    const gate = new Promise<void>((res) => (release = res));
-    const { client } = await pair({
-      async hold(body) {
-        await gate;
-        return body;
-      },
-    });
-    // One call in flight, so that the next ones are queued for the tick.
-    const first = client.call('hold', 'first');
-    await waitFor(() => client.metrics().transport.sent === 1, 10_000, 'the first request sent');
-    const before = client.metrics().transport.sendCalls;
-    const calls = Array.from({ length: 20 }, (_, i) => client.call('hold', `b${i}`));
-    await waitFor(() => client.metrics().transport.sent === 21, 10_000, 'the 20 requests sent');
-    expect(client.metrics().transport.sendCalls - before).toBe(1);
-    release();
-    const got = await within(Promise.all([first, ...calls]), 'the replies');
-    expect(got.map(String)).toEqual(['first', ...Array.from({ length: 20 }, (_, i) => `b${i}`)]);
-  });
-
   it('deadlines and aborts: the caller gets ERR_TIMEOUT / AbortError, the handler sees ctx.signal aborted', async () => {
     const signals: AbortSignal[] = [];
     const { client, server } = await pair(

@@ -113,8 +113,9 @@ export class ClientCore {
   // on process.nextTick, in one loop. Written one by one as the calls were
   // made, the Writer sent the tick's first request alone (publishing at
   // once) and the rest only after every other callback of the tick had run,
-  // so the server woke for one request. Handed over together, with the
-  // Writer corked (FrameSink.cork), they go out in one send.
+  // so the server woke for one request; now the two sends follow each other
+  // at once. (One send would need a Writer call that publishes many frames
+  // once.)
   #q: Buffer = Buffer.allocUnsafeSlow(16 * 1024);
   #qLen = 0;
   readonly #qEnds: number[] = [];
@@ -323,20 +324,6 @@ export class ClientCore {
     const calls = this.#qCalls;
     const ab = this.#q.buffer;
     const base = this.#q.byteOffset;
-    // Several frames: one send for all of them, not the first alone and then the rest.
-    const cork = n > 1 && this.#sink.cork !== undefined;
-    if (cork) this.#sink.cork!(true);
-    try {
-      this.#flushFrames(n, ends, calls, ab, base);
-    } finally {
-      if (cork) this.#sink.cork!(false);
-    }
-    this.#qLen = 0;
-    ends.length = 0;
-    calls.length = 0;
-  }
-
-  #flushFrames(n: number, ends: number[], calls: (ClientCall | undefined)[], ab: ArrayBufferLike, base: number): void {
     let start = 0;
     for (let i = 0; i < n; i++) {
       const end = ends[i];
@@ -362,6 +349,9 @@ export class ClientCore {
         this.#fail(c, e as Error);
       }
     }
+    this.#qLen = 0;
+    ends.length = 0;
+    calls.length = 0;
   }
 
   /** @internal The stream wants `n` more parts. */

@@ -84,8 +84,6 @@ export interface FrameSink {
   writeParts?(head: Uint8Array, headLen: number, body: Uint8Array | string, bodyLen: number): boolean;
   /** Optional (with writeParts): {@link FrameSink.send} of the frame `head[0, headLen) + body`. */
   sendParts?(head: Uint8Array, headLen: number, body: Uint8Array | string, bodyLen: number): Promise<void>;
-  /** Optional: frames written until `cork(false)` may go out together (one send) rather than the first at once. */
-  cork?(on: boolean): void;
 }
 
 /** @internal The owner of a frame's memory: `retain()` keeps it valid after the frame was handled (a Batch). */

@@ -178,7 +178,6 @@ export class RingProducer<T extends Target = Target> {
   #sentCache = 0; // last SENT read
   #unpublished = 0; // bytes appended since the tail was last published
   #publishQueued = false;
-  #corked = false; // see cork()
   readonly #publishTask = (): void => {
     this.#publishQueued = false;
     if (this.#unpublished !== 0) this.#publish();
@@ -301,32 +300,16 @@ export class RingProducer<T extends Target = Target> {
     this.#accepted = (this.#accepted + 1) | 0;
     this.#payload = (this.#payload + len) | 0;
     // The first frame of a burst goes out at once (nothing waits behind it
-    // yet: no added latency), unless corked; the rest of the burst is
-    // published every #publishBytes and when the task ends (one microtask
-    // per burst), or at uncork().
+    // yet: no added latency); the rest of the burst is published every
+    // #publishBytes and when the task ends (one microtask per burst).
     this.#unpublished += total;
     if (this.#unpublished >= this.#publishBytes) this.#publish();
     else if (!this.#publishQueued) {
       this.#publishQueued = true;
-      if (!this.#corked) this.#publish();
+      this.#publish();
       queueMicrotask(this.#publishTask);
     }
     return true;
-  }
-
-  /**
-   * Holds back the immediate publish of a burst's first frame (see append())
-   * until {@link RingProducer.uncork}; the end-of-task publish and the
-   * publish chunks still happen, so nothing waits longer than the task.
-   */
-  cork(): void {
-    this.#corked = true;
-  }
-
-  /** Ends {@link RingProducer.cork} and publishes what was appended meanwhile. */
-  uncork(): void {
-    this.#corked = false;
-    if (this.#unpublished !== 0) this.#publish();
   }
 
   /** Publishes what was appended since the last publish, if anything. */
