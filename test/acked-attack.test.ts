@@ -11,6 +11,7 @@ import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { encodeFrame, Reader, Writer, type Batch, type IpcError } from '../src/index';
 import { FAST, killChildren, Proc, steady, tmpSocket, useTracking, waitFor, within } from './helpers';
+import { ackOf, frame, GREETING, hello, MAGIC, parseFrames, u64 } from './acked-wire';
 
 const track = useTracking(300);
 afterEach(() => killChildren());
@@ -20,43 +21,8 @@ const metricsOf = (x: { metrics(): object }) => x.metrics() as unknown as AnyMet
 
 // ---- wire (docs/wire-format.md#acknowledged-delivery) ----
 
-const MAGIC = Buffer.from('ff55445341434b01', 'hex');
-const GREETING = Buffer.concat([MAGIC, Buffer.from('G')]);
-const frame = (payload: string | Buffer): Buffer => encodeFrame(payload);
-
-function u64(n: number | bigint): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(BigInt(n));
-  return b;
-}
-const hello = (session: Buffer, firstSeq: number | bigint, resentBelow: number | bigint): Buffer =>
-  Buffer.concat([MAGIC, Buffer.from('H'), session, u64(firstSeq), u64(resentBelow)]);
 const ack = (seq: number | bigint): Buffer => frame(Buffer.concat([Buffer.from('A'), u64(seq)]));
 
-/** Whole frames at the start of `buf` (a trailing partial frame is left out). */
-function parseFrames(buf: Buffer): Buffer[] {
-  const out: Buffer[] = [];
-  let p = 0;
-  for (;;) {
-    let len = 0;
-    let mul = 1;
-    let q = p;
-    let done = false;
-    while (q < buf.length) {
-      const b = buf[q++];
-      len += (b & 0x7f) * mul;
-      mul *= 128;
-      if (b < 0x80) {
-        done = true;
-        break;
-      }
-    }
-    if (!done || q + len > buf.length) return out;
-    out.push(buf.subarray(q, q + len));
-    p = q + len;
-  }
-}
-const ackOf = (p: Buffer): number | undefined => (p.length === 9 && p[0] === 0x41 ? Number(p.readBigUInt64LE(1)) : undefined);
 
 /** A node:net socket that keeps everything it receives (frames parsed lazily, incrementally). */
 class Raw {

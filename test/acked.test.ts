@@ -11,58 +11,14 @@ import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { encodeFrame, Reader, Writer, IpcError, type Batch, type Connection } from '../src/index';
 import { errorOf, FAST, steady, syncError, tmpSocket, useTracking, waitFor, within } from './helpers';
+import { ackOf, frame, GREETING, HELLO, hello, parseFrames, u64 } from './acked-wire';
 
 const track = useTracking(500);
 
 type AnyMetrics = Record<string, number>;
 const metricsOf = (x: { metrics(): object }) => x.metrics() as unknown as AnyMetrics;
 
-// ---- wire helpers (docs/wire-format.md; /work/spec/acked.md "Wire") ----
-
-const GREETING = Buffer.from('ff55445341434b0147', 'hex'); // "\xffUDSACK" 01 'G'
-const HELLO = Buffer.from('ff55445341434b0148', 'hex'); // "\xffUDSACK" 01 'H'
-
-// A whole frame (uvarint length + payload): the package's own codec.
-const frame = (payload: string | Buffer): Buffer => encodeFrame(payload);
-
-function u64(n: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(BigInt(n));
-  return b;
-}
-
-function hello(session: Buffer, firstSeq: number, resentBelow: number): Buffer {
-  return Buffer.concat([HELLO, session, u64(firstSeq), u64(resentBelow)]);
-}
-
-/** Whole frames at the start of `buf` (a trailing partial frame is left out). */
-function parseFrames(buf: Buffer): Buffer[] {
-  const out: Buffer[] = [];
-  let p = 0;
-  for (;;) {
-    let len = 0;
-    let mul = 1;
-    let q = p;
-    let done = false;
-    while (q < buf.length) {
-      const b = buf[q++];
-      len += (b & 0x7f) * mul;
-      mul *= 128;
-      if (b < 0x80) {
-        done = true;
-        break;
-      }
-    }
-    if (!done || q + len > buf.length) return out;
-    out.push(buf.subarray(q, q + len));
-    p = q + len;
-  }
-}
-
-/** The cumulative sequence of an ack frame's payload ('A' + u64 LE), or undefined if it is not one. */
-function ackOf(p: Buffer): number | undefined {
-  return p.length === 9 && p[0] === 0x41 ? Number(p.readBigUInt64LE(1)) : undefined;
-}
+// ---- wire helpers: test/acked-wire.ts ----
 
 /** A node:net socket that keeps everything it receives. */
 class Raw {
