@@ -4,17 +4,25 @@
 // Writer (a hostile reader) and a real acked Reader (a hostile writer).
 // Each test asserts the documented behaviour; 1h, 2a, 2c, 2d, 2j, 3d and 3g
 // failed against the first acked release (main d975e3d) and were fixed.
-import { describe, it, expect, afterEach } from 'vitest';
+import { describe, it, expect, afterAll, afterEach, beforeAll } from 'vitest';
 import net from 'node:net';
 import * as fs from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { encodeFrame, Reader, Writer, type Batch, type IpcError } from '../src/index';
-import { FAST, killChildren, Proc, steady, tmpSocket, useTracking, waitFor, within } from './helpers';
+import { asUser, assertCanRunAs, FAST, killChildren, Proc, readableCopy, steady, tmpSocket, useTracking, waitFor, within, type ReadableCopy } from './helpers';
 import { ackOf, frame, GREETING, hello, MAGIC, parseFrames, u64 } from './acked-wire';
 
 const track = useTracking(300);
 afterEach(() => killChildren());
+// Peers of another user run from a copy every user can read (the checkout may not be).
+const NOBODY = 65534;
+let copy: ReadableCopy | undefined;
+beforeAll(() => {
+  copy = readableCopy();
+  assertCanRunAs(NOBODY, copy);
+});
+afterAll(() => copy?.remove());
 
 type AnyMetrics = Record<string, number>;
 const metricsOf = (x: { metrics(): object }) => x.metrics() as unknown as AnyMetrics;
@@ -623,7 +631,7 @@ describe('attack 2: a hostile writer against an acked Reader', () => {
     expect(metricsOf(w).acked).toBe(0);
     // Other peers, each with its own session: the writer's session is the least recently used, unheld.
     if (other) {
-      const peers = new Proc('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', process.execPath, join(__dirname, 'fixtures', 'acked-attack-peers.js'), path, '3']);
+      const peers = asUser(NOBODY, copy!, 'acked-attack-peers.js', [path, '3']);
       await peers.line((l) => l.event === 'done' || l.event === 'error', 'the other user\'s peers');
       expect(peers.all((l) => l.event === 'acked').length).toBe(3);
     } else {
@@ -662,7 +670,7 @@ describe('attack 2: a hostile writer against an acked Reader', () => {
     w.write('w1');
     await within(w.acknowledged(), 'w1 acknowledged');
     // The other user's peer presents w's session id and sends one message, which its handler holds.
-    const peer = new Proc('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', process.execPath, join(__dirname, 'fixtures', 'acked-raw-peer.js'), path, sameSession ? w.session! : randomBytes(16).toString('hex'), '1']);
+    const peer = asUser(NOBODY, copy!, 'acked-raw-peer.js', [path, sameSession ? w.session! : randomBytes(16).toString('hex'), '1']);
     await waitFor(() => seen.some((s) => s.uid === 65534), 10_000, "the other user's message in its handler");
     // The real writer goes on: its messages must be delivered while the other user's batch is held.
     w.write('w2');
