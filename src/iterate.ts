@@ -19,6 +19,7 @@ export class BatchChannel {
   #release: (() => void) | undefined;
   // Settles the batch the consumer holds now, when it asks for the next one.
   #held: (() => void) | undefined;
+  #heldBatch: Batch | undefined; // that batch
   #waiter: ((r: IteratorResult<Batch, undefined>) => void) | undefined;
   #ended = false;
   #iterating = false;
@@ -30,6 +31,7 @@ export class BatchChannel {
       if (w) {
         this.#waiter = undefined;
         this.#held = resolve;
+        this.#heldBatch = batch;
         w({ done: false, value: batch });
       } else {
         this.#batch = batch;
@@ -48,8 +50,12 @@ export class BatchChannel {
     }
   }
 
-  /** A new iterator; `stop` is called (and awaited) when the consumer leaves the loop early. */
-  iterate(stop: () => Promise<unknown>): AsyncIterableIterator<Batch> {
+  /**
+   * A new iterator; `stop` is called (and awaited) when the consumer leaves
+   * the loop early, then `drop` with the batch it held then (not acknowledged:
+   * its descriptors nobody took are closed).
+   */
+  iterate(stop: () => Promise<unknown>, drop: (held: Batch) => void = () => {}): AsyncIterableIterator<Batch> {
     if (this.#iterating && !this.#ended) {
       throw new IpcError('ERR_INVALID_STATE', 'This Reader is already being iterated; a Reader has one consumer at a time');
     }
@@ -61,11 +67,13 @@ export class BatchChannel {
       // Asking for the next batch is what acknowledges the previous one.
       const held = this.#held;
       this.#held = undefined;
+      this.#heldBatch = undefined;
       held?.();
       const b = this.#batch;
       if (b) {
         this.#batch = undefined;
         this.#held = this.#release;
+        this.#heldBatch = b;
         this.#release = undefined;
         return Promise.resolve({ done: false, value: b });
       }
@@ -95,6 +103,9 @@ export class BatchChannel {
           // batch still held is not acknowledged, so nothing more is delivered;
           // what was not yielded is counted in metrics().discarded.
           await stop();
+          const b = this.#heldBatch;
+          this.#heldBatch = undefined;
+          if (b) drop(b);
         }
         return { done: true, value: undefined };
       },

@@ -348,11 +348,14 @@ export class Reader extends EventEmitter {
         'This Reader has a handler, which receives every batch; construct it without one (new Reader(path, options)) to iterate it',
       );
     }
-    return this.#channel.iterate(() => {
-      const p = this.stop({ timeoutMs: 0 });
-      this.#forceNow();
-      return p;
-    });
+    return this.#channel.iterate(
+      () => {
+        const p = this.stop({ timeoutMs: 0 });
+        this.#forceNow();
+        return p;
+      },
+      (held) => this.#inbox?.closeUntakenFds(held),
+    );
   }
 
   /**

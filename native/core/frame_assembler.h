@@ -455,6 +455,12 @@ class FrameAssembler {
     // means descriptors inside a frame, and would let a peer pile up
     // descriptors here without end (one frame, a byte per send).
     if (ok && !backlog_ && attach_.size() > 1) return fail_fds();
+    // One read still waiting: it belongs to the partial frame at parse_pos_
+    // (the last one), which is fine only if that frame starts in the read.
+    // If it started before, the descriptors came mid-frame: refused now,
+    // not when (if ever) the frame completes.
+    if (ok && !backlog_ && attach_.size() == 1 && parse_pos_ < write_pos_ && attach_.front().start > slab_abs_ + parse_pos_)
+      return fail_fds();
     return ok;
   }
 

@@ -194,7 +194,7 @@ void PacketReceiver::put_large(const uint8_t* p, size_t len, const PeerCred& c, 
   ++stats_.batches;
 }
 
-RecvResult PacketReceiver::receive(uint64_t budget, bool close) {
+RecvResult PacketReceiver::receive(uint64_t budget, bool close, uint64_t fd_room) {
   RecvResult r;
   if (failed_) {
     r.status = RecvStatus::kError;
@@ -215,6 +215,8 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close) {
     const uint64_t worst = cfg_.max_message_size + 2 * sizeof(uint32_t) + kBatchCharge;
     vlen = static_cast<size_t>(std::clamp<uint64_t>(budget / worst, 1, count_));
   }
+  if (cfg_.accept_fds && fd_room != kNoBudget)
+    vlen = std::min(vlen, static_cast<size_t>(std::clamp<uint64_t>(fd_room / protocol::limits::kMaxFdsPerMessage, 1, count_)));
   // Control data only when it can carry something we need: credentials
   // (and, for seqpacket, the EOF test). Without a control buffer the
   // kernel drops stray descriptors itself (MSG_CTRUNC).
@@ -283,12 +285,16 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close) {
       end = i;
       break;
     }
+    const uint64_t closed_here = stats_.fds_closed;
+    creds_in_[i] = control && m.msg_controllen ? scan_control(m, cfg_.accept_fds ? &fds_in_[i] : nullptr) : PeerCred{};
     if (m.msg_flags & MSG_CTRUNC) {
       ++stats_.ctrunc;
-      // Without a control buffer only descriptors can cut control data here
-      // (no SO_PASSCRED, so no credentials): the kernel closed them without
-      // installing them; count the packet's as one.
-      if (!control) ++stats_.fds_closed;
+      // Control data cut short: descriptors came that did not fit, or could
+      // not be installed (RLIMIT_NOFILE reached; credentials always fit the
+      // room offered). The kernel closed those without installing them: if
+      // none of the packet's reached us to be counted, count the packet's as
+      // one, so that a refusal is never silent.
+      if (!cfg_.accept_fds && stats_.fds_closed == closed_here) ++stats_.fds_closed;
       if (cfg_.accept_fds && !failed_ && seqpacket) {
         failed_ = true;
         fd_error_ = CoreError::plain("ERR_FDS_TRUNCATED",
@@ -296,7 +302,6 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close) {
                                      "more than fit)");
       }
     }
-    creds_in_[i] = control && m.msg_controllen ? scan_control(m, cfg_.accept_fds ? &fds_in_[i] : nullptr) : PeerCred{};
     arena_->touched(i, std::min<size_t>(h[i].msg_len, slot_));
   }
   if (seqpacket && !cfg_.accept_fds && !failed_ && stats_.fds_closed > closed_before) {
@@ -314,6 +319,11 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close) {
     const size_t len = h[i].msg_len;
     if (failed_) {
       ++stats_.discarded;
+      if (cfg_.accept_fds && !fds_in_[i].empty()) {
+        // Never delivered: its descriptors are refused (closed, counted).
+        stats_.fds_closed += fds_in_[i].size();
+        fds_in_[i].clear();
+      }
       continue;
     }
     if ((m.msg_flags & MSG_TRUNC) || len > cfg_.max_message_size) {
@@ -321,6 +331,10 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close) {
       if (cfg_.trunc == TruncPolicy::kFail) {
         failed_ = true;
         error_length_ = len;
+      }
+      if (cfg_.accept_fds && !fds_in_[i].empty()) {
+        stats_.fds_closed += fds_in_[i].size();
+        fds_in_[i].clear();
       }
       continue;
     }
@@ -330,6 +344,7 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close) {
     }
     const uint8_t* p = arena_->slot(i);
     std::vector<UniqueFd>* fds = cfg_.accept_fds && !fds_in_[i].empty() ? &fds_in_[i] : nullptr;
+    if (fds) r.fds += fds->size();
     if (len >= cfg_.large_threshold) put_large(p, len, c, fds);
     else put_small(p, len, c, fds);
     ++r.delivered;

@@ -233,6 +233,7 @@ struct RecvResult {
   size_t delivered = 0;    // of which put into batches
   uint64_t bytes = 0;      // payload bytes delivered
   uint64_t charge = 0;     // Batch::charge() of the batches this call made
+  uint64_t fds = 0;        // descriptors kept with the packets delivered (accept_fds)
   bool maybe_more = false;  // the call was full (or stopped by its budget): call again
 };
 
@@ -258,7 +259,13 @@ class PacketReceiver {
   // being built (made ready by the next call that closes it, or by
   // flush()): several calls in a row then hand over one batch instead of
   // one each (the reader engine reads up to four times per readable event).
-  RecvResult receive(uint64_t budget = kNoBudget, bool close_batch = true);
+  //
+  // With accept_fds, `fd_room` bounds the descriptors one call may bring:
+  // the kernel installs every descriptor of the packets a call takes before
+  // anything can be checked, so a call takes at most fd_room / 253 packets
+  // (at least one), and a peer cannot fill the descriptor table through one
+  // call.
+  RecvResult receive(uint64_t budget = kNoBudget, bool close_batch = true, uint64_t fd_room = kNoBudget);
   // Makes the batch being built ready (see receive()).
   void flush() { close_batch(); }
 

@@ -1052,9 +1052,14 @@ void ReaderEngine::on_readable_packets(Conn& c) {
   // hold: the overshoot is one call (what the kernel holds for us).
   const uint64_t room = c.pending < cfg_.max_pending_bytes ? cfg_.max_pending_bytes - c.pending : 0;
   uint64_t got = 0;
+  // Descriptors too (acceptFds): what one call can bring stays within what
+  // the connection may still hold, max_pending_fds (see receive()).
+  const uint64_t fd_room = c.pending_fds < cfg_.max_pending_fds ? cfg_.max_pending_fds - c.pending_fds : 0;
+  uint64_t fds_got = 0;
   for (int r = 0; r < max_reads; ++r) {
-    res = c.packets->receive(kNoBudget, /*close_batch=*/false);
+    res = c.packets->receive(kNoBudget, /*close_batch=*/false, fd_room > fds_got ? fd_room - fds_got : 0);
     got += res.bytes + res.delivered * 2 * sizeof(uint32_t);
+    fds_got += res.fds;
     if (res.packets > 0) {
       if (cfg_.inactivity_timeout_ms > 0) c.last_active_ms = now_ms();
       m_reads_.fetch_add(1, std::memory_order_relaxed);
@@ -1064,7 +1069,7 @@ void ReaderEngine::on_readable_packets(Conn& c) {
     // a call rarely fills up: read on while calls bring anything (writers
     // refill the queue meanwhile), up to the cap, into the same batch.
     more = res.status == RecvStatus::kOk && (res.maybe_more || (cfg_.type == SOCK_DGRAM && res.packets > 0));
-    if (!more || got >= room) break;
+    if (!more || got >= room || (fds_got > 0 && fds_got >= fd_room)) break;
   }
   c.packets->flush();
   if (const uint64_t refused = c.packets->stats().refused - refused_before)

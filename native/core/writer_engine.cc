@@ -195,12 +195,14 @@ void WriterEngine::apply_inbound_error() {
   const CoreError why = inbound_why_;
   const bool report = inbound_report_;
   lk.unlock();
-  if (!connected_ || conn != conn_id_) return;  // that connection has ended already
+  // Reported even when that connection has ended meanwhile (a reader that
+  // sent descriptors and closed at once): the refusal is never silent.
   if (report) {
     WriterEvent ev{WriterEvent::kError};
     ev.error = why;
     emit(std::move(ev));
   }
+  if (!connected_ || conn != conn_id_) return;  // that connection has ended already
   disconnect(why, Drop::kProtocolError);
 }
 

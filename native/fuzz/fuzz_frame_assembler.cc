@@ -575,6 +575,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         r.frame = model.frame_of(r.last);
         r.valid = model.frame_start(r.frame) >= r.start;
         r.resolve_at = model.resolve_at(r.frame);
+        // Descriptors where no frame starts fail the read that brought them
+        // (the frame holding its last byte began before it): at once, unless
+        // a bad prefix in the tail is decided first (the framing error wins).
+        if (!r.valid && !(r.frame == ref.msgs.size() && ref.err != FrameError::kNone && ref.err_decided <= r.last + 1))
+          r.resolve_at = std::min(r.resolve_at, r.last + 1);
         if (r.valid && r.frame < ref.msgs.size()) msg_read[r.frame] = static_cast<int32_t>(reads.size());
         pending.push_back(reads.size());
         reads.push_back(std::move(r));

@@ -184,6 +184,11 @@ export class Inbox {
   }
 
   /** The handler is done with `batch`: acknowledge its bytes and release its memory unless it was retained. */
+  /** Closes (and counts) the descriptors of `batch` nobody took, without releasing it. */
+  closeUntakenFds(batch: Batch): void {
+    this.#fds.release(batch);
+  }
+
   done(batch: Batch): void {
     this.#fds.release(batch);
     const region = batchMemory(batch);
