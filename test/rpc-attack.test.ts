@@ -545,15 +545,77 @@ describe('hostile client vs RpcServer: deadlines, errors, recursion', () => {
     const queued = await steady(() => s.metrics().queued, 200);
     g.open();
     await within(
-      waitFor(() => p.got.length >= queued + 1 || p.closed, 30_000, 'the replies'),
+      waitFor(() => p.got.length >= queued + 1 || p.closed, 10_000, 'the replies'),
       'the replies',
-      40_000,
+      15_000,
     );
     expect(errors.map((e) => e.message)).toEqual([]);
     expect(p.closed).toBe(false);
     await waitFor(() => p.got.length === N + 1, 30_000, 'every reply');
     expect(p.got.filter((e) => e.kind === 'reply')).toHaveLength(N + 1);
   }, 60_000);
+
+  it('a stream request with credit 0: nothing is sent until CREDIT; the connection is still read meanwhile (no deadlock)', async () => {
+    let produced = 0;
+    const { path, server: s } = await server(
+      {
+        async *st() {
+          for (;;) {
+            produced++;
+            yield String(produced);
+          }
+        },
+        ping: () => 'pong',
+      },
+      { maxConcurrentCalls: 1 },
+    );
+    const p = await rawClient(path);
+    p.send({ kind: 'request', id: 1, method: 'st', stream: true, credit: 0 });
+    await waitFor(() => s.metrics().running === 1);
+    p.send({ kind: 'request', id: 2, method: 'ping' }); // waits for the slot
+    await waitFor(() => s.metrics().queued === 1);
+    expect(p.of(1)).toEqual([]);
+    p.send({ kind: 'credit', id: 1, credit: 2 });
+    await waitFor(() => p.of(1).length === 2);
+    expect(p.of(1).map(text)).toEqual(['1', '2']);
+    p.send({ kind: 'cancel', id: 1 });
+    expect(text(await p.next(isReply(2)))).toBe('pong');
+    expect(produced).toBeLessThanOrEqual(3);
+  });
+
+  it('a deadline that passes while an async handler ignores ctx.signal: one ERROR ERR_TIMEOUT, the late result is discarded', async () => {
+    const g = gate();
+    let sig: AbortSignal | undefined;
+    const { path, server: s } = await server({
+      slow: async (_b: Buffer, ctx: CallContext) => {
+        sig = ctx.signal;
+        await g.wait;
+        return 'late';
+      },
+      ping: () => 'pong',
+    });
+    const p = await rawClient(path);
+    p.send({ kind: 'request', id: 1, method: 'slow', deadlineMs: 30 });
+    await p.next(isErr(1, 'ERR_TIMEOUT'));
+    expect(sig?.aborted).toBe(true);
+    expect(sig?.reason).toMatchObject({ code: 'ERR_TIMEOUT' });
+    g.open();
+    await Promise.resolve();
+    p.send({ kind: 'request', id: 2, method: 'ping' });
+    await p.next(isReply(2));
+    expect(p.of(1)).toHaveLength(1);
+    expect(s.metrics()).toMatchObject({ timedOut: 1, running: 0 });
+  });
+
+  it('(documented, a hazard) a handler that lets a Node system error escape sends its code and message, file path included', async () => {
+    const { readFileSync } = await import('node:fs');
+    const { path } = await server({ read: () => readFileSync('/nonexistent/secret-dir/key.pem') });
+    const p = await rawClient(path);
+    p.send({ kind: 'request', id: 1, method: 'read' });
+    const e = (await p.next(isErr(1))) as Extract<Env, { kind: 'error' }>;
+    expect(e.code).toBe('ENOENT');
+    expect(e.message).toContain('/nonexistent/secret-dir/key.pem');
+  });
 
   it('ctx.signal read after the call completed is not aborted, and stays so when the client disconnects', async () => {
     let ctxKept: CallContext | undefined;
@@ -749,6 +811,25 @@ describe('hostile server vs RpcClient', () => {
     p.send({ kind: 'reply', id: req.id, body: 'ok' });
     expect((await call).toString()).toBe('ok');
     expect(client.metrics().invalidFrames).toBe(6);
+  });
+
+  it('a reply above the client maxMessageSize, or a length prefix of 2^40: the connection is replaced, the call fails ERR_CONNECTION_LOST (no hang, no allocation)', async () => {
+    const { client, peers, errors } = await hostile({ maxMessageSize: 64 * 1024 });
+    const c1 = client.call('a', '', { timeoutMs: 10_000 });
+    await waitFor(() => peers.length === 1);
+    const p1 = peers[0];
+    const r1 = await p1.next((e) => e.kind === 'request');
+    p1.send({ kind: 'reply', id: r1.id, body: Buffer.alloc(1024 * 1024) });
+    expect(await rejection(c1)).toMatchObject({ code: 'ERR_CONNECTION_LOST' });
+    const c2 = client.call('b', '', { timeoutMs: 10_000 });
+    await waitFor(() => peers.length === 2, 10_000, 'the new connection');
+    const p2 = peers[1];
+    await p2.next((e) => e.kind === 'request');
+    p2.sock.write(u(0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80)); // an endless varint
+    p2.sock.write(u(0x80, 0x80, 0x80, 0x80, 0x80, 0x20)); // and 2^40 after that, for a decoder that takes it
+    expect(await rejection(c2)).toMatchObject({ code: 'ERR_CONNECTION_LOST' });
+    expect(errors.some((e) => ['ERR_MESSAGE_TOO_LARGE', 'ERR_INVALID_FRAME'].includes((e as IpcError).code))).toBe(true);
+    expect(client.metrics().inFlight).toBe(0);
   });
 
   it('a server that never replies to many calls: every one times out, nothing leaks (inFlight 0), stop() is quick', async () => {
