@@ -583,6 +583,65 @@ describe('hostile client vs RpcServer: deadlines, errors, recursion', () => {
     expect(produced).toBeLessThanOrEqual(3);
   });
 
+  it('every slot held by a stream parked at credit 0, then a flood: maxConcurrentCalls wait, the rest are refused ERR_UNAVAILABLE (did not run)', async () => {
+    let pings = 0;
+    const { path, server: s } = await server(
+      {
+        async *st() {
+          yield 'x';
+        },
+        ping: () => {
+          pings++;
+          return 'pong';
+        },
+      },
+      { maxConcurrentCalls: 2 },
+    );
+    const p = await rawClient(path);
+    p.send({ kind: 'request', id: 1, method: 'st', stream: true, credit: 0 });
+    p.send({ kind: 'request', id: 2, method: 'st', stream: true, credit: 0 });
+    await waitFor(() => s.metrics().running === 2);
+    const frames: Buffer[] = [];
+    for (let id = 3; id < 1003; id++) frames.push(encodeFrame(encodeRpcEnvelope({ kind: 'request', id, method: 'ping', body: 'b'.repeat(100) })));
+    p.sock.write(Buffer.concat(frames));
+    await waitFor(() => p.got.length === 998, 10_000, 'the refusals');
+    expect(p.got.every((e) => e.kind === 'error' && e.code === 'ERR_UNAVAILABLE')).toBe(true);
+    expect(s.metrics()).toMatchObject({ running: 2, queued: 2 });
+    expect(pings).toBe(0);
+    p.send({ kind: 'cancel', id: 1 });
+    // 2: one for the part, one to pull the generator again and learn it ended (END needs a pull, so a credit).
+    p.send({ kind: 'credit', id: 2, credit: 2 });
+    await waitFor(() => p.got.filter((e) => e.kind === 'reply').length === 2, 10_000, 'the queued pings');
+    await p.next((e) => e.id === 2 && e.kind === 'end');
+    expect(pings).toBe(2);
+    expect(s.metrics()).toMatchObject({ running: 0, queued: 0 });
+  });
+
+  it('a REQUEST with unknown flag bits is ERR_BAD_REQUEST; STREAM for a unary method ERR_NOT_STREAMING; unary for a stream ERR_STREAMING', async () => {
+    let ran = 0;
+    const { path } = await server({
+      u: () => {
+        ran++;
+        return 'u';
+      },
+      async *st() {
+        ran++;
+        yield 'x';
+      },
+    });
+    const p = await rawClient(path);
+    p.sendRaw(u(0x01, 0x01, 0x02, 0x00, 0x01, 0x75));
+    p.sendRaw(u(0x01, 0x02, 0x81, 0x00, 0x05, 0x01, 0x75));
+    p.send({ kind: 'request', id: 3, method: 'u', stream: true, credit: 5 });
+    p.send({ kind: 'request', id: 4, method: 'st' });
+    await p.next(isErr(4));
+    expect(p.of(1)).toMatchObject([{ code: 'ERR_BAD_REQUEST' }]);
+    expect(p.of(2)).toMatchObject([{ code: 'ERR_BAD_REQUEST' }]);
+    expect(p.of(3)).toMatchObject([{ code: 'ERR_NOT_STREAMING' }]);
+    expect(p.of(4)).toMatchObject([{ code: 'ERR_STREAMING' }]);
+    expect(ran).toBe(0);
+  });
+
   it('a deadline that passes while an async handler ignores ctx.signal: one ERROR ERR_TIMEOUT, the late result is discarded', async () => {
     const g = gate();
     let sig: AbortSignal | undefined;
