@@ -355,6 +355,22 @@ describe('hostile client vs RpcServer: floods', () => {
   });
 });
 
+describe('hostile client vs RpcServer: floods of answers the client does not read', () => {
+  it('BUG: a non-reading client flooding requests for an unknown method: the ERROR frames are buffered without bound too', async () => {
+    const { path, server: s } = await server({ ping: () => 'pong' }, { maxReplyBytes: 16 * 1024 });
+    const p = await rawClient(path);
+    p.sock.pause(); // never read
+    const name = 'm'.repeat(256); // each ERROR echoes it: ~280 bytes
+    const N = 40_000; // ~11 MiB of ERROR frames
+    const frames: Buffer[] = [];
+    for (let id = 1; id <= N; id++) frames.push(encodeFrame(encodeRpcEnvelope({ kind: 'request', id, method: name })));
+    p.sock.write(Buffer.concat(frames));
+    await waitFor(() => s.metrics().unknownMethods > 100);
+    const n = await steady(() => s.metrics().unknownMethods, 300);
+    expect(n * 280).toBeLessThan(4 * 1024 * 1024);
+  });
+});
+
 describe('hostile client vs RpcServer: method names and stop', () => {
   it.each(['__proto__', 'constructor', 'toString', 'hasOwnProperty', 'valueOf', '__defineGetter__', 'isPrototypeOf'])(
     'method %s is ERR_UNKNOWN_METHOD (no Object.prototype member is called)',
