@@ -14,6 +14,9 @@ export interface Timed {
   heapIndex: number;
 }
 
+/** The longest delay setTimeout() takes as given. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export class DeadlineQueue<T extends Timed> {
   readonly #heap: T[] = [];
   #timer: NodeJS.Timeout | undefined;
@@ -68,7 +71,10 @@ export class DeadlineQueue<T extends Timed> {
     if (h.length === 0) return;
     const at = h[0].deadlineAt;
     this.#timerAt = at;
-    this.#timer = setTimeout(this.#fire, Math.max(0, Math.ceil(at - performance.now())));
+    // setTimeout takes at most 2^31 - 1 ms (more becomes 1 ms, with a
+    // warning each time): a farther deadline (a peer may ask for one) is
+    // re-armed when that fires.
+    this.#timer = setTimeout(this.#fire, Math.min(MAX_TIMER_MS, Math.max(0, Math.ceil(at - performance.now()))));
     this.#timer.unref();
   }
 

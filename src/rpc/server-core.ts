@@ -235,6 +235,7 @@ export class ServerCore {
 /** @internal One connection's calls. */
 export class ServerConnection {
   readonly #core: ServerCore;
+  #startingQueued = false; // inside #startQueued()
   readonly #sink: FrameSink;
   readonly connection: Connection;
   readonly peer: RpcPeer;
@@ -245,14 +246,41 @@ export class ServerConnection {
   #drained: (() => void) | undefined;
   #drainedP: Promise<void> | undefined;
   #sending = 0; // send()s in progress: later frames go through send() too, in order
+  #sent: (() => void) | undefined; // whenSent()'s
+  #sentP: Promise<void> | undefined;
   #closed = false;
   readonly #sentOk = (): void => {
     this.#sending--;
+    this.#checkSent();
   };
   readonly #sentFail = (e: unknown): void => {
     this.#sending--;
     this.close(e);
+    this.#checkSent();
   };
+
+  #checkSent(): void {
+    if (this.#sending !== 0 || this.#sent === undefined) return;
+    const f = this.#sent;
+    this.#sent = undefined;
+    this.#sentP = undefined;
+    f();
+  }
+
+  /** Frames waiting for room in the connection's reply queue (maxReplyBytes). */
+  get sending(): number {
+    return this.#sending;
+  }
+
+  /**
+   * Resolves once no frame waits for room: the caller reads no more of this
+   * connection meanwhile, so a client that does not read its replies cannot
+   * make the server run calls and hold their replies without end.
+   */
+  whenSent(): Promise<void> {
+    if (this.#sending === 0) return Promise.resolve();
+    return (this.#sentP ??= new Promise<void>((resolve) => (this.#sent = resolve)));
+  }
 
   constructor(core: ServerCore, sink: FrameSink, connection: Connection) {
     this.#core = core;
@@ -591,13 +619,22 @@ export class ServerConnection {
   }
 
   #startQueued(): void {
+    // A queued call that finishes at once (a synchronous method) frees its
+    // slot from inside #start(): the loop below takes the next one, rather
+    // than a nested call per queued request (thousands deep: the stack).
+    if (this.#startingQueued) return;
     const q = this.#queue;
     const core = this.#core;
-    while (this.#running < core.opts.maxConcurrentCalls && this.#qHead < q.length && !this.#closed) {
-      const c = q[this.#qHead++];
-      core.m.queued--;
-      this.#setRunning(c);
-      this.#start(c);
+    this.#startingQueued = true;
+    try {
+      while (this.#running < core.opts.maxConcurrentCalls && this.#qHead < q.length && !this.#closed) {
+        const c = q[this.#qHead++];
+        core.m.queued--;
+        this.#setRunning(c);
+        this.#start(c);
+      }
+    } finally {
+      this.#startingQueued = false;
     }
     if (this.#qHead === q.length) {
       q.length = 0;
@@ -693,16 +730,25 @@ export class ServerConnection {
     const code = e !== null && typeof e === 'object' ? (e as { code?: unknown }).code : undefined;
     if (isWireCode(code)) {
       const m = (e as { message?: unknown }).message;
-      let msg = typeof m === 'string' ? m : '';
-      if (msg.length > MAX_ERROR_MESSAGE) msg = msg.slice(0, MAX_ERROR_MESSAGE) + '…';
+      const msg = typeof m === 'string' ? cutUtf8(m, MAX_ERROR_MESSAGE) : '';
       return this.#error(id, code, msg);
     }
     core.report(e instanceof Error ? e : new Error(`RPC method ${JSON.stringify(method)} threw ${describe(e)}`), method, this.connection);
     this.#error(id, WireCodes.INTERNAL, 'internal error');
   }
 
+  // An ERROR frame. Its message is cut (in UTF-8 bytes) so that the frame
+  // fits the largest reply this connection may send: the caller always gets
+  // the code, never a frame the transport refuses.
   #error(id: number, code: string, message: string): void {
-    this.#out(encodeError(this.#core.scratch, id, code, message));
+    const core = this.#core;
+    let frame = encodeError(core.scratch, id, code, message);
+    const max = core.opts.maxFrameSize;
+    if (frame.length > max && message.length !== 0) {
+      const overhead = frame.length - Buffer.byteLength(message, 'utf8');
+      frame = encodeError(core.scratch, id, code, cutUtf8(message, Math.max(0, max - overhead - ELLIPSIS_BYTES)));
+    }
+    this.#out(frame);
   }
 
   // Sends a frame: write() while nothing waits, else send() (in order).
@@ -713,6 +759,9 @@ export class ServerConnection {
       try {
         if (this.#sink.write(frame)) return undefined;
       } catch (e) {
+        // Never silent: a frame the transport refuses is reported, and the
+        // connection's calls end (its later requests get no answer).
+        this.#core.report(e as Error, undefined, this.connection);
         this.close(e);
         return undefined;
       }
@@ -769,4 +818,16 @@ function describe(v: unknown): string {
   if (Array.isArray(v)) return 'an array';
   if (typeof v === 'object') return `an instance of ${(v as object).constructor?.name ?? 'Object'}`;
   return `a ${typeof v}`;
+}
+
+/** '…' in UTF-8. */
+const ELLIPSIS_BYTES = 3;
+
+/** `s` cut to at most `max` bytes of UTF-8 (plus '…' when cut), at a character boundary. */
+function cutUtf8(s: string, max: number): string {
+  if (s.length <= max / 3 || Buffer.byteLength(s, 'utf8') <= max) return s;
+  const b = Buffer.from(s, 'utf8');
+  let end = max;
+  while (end > 0 && (b[end] & 0xc0) === 0x80) end--; // not inside a character
+  return b.subarray(0, end).toString('utf8') + '…';
 }

@@ -252,17 +252,36 @@ export class RpcServer extends EventEmitter {
       st = this.#core.connection(conn, conn);
       this.#conns.set(conn.id, st);
     }
+    return this.#frames(st, conn, batch, 0);
+  }
+
+  // The frames of `batch` from `from` on. While replies wait for room in the
+  // connection's reply queue (a client that does not read them), no further
+  // request is taken, not even from this batch, and the connection is not
+  // read (the returned promise holds the batch): what the server holds for
+  // it stays bounded by maxReplyBytes.
+  #frames(st: ServerConnection, conn: DuplexConnection, batch: Batch, from: number): void | Promise<void> {
     const bytes = batch.bytes;
-    for (let i = 0, n = batch.length; i < n; i++) st.onFrameAt(bytes, batch.start(i), batch.end(i), batch);
+    const n = batch.length;
+    let i = from;
+    while (i < n && st.sending === 0) {
+      st.onFrameAt(bytes, batch.start(i), batch.end(i), batch);
+      i++;
+    }
     // The replies of the synchronous handlers go out now, not at the end of
     // the tick: before the Reader acknowledges the batch and before the
     // microtasks run (the tick's flush then finds nothing, or only what
     // async handlers add meanwhile).
     const flush = (conn as Partial<ReaderConnection>).flush;
     if (flush !== undefined) flush.call(conn);
+    if (i < n) return st.whenSent().then(() => this.#frames(st, conn, batch, i));
     // Requests beyond maxConcurrentCalls wait in the connection's queue as
     // views of this batch: keep it (and this connection paused) until they start.
-    if (st.queued !== 0) return st.whenDrained();
+    const queued = st.queued !== 0;
+    const sending = st.sending !== 0;
+    if (queued && sending) return Promise.all([st.whenDrained(), st.whenSent()]).then(noop);
+    if (queued) return st.whenDrained();
+    if (sending) return st.whenSent();
   }
 
   #report(err: Error, context: ErrorContext, conn: Connection | undefined): void {
@@ -298,3 +317,5 @@ function checkMethods(methods: unknown): asserts methods is RpcMethods {
     if (typeof fn !== 'function') throw invalidType(`methods.${name}`, 'a function', fn, 'argument');
   }
 }
+
+function noop(): void {}
