@@ -3,6 +3,7 @@
 // fixture as a child with its metrics.
 import * as fs from 'node:fs';
 import { dirname, join } from 'node:path';
+import { expect } from 'vitest';
 import { FIXTURES, Proc, waitFor, type Line } from './helpers';
 
 /** Entries of /proc/<pid>/fd (for 'self': this process, the directory being read included). */
@@ -50,4 +51,46 @@ export async function metricsOf(p: Proc): Promise<Line> {
   const m = p.all((l) => l.event === 'metrics')[before];
   if (!m) throw new Error(`no metrics: child exited ${JSON.stringify(p.exit)}; stderr: ${p.stderr}`);
   return m;
+}
+
+/**
+ * The smallest of three readings of /proc/<pid>/fd a few ms apart: a Writer's
+ * connect attempt holds a socket for a moment (socket(), connect() failing,
+ * close()), which is not a descriptor the library keeps.
+ */
+export async function restingFdCount(pid: number): Promise<number> {
+  let n = fdCount(pid);
+  for (let i = 0; i < 2; i++) {
+    await new Promise((r) => setTimeout(r, 3));
+    n = Math.min(n, fdCount(pid));
+  }
+  return n;
+}
+
+/** Waits until /proc/<pid>/fd has `n` entries (resting), then asserts it. */
+export async function expectFdsBackTo(pid: number, n: number, who: string, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  let now = await restingFdCount(pid);
+  while (now !== n && Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 20));
+    now = await restingFdCount(pid);
+  }
+  expect(now, `${who}: descriptors in /proc/${pid}/fd`).toBe(n);
+}
+
+/** A uvarint (LEB128) length prefix, built by hand (raw peers). */
+export function uvarint(n: number): Buffer {
+  const out: number[] = [];
+  while (n >= 0x80) {
+    out.push((n % 0x80) | 0x80);
+    n = Math.floor(n / 0x80);
+  }
+  out.push(n);
+  return Buffer.from(out);
+}
+
+/** A whole frame built by hand: uvarint(length) + payload. */
+export function frame(payload: string | Buffer): Buffer {
+  const p = typeof payload === 'string' ? Buffer.from(payload) : payload;
+  return Buffer.concat([uvarint(p.length), p]);
 }

@@ -32,7 +32,7 @@ import {
   type Line,
   type ReadableCopy,
 } from './helpers';
-import { fdCount, fdsOnFile, fileNear, metricsOf } from './fd-helpers';
+import { expectFdsBackTo, fdCount, fdsOnFile, fileNear, frame, metricsOf, restingFdCount } from './fd-helpers';
 
 const PEER = join(FIXTURES, 'fd_attack_peer.py');
 const NOBODY = 65534;
@@ -87,40 +87,9 @@ function peer(type: SockType, mode: 'connect' | 'serve', path: string, steps: St
   ]);
 }
 
-function uvarint(n: number): Buffer {
-  const out: number[] = [];
-  while (n >= 0x80) {
-    out.push((n % 0x80) | 0x80);
-    n = Math.floor(n / 0x80);
-  }
-  out.push(n);
-  return Buffer.from(out);
-}
 
-function frame(payload: string | Buffer): Buffer {
-  const p = typeof payload === 'string' ? Buffer.from(payload) : payload;
-  return Buffer.concat([uvarint(p.length), p]);
-}
 
-/** The smallest of three readings a few ms apart (a Writer's connect attempt holds a socket for a moment). */
-async function restingFdCount(pid: number): Promise<number> {
-  let n = fdCount(pid);
-  for (let i = 0; i < 2; i++) {
-    await new Promise((r) => setTimeout(r, 3));
-    n = Math.min(n, fdCount(pid));
-  }
-  return n;
-}
 
-async function expectFdsBackTo(pid: number, n: number, who: string, timeoutMs = 10_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  let now = await restingFdCount(pid);
-  while (now !== n && Date.now() < end) {
-    await new Promise((r) => setTimeout(r, 20));
-    now = await restingFdCount(pid);
-  }
-  expect(now, `${who}: descriptors in /proc/${pid}/fd`).toBe(n);
-}
 
 /** Waits until this process holds no descriptor of `file`. */
 async function expectNoFdsOn(file: string, what: string): Promise<void> {

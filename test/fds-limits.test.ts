@@ -16,35 +16,12 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Reader, Writer, type Batch } from '../src/index';
 import { tmpSocket, waitFor, within, steady, FIXTURES, FAST, Proc, PYTHON, killChildren, useTracking, type Line } from './helpers';
-import { fdCount, fileNear, metricsOf } from './fd-helpers';
+import { expectFdsBackTo, fdCount, fileNear, metricsOf, restingFdCount } from './fd-helpers';
 
 const track = useTracking(500);
 afterEach(() => killChildren());
 
-/**
- * The smallest of three readings a few ms apart: a Writer's connect attempt
- * holds a socket for a moment (socket(), connect() failing, close()), which
- * is not a descriptor the library keeps.
- */
-async function restingFdCount(pid: number): Promise<number> {
-  let n = fdCount(pid);
-  for (let i = 0; i < 2; i++) {
-    await new Promise((r) => setTimeout(r, 3));
-    n = Math.min(n, fdCount(pid));
-  }
-  return n;
-}
 
-/** Waits until /proc/<pid>/fd has `n` entries (resting), then asserts it. */
-async function expectFdsBackTo(pid: number, n: number, who: string, timeoutMs = 10_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  let now = await restingFdCount(pid);
-  while (now !== n && Date.now() < end) {
-    await new Promise((r) => setTimeout(r, 20));
-    now = await restingFdCount(pid);
-  }
-  expect(now, `${who}: descriptors in /proc/${pid}/fd`).toBe(n);
-}
 
 function readerChild(path: string, cfg: object, prefix: string[] = []): Proc {
   const cmd = prefix.length ? prefix[0] : process.execPath;

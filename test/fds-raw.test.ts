@@ -18,27 +18,13 @@ import * as fs from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Writer, type Batch } from '../src/index';
 import { tmpSocket, waitFor, within, FIXTURES, FAST, Proc, PYTHON, killChildren, useTracking, type Line } from './helpers';
-import { fdCount, fileNear, metricsOf, readerChild } from './fd-helpers';
+import { fdCount, fileNear, frame, metricsOf, readerChild, uvarint } from './fd-helpers';
 
 const PEER = join(FIXTURES, 'fd_peer.py');
 const track = useTracking(500);
 afterEach(() => killChildren());
 
-/** A uvarint (LEB128) length prefix. */
-function uvarint(n: number): Buffer {
-  const out: number[] = [];
-  while (n >= 0x80) {
-    out.push((n % 0x80) | 0x80);
-    n = Math.floor(n / 0x80);
-  }
-  out.push(n);
-  return Buffer.from(out);
-}
 
-function frame(payload: string | Buffer): Buffer {
-  const p = typeof payload === 'string' ? Buffer.from(payload) : payload;
-  return Buffer.concat([uvarint(p.length), p]);
-}
 
 interface Step {
   hex: string;
