@@ -298,6 +298,37 @@ describe('remote publisher (JetStream mode)', () => {
     });
   });
 
+  it('BUG: anyone who may publish on a listen route\'s stream subject can pre-empt a local writer\'s next Nats-Msg-Id: the genuine message is dropped as a "duplicate" and acknowledged to the writer', async () => {
+    const inPath = tmpSocket('dedup-in.sock');
+    const bridge = await new Bridge({ servers: srv.url, jetstream: { stream: 'ATKDEDUP' }, routes: [{ listen: inPath, publish: 'atkdedup.x' }] }).start();
+    const w = new Writer(inPath, { delivery: 'acked' }).start();
+    w.write('genuine 0');
+    await w.acknowledged();
+    const jsm = await jetstreamManager(nc);
+    const first = await jsm.streams.getMessage('ATKDEDUP', { seq: 1 });
+    const id = first!.header.get('Nats-Msg-Id'); // visible to anyone who may read the stream
+    const [session, seq] = id.split(':');
+    // the attacker publishes the next sequence numbers first
+    const js = jetstream(nc);
+    for (let i = 1; i <= 3; i++) {
+      const h = headers();
+      h.set('Nats-Msg-Id', `${session}:${Number(seq) + i}`);
+      await js.publish('atkdedup.x', `forged ${i}`, { headers: h });
+    }
+    for (let i = 1; i <= 3; i++) w.write(`genuine ${i}`);
+    await w.acknowledged();
+    const m = bridge.metrics();
+    const stored: string[] = [];
+    const n = (await jsm.streams.info('ATKDEDUP')).state.messages;
+    for (let s2 = 1; s2 <= n; s2++) stored.push((await jsm.streams.getMessage('ATKDEDUP', { seq: s2 }))!.string());
+    await w.stop();
+    await bridge.stop();
+    expect({ duplicates: m.duplicates, genuineStored: stored.filter((x) => x.startsWith('genuine')) }).toEqual({
+      duplicates: 0,
+      genuineStored: ['genuine 0', 'genuine 1', 'genuine 2', 'genuine 3'],
+    });
+  });
+
   it('a flood into the stream with a stalled local reader: pulling stops, in flight stays within maxInFlight', async () => {
     const appPath = tmpSocket('jsflood-app.sock');
     let release!: () => void;
