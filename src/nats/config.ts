@@ -5,7 +5,7 @@
  * (subjects, paths, names, ranges) are checked by the `Bridge` constructor.
  * See docs/nats.md#routes-from-a-configuration-file.
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { invalidArg, invalidValue } from '../errors';
 import type { BridgeOptions, BridgeRoute, JetStreamOptions } from './index';
 
@@ -28,7 +28,12 @@ const API_ONLY: Record<string, string> = {
   writerOptions: 'Writer options are for the API only: new Bridge({ routes: [{ subscribe, connect, writerOptions }] })',
 };
 
+// Secrets are never echoed in errors (they are printed): named by type only.
+const SECRET_KEYS: readonly string[] = ['token', 'password'];
+const SECRET = Symbol('secret');
+
 function kindOf(v: unknown): string {
+  if (v === SECRET) return 'a value of another type (not shown: a secret)';
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'an array';
   if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v)}`;
@@ -53,7 +58,7 @@ function keys(where: string, o: Record<string, unknown>, allowed: readonly strin
 }
 
 function string(key: string, v: unknown): string {
-  if (typeof v !== 'string') throw wrongType(key, 'a string', v);
+  if (typeof v !== 'string') throw wrongType(key, 'a string', v !== undefined && SECRET_KEYS.includes(key) ? SECRET : v);
   return v;
 }
 
@@ -142,6 +147,30 @@ function errorOffset(text: string): number | undefined {
   return hi - 1;
 }
 
+/** The most a configuration file may hold. */
+const MAX_CONFIG_BYTES = 1024 * 1024;
+
+/** A regular file of at most MAX_CONFIG_BYTES, as UTF-8 (never a device or a pipe that does not end). */
+function readLimited(file: string): string {
+  const fd = openSync(file, 'r');
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw invalidValue(`${file}: not a regular file`);
+    const buf = Buffer.alloc(Math.min(st.size, MAX_CONFIG_BYTES) + 1);
+    let n = 0;
+    for (;;) {
+      const k = readSync(fd, buf, n, buf.length - n, null);
+      if (k === 0) break;
+      n += k;
+      if (n === buf.length) break;
+    }
+    if (n > MAX_CONFIG_BYTES) throw invalidValue(`${file}: larger than a configuration file may be (${MAX_CONFIG_BYTES} bytes)`);
+    return buf.subarray(0, n).toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** "line L column C" of a character offset. */
 function lineColumn(text: string, pos: number): string {
   const before = text.slice(0, pos);
@@ -159,25 +188,21 @@ function lineColumn(text: string, pos: number): string {
 export function readBridgeConfig(file: string): BridgeConfig {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = readLimited(file);
   } catch (e) {
+    if ((e as { code?: string }).code === 'ERR_INVALID_ARG_VALUE') throw e;
     const x = e as { code?: string; message?: string };
     throw invalidValue(`${file}: cannot read the configuration file: ${x.code ?? ''}${x.code ? ': ' : ''}${(x.message ?? String(e)).replace(/^\w+: /, '')}`);
   }
   let value: unknown;
   try {
     value = JSON.parse(text);
-  } catch (e) {
-    // One line, with where: V8 words some errors with a position, others with a quote of the text instead.
-    let msg = (e as Error).message;
-    let pos: number | undefined = Number(/at position (\d+)/.exec(msg)?.[1] ?? NaN);
-    const quoted = /^(.*?), (?:\.\.\.)?".*" is not valid JSON$/s.exec(msg);
-    if (quoted) {
-      msg = quoted[1];
-      pos = errorOffset(text);
-    }
-    if (Number.isNaN(pos) || /line \d+/.test(msg)) pos = undefined;
-    throw invalidValue(`${file}: not valid JSON: ${msg.replace(/\s*\n\s*/g, ' ')}${pos !== undefined ? ` (${lineColumn(text, pos)})` : ''}`);
+  } catch {
+    // Where, never what: V8's message quotes the text (a token, the start of
+    // the file), and the file may hold secrets, or be something else entirely.
+    if (text.trim() === '') throw invalidValue(`${file}: not valid JSON: the file is empty`);
+    const pos = errorOffset(text);
+    throw invalidValue(`${file}: not valid JSON${pos !== undefined && pos >= 0 ? ` (${lineColumn(text, pos)})` : ''}`);
   }
   try {
     return parseBridgeConfig(value);

@@ -61,6 +61,8 @@ interface JsMsg {
   redelivered: boolean;
   ack(): void;
   working(): void;
+  /** Tells JetStream never to deliver it again (@nats-io/jetstream JsMsg.term). */
+  term(reason?: string): void;
 }
 /** @internal */
 interface ConsumerMessages extends AsyncIterable<JsMsg> {
@@ -338,7 +340,7 @@ function resolveOptions(options: unknown): Resolved {
   if (typeof o.servers === 'string') servers = [o.servers];
   else if (Array.isArray(o.servers) && o.servers.length > 0 && o.servers.every((s) => typeof s === 'string')) servers = o.servers as string[];
   else throw invalidType('servers', 'a URL string or a non-empty array of them (e.g. "nats://127.0.0.1:4222")', o.servers);
-  for (const s of servers) if (s.length === 0 || /\s/.test(s)) throw invalidValue(`Invalid NATS server URL ${JSON.stringify(s)}`);
+  for (const s of servers) if (s.length === 0 || /\s/.test(s)) throw invalidValue(`Invalid NATS server URL ${JSON.stringify(redactUrls(s))}`);
 
   let jetstream: Required<JetStreamOptions> | undefined;
   if (o.jetstream !== undefined) {
@@ -439,7 +441,12 @@ function resolveOptions(options: unknown): Resolved {
 }
 
 function natsError(what: string, e: unknown): IpcError {
-  return new IpcError('ERR_NATS', `${what}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+  return new IpcError('ERR_NATS', redactUrls(`${what}: ${(e as Error)?.message ?? String(e)}`), { cause: e });
+}
+
+/** Credentials in URLs (`scheme://user:password@host`, `scheme://token@host`) replaced by `***`: errors are printed. */
+export function redactUrls(s: string): string {
+  return s.replace(/([a-z][a-z0-9+.-]*:\/\/)[^\s/@]+@/gi, '$1***@');
 }
 
 /**
@@ -976,8 +983,16 @@ export class Bridge extends EventEmitter<BridgeEvents> {
             return;
           }
           this.m.received++;
-          if (writer.write(msg.data)) this.m.written++;
-          else this.m.dropped++;
+          try {
+            if (writer.write(msg.data)) this.m.written++;
+            else this.m.dropped++;
+          } catch (e) {
+            // A message the local Writer refuses (larger than its
+            // maxMessageSize: anyone who may publish on the subject can send
+            // one). Thrown here, it would end the NATS client's read loop.
+            this.m.dropped++;
+            this.report(e as Error, 'writer');
+          }
         },
       });
       return;
@@ -1041,6 +1056,17 @@ export class Bridge extends EventEmitter<BridgeEvents> {
           this.m.inFlight--;
           if (this.state === 'stopping' || this.state === 'stopped') break;
           this.report(e as Error, 'writer');
+          if ((e as { code?: unknown }).code === 'ERR_MESSAGE_TOO_LARGE') {
+            // It will never fit: delivered again every ack_wait it would
+            // come back forever (and, enough of them, hold every slot).
+            // JetStream is told to stop; it is counted as dropped.
+            try {
+              m.term(); // no reason: nats-server 2.9 (Debian 12) does not take one
+            } catch {
+              // the client is closing: JetStream delivers it again, and it is refused again
+            }
+            this.m.dropped++;
+          }
           continue;
         }
         this.m.written++;
