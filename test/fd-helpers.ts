@@ -94,3 +94,13 @@ export function frame(payload: string | Buffer): Buffer {
   const p = typeof payload === 'string' ? Buffer.from(payload) : payload;
   return Buffer.concat([uvarint(p.length), p]);
 }
+
+/** Polls metricsOf() until `pred(line)` holds (or the deadline passes: then returns the last, for the assertion to show). */
+export async function metricsUntil(p: Proc, pred: (line: Line) => boolean, timeoutMs = 10_000): Promise<Line> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const m = await metricsOf(p);
+    if (pred(m) || Date.now() > end) return m;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

@@ -32,7 +32,7 @@ import {
   type Line,
   type ReadableCopy,
 } from './helpers';
-import { expectFdsBackTo, fdCount, fdsOnFile, fileNear, frame, metricsOf, restingFdCount } from './fd-helpers';
+import { expectFdsBackTo, fdCount, fdsOnFile, fileNear, frame, metricsOf, metricsUntil, restingFdCount } from './fd-helpers';
 
 const PEER = join(FIXTURES, 'fd_attack_peer.py');
 const NOBODY = 65534;
@@ -101,14 +101,6 @@ function readerChild(path: string, cfg: object): Proc {
   return new Proc(process.execPath, [join(FIXTURES, 'fd-reader.js'), path, JSON.stringify(cfg)]);
 }
 
-async function metricsUntil(p: Proc, pred: (line: Line) => boolean, timeoutMs = 10_000): Promise<Line> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const m = await metricsOf(p);
-    if (pred(m) || Date.now() > end) return m;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 interface Seen {
   msgs: { conn: number; data: string; fds: number; len: number }[];

@@ -16,7 +16,7 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Reader, Writer, type Batch } from '../src/index';
 import { tmpSocket, waitFor, within, steady, FIXTURES, FAST, Proc, PYTHON, killChildren, useTracking, type Line } from './helpers';
-import { expectFdsBackTo, fdCount, fileNear, metricsOf, restingFdCount } from './fd-helpers';
+import { expectFdsBackTo, fdCount, fileNear, metricsOf, metricsUntil, restingFdCount } from './fd-helpers';
 
 const track = useTracking(500);
 afterEach(() => killChildren());
@@ -33,15 +33,6 @@ function writerChild(path: string, cfg: object): Proc {
   return new Proc(process.execPath, [join(FIXTURES, 'fd-writer.js'), path, JSON.stringify(cfg)]);
 }
 
-/** Polls metricsOf() until `pred(line)` holds (or the deadline passes: then returns the last, for the assertion to show). */
-async function metricsUntil(p: Proc, pred: (line: Line) => boolean, timeoutMs = 10_000): Promise<Line> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const m = await metricsOf(p);
-    if (pred(m) || Date.now() > end) return m;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 function seqMessage(seq: number): Buffer {
   const b = Buffer.allocUnsafe(8);
