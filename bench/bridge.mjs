@@ -5,14 +5,21 @@
 // "nats-server") and the NATS clients (devDependencies). Results go to
 // bench/README.md between the bench:bridge markers (unless --no-readme).
 //
-//   node bench/bridge.mjs [--count 100000] [--js-count 20000] [--size 1024] [--runs 3] [--no-readme]
+//   node bench/bridge.mjs [--count 100000] [--js-count 20000] [--warmup 50000] [--js-warmup 2000]
+//                         [--size 1024] [--runs 3] [--no-readme]
+//
+// Every path is warmed up before it is timed: --warmup messages (JetStream:
+// --js-warmup) go through it first, untimed. The bridge is a new process in
+// every round while the plain pair runs in this one, already warm after its
+// first round: without the warm-up, the bridge's rounds would time V8
+// compiling its code and the plain pair's would not.
 //
 // Processes: this one (the local Writer and Reader; the plain pair's two
 // connections), one `uds-ipc bridge` process carrying both directions, and
 // nats-server: three processes on the machine's cores.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -31,10 +38,33 @@ function arg(name, def) {
 }
 const COUNT = arg('--count', 100_000);
 const JS_COUNT = arg('--js-count', 20_000);
+const WARMUP = arg('--warmup', 50_000);
+const JS_WARMUP = arg('--js-warmup', 2_000);
 const SIZE = arg('--size', 1024);
-const RUNS = arg('--runs', 3);
+const RUNS = arg('--runs', 5);
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+
+/** CPU seconds (user + system, all threads) a process has used so far. */
+function cpuSeconds(pid) {
+  if (pid === process.pid) {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1e6;
+  }
+  const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+}
+
+/** Runs `fn` and returns its result with the CPU share (1 = one core) each of `pids` had meanwhile. */
+async function withCpu(pids, fn) {
+  const before = pids.map(cpuSeconds);
+  const t0 = performance.now();
+  const result = await fn();
+  const secs = (performance.now() - t0) / 1000;
+  return { result, cpu: pids.map((p, i) => (cpuSeconds(p) - before[i]) / secs) };
+}
 const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 
 async function freePort() {
@@ -63,36 +93,75 @@ async function startNats(dir) {
 const body = Buffer.alloc(SIZE, 7);
 
 /** Plain pair: one connection publishes (flush every 1000), one subscribes. msgs/s first publish → last receive. */
-async function plain(url, round) {
+async function plain(url, round, natsPid) {
   const sub = await connect({ servers: url });
   const pub = await connect({ servers: url });
   const subject = `bench.plain.${round}`;
   let n = 0;
+  let target = WARMUP;
   let done;
-  const finished = new Promise((r) => (done = r));
-  sub.subscribe(subject, { callback: () => ++n === COUNT && done(performance.now()) });
+  let finished = new Promise((r) => (done = r));
+  sub.subscribe(subject, { callback: () => ++n === target && done(performance.now()) });
   await sub.flush();
   const h = headers();
   h.set('Uds-Ipc-Host', os.hostname());
   h.set('Uds-Ipc-Pid', String(process.pid));
   h.set('Uds-Ipc-Uid', String(process.getuid()));
-  const t0 = performance.now();
-  for (let i = 0; i < COUNT; i++) {
-    pub.publish(subject, body, { headers: h });
-    if (i % 1000 === 999) await pub.flush();
+  const send = async (count) => {
+    for (let i = 0; i < count; i++) {
+      pub.publish(subject, body, { headers: h });
+      if (i % 1000 === 999) await pub.flush();
+    }
+  };
+  if (WARMUP > 0) {
+    await send(WARMUP);
+    await finished;
   }
-  const t1 = await finished;
+  n = 0;
+  target = COUNT;
+  finished = new Promise((r) => (done = r));
+  let t0 = 0;
+  const { result: t1, cpu } = await withCpu([process.pid, natsPid], async () => {
+    t0 = performance.now();
+    await send(COUNT);
+    return finished;
+  });
   await sub.close();
   await pub.close();
-  return (COUNT / (t1 - t0)) * 1000;
+  return { rate: (COUNT / (t1 - t0)) * 1000, cpu };
 }
 
-/** Writer → bridge process → NATS → same bridge process → Reader. */
-async function bridged(url, dir, round, jetstream) {
+/** Starts `uds-ipc bridge` with `routeArgs`; resolves once it printed "ready". */
+async function startBridge(url, routeArgs) {
+  const args = [path.join(root, 'dist', 'cli.js'), 'bridge', '--nats', url, ...routeArgs];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  while (!stderr.includes('ready')) {
+    if (child.exitCode !== null) throw new Error(stderr);
+    await sleep(20);
+  }
+  return {
+    pid: child.pid,
+    async stop() {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+      return stderr;
+    },
+  };
+}
+
+/**
+ * Writer → bridge → NATS → bridge → Reader. `split`: two bridge processes,
+ * one per side (the publishing one runs the listen route, the subscribing one
+ * the subscribe route), as on two hosts; else one bridge process runs both.
+ */
+async function bridged(url, dir, round, jetstream, split, natsPid) {
   const N = jetstream ? JS_COUNT : COUNT;
-  const inPath = path.join(dir, `in-${round}-${jetstream}.sock`);
-  const appPath = path.join(dir, `app-${round}-${jetstream}.sock`);
-  const subject = `bench.${jetstream ? 'js' : 'core'}.${round}`;
+  const tag = `${round}-${jetstream ? 'js' : 'core'}-${split ? 'split' : 'one'}`;
+  const inPath = path.join(dir, `in-${tag}.sock`);
+  const appPath = path.join(dir, `app-${tag}.sock`);
+  const subject = `bench.${tag}`;
   const delivery = jetstream ? { delivery: 'acked' } : {};
   let n = 0;
   let last = 0;
@@ -101,50 +170,67 @@ async function bridged(url, dir, round, jetstream) {
     last = performance.now();
   }, delivery);
   await reader.start();
-  const args = [path.join(root, 'dist', 'cli.js'), 'bridge', '--nats', url, '--listen', inPath, '--publish', subject, '--subscribe', subject, '--connect', appPath];
-  if (jetstream) args.push('--jetstream', `BENCH_${round}`);
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d) => (stderr += d));
-  while (!stderr.includes('ready')) {
-    if (child.exitCode !== null) throw new Error(stderr);
-    await sleep(20);
-  }
+  const js = jetstream ? ['--jetstream', `BENCH_${round}_${split ? 'S' : 'O'}`] : [];
+  const listen = ['--listen', inPath, '--publish', subject];
+  const subscribe = ['--subscribe', subject, '--connect', appPath];
+  // The subscribing side first (JetStream: it creates the stream and the consumer; core: no message is published before it subscribed).
+  const bridges = split
+    ? [await startBridge(url, [...subscribe, ...js]), await startBridge(url, [...listen, ...js])]
+    : [await startBridge(url, [...listen, ...subscribe, ...js])];
   while (reader.metrics().activeConnections === 0) await sleep(10);
   const writer = new Writer(inPath, delivery).start();
-  const t0 = performance.now();
-  for (let i = 0; i < N; i++) if (!writer.write(body)) await writer.send(body);
   // Core mode may drop (at most once): stop waiting once nothing came for 2 s.
-  let seen = -1;
-  let since = performance.now();
-  while (n < N) {
-    if (n !== seen) (seen = n), (since = performance.now());
-    else if (performance.now() - since > 2000) break;
-    await sleep(5);
+  const sendAll = async (count) => {
+    for (let i = 0; i < count; i++) if (!writer.write(body)) await writer.send(body);
+    let seen = -1;
+    let since = performance.now();
+    while (n < count) {
+      if (n !== seen) (seen = n), (since = performance.now());
+      else if (performance.now() - since > 2000) break;
+      await sleep(5);
+    }
+  };
+  const warmup = jetstream ? JS_WARMUP : WARMUP;
+  if (warmup > 0) {
+    await sendAll(warmup);
+    if (jetstream) await writer.acknowledged();
+    n = 0;
   }
+  let t0 = 0;
+  const { cpu } = await withCpu([process.pid, ...bridges.map((b) => b.pid), natsPid], async () => {
+    t0 = performance.now();
+    await sendAll(N);
+  });
   const rate = (n / (last - t0)) * 1000;
   await writer.stop({ timeoutMs: 1000 });
-  child.kill('SIGTERM');
-  await new Promise((r) => child.once('exit', r));
-  const m = /received (\d+), published (\d+), written (\d+), acked (\d+), dropped (\d+)/.exec(stderr);
+  for (const b of [...bridges].reverse()) await b.stop();
   await reader.stop();
-  return { rate, received: n, N, dropped: m ? Number(m[5]) : NaN };
+  return { rate, received: n, N, cpu };
 }
 
 async function main() {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'uds-ipc-bench-bridge-'));
   const srv = await startNats(dir);
-  const res = { plain: [], core: [], js: [], coreLost: 0, jsLost: 0 };
+  // Each path: its rates, messages lost, and CPU shares per process (one array per round).
+  const paths = {
+    plain: { rates: [], lost: 0, cpu: [] },
+    split: { rates: [], lost: 0, cpu: [] },
+    one: { rates: [], lost: 0, cpu: [] },
+    js: { rates: [], lost: 0, cpu: [] },
+  };
+  const add = (k, r) => {
+    paths[k].rates.push(r.rate);
+    paths[k].cpu.push(r.cpu);
+    paths[k].lost += r.N - r.received;
+  };
   try {
     for (let r = 0; r < RUNS; r++) {
-      res.plain.push(await plain(srv.url, r));
-      const c = await bridged(srv.url, dir, r, false);
-      res.core.push(c.rate);
-      res.coreLost += c.N - c.received;
-      const j = await bridged(srv.url, dir, r, true);
-      res.js.push(j.rate);
-      res.jsLost += j.N - j.received;
-      console.error(`round ${r + 1}/${RUNS}: plain ${Math.round(res.plain[r])}, core ${Math.round(c.rate)} (${c.received}/${c.N}), jetstream ${Math.round(j.rate)} (${j.received}/${j.N})`);
+      add('plain', { ...(await plain(srv.url, r, srv.proc.pid)), N: 0, received: 0 });
+      add('split', await bridged(srv.url, dir, r, false, true, srv.proc.pid));
+      add('one', await bridged(srv.url, dir, r, false, false, srv.proc.pid));
+      add('js', await bridged(srv.url, dir, r, true, true, srv.proc.pid));
+      const line = Object.entries(paths).map(([k, v]) => `${k} ${Math.round(v.rates[r])}`).join(', ');
+      console.error(`round ${r + 1}/${RUNS}: ${line}`);
     }
   } finally {
     srv.proc.kill('SIGTERM');
@@ -153,33 +239,59 @@ async function main() {
   }
   const fmt = (x) => Math.round(x).toLocaleString('en-US');
   const spread = (a) => `${fmt(Math.min(...a))}–${fmt(Math.max(...a))}`;
-  const p = median(res.plain);
+  const p = median(paths.plain.rates);
+  // Per-round ratios: each bridge round against the plain round run just before it.
+  const ratios = (a) => a.map((x, i) => x / paths.plain.rates[i]);
+  const rspread = (a) => `${Math.min(...ratios(a)).toFixed(2)}–${Math.max(...ratios(a)).toFixed(2)}`;
+  const ratio = (k) => median(paths[k].rates) / p;
+  const row = (name, k, count) =>
+    `| ${name} | ${fmt(count)} | ${fmt(median(paths[k].rates))} (${spread(paths[k].rates)}) | ${k === 'plain' ? '1.00' : `${ratio(k).toFixed(2)} (${rspread(paths[k].rates)})`} |`;
+  // CPU: the median share of each process over the rounds, as % of one core.
+  const cpu = (k) => paths[k].cpu[0].map((_, i) => `${Math.round(100 * median(paths[k].cpu.map((c) => c[i])))} %`);
+  const cpuRow = (name, k, who) => {
+    const c = cpu(k);
+    const total = Math.round(100 * median(paths[k].cpu.map((r) => r.reduce((x, y) => x + y, 0))));
+    return `| ${name} | ${who.map((w, i) => `${w} ${c[i]}`).join(', ')} | ${total} % |`;
+  };
+  const met = ratio('split') >= 0.8;
   const body = [
     '## NATS bridge (`npm run bench:bridge`)',
     '',
-    `_Written by \`node bench/bridge.mjs --count ${COUNT} --js-count ${JS_COUNT} --size ${SIZE} --runs ${RUNS}\` (\`npm run bench:bridge\`), ${new Date().toISOString().slice(0, 10)}, ${os.cpus().length} CPUs, load average ${os.loadavg()[0].toFixed(2)} at the end, nats-server on loopback._`,
+    `_Written by \`node bench/bridge.mjs --count ${COUNT} --js-count ${JS_COUNT} --warmup ${WARMUP} --js-warmup ${JS_WARMUP} --size ${SIZE} --runs ${RUNS}\` (\`npm run bench:bridge\`), ${new Date().toISOString().slice(0, 10)}, ${os.cpus().length} CPUs, load average ${os.loadavg()[0].toFixed(2)} at the end, nats-server on loopback._`,
     '',
-    `${SIZE} B messages, msgs/s from the first write (publish) to the last message received, the median of ${RUNS} interleaved rounds (min–max).`,
-    'Plain pair: two connections of one process, a publisher (same three headers, a flush every 1,000) and a subscriber.',
-    'Bridge: this process\'s uds-ipc Writer → one `uds-ipc bridge` process (both routes) → NATS → the same bridge process → this process\'s Reader;',
-    'three processes (bench, bridge, nats-server) share the cores, as do the plain pair\'s two (bench, nats-server).',
+    `${SIZE} B messages, msgs/s from the first write (publish) to the last message received, the median of ${RUNS} interleaved rounds (min–max),`,
+    `each after a warm-up of ${fmt(WARMUP)} messages (JetStream: ${fmt(JS_WARMUP)}) through the same path, untimed (the bridges are new processes every round;`,
+    'without a warm-up their rounds would time V8 compiling the bridge, while the plain pair runs warm in the bench process).',
+    '"of plain": the ratio of the medians (min–max of the per-round ratios).',
+    '- Plain pair: two connections of the bench process, a publisher (the same three headers as the bridge, a flush every 1,000) and a subscriber.',
+    '- Two bridges: the bench process\'s uds-ipc Writer → `uds-ipc bridge --listen … --publish` → NATS → `uds-ipc bridge --subscribe … --connect` → the bench',
+    '  process\'s Reader: one bridge per side, as on two hosts.',
+    '- One bridge: a single `uds-ipc bridge` process runs both routes, so one JavaScript thread does the publishing and the subscribing.',
     '',
     '| path | messages | msgs/s | of plain |',
     '|---|---|---|---|',
-    `| plain NATS pub/sub | ${fmt(COUNT)} | ${fmt(p)} (${spread(res.plain)}) | 1.00 |`,
-    `| bridge, core mode | ${fmt(COUNT)} | ${fmt(median(res.core))} (${spread(res.core)}) | ${(median(res.core) / p).toFixed(2)} |`,
-    `| bridge, JetStream (R1, file) | ${fmt(JS_COUNT)} | ${fmt(median(res.js))} (${spread(res.js)}) | ${(median(res.js) / p).toFixed(2)} |`,
+    row('plain NATS pub/sub', 'plain', COUNT),
+    row('two bridges, core mode', 'split', COUNT),
+    row('one bridge (both routes), core mode', 'one', COUNT),
+    row('two bridges, JetStream (R1, file)', 'js', JS_COUNT),
     '',
-    `Messages not received: core ${res.coreLost} (at most once: a full local Writer drops), JetStream ${res.jsLost}.`,
+    `Messages not received: core ${paths.split.lost + paths.one.lost} (at most once: a full local Writer drops), JetStream ${paths.js.lost}.`,
     '',
-    median(res.core) / p >= 0.8
-      ? `The issue's target for core mode, 0.80 of the plain pair, is met in this run (${(median(res.core) / p).toFixed(2)}).`
-      : `The issue's target for core mode is 0.80 of the plain pair; in this run it is not met (${(median(res.core) / p).toFixed(2)}).`,
-    'The bridge path runs two Node processes where the plain pair runs one, and the bridge process does a publisher\'s and a',
-    'subscriber\'s work plus two local sockets. A `--cpu-prof` of the bridge process (core mode, 200k messages, 2026-12-06,',
-    '115k msgs/s): garbage collection 13 %, socket writes 11 %, the local Writer\'s ring 9 %, nats.js encoding and packing of',
-    'protocol lines and headers about 15 %, idle 12 %. Since then the bridge encodes a local connection\'s headers once, not',
-    'per publish (about 8 % of the bridge process in a profile; 1.10–1.19× core-mode msgs/s in interleaved old/new runs).',
+    'How the cores are shared during the timed part (CPU time of each process, user + system, all threads, as % of one core; medians):',
+    '',
+    '| path | processes | total (of 200 %) |',
+    '|---|---|---|',
+    cpuRow('plain', 'plain', ['bench (publisher + subscriber)', 'nats-server']),
+    cpuRow('two bridges', 'split', ['bench (Writer + Reader)', 'subscribing bridge', 'publishing bridge', 'nats-server']),
+    cpuRow('one bridge', 'one', ['bench (Writer + Reader)', 'bridge', 'nats-server']),
+    cpuRow('JetStream', 'js', ['bench (Writer + Reader)', 'subscribing bridge', 'publishing bridge', 'nats-server']),
+    '',
+    met
+      ? `The issue's target for core mode, 0.80 of the plain pair, is met in this run with a bridge on each side (${ratio('split').toFixed(2)}).`
+      : `The issue's target for core mode is 0.80 of the plain pair; in this run it is not met with a bridge on each side (${ratio('split').toFixed(2)}).`,
+    `One bridge carrying both directions reaches ${ratio('one').toFixed(2)} (its process used ${cpu('one')[1]} of a core): one JavaScript thread does the plain`,
+    'pair\'s publishing and subscribing (nats.js parsing, encoding, garbage collection) plus two local sockets. At this rate that',
+    'thread is the limit; a busy host runs one bridge process per direction, as in the two-bridge rows.',
     'JetStream mode costs what the stream costs: every message is stored (file, R1) and acknowledged, and acknowledged',
     'again on the way out; publishes go through one reply inbox with up to 1,024 in flight (the client\'s `js.publish()`,',
     'one request per message, measured half as fast here).',
