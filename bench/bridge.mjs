@@ -289,6 +289,9 @@ async function main() {
     met
       ? `The issue's target for core mode, 0.80 of the plain pair, is met in this run with a bridge on each side (${ratio('split').toFixed(2)}).`
       : `The issue's target for core mode is 0.80 of the plain pair; in this run it is not met with a bridge on each side (${ratio('split').toFixed(2)}).`,
+    'With a bridge on each side neither bridge keeps a core busy; the processes together use most of the two cores (table above),',
+    'so what the bridge path costs beyond the plain pair is CPU: the two local hops (the bench process\'s Writer and Reader, and each',
+    'bridge\'s end of them) on the same cores as NATS.',
     `One bridge carrying both directions reaches ${ratio('one').toFixed(2)} (its process used ${cpu('one')[1]} of a core): one JavaScript thread does the plain`,
     'pair\'s publishing and subscribing (nats.js parsing, encoding, garbage collection) plus two local sockets. At this rate that',
     'thread is the limit; a busy host runs one bridge process per direction, as in the two-bridge rows.',
