@@ -601,6 +601,27 @@ describe('hostile client vs RpcServer: deadlines, errors, recursion', () => {
     expect(produced).toBeLessThanOrEqual(3);
   });
 
+  it('END after the last PART needs credit too: the server asks the generator for more only with credit, so a client that granted exactly the parts it read grants one more to see END', async () => {
+    const { path } = await server({
+      async *two() {
+        yield 'a';
+        yield 'b';
+      },
+      ping: () => 'pong',
+    });
+    const p = await rawClient(path);
+    p.send({ kind: 'request', id: 1, method: 'two', stream: true, credit: 2 });
+    await waitFor(() => p.of(1).length === 2, 10_000, 'both parts');
+    // The server read the ping after sending both parts: had it known the
+    // stream was over, END would have been sent before the ping's REPLY.
+    p.send({ kind: 'request', id: 2, method: 'ping' });
+    expect(text(await p.next(isReply(2)))).toBe('pong');
+    expect(p.of(1).map((e) => e.kind)).toEqual(['part', 'part']);
+    p.send({ kind: 'credit', id: 1, credit: 1 });
+    await p.next((e) => e.id === 1 && e.kind === 'end', 'END once credit allows one more PART');
+    expect(p.of(1).map((e) => e.kind)).toEqual(['part', 'part', 'end']);
+  });
+
   it('every slot held by a stream parked at credit 0, then a flood: maxConcurrentCalls wait, the rest are refused ERR_UNAVAILABLE (did not run)', async () => {
     let pings = 0;
     const { path, server: s } = await server(
