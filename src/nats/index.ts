@@ -703,6 +703,16 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       if (r.kind === 'listen') await this.startListen(r, limit);
       else await this.startSubscribe(r);
     }
+    // start() resolves once the server has every subscription (one PING/PONG
+    // after the SUBs): in core mode, what is published from then on is
+    // delivered, not lost to a SUB still on its way.
+    if (!o.jetstream && o.routes.some((r) => r.kind === 'subscribe')) {
+      try {
+        await nc.flush();
+      } catch (e) {
+        throw natsError('the NATS server did not confirm the subscriptions', e);
+      }
+    }
   }
 
   private async watchStatus(nc: NatsConnection): Promise<void> {

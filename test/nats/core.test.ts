@@ -127,6 +127,27 @@ describe('core mode (at most once)', () => {
     await reader.stop();
   });
 
+  it('start() resolves once the server has the subscriptions: a message published the moment it resolves is delivered', async () => {
+    // Repeated: the race (the client's SUB still in its buffer while another
+    // connection's PUB reaches the server) does not show every time.
+    for (let round = 0; round < 20; round++) {
+      const appPath = tmpSocket(`ready-${round}.sock`);
+      const got: string[] = [];
+      const reader = new Reader(appPath, (b) => {
+        for (const m of b) got.push(m.toString());
+      });
+      await reader.start();
+      const subject = `core.ready.${round}`;
+      const bridge = await new Bridge({ servers: srv.url, routes: [{ subscribe: subject, connect: appPath }] }).start();
+      nc.publish(subject, `first-${round}`);
+      await nc.flush();
+      await waitFor(() => got.length === 1, 10_000, `round ${round}: the message published as start() resolved`);
+      expect(got).toEqual([`first-${round}`]);
+      await bridge.stop();
+      await reader.stop();
+    }
+  }, 60_000);
+
   it('a full local Writer drops and counts (at most once, never blocks NATS)', async () => {
     const appPath = tmpSocket('slow.sock');
     let release!: () => void;
