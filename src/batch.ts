@@ -4,6 +4,7 @@
  * a table of message offsets in it. The Reader's inbox (src/reader/inbox.ts)
  * builds them and acknowledges and releases their memory.
  */
+import { Buffer } from 'node:buffer';
 import { outOfRange } from './errors';
 import type { WriteOptions } from './writer/fds';
 

@@ -18,6 +18,7 @@
  * by `maxReplyFds`.
  * @internal
  */
+import { Buffer } from 'node:buffer';
 import { abortError } from '../abort';
 import type { Connection } from '../batch';
 import { IpcError, invalidType } from '../errors';

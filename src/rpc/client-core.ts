@@ -6,6 +6,7 @@
  * in-memory pair.
  * @internal
  */
+import { Buffer } from 'node:buffer';
 import { AbortGroup, abortError } from '../abort';
 import { IpcError, type AbortError } from '../errors';
 import { DeadlineQueue, type Timed } from './deadlines';

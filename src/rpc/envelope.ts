@@ -17,6 +17,7 @@
  * what they are given); decoding fills a reusable {@link EnvelopeView} whose
  * `body` is a view of the payload, never a copy.
  */
+import { Buffer } from 'node:buffer';
 import { invalidType, invalidValue, IpcError, outOfRange } from '../errors';
 import { uvarintSize, writeUvarint } from '../varint';
 

@@ -6,6 +6,7 @@
  * with an in-memory pair.
  * @internal
  */
+import { Buffer } from 'node:buffer';
 import { AbortError, IpcError } from '../errors';
 import { DeadlineQueue, type Timed } from './deadlines';
 import {

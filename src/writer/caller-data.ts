@@ -15,6 +15,7 @@
  * array source) also reads the source's internal slots only.
  * @internal
  */
+import { Buffer } from 'node:buffer';
 import { types as utilTypes } from 'node:util';
 import { invalidType, IpcError } from '../errors';
 

@@ -66,6 +66,7 @@
  *   read as not reached in the 32-bit comparison).
  * @internal
  */
+import { Buffer } from 'node:buffer';
 import type { Protocol } from '../protocol';
 import * as varint from '../varint';
 import * as callerData from './caller-data';
