@@ -659,8 +659,9 @@ describe('acked mode: what a reader remembers', () => {
         const c = await Raw.connect(path);
         await c.write(Buffer.concat([frame(bad), frame('after the hello')]));
         await waitFor(() => c.closed, 10_000, 'the reader to close the connection');
+        // The close reaches the peer before the error reaches JavaScript (through the threadsafe function).
+        await waitFor(() => errors.includes('ERR_PROTOCOL_MISMATCH'), 10_000, 'ERR_PROTOCOL_MISMATCH reported');
         expect(seen).toEqual([]);
-        expect(errors).toContain('ERR_PROTOCOL_MISMATCH');
         expect(metricsOf(reader).plainPeers).toBe(0);
         c.sock.destroy();
         await reader.stop();
