@@ -454,7 +454,8 @@ describe('seqpacket reader at its RLIMIT_NOFILE', () => {
     // No descriptor number free below the limit (0, 1, 2 are taken): nothing can be installed.
     execFileSync('prlimit', ['--pid', String(r.pid), '--nofile=3:20000']); // the soft limit: what allocation obeys
     p.child.kill('SIGUSR1');
-    await p.line((l) => l.event === 'paused' && l.i === 5, 'the peer sent evil and after');
+    // 'after' fails with EPIPE when the reader closed the connection on 'evil' first (a loaded machine).
+    await p.line((l) => (l.event === 'paused' && l.i === 5) || (l.event === 'send-error' && l.i === 4), 'the peer sent evil, and after or met the close');
     // The reader reacts to the packets either way: a disconnect, or messages.
     await waitFor(() => !!r.find((l) => (l.event === 'disconnect' && l.id === conn) || (l.event === 'msg' && l.data === 'after')), 10_000, 'the reader to react');
     execFileSync('prlimit', ['--pid', String(r.pid), '--nofile=20000:20000']);
