@@ -17,9 +17,16 @@ import { PROTOCOL_VERSION, type Protocol } from './protocol';
  * TypeError naming it); the addon applies no defaults of its own.
  */
 export interface NativeReaderHandle {
-  listen(onReady: () => void): void;
-  /** Every item ready: protocol.item.SLOTS values per item (see src/protocol.ts). */
-  take(): unknown[];
+  /** onReady: called with what take() would return (the JS-thread poller) or with nothing (then call take()). */
+  listen(onReady: (taken?: unknown[] | ArrayBuffer) => void): void;
+  /**
+   * Every item ready: protocol.item.SLOTS values per item (see src/protocol.ts).
+   * Once takeWords() was called, exactly one small batch and nothing else
+   * comes as its region alone, the rest of its item in the take words.
+   */
+  take(): unknown[] | ArrayBuffer;
+  /** The Float64Array (the same one every call) of a lone batch's [connId, offsets entries, payload bytes]. */
+  takeWords(): Float64Array;
   /** `region` and `table` (a large batch's offsets buffer), when given, are detached. */
   ack(connId: number, bytes: number, region?: ArrayBuffer, table?: ArrayBuffer): void;
   authorize(connId: number, allowed: boolean): void;
@@ -36,7 +43,8 @@ export interface NativeReaderHandle {
 }
 
 export interface NativeWriterHandle {
-  start(onEvent: () => void): void;
+  /** onEvent: called with what take() would return (the receiver on this thread) or with nothing (then call take()). */
+  start(onEvent: (taken?: unknown[] | ArrayBuffer) => void): void;
   /**
    * Sends the published frames on this thread; only after swapping SLEEP
    * sendTurn.IDLE -> sendTurn.PRODUCER_SENDS. `frames`/`payload`: frames and
@@ -54,8 +62,14 @@ export interface NativeWriterHandle {
    * (ERR_INVALID_ARG_VALUE for a descriptor that is not open), attaching nothing.
    */
   attachFds(start: number, end: number, fds: Int32Array): void;
-  /** Every event since the last call: protocol.event.SLOTS values per event. */
-  take(): unknown[];
+  /**
+   * Every event since the last call: protocol.event.SLOTS values per event.
+   * Once takeWords() was called, exactly one small batch and no other event
+   * comes as its region alone, the rest of its event in the take words.
+   */
+  take(): unknown[] | ArrayBuffer;
+  /** The Float64Array (the same one every call) of a lone batch's [0, offsets entries, payload bytes]. */
+  takeWords(): Float64Array;
   beginStop(timeoutMs: number): void;
   close(): void;
   ref(): void;

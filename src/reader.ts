@@ -244,7 +244,7 @@ export class Reader extends EventEmitter {
     );
     if (!this.#refed) handle.unref();
     try {
-      handle.listen(() => this.#onReady());
+      handle.listen((taken) => this.#onReady(taken));
     } catch (e) {
       throw fromNative(e);
     }
@@ -435,9 +435,10 @@ export class Reader extends EventEmitter {
     await this.stop();
   }
 
-  // The IO thread has items for us.
-  #onReady(): void {
-    if (this.#handle && this.#inbox!.take()) this.#pump();
+  // The IO thread has items for us (`taken`: already taken, when the
+  // JS-thread poller calls).
+  #onReady(taken?: unknown[] | ArrayBuffer): void {
+    if (this.#handle && this.#inbox!.take(taken)) this.#pump();
   }
 
   // Handles items in order until none is left, or (concurrency 'serial') an

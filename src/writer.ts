@@ -242,7 +242,7 @@ export class Writer extends EventEmitter {
     if (this.#state === 'running') return this;
     if (this.#state !== 'idle') throw new IpcError('ERR_NOT_RUNNING', 'This Writer was stopped; create a new one');
     this.#state = 'running';
-    this.#handle.start(() => this.#onEvent());
+    this.#handle.start((taken) => this.#onEvent(taken));
     return this;
   }
 
@@ -698,13 +698,14 @@ export class Writer extends EventEmitter {
   // dequeues them; nothing to do with the 'drain' event) and act on each.
   // A receiving Writer handles them in order through its inbox (#pump()),
   // where an async onMessage holds back the events after its batch.
-  #onEvent(): void {
+  // `taken`: the events, already taken (the addon's receiver calls with them).
+  #onEvent(taken?: unknown[] | ArrayBuffer): void {
     const inbox = this.#inbox;
     if (inbox !== undefined) {
-      if (inbox.take()) this.#pump();
+      if (inbox.take(taken)) this.#pump();
     } else {
       const E = this.#event;
-      const events = this.#handle.take();
+      const events = (taken ?? this.#handle.take()) as unknown[]; // an array: takeWords() is the inbox's
       for (let i = 0; i < events.length; i += E.SLOTS) {
         const tag = events[i] as number;
         if (tag === E.STOPPED) {

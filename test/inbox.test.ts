@@ -217,3 +217,77 @@ describe('Inbox: batches', () => {
     expect(released.slice(3)).toEqual([delivered[2], (delivered[3] as Uint32Array).buffer]); // not the retained one
   });
 });
+
+describe('Inbox: a lone batch taken as its region alone (the take words)', () => {
+  // The addon's take() returns one plain small batch as its ArrayBuffer
+  // alone, the rest of its item in a Float64Array it shares once
+  // (takeWords()): [connId, offsets entries, payload bytes].
+  function wordsSetup() {
+    const pending: unknown[] = []; // each entry: an item array, or a lone region
+    const acks: Ack[] = [];
+    const words = new Float64Array(4);
+    const source: ItemSource = {
+      take() {
+        const next = pending.shift();
+        if (next === undefined) return [];
+        if (Array.isArray(next)) return next;
+        const { region, connId, entries, bytes } = next as { region: ArrayBuffer; connId: number; entries: number; bytes: number };
+        words.set([connId, entries, bytes]);
+        return region;
+      },
+      takeWords: () => words,
+      ack(connId, bytes, region, table) {
+        acks.push({ connId, bytes, region, table });
+      },
+    };
+    const inbox = new Inbox(ITEM, () => undefined);
+    inbox.attach(source);
+    /** The lone batch a take() returns as its region alone. */
+    const lone = (connId: number, msgs: string[]): void => {
+      const it = smallBatch(connId, msgs);
+      pending.push({ region: it[2], connId, entries: it[3], bytes: it[4] });
+    };
+    return { inbox, pending, acks, words, lone };
+  }
+
+  it('decodes the region with the words as a BATCH item of that connection, and acks what it held', () => {
+    const { inbox, acks, words, lone } = wordsSetup();
+    lone(9, ['ping', '', 'pöng']);
+    expect(inbox.take()).toBe(true);
+    words.fill(-1); // read at take(), not later
+    expect([inbox.next(), inbox.connId()]).toEqual([ITEM.BATCH, 9]);
+    const b = inbox.batch(conn(9));
+    expect(texts(b)).toEqual(['ping', '', 'pöng']);
+    expect(b.byteLength).toBe(9);
+    expect(inbox.next()).toBe(-1);
+    inbox.done(b);
+    expect(acks).toEqual([{ connId: 9, bytes: 9, region: expect.any(ArrayBuffer), table: undefined }]);
+  });
+
+  it('keeps the order with item arrays taken before and after, and with a region given to take() directly', () => {
+    const { inbox, pending, words, lone } = wordsSetup();
+    pending.push(item(ITEM.OPEN, 1, { pid: 1, uid: 1, gid: 1 }));
+    lone(1, ['first']);
+    pending.push([...smallBatch(1, ['second']), ...item(ITEM.CLOSE, 1)]);
+    expect(inbox.take()).toBe(true);
+    expect(inbox.next()).toBe(ITEM.OPEN);
+    inbox.take(); // appended behind what waits
+    inbox.take();
+    expect(inbox.next()).toBe(ITEM.BATCH);
+    expect(texts(inbox.batch(conn(1)))).toEqual(['first']);
+    expect(inbox.next()).toBe(ITEM.BATCH);
+    expect(texts(inbox.batch(conn(1)))).toEqual(['second']);
+    expect([inbox.next(), inbox.connId()]).toEqual([ITEM.CLOSE, 1]);
+    // The JS-thread poller passes what it took along: take(given) decodes
+    // that (a region alone, its words set), and leaves the source alone.
+    const it = smallBatch(2, ['given']);
+    words.set([2, it[3] as number, it[4] as number]);
+    lone(3, ['still pending']);
+    expect(inbox.take(it[2] as ArrayBuffer)).toBe(true);
+    expect([inbox.next(), inbox.connId()]).toEqual([ITEM.BATCH, 2]);
+    expect(texts(inbox.batch(conn(2)))).toEqual(['given']);
+    expect(inbox.next()).toBe(-1);
+    expect(pending).toHaveLength(1); // the source was not asked
+    expect(inbox.take([])).toBe(false); // an empty array given: nothing
+  });
+});

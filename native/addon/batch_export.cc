@@ -90,6 +90,51 @@ Napi::Int32Array export_fds(Napi::Env env, Batch& b) {
   return t;
 }
 
+bool plain_small(const Batch& b) {
+  return b.length <= protocol::kCopyBatchUpTo && b.fds.empty() && b.creds.empty() && !b.acked;
+}
+
+Napi::Value export_plain_small(Napi::Env env, const Batch& b, TakeWords& w) {
+  const size_t table = b.offsets.size() * sizeof(uint32_t);
+  uint8_t* data;
+  Napi::ArrayBuffer ab = w.Region(env, table + b.length, &data);
+  auto* offs = reinterpret_cast<uint32_t*>(data);
+  for (size_t i = 0; i < b.offsets.size(); ++i) offs[i] = b.offsets[i] + static_cast<uint32_t>(table);
+  if (b.length) std::memcpy(data + table, b.base, b.length);
+  return ab;
+}
+
+Napi::ArrayBuffer TakeWords::Region(Napi::Env env, size_t size, uint8_t** out) {
+  size_before_ = last_size_;
+  last_size_ = size;
+  if (!spare_.IsEmpty() && spare_size_ == size) {
+    Napi::ArrayBuffer ab = spare_.Value();
+    spare_.Reset();
+    *out = spare_data_;
+    return ab;
+  }
+  spare_.Reset();  // the wrong size: the garbage collector takes it
+  return fresh_buffer(env, size, out);
+}
+
+void TakeWords::Idle(Napi::Env env) {
+  if (!spare_.IsEmpty() || last_size_ == 0 || last_size_ != size_before_ || last_size_ > kMaxSpare) return;
+  Napi::ArrayBuffer ab = fresh_buffer(env, last_size_, &spare_data_);
+  spare_ = Napi::Persistent(ab);
+  spare_size_ = last_size_;
+}
+
+Napi::Value TakeWords::Get(Napi::Env env) {
+  if (ref_.IsEmpty()) {
+    // An ArrayBuffer's backing store never moves (unlike a small typed
+    // array's on-heap elements): data_ stays valid while ref_ holds it.
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, kCount * sizeof(double));
+    data_ = static_cast<double*>(ab.Data());
+    ref_ = Napi::Persistent(ab);
+  }
+  return Napi::Float64Array::New(env, kCount, ref_.Value(), 0);
+}
+
 ExportedBatch export_batch(Napi::Env env, Batch& b) {
   if (b.length <= protocol::kCopyBatchUpTo) {
     // One allocation: [offsets (u32, absolute) | region]; JavaScript views

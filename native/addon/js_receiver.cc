@@ -51,11 +51,13 @@ void JsReceiver::CloseConn(Conn* c) {
 
 void JsReceiver::Attach(Napi::Env env, uv_loop_t* loop, Napi::Function on_ready, WriterEngine* engine,
                         const AssemblerConfig& assembler, uint64_t max_pending_bytes, bool accept_fds,
-                        uint32_t max_pending_fds, std::function<void()> fallback) {
+                        uint32_t max_pending_fds, std::function<void()> fallback,
+                        TakeSource* source) {
   env_ = env;
   loop_ = loop;
   engine_ = engine;
   fallback_ = std::move(fallback);
+  source_ = source;
   max_pending_ = max_pending_bytes;
   accept_fds_ = accept_fds;
   max_pending_fds_ = max_pending_fds;
@@ -290,6 +292,7 @@ void JsReceiver::Detach() {
     async_ctx_ = nullptr;
   }
   fallback_ = nullptr;
+  source_ = nullptr;
 }
 
 void JsReceiver::OnPoll(uv_poll_t* h, int status, int) {
@@ -317,12 +320,32 @@ void JsReceiver::CallOnReady() {
   if (fn) {
     napi_value recv;
     napi_get_global(env, &recv);  // MakeCallback wants an object receiver
-    const napi_status st = napi_make_callback(env, async_ctx_, recv, fn, 0, nullptr, nullptr);
+    // What take() would return goes along (one call into the addon fewer
+    // per batch). Items that cannot be made into JS values (V8 out of
+    // memory) are lost, as from a take() that throws; onReady is then
+    // called without any.
+    napi_value taken = nullptr;
+    if (source_) {
+      try {
+        taken = source_->TakeValue(Napi::Env(env));
+      } catch (const Napi::Error&) {
+        taken = nullptr;
+      }
+    }
+    const napi_status st = napi_make_callback(env, async_ctx_, recv, fn, taken ? 1 : 0, taken ? &taken : nullptr, nullptr);
     if (st != napi_ok && st != napi_pending_exception && fallback_) fallback_();  // not called: fall back
     if (st == napi_pending_exception) {
       napi_value err;
       napi_get_and_clear_last_exception(env, &err);
       napi_fatal_exception(env, err);  // as an exception thrown from any callback: 'uncaughtException'
+    }
+    // Idle now (onReady may have stopped us: then source_ is null). A spare
+    // region that cannot be made is simply not there next time.
+    if (st == napi_ok && source_) {
+      try {
+        source_->Idle(Napi::Env(env));
+      } catch (const Napi::Error&) {
+      }
     }
   } else if (fallback_) {
     fallback_();

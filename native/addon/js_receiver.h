@@ -44,6 +44,7 @@
 #include <utility>
 #include <vector>
 
+#include "batch_export.h"
 #include "core/frame_assembler.h"
 #include "core/unique_fd.h"
 #include "core/writer_engine.h"
@@ -58,11 +59,14 @@ class JsReceiver {
   JsReceiver& operator=(const JsReceiver&) = delete;
 
   // Prepares to receive on `loop` for `engine` (which must outlive
-  // Detach()). `on_ready` is called when batches were cut; `fallback` when
-  // it cannot be called directly (or from within JavaScript: see Ack()).
+  // Detach()). `on_ready` is called when batches were cut, with one
+  // argument: source->TakeValue() (the handle's take() result, taken here
+  // so that JavaScript need not call back for it), and source->Idle()
+  // after it; `fallback` when it cannot be called directly (or from within
+  // JavaScript: see Ack()). The source must outlive Detach().
   void Attach(Napi::Env env, uv_loop_t* loop, Napi::Function on_ready, WriterEngine* engine,
               const AssemblerConfig& assembler, uint64_t max_pending_bytes, bool accept_fds,
-              uint32_t max_pending_fds, std::function<void()> fallback);
+              uint32_t max_pending_fds, std::function<void()> fallback, TakeSource* source);
   bool attached() const { return engine_ != nullptr; }
 
   // take() met a CONNECT carrying `fd`: finishes the last connection (see
@@ -74,6 +78,8 @@ class JsReceiver {
   void Finish();
   // The batches cut since the last call, in order.
   std::vector<Batch> TakeBatches() { return std::exchange(batches_, {}); }
+  // The one batch cut and not taken, or null when there are none or several.
+  Batch* LoneBatch() { return batches_.size() == 1 ? &batches_.front() : nullptr; }
   void RecycleOffsets(std::vector<uint32_t>&& v) { offsets_pool_.put(std::move(v)); }
   // From JavaScript: `bytes` of batch lengths are done with (in the order
   // the batches were handed over); releases their charge, resumes reading
@@ -118,6 +124,7 @@ class JsReceiver {
   napi_ref on_ready_ = nullptr;     // weakly: the TSFN keeps the function alive
   napi_async_context async_ctx_ = nullptr;
   std::function<void()> fallback_;
+  TakeSource* source_ = nullptr;  // the handle, for CallOnReady(); null once detached
   AssemblerConfig assembler_cfg_;
   uint64_t max_pending_ = 0;
   bool accept_fds_ = false;

@@ -28,10 +28,11 @@ uv_loop_t* JsThreadPoller::LoopOf(napi_env env) {
 }
 
 void JsThreadPoller::Attach(Napi::Env env, uv_loop_t* loop, Napi::Function on_ready, ReaderEngine* engine,
-                            std::function<void()> fallback) {
+                            std::function<void()> fallback, TakeSource* source) {
   env_ = env;
   engine_ = engine;
   fallback_ = std::move(fallback);
+  source_ = source;
   napi_create_reference(env, on_ready, 0, &on_ready_);
   if (napi_async_init(env, Napi::Object::New(env), Napi::String::New(env, "uds-ipc reader"), &async_ctx_) != napi_ok)
     async_ctx_ = nullptr;
@@ -68,6 +69,7 @@ void JsThreadPoller::Detach() {
     async_ctx_ = nullptr;
   }
   fallback_ = nullptr;
+  source_ = nullptr;
 }
 
 void JsThreadPoller::OnPoll(uv_poll_t* h, int, int) {
@@ -92,12 +94,31 @@ void JsThreadPoller::CallOnReady() {
   if (fn) {
     napi_value recv;
     napi_get_global(env, &recv);  // MakeCallback wants an object receiver
-    const napi_status st = napi_make_callback(env, async_ctx_, recv, fn, 0, nullptr, nullptr);
+    // The items go along (one call into the addon fewer per round). Items
+    // that cannot be made into JS values (V8 out of memory) are lost, as
+    // from a take() that throws; onReady is then called without any.
+    napi_value taken = nullptr;
+    if (source_) {
+      try {
+        taken = source_->TakeValue(Napi::Env(env));
+      } catch (const Napi::Error&) {
+        taken = nullptr;
+      }
+    }
+    const napi_status st = napi_make_callback(env, async_ctx_, recv, fn, taken ? 1 : 0, taken ? &taken : nullptr, nullptr);
     if (st != napi_ok && st != napi_pending_exception && fallback_) fallback_();  // not called: fall back
     if (st == napi_pending_exception) {
       napi_value err;
       napi_get_and_clear_last_exception(env, &err);
       napi_fatal_exception(env, err);  // as an exception thrown from any callback: 'uncaughtException'
+    }
+    // Idle now (onReady may have stopped us: then source_ is null). A spare
+    // region that cannot be made is simply not there next time.
+    if (st == napi_ok && source_) {
+      try {
+        source_->Idle(Napi::Env(env));
+      } catch (const Napi::Error&) {
+      }
     }
   } else if (fallback_) {
     fallback_();

@@ -18,6 +18,7 @@
 
 #include <functional>
 
+#include "batch_export.h"
 #include "core/reader_engine.h"
 
 namespace udsipc {
@@ -34,11 +35,14 @@ class JsThreadPoller {
   static uv_loop_t* LoopOf(napi_env env);
 
   // Prepares to watch engine->poll_fd() on `loop` (not yet watching: see
-  // Watch()). `on_ready` is called when a round brought items; `fallback`
-  // when it cannot be called directly. Throws a JS Error if libuv refuses
-  // the fd. The engine must outlive Detach().
+  // Watch()). `on_ready` is called when a round brought items, with one
+  // argument: source->TakeValue() (the handle's take() result, taken here
+  // so that JavaScript need not call back for it), and source->Idle()
+  // after it; `fallback` when it cannot be called directly. Throws a JS
+  // Error if libuv refuses the fd. The engine and the source must outlive
+  // Detach().
   void Attach(Napi::Env env, uv_loop_t* loop, Napi::Function on_ready, ReaderEngine* engine,
-              std::function<void()> fallback);
+              std::function<void()> fallback, TakeSource* source);
 
   // The engine asked for polling: watch its fd (no-op if watching already
   // or not attached).
@@ -65,6 +69,7 @@ class JsThreadPoller {
   napi_ref on_ready_ = nullptr;
   napi_async_context async_ctx_ = nullptr;
   std::function<void()> fallback_;
+  TakeSource* source_ = nullptr;  // null once detached
   Poll* poll_ = nullptr;
 };
 

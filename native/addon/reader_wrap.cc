@@ -13,6 +13,7 @@ Napi::Function ReaderWrap::Init(Napi::Env env) {
                      {
                          InstanceMethod<&ReaderWrap::Listen>("listen"),
                          InstanceMethod<&ReaderWrap::Take>("take"),
+                         InstanceMethod<&ReaderWrap::TakeWordsOf>("takeWords"),
                          InstanceMethod<&ReaderWrap::Ack>("ack"),
                          InstanceMethod<&ReaderWrap::Reply>("reply"),
                          InstanceMethod<&ReaderWrap::Authorize>("authorize"),
@@ -85,7 +86,9 @@ void ReaderWrap::RemoveSocketFile(const Napi::CallbackInfo&) {
 }
 
 // listen(onReady): binds (or adopts options.fd) and starts the engine;
-// onReady is called whenever take() has something.
+// onReady is called whenever take() has something: with no argument (then
+// it calls take()), or, from the JS-thread poller, with what take() would
+// have returned.
 Napi::Value ReaderWrap::Listen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (engine_) return env.Undefined();
@@ -115,7 +118,9 @@ Napi::Value ReaderWrap::Listen(const Napi::CallbackInfo& info) {
   std::function<void()> notify = StartTsfn(env, info[0].As<Napi::Function>(), "uds-ipc reader");
   listened_ = true;
   engine_ = std::make_unique<ReaderEngine>(std::move(cfg_), std::move(notify));
-  if (polling) poller_.Attach(env, loop, info[0].As<Napi::Function>(), engine_.get(), [this] { CallThroughTsfn(); });
+  if (polling) {
+    poller_.Attach(env, loop, info[0].As<Napi::Function>(), engine_.get(), [this] { CallThroughTsfn(); }, this);
+  }
   engine_->start();
   return env.Undefined();
 }
@@ -148,13 +153,41 @@ Napi::Object credentials(Napi::Env env, const PeerCred& cred) {
 
 }  // namespace
 
+// takeWords(): the Float64Array in which take() returns a lone batch's
+// slots (see Take()).
+Napi::Value ReaderWrap::TakeWordsOf(const Napi::CallbackInfo& info) { return words_.Get(info.Env()); }
+
 // take(): every item ready, as [tag, connId, a, b, c, ...] (protocol.h).
-Napi::Value ReaderWrap::Take(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::vector<ReaderItem> items;
+// Exactly one plain small batch and nothing else (once takeWords() was
+// called): its region alone, with [connId, offsets entries, payload bytes]
+// in the take words.
+Napi::Value ReaderWrap::Take(const Napi::CallbackInfo& info) { return TakeValue(info.Env()); }
+
+Napi::Value ReaderWrap::TakeValue(Napi::Env env) {
+  // The items vector is taken_'s (its capacity, not a fresh allocation per
+  // call) and goes back emptied on every way out.
+  struct Recycle {
+    std::vector<ReaderItem>& home;
+    std::vector<ReaderItem> items;
+    ~Recycle() {
+      items.clear();
+      home = std::move(items);
+    }
+  } r{taken_, std::move(taken_)};
+  std::vector<ReaderItem>& items = r.items;
   if (engine_) {
     engine_->take(items);
     if (engine_->take_poll_request()) poller_.Watch();
+  }
+  if (items.size() == 1 && items[0].type == ReaderItem::kBatch && words_.data() && plain_small(items[0].batch)) {
+    ReaderItem& it = items[0];
+    double* w = words_.data();
+    w[0] = it.conn_id;
+    w[1] = static_cast<double>(it.batch.offsets.size());
+    w[2] = static_cast<double>(it.batch.payload_bytes);
+    Napi::Value region = export_plain_small(env, it.batch, words_);
+    if (engine_) engine_->recycle_offsets(std::move(it.batch.offsets));
+    return region;
   }
   ItemWriter w{Napi::Array::New(env, items.size() * protocol::kItemSlots)};
   const Napi::Value none = env.Undefined();

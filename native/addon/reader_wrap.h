@@ -12,11 +12,12 @@
 #include "core/reader_engine.h"
 #include "core/socket_util.h"
 #include "engine_handle.h"
+#include "batch_export.h"
 #include "js_thread_poller.h"
 
 namespace udsipc {
 
-class ReaderWrap : public Napi::ObjectWrap<ReaderWrap>, EngineHandle<ReaderWrap> {
+class ReaderWrap : public Napi::ObjectWrap<ReaderWrap>, EngineHandle<ReaderWrap>, TakeSource {
  public:
   static Napi::Function Init(Napi::Env env);
   explicit ReaderWrap(const Napi::CallbackInfo& info);
@@ -27,6 +28,9 @@ class ReaderWrap : public Napi::ObjectWrap<ReaderWrap>, EngineHandle<ReaderWrap>
 
   Napi::Value Listen(const Napi::CallbackInfo& info);
   Napi::Value Take(const Napi::CallbackInfo& info);
+  Napi::Value TakeWordsOf(const Napi::CallbackInfo& info);
+  Napi::Value TakeValue(Napi::Env env) override;  // take()'s result
+  void Idle(Napi::Env env) override { words_.Idle(env); }
   void Ack(const Napi::CallbackInfo& info);
   Napi::Value Reply(const Napi::CallbackInfo& info);
   void Authorize(const Napi::CallbackInfo& info);
@@ -50,6 +54,8 @@ class ReaderWrap : public Napi::ObjectWrap<ReaderWrap>, EngineHandle<ReaderWrap>
   ino_t sock_ino_ = 0;
   JsThreadPoller poller_;  // detached before the engine goes
   std::unique_ptr<ReaderEngine> engine_;
+  TakeWords words_;                 // take()'s fast path (batch_export.h)
+  std::vector<ReaderItem> taken_;   // take()'s items, kept for its capacity (empty between calls)
 };
 
 }  // namespace udsipc

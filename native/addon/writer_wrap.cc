@@ -17,6 +17,7 @@ Napi::Function WriterWrap::Init(Napi::Env env) {
                          InstanceMethod<&WriterWrap::SendDirect>("sendDirect"),
                          InstanceMethod<&WriterWrap::AttachFds>("attachFds"),
                          InstanceMethod<&WriterWrap::Take>("take"),
+                         InstanceMethod<&WriterWrap::TakeWordsOf>("takeWords"),
                          InstanceMethod<&WriterWrap::Ack>("ack"),
                          InstanceMethod<&WriterWrap::BeginStop>("beginStop"),
                          InstanceMethod<&WriterWrap::Close>("close"),
@@ -119,8 +120,7 @@ Napi::Value WriterWrap::Start(const Napi::CallbackInfo& info) {
   engine_ = std::make_unique<WriterEngine>(cfg_, StartTsfn(env, info[0].As<Napi::Function>(), "uds-ipc writer"));
   if (loop) {
     receiver_.Attach(env, loop, info[0].As<Napi::Function>(), engine_.get(), cfg_.assembler, cfg_.max_pending_bytes,
-                     accept_fds_, max_pending_fds_,
-                     [this] { CallThroughTsfn(); });
+                     accept_fds_, max_pending_fds_, [this] { CallThroughTsfn(); }, this);
   }
   engine_->start();
   return env.Undefined();
@@ -185,11 +185,35 @@ Napi::Object credentials(Napi::Env env, const PeerCred& cred) {
 // connection's CONNECT went out with an earlier take()), and every end of a
 // connection (DISCONNECT, STOPPED, or a new CONNECT) first reads the last
 // connection to EOF, so that its batches precede it.
-Napi::Value WriterWrap::Take(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
+//
+// Exactly one plain small batch and no other event (once takeWords() was
+// called): its region alone, with [0, offsets entries, payload bytes] in
+// the take words.
+Napi::Value WriterWrap::Take(const Napi::CallbackInfo& info) { return TakeValue(info.Env()); }
+
+Napi::Value WriterWrap::TakeValue(Napi::Env env) {
   std::vector<WriterEvent> evs;
   if (engine_) evs = engine_->take_events();
   const bool local = receiver_.attached();
+  if (double* w = words_.data()) {
+    Batch* lone = nullptr;
+    if (local && evs.empty()) lone = receiver_.LoneBatch();
+    else if (!local && evs.size() == 1 && evs[0].type == WriterEvent::kBatch) lone = &evs[0].batch;
+    if (lone && plain_small(*lone)) {
+      w[0] = 0;
+      w[1] = static_cast<double>(lone->offsets.size());
+      w[2] = static_cast<double>(lone->payload_bytes);
+      Napi::Value region = export_plain_small(env, *lone, words_);
+      std::vector<uint32_t> offsets = std::move(lone->offsets);
+      if (local) {
+        receiver_.TakeBatches();  // that one batch: its slab reference goes (the bytes were copied)
+        receiver_.RecycleOffsets(std::move(offsets));
+      } else if (engine_) {
+        engine_->recycle_offsets(std::move(offsets));
+      }
+      return region;
+    }
+  }
   EventWriter w{Napi::Array::New(env, local ? 0 : evs.size() * protocol::kEventSlots)};
   const Napi::Value none = env.Undefined();
   auto batch = [&](Batch& b) {
@@ -244,6 +268,10 @@ Napi::Value WriterWrap::Take(const Napi::CallbackInfo& info) {
   }
   return w.out;
 }
+
+// takeWords(): the Float64Array in which take() returns a lone batch's
+// slots (see Take()).
+Napi::Value WriterWrap::TakeWordsOf(const Napi::CallbackInfo& info) { return words_.Get(info.Env()); }
 
 // ack(bytes[, region[, table]]): received batches are done with, `bytes`
 // being the sum of their lengths (acked in the order they were taken). A

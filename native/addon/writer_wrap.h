@@ -16,12 +16,13 @@
 #include <string>
 
 #include "core/writer_engine.h"
+#include "batch_export.h"
 #include "engine_handle.h"
 #include "js_receiver.h"
 
 namespace udsipc {
 
-class WriterWrap : public Napi::ObjectWrap<WriterWrap>, EngineHandle<WriterWrap> {
+class WriterWrap : public Napi::ObjectWrap<WriterWrap>, EngineHandle<WriterWrap>, TakeSource {
  public:
   static Napi::Function Init(Napi::Env env);
   explicit WriterWrap(const Napi::CallbackInfo& info);
@@ -34,6 +35,9 @@ class WriterWrap : public Napi::ObjectWrap<WriterWrap>, EngineHandle<WriterWrap>
   Napi::Value SendDirect(const Napi::CallbackInfo& info);
   void AttachFds(const Napi::CallbackInfo& info);
   Napi::Value Take(const Napi::CallbackInfo& info);
+  Napi::Value TakeWordsOf(const Napi::CallbackInfo& info);
+  Napi::Value TakeValue(Napi::Env env) override;  // take()'s result
+  void Idle(Napi::Env env) override { words_.Idle(env); }
   void Ack(const Napi::CallbackInfo& info);
   void BeginStop(const Napi::CallbackInfo& info);
   void Close(const Napi::CallbackInfo& info);
@@ -58,6 +62,7 @@ class WriterWrap : public Napi::ObjectWrap<WriterWrap>, EngineHandle<WriterWrap>
   std::unique_ptr<WriterEngine> engine_;
   // Receiving on this thread (cfg_.receive_on_consumer; see js_receiver.h).
   JsReceiver receiver_;
+  TakeWords words_;  // take()'s fast path (batch_export.h)
 };
 
 }  // namespace udsipc

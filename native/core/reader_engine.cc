@@ -245,13 +245,22 @@ void ReaderEngine::flush_overflow() {
 }
 
 void ReaderEngine::apply_acks() {
-  std::vector<std::pair<uint32_t, uint64_t>> acks;
-  std::vector<std::pair<uint32_t, bool>> verdicts;
+  std::vector<std::pair<uint32_t, uint64_t>>& acks = acks_taken_;
+  std::vector<std::pair<uint32_t, bool>>& verdicts = verdicts_taken_;
   {
     std::lock_guard<std::mutex> lk(acks_mu_);
     acks.swap(acks_);
     verdicts.swap(verdicts_);
   }
+  // Emptied on the way out, capacity kept (close_conn() below never calls back in here).
+  struct Clear {
+    std::vector<std::pair<uint32_t, uint64_t>>& a;
+    std::vector<std::pair<uint32_t, bool>>& v;
+    ~Clear() {
+      a.clear();
+      v.clear();
+    }
+  } clear{acks, verdicts};
   for (auto [id, allowed] : verdicts) {
     auto it = conns_.find(id);
     if (it == conns_.end() || !it->second->held) continue;

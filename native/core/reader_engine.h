@@ -428,6 +428,10 @@ class ReaderEngine {
   std::mutex acks_mu_;
   std::vector<std::pair<uint32_t, uint64_t>> acks_;  // guarded by acks_mu_
   std::vector<std::pair<uint32_t, bool>> verdicts_;  // guarded by acks_mu_
+  // apply_acks()'s side of the swap, kept for their capacity (no allocation
+  // per batch): the loop's owner (own_mu_), empty between calls.
+  std::vector<std::pair<uint32_t, uint64_t>> acks_taken_;
+  std::vector<std::pair<uint32_t, bool>> verdicts_taken_;
   std::atomic<uint64_t> m_accepted_{0}, m_active_{0}, m_reads_{0}, m_bytes_{0}, m_frames_{0},
       m_batches_{0}, m_errors_{0}, m_pauses_{0}, m_accept_errors_{0}, m_rejected_{0},
       m_js_thread_reads_{0}, m_handoffs_{0}, m_fds_received_{0}, m_fds_refused_{0}, m_rejected_datagrams_{0},

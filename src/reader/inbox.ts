@@ -44,8 +44,14 @@ import type { Protocol } from '../protocol';
 
 /** The native side of an inbox: the ReaderHandle (a fake in tests). */
 export interface ItemSource {
-  /** Takes every item ready, as a flat array (empty when none). */
-  take(): unknown[];
+  /**
+   * Takes every item ready, as a flat array (empty when none); once
+   * takeWords() was called, a lone small batch may come as its region
+   * alone, the rest of its item in the take words.
+   */
+  take(): unknown[] | ArrayBuffer;
+  /** [connId, offsets entries, payload bytes] of a batch take() returned alone. */
+  takeWords?(): Float64Array;
   /** Gives `bytes` back to the connection's budget; `region` and `table`, when given, are detached and reused. */
   ack(connId: number, bytes: number, region?: ArrayBuffer, table?: ArrayBuffer): void;
 }
@@ -69,6 +75,7 @@ export class Inbox {
   readonly #seqTag: number;
   #seqFirst = 0; // a SEQ item's first sequence number, for the BATCH after it (0: none)
   #seqRedelivered = 0;
+  #words: Float64Array | undefined; // the source's take words
   #items: unknown[] = []; // items taken, not yet all handled
   #next = 0; // index of the next item in #items
   #at = 0; // index of the current item (the one next() returned)
@@ -89,14 +96,27 @@ export class Inbox {
   /** From now on items come from `source`, and acknowledgements go to it. */
   attach(source: ItemSource): void {
     this.#source = source;
+    this.#words = source.takeWords?.();
   }
 
-  /** Takes the items the IO thread has ready. False when there were none. */
-  take(): boolean {
+  /**
+   * Takes the items the IO thread has ready (`given`: what the source's
+   * take() returned, already called by the addon). False when there were none.
+   */
+  take(given?: unknown[] | ArrayBuffer): boolean {
     const s = this.#source;
     if (!s) return false;
-    const items = s.take();
-    if (items.length === 0) return false;
+    const taken = given ?? s.take();
+    let items: unknown[];
+    if (Array.isArray(taken)) {
+      if (taken.length === 0) return false;
+      items = taken;
+    } else {
+      // One small batch, without the array of items (src/binding.ts).
+      const w = this.#words!;
+      items = [this.#batchTag, w[0], taken, w[1], w[2]];
+      items.length = this.#slots; // a no-op with the addon's layout (5 slots)
+    }
     if (this.#next >= this.#items.length) {
       this.#items = items;
       this.#next = 0;

@@ -37,7 +37,10 @@ export interface ReceivingWriterHandle extends NativeWriterHandle {
 
 /** What the inbox needs of the handle (a fake in tests). */
 export interface EventSource {
-  take(): unknown[];
+  /** Every event ready (empty when none); once takeWords() was called, a lone small batch may come as its region alone. */
+  take(): unknown[] | ArrayBuffer;
+  /** [0, offsets entries, payload bytes] of a batch take() returned alone. */
+  takeWords?(): Float64Array;
   ack(bytes: number, region?: ArrayBuffer, table?: ArrayBuffer): void;
 }
 
@@ -48,6 +51,7 @@ export class WriterInbox {
   readonly #batchTag: number;
   readonly #fdsTag: number;
   readonly #fds = new FdStash(); // received descriptors, until their batch takes them
+  readonly #words: Float64Array | undefined; // the source's take words
   #items: unknown[] = []; // events taken, not yet all handled
   #next = 0; // index of the next event in #items
   #at = 0; // index of the current event (the one next() returned)
@@ -61,15 +65,29 @@ export class WriterInbox {
     this.#batchTag = event.BATCH;
     this.#fdsTag = event.FDS;
     this.#source = source;
+    this.#words = source.takeWords?.();
     this.#release = release;
   }
 
-  /** Takes the events the IO thread has ready. False when there were none (or the source is gone). */
-  take(): boolean {
+  /**
+   * Takes the events the IO thread has ready (`given`: what the source's
+   * take() returned, already called by the addon). False when there were
+   * none (or the source is gone).
+   */
+  take(given?: unknown[] | ArrayBuffer): boolean {
     const s = this.#source;
     if (!s) return false;
-    const items = s.take();
-    if (items.length === 0) return false;
+    const taken = given ?? s.take();
+    let items: unknown[];
+    if (Array.isArray(taken)) {
+      if (taken.length === 0) return false;
+      items = taken;
+    } else {
+      // One small batch, without the array of events (src/binding.ts).
+      const w = this.#words!;
+      items = [this.#batchTag, taken, w[1], w[2]];
+      items.length = this.#slots; // a no-op with the addon's layout (4 slots)
+    }
     if (this.#next >= this.#items.length) {
       this.#items = items;
       this.#next = 0;
