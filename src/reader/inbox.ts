@@ -115,7 +115,7 @@ export class Inbox {
       // One small batch, without the array of items (src/binding.ts).
       const w = this.#words!;
       items = [this.#batchTag, w[0], taken, w[1], w[2]];
-      items.length = this.#slots; // a no-op with the addon's layout (5 slots)
+      for (let k = items.length; k < this.#slots; k++) items.push(undefined); // none with the addon's layout
     }
     if (this.#next >= this.#items.length) {
       this.#items = items;

@@ -86,7 +86,7 @@ export class WriterInbox {
       // One small batch, without the array of events (src/binding.ts).
       const w = this.#words!;
       items = [this.#batchTag, taken, w[1], w[2]];
-      items.length = this.#slots; // a no-op with the addon's layout (4 slots)
+      for (let k = items.length; k < this.#slots; k++) items.push(undefined); // none with the addon's layout
     }
     if (this.#next >= this.#items.length) {
       this.#items = items;
