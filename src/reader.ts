@@ -438,7 +438,18 @@ export class Reader extends EventEmitter {
   // The IO thread has items for us (`taken`: already taken, when the
   // JS-thread poller calls).
   #onReady(taken?: unknown[] | ArrayBuffer): void {
-    if (this.#handle && this.#inbox!.take(taken)) this.#pump();
+    if (!this.#handle) return;
+    const inbox = this.#inbox!;
+    if (taken !== undefined && !Array.isArray(taken) && !this.#busy && this.#opts.concurrency !== 'connection' && inbox.idle()) {
+      // A lone small batch and nothing waiting (messages one at a time):
+      // straight to the handler, as #pump() would run it.
+      const connId = inbox.loneConnId();
+      const conn = this.#conns.get(connId) ?? new ReaderConnection(connId, -1, -1, -1, undefined);
+      if (!this.#run(inbox.loneBatch(taken, conn))) this.#busy = true;
+      if (this.#state === 'stopping' && this.#stopFinished && this.#lanes.size === 0) this.#finishStop(false);
+      return;
+    }
+    if (inbox.take(taken)) this.#pump();
   }
 
   // Handles items in order until none is left, or (concurrency 'serial') an

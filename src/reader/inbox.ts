@@ -126,6 +126,32 @@ export class Inbox {
     return true;
   }
 
+  /** Whether every item taken so far was handled (next() would return -1). */
+  idle(): boolean {
+    return this.#next >= this.#items.length;
+  }
+
+  /** The connection id of the lone batch take() returned as its region alone (read before loneBatch()). */
+  loneConnId(): number {
+    return this.#words![0];
+  }
+
+  /**
+   * The lone small batch that the source's take() returned as its region
+   * alone (src/binding.ts), as a Batch from `conn`, without going through
+   * the item list: for an idle() inbox only (nothing taken before it waits).
+   * Messages that come one at a time reach their handler this way.
+   */
+  loneBatch(region: ArrayBuffer, conn: Connection): Batch {
+    const w = this.#words!;
+    const offsets = new Uint32Array(region, 0, w[1]);
+    const creds = this.#creds;
+    this.#creds = undefined;
+    const first = this.#seqFirst;
+    this.#seqFirst = 0;
+    return new Batch(conn, region, offsets, w[2], this.#fds.take(), creds, first, this.#seqRedelivered);
+  }
+
   /** Moves on to the next item and returns its tag (a `protocol.item` value); -1 when none is left. */
   next(): number {
     const q = this.#items;
