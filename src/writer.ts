@@ -702,7 +702,11 @@ export class Writer extends EventEmitter {
   #onEvent(taken?: unknown[] | ArrayBuffer): void {
     const inbox = this.#inbox;
     if (inbox !== undefined) {
-      if (inbox.take(taken)) this.#pump();
+      if (taken !== undefined && !Array.isArray(taken) && !this.#busy && !this.#forced && this.#state !== 'stopped' && inbox.idle()) {
+        // A lone small batch and nothing waiting (replies one at a time):
+        // straight to onMessage, as #pump() would run it.
+        this.#run(inbox.loneBatch(taken, this.#conn ?? UNKNOWN_CONNECTION));
+      } else if (inbox.take(taken)) this.#pump();
     } else {
       const E = this.#event;
       const events = (taken ?? this.#handle.take()) as unknown[]; // an array: takeWords() is the inbox's
@@ -761,29 +765,7 @@ export class Writer extends EventEmitter {
           inbox.drop();
           continue;
         }
-        const batch = inbox.batch(this.#conn ?? UNKNOWN_CONNECTION);
-        const m = this.#rm;
-        m[RM_RECEIVED] += batch.length;
-        m[RM_BYTES] += batch.byteLength;
-        m[RM_BATCHES]++;
-        let r: unknown;
-        try {
-          r = this.#receive!.onMessage(batch);
-        } catch (e) {
-          this.#handlerFailed(e);
-        }
-        if (r !== undefined && r !== null && typeof (r as PromiseLike<void>).then === 'function') {
-          this.#busy = true;
-          (r as PromiseLike<void>).then(
-            () => this.#afterAsync(batch),
-            (e: unknown) => {
-              this.#handlerFailed(e);
-              this.#afterAsync(batch);
-            },
-          );
-          return;
-        }
-        inbox.done(batch);
+        if (!this.#run(inbox.batch(this.#conn ?? UNKNOWN_CONNECTION))) return;
       } else if (tag === E.CONNECT) {
         const cred = inbox.a() as Credentials;
         this.#conn?.closed();
@@ -797,6 +779,34 @@ export class Writer extends EventEmitter {
         this.#onPlainEvent(tag, inbox.a(), inbox.b(), inbox.c());
       }
     }
+  }
+
+  // Runs onMessage on a batch. True: done with it (released); false: its
+  // promise is pending (#afterAsync() follows, and #pump() with it).
+  #run(batch: Batch): boolean {
+    const m = this.#rm;
+    m[RM_RECEIVED] += batch.length;
+    m[RM_BYTES] += batch.byteLength;
+    m[RM_BATCHES]++;
+    let r: unknown;
+    try {
+      r = this.#receive!.onMessage(batch);
+    } catch (e) {
+      this.#handlerFailed(e);
+    }
+    if (r !== undefined && r !== null && typeof (r as PromiseLike<void>).then === 'function') {
+      this.#busy = true;
+      (r as PromiseLike<void>).then(
+        () => this.#afterAsync(batch),
+        (e: unknown) => {
+          this.#handlerFailed(e);
+          this.#afterAsync(batch);
+        },
+      );
+      return false;
+    }
+    this.#inbox!.done(batch);
+    return true;
   }
 
   #afterAsync(batch: Batch): void {

@@ -5,7 +5,7 @@
 // ('serial'), in order, behind whatever waits, with the right connection.
 import { describe, it, expect } from 'vitest';
 import net from 'node:net';
-import { Reader, encodeFrame, type Batch } from '../src/index';
+import { Reader, Writer, encodeFrame, type Batch, type Connection } from '../src/index';
 import { tmpSocket, useTracking, waitFor, within } from './helpers';
 
 const track = useTracking();
@@ -77,5 +77,48 @@ describe('lone batches (messages one at a time)', () => {
     expect(new Set(idOf.values()).size).toBe(3);
     expect(reader.metrics().received).toBe(30);
     for (const p of peers) p.sock.destroy();
+  });
+
+  it("a Writer's onMessage: replies arriving one at a time while an async onMessage is pending wait for it, in order", async () => {
+    const path = tmpSocket();
+    let conn: Connection | undefined;
+    const reader = track(new Reader(path, () => {}));
+    reader.on('connection', (c: Connection) => (conn = c));
+    await reader.start();
+    const got: string[] = [];
+    let running = 0;
+    let maxRunning = 0;
+    let release: (() => void) | undefined;
+    const writer = track(
+      new Writer(path, {
+        async onMessage(batch: Batch) {
+          running++;
+          maxRunning = Math.max(maxRunning, running);
+          for (const m of batch) got.push(m.toString());
+          if (got[0] === 'hold' && release === undefined) await new Promise<void>((r) => (release = r));
+          running--;
+        },
+      }),
+    );
+    writer.start();
+    await within(waitFor(() => conn !== undefined), 'the connection');
+    conn!.write('hold');
+    await within(waitFor(() => release !== undefined), 'onMessage to start');
+    for (let i = 0; i < 20; i++) {
+      conn!.write(`r${i}`);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    expect(got).toEqual(['hold']);
+    release!();
+    await within(waitFor(() => got.length === 21), 'every reply');
+    expect(got).toEqual(['hold', ...Array.from({ length: 20 }, (_, i) => `r${i}`)]);
+    expect(maxRunning).toBe(1);
+    // And one at a time with onMessage idle: each straight through, none lost.
+    for (let i = 0; i < 20; i++) {
+      conn!.write(`s${i}`);
+      await within(waitFor(() => got.length === 22 + i), 'the reply');
+    }
+    expect(got.slice(21)).toEqual(Array.from({ length: 20 }, (_, i) => `s${i}`));
+    expect(writer.metrics().received).toBe(41);
   });
 });

@@ -97,6 +97,21 @@ export class WriterInbox {
     return true;
   }
 
+  /** Whether every event taken so far was handled (next() would return -1). */
+  idle(): boolean {
+    return this.#next >= this.#items.length;
+  }
+
+  /**
+   * The lone small batch that the source's take() returned as its region
+   * alone (src/binding.ts), as a Batch from `conn`, without going through
+   * the event list: for an idle() inbox only (nothing taken before it waits).
+   */
+  loneBatch(region: ArrayBuffer, conn: Connection): Batch {
+    const w = this.#words!;
+    return new Batch(conn, region, new Uint32Array(region, 0, w[1]), w[2], this.#fds.take());
+  }
+
   /** Moves on to the next event and returns its tag; -1 when none is left. */
   next(): number {
     const q = this.#items;
