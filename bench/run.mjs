@@ -578,17 +578,34 @@ by ±25 % between runs.
 - **Latency.** A message wakes one thread (the JavaScript thread polls the
   reader's epoll set through a \`uv_poll\`) and costs the same syscalls as
   with node:net: with one connection the poll reads it directly instead of
-  first asking the set (\`strace\`: 2 \`epoll_pwait\` and 1 \`read\` per
-  message; an \`epoll_wait\` more before). \`perf\` of the latency case
-  found \`napi_create_buffer\` at ~2.5 µs per one-message batch (it builds
-  a Buffer object); a plain \`ArrayBuffer\` is used again. p50 is within
-  noise of node:net (medians of alternating 2 s pairs: 40.7 vs 49.2 µs,
-  45.4 vs 50.3 µs, 69.0 vs 68.7 µs, 38.0 vs 39.0 µs; full runs 63.5 vs
-  72.8 µs, 36.5 vs 36.7 µs, 38.5 vs 37.9 µs, 40.9 vs 45.1 µs and 38.4 vs
-  38.9 µs, 37.3 vs 37.4 µs, 37.6 vs 38.0 µs); p99 is lower in most runs
-  (it was 1 % higher in one: 646 vs 639 µs). A message costs the reader
-  tens of µs of CPU at this rate (wake-ups on this VM), its JavaScript
-  mostly still in the baseline tier. The millisecond tail (p99.9) comes from
+  first asking the set (\`strace\`: 2 \`epoll_pwait\` and 1 \`recvmsg\` per
+  message). Timestamps of every step (a \`sched_switch\`/\`sched_wakeup\`
+  trace with \`perf record -k CLOCK_MONOTONIC\`, beside clock stamps in the
+  poller and in JavaScript; 2026-12-07) put the reader's time from being
+  switched in to its handler at about 12 µs against node:net's 9–11 µs:
+  about 3 µs in the kernel and libuv before the poll callback, 2.5–3 µs in
+  the engine's round (\`recvmsg\` included), and the rest crossing into
+  JavaScript. Until this change a one-message batch also spent about 5 µs
+  in \`take()\` before the handler: the elements of a fresh item array,
+  set one N-API call each (about 2.4 µs in all on this cold path), and a
+  new \`ArrayBuffer\` for the bytes (about 1.3 µs). Now a lone small batch
+  crosses as its \`ArrayBuffer\` alone (its other slots in a
+  \`Float64Array\` shared once), the poller passes it along with the call
+  into JavaScript, a spare buffer of the last batch's size is made while
+  the thread is idle, and with nothing else waiting the batch goes to the
+  handler without the item list. In 9 interleaved rounds of a separate
+  harness the p50 median went from 36.7–37.0 µs to 31.1–32.1 µs, node:net's
+  being 29–32 µs. Each round of this case starts a new pair of processes
+  (about 1,100 messages), so most JavaScript on the path runs before V8
+  optimizes it and every call on it counts. The table above is the
+  bench's own statistic: in its 9 rounds uds-ipc's p50 was lower than
+  node:net's in 4 (the issue asks for 6), and the median of the rounds'
+  p50s was 30.3 against 29.3 µs (the first run of this change, before the
+  direct way to the handler: 1 of 9, 33.7 against 29.5 µs). On a 2-core
+  machine the two processes share a CPU (wake-affine) for about 98 % of the
+  messages, so the reader also waits for the writer to go to sleep after
+  its send (11–15 µs for either library). p99 and p99.9 are lower than
+  node:net's in these runs. The millisecond tail (p99.9) comes from
   V8, not from the socket: a \`sched_switch\` trace (\`perf record -e
   sched:*\`) of a 4–5 ms outlier shows the reader's JavaScript thread,
   woken on the writer's CPU, preempted there by its own process's
