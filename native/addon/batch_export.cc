@@ -135,6 +135,43 @@ Napi::Value TakeWords::Get(Napi::Env env) {
   return Napi::Float64Array::New(env, kCount, ref_.Value(), 0);
 }
 
+void call_on_ready(napi_env env, napi_ref on_ready, napi_async_context ctx, TakeSource* const* source,
+                   const std::function<void()>* fallback) {
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value fn = nullptr;
+  if (on_ready) napi_get_reference_value(env, on_ready, &fn);
+  if (fn) {
+    napi_value recv;
+    napi_get_global(env, &recv);  // MakeCallback wants an object receiver
+    napi_value taken = nullptr;
+    if (*source) {
+      try {
+        taken = (*source)->TakeValue(Napi::Env(env));
+      } catch (const Napi::Error&) {
+        taken = nullptr;
+      }
+    }
+    const napi_status st = napi_make_callback(env, ctx, recv, fn, taken ? 1 : 0, taken ? &taken : nullptr, nullptr);
+    if (st != napi_ok && st != napi_pending_exception && *fallback) (*fallback)();  // not called: fall back
+    if (st == napi_pending_exception) {
+      napi_value err;
+      napi_get_and_clear_last_exception(env, &err);
+      napi_fatal_exception(env, err);  // as an exception thrown from any callback: 'uncaughtException'
+    }
+    // A spare region that cannot be made is simply not there next time.
+    if (st == napi_ok && *source) {
+      try {
+        (*source)->Idle(Napi::Env(env));
+      } catch (const Napi::Error&) {
+      }
+    }
+  } else if (*fallback) {
+    (*fallback)();
+  }
+  napi_close_handle_scope(env, scope);
+}
+
 ExportedBatch export_batch(Napi::Env env, Batch& b) {
   if (b.length <= protocol::kCopyBatchUpTo) {
     // One allocation: [offsets (u32, absolute) | region]; JavaScript views

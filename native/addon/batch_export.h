@@ -13,6 +13,8 @@
 
 #include <napi.h>
 
+#include <functional>
+
 #include "core/frame_assembler.h"
 
 namespace udsipc {
@@ -89,6 +91,18 @@ class TakeSource {
  protected:
   ~TakeSource() = default;
 };
+
+// JS thread, outside JavaScript (a libuv callback of a poller): calls
+// `on_ready` (a weak reference) through napi_make_callback, with what
+// (*source)->TakeValue() returns as its argument (the items go along: one
+// call into the addon fewer), then (*source)->Idle(). Items that cannot be
+// made into JS values (V8 out of memory) are lost, as from a take() that
+// throws, and on_ready is called without any. (*fallback)() when on_ready is
+// gone or cannot be called; an exception it throws goes to
+// 'uncaughtException'. *source and *fallback are read again after the call:
+// JavaScript may have detached their owner meanwhile (they are null then).
+void call_on_ready(napi_env env, napi_ref on_ready, napi_async_context ctx, TakeSource* const* source,
+                   const std::function<void()>* fallback);
 
 // JS thread. The descriptors of b's messages as an Int32Array
 // [index, count, fd x count, ...], released to JavaScript (which closes

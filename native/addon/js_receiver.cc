@@ -312,45 +312,7 @@ void JsReceiver::OnPoll(uv_poll_t* h, int status, int) {
 }
 
 void JsReceiver::CallOnReady() {
-  napi_env env = env_;
-  napi_handle_scope scope;
-  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value fn = nullptr;
-  if (on_ready_) napi_get_reference_value(env, on_ready_, &fn);
-  if (fn) {
-    napi_value recv;
-    napi_get_global(env, &recv);  // MakeCallback wants an object receiver
-    // What take() would return goes along (one call into the addon fewer
-    // per batch). Items that cannot be made into JS values (V8 out of
-    // memory) are lost, as from a take() that throws; onReady is then
-    // called without any.
-    napi_value taken = nullptr;
-    if (source_) {
-      try {
-        taken = source_->TakeValue(Napi::Env(env));
-      } catch (const Napi::Error&) {
-        taken = nullptr;
-      }
-    }
-    const napi_status st = napi_make_callback(env, async_ctx_, recv, fn, taken ? 1 : 0, taken ? &taken : nullptr, nullptr);
-    if (st != napi_ok && st != napi_pending_exception && fallback_) fallback_();  // not called: fall back
-    if (st == napi_pending_exception) {
-      napi_value err;
-      napi_get_and_clear_last_exception(env, &err);
-      napi_fatal_exception(env, err);  // as an exception thrown from any callback: 'uncaughtException'
-    }
-    // Idle now (onReady may have stopped us: then source_ is null). A spare
-    // region that cannot be made is simply not there next time.
-    if (st == napi_ok && source_) {
-      try {
-        source_->Idle(Napi::Env(env));
-      } catch (const Napi::Error&) {
-      }
-    }
-  } else if (fallback_) {
-    fallback_();
-  }
-  napi_close_handle_scope(env, scope);
+  call_on_ready(env_, on_ready_, async_ctx_, &source_, &fallback_);
 }
 
 }  // namespace udsipc
