@@ -41,6 +41,7 @@ import { Batch, batchMemory, batchOffsets, isRetained, type Connection } from '.
 import { FdStash } from '../fd-stash';
 import { fromNative, type IpcError } from '../errors';
 import type { Protocol } from '../protocol';
+import { withTaken } from '../taken';
 
 /** The native side of an inbox: the ReaderHandle (a fake in tests). */
 export interface ItemSource {
@@ -77,6 +78,11 @@ export class Inbox {
   #seqRedelivered = 0;
   #words: Float64Array | undefined; // the source's take words
   #items: unknown[] = []; // items taken, not yet all handled
+  // The BATCH item of a region take() returned alone, its other slots in the take words.
+  readonly #loneItem = (region: ArrayBuffer): unknown[] => {
+    const w = this.#words!;
+    return [this.#batchTag, w[0], region, w[1], w[2]];
+  };
   #next = 0; // index of the next item in #items
   #at = 0; // index of the current item (the one next() returned)
 
@@ -106,22 +112,11 @@ export class Inbox {
   take(given?: unknown[] | ArrayBuffer): boolean {
     const s = this.#source;
     if (!s) return false;
-    const taken = given ?? s.take();
-    let items: unknown[];
-    if (Array.isArray(taken)) {
-      if (taken.length === 0) return false;
-      items = taken;
-    } else {
-      // One small batch, without the array of items (src/binding.ts).
-      const w = this.#words!;
-      items = [this.#batchTag, w[0], taken, w[1], w[2]];
-      for (let k = items.length; k < this.#slots; k++) items.push(undefined); // none with the addon's layout
-    }
-    if (this.#next >= this.#items.length) {
-      this.#items = items;
+    const list = withTaken(this.#items, this.#next, given ?? s.take(), this.#slots, this.#loneItem);
+    if (list === undefined) return false;
+    if (list !== this.#items) {
+      this.#items = list;
       this.#next = 0;
-    } else {
-      for (let i = 0; i < items.length; i++) this.#items.push(items[i]);
     }
     return true;
   }

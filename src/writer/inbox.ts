@@ -25,6 +25,7 @@ import { Batch, batchMemory, batchOffsets, isRetained, type Connection } from '.
 import { FdStash } from '../fd-stash';
 import type { NativeWriterHandle } from '../binding';
 import type { Protocol } from '../protocol';
+import { withTaken } from '../taken';
 
 /**
  * The WriterHandle as a receiving Writer uses it.
@@ -53,6 +54,11 @@ export class WriterInbox {
   readonly #fds = new FdStash(); // received descriptors, until their batch takes them
   readonly #words: Float64Array | undefined; // the source's take words
   #items: unknown[] = []; // events taken, not yet all handled
+  // The BATCH event of a region take() returned alone, its other slots in the take words.
+  readonly #loneEvent = (region: ArrayBuffer): unknown[] => {
+    const w = this.#words!;
+    return [this.#batchTag, region, w[1], w[2]];
+  };
   #next = 0; // index of the next event in #items
   #at = 0; // index of the current event (the one next() returned)
 
@@ -77,22 +83,11 @@ export class WriterInbox {
   take(given?: unknown[] | ArrayBuffer): boolean {
     const s = this.#source;
     if (!s) return false;
-    const taken = given ?? s.take();
-    let items: unknown[];
-    if (Array.isArray(taken)) {
-      if (taken.length === 0) return false;
-      items = taken;
-    } else {
-      // One small batch, without the array of events (src/binding.ts).
-      const w = this.#words!;
-      items = [this.#batchTag, taken, w[1], w[2]];
-      for (let k = items.length; k < this.#slots; k++) items.push(undefined); // none with the addon's layout
-    }
-    if (this.#next >= this.#items.length) {
-      this.#items = items;
+    const list = withTaken(this.#items, this.#next, given ?? s.take(), this.#slots, this.#loneEvent);
+    if (list === undefined) return false;
+    if (list !== this.#items) {
+      this.#items = list;
       this.#next = 0;
-    } else {
-      for (let i = 0; i < items.length; i++) this.#items.push(items[i]);
     }
     return true;
   }
