@@ -173,6 +173,8 @@ if (process.argv[2] === '--role') {
 // ---------------------------------------------------------------- parent
 
 async function main() {
+  const { checkArgs } = await import('./common.mjs');
+  checkArgs('usage: node bench/acked.mjs [--runs 5] [--sizes 64,1024,102400] [--count <n for every size>] [--readme]', ['--runs', '--sizes', '--count'], ['--readme']);
   const { runPair } = dist('bench/pair.js');
   const runs = Number(arg('--runs', '5'));
   const sizes = arg('--sizes', '64,1024,102400').split(',').map(Number);

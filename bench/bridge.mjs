@@ -24,13 +24,19 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { replaceSection } from './common.mjs';
+import { checkArgs, replaceSection } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..');
 const require = createRequire(import.meta.url);
 const { Reader, Writer } = require('../dist/index.js');
 const { connect, headers } = require('@nats-io/transport-node');
+
+checkArgs(
+  'usage: node bench/bridge.mjs [--count 100000] [--js-count 20000] [--warmup 50000] [--js-warmup 2000] [--size 1024] [--runs 3] [--no-readme]',
+  ['--count', '--js-count', '--warmup', '--js-warmup', '--size', '--runs'],
+  ['--no-readme'],
+);
 
 function arg(name, def) {
   const i = process.argv.indexOf(name);

@@ -29,3 +29,28 @@ export function keptSections(text, markers) {
   }
   return out;
 }
+
+/**
+ * Checks a bench script's command line before it runs anything (a script
+ * that ran its whole benchmark and rewrote bench/README.md for `--help` or
+ * a misspelt option would waste minutes and overwrite results). `valued`:
+ * options that take a value; `flags`: options that do not. Prints `usage`
+ * and exits for --help / -h (0) or anything else unknown (2).
+ */
+export function checkArgs(usage, valued, flags = []) {
+  const argv = process.argv.slice(2);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--help' || a === '-h') {
+      process.stdout.write(`${usage.trimEnd()}\n`);
+      process.exit(0);
+    }
+    if (flags.includes(a)) continue;
+    if (valued.includes(a) && i + 1 < argv.length) {
+      i++;
+      continue;
+    }
+    process.stderr.write(`${valued.includes(a) ? `${a} needs a value` : `unknown option ${a}`}\n${usage.trimEnd()}\n`);
+    process.exit(2);
+  }
+}

@@ -19,7 +19,7 @@ import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { replaceSection } from './common.mjs';
+import { checkArgs, replaceSection } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { Reader, Writer } = await import(path.join(here, '..', 'dist', 'index.js'));
@@ -125,6 +125,7 @@ function median(xs) {
 async function main() {
   const args = process.argv.slice(2);
   if (args[0] === '--role') return readerRole(args[2], Number(args[3]));
+  checkArgs('usage: node bench/fds.mjs [--count 100000] [--runs 5] [--no-readme]', ['--count', '--runs'], ['--no-readme']);
   const opt = (name, d) => {
     const i = args.indexOf(name);
     return i >= 0 ? Number(args[i + 1]) : d;

@@ -20,11 +20,13 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { replaceSection } from './common.mjs';
+import { checkArgs, replaceSection } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.join(here, '..');
 const harness = await import(path.join(root, 'dist', 'bench', 'pair.js'));
+
+checkArgs('usage: node bench/types.mjs [--count 1000000] [--runs 5] [--sizes 64,1024] [--no-readme]', ['--count', '--runs', '--sizes'], ['--no-readme']);
 
 function arg(name, d) {
   const i = process.argv.indexOf(name);
