@@ -132,6 +132,54 @@ describe('type: seqpacket', () => {
     expect(got[5]).toBe(9);
   });
 
+  it('0-byte packets are told from EOF whether the peer has an address or not, and when it binds only after connecting', async () => {
+    // The reader tells a 0-byte packet from EOF by the sender address each
+    // packet carries (a peer whose socket is bound, as the Writer's is) or
+    // else by SO_PASSCRED credentials. A peer may bind after the reader
+    // looked: the kernel gives every packet the address the sender has
+    // when it is read, so the packets sent before the bind carry it too.
+    const PY_PEERS = `
+import socket, sys, time
+path, mode = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+if mode == 'named':
+    s.bind('')  # a kernel-chosen abstract name, as the Writer does
+s.connect(path)
+s.send(b'')
+s.send(b'a')
+if mode == 'late':
+    time.sleep(0.2)  # most likely after the reader attached it (either order must work)
+    s.bind('')
+s.send(b'')
+s.send(b'')
+s.send(b'bb')
+s.send(b'')
+s.close()
+`;
+    const path = tmpSocket();
+    const got: string[][] = [];
+    const closed: number[] = [];
+    const reader = track(
+      new Reader(
+        path,
+        (batch) => {
+          const id = batch.connection.id;
+          got[id] ??= [];
+          for (const m of batch.toArray()) got[id].push(m.toString());
+        },
+        { type: 'seqpacket' },
+      ),
+    );
+    reader.on('disconnect', (c: Connection) => closed.push(c.id));
+    await reader.start();
+    for (const mode of ['named', 'unnamed', 'late']) {
+      const before = closed.length;
+      await python(PY_PEERS, [path, mode]);
+      await waitFor(() => closed.length === before + 1, 10_000, `the ${mode} peer's close`);
+      expect({ mode, got: got[closed[before]] }).toEqual({ mode, got: ['', 'a', '', '', 'bb', ''] });
+    }
+  });
+
   it('a uds-ipc seqpacket Writer talks to a Python SOCK_SEQPACKET listener: one packet per message, no prefix', async () => {
     const path = tmpSocket();
     const sizes = [0, 1, 300, 70_000, 5];

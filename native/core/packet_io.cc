@@ -47,6 +47,7 @@ PacketArena::PacketArena(size_t slot_size, size_t count)
   if (p == MAP_FAILED) throw std::bad_alloc();
   base_ = static_cast<uint8_t*>(p);
   control_.resize(kControlSize * count_);
+  names_.resize(count_);
   headers_.resize(count_);
   iov_.resize(count_);
   depth_.assign(count_, 0);
@@ -106,7 +107,15 @@ PacketReceiver::~PacketReceiver() = default;
 
 CoreError PacketReceiver::attach(int fd) {
   fd_ = fd;
-  if (cfg_.type == SOCK_SEQPACKET || cfg_.credentials) {
+  named_peer_ = false;
+  if (cfg_.type == SOCK_SEQPACKET) {
+    // A peer with an address puts it on every packet: that tells EOF, and
+    // SO_PASSCRED (if the socket has it from elsewhere) is not needed.
+    sockaddr_un peer{};
+    socklen_t len = sizeof peer;
+    named_peer_ = ::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0 && len > sizeof(sa_family_t);
+  }
+  if ((cfg_.type == SOCK_SEQPACKET && !named_peer_) || cfg_.credentials) {
     if (const int e = set_passcred(fd, true)) return CoreError::sys("ERR_SOCKET", e, "setsockopt", "cannot set SO_PASSCRED");
   }
   return {};
@@ -228,8 +237,8 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close, uint64_t fd_room
     iov[i].iov_base = arena_->slot(i);
     iov[i].iov_len = slot_;
     msghdr& m = h[i].msg_hdr;
-    m.msg_name = nullptr;
-    m.msg_namelen = 0;
+    m.msg_name = named_peer_ ? arena_->name(i) : nullptr;
+    m.msg_namelen = named_peer_ ? sizeof(sockaddr_un) : 0;
     m.msg_iov = &iov[i];
     m.msg_iovlen = 1;
     m.msg_control = control ? arena_->control(i) : nullptr;
@@ -279,7 +288,7 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close, uint64_t fd_room
   const uint64_t closed_before = stats_.fds_closed;
   for (size_t i = 0; i < end; ++i) {
     msghdr& m = h[i].msg_hdr;
-    if (seqpacket && h[i].msg_len == 0 && m.msg_controllen == 0) {
+    if (seqpacket && h[i].msg_len == 0 && m.msg_controllen == 0 && (!named_peer_ || m.msg_namelen == 0)) {
       // EOF: this entry and every one after it (see the header comment).
       eof_ = true;
       end = i;

@@ -435,12 +435,17 @@ void unlink_if_same(const std::string& path, dev_t dev, ino_t ino) {
     ::unlinkat(dfd.get(), base.c_str(), 0);
 }
 
-int connect_unix(const std::string& path, UniqueFd* out, int type) {
+int connect_unix(const std::string& path, UniqueFd* out, int type, bool autobind) {
   sockaddr_un addr;
   socklen_t len;
   if (!make_address(path, &addr, &len)) return ENAMETOOLONG;
   UniqueFd fd = new_socket(type);
   if (!fd.valid()) return errno;
+  if (autobind) {
+    sockaddr_un self{};
+    self.sun_family = AF_UNIX;
+    (void)::bind(fd.get(), reinterpret_cast<const sockaddr*>(&self), sizeof(sa_family_t));
+  }
   int r;
   do {
     r = ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), len);

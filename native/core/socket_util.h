@@ -83,7 +83,13 @@ void unlink_if_same(const std::string& path, dev_t dev, ino_t ino);
 
 // Non-blocking, close-on-exec connect. Returns 0 and sets *out, or an errno.
 // Note: on a full backlog a Unix stream connect fails with EAGAIN.
-int connect_unix(const std::string& path, UniqueFd* out, int type = SOCK_STREAM);
+// With autobind, the socket first binds to a kernel-chosen abstract name
+// (bind() of an address that is only the family): a SOCK_SEQPACKET writer
+// does this so that every packet it sends carries a sender address, which is
+// how a PacketReceiver tells its packets (even 0-byte ones) from EOF without
+// SO_PASSCRED (see packet_io.h). A failed autobind is not an error: the
+// receiver then falls back to SO_PASSCRED.
+int connect_unix(const std::string& path, UniqueFd* out, int type = SOCK_STREAM, bool autobind = false);
 
 struct PeerCred {
   int pid = -1, uid = -1, gid = -1;

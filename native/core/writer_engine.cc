@@ -635,7 +635,13 @@ void WriterEngine::try_connect(int64_t now) {
   emit(std::move(ev));
 }
 
-int WriterEngine::connect_unix_fd(UniqueFd* out) { return connect_unix(cfg_.path, out, cfg_.type); }
+// A seqpacket writer binds to an abstract name first: its packets then carry
+// a sender address, and the reader tells EOF from a 0-byte packet by that
+// instead of by SO_PASSCRED (packet_io.h), which costs every packet a pid
+// reference on both sides.
+int WriterEngine::connect_unix_fd(UniqueFd* out) {
+  return connect_unix(cfg_.path, out, cfg_.type, /*autobind=*/cfg_.type == SOCK_SEQPACKET);
+}
 
 void WriterEngine::schedule_retry(int64_t now, int err) {
   ++attempt_;

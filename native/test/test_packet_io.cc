@@ -340,6 +340,63 @@ TEST(seqpacket_eof_is_not_a_zero_byte_packet) {
   }
 }
 
+// The same with a peer that has an address (as the Writer's seqpacket socket
+// has: connect_unix() with autobind): EOF is told by the sender address each
+// packet carries, and SO_PASSCRED stays off (no per-packet credentials).
+// A peer without one (socketpair, above) keeps the SO_PASSCRED test.
+TEST(seqpacket_eof_by_sender_address_without_passcred) {
+  TempDir dir;
+  const std::string path = dir / "named.sock";
+  Listener l = listen_seqpacket(path);
+  CHECK(!l.error);
+  const auto passcred = [](int fd) {
+    int v = -1;
+    socklen_t len = sizeof v;
+    CHECK(::getsockopt(fd, SOL_SOCKET, SO_PASSCRED, &v, &len) == 0);
+    return v;
+  };
+  for (int round = 0; round < 3; ++round) {
+    UniqueFd a;
+    CHECK_EQ(connect_unix(path, &a, SOCK_SEQPACKET, /*autobind=*/round != 2), 0);
+    CHECK(readable(l.fd.get()));
+    UniqueFd b(::accept4(l.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    CHECK(b.valid());
+    // Sent before attach(): a 0-byte packet must count.
+    CHECK_EQ(send_one(a.get(), Bytes{}), 0);
+    PacketReceiver r(config(SOCK_SEQPACKET, 1000));
+    CHECK(!r.attach(b.get()));
+    CHECK_EQ(r.peer_named(), round != 2);
+    CHECK_EQ(passcred(b.get()), round != 2 ? 0 : 1);
+    Got got;
+    if (round == 0) {
+      // [0, 3, 0, 0] then close: four packets, then EOF.
+      for (size_t len : {3, 0, 0}) CHECK_EQ(send_one(a.get(), pattern(len, 1)), 0);
+      a.reset();
+      const RecvResult res = r.receive();
+      CHECK(res.status == RecvStatus::kOk);
+      CHECK_EQ(res.packets, size_t{4});
+      drain_batches(r, got);
+      CHECK_EQ(got.msgs.size(), size_t{4});
+      if (got.msgs.size() == 4) CHECK(got.msgs[0].empty() && got.msgs[1].size() == 3 && got.msgs[2].empty() && got.msgs[3].empty());
+      CHECK(r.eof());
+      CHECK(r.receive().status == RecvStatus::kEof);
+    } else {
+      // 64 more 0-byte packets with the peer open (a full call): all real,
+      // then EOF on close with nothing after it.
+      for (int i = 0; i < 64; ++i) CHECK_EQ(send_one(a.get(), Bytes{}), 0);
+      receive_n(r, b.get(), 65, got);
+      CHECK_EQ(got.msgs.size(), size_t{65});
+      CHECK(r.receive().status == RecvStatus::kAgain);
+      CHECK(!r.eof());
+      a.reset();
+      CHECK(readable(b.get()));
+      const RecvResult res = r.receive();
+      CHECK(res.status == RecvStatus::kEof);
+      CHECK_EQ(res.packets, size_t{0});
+    }
+  }
+}
+
 // A seqpacket peer that closes with our packets unread makes the kernel
 // report ECONNRESET first, before the packets it sent us: they are still
 // delivered, then EOF; peer_reset() says what happened.
