@@ -291,6 +291,22 @@ TEST(seqpacket_too_large_packet_fails_the_receiver) {
 // 0-byte packet; the receiver tells them apart (SO_PASSCRED: a real packet
 // carries credentials). Packets before the close, 0-byte ones included, are
 // all delivered, then kEof (sticky).
+// With a 0-byte packet already queued (sent before attach()): sends 3, 0 and
+// 0 bytes more and closes `peer`; r must read the four packets, then EOF.
+static void three_packets_then_eof(UniqueFd& peer, PacketReceiver& r) {
+  for (size_t len : {3, 0, 0}) CHECK_EQ(send_one(peer.get(), pattern(len, 1)), 0);
+  peer.reset();
+  Got got;
+  const RecvResult res = r.receive();
+  CHECK(res.status == RecvStatus::kOk);
+  CHECK_EQ(res.packets, size_t{4});
+  drain_batches(r, got);
+  CHECK_EQ(got.msgs.size(), size_t{4});
+  if (got.msgs.size() == 4) CHECK(got.msgs[0].empty() && got.msgs[1].size() == 3 && got.msgs[2].empty() && got.msgs[3].empty());
+  CHECK(r.eof());
+  CHECK(r.receive().status == RecvStatus::kEof);
+}
+
 TEST(seqpacket_eof_is_not_a_zero_byte_packet) {
   {
     Pair p = pair_of(SOCK_SEQPACKET);
@@ -298,17 +314,7 @@ TEST(seqpacket_eof_is_not_a_zero_byte_packet) {
     CHECK_EQ(send_one(p.a.get(), Bytes{}), 0);
     PacketReceiver r(config(SOCK_SEQPACKET, 1000));
     CHECK(!r.attach(p.b.get()));
-    for (size_t len : {3, 0, 0}) CHECK_EQ(send_one(p.a.get(), pattern(len, 1)), 0);
-    p.a.reset();
-    Got got;
-    const RecvResult res = r.receive();
-    CHECK(res.status == RecvStatus::kOk);
-    CHECK_EQ(res.packets, size_t{4});
-    drain_batches(r, got);
-    CHECK_EQ(got.msgs.size(), size_t{4});
-    if (got.msgs.size() == 4) CHECK(got.msgs[0].empty() && got.msgs[1].size() == 3 && got.msgs[2].empty() && got.msgs[3].empty());
-    CHECK(r.eof());
-    CHECK(r.receive().status == RecvStatus::kEof);
+    three_packets_then_eof(p.a, r);
     CHECK(r.receive().status == RecvStatus::kEof);
   }
   {
@@ -367,20 +373,10 @@ TEST(seqpacket_eof_by_sender_address_without_passcred) {
     CHECK(!r.attach(b.get()));
     CHECK_EQ(r.peer_named(), round != 2);
     CHECK_EQ(passcred(b.get()), round != 2 ? 0 : 1);
-    Got got;
     if (round == 0) {
-      // [0, 3, 0, 0] then close: four packets, then EOF.
-      for (size_t len : {3, 0, 0}) CHECK_EQ(send_one(a.get(), pattern(len, 1)), 0);
-      a.reset();
-      const RecvResult res = r.receive();
-      CHECK(res.status == RecvStatus::kOk);
-      CHECK_EQ(res.packets, size_t{4});
-      drain_batches(r, got);
-      CHECK_EQ(got.msgs.size(), size_t{4});
-      if (got.msgs.size() == 4) CHECK(got.msgs[0].empty() && got.msgs[1].size() == 3 && got.msgs[2].empty() && got.msgs[3].empty());
-      CHECK(r.eof());
-      CHECK(r.receive().status == RecvStatus::kEof);
+      three_packets_then_eof(a, r);  // [0, 3, 0, 0] then close: four packets, then EOF
     } else {
+      Got got;
       // 64 more 0-byte packets with the peer open (a full call): all real,
       // then EOF on close with nothing after it.
       for (int i = 0; i < 64; ++i) CHECK_EQ(send_one(a.get(), Bytes{}), 0);
