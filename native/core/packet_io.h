@@ -53,15 +53,18 @@
 // - the sender's address: when the peer's socket is bound (getpeername()
 //   says so; our seqpacket Writer binds to a kernel-chosen abstract name
 //   before it connects, see connect_unix()), every packet carries it
-//   (msg_name, msg_namelen > 0) and an EOF entry has none. This costs a
+//   (msg_name, msg_namelen > 0) and an EOF entry has none. The kernel
+//   copies the sender's address when the packet is read, so a peer that
+//   binds only after attach() looked is still told right. This costs a
 //   copy of a few bytes per packet;
 // - credentials: for a peer with no address (a raw client that did not
 //   bind), attach() turns on SO_PASSCRED, and every real packet carries an
 //   SCM_CREDENTIALS control message (the kernel adds it at receive time, so
 //   packets queued before attach() have it too), an EOF entry none. This
-//   costs more: the sender takes a reference on its pid for every packet and
-//   the receiver formats the message (measured: reading was 15-20% faster
-//   without it, which is why the address is preferred).
+//   costs more: the sender takes a reference on its pid (and, on 6.18,
+//   registers it with pidfs) for every packet and the receiver formats the
+//   message (raw seqpacket measured 8-11 % faster without it, see
+//   docs/socket-types-core.md; that is why the address is preferred).
 // An entry of length 0 with neither is EOF, and so is everything after it.
 // (A dgram socket has no EOF: a dgram reader reads EAGAIN when its writers
 // are gone.)
