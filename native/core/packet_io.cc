@@ -281,6 +281,8 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close, uint64_t fd_room
   // arena use.
   size_t end = static_cast<size_t>(n);
   creds_in_.resize(end);
+  eof_in_.assign(end, 0);
+  size_t skipped = 0;
   if (cfg_.accept_fds) {
     fds_in_.resize(end);
     for (auto& v : fds_in_) v.clear();
@@ -289,11 +291,21 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close, uint64_t fd_room
   for (size_t i = 0; i < end; ++i) {
     msghdr& m = h[i].msg_hdr;
     if (seqpacket && h[i].msg_len == 0 && m.msg_controllen == 0 && (!named_peer_ || m.msg_namelen == 0)) {
-      // EOF: this entry and every one after it (see the header comment).
-      eof_ = true;
-      end = i;
-      break;
+      if (eof_seen_) {
+        // The second EOF-shaped entry: EOF, this entry and every one after
+        // it (see the header comment).
+        eof_ = true;
+        end = i;
+        break;
+      }
+      // The first: the peer has shut down, but a packet it queued just
+      // before may still follow (the close race): skip it and read on.
+      eof_seen_ = true;
+      eof_in_[i] = 1;
+      ++skipped;
+      continue;
     }
+    if (eof_seen_) ++stats_.early_eof;  // a packet after an EOF-shaped entry: the close race
     const uint64_t closed_here = stats_.fds_closed;
     creds_in_[i] = control && m.msg_controllen ? scan_control(m, cfg_.accept_fds ? &fds_in_[i] : nullptr) : PeerCred{};
     if (m.msg_flags & MSG_CTRUNC) {
@@ -320,9 +332,10 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close, uint64_t fd_room
     fd_error_ = CoreError::plain("ERR_UNEXPECTED_FDS",
                                  "the peer sent file descriptors, and this end does not accept them (acceptFds)");
   }
-  r.packets = end;
-  stats_.packets += end;
+  r.packets = end - skipped;
+  stats_.packets += end - skipped;
   for (size_t i = 0; i < end; ++i) {
+    if (eof_in_[i]) continue;
     msghdr& m = h[i].msg_hdr;
     const PeerCred& c = creds_in_[i];
     const size_t len = h[i].msg_len;
@@ -368,8 +381,10 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close, uint64_t fd_room
     r.maybe_more = false;
   } else if (eof_) {
     // Packets before the EOF are in the batches; the next call says kEof.
-    r.maybe_more = end > 0;
-    if (end == 0) r.status = RecvStatus::kEof;
+    r.maybe_more = end > skipped;
+    if (end == skipped) r.status = RecvStatus::kEof;
+  } else if (eof_seen_) {
+    r.maybe_more = true;  // the next call reads the second EOF-shaped entry (or a late packet)
   }
   return r;
 }

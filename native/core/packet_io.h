@@ -65,7 +65,16 @@
 //   registers it with pidfs) for every packet and the receiver formats the
 //   message (raw seqpacket measured 8-11 % faster without it, see
 //   docs/socket-types-core.md; that is why the address is preferred).
-// An entry of length 0 with neither is EOF, and so is everything after it.
+// An entry of length 0 with neither is EOF-shaped, but the first one is not
+// final: the kernel finds the queue empty, drops the queue lock, and only
+// then looks at the shutdown flag, so a peer that queues a packet and closes
+// in between makes that entry read as EOF while its packet is still queued
+// (seen on 6.18: [EOF, 1-byte packet, EOF, EOF] from one call, a few times
+// per 100k connections that send and close at once). Once the shutdown flag
+// is seen, nothing more can be queued (the sender checks the flag under the
+// same lock before it queues), so the second EOF-shaped entry, in the same
+// call or a later one, is final. receive() skips the first and delivers
+// what follows it; the second ends the connection, with everything after it.
 // (A dgram socket has no EOF: a dgram reader reads EAGAIN when its writers
 // are gone.)
 //
@@ -311,6 +320,7 @@ class PacketReceiver {
     uint64_t refused = 0;       // dropped by cfg.accept
     uint64_t fds_closed = 0;    // stray SCM_RIGHTS descriptors closed (a packet's that never reached our table: 1)
     uint64_t ctrunc = 0;        // entries with MSG_CTRUNC
+    uint64_t early_eof = 0;     // seqpacket: EOF-shaped entries with packets after them (the close race)
   };
   const Stats& stats() const { return stats_; }
   size_t slot_size() const { return slot_; }
@@ -338,6 +348,8 @@ class PacketReceiver {
   uint64_t payload_ = 0;
   std::deque<PacketBatch> ready_;
   bool failed_ = false, eof_ = false, peer_reset_ = false;
+  bool eof_seen_ = false;             // seqpacket: one EOF-shaped entry read (see the header comment)
+  std::vector<uint8_t> eof_in_;       // of the entries of the current call: 1 = EOF-shaped, skipped
   bool named_peer_ = false;  // seqpacket: the peer's socket has an address (set by attach())
   uint64_t error_length_ = 0;
   Stats stats_;
