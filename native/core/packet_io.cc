@@ -231,6 +231,12 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close, uint64_t fd_room
   // kernel drops stray descriptors itself (MSG_CTRUNC).
   const bool seqpacket = cfg_.type == SOCK_SEQPACKET;
   const bool control = seqpacket || cfg_.credentials || cfg_.accept_fds;
+  // Credentials come with every packet when asked for, and on a seqpacket
+  // connection whose peer has no address (the EOF test).
+  const bool creds = cfg_.credentials || (seqpacket && !named_peer_);
+  const size_t room = cfg_.accept_fds ? PacketArena::kControlSize
+                      : creds         ? PacketArena::kSmallControl
+                                      : PacketArena::kFdsOnlyControl;
   mmsghdr* h = arena_->headers();
   iovec* iov = arena_->iovecs();
   for (size_t i = 0; i < vlen; ++i) {
@@ -242,7 +248,7 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close, uint64_t fd_room
     m.msg_iov = &iov[i];
     m.msg_iovlen = 1;
     m.msg_control = control ? arena_->control(i) : nullptr;
-    m.msg_controllen = control ? (cfg_.accept_fds ? PacketArena::kControlSize : PacketArena::kSmallControl) : 0;
+    m.msg_controllen = control ? room : 0;
     m.msg_flags = 0;
     h[i].msg_len = 0;
   }

@@ -102,11 +102,11 @@
 //
 // Descriptors: kept with their packet when accept_fds; otherwise any that
 // arrives is closed at once and counted (fds_closed), so a peer cannot fill
-// our fd table. A receiver that does not accept them offers room for one or
-// two (kSmallControl), or none when it needs no control data at all (dgram
-// without credentials): the kernel discards the rest without installing
-// them, so fds_closed counts at least one per packet that carried some, not
-// the number sent.
+// our fd table. A receiver that does not accept them offers room for at
+// most two (kSmallControl beside credentials, kFdsOnlyControl without), or
+// none when it needs no control data at all (dgram without credentials):
+// the kernel discards the rest without installing them, so fds_closed
+// counts at least one per packet that carried some, not the number sent.
 //
 // Threads: a PacketReceiver, PacketSender or PacketArena is used by one
 // thread at a time, the owner of the socket (the IO thread, or whichever
@@ -173,6 +173,9 @@ class PacketArena {
   // only kSmallControl of it: room for one, enough to see that some came).
   static constexpr size_t kControlSize = CMSG_SPACE(sizeof(int) * 3) + CMSG_SPACE(sizeof(int) * 253);
   static constexpr size_t kSmallControl = CMSG_SPACE(sizeof(int) * 3) + CMSG_SPACE(sizeof(int));
+  // Without credentials to read: room for SCM_RIGHTS alone (two descriptors
+  // fit, as on a stream socket). kSmallControl would fit ten.
+  static constexpr size_t kFdsOnlyControl = CMSG_SPACE(sizeof(int));
   uint8_t* control(size_t i) { return control_.data() + i * kControlSize; }
   sockaddr_un* name(size_t i) { return &names_[i]; }
   mmsghdr* headers() { return headers_.data(); }

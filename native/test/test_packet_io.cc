@@ -847,6 +847,52 @@ TEST(stray_descriptors_are_closed) {
   CHECK_EQ(count_fds(), before);
 }
 
+// A seqpacket receiver that does not accept descriptors lets at most two of
+// a packet's into its table, whether the peer has an address (no
+// credentials: kFdsOnlyControl) or not (SO_PASSCRED: kSmallControl), and
+// fails the connection (ERR_UNEXPECTED_FDS) after delivering nothing of it.
+TEST(seqpacket_stray_descriptors_at_most_two_enter_the_table) {
+  TempDir dir;
+  const std::string path = dir / "fds.sock";
+  Listener l = listen_seqpacket(path);
+  CHECK(!l.error);
+  for (const bool named : {true, false}) {
+    UniqueFd a;
+    CHECK_EQ(connect_unix(path, &a, SOCK_SEQPACKET, named), 0);
+    CHECK(readable(l.fd.get()));
+    UniqueFd b(::accept4(l.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    CHECK(b.valid());
+    PacketReceiver r(config(SOCK_SEQPACKET, 100));
+    CHECK(!r.attach(b.get()));
+    CHECK_EQ(r.peer_named(), named);
+    const int before = count_fds();
+    int fds[10];
+    for (int& fd : fds) fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    char data[1] = {'x'};
+    iovec iov{data, sizeof data};
+    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof fds)];
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl;
+    m.msg_controllen = sizeof ctl;
+    cmsghdr* cm = CMSG_FIRSTHDR(&m);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof fds);
+    std::memcpy(CMSG_DATA(cm), fds, sizeof fds);
+    CHECK_EQ(::sendmsg(a.get(), &m, MSG_NOSIGNAL), ssize_t{1});
+    for (int fd : fds) ::close(fd);
+    CHECK(readable(b.get()));
+    const RecvResult res = r.receive();
+    CHECK(res.status == RecvStatus::kError);
+    CHECK(r.fd_error().code == std::string("ERR_UNEXPECTED_FDS"));
+    CHECK(r.stats().fds_closed >= 1 && r.stats().fds_closed <= 2);
+    CHECK(!r.has_batch());
+    CHECK_EQ(count_fds(), before);
+  }
+}
+
 // A message in two segments (a frame wrapping around the end of a ring) is
 // one packet; runs longer than one sendmmsg() (1024) are split.
 TEST(sender_segments_and_long_runs) {
