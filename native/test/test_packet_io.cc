@@ -145,6 +145,26 @@ PacketReceiverConfig config(int type, uint64_t max) {
   return c;
 }
 
+// sendmsg() of `len` bytes with the descriptors `fds` (n of them, at most
+// 16) as one SCM_RIGHTS message; returns what sendmsg() returned.
+ssize_t send_with_fds(int sock, const void* data, size_t len, const int* fds, size_t n) {
+  iovec iov{const_cast<void*>(data), len};
+  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int) * 16)] = {};
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  if (n > 0) {
+    m.msg_control = ctl;
+    m.msg_controllen = CMSG_SPACE(sizeof(int) * n);
+    cmsghdr* cm = CMSG_FIRSTHDR(&m);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int) * n);
+    std::memcpy(CMSG_DATA(cm), fds, sizeof(int) * n);
+  }
+  return ::sendmsg(sock, &m, MSG_NOSIGNAL);
+}
+
 int send_one(int fd, const Bytes& b) {
   PacketSender s;
   iovec v{const_cast<uint8_t*>(b.data()), b.size()};
@@ -404,14 +424,6 @@ TEST(seqpacket_eof_by_sender_address_without_passcred) {
 // connections; peers named (the Writer's autobind) or not (SO_PASSCRED), and
 // a descriptor with every other packet (acceptFds).
 TEST(seqpacket_packet_queued_just_before_close_is_not_lost) {
-  const auto open_fds = [] {
-    int n = 0;
-    if (DIR* d = ::opendir("/proc/self/fd")) {
-      while (::readdir(d)) ++n;
-      ::closedir(d);
-    }
-    return n;
-  };
   std::atomic<int> peer_fd{-1};
   std::atomic<bool> quit{false};
   std::atomic<bool> with_fd{false};
@@ -421,23 +433,8 @@ TEST(seqpacket_packet_queued_just_before_close_is_not_lost) {
       while ((fd = peer_fd.load()) < 0) {
         if (quit.load()) return;
       }
-      uint8_t byte = 'x';
-      iovec v{&byte, 1};
-      msghdr m{};
-      m.msg_iov = &v;
-      m.msg_iovlen = 1;
-      alignas(cmsghdr) char cb[CMSG_SPACE(sizeof(int))] = {};
-      if (with_fd.load()) {
-        m.msg_control = cb;
-        m.msg_controllen = sizeof cb;
-        cmsghdr* c = CMSG_FIRSTHDR(&m);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        const int zero = 0;  // stdin: any open descriptor
-        std::memcpy(CMSG_DATA(c), &zero, sizeof zero);
-      }
-      CHECK_EQ(::sendmsg(fd, &m, MSG_NOSIGNAL), ssize_t{1});
+      const int stdin_fd = 0;  // any open descriptor
+      CHECK_EQ(send_with_fds(fd, "x", 1, &stdin_fd, with_fd.load() ? 1 : 0), ssize_t{1});
       ::close(fd);
       peer_fd.store(-1);
     }
@@ -445,7 +442,7 @@ TEST(seqpacket_packet_queued_just_before_close_is_not_lost) {
   // One arena for all, as the reader engine shares one: a receiver's first
   // call then reads at once instead of mapping its own first.
   std::unique_ptr<PacketArena> arena = PacketArena::make(1000);
-  const int fds_before = open_fds();
+  const int fds_before = count_fds();
   uint64_t races = 0;
   size_t lost = 0, connections = 0;
 #if defined(__SANITIZE_THREAD__)
@@ -494,7 +491,7 @@ TEST(seqpacket_packet_queued_just_before_close_is_not_lost) {
   peer.join();
   std::fprintf(stderr, "  close race: seen %llu times in %zu connections\n", static_cast<unsigned long long>(races), connections);
   CHECK_EQ(lost, size_t{0});
-  CHECK_EQ(open_fds(), fds_before);  // no descriptor left behind
+  CHECK_EQ(count_fds(), fds_before);  // no descriptor left behind
 }
 
 // A seqpacket peer that closes with our packets unread makes the kernel
@@ -825,19 +822,7 @@ TEST(stray_descriptors_are_closed) {
   const int before = count_fds();
   int fds[2] = {::open("/dev/null", O_RDONLY | O_CLOEXEC), ::open("/dev/null", O_RDONLY | O_CLOEXEC)};
   char data[4] = {'f', 'd', 's', '!'};
-  iovec iov{data, sizeof data};
-  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof fds)];
-  msghdr m{};
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
-  m.msg_control = ctl;
-  m.msg_controllen = sizeof ctl;
-  cmsghdr* cm = CMSG_FIRSTHDR(&m);
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(sizeof fds);
-  std::memcpy(CMSG_DATA(cm), fds, sizeof fds);
-  CHECK_EQ(::sendmsg(p.a.get(), &m, MSG_NOSIGNAL), ssize_t{4});
+  CHECK_EQ(send_with_fds(p.a.get(), data, sizeof data, fds, 2), ssize_t{4});
   ::close(fds[0]);
   ::close(fds[1]);
   Got got;
@@ -868,20 +853,7 @@ TEST(seqpacket_stray_descriptors_at_most_two_enter_the_table) {
     const int before = count_fds();
     int fds[10];
     for (int& fd : fds) fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    char data[1] = {'x'};
-    iovec iov{data, sizeof data};
-    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof fds)];
-    msghdr m{};
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    m.msg_control = ctl;
-    m.msg_controllen = sizeof ctl;
-    cmsghdr* cm = CMSG_FIRSTHDR(&m);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof fds);
-    std::memcpy(CMSG_DATA(cm), fds, sizeof fds);
-    CHECK_EQ(::sendmsg(a.get(), &m, MSG_NOSIGNAL), ssize_t{1});
+    CHECK_EQ(send_with_fds(a.get(), "x", 1, fds, 10), ssize_t{1});
     for (int fd : fds) ::close(fd);
     CHECK(readable(b.get()));
     const RecvResult res = r.receive();
