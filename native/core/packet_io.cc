@@ -488,6 +488,22 @@ int set_passcred(int fd, bool on) {
   return ::setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &v, sizeof(v)) == 0 ? 0 : errno;
 }
 
+#ifndef SO_PASSRIGHTS
+#define SO_PASSRIGHTS 83  // Linux 6.16 (asm-generic/socket.h); older headers lack it
+#endif
+
+int refuse_rights(int fd) {
+  const int v = 0;
+  return ::setsockopt(fd, SOL_SOCKET, SO_PASSRIGHTS, &v, sizeof(v)) == 0 ? 0 : errno;
+}
+
+bool kernel_refuses_rights() {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv) != 0) return false;
+  UniqueFd a(sv[0]), b(sv[1]);
+  return refuse_rights(b.get()) == 0;
+}
+
 int connect_packet(const std::string& path, int type, UniqueFd* out) { return connect_unix(path, out, type); }
 
 AddressProbe probe_packet_address(const std::string& path, int type) {

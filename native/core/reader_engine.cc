@@ -66,6 +66,12 @@ ReaderEngine::~ReaderEngine() {
 
 void ReaderEngine::start() {
   if (thread_.joinable()) return;
+  // A reader that takes no descriptors has the kernel refuse them (see
+  // refuse_rights()): none can reach this process to be closed here. Not
+  // for acked readers: they serve acked writers whose copies may carry
+  // descriptors (they are closed as before). Before Linux 6.16 this does
+  // nothing and descriptors are closed on arrival, as before.
+  if ((cfg_.type == SOCK_DGRAM || !cfg_.accept_fds) && !cfg_.acked) (void)refuse_rights(cfg_.listen_fd.get());
   if (cfg_.type == SOCK_DGRAM) open_dgram();
   else loop_.add(cfg_.listen_fd.get(), EPOLLIN, kListenTag);
   thread_ = std::thread([this] { run(); });

@@ -348,13 +348,20 @@ ssize_t WriterEngine::send_once(uint32_t tail, const Appended* upto) {
   msg.msg_iovlen = iovcnt;
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
   if (plan && plan->count > 0) put_rights(&msg, control, plan->fds, plan->count);
-  const ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+  ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
   m_calls_.fetch_add(1, std::memory_order_relaxed);
+  const bool refused = n < 0 && errno == EPERM && plan && plan->count > 0;
+  if (refused) {
+    // The reader refuses descriptors (SO_PASSRIGHTS off): nothing of the
+    // frame went. Dropped, reported, never retried (it never could go).
+    rights_refused(plan->count);
+    n = static_cast<ssize_t>(limit - send_pos_);
+  }
   if (n > 0) {
     if (plan && plan->count > 0) {
       // They went with the first bytes: the rest of the frame goes without.
       fds_.mark_sent(send_pos_);
-      m_fds_sent_.fetch_add(static_cast<uint64_t>(plan->count), std::memory_order_relaxed);
+      if (!refused) m_fds_sent_.fetch_add(static_cast<uint64_t>(plan->count), std::memory_order_relaxed);
     }
     send_pos_ += static_cast<uint32_t>(n);
     last_progress_ms_ = now_ms();
@@ -404,9 +411,10 @@ ssize_t WriterEngine::send_packets(uint32_t tail) {
       put_rights(&msg, control, plan_.fds, plan_.count);
       const ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
       m_calls_.fetch_add(1, std::memory_order_relaxed);
-      if (n < 0) return -1;
+      if (n < 0 && errno != EPERM) return -1;
+      if (n < 0) rights_refused(plan_.count);  // as in send_once(): dropped, reported
+      else m_fds_sent_.fetch_add(static_cast<uint64_t>(plan_.count), std::memory_order_relaxed);
       fds_.mark_sent(send_pos_);
-      m_fds_sent_.fetch_add(static_cast<uint64_t>(plan_.count), std::memory_order_relaxed);
       const uint32_t before = send_pos_;
       send_pos_ = end;
       last_progress_ms_ = now_ms();
@@ -694,6 +702,16 @@ void WriterEngine::send_published() {
     disconnect(CoreError::sys("ERR_SOCKET", n < 0 ? errno : EPIPE, "sendmsg", "send failed"));
     return;
   }
+}
+
+// A frame with `count` descriptors that the reader refused (EPERM: it has
+// SO_PASSRIGHTS off, which a Reader without acceptFds sets on Linux 6.16+).
+void WriterEngine::rights_refused(int count) {
+  WriterEvent ev{WriterEvent::kError};
+  ev.error = CoreError::sys("ERR_FDS_REFUSED", EPERM, "sendmsg",
+                            "the reader does not accept file descriptors (its acceptFds is off): a message with " +
+                                std::to_string(count) + " descriptor(s) was dropped");
+  emit(std::move(ev));
 }
 
 // Descriptors in flight count against this process's RLIMIT_NOFILE until

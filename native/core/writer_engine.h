@@ -295,6 +295,7 @@ class WriterEngine {
   uint64_t budget() const;    // charge that may still be handed over
   void pause_reading();
   void apply_acks();          // releases acked charge; resumes reading below the limit
+  void rights_refused(int count);  // a frame with descriptors refused by the reader: reports it (send-state holder)
   void drain_inbound();       // before a disconnect: what the kernel holds, complete frames handed over
   void emit(WriterEvent ev);
   uint64_t frames_between(uint32_t from, uint32_t to) const;

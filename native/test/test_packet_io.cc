@@ -865,6 +865,41 @@ TEST(seqpacket_stray_descriptors_at_most_two_enter_the_table) {
   }
 }
 
+// refuse_rights() (SO_PASSRIGHTS off, Linux 6.16+): a send with descriptors
+// fails with EPERM and queues nothing, plain sends go on; a listening
+// socket's connections inherit it from before accept(). On an older kernel
+// it reports that it cannot (and nothing changes).
+TEST(refuse_rights_makes_the_kernel_refuse_descriptors) {
+  const bool can = kernel_refuses_rights();
+  std::fprintf(stderr, "  SO_PASSRIGHTS: %s\n", can ? "yes" : "no (before Linux 6.16)");
+  for (int type : {SOCK_DGRAM, SOCK_SEQPACKET, SOCK_STREAM}) {
+    Pair p = pair_of(type);
+    const int e = refuse_rights(p.b.get());
+    CHECK_EQ(e == 0, can);
+    if (!can) continue;
+    const int zero = 0;
+    errno = 0;
+    CHECK_EQ(send_with_fds(p.a.get(), "x", 1, &zero, 1), ssize_t{-1});
+    CHECK_EQ(errno, EPERM);
+    CHECK_EQ(send_with_fds(p.a.get(), "y", 1, nullptr, 0), ssize_t{1});
+    char buf[4];
+    CHECK_EQ(::recv(p.b.get(), buf, sizeof buf, MSG_DONTWAIT), ssize_t{1});
+    CHECK_EQ(buf[0], 'y');
+  }
+  if (!can) return;
+  TempDir dir;
+  const std::string path = dir / "refuse.sock";
+  Listener l = listen_seqpacket(path);
+  CHECK(!l.error);
+  CHECK_EQ(refuse_rights(l.fd.get()), 0);
+  UniqueFd a;
+  CHECK_EQ(connect_unix(path, &a, SOCK_SEQPACKET), 0);
+  const int zero = 0;
+  errno = 0;
+  CHECK_EQ(send_with_fds(a.get(), "x", 1, &zero, 1), ssize_t{-1});  // not accepted yet: refused already
+  CHECK_EQ(errno, EPERM);
+}
+
 // A message in two segments (a frame wrapping around the end of a ring) is
 // one packet; runs longer than one sendmmsg() (1024) are split.
 TEST(sender_segments_and_long_runs) {
