@@ -87,6 +87,8 @@ export interface NativeBinding {
   dupFds(fds: Int32Array): Int32Array;
   /** The largest packet a socket of `type` can send once its SO_SNDBUF is raised to `sendBufferSize` (0 if unknown). */
   packetLimit(type: 'seqpacket' | 'dgram', sendBufferSize: number): number;
+  /** Whether the kernel can refuse descriptors sent to a socket (SO_PASSRIGHTS, Linux 6.16): Readers without acceptFds use it. */
+  kernelRefusesFds(): boolean;
   /** Detaches a received batch region (its views become empty) and lets its memory be reused. */
   release(region: ArrayBuffer): void;
   lookupUser(name: string): number;

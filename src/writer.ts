@@ -740,7 +740,7 @@ export class Writer extends EventEmitter {
       const code = err.code;
       this.#report(
         err,
-        code === 'ERR_WRITE_TIMEOUT'
+        code === 'ERR_WRITE_TIMEOUT' || code === 'ERR_FDS_REFUSED'
           ? 'send'
           : code === 'ERR_MESSAGE_TOO_LARGE' || code === 'ERR_INVALID_FRAME' || code === 'ERR_UNEXPECTED_FDS' || code === 'ERR_FDS_TRUNCATED'
             ? 'connection'

@@ -3,8 +3,29 @@
 // fixture as a child with its metrics.
 import * as fs from 'node:fs';
 import { dirname, join } from 'node:path';
-import { expect } from 'vitest';
+import { expect, it } from 'vitest';
+import { binding } from '../src/binding';
 import { FIXTURES, Proc, waitFor, type Line } from './helpers';
+
+/**
+ * Whether this kernel refuses descriptors sent to a socket that asks it to
+ * (SO_PASSRIGHTS, Linux 6.16). A Reader without acceptFds (and every dgram
+ * Reader) asks: a sender's sendmsg with descriptors then fails with EPERM and
+ * nothing of that message arrives. On older kernels they arrive, and the
+ * Reader closes them (fdsRefused) and the connection (ERR_UNEXPECTED_FDS).
+ */
+export const KERNEL_REFUSES_FDS = binding().kernelRefusesFds();
+
+/**
+ * `it` where the kernel refuses descriptors as KERNEL_REFUSES_FDS says
+ * (`refuses`: true for Linux 6.16+, false for older), else nothing: the
+ * behaviour of a Reader without acceptFds differs between the two, and each
+ * machine runs the test of its own kernel (not registered, not skipped, on
+ * the other).
+ */
+export function itOnKernel(refuses: boolean): typeof it | ((name: string, fn: () => Promise<void>, timeout?: number) => void) {
+  return refuses === KERNEL_REFUSES_FDS ? it : () => {};
+}
 
 /** Entries of /proc/<pid>/fd (for 'self': this process, the directory being read included). */
 export function fdCount(pid: number | 'self'): number {

@@ -32,7 +32,7 @@ import {
   type Line,
   type ReadableCopy,
 } from './helpers';
-import { expectFdsBackTo, fdCount, fdsOnFile, fileNear, frame, metricsOf, metricsUntil, restingFdCount } from './fd-helpers';
+import { expectFdsBackTo, fdCount, fdsOnFile, fileNear, frame, itOnKernel, KERNEL_REFUSES_FDS, metricsOf, metricsUntil, restingFdCount } from './fd-helpers';
 
 const PEER = join(FIXTURES, 'fd_attack_peer.py');
 const NOBODY = 65534;
@@ -270,7 +270,35 @@ describe('stream reader with acceptFds: true', () => {
 // ───────────────────────────── 2. stream, acceptFds: false ─────────────────────────────
 
 describe('stream reader with acceptFds: false (the default)', () => {
-  it('20 connections sending messages with descriptors: each closed with ERR_UNEXPECTED_FDS, at least one refused per connection, none left open; a good writer unaffected', async () => {
+  // Linux 6.16+: the reader has the kernel refuse descriptors (SO_PASSRIGHTS
+  // off): every send that carries some fails with EPERM at the peer, nothing
+  // of it reaches the reader, not even to be closed (closing one can block:
+  // see the SO_LINGER test below), and the connections stay.
+  itOnKernel(true)('20 connections sending messages with descriptors (Linux 6.16+): every such send refused by the kernel (EPERM), nothing reaches the reader, no connection closed; a good writer unaffected', async () => {
+    const path = tmpSocket();
+    const file = fileNear(path, 'refused.txt', 'refused');
+    const { reader, seen } = await recordingReader(path, {});
+    const good = track(new Writer(path, { reconnect: FAST })).start();
+    const K = 20;
+    const peers: Proc[] = [];
+    for (let k = 0; k < K; k++) {
+      peers.push(peer('stream', 'connect', path, [send(frame(`p${k}`), 253, file), send(frame(`q${k}`), 253, file), send(frame(`r${k}`), 1, file), send(frame(`plain${k}`))]));
+      good.write(`good-${k}`);
+    }
+    await Promise.all(peers.map((p) => p.line((l) => l.event === 'sent', 'the hostile peer sent', 20_000)));
+    for (const p of peers) expect(p.all((l) => l.event === 'refused').length).toBe(3);
+    await within(good.flush(), 'the good writer flushed');
+    await waitFor(() => seen.msgs.length === 2 * K, 10_000, 'the good and the plain messages');
+    expect(seen.msgs.map((m) => m.data).sort()).toEqual([...Array.from({ length: K }, (_, k) => `good-${k}`), ...Array.from({ length: K }, (_, k) => `plain${k}`)].sort());
+    expect(seen.disconnects).toEqual([]);
+    expect(seen.errors).toEqual([]);
+    expect(reader.metrics().fdsRefused).toBe(0);
+    expect(reader.metrics().fdsReceived).toBe(0);
+    expect(reader.metrics().activeConnections).toBe(K + 1);
+    await expectNoFdsOn(file, 'the reader');
+  });
+
+  itOnKernel(false)('20 connections sending messages with descriptors (before Linux 6.16): each closed with ERR_UNEXPECTED_FDS, at least one refused per connection, none left open; a good writer unaffected', async () => {
     const path = tmpSocket();
     const file = fileNear(path, 'refused.txt', 'refused');
     const { reader, seen } = await recordingReader(path, {});
@@ -300,7 +328,21 @@ describe('stream reader with acceptFds: false (the default)', () => {
 // ───────────────────────────── 3. seqpacket ─────────────────────────────
 
 describe('seqpacket reader', () => {
-  it('acceptFds: false: a packet with descriptors closes the connection (ERR_UNEXPECTED_FDS), nothing leaks, fdsRefused >= 1; another connection unaffected', async () => {
+  itOnKernel(true)('acceptFds: false (Linux 6.16+): a packet with descriptors is refused by the kernel at the sender (EPERM); the packets around it arrive, the connection stays, nothing reaches the reader', async () => {
+    const path = tmpSocket();
+    const file = fileNear(path, 'sp.txt', 'sp');
+    const { reader, seen } = await recordingReader(path, { type: 'seqpacket' });
+    const p = peer('seqpacket', 'connect', path, [send('hello'), send('evil', 253, file), send(''), send('', 1, file), send('after')]);
+    await p.line((l) => l.event === 'sent', 'the peer sent');
+    expect(p.all((l) => l.event === 'refused').map((l) => l.i)).toEqual([1, 3]);
+    await waitFor(() => seen.msgs.length === 3, 10_000, 'hello, the 0-byte packet, after');
+    expect(seen.msgs.map((m) => m.data)).toEqual(['hello', '', 'after']);
+    expect(seen.disconnects).toEqual([]);
+    expect(reader.metrics().fdsRefused).toBe(0);
+    await expectNoFdsOn(file, 'the reader');
+  });
+
+  itOnKernel(false)('acceptFds: false (before Linux 6.16): a packet with descriptors closes the connection (ERR_UNEXPECTED_FDS), nothing leaks, fdsRefused >= 1; another connection unaffected', async () => {
     const path = tmpSocket();
     const file = fileNear(path, 'sp.txt', 'sp');
     const { reader, seen } = await recordingReader(path, { type: 'seqpacket' });
@@ -447,7 +489,8 @@ describe('seqpacket reader at its RLIMIT_NOFILE', () => {
     expect(m.metrics.fdsRefused, 'fdsRefused after a truncated packet').toBeGreaterThanOrEqual(1);
   });
 
-  it('acceptFds: false, no descriptor can be installed (RLIMIT_NOFILE): the connection is closed with ERR_UNEXPECTED_FDS, fdsRefused >= 1', async () => {
+  // (Linux 6.16+: no descriptor reaches such a reader at all; see above.)
+  itOnKernel(false)('acceptFds: false, no descriptor can be installed (RLIMIT_NOFILE): the connection is closed with ERR_UNEXPECTED_FDS, fdsRefused >= 1', async () => {
     const path = tmpSocket();
     const file = fileNear(path, 'full.txt', 'full');
     const { r, p, conn } = await setup(false, file, path, 3);
@@ -475,7 +518,28 @@ describe('seqpacket reader at its RLIMIT_NOFILE', () => {
 
 describe('dgram reader', () => {
   for (const passCredentials of [false, true]) {
-    it(`datagrams with descriptors from another user (passCredentials: ${passCredentials}): delivered, the descriptors closed and counted`, async () => {
+    itOnKernel(true)(`datagrams with descriptors from another user (passCredentials: ${passCredentials}, Linux 6.16+): refused by the kernel at the sender (EPERM), the others delivered; nothing reaches the reader`, async () => {
+      const name = `@uds-ipc-fdattack-${process.pid}-${Date.now()}-${passCredentials}`;
+      const dir = dirname(tmpSocket());
+      fs.chmodSync(dir, 0o755);
+      const file = join(dir, 'dg.txt');
+      fs.writeFileSync(file, 'dg');
+      fs.chmodSync(file, 0o644);
+      const { reader, seen } = await recordingReader(name, { type: 'dgram', passCredentials });
+      const p = peer('dgram', 'connect', name, [send('a'), send('b', 1, file), send('c', 253, file), send('', 2, file), send('e')], NOBODY);
+      await p.line((l) => l.event === 'sent', 'the other user sent');
+      expect(p.all((l) => l.event === 'refused').map((l) => l.i)).toEqual([1, 2, 3]);
+      await waitFor(() => seen.msgs.length === 2, 10_000, 'two datagrams');
+      expect(seen.msgs.map((m) => [m.data, m.fds])).toEqual([
+        ['a', 0],
+        ['e', 0],
+      ]);
+      expect(reader.metrics().fdsRefused).toBe(0);
+      expect(reader.metrics().fdsReceived).toBe(0);
+      await expectNoFdsOn(file, 'the reader');
+    });
+
+    itOnKernel(false)(`datagrams with descriptors from another user (passCredentials: ${passCredentials}): delivered, the descriptors closed and counted`, async () => {
       const name = `@uds-ipc-fdattack-${process.pid}-${Date.now()}-${passCredentials}`;
       const dir = dirname(tmpSocket());
       fs.chmodSync(dir, 0o755);
@@ -502,7 +566,7 @@ describe('dgram reader', () => {
     });
   }
 
-  it('datagrams with credentials from another user carry its uid (passCredentials), those with descriptors too', async () => {
+  it(`datagrams with credentials from another user carry its uid (passCredentials)${KERNEL_REFUSES_FDS ? '' : ', those with descriptors too'}`, async () => {
     const name = `@uds-ipc-fdattack-cred-${process.pid}-${Date.now()}`;
     const dir = dirname(tmpSocket());
     fs.chmodSync(dir, 0o755);
@@ -520,14 +584,16 @@ describe('dgram reader', () => {
       ),
     );
     await reader.start();
-    const p = peer('dgram', 'connect', name, [send('a', 3, file), send('b'), send('c', 1, file)], NOBODY);
+    const p = peer('dgram', 'connect', name, [send('a', 3, file), send('b'), send('c', 1, file), send('d')], NOBODY);
     await p.line((l) => l.event === 'sent', 'sent');
-    await waitFor(() => uids.length === 3, 10_000, 'three datagrams');
-    expect(uids).toEqual([NOBODY, NOBODY, NOBODY]);
+    // Linux 6.16+: the two with descriptors are refused at the sender.
+    const n = KERNEL_REFUSES_FDS ? 2 : 4;
+    await waitFor(() => uids.length === n, 10_000, `${n} datagrams`);
+    expect(uids).toEqual(new Array(n).fill(NOBODY));
     await expectNoFdsOn(file, 'the reader');
   });
 
-  it('datagrams above maxMessageSize, with descriptors: dropped, reported (ERR_MESSAGE_TOO_LARGE), their descriptors closed; the others delivered', async () => {
+  itOnKernel(false)('datagrams above maxMessageSize, with descriptors: dropped, reported (ERR_MESSAGE_TOO_LARGE), their descriptors closed; the others delivered', async () => {
     const path = tmpSocket();
     const file = fileNear(path, 'big.txt', 'big');
     const { reader, seen } = await recordingReader(path, { type: 'dgram', maxMessageSize: 100, passCredentials: true });
@@ -586,7 +652,8 @@ describe('dgram reader', () => {
   });
 });
 
-describe('dgram reader at its RLIMIT_NOFILE (no descriptor can be installed)', () => {
+// Before Linux 6.16 only: from 6.16 no descriptor reaches a dgram reader at all (see above).
+if (!KERNEL_REFUSES_FDS) describe('dgram reader at its RLIMIT_NOFILE (no descriptor can be installed)', () => {
   for (const passCredentials of [false, true]) {
     it(`datagrams with descriptors are delivered and their descriptors counted in fdsRefused (passCredentials: ${passCredentials})`, async () => {
       const path = tmpSocket();
@@ -960,7 +1027,7 @@ describe('seqpacket reader stopped with descriptors pending', () => {
 });
 
 describe('dgram allowUids against another user sending descriptors', () => {
-  it("its datagrams are dropped (rejectedDatagrams), their descriptors closed and counted; ours delivered", async () => {
+  it(`its datagrams are dropped (rejectedDatagrams)${KERNEL_REFUSES_FDS ? ', those with descriptors refused by the kernel at the sender (Linux 6.16+)' : ', their descriptors closed and counted'}; ours delivered`, async () => {
     const name = `@uds-ipc-fdattack-allow-${process.pid}-${Date.now()}`;
     const dir = dirname(tmpSocket());
     fs.chmodSync(dir, 0o755);
@@ -970,13 +1037,20 @@ describe('dgram allowUids against another user sending descriptors', () => {
     const { reader, seen } = await recordingReader(name, { type: 'dgram', allowUids: [process.getuid!()] });
     const p = peer('dgram', 'connect', name, [send('x1', 253, file), send('x2', 1, file), send('x3')], NOBODY);
     await p.line((l) => l.event === 'sent', 'the other user sent');
-    await waitFor(() => reader.metrics().rejectedDatagrams === 3, 10_000, 'three rejected');
-    expect(reader.metrics().fdsRefused).toBeGreaterThanOrEqual(2);
+    if (KERNEL_REFUSES_FDS) {
+      expect(p.all((l) => l.event === 'refused').map((l) => l.i)).toEqual([0, 1]);
+      await waitFor(() => reader.metrics().rejectedDatagrams === 1, 10_000, 'x3 rejected');
+      expect(reader.metrics().fdsRefused).toBe(0);
+    } else {
+      await waitFor(() => reader.metrics().rejectedDatagrams === 3, 10_000, 'three rejected');
+      expect(reader.metrics().fdsRefused).toBeGreaterThanOrEqual(2);
+    }
     await expectNoFdsOn(file, 'the reader');
-    const q = peer('dgram', 'connect', name, [send('ours', 2, file)]);
+    const q = peer('dgram', 'connect', name, [send('ours', 2, file), send('ours-plain')]);
     await q.line((l) => l.event === 'sent', 'we sent');
-    await waitFor(() => seen.msgs.length === 1, 10_000, 'ours');
-    expect(seen.msgs.map((m) => m.data)).toEqual(['ours']);
+    const ours = KERNEL_REFUSES_FDS ? ['ours-plain'] : ['ours', 'ours-plain'];
+    await waitFor(() => seen.msgs.length === ours.length, 10_000, 'ours');
+    expect(seen.msgs.map((m) => m.data)).toEqual(ours);
     await expectNoFdsOn(file, 'the reader');
   });
 });

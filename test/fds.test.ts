@@ -15,7 +15,7 @@ import * as net from 'node:net';
 import { join } from 'node:path';
 import { Reader, Writer, type Batch } from '../src/index';
 import { tmpSocket, waitFor, within, FIXTURES, FAST, Proc, killChildren, useTracking, type Line } from './helpers';
-import { fdCount, fdsOnFile, fileNear, metricsOf, readerChild } from './fd-helpers';
+import { fdCount, fdsOnFile, fileNear, itOnKernel, metricsOf, readerChild } from './fd-helpers';
 
 const track = useTracking(500);
 afterEach(() => killChildren());
@@ -556,7 +556,50 @@ describe('options and descriptors nobody takes', () => {
 });
 
 describe('acceptFds: false (the default)', () => {
-  it('a writer sending descriptors: ERR_UNEXPECTED_FDS, its connection closed, the descriptors closed and counted; another connection unaffected', async () => {
+  // Linux 6.16+: the Reader has the kernel refuse descriptors (SO_PASSRIGHTS
+  // off), so none reaches its process (closing one can block: a TCP socket
+  // with SO_LINGER). The Writer's send fails with EPERM before anything of
+  // the message goes: that message is dropped and reported, the connection
+  // stays. Older kernels: the test after this one.
+  itOnKernel(true)('a writer sending descriptors (Linux 6.16+): refused by the kernel, ERR_FDS_REFUSED at the writer, that message dropped, the connection kept; nothing reaches the reader', async () => {
+    const path = tmpSocket();
+    const file = fileNear(path, 'x.txt', 'unwanted');
+    const r = await readerChild(path, {}); // acceptFds not set: false
+    const w = track(new Writer(path, { reconnect: false })).start();
+    const errors: { code?: string; context: string }[] = [];
+    let disconnects = 0;
+    w.on('error', (e: { code?: string }, context: string) => errors.push({ code: e.code, context }));
+    w.on('disconnect', () => disconnects++);
+    w.write('before');
+    await r.line((l) => l.event === 'msg' && l.data === 'before', 'before');
+    const baseline = fdCount(r.pid); // with the connection
+    const fd = fs.openSync(file, 'r');
+    try {
+      expect(w.write('bad', { fds: [fd, fd, fd] })).toBe(true);
+      w.write('between');
+      expect(w.write('flood', { fds: new Array(253).fill(fd) })).toBe(true);
+      w.write('after');
+    } finally {
+      fs.closeSync(fd);
+    }
+    await r.line((l) => l.event === 'msg' && l.data === 'after', 'after');
+    await waitFor(() => errors.length === 2, 10_000, 'two ERR_FDS_REFUSED');
+    expect(errors).toEqual([
+      { code: 'ERR_FDS_REFUSED', context: 'send' },
+      { code: 'ERR_FDS_REFUSED', context: 'send' },
+    ]);
+    expect(r.all((l) => l.event === 'msg').map((l) => l.data)).toEqual(['before', 'between', 'after']);
+    expect(r.all((l) => l.event === 'error')).toEqual([]);
+    expect(disconnects).toBe(0);
+    expect(w.metrics().connects).toBe(1);
+    expect(w.metrics().fdsSent).toBe(0);
+    expect((await metricsOf(r)).metrics.fdsRefused).toBe(0);
+    expect(fdCount(r.pid)).toBe(baseline);
+    // The writer's duplicates were closed with the dropped messages.
+    await waitFor(() => fdsOnFile(file) === 0, 10_000, "the writer's duplicates closed");
+  });
+
+  itOnKernel(false)('a writer sending descriptors (before Linux 6.16): ERR_UNEXPECTED_FDS, its connection closed, the descriptors closed and counted; another connection unaffected', async () => {
     const path = tmpSocket();
     const file = fileNear(path, 'x.txt', 'unwanted');
     const r = await readerChild(path, {}); // acceptFds not set: false

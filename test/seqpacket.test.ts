@@ -8,6 +8,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { IpcError, Reader, RpcServer, Writer, type Connection } from '../src/index';
 import { FAST, killChildren, PYTHON, tmpSocket, useTracking, waitFor, within } from './helpers';
+import { KERNEL_REFUSES_FDS } from './fd-helpers';
 
 const track = useTracking(1000);
 afterEach(() => killChildren());
@@ -338,7 +339,7 @@ describe('type: seqpacket with the stream features the table lists', () => {
 });
 
 describe('type: seqpacket with file descriptors', () => {
-  it('a descriptor goes with its packet: the reader reads the file through it; without acceptFds the connection is refused', async () => {
+  it(`a descriptor goes with its packet: the reader reads the file through it; without acceptFds ${KERNEL_REFUSES_FDS ? 'the kernel refuses it (Linux 6.16+: ERR_FDS_REFUSED at the writer, the connection kept)' : 'the connection is refused'}`, async () => {
     const { openSync, closeSync, readSync, writeFileSync: write } = await import('node:fs');
     const path = tmpSocket();
     const file = join(dirname(path), 'note.txt');
@@ -377,12 +378,28 @@ describe('type: seqpacket with file descriptors', () => {
     expect(writer.metrics().fdsSent).toBe(50);
     expect(writer.metrics().fdsBuffered).toBe(0);
     expect(reader.metrics().fdsReceived).toBe(50);
-    // A reader without acceptFds closes such a connection.
     const path2 = tmpSocket();
     const errors: IpcError[] = [];
-    const refusing = track(new Reader(path2, () => {}, { type: 'seqpacket', onError: (e) => errors.push(e as IpcError) }));
+    const got: string[] = [];
+    const refusing = track(new Reader(path2, (b) => got.push(...[...b].map(String)), { type: 'seqpacket', onError: (e) => errors.push(e as IpcError) }));
     await refusing.start();
     const w2 = track(new Writer(path2, { type: 'seqpacket', reconnect: false }).start());
+    if (KERNEL_REFUSES_FDS) {
+      // Linux 6.16+: the kernel refuses it at the writer; the packets around it go.
+      const werrors: { code?: string; context: string }[] = [];
+      w2.on('error', (e: IpcError, context: string) => werrors.push({ code: e.code, context }));
+      w2.write('a');
+      w2.write('x', { fds: [0] });
+      w2.write('b');
+      await waitFor(() => got.length === 2 && werrors.length === 1, 10_000, 'a, b and the refusal');
+      expect(got).toEqual(['a', 'b']);
+      expect(werrors).toEqual([{ code: 'ERR_FDS_REFUSED', context: 'send' }]);
+      expect(errors).toEqual([]);
+      expect(refusing.metrics().fdsRefused).toBe(0);
+      expect(w2.metrics().connects).toBe(1);
+      return;
+    }
+    // Before 6.16: a reader without acceptFds closes such a connection.
     w2.write('x', { fds: [0] });
     await waitFor(() => errors.length > 0, 10_000, 'the refusal');
     expect(errors[0].code).toBe('ERR_UNEXPECTED_FDS');

@@ -40,6 +40,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
                 return Napi::Number::New(info.Env(), notify_datagram(info[0].As<Napi::String>().Utf8Value(),
                                                                      info[1].As<Napi::String>().Utf8Value()));
               }));
+  // () -> whether this kernel refuses descriptors to a socket that asks it to
+  // (SO_PASSRIGHTS, Linux 6.16): a Reader without acceptFds then never gets any.
+  exports.Set("kernelRefusesFds", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+                return Napi::Boolean::New(info.Env(), kernel_refuses_rights());
+              }));
   // (arrayBuffer) -> detaches a received batch region: its views become empty
   // and its slab reference is dropped without waiting for a garbage collection.
   exports.Set("release", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {

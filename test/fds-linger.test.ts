@@ -1,0 +1,91 @@
+// A descriptor can be a weapon: releasing the last reference of a TCP socket
+// with SO_LINGER and unsent data blocks the releasing thread for the linger
+// time (up to 2^31 s). Whoever receives such a descriptor releases it: the
+// reader's own close of a refused descriptor, or the kernel discarding one
+// for lack of room, both run on the thread that read it (the IO thread, or
+// the JavaScript thread while it reads). So a peer that may send could stall
+// a Reader without acceptFds at will, even one that allowUids refuses.
+// Found by an attack review (stop 32): a dgram Reader's event loop stalled
+// 4 s with a 4 s linger, and as long as the sender lived with 2^31.
+//
+// On Linux 6.16+ a Reader without acceptFds (and every dgram Reader) has the
+// kernel refuse descriptors (SO_PASSRIGHTS off): the hostile send fails with
+// EPERM and nothing reaches the reader. These tests send the weapon (linger
+// 3600 s) to each socket type and check that it was refused and the reader
+// goes on; before the fix the send went through and the reader hung for an
+// hour. Before Linux 6.16 the kernel cannot refuse: see docs/security.md.
+import { describe, expect, afterEach } from 'vitest';
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { Reader } from '../src/index';
+import { killChildren, PYTHON, tmpSocket, useTracking, waitFor } from './helpers';
+import { fdCount, itOnKernel } from './fd-helpers';
+
+const track = useTracking(500);
+afterEach(() => killChildren());
+
+// argv: type address linger_s. Makes a TCP connection whose peer never
+// reads, fills its send queue, sets SO_LINGER, sends it with one message,
+// closes its own copy, then sends a plain message. Prints one JSON line.
+const PY_LINGER = `
+import errno, json, os, socket, struct, sys
+kind, path, linger = sys.argv[1], sys.argv[2], int(sys.argv[3])
+addr = '\\0' + path[1:] if path.startswith('@') else path
+lst = socket.socket(); lst.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+lst.bind(('127.0.0.1', 0)); lst.listen(1)
+tcp = socket.socket(); tcp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+tcp.connect(lst.getsockname()); peer, _ = lst.accept()  # never read
+tcp.setblocking(False)
+queued = 0
+try:
+    while True: queued += tcp.send(b'z' * 4096)
+except BlockingIOError:
+    pass
+tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, linger))
+types = {'stream': socket.SOCK_STREAM, 'seqpacket': socket.SOCK_SEQPACKET, 'dgram': socket.SOCK_DGRAM}
+s = socket.socket(socket.AF_UNIX, types[kind]); s.connect(addr)
+frame = (lambda b: bytes([len(b)]) + b) if kind == 'stream' else (lambda b: b)
+try:
+    socket.send_fds(s, [frame(b'weapon')], [tcp.fileno()])
+    result = 'sent'
+except PermissionError:
+    result = 'refused'
+s.send(frame(b'after'))
+print(json.dumps({'result': result, 'queued': queued}), flush=True)
+os._exit(0)  # an exiting process never lingers (inet_release): close() here would, for an hour
+`;
+
+function lingerPeer(type: string, address: string): Promise<{ result: string; queued: number }> {
+  const dir = dirname(tmpSocket('py'));
+  const file = join(dir, `linger-${process.pid}-${Date.now()}.py`);
+  writeFileSync(file, PY_LINGER);
+  return new Promise((resolve, reject) => {
+    // 20 s is a hang (the script never closes the weapon itself), not a
+    // measurement.
+    execFile(PYTHON, [file, type, address, '3600'], { timeout: 20_000, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
+      const line = stdout.split('\n').find((l) => l.startsWith('{'));
+      if (line) resolve(JSON.parse(line));
+      else reject(new Error(`the linger peer failed: ${err?.message ?? ''}\n${stderr}`));
+    });
+  });
+}
+
+describe('a descriptor that blocks its last close (TCP, SO_LINGER, unsent data)', () => {
+  for (const type of ['dgram', 'stream', 'seqpacket'] as const) {
+    itOnKernel(true)(`${type} Reader without acceptFds (Linux 6.16+): the kernel refuses it at the sender; the reader never holds it and goes on`, async () => {
+      const path = `@uds-ipc-linger-${type}-${process.pid}-${Date.now()}`; // abstract: anyone on the host may send
+      const got: string[] = [];
+      const reader = track(new Reader(path, (b) => got.push(...[...b].map(String)), { type, allowUids: [process.getuid!()] }));
+      await reader.start();
+      const before = fdCount('self');
+      const peer = await lingerPeer(type, path);
+      expect(peer.queued).toBeGreaterThan(0); // the weapon was armed: unsent bytes behind SO_LINGER
+      expect(peer.result).toBe('refused');
+      await waitFor(() => got.length === 1, 10_000, 'the message after it');
+      expect(got).toEqual(['after']);
+      expect(reader.metrics().fdsRefused).toBe(0);
+      await waitFor(() => fdCount('self') <= before + (type === 'dgram' ? 0 : 1), 10_000, 'no descriptor left here');
+    });
+  }
+});
