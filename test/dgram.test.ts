@@ -180,21 +180,26 @@ describe('type: dgram', () => {
     });
   }
 
-  it('allowUids applies per datagram: another user’s are dropped and counted, ours delivered', async () => {
+  it('allowUids applies per datagram: another user’s are dropped and counted (those above maxMessageSize too, never reported as errors), ours delivered', async () => {
     const name = `@uds-ipc-dgram-${process.pid}-${Date.now()}`; // abstract: no file permissions in the way
     const uids: number[] = [];
+    const errors: string[] = [];
     const reader = track(
       new Reader(
         name,
         (b) => {
           for (let i = 0; i < b.length; i++) uids.push(b.credentials(i)!.uid);
         },
-        { type: 'dgram', allowUids: [process.getuid!()] },
+        { type: 'dgram', allowUids: [process.getuid!()], maxMessageSize: 100, onError: (e) => errors.push((e as IpcError).code) },
       ),
     );
     await reader.start();
-    await pythonSend(name, [10, 11, 12], 65534);
-    await waitFor(() => reader.metrics().rejectedDatagrams === 3, 10_000, 'the other user’s datagrams refused');
+    // 500 and 600 bytes: above maxMessageSize. A refused sender's datagrams
+    // are refused whatever their size; reporting them as too large would let
+    // anyone flood the reader's onError.
+    await pythonSend(name, [10, 500, 11, 600, 12], 65534);
+    await waitFor(() => reader.metrics().rejectedDatagrams === 5, 10_000, 'the other user’s datagrams refused');
+    expect(errors).toEqual([]);
     await pythonSend(name, [13]);
     await waitFor(() => uids.length === 1, 10_000, 'ours');
     expect(uids).toEqual([process.getuid!()]);

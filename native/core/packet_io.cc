@@ -354,6 +354,17 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close, uint64_t fd_room
       }
       continue;
     }
+    // The sender first: a refused sender's datagrams are refused whatever
+    // their size (counted as refused, never reported as too large: that
+    // would let anyone flood the reader's onError).
+    if (cfg_.accept && cfg_.credentials && !cfg_.accept(c, cfg_.accept_arg)) {
+      ++stats_.refused;
+      if (cfg_.accept_fds && !fds_in_[i].empty()) {
+        stats_.fds_closed += fds_in_[i].size();
+        fds_in_[i].clear();
+      }
+      continue;
+    }
     if ((m.msg_flags & MSG_TRUNC) || len > cfg_.max_message_size) {
       ++stats_.too_large;
       if (cfg_.trunc == TruncPolicy::kFail) {
@@ -364,10 +375,6 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close, uint64_t fd_room
         stats_.fds_closed += fds_in_[i].size();
         fds_in_[i].clear();
       }
-      continue;
-    }
-    if (cfg_.accept && cfg_.credentials && !cfg_.accept(c, cfg_.accept_arg)) {
-      ++stats_.refused;
       continue;
     }
     const uint8_t* p = arena_->slot(i);
