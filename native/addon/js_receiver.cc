@@ -229,6 +229,12 @@ void JsReceiver::Finish() {
       ++reads_;
       bytes_read_ += static_cast<uint64_t>(n);
       ok = Cut(assembler_->commit(static_cast<size_t>(n), kNoBudget, &fds), true);
+      if (!ok) {
+        // As in Read(): descriptors against the wire rule (or a bad frame)
+        // are counted and reported, even at the end of the connection.
+        fds_refused_ += assembler_->refused_fds();
+        ReportError(frame_error(*assembler_, assembler_cfg_.max_message_size), true);
+      }
     }
   } catch (const std::bad_alloc&) {
     // What was cut stays cut; the rest goes with the connection.
