@@ -499,8 +499,8 @@ int set_passcred(int fd, bool on) {
 #define SO_PASSRIGHTS 83  // Linux 6.16 (asm-generic/socket.h); older headers lack it
 #endif
 
-int refuse_rights(int fd) {
-  const int v = 0;
+int set_pass_rights(int fd, bool on) {
+  const int v = on ? 1 : 0;
   return ::setsockopt(fd, SOL_SOCKET, SO_PASSRIGHTS, &v, sizeof(v)) == 0 ? 0 : errno;
 }
 

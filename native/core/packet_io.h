@@ -458,7 +458,11 @@ int set_passcred(int fd, bool on);
 // a TCP socket with SO_LINGER and unsent data blocks for the linger time
 // (up to 2^31 s): any peer that may send could stall our IO or JavaScript
 // thread at will. 0, or an errno (ENOPROTOOPT before 6.16: nothing changes).
-int refuse_rights(int fd);
+// set_pass_rights(fd, true) turns it back on (the default): for a socket
+// that may have been turned off before (a listener a service manager passes
+// again to the next run of the service).
+int set_pass_rights(int fd, bool on);
+inline int refuse_rights(int fd) { return set_pass_rights(fd, false); }
 // Whether this kernel has SO_PASSRIGHTS (asked once per call; cheap).
 bool kernel_refuses_rights();
 

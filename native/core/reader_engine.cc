@@ -70,8 +70,11 @@ void ReaderEngine::start() {
   // refuse_rights()): none can reach this process to be closed here. Not
   // for acked readers: they serve acked writers whose copies may carry
   // descriptors (they are closed as before). Before Linux 6.16 this does
-  // nothing and descriptors are closed on arrival, as before.
-  if ((cfg_.type == SOCK_DGRAM || !cfg_.accept_fds) && !cfg_.acked) (void)refuse_rights(cfg_.listen_fd.get());
+  // nothing and descriptors are closed on arrival, as before. Set either
+  // way: a listener passed by a service manager may come from a run that
+  // refused them.
+  const bool refuse = (cfg_.type == SOCK_DGRAM || !cfg_.accept_fds) && !cfg_.acked;
+  (void)set_pass_rights(cfg_.listen_fd.get(), !refuse);
   if (cfg_.type == SOCK_DGRAM) open_dgram();
   else loop_.add(cfg_.listen_fd.get(), EPOLLIN, kListenTag);
   thread_ = std::thread([this] { run(); });

@@ -885,6 +885,9 @@ TEST(refuse_rights_makes_the_kernel_refuse_descriptors) {
     char buf[4];
     CHECK_EQ(::recv(p.b.get(), buf, sizeof buf, MSG_DONTWAIT), ssize_t{1});
     CHECK_EQ(buf[0], 'y');
+    // And back on (a listener reused by a run that accepts them).
+    CHECK_EQ(set_pass_rights(p.b.get(), true), 0);
+    CHECK_EQ(send_with_fds(p.a.get(), "z", 1, &zero, 1), ssize_t{1});
   }
   if (!can) return;
   TempDir dir;
