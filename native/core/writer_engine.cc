@@ -350,7 +350,9 @@ ssize_t WriterEngine::send_once(uint32_t tail, const Appended* upto) {
   if (plan && plan->count > 0) put_rights(&msg, control, plan->fds, plan->count);
   ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
   m_calls_.fetch_add(1, std::memory_order_relaxed);
-  const bool refused = n < 0 && errno == EPERM && plan && plan->count > 0;
+  // Not in acked mode: there every frame is numbered and acknowledged, and
+  // an acked Reader never refuses descriptors (EPERM is then an error).
+  const bool refused = n < 0 && errno == EPERM && plan && plan->count > 0 && !cfg_.acked;
   if (refused) {
     // The reader refuses descriptors (SO_PASSRIGHTS off): nothing of the
     // frame went. Dropped, reported, never retried (it never could go).
@@ -411,7 +413,7 @@ ssize_t WriterEngine::send_packets(uint32_t tail) {
       put_rights(&msg, control, plan_.fds, plan_.count);
       const ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
       m_calls_.fetch_add(1, std::memory_order_relaxed);
-      if (n < 0 && errno != EPERM) return -1;
+      if (n < 0 && (errno != EPERM || cfg_.acked)) return -1;
       if (n < 0) rights_refused(plan_.count);  // as in send_once(): dropped, reported
       else m_fds_sent_.fetch_add(static_cast<uint64_t>(plan_.count), std::memory_order_relaxed);
       fds_.mark_sent(send_pos_);
