@@ -287,8 +287,9 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close, uint64_t fd_room
   // arena use.
   size_t end = static_cast<size_t>(n);
   creds_in_.resize(end);
-  eof_in_.assign(end, 0);
-  size_t skipped = 0;
+  // The first EOF-shaped entry, skipped (there is at most one per
+  // connection: eof_seen_ is set once); npos when this call read none.
+  size_t skipped_at = std::string::npos;
   if (cfg_.accept_fds) {
     fds_in_.resize(end);
     for (auto& v : fds_in_) v.clear();
@@ -307,8 +308,7 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close, uint64_t fd_room
       // The first: the peer has shut down, but a packet it queued just
       // before may still follow (the close race): skip it and read on.
       eof_seen_ = true;
-      eof_in_[i] = 1;
-      ++skipped;
+      skipped_at = i;
       continue;
     }
     if (eof_seen_) ++stats_.early_eof;  // a packet after an EOF-shaped entry: the close race
@@ -338,20 +338,25 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close, uint64_t fd_room
     fd_error_ = CoreError::plain("ERR_UNEXPECTED_FDS",
                                  "the peer sent file descriptors, and this end does not accept them (acceptFds)");
   }
+  const size_t skipped = skipped_at < end ? 1 : 0;
   r.packets = end - skipped;
   stats_.packets += end - skipped;
+  // A packet that is not delivered has its descriptors (accept_fds) closed
+  // and counted as refused.
+  const auto refuse_fds_of = [&](size_t i) {
+    if (cfg_.accept_fds && !fds_in_[i].empty()) {
+      stats_.fds_closed += fds_in_[i].size();
+      fds_in_[i].clear();
+    }
+  };
   for (size_t i = 0; i < end; ++i) {
-    if (eof_in_[i]) continue;
+    if (i == skipped_at) continue;
     msghdr& m = h[i].msg_hdr;
     const PeerCred& c = creds_in_[i];
     const size_t len = h[i].msg_len;
     if (failed_) {
       ++stats_.discarded;
-      if (cfg_.accept_fds && !fds_in_[i].empty()) {
-        // Never delivered: its descriptors are refused (closed, counted).
-        stats_.fds_closed += fds_in_[i].size();
-        fds_in_[i].clear();
-      }
+      refuse_fds_of(i);
       continue;
     }
     // The sender first: a refused sender's datagrams are refused whatever
@@ -359,10 +364,7 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close, uint64_t fd_room
     // would let anyone flood the reader's onError).
     if (cfg_.accept && cfg_.credentials && !cfg_.accept(c, cfg_.accept_arg)) {
       ++stats_.refused;
-      if (cfg_.accept_fds && !fds_in_[i].empty()) {
-        stats_.fds_closed += fds_in_[i].size();
-        fds_in_[i].clear();
-      }
+      refuse_fds_of(i);
       continue;
     }
     if ((m.msg_flags & MSG_TRUNC) || len > cfg_.max_message_size) {
@@ -371,10 +373,7 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close, uint64_t fd_room
         failed_ = true;
         error_length_ = len;
       }
-      if (cfg_.accept_fds && !fds_in_[i].empty()) {
-        stats_.fds_closed += fds_in_[i].size();
-        fds_in_[i].clear();
-      }
+      refuse_fds_of(i);
       continue;
     }
     const uint8_t* p = arena_->slot(i);

@@ -352,7 +352,6 @@ class PacketReceiver {
   std::deque<PacketBatch> ready_;
   bool failed_ = false, eof_ = false, peer_reset_ = false;
   bool eof_seen_ = false;             // seqpacket: one EOF-shaped entry read (see the header comment)
-  std::vector<uint8_t> eof_in_;       // of the entries of the current call: 1 = EOF-shaped, skipped
   bool named_peer_ = false;  // seqpacket: the peer's socket has an address (set by attach())
   uint64_t error_length_ = 0;
   Stats stats_;
