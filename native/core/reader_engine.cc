@@ -187,10 +187,11 @@ int64_t ReaderEngine::reply(uint32_t conn_id, const uint8_t* data, size_t len, s
     q = it->second;
   }
   const ReplyQueue::Offer r = q->offer(data, len, now_ms(), fds);
-  if (r.want_out) {
+  if (r.want_out || r.refused.frames > 0) {
     {
       std::lock_guard<std::mutex> lk(replies_mu_);
-      out_requests_.push_back(conn_id);
+      if (r.want_out) out_requests_.push_back(conn_id);
+      if (r.refused.frames > 0) refusals_.emplace_back(conn_id, r.refused);
       out_requested_.store(true);
     }
     loop_.wake();
@@ -420,11 +421,14 @@ void ReaderEngine::update_interest(Conn& c) {
 void ReaderEngine::apply_reply_requests() {
   if (!out_requested_.load()) return;  // the common case: no lock
   std::vector<uint32_t> ids;
+  std::vector<std::pair<uint32_t, ReplyQueue::Refused>> refused;
   {
     std::lock_guard<std::mutex> lk(replies_mu_);
     out_requested_.store(false);
     ids.swap(out_requests_);
+    refused.swap(refusals_);
   }
+  for (const auto& [id, r] : refused) report_refused(id, r);
   for (const uint32_t id : ids) {
     auto it = conns_.find(id);
     if (it == conns_.end()) continue;
@@ -437,6 +441,7 @@ void ReaderEngine::apply_reply_requests() {
 
 void ReaderEngine::flush_replies(Conn& c) {
   const ReplyQueue::Flush f = c.out->flush(now_ms());
+  if (f.refused.frames > 0) report_refused(c.id, f.refused);
   if (!f.drained) return;
   c.want_out = false;
   update_interest(c);
@@ -444,6 +449,19 @@ void ReaderEngine::flush_replies(Conn& c) {
   ReaderItem item{ReaderItem::kDrained};
   item.conn_id = c.id;
   push(std::move(item));
+}
+
+// Replies with descriptors that the writer refused (ReplyQueue::Refused):
+// the connection stays.
+void ReaderEngine::report_refused(uint32_t conn_id, const ReplyQueue::Refused& r) {
+  m_errors_.fetch_add(1, std::memory_order_relaxed);
+  ReaderItem err{ReaderItem::kError};
+  err.conn_id = conn_id;
+  err.error = CoreError::sys("ERR_FDS_REFUSED", EPERM, "sendmsg",
+                             "the writer does not accept file descriptors (its acceptFds is off): " +
+                                 std::to_string(r.frames) + (r.frames == 1 ? " reply" : " replies") + " with " +
+                                 std::to_string(r.fds) + " descriptor(s) dropped");
+  push(std::move(err));
 }
 
 // Reply queues that made no progress for reply_timeout_ms: the writer does

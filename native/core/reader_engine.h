@@ -128,7 +128,7 @@ struct ReaderItem {
   explicit ReaderItem(Type t) : type(t) {}
   uint32_t conn_id = 0;
   Batch batch;      // kBatch
-  CoreError error;  // kError (the connection is closed right after); kClose: why, if not EOF
+  CoreError error;  // kError (a kClose follows if the connection ends for it); kClose: why, if not EOF
   PeerCred cred;    // kOpen, kRejected
   uint64_t dropped = 0;  // kDrained
   // kSession: plain (served at most once), or the writer's session and its hello.
@@ -353,6 +353,7 @@ class ReaderEngine {
   void update_interest(Conn& c);
   void apply_reply_requests();
   void flush_replies(Conn& c);
+  void report_refused(uint32_t conn_id, const ReplyQueue::Refused& r);
   void close_stalled_replies(int64_t now);
 
   // Owns one pool reference; declared first so that it is released last,
@@ -417,7 +418,10 @@ class ReaderEngine {
   // and the connections whose queue became non-empty since the loop last looked.
   std::unordered_map<uint32_t, std::shared_ptr<ReplyQueue>> replies_;
   std::vector<uint32_t> out_requests_;
-  std::atomic<bool> out_requested_{false};  // out_requests_ is not empty (read without the lock on every round)
+  // Replies with descriptors the writer refused during reply() (on the
+  // consumer's thread), for the loop to report (report_refused()).
+  std::vector<std::pair<uint32_t, ReplyQueue::Refused>> refusals_;
+  std::atomic<bool> out_requested_{false};  // out_requests_ or refusals_ is not empty (read without the lock on every round)
   SpscQueue<ReaderItem> queue_;      // producer: own_mu_'s holder; consumer: take()
   std::atomic<bool> call_pending_{false};
   std::atomic<bool> consumer_wake_{false};  // IO thread waits for queue space

@@ -63,6 +63,8 @@ ReplyQueue::Offer ReplyQueue::offer(const uint8_t* data, size_t len, int64_t now
     }
   }
   r.queued = static_cast<int64_t>(queued_);
+  r.refused = refused_;
+  refused_ = {};
   return r;
 }
 
@@ -110,6 +112,19 @@ size_t ReplyQueue::send_locked(int64_t now_ms) {
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+      if (errno == EPERM && with_fds && plan_.count > 0) {
+        // The writer refuses descriptors: nothing of this frame went, and it
+        // never could. Dropped with its dups; the next frames go on.
+        const uint32_t len = plan_.limit - sent_pos_;
+        fds_.mark_sent(sent_pos_);
+        fds_.release(plan_.limit);
+        ++refused_.frames;
+        refused_.fds += static_cast<uint32_t>(plan_.count);
+        stats_->bytes_dropped.fetch_add(len, std::memory_order_relaxed);
+        sent_pos_ += len;
+        consume_locked(len);
+        continue;
+      }
       return static_cast<size_t>(errno);
     }
     if (with_fds) {
@@ -122,20 +137,23 @@ size_t ReplyQueue::send_locked(int64_t now_ms) {
     sent_pos_ += static_cast<uint32_t>(n);
     progress_ms_ = now_ms;
     stats_->bytes_sent.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-    size_t left = static_cast<size_t>(n);
-    queued_ -= left;
-    while (left > 0) {
-      const size_t in_front = chunks_.front().size() - head_off_;
-      if (left < in_front) {
-        head_off_ += left;
-        break;
-      }
-      left -= in_front;
-      chunks_.pop_front();
-      head_off_ = 0;
-    }
+    consume_locked(static_cast<size_t>(n));
   }
   return 0;
+}
+
+void ReplyQueue::consume_locked(size_t n) {
+  queued_ -= n;
+  while (n > 0) {
+    const size_t in_front = chunks_.front().size() - head_off_;
+    if (n < in_front) {
+      head_off_ += n;
+      break;
+    }
+    n -= in_front;
+    chunks_.pop_front();
+    head_off_ = 0;
+  }
 }
 
 ReplyQueue::Flush ReplyQueue::flush(int64_t now_ms) {
@@ -151,6 +169,8 @@ ReplyQueue::Flush ReplyQueue::flush(int64_t now_ms) {
     r.drained = true;
     out_requested_ = false;
   }
+  r.refused = refused_;
+  refused_ = {};
   return r;
 }
 

@@ -53,9 +53,18 @@ class ReplyQueue {
   ReplyQueue(const ReplyQueue&) = delete;
   ReplyQueue& operator=(const ReplyQueue&) = delete;
 
+  // Frames with descriptors that the writer refused (EPERM: its socket has
+  // SO_PASSRIGHTS off, as a uds-ipc Writer without acceptFds has on Linux
+  // 6.16+). Nothing of such a frame went: it is dropped (its bytes counted
+  // in bytes_dropped, its dups closed), never retried, and the frames after
+  // it go on. The caller reports them.
+  struct Refused {
+    uint32_t frames = 0, fds = 0;
+  };
   struct Offer {
     int64_t queued = -1;     // bytes left queued after this call; -1: closed
     bool want_out = false;   // the queue just became non-empty: the owner of the loop must watch EPOLLOUT
+    Refused refused;         // during this call
   };
   // Consumer thread. Sends or queues `len` bytes (whole frames); len 0 only
   // reports the queued byte count. With `fds` (not empty), data is exactly
@@ -65,6 +74,7 @@ class ReplyQueue {
   struct Flush {
     bool drained = false;  // the queue is empty now (EPOLLOUT no longer needed)
     int error = 0;         // a send failed with this errno: the queue was discarded
+    Refused refused;       // during this call
   };
   // Loop owner, on EPOLLOUT: sends what it can.
   Flush flush(int64_t now_ms);
@@ -79,8 +89,11 @@ class ReplyQueue {
 
  private:
   // All below guarded by mu_.
-  size_t send_locked(int64_t now_ms);  // sends from the queue; returns 0 on EAGAIN, else errno
+  // Sends from the queue; returns 0 on EAGAIN (or all sent), else errno.
+  // Frames refused are dropped and added to refused_.
+  size_t send_locked(int64_t now_ms);
   void append_locked(const uint8_t* data, size_t len);
+  void consume_locked(size_t n);  // the first n queued bytes are done with (sent or dropped)
   uint64_t drop_locked();
 
   std::mutex mu_;
@@ -95,6 +108,7 @@ class ReplyQueue {
   uint32_t sent_pos_ = 0;  // stream position of the first byte not sent
   FdOutbox fds_;           // frames with descriptors not fully sent (its own lock, taken under mu_)
   FdOutbox::Plan plan_;
+  Refused refused_;        // since offer()/flush() last took it
 };
 
 }  // namespace udsipc

@@ -2,14 +2,17 @@
 // in order, a consumer thread offering while another thread flushes, and
 // close()/discard() dropping what waits (counted).
 #include <sys/socket.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <thread>
 #include <vector>
 
 #include "check.h"
 #include "core/reply_queue.h"
+#include "core/socket_util.h"
 #include "core/unique_fd.h"
 
 using namespace udsipc;
@@ -146,6 +149,120 @@ TEST(peer_gone_drops_what_was_offered) {
   auto r = q.offer(m, 2, 1);
   CHECK_EQ(r.queued, 0);
   CHECK_EQ(st.bytes_dropped.load(), 2u);
+}
+
+namespace {
+// A pipe whose write end the test dups into frames: once every dup is
+// closed and the test closes its own, the read end sees EOF.
+struct Probe {
+  UniqueFd r, w;
+  Probe() {
+    int pf[2];
+    ::pipe2(pf, O_CLOEXEC | O_NONBLOCK);
+    r = UniqueFd(pf[0]);
+    w = UniqueFd(pf[1]);
+  }
+  std::vector<UniqueFd> dups(int n) const {
+    std::vector<UniqueFd> v;
+    for (int i = 0; i < n; ++i) v.emplace_back(::fcntl(w.get(), F_DUPFD_CLOEXEC, 0));
+    return v;
+  }
+  // After the test's own end is closed: no dup of it is left open anywhere.
+  bool all_closed() const {
+    char c;
+    return ::read(r.get(), &c, 1) == 0;
+  }
+};
+
+// Reads what the socket holds, descriptors included (closed, counted).
+void drain_with_fds(int fd, std::vector<uint8_t>& out, int* fds) {
+  uint8_t buf[65536];
+  for (;;) {
+    iovec iov{buf, sizeof buf};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    const ssize_t n = ::recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n <= 0) return;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      const size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < k; ++i) {
+        int one;
+        std::memcpy(&one, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        ::close(one);
+        ++*fds;
+      }
+    }
+    out.insert(out.end(), buf, buf + n);
+  }
+}
+}  // namespace
+
+// A writer whose socket refuses descriptors (SO_PASSRIGHTS off, Linux
+// 6.16+): a reply with descriptors gets EPERM. That frame alone is dropped
+// (its dups closed, its bytes counted as dropped, reported in Refused), the
+// frames around it go, and the queue keeps working -- both when it is sent
+// at once (offer() on an empty queue) and from the queue (flush()). Before,
+// the whole queue was dropped. On an older kernel everything is delivered.
+TEST(refused_descriptors_drop_only_their_frame) {
+  Pair p;
+  const bool refuses = refuse_rights(p.b.get()) == 0;
+  ReplyStats st;
+  ReplyQueue q(p.a.get(), &st);
+  Probe probe;
+  const uint8_t a[] = {1, 'a'}, b[] = {2, 'b', 'b'}, c[] = {1, 'c'};
+  // At once.
+  CHECK_EQ(q.offer(a, sizeof a, 1).queued, 0);
+  auto fds = probe.dups(2);
+  auto r = q.offer(b, sizeof b, 1, &fds);
+  CHECK_EQ(r.refused.frames, refuses ? 1u : 0u);
+  CHECK_EQ(r.refused.fds, refuses ? 2u : 0u);
+  CHECK_EQ(r.queued, 0);
+  CHECK_EQ(q.offer(c, sizeof c, 1).queued, 0);
+  std::vector<uint8_t> got;
+  int fds_got = 0;
+  drain_with_fds(p.b.get(), got, &fds_got);
+  std::vector<uint8_t> want(a, a + sizeof a);
+  if (!refuses) want.insert(want.end(), b, b + sizeof b);
+  want.insert(want.end(), c, c + sizeof c);
+  CHECK(got == want);
+  CHECK_EQ(fds_got, refuses ? 0 : 2);
+  CHECK_EQ(st.bytes_dropped.load(), refuses ? sizeof b : 0u);
+  // From the queue: a large frame fills the socket, the one with
+  // descriptors waits behind it, a plain one behind that.
+  std::vector<uint8_t> big(256 * 1024, 7);
+  r = q.offer(big.data(), big.size(), 2);
+  CHECK(r.queued > 0);
+  fds = probe.dups(3);
+  r = q.offer(b, sizeof b, 2, &fds);
+  CHECK_EQ(r.refused.frames, 0u);  // queued, not tried yet
+  q.offer(c, sizeof c, 2);
+  got.clear();
+  ReplyQueue::Refused refused;
+  for (int guard = 0; guard < 100000; ++guard) {
+    drain_with_fds(p.b.get(), got, &fds_got);
+    const auto f = q.flush(3);
+    CHECK_EQ(f.error, 0);
+    refused.frames += f.refused.frames;
+    refused.fds += f.refused.fds;
+    if (f.drained) break;
+  }
+  drain_with_fds(p.b.get(), got, &fds_got);
+  CHECK_EQ(q.queued(), 0u);
+  CHECK_EQ(refused.frames, refuses ? 1u : 0u);
+  CHECK_EQ(refused.fds, refuses ? 3u : 0u);
+  want = big;
+  if (!refuses) want.insert(want.end(), b, b + sizeof b);
+  want.insert(want.end(), c, c + sizeof c);
+  CHECK(got == want);
+  CHECK_EQ(fds_got, refuses ? 0 : 5);
+  // No dup is left open: not in the queue, not in the socket.
+  probe.w.reset();
+  CHECK(probe.all_closed());
 }
 
 TEST_MAIN()
