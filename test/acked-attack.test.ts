@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { encodeFrame, Reader, Writer, type Batch, type IpcError } from '../src/index';
 import { asUser, assertCanRunAs, FAST, killChildren, Proc, readableCopy, steady, tmpSocket, useTracking, waitFor, within, type ReadableCopy } from './helpers';
 import { ackOf, frame, GREETING, hello, MAGIC, parseFrames, u64 } from './acked-wire';
+import { fdsOnFile, itOnKernel } from './fd-helpers';
 
 const track = useTracking(300);
 afterEach(() => killChildren());
@@ -424,7 +425,25 @@ describe('attack 1: a slow or odd but valid reader', () => {
     }
   });
 
-  it('1m an ack carrying a file descriptor (SCM_RIGHTS, Python peer): ERR_PROTOCOL_MISMATCH, and the descriptor is closed (no fd of the writer process refers to the file)', async () => {
+  itOnKernel(true)("1m an ack carrying a file descriptor (SCM_RIGHTS, Python peer): the acked Writer's socket refuses it (Linux 6.16+): the peer's send fails with EPERM, nothing of it arrives, the writer goes on", async () => {
+    const path = tmpSocket();
+    const marker = join(dirname(path), `marker-${randomBytes(6).toString('hex')}`);
+    fs.writeFileSync(marker, 'x');
+    const steps = [{ hex: frame(GREETING).toString('hex') }, { hex: ack(0).toString('hex'), files: [marker] }];
+    const py = new Proc('python3', [join(__dirname, 'fixtures', 'fd_peer.py'), 'serve-send', path, JSON.stringify(steps)]);
+    await py.line((l) => l.event === 'listening', 'the python listener');
+    const { w, errors } = ackedWriter(path, { handshakeTimeoutMs: 60_000 });
+    const failed = await py.line((l) => l.event === 'send-error', 'the send with a descriptor failing');
+    expect(failed.i).toBe(1);
+    expect(String(failed.error)).toMatch(/Errno 1\]|Operation not permitted/); // EPERM
+    w.write('after');
+    await waitFor(() => metricsOf(w).sent >= 1, 10_000, 'a message sent on the same connection');
+    expect(errors.map((e) => e.code)).toEqual([]);
+    expect(fdsOnFile(marker)).toBe(0);
+    await w.stop({ timeoutMs: 0 });
+  });
+
+  itOnKernel(false)('1m an ack carrying a file descriptor (SCM_RIGHTS, Python peer): ERR_PROTOCOL_MISMATCH, and the descriptor is closed (no fd of the writer process refers to the file)', async () => {
     const path = tmpSocket();
     const marker = join(dirname(path), `marker-${randomBytes(6).toString('hex')}`);
     fs.writeFileSync(marker, 'x');

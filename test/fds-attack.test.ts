@@ -671,7 +671,44 @@ if (!KERNEL_REFUSES_FDS) describe('dgram reader at its RLIMIT_NOFILE (no descrip
 // ───────────────────────────── 5. the Writer side ─────────────────────────────
 
 describe('writer side', () => {
-  it('a hostile reader floods a Writer (onMessage, acceptFds false) with replies carrying 253 descriptors, on every connection: none stays in the writer process, each connection counted in fdsRefused, the writer goes on', async () => {
+  itOnKernel(true)("a hostile reader floods a Writer (onMessage, acceptFds false) with replies carrying 253 descriptors, on every connection: the writer's socket refuses every one (Linux 6.16+), none reaches the writer process, the writer goes on", async () => {
+    const path = tmpSocket();
+    const file = fileNear(path, 'hostile.txt', 'hostile');
+    const steps: Step[] = [{ op: 'flood', count: 20, hex: frame('reply').toString('hex'), nfds: 253, file }, { op: 'close' }];
+    const srv = peer('stream', 'serve', path, steps);
+    await srv.line((l) => l.event === 'listening', 'the hostile listener');
+    const got: string[] = [];
+    let maxSeen = 0;
+    const w = track(
+      new Writer(path, {
+        reconnect: FAST,
+        onMessage: (b: Batch) => {
+          for (const m of b) got.push(m.toString());
+        },
+      }),
+    );
+    const errors: string[] = [];
+    w.on('error', (e) => errors.push((e as IpcError).code));
+    w.start();
+    const sample = setInterval(() => (maxSeen = Math.max(maxSeen, fdsOnFile(file))), 2);
+    try {
+      await srv.line((l) => l.event === 'served' && l.n >= 5, 'five connections served (the writer reconnected)', 20_000);
+      expect(w.write('still here')).toBe(true);
+    } finally {
+      clearInterval(sample);
+    }
+    expect(srv.all((l) => l.event === 'refused').length, 'sends the kernel refused').toBeGreaterThanOrEqual(5 * 20);
+    expect(got).toEqual([]); // nothing of a refused send arrives
+    expect(maxSeen, 'descriptors of the file seen in the writer process').toBe(0);
+    expect(w.metrics().fdsReceived).toBe(0);
+    expect(w.metrics().fdsRefused).toBe(0);
+    expect(errors).toEqual([]);
+    srv.kill();
+    await w.stop({ timeoutMs: 200 });
+    await expectNoFdsOn(file, 'the writer');
+  });
+
+  itOnKernel(false)('a hostile reader floods a Writer (onMessage, acceptFds false) with replies carrying 253 descriptors, on every connection: none stays in the writer process, each connection counted in fdsRefused, the writer goes on', async () => {
     const path = tmpSocket();
     const file = fileNear(path, 'hostile.txt', 'hostile');
     const steps: Step[] = [{ op: 'flood', count: 20, hex: frame('reply').toString('hex'), nfds: 253, file }, { op: 'close' }];
@@ -707,7 +744,49 @@ describe('writer side', () => {
     await expectNoFdsOn(file, 'the writer');
   });
 
-  it('a reader that sends replies with descriptors and closes at once: the Writer (acceptFds false) refuses them (fdsRefused) and reports ERR_UNEXPECTED_FDS, even though the connection ended first', async () => {
+  itOnKernel(true)("a reader that sends a reply with descriptors and closes at once: the Writer's socket refuses the send (Linux 6.16+), nothing reaches the writer, no error", async () => {
+    const path = tmpSocket();
+    const file = fileNear(path, 'quick.txt', 'quick');
+    const errors: string[] = [];
+    const reasons: (string | null)[] = [];
+    const replies: string[] = [];
+    const w = track(
+      new Writer(path, {
+        reconnect: FAST,
+        onMessage: (b: Batch) => {
+          for (const m of b) replies.push(m.toString());
+        },
+      }),
+    );
+    w.on('error', (e) => errors.push((e as IpcError).code));
+    w.on('disconnect', (why) => reasons.push(why ? (why as IpcError).code : null));
+    w.start();
+    const script = `
+import array, os, socket, sys
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind(sys.argv[1]); srv.listen(1)
+c, _ = srv.accept()
+fd = os.open(sys.argv[2], os.O_RDONLY)
+try:
+    c.sendmsg([bytes([1]) + b'r'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [fd] * 3).tobytes())])
+    print('sent')
+except PermissionError:
+    print('refused')
+c.sendall(bytes([1]) + b's')
+c.close()
+`;
+    const said = execFileSync(PYTHON, ['-c', script, path, file], { timeout: 20_000 }).toString().trim();
+    expect(said).toBe('refused');
+    await waitFor(() => reasons.length >= 1, 10_000, 'the disconnect');
+    expect(replies).toEqual(['s']); // the plain reply after it
+    expect(reasons.length).toBe(1);
+    expect([null, 'ERR_SOCKET']).toContain(reasons[0]); // the listener closed it (EOF, or EPIPE when its IO thread saw the hang-up first)
+    expect(errors).toEqual([]);
+    expect(w.metrics().fdsRefused).toBe(0);
+    await expectNoFdsOn(file, 'the writer');
+  });
+
+  itOnKernel(false)('a reader that sends replies with descriptors and closes at once: the Writer (acceptFds false) refuses them (fdsRefused) and reports ERR_UNEXPECTED_FDS, even though the connection ended first', async () => {
     const path = tmpSocket();
     const file = fileNear(path, 'quick.txt', 'quick');
     const errors: string[] = [];

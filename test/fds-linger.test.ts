@@ -18,8 +18,8 @@ import { describe, expect, afterEach } from 'vitest';
 import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { Reader } from '../src/index';
-import { killChildren, PYTHON, tmpSocket, useTracking, waitFor } from './helpers';
+import { Reader, Writer, type IpcError } from '../src/index';
+import { killChildren, Proc, PYTHON, tmpSocket, useTracking, waitFor, within } from './helpers';
 import { fdCount, itOnKernel } from './fd-helpers';
 
 const track = useTracking(500);
@@ -88,4 +88,116 @@ describe('a descriptor that blocks its last close (TCP, SO_LINGER, unsent data)'
       await waitFor(() => fdCount('self') <= before + (type === 'dgram' ? 0 : 1), 10_000, 'no descriptor left here');
     });
   }
+});
+
+// argv: type path linger_s. A hostile listener at a Writer's path: arms the
+// weapon as above, accepts one connection, tries to send the weapon with a
+// reply frame, then sends a plain reply frame, prints {"event":"tried",
+// "result":"sent"|"refused","queued":..}, and reads until EOF
+// ({"event":"eof","got":hex}; a reset counts as the end). It keeps the TCP pair alive until it exits.
+const PY_LINGER_LISTENER = `
+import json, os, socket, struct, sys
+kind, path, linger = sys.argv[1], sys.argv[2], int(sys.argv[3])
+lst = socket.socket(); lst.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+lst.bind(('127.0.0.1', 0)); lst.listen(1)
+tcp = socket.socket(); tcp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+tcp.connect(lst.getsockname()); peer, _ = lst.accept()  # never read
+tcp.setblocking(False)
+queued = 0
+try:
+    while True: queued += tcp.send(b'z' * 4096)
+except BlockingIOError:
+    pass
+tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, linger))
+types = {'stream': socket.SOCK_STREAM, 'seqpacket': socket.SOCK_SEQPACKET}
+l = socket.socket(socket.AF_UNIX, types[kind]); l.bind(path); l.listen(8)
+print(json.dumps({'event': 'listening'}), flush=True)
+c, _ = l.accept()
+frame = (lambda b: bytes([len(b)]) + b) if kind == 'stream' else (lambda b: b)
+try:
+    socket.send_fds(c, [frame(b'weapon')], [tcp.fileno()])
+    result = 'sent'
+except PermissionError:
+    result = 'refused'
+c.send(frame(b'after'))
+print(json.dumps({'event': 'tried', 'result': result, 'queued': queued}), flush=True)
+got = b''
+try:
+    while True:
+        d = c.recv(65536)
+        if not d: break
+        got += d
+except ConnectionResetError:
+    pass  # a one-way writer closes with our reply unread
+print(json.dumps({'event': 'eof', 'got': got.hex()}), flush=True)
+os._exit(0)  # never close the weapon here: that would linger
+`;
+
+// The same weapon, sent to a Writer by whoever listens at its path (found by
+// the third attack review, stop 32): a one-way Writer never reads, so the
+// descriptor sat in its socket until stop() closed it, and that close (on
+// the IO thread) blocked for the linger time, so stop() overran its
+// timeoutMs; a Writer reading replies without acceptFds closed it on the
+// JavaScript thread and froze it. Now a Writer's socket refuses descriptors
+// from before connect() unless it has acceptFds (Linux 6.16+).
+describe('a descriptor that blocks its last close, sent to a Writer by the listener at its path', () => {
+  for (const type of ['stream', 'seqpacket'] as const) {
+    for (const replies of [false, true]) {
+      if (replies && type === 'seqpacket') continue; // seqpacket Writers do not read replies
+      const what = replies ? 'reading replies (onMessage, no acceptFds)' : 'one-way';
+      itOnKernel(true)(`${type} Writer, ${what} (Linux 6.16+): the kernel refuses it at the listener; the writer goes on and stops in time`, async () => {
+        const path = tmpSocket();
+        const script = join(dirname(path), 'linger-listener.py');
+        writeFileSync(script, PY_LINGER_LISTENER);
+        const py = new Proc(PYTHON, [script, type, path, '3600']);
+        await py.line((l) => l.event === 'listening', 'the hostile listener');
+        const got: string[] = [];
+        const errors: (string | undefined)[] = [];
+        const w = track(
+          new Writer(path, {
+            type,
+            reconnect: false,
+            ...(replies ? { onMessage: (b: Iterable<Buffer>) => void got.push(...[...b].map(String)) } : {}),
+          }),
+        );
+        w.on('error', (e) => errors.push((e as IpcError).code));
+        w.start();
+        const tried = await py.line((l) => l.event === 'tried', 'the send of the weapon', 20_000);
+        expect(tried.queued).toBeGreaterThan(0); // armed: unsent bytes behind SO_LINGER
+        expect(tried.result).toBe('refused');
+        if (replies) await waitFor(() => got.length === 1, 10_000, 'the reply after it');
+        expect(got).toEqual(replies ? ['after'] : []);
+        expect(w.write('hello')).toBe(true);
+        await within(w.flush(), 'flush()');
+        // Before the fix this stop() closed the weapon, for an hour.
+        await within(w.stop({ timeoutMs: 1000 }), 'stop()', 20_000);
+        const eof = await py.line((l) => l.event === 'eof', 'the listener seeing the writer close');
+        expect(Buffer.from(String(eof.got), 'hex').toString()).toBe(type === 'stream' ? '\x05hello' : 'hello');
+        expect(errors).toEqual([]);
+        expect(w.metrics().fdsRefused).toBe(0);
+      });
+    }
+  }
+
+  itOnKernel(true)("acked Writer (Linux 6.16+): the kernel refuses it at the listener (which is not an acked reader: ERR_PROTOCOL_MISMATCH); stop() keeps its timeoutMs", async () => {
+    const path = tmpSocket();
+    const script = join(dirname(path), 'linger-listener.py');
+    writeFileSync(script, PY_LINGER_LISTENER);
+    const py = new Proc(PYTHON, [script, 'stream', path, '3600']);
+    await py.line((l) => l.event === 'listening', 'the hostile listener');
+    const errors: (string | undefined)[] = [];
+    const w = track(new Writer(path, { delivery: 'acked', reconnect: false }));
+    w.on('error', (e) => errors.push((e as IpcError).code));
+    w.start();
+    w.write('kept');
+    const tried = await py.line((l) => l.event === 'tried', 'the send of the weapon', 20_000);
+    expect(tried.queued).toBeGreaterThan(0);
+    expect(tried.result).toBe('refused');
+    await waitFor(() => errors.length > 0, 10_000, 'the mismatch');
+    expect(errors).toEqual(['ERR_PROTOCOL_MISMATCH']);
+    // The unacknowledged message is discarded at the deadline; before the
+    // fix this stop() closed the weapon, for an hour.
+    const r = await within(w.stop({ timeoutMs: 200 }), 'stop()', 20_000);
+    expect(r.discarded).toBe(1);
+  });
 });

@@ -18,7 +18,7 @@ import * as fs from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Writer, type Batch } from '../src/index';
 import { tmpSocket, waitFor, within, FIXTURES, FAST, Proc, PYTHON, killChildren, useTracking, type Line } from './helpers';
-import { fdCount, fileNear, frame, metricsOf, readerChild, uvarint } from './fd-helpers';
+import { fdCount, fileNear, frame, itOnKernel, metricsOf, readerChild, uvarint } from './fd-helpers';
 
 const PEER = join(FIXTURES, 'fd_peer.py');
 const track = useTracking(500);
@@ -265,7 +265,39 @@ describe('a Python receiver (socket.recv_fds)', () => {
 });
 
 describe('a Writer reading replies (onMessage, acceptFds not set) from a listener that sends descriptors', () => {
-  it('none of them reaches the writer process: ERR_UNEXPECTED_FDS, the connection replaced, the writer survives', async () => {
+  itOnKernel(true)("the Writer's socket refuses them from its first byte on (Linux 6.16+): the listener's send fails with EPERM, nothing of it arrives, no error on the writer", async () => {
+    const path = tmpSocket();
+    const file = fileNear(path, 'w.txt', 'to the writer');
+    const steps = [step(frame('r0')), step(frame('with-fds'), [file])];
+    const spec = join(dirname(path), 'reply-steps.json');
+    fs.writeFileSync(spec, JSON.stringify(steps));
+    const py = new Proc(PYTHON, [PEER, 'serve-send', path, `@${spec}`]);
+    await py.line((l) => l.event === 'listening', 'the Python listener');
+    const replies: string[] = [];
+    const errors: (string | undefined)[] = [];
+    const w = track(
+      new Writer(path, {
+        reconnect: false,
+        onMessage: (b: Batch) => {
+          for (const m of b) replies.push(m.toString());
+        },
+      }),
+    );
+    w.on('error', (e) => errors.push(e.code));
+    w.start();
+    const failed = await py.line((l) => l.event === 'send-error', 'the send with descriptors failing', 20_000);
+    expect(failed.i).toBe(1);
+    expect(String(failed.error)).toMatch(/Errno 1\]|Operation not permitted/); // EPERM
+    await waitFor(() => replies.length >= 1, 10_000, 'the reply before it');
+    await w.stop({ timeoutMs: 1000 });
+    await py.line((l) => l.event === 'closed', 'the listener seeing the writer close');
+    expect(replies).toEqual(['r0']);
+    expect(errors).toEqual([]);
+    expect(w.metrics().fdsRefused).toBe(0);
+    expect(w.metrics().fdsReceived).toBe(0);
+  });
+
+  itOnKernel(false)('none of them reaches the writer process: ERR_UNEXPECTED_FDS, the connection replaced, the writer survives', async () => {
     // Descriptors that come back to a Writer without acceptFds must not land
     // in its descriptor table (a flood would fill it).
     const path = tmpSocket();

@@ -1,18 +1,27 @@
 // File descriptors with replies (issue #19): a Reader's connection.write(data,
 // { fds }) / send() back to a Writer with onMessage. With acceptFds the
-// Writer's handler takes them (batch.takeFds); without it the connection is
-// replaced (ERR_UNEXPECTED_FDS) and nothing lands in the writer's descriptor
-// table. Argument checks as for writer.write().
+// Writer's handler takes them (batch.takeFds); without it its socket refuses
+// them (Linux 6.16+: the reader reports ERR_FDS_REFUSED and drops that reply),
+// or, on older kernels, the connection is replaced (ERR_UNEXPECTED_FDS); either
+// way nothing lands in the writer's descriptor table. Argument checks as for
+// writer.write().
 import { describe, it, expect } from 'vitest';
 import * as fs from 'node:fs';
-import { Reader, Writer, type Batch, type Connection } from '../src/index';
+import { Reader, Writer, type Batch, type Connection, type IpcError } from '../src/index';
 import { tmpSocket, waitFor, within, FAST, useTracking } from './helpers';
-import { fdsOnFile, fileNear } from './fd-helpers';
+import { fdsOnFile, fileNear, itOnKernel } from './fd-helpers';
 
 const track = useTracking(500);
 
-/** A Reader that answers each message "send-file" with a reply carrying `file` (opened and closed around write()). */
-async function fileServer(path: string, file: string): Promise<{ reader: Reader; conns: Connection[] }> {
+/**
+ * A Reader that answers each message "send-file" with a reply carrying `file`
+ * (opened and closed around write()), and "plain" with a reply "plain-reply".
+ */
+async function fileServer(
+  path: string,
+  file: string,
+  onError: (err: IpcError, context: string) => void = () => {},
+): Promise<{ reader: Reader; conns: Connection[] }> {
   const conns: Connection[] = [];
   const reader = track(
     new Reader(
@@ -20,6 +29,7 @@ async function fileServer(path: string, file: string): Promise<{ reader: Reader;
       (b: Batch) => {
         conns.push(b.connection);
         for (const m of b) {
+          if (m.toString() === 'plain') b.connection.write('plain-reply');
           if (m.toString() !== 'send-file') continue;
           const fd = fs.openSync(file, 'r');
           try {
@@ -29,7 +39,7 @@ async function fileServer(path: string, file: string): Promise<{ reader: Reader;
           }
         }
       },
-      { onError: () => {} },
+      { onError: (e, context) => onError(e as IpcError, context) },
     ),
   );
   await reader.start();
@@ -68,7 +78,43 @@ describe('descriptors with replies', () => {
     expect(fdsOnFile(file)).toBe(0);
   });
 
-  it('a Writer with onMessage but without acceptFds: ERR_UNEXPECTED_FDS, none of them in its table, the connection replaced and working', async () => {
+  itOnKernel(true)('a Writer with onMessage but without acceptFds: its socket refuses them (Linux 6.16+), so the reader reports ERR_FDS_REFUSED and drops that reply only; nothing in the writer\'s table, the connection kept', async () => {
+    const path = tmpSocket();
+    const file = fileNear(path, 'r.txt', 'unwanted reply');
+    const readerErrors: { code?: string; context: string }[] = [];
+    const { reader, conns } = await fileServer(path, file, (e, context) => readerErrors.push({ code: e.code, context }));
+    const replies: string[] = [];
+    const errors: (string | undefined)[] = [];
+    const reasons: (string | undefined)[] = [];
+    const w = track(
+      new Writer(path, {
+        reconnect: FAST,
+        onMessage: (b: Batch) => {
+          for (const m of b) replies.push(m.toString());
+        },
+      }),
+    );
+    w.on('error', (e) => errors.push(e.code));
+    w.on('disconnect', (why) => reasons.push(why?.code));
+    w.start();
+    w.write('send-file');
+    w.write('plain');
+    await waitFor(() => replies.length >= 1 && readerErrors.length >= 1, 10_000, 'the plain reply and the refusal');
+    w.write('plain');
+    await waitFor(() => replies.length >= 2, 10_000, 'a reply after the refused one');
+    expect(replies).toEqual(['plain-reply', 'plain-reply']);
+    expect(readerErrors).toEqual([{ code: 'ERR_FDS_REFUSED', context: 'connection' }]);
+    expect(errors).toEqual([]);
+    expect(reasons).toEqual([]);
+    expect(new Set(conns.map((c) => c.id)).size).toBe(1);
+    expect(fdsOnFile(file)).toBe(0);
+    expect(w.metrics().fdsRefused).toBe(0);
+    expect(w.metrics().fdsReceived).toBe(0);
+    expect(reader.metrics().fdsSent).toBe(0);
+    expect(reader.metrics().replyBytesDropped).toBe(5); // the refused frame: a 1-byte prefix and 'here'
+  });
+
+  itOnKernel(false)('a Writer with onMessage but without acceptFds: ERR_UNEXPECTED_FDS, none of them in its table, the connection replaced and working', async () => {
     const path = tmpSocket();
     const file = fileNear(path, 'r.txt', 'unwanted reply');
     const { conns } = await fileServer(path, file);

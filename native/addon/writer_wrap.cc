@@ -74,6 +74,7 @@ WriterWrap::WriterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Writer
     cfg_.assembler.max_message_size = static_cast<uint64_t>(number_option(r, "maxMessageSize"));
     cfg_.max_pending_bytes = static_cast<uint64_t>(number_option(r, "maxPendingBytes"));
     accept_fds_ = bool_option(r, "acceptFds");
+    cfg_.accept_fds = accept_fds_;  // otherwise the socket refuses them (SO_PASSRIGHTS off)
     max_pending_fds_ = static_cast<uint32_t>(number_option(r, "maxPendingFds"));
   }
   Napi::Value rc = o.Get("reconnect");

@@ -449,21 +449,6 @@ inline int connect_dgram_writer(const std::string& path, UniqueFd* out) { return
 // SO_PASSCRED on or off. 0 or an errno.
 int set_passcred(int fd, bool on);
 
-// SO_PASSRIGHTS off (Linux 6.16): the kernel refuses SCM_RIGHTS sent to this
-// socket (the sender's sendmsg fails with EPERM, nothing is queued), and a
-// listening socket's accepted sockets inherit it, from before accept().
-// Why: a descriptor received, or discarded by the kernel for lack of room,
-// is released by the receiving thread, and releasing the last reference of
-// a TCP socket with SO_LINGER and unsent data blocks for the linger time
-// (up to 2^31 s): any peer that may send could stall our IO or JavaScript
-// thread at will. 0, or an errno (ENOPROTOOPT before 6.16: nothing changes).
-// set_pass_rights(fd, true) turns it back on (the default): for a socket
-// that may have been turned off before (a listener a service manager passes
-// again to the next run of the service).
-int set_pass_rights(int fd, bool on);
-inline int refuse_rights(int fd) { return set_pass_rights(fd, false); }
-// Whether this kernel has SO_PASSRIGHTS (asked once per call; cheap).
-bool kernel_refuses_rights();
 
 enum class AddressProbe {
   kGone,       // no such file

@@ -435,12 +435,41 @@ void unlink_if_same(const std::string& path, dev_t dev, ino_t ino) {
     ::unlinkat(dfd.get(), base.c_str(), 0);
 }
 
-int connect_unix(const std::string& path, UniqueFd* out, int type, bool autobind) {
+// Linux 6.16. Older headers lack it: 83 is its number in
+// asm-generic/socket.h, which these architectures use (alpha, mips, parisc
+// and sparc number socket options their own way: there, without the header,
+// it is reported as unavailable).
+#if !defined(SO_PASSRIGHTS) &&                                                                                    \
+    (defined(__x86_64__) || defined(__i386__) || defined(__aarch64__) || defined(__arm__) || defined(__riscv) || \
+     defined(__powerpc64__) || defined(__s390x__) || defined(__loongarch__))
+#define SO_PASSRIGHTS 83
+#endif
+
+int set_pass_rights(int fd, bool on) {
+#ifdef SO_PASSRIGHTS
+  const int v = on ? 1 : 0;
+  return ::setsockopt(fd, SOL_SOCKET, SO_PASSRIGHTS, &v, sizeof(v)) == 0 ? 0 : errno;
+#else
+  (void)fd;
+  (void)on;
+  return ENOPROTOOPT;
+#endif
+}
+
+bool kernel_refuses_rights() {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv) != 0) return false;
+  UniqueFd a(sv[0]), b(sv[1]);
+  return refuse_rights(b.get()) == 0;
+}
+
+int connect_unix(const std::string& path, UniqueFd* out, int type, bool autobind, bool refuse_fds) {
   sockaddr_un addr;
   socklen_t len;
   if (!make_address(path, &addr, &len)) return ENAMETOOLONG;
   UniqueFd fd = new_socket(type);
   if (!fd.valid()) return errno;
+  if (refuse_fds) (void)refuse_rights(fd.get());
   if (autobind) {
     sockaddr_un self{};
     self.sun_family = AF_UNIX;

@@ -89,7 +89,28 @@ void unlink_if_same(const std::string& path, dev_t dev, ino_t ino);
 // how a PacketReceiver tells its packets (even 0-byte ones) from EOF without
 // SO_PASSCRED (see packet_io.h). A failed autobind is not an error: the
 // receiver then falls back to SO_PASSCRED.
-int connect_unix(const std::string& path, UniqueFd* out, int type = SOCK_STREAM, bool autobind = false);
+// With refuse_fds, SO_PASSRIGHTS is turned off before connect() (see
+// refuse_rights() below): the peer can never send this socket a descriptor,
+// not even before the caller first looks at it. Where the kernel lacks the
+// option, nothing changes (not an error).
+int connect_unix(const std::string& path, UniqueFd* out, int type = SOCK_STREAM, bool autobind = false,
+                 bool refuse_fds = false);
+
+// SO_PASSRIGHTS off (Linux 6.16): the kernel refuses SCM_RIGHTS sent to this
+// socket (the sender's sendmsg fails with EPERM, nothing is queued), and a
+// listening socket's accepted sockets inherit it, from before accept().
+// Why: a descriptor received, or discarded by the kernel for lack of room,
+// is released by the receiving thread, and releasing the last reference of
+// a TCP socket with SO_LINGER and unsent data blocks for the linger time
+// (up to 2^31 s): any peer that may send could stall our IO or JavaScript
+// thread at will. 0, or an errno (ENOPROTOOPT before 6.16: nothing changes).
+// set_pass_rights(fd, true) turns it back on (the default): for a socket
+// that may have been turned off before (a listener a service manager passes
+// again to the next run of the service).
+int set_pass_rights(int fd, bool on);
+inline int refuse_rights(int fd) { return set_pass_rights(fd, false); }
+// Whether this kernel has SO_PASSRIGHTS (asked once per call; cheap).
+bool kernel_refuses_rights();
 
 struct PeerCred {
   int pid = -1, uid = -1, gid = -1;

@@ -648,9 +648,11 @@ void WriterEngine::try_connect(int64_t now) {
 // A seqpacket writer binds to an abstract name first: its packets then carry
 // a sender address, and the reader tells EOF from a 0-byte packet by that
 // instead of by SO_PASSCRED (packet_io.h), which costs every packet a pid
-// reference on both sides.
+// reference on both sides. Descriptors are refused from before connect()
+// unless replies with them are wanted (WriterConfig::accept_fds).
 int WriterEngine::connect_unix_fd(UniqueFd* out) {
-  return connect_unix(cfg_.path, out, cfg_.type, /*autobind=*/cfg_.type == SOCK_SEQPACKET);
+  return connect_unix(cfg_.path, out, cfg_.type, /*autobind=*/cfg_.type == SOCK_SEQPACKET,
+                      /*refuse_fds=*/!(cfg_.receive && cfg_.accept_fds));
 }
 
 void WriterEngine::schedule_retry(int64_t now, int err) {

@@ -110,6 +110,12 @@ struct WriterConfig {
   ReconnectPolicy reconnect;
   // Receiving (onMessage). Off: the writer never reads its socket.
   bool receive = false;
+  // With receive: descriptors the reader sends with replies are wanted (the
+  // consumer takes them). Otherwise the socket refuses them from before
+  // connect() (SO_PASSRIGHTS off, Linux 6.16+): whoever listens at the path
+  // cannot put a descriptor into this process, whose release could block
+  // the thread that releases it (socket_util.h, refuse_rights()).
+  bool accept_fds = false;
   AssemblerConfig assembler;  // max_message_size (inbound) and slab size; pools set by the engine
   // Charge of batches handed over and not acked above which reading stops.
   uint64_t max_pending_bytes = protocol::defaults::kMaxPendingBytes;

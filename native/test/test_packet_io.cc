@@ -901,6 +901,20 @@ TEST(refuse_rights_makes_the_kernel_refuse_descriptors) {
   errno = 0;
   CHECK_EQ(send_with_fds(a.get(), "x", 1, &zero, 1), ssize_t{-1});  // not accepted yet: refused already
   CHECK_EQ(errno, EPERM);
+  // connect_unix(refuse_fds), as a Writer connects: the listener's side of
+  // the connection cannot send the connecting socket a descriptor, from the
+  // first byte on; without it, it can.
+  UniqueFd first(::accept4(l.fd.get(), nullptr, nullptr, SOCK_CLOEXEC));  // a's, still in the backlog
+  CHECK(first.valid());
+  for (const bool refuse : {true, false}) {
+    UniqueFd w;
+    CHECK_EQ(connect_unix(path, &w, SOCK_SEQPACKET, /*autobind=*/false, refuse), 0);
+    UniqueFd s(::accept4(l.fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    CHECK(s.valid());
+    errno = 0;
+    CHECK_EQ(send_with_fds(s.get(), "r", 1, &zero, 1), (refuse ? ssize_t{-1} : ssize_t{1}));
+    if (refuse) CHECK_EQ(errno, EPERM);
+  }
 }
 
 // A message in two segments (a frame wrapping around the end of a ring) is

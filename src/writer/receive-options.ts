@@ -44,7 +44,9 @@ export interface WriterReceiveOptions {
   /**
    * Accept file descriptors the reader sends with its messages
    * (`connection.write(data, { fds })`): `batch.takeFds(i)` in `onMessage`.
-   * When false (default) a connection whose reader sends any is replaced,
+   * When false (default), on Linux 6.16+ the Writer's socket refuses them
+   * (the reader's send fails; a uds-ipc Reader reports `ERR_FDS_REFUSED`),
+   * and on older kernels a connection whose reader sends any is replaced,
    * reporting `ERR_UNEXPECTED_FDS`. Only with `onMessage`.
    */
   acceptFds?: boolean;
