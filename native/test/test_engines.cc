@@ -1110,3 +1110,51 @@ TEST(writer_receive_disconnect_mid_frame_then_reconnect) {
   CHECK_EQ(seq_of(w.events.back().batch, 0), uint32_t{100});
   w.engine.close();
 }
+
+// A connection's end is read beyond the budget once (replies sent before a
+// close are not lost); while the consumer has not caught up since, the next
+// connection's end reads nothing beyond the budget: what it held is dropped,
+// counted and reported (ERR_REPLIES_DROPPED), so that a reader that fills
+// its send buffer and closes, on every reconnect, cannot grow memory without
+// bound. Once acked below the limit, an end is read whole again.
+TEST(writer_receive_ends_overdraw_the_budget_only_once_until_acked) {
+  constexpr uint64_t kLimit = 8 * 1024;
+  RawListener l;
+  ReceivingWriter w(l.path, kLimit);
+  std::vector<uint8_t> bytes;
+  for (uint32_t i = 0; i < 30; ++i) {  // ~30 KiB: past the limit
+    const auto f = frame(i, 1000);
+    bytes.insert(bytes.end(), f.begin(), f.end());
+  }
+  const auto messages_of = [&](uint32_t conn) {
+    uint64_t n = 0;
+    for (auto& e : w.events)
+      if (e.type == WriterEvent::kBatch && e.batch.conn_id == conn) n += e.batch.count();
+    return n;
+  };
+  const auto dropped_errors = [&] {
+    size_t n = 0;
+    for (auto& e : w.events) n += e.type == WriterEvent::kError && e.error.code == std::string("ERR_REPLIES_DROPPED");
+    return n;
+  };
+  for (uint32_t round = 1; round <= 3; ++round) {
+    UniqueFd p = l.accept();
+    CHECK(p.valid());
+    CHECK(w.until([&] { return w.count(WriterEvent::kConnect) == round; }));
+    CHECK(write_all(p.get(), bytes.data(), bytes.size()));
+    p.reset();
+    CHECK(w.until([&] { return w.count(WriterEvent::kDisconnect) == round; }));
+    if (round == 2) {
+      // Still behind since round 1's end: nothing of this one is read.
+      CHECK_EQ(messages_of(2), uint64_t{0});
+      CHECK_EQ(dropped_errors(), size_t{1});
+      CHECK_EQ(w.engine.metrics().reply_bytes_dropped, static_cast<uint64_t>(bytes.size()));
+      size_t from = 0;
+      w.ack_all(&from);  // caught up
+    } else {
+      CHECK_EQ(messages_of(round), uint64_t{30});  // whole, beyond the budget
+    }
+  }
+  CHECK_EQ(dropped_errors(), size_t{1});
+  w.engine.close();
+}
