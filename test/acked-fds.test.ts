@@ -5,8 +5,9 @@
 import { describe, it, expect } from 'vitest';
 import * as fs from 'node:fs';
 import { dirname, join } from 'node:path';
-import { Reader, Writer, type Batch } from '../src/index';
+import { Reader, Writer, type Batch, type IpcError } from '../src/index';
 import { FAST, tmpSocket, useTracking, waitFor, within } from './helpers';
+import { fdsOnFile, itOnKernel } from './fd-helpers';
 
 const track = useTracking(500);
 
@@ -124,5 +125,47 @@ describe("delivery: 'acked' with descriptors", () => {
     // The copies' descriptors were closed on arrival: each copy came with its one.
     expect(rm.fdsRefused).toBe(rm.duplicatesDropped);
     expect(w.metrics().fdsBuffered).toBe(0);
+  });
+
+  // Before, an acked reader without acceptFds closed the connection (as a
+  // plain reader does), and the writer re-sent the same message, with its
+  // descriptors, on every reconnect: nothing after it was ever delivered.
+  itOnKernel(true)("a reader without acceptFds (Linux 6.16+: its socket refuses them): the messages that carry descriptors are delivered without them, in order, once; the writer reports ERR_FDS_REFUSED for each and keeps its connection", async () => {
+    const path = tmpSocket();
+    const file = join(dirname(path), 'unwanted.txt');
+    fs.writeFileSync(file, 'not wanted');
+    const got: { data: string; fds: number }[] = [];
+    const reader = track(
+      new Reader(
+        path,
+        (b: Batch) => {
+          for (let i = 0; i < b.length; i++) got.push({ data: b.at(i)!.toString(), fds: b.fdCount(i) });
+        },
+        { delivery: 'acked' },
+      ),
+    );
+    await reader.start();
+    const errors: { code?: string; context: string }[] = [];
+    const w = track(new Writer(path, { delivery: 'acked', reconnect: FAST }));
+    w.on('error', (e, context) => errors.push({ code: (e as IpcError).code, context }));
+    w.start();
+    const N = 9;
+    for (let i = 1; i <= N; i++) {
+      if (i % 3 === 0) {
+        const fd = fs.openSync(file, 'r');
+        expect(w.write(`m${i}`, { fds: [fd] })).toBe(true);
+        fs.closeSync(fd);
+      } else {
+        expect(w.write(`m${i}`)).toBe(true);
+      }
+    }
+    await within(w.acknowledged(), 'every message acknowledged', 10_000);
+    expect(got).toEqual(Array.from({ length: N }, (_, i) => ({ data: `m${i + 1}`, fds: 0 })));
+    expect(errors).toEqual(new Array(N / 3).fill({ code: 'ERR_FDS_REFUSED', context: 'send' }));
+    expect(w.metrics().connects).toBe(1);
+    expect(w.metrics().acked).toBe(N);
+    expect(w.metrics().fdsBuffered).toBe(0);
+    expect(reader.metrics().fdsRefused).toBe(0);
+    expect(fdsOnFile(file)).toBe(0);
   });
 });

@@ -67,13 +67,13 @@ ReaderEngine::~ReaderEngine() {
 void ReaderEngine::start() {
   if (thread_.joinable()) return;
   // A reader that takes no descriptors has the kernel refuse them (see
-  // refuse_rights()): none can reach this process to be closed here. Not
-  // for acked readers: they serve acked writers whose copies may carry
-  // descriptors (they are closed as before). Before Linux 6.16 this does
-  // nothing and descriptors are closed on arrival, as before. Set either
-  // way: a listener passed by a service manager may come from a run that
-  // refused them.
-  const bool refuse = (cfg_.type == SOCK_DGRAM || !cfg_.accept_fds) && !cfg_.acked;
+  // refuse_rights()): none can reach this process to be closed here. An
+  // acked writer then sends such a message without them (its frames are
+  // numbered: none may be skipped). Before Linux 6.16 this does nothing and
+  // descriptors are closed on arrival (see receive()). Set either way: a
+  // listener passed by a service manager may come from a run that refused
+  // them.
+  const bool refuse = cfg_.type == SOCK_DGRAM || !cfg_.accept_fds;
   (void)set_pass_rights(cfg_.listen_fd.get(), !refuse);
   if (cfg_.type == SOCK_DGRAM) open_dgram();
   else loop_.add(cfg_.listen_fd.get(), EPOLLIN, kListenTag);
@@ -1249,6 +1249,11 @@ ssize_t ReaderEngine::receive(Conn& c, uint8_t* p, size_t len, std::vector<Uniqu
   // At least one: a truncated read may have installed none.
   m_fds_refused_.fetch_add(std::max<size_t>(1, fds->size()), std::memory_order_relaxed);
   fds->clear();  // closes them
+  // Acked, not accepting them (a kernel that cannot refuse them, start()):
+  // the writer's frames are numbered and re-sent until acknowledged, so
+  // closing the connection would only bring the same message back, forever.
+  // The message is taken without them.
+  if (cfg_.acked && !cfg_.accept_fds && n > 0 && why.code == std::string("ERR_UNEXPECTED_FDS")) return n;
   close_conn(c.id, why);
   errno = EPROTO;
   return -1;

@@ -351,14 +351,23 @@ ssize_t WriterEngine::send_once(uint32_t tail, const Appended* upto) {
   if (plan && plan->count > 0) put_rights(&msg, control, plan->fds, plan->count);
   ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
   m_calls_.fetch_add(1, std::memory_order_relaxed);
-  // Not in acked mode: there every frame is numbered and acknowledged, and
-  // an acked Reader never refuses descriptors (EPERM is then an error).
-  const bool refused = n < 0 && errno == EPERM && plan && plan->count > 0 && !cfg_.acked;
-  if (refused) {
+  const bool refused = n < 0 && errno == EPERM && plan && plan->count > 0;
+  if (refused && !cfg_.acked) {
     // The reader refuses descriptors (SO_PASSRIGHTS off): nothing of the
     // frame went. Dropped, reported, never retried (it never could go).
-    rights_refused(plan->count);
+    rights_refused(plan->count, false);
     n = static_cast<ssize_t>(limit - send_pos_);
+  } else if (refused) {
+    // Acked: every frame is numbered, so none may be skipped. The message
+    // goes without its descriptors (they are marked as gone with it: no
+    // retry on this connection; a re-send on the next one tries again),
+    // and that is reported.
+    rights_refused(plan->count, true);
+    fds_.mark_sent(send_pos_);
+    msg.msg_control = nullptr;
+    msg.msg_controllen = 0;
+    n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    m_calls_.fetch_add(1, std::memory_order_relaxed);
   }
   if (n > 0) {
     if (plan && plan->count > 0) {
@@ -415,7 +424,7 @@ ssize_t WriterEngine::send_packets(uint32_t tail) {
       const ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
       m_calls_.fetch_add(1, std::memory_order_relaxed);
       if (n < 0 && (errno != EPERM || cfg_.acked)) return -1;
-      if (n < 0) rights_refused(plan_.count);  // as in send_once(): dropped, reported
+      if (n < 0) rights_refused(plan_.count, false);  // as in send_once(): dropped, reported
       else m_fds_sent_.fetch_add(static_cast<uint64_t>(plan_.count), std::memory_order_relaxed);
       fds_.mark_sent(send_pos_);
       const uint32_t before = send_pos_;
@@ -710,12 +719,14 @@ void WriterEngine::send_published() {
 }
 
 // A frame with `count` descriptors that the reader refused (EPERM: it has
-// SO_PASSRIGHTS off, which a Reader without acceptFds sets on Linux 6.16+).
-void WriterEngine::rights_refused(int count) {
+// SO_PASSRIGHTS off, which a Reader without acceptFds sets on Linux 6.16+):
+// dropped, or (acked mode) sent without them.
+void WriterEngine::rights_refused(int count, bool sent_without) {
   WriterEvent ev{WriterEvent::kError};
   ev.error = CoreError::sys("ERR_FDS_REFUSED", EPERM, "sendmsg",
                             "the reader does not accept file descriptors (its acceptFds is off): a message with " +
-                                std::to_string(count) + " descriptor(s) was dropped");
+                                std::to_string(count) + " descriptor(s) was " +
+                                (sent_without ? "sent without them" : "dropped"));
   emit(std::move(ev));
 }
 

@@ -305,7 +305,9 @@ class WriterEngine {
   uint64_t budget() const;    // charge that may still be handed over
   void pause_reading();
   void apply_acks();          // releases acked charge; resumes reading below the limit
-  void rights_refused(int count);  // a frame with descriptors refused by the reader: reports it (send-state holder)
+  // A frame with descriptors refused by the reader: reports it, as dropped or
+  // (acked) as sent without them (send-state holder).
+  void rights_refused(int count, bool sent_without);
   void drain_inbound();       // before a disconnect: what the kernel holds, complete frames handed over
   void emit(WriterEvent ev);
   uint64_t frames_between(uint32_t from, uint32_t to) const;

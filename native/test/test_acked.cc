@@ -4,6 +4,7 @@
 // acknowledgements freeing the ring, a reader that dies with messages
 // unacknowledged (everything arrives, re-sent ones flagged), copies dropped
 // within one reader's life, and the handshake refusing what does not speak it.
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -21,6 +22,7 @@
 #include "listening.h"
 #include "core/acked.h"
 #include "core/reader_engine.h"
+#include "core/socket_util.h"
 #include "core/varint.h"
 #include "core/writer_engine.h"
 
@@ -51,7 +53,7 @@ struct AckedProducer {
   explicit AckedProducer(uint32_t cap) : ring(cap), mask(cap - 1) {}
   uint32_t load(int w) { return std::atomic_ref<uint32_t>(ctrl[w]).load(); }
   // Message `seq`: its number in 8 bytes, then filler up to len.
-  bool write(uint64_t seq, size_t len) {
+  bool write(uint64_t seq, size_t len, std::vector<UniqueFd> fds = {}) {
     std::vector<uint8_t> p(std::max<size_t>(len, 8), static_cast<uint8_t>(seq));
     acked::put_u64le(p.data(), seq);
     uint8_t h[10];
@@ -60,6 +62,7 @@ struct AckedProducer {
     if (tail - load(ctrl::kAckHead) + total > ring.size()) return false;
     for (size_t i = 0; i < hn; ++i) ring[(tail + i) & mask] = h[i];
     for (size_t i = 0; i < p.size(); ++i) ring[(tail + hn + i) & mask] = p[i];
+    if (!fds.empty()) engine->attach_fds(tail, tail + total, std::move(fds));
     tail += total;
     ++accepted;
     std::atomic_ref<uint32_t>(ctrl[ctrl::kTail]).store(tail);
@@ -352,6 +355,63 @@ TEST(handshake_refuses_what_does_not_speak_it) {
       CHECK_EQ(d.msgs.size(), size_t{10});
       CHECK_EQ(d.plain, 1);
       CHECK_EQ(reader.metrics().plain_peers, uint64_t{1});
+    }
+    writer.close();
+    reader.close();
+  }
+}
+
+// An acked reader that does not accept descriptors, and an acked writer that
+// sends some: the messages that carry them are delivered without them, in
+// order, each once, and the connection is kept. Frames are numbered, so none
+// may be skipped, and closing the connection (as a plain reader does) would
+// only bring the same message back forever (it did: a reconnect loop).
+// On Linux 6.16+ the reader's socket refuses them (SO_PASSRIGHTS off): the
+// writer sends that frame without them and reports ERR_FDS_REFUSED. With
+// the listener's option turned back on (a kernel that cannot refuse), the
+// reader closes them on arrival (fds_refused) and takes the message.
+TEST(acked_reader_without_accept_fds_takes_messages_without_their_descriptors) {
+  for (const bool kernel_refuses : {true, false}) {
+    if (kernel_refuses && !kernel_refuses_rights()) continue;  // this kernel cannot: the other half is its case
+    const std::string path = temp_socket();
+    Collector rs, ws;
+    ReaderConfig rc = acked_reader_config(path);
+    UniqueFd listener(::fcntl(rc.listen_fd.get(), F_DUPFD_CLOEXEC, 0));
+    ReaderEngine reader(std::move(rc), [&] { rs.notify(); });
+    reader.start();
+    if (!kernel_refuses) CHECK_EQ(set_pass_rights(listener.get(), true), kernel_refuses_rights() ? 0 : ENOPROTOOPT);
+    AckedProducer prod(1 << 16);
+    WriterEngine writer(acked_writer_config(path, prod), [&] { ws.notify(); });
+    prod.engine = &writer;
+    writer.start();
+    constexpr uint64_t kN = 30;
+    for (uint64_t i = 1; i <= kN; ++i) {
+      std::vector<UniqueFd> fds;
+      if (i % 3 == 0) fds.emplace_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+      CHECK(prod.write(i, 16, std::move(fds)));
+    }
+    Delivered d;
+    for (int round = 0; round < 4000 && (d.msgs.size() < kN || prod.load(ctrl::kAcked) != kN); ++round) {
+      rs.wait(5);
+      take(reader, &d);
+    }
+    CHECK_EQ(d.msgs.size(), size_t{kN});
+    CHECK(!d.bad_payload);
+    for (size_t i = 0; i < d.msgs.size(); ++i) CHECK_EQ(d.msgs[i].first, uint64_t{i + 1});
+    CHECK_EQ(prod.load(ctrl::kAcked), static_cast<uint32_t>(kN));
+    CHECK_EQ(writer.metrics().connects, uint64_t{1});  // no reconnect
+    CHECK(d.errors.empty());
+    CHECK_EQ(writer.metrics().fds_buffered, 0u);  // the dups closed once acknowledged
+    size_t refused_reports = 0;
+    std::vector<WriterEvent> evs = writer.take_events();
+    for (auto& e : evs) refused_reports += e.type == WriterEvent::kError && e.error.code == "ERR_FDS_REFUSED";
+    if (kernel_refuses) {
+      CHECK_EQ(refused_reports, size_t{kN / 3});
+      CHECK_EQ(reader.metrics().fds_refused, uint64_t{0});
+      CHECK_EQ(writer.metrics().fds_sent, uint64_t{0});
+    } else {
+      CHECK_EQ(refused_reports, size_t{0});
+      CHECK_EQ(reader.metrics().fds_refused, uint64_t{kN / 3});
     }
     writer.close();
     reader.close();
