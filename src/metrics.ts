@@ -35,7 +35,7 @@ export const READER_METRICS: readonly MetricSpec[] = [
   ['repliesDropped', 'replies_dropped_total', 'counter', 'Replies refused by connection.write() because the connection\'s reply queue was full (maxReplyBytes).'],
   ['replyBytesSent', 'reply_bytes_sent_total', 'counter', 'Reply bytes (frames) handed to the kernel.'],
   ['replySendCalls', 'reply_send_calls_total', 'counter', 'send(2)/sendmsg(2) calls made for replies.'],
-  ['replyBytesDropped', 'reply_bytes_dropped_total', 'counter', 'Queued reply bytes discarded: replyTimeoutMs passed without progress, or the connection closed first.'],
+  ['replyBytesDropped', 'reply_bytes_dropped_total', 'counter', 'Reply bytes discarded: queued ones when replyTimeoutMs passed without progress or the connection closed first, and replies with descriptors the writer refused.'],
   ['fdsSent', 'fds_sent_total', 'counter', 'File descriptors sent with replies.'],
   ['fdsReceived', 'fds_received_total', 'counter', 'File descriptors received with messages and handed over (acceptFds).'],
   ['fdsRefused', 'fds_refused_total', 'counter', 'File descriptors closed on arrival: not accepted, misplaced, or cut short.'],

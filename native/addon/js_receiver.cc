@@ -1,7 +1,6 @@
 #include "js_receiver.h"
 
 #include <errno.h>
-#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -90,8 +89,8 @@ void JsReceiver::Open(UniqueFd fd, uint32_t conn_id) {
   conn_id_ = conn_id;
   assembler_ = std::make_unique<FrameAssembler>(assembler_cfg_);
   first_batch_ = true;
-  // Batches of earlier connections may hold the limits already (a Finish()
-  // that read beyond them): then this one waits for Ack() like a pause.
+  // Batches of earlier connections may hold the limits already (the last
+  // Finish() read beyond them): then this one waits for Ack() like a pause.
   if (!paused_ && Full()) {
     paused_ = true;
     ++pauses_;
@@ -106,6 +105,13 @@ void JsReceiver::Drop() {
     conn_ = nullptr;
   }
   assembler_.reset();  // a partial frame goes with the connection
+}
+
+void JsReceiver::TellFull() {
+  const bool full = Full();
+  if (full == told_full_ || !engine_) return;
+  told_full_ = full;
+  engine_->set_consumer_full(full);
 }
 
 void JsReceiver::ReportError(CoreError why, bool report) {
@@ -138,6 +144,7 @@ bool JsReceiver::Cut(bool ok, bool unbounded) {
       }
       batches_.push_back(std::move(b));
     }
+    TellFull();
     if (!ok) return false;
     if (!assembler_->backlogged() || (!unbounded && pending_ >= max_pending_)) return true;
     ok = assembler_->resume(unbounded ? kNoBudget : max_pending_ - pending_);
@@ -221,22 +228,11 @@ void JsReceiver::Read() {
 
 void JsReceiver::Finish() {
   if (!conn_) return;
-  // The engine shut the socket down before reporting the end: what the
-  // kernel holds is all the reader sent. It is read even beyond the budget,
-  // so that replies sent before a close are not lost -- once. Until the
-  // handler has caught up below maxPendingBytes again (overdrawn_), the next
-  // connection's end reads only within the budget, and what is left unread
-  // goes with it, counted (reply_bytes_dropped_) and reported: a reader that
-  // fills its send buffer (up to 2 x wmem_max) and closes, again on every
-  // reconnect, while the handler does not settle, must not grow this
-  // process's memory without bound.
-  const bool unbounded = !overdrawn_;
-  const auto room = [&] { return unbounded ? kNoBudget : Budget(); };
-  const auto stopped_at_budget = [&] { return !unbounded && (Full() || assembler_->backlogged()); };
-  bool ok = true;
+  // The engine shut the socket down before reporting the end: reads stop at
+  // EOF after what the kernel held (bounded; the reader can add nothing).
   try {
-    ok = !assembler_->backlogged() || Cut(assembler_->resume(room()), unbounded);
-    while (ok && !stopped_at_budget()) {
+    bool ok = !assembler_->backlogged() || Cut(assembler_->resume(kNoBudget), true);
+    while (ok) {
       auto [ptr, len] = assembler_->prepare_read();
       std::vector<UniqueFd> fds;
       bool refused = false;
@@ -246,27 +242,12 @@ void JsReceiver::Finish() {
       if (n <= 0) break;
       ++reads_;
       bytes_read_ += static_cast<uint64_t>(n);
-      ok = Cut(assembler_->commit(static_cast<size_t>(n), room(), &fds), unbounded);
+      ok = Cut(assembler_->commit(static_cast<size_t>(n), kNoBudget, &fds), true);
       if (!ok) {
         // As in Read(): descriptors against the wire rule (or a bad frame)
         // are counted and reported, even at the end of the connection.
         fds_refused_ += assembler_->refused_fds();
         ReportError(frame_error(*assembler_, assembler_cfg_.max_message_size), true);
-      }
-    }
-    if (unbounded) {
-      overdrawn_ = Full();
-    } else if (ok && stopped_at_budget()) {
-      int unread = 0;
-      if (::ioctl(conn_->fd.get(), FIONREAD, &unread) != 0 || unread < 0) unread = 0;
-      const uint64_t lost = assembler_->partial_bytes() + static_cast<uint64_t>(unread);
-      if (lost > 0 && engine_) {
-        reply_bytes_dropped_ += lost;
-        engine_->report_error(CoreError::plain(
-            "ERR_REPLIES_DROPPED", "the connection ended with " + std::to_string(lost) +
-                                       " bytes from the reader unread: onMessage was still maxPendingBytes (" +
-                                       std::to_string(max_pending_) +
-                                       ") behind since an earlier connection's end, and they went with it"));
       }
     }
   } catch (const std::bad_alloc&) {
@@ -283,7 +264,7 @@ void JsReceiver::Ack(uint64_t bytes) {
     pending_fds_ -= std::min<uint64_t>(pending_fds_, fd_marks_.front().second);
     fd_marks_.pop_front();
   }
-  if (!Full()) overdrawn_ = false;
+  TellFull();
   if (!paused_ || Full()) return;
   if (conn_ && assembler_->backlogged()) {
     // Frames read before the pause but not cut yet come first; they may use
@@ -320,7 +301,7 @@ void JsReceiver::Detach() {
   }
   unacked_.clear();
   pending_ = 0;
-  overdrawn_ = false;
+  told_full_ = false;
   fd_marks_.clear();
   pending_fds_ = handed_len_ = acked_len_ = 0;
   paused_ = false;

@@ -163,7 +163,6 @@ WriterMetrics WriterEngine::metrics() const {
   m.bytes_read = m_bytes_read_.load(std::memory_order_relaxed);
   m.pauses = m_pauses_.load(std::memory_order_relaxed);
   m.fds_sent = m_fds_sent_.load(std::memory_order_relaxed);
-  m.reply_bytes_dropped = m_reply_bytes_dropped_.load(std::memory_order_relaxed);
   m.fds_buffered = fds_.held();
   m.acked = m_acked_.load(std::memory_order_relaxed);
   m.resent = m_resent_.load(std::memory_order_relaxed);
@@ -176,6 +175,12 @@ void WriterEngine::ack(uint64_t bytes) {
   // Only a paused writer needs the IO thread to act on an ack now (see
   // paused_flag_); the others apply it on their next round.
   if (paused_flag_.load()) loop_.wake();
+}
+
+bool WriterEngine::reconnect_held() const {
+  if (!cfg_.receive || stop_requested_.load()) return false;
+  if (io_reads()) return pending_ >= cfg_.max_pending_bytes;  // acks wake us (paused_flag_, drain_inbound())
+  return consumer_full_.load();
 }
 
 void WriterEngine::report_inbound_error(uint32_t conn_id, CoreError why, bool report) {
@@ -225,7 +230,7 @@ void WriterEngine::run() {
     const bool stopping = stop_requested_.load();
     if (io_reads()) apply_acks();
     if (cfg_.receive_on_consumer) apply_inbound_error();
-    if (!connected_ && !failed_ && now >= next_connect_at_) try_connect(now);
+    if (!connected_ && !failed_ && now >= next_connect_at_ && !reconnect_held()) try_connect(now);
     if (connected_ && !want_out_ && may_send() && now >= send_retry_at_) send_published();
 
     if (stopping) {
@@ -249,7 +254,9 @@ void WriterEngine::run() {
 
     // How long may we sleep?
     int timeout = -1;
-    if (!connected_ && !failed_) timeout = static_cast<int>(std::max<int64_t>(0, next_connect_at_ - now));
+    // Held: woken by the ack (or set_consumer_full(false)) that frees room.
+    if (!connected_ && !failed_ && !reconnect_held())
+      timeout = static_cast<int>(std::max<int64_t>(0, next_connect_at_ - now));
     if (connected_ && !may_send()) {
       if (now >= greet_deadline_) {
         protocol_mismatch("no greeting from the reader within handshakeTimeoutMs (" +
@@ -1001,7 +1008,6 @@ void WriterEngine::apply_acks() {
   if (bytes == 0) return;
   const uint64_t released = release_acked(unacked_, bytes);
   pending_ -= std::min(pending_, released);
-  if (pending_ < cfg_.max_pending_bytes) overdrawn_ = false;
   if (!read_paused_ || pending_ >= cfg_.max_pending_bytes) return;
   if (connected_ && assembler_ && assembler_->backlogged()) {
     // Frames read before the pause but not cut yet come first; they may use
@@ -1023,64 +1029,44 @@ void WriterEngine::apply_acks() {
   if (connected_) update_interest();
 }
 
-// Before a connection is closed: hands over every whole frame of what the
-// kernel holds for it now (bounded by that amount: a reader that keeps
-// writing cannot keep us here), so that replies sent before a close are not
-// lost, even beyond the budget -- once. Until the consumer has caught up
-// below max_pending_bytes again (overdrawn_), the next connection's end
-// hands over only within the budget, and what is left unread goes with it,
-// counted (reply_bytes_dropped) and reported (ERR_REPLIES_DROPPED): a reader
-// that fills its send buffer and closes, again on every reconnect, while the
-// consumer does not settle, must not grow memory without bound. A partial
-// frame at the end is dropped.
+// Before a connection is closed: hands over, without the budget, every whole
+// frame of what the kernel holds for it now (bounded by that amount: a reader
+// that keeps writing cannot keep us here), so that replies sent before a
+// close are not lost. A partial frame at the end is dropped. Beyond the
+// budget, reading stays paused until acks bring it back (for the next
+// connection), and no next connection is made until then (reconnect_held()).
 void WriterEngine::drain_inbound() {
   if (!io_reads() || !assembler_ || !fd_.valid()) return;
+  struct PauseIfOver {
+    WriterEngine* e;
+    ~PauseIfOver() {
+      if (e->pending_ < e->cfg_.max_pending_bytes || e->read_paused_) return;
+      e->read_paused_ = true;
+      e->paused_flag_.store(true);  // an ack now wakes the loop
+      e->m_pauses_.fetch_add(1, std::memory_order_relaxed);
+    }
+  } pause_if_over{this};
   int queued = 0;
   if (::ioctl(fd_.get(), FIONREAD, &queued) != 0 || queued < 0) queued = 0;
-  size_t left = static_cast<size_t>(queued);
-  const bool unbounded = !overdrawn_;
-  const auto room = [&] { return unbounded ? kNoBudget : budget(); };
-  const auto stopped_at_budget = [&] {
-    return !unbounded && (pending_ >= cfg_.max_pending_bytes || assembler_->backlogged());
-  };
   try {
-    if (assembler_->backlogged() && !hand_over(assembler_->resume(room()), unbounded)) return;
-    while (left > 0 && !stopped_at_budget()) {
+    if (assembler_->backlogged() && !hand_over(assembler_->resume(kNoBudget), true)) return;
+    size_t left = static_cast<size_t>(queued);
+    while (left > 0) {
       auto [ptr, len] = assembler_->prepare_read();
       std::vector<UniqueFd> fds;  // refused (see read_inbound()): dropped, closing them
       CoreError why;
       const ssize_t n = recv_with_fds(fd_.get(), ptr, std::min(len, left), false, &fds, &why);
-      if (why) return;
+      if (why) break;
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return;
+      if (n <= 0) break;
       left -= static_cast<size_t>(n);
       m_reads_.fetch_add(1, std::memory_order_relaxed);
       m_bytes_read_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-      if (!hand_over(assembler_->commit(static_cast<size_t>(n), room()), unbounded)) return;
+      if (!hand_over(assembler_->commit(static_cast<size_t>(n), kNoBudget), true)) return;
     }
   } catch (const std::bad_alloc&) {
-    return;  // what was handed over stays handed over; the rest goes with the connection
+    // What was handed over stays handed over; the rest goes with the connection.
   }
-  if (unbounded) {
-    overdrawn_ = pending_ >= cfg_.max_pending_bytes;
-    if (overdrawn_ && !read_paused_) {
-      // The next connection waits for acks before its first read, as after a
-      // pause (apply_acks()); its descriptor gets no EPOLLIN until then.
-      read_paused_ = true;
-      paused_flag_.store(true);
-      m_pauses_.fetch_add(1, std::memory_order_relaxed);
-    }
-    return;
-  }
-  if (!stopped_at_budget()) return;
-  const uint64_t lost = assembler_->partial_bytes() + left;
-  if (lost == 0) return;
-  m_reply_bytes_dropped_.fetch_add(lost, std::memory_order_relaxed);
-  report_error(CoreError::plain("ERR_REPLIES_DROPPED",
-                                "the connection ended with " + std::to_string(lost) +
-                                    " bytes from the reader unread: the consumer was still max_pending_bytes (" +
-                                    std::to_string(cfg_.max_pending_bytes) +
-                                    ") behind since an earlier connection's end, and they went with it"));
 }
 
 }  // namespace udsipc

@@ -182,10 +182,6 @@ struct WriterMetrics {
   // Receiving: read(2) calls that returned data, bytes read, times reading
   // was paused at max_pending_bytes.
   uint64_t read_calls = 0, bytes_read = 0, pauses = 0;
-  // Bytes the reader sent, left unread when their connection ended with the
-  // consumer still max_pending_bytes behind since an earlier connection's
-  // end (ERR_REPLIES_DROPPED; drain_inbound()).
-  uint64_t reply_bytes_dropped = 0;
   uint64_t fds_sent = 0;     // descriptors the kernel took with their frame (re-sends included)
   uint32_t fds_buffered = 0;  // descriptors held for frames not fully sent
   // Acked mode: frames acknowledged by the reader, and frames sent again on
@@ -244,6 +240,13 @@ class WriterEngine {
   // kError with `why` if `report`, then replaces the connection as for a
   // protocol error (backoff), unless that connection has ended already.
   void report_inbound_error(uint32_t conn_id, CoreError why, bool report);
+  // Consumer thread (receive_on_consumer): whether the batches it holds
+  // reach its limits (max_pending_bytes, or its descriptor bound). While
+  // they do, a connection that ends is not replaced (reconnect_held()).
+  void set_consumer_full(bool full) {
+    consumer_full_.store(full);
+    if (!full) loop_.wake();
+  }
   // Any thread: emits kError with `why`; the connection stays.
   void report_error(CoreError why) {
     WriterEvent ev{WriterEvent::kError};
@@ -271,6 +274,13 @@ class WriterEngine {
  private:
   void run();
   void try_connect(int64_t now);
+  // Receiving, not stopping: the consumer holds its limits in batches not yet
+  // done with. Then no new connection is made: it could only bring more of
+  // what cannot be taken, and the end of each one is read whole (so that
+  // replies sent before a close are not lost), so reconnecting while full
+  // would let a reader that fills its send buffer and closes, again and
+  // again, grow memory without bound. Writes queue meanwhile.
+  bool reconnect_held() const;
   int connect_unix_fd(UniqueFd* out);
   CoreError check_owner() const;
   CoreError check_peer(int fd) const;
@@ -362,9 +372,6 @@ class WriterEngine {
   std::unique_ptr<FrameAssembler> assembler_;  // per connection: a cut frame goes with it
   bool first_batch_ = true;    // the connection's first batch is not cut yet (an acked greeting?)
   uint64_t pending_ = 0;       // charge handed over, not acked (all connections)
-  // A connection's end handed over beyond the budget (drain_inbound()), and
-  // pending_ has not come back below max_pending_bytes since.
-  bool overdrawn_ = false;
   // Per batch handed over and not fully acked, in order: its length not yet
   // acked, and the rest of its charge (released when the length is).
   UnackedBatches unacked_;
@@ -398,7 +405,7 @@ class WriterEngine {
       m_attempts_{0}, m_untrusted_{0}, m_acked_{0}, m_resent_{0};
   std::atomic<int> m_sndbuf_{0};
   std::atomic<uint64_t> m_reads_{0}, m_bytes_read_{0}, m_pauses_{0}, m_fds_sent_{0};
-  std::atomic<uint64_t> m_reply_bytes_dropped_{0};  // drain_inbound(): unread beyond the budget
+  std::atomic<bool> consumer_full_{false};  // set_consumer_full(); read by the IO thread
   // Descriptors of queued frames: pushed by the producer, the rest by the
   // send state's holder (see fd_outbox.h). cfg_.fds, or own_fds_.
   FdOutbox own_fds_;
