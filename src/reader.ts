@@ -449,7 +449,24 @@ export class Reader extends EventEmitter {
       if (this.#state === 'stopping' && this.#stopFinished && this.#lanes.size === 0) this.#finishStop(false);
       return;
     }
-    if (inbox.take(taken)) this.#pump();
+    if (!inbox.take(taken)) return;
+    // A busy handler may be awaiting connection.send(): the news that a reply
+    // queue drained must reach it now, not wait behind it.
+    if (this.#busy) inbox.handleAhead(this.#item!.DRAINED, (connId, dropped) => this.#drained(connId, dropped));
+    this.#pump();
+  }
+
+  // A connection's reply queue emptied (dropped: bytes the reply timeout discarded).
+  #drained(connId: number, dropped: number): void {
+    const conn = this.#conns.get(connId);
+    if (dropped > 0) {
+      const err = new IpcError(
+        'ERR_WRITE_TIMEOUT',
+        `Connection ${connId}'s writer read none of its replies for ${this.#opts.replyTimeoutMs} ms (replyTimeoutMs): ${dropped} bytes of replies discarded`,
+      );
+      this.#report(err, 'connection', conn);
+    }
+    conn?.drained();
   }
 
   // Handles items in order until none is left, or (concurrency 'serial') an
@@ -502,16 +519,7 @@ export class Reader extends EventEmitter {
         if (lane) lane.push({ id: connId, error: inbox.error() as IpcError });
         else this.#report(inbox.error() as Error, connId === 0 ? 'accept' : 'connection', this.#conns.get(connId));
       } else if (tag === I.DRAINED) {
-        const conn = this.#conns.get(connId);
-        const dropped = inbox.dropped();
-        if (dropped > 0) {
-          const err = new IpcError(
-            'ERR_WRITE_TIMEOUT',
-            `Connection ${connId}'s writer read none of its replies for ${this.#opts.replyTimeoutMs} ms (replyTimeoutMs): ${dropped} bytes of replies discarded`,
-          );
-          this.#report(err, 'connection', conn);
-        }
-        conn?.drained();
+        this.#drained(connId, inbox.dropped());
       } else if (tag === I.STOPPED) {
         this.#stopFinished = true;
       }

@@ -64,6 +64,9 @@ export interface PeerCredentials {
   gid: number;
 }
 
+/** The tag handleAhead() leaves on an item it handled: next() skips it. */
+const HANDLED = -2;
+
 export class Inbox {
   #source: ItemSource | undefined;
   readonly #release: (memory: ArrayBuffer) => void;
@@ -121,6 +124,20 @@ export class Inbox {
     return true;
   }
 
+  /**
+   * Calls `fn(connId, dropped)` for each item with tag `tag` not yet handled,
+   * and has next() skip them: for the items that may not wait behind a busy
+   * handler (DRAINED: a handler awaiting connection.send() waits for it).
+   */
+  handleAhead(tag: number, fn: (connId: number, dropped: number) => void): void {
+    const q = this.#items;
+    for (let i = this.#next; i < q.length; i += this.#slots) {
+      if (q[i] !== tag) continue;
+      q[i] = HANDLED;
+      fn(q[i + 1] as number, q[i + 2] as number);
+    }
+  }
+
   /** Whether every item taken so far was handled (next() would return -1). */
   idle(): boolean {
     return this.#next >= this.#items.length;
@@ -161,6 +178,7 @@ export class Inbox {
     this.#at = i;
     this.#next = i + this.#slots;
     const tag = q[i] as number;
+    if (tag === HANDLED) return this.next();
     if (tag === this.#fdsTag) {
       this.#fds.keep(q[i + 2] as Int32Array);
       q[i + 2] = undefined;
