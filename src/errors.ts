@@ -59,6 +59,8 @@ export const ErrorCodes = {
   ERR_FDS_TRUNCATED: 'ERR_FDS_TRUNCATED',
   /** The reader does not accept file descriptors (its `acceptFds` is off; Linux 6.16+ refuses them in the kernel): a message written with `fds` was dropped. */
   ERR_FDS_REFUSED: 'ERR_FDS_REFUSED',
+  /** A Writer's connection ended with replies left unread: onMessage already held maxPendingBytes plus the end allowance (see docs/writer.md). */
+  ERR_REPLIES_DROPPED: 'ERR_REPLIES_DROPPED',
   /** A send() with descriptors that would have to wait while waiting send()s already hold maxBufferedFds (maxPendingFds on a reader connection) duplicates. */
   ERR_FDS_LIMIT: 'ERR_FDS_LIMIT',
   /** Acknowledged delivery could not be agreed: an acked Writer got no greeting within `handshakeTimeoutMs` (or something else first), or a Reader with `requireAcked` met a writer that does not speak it. */

@@ -450,10 +450,14 @@ export class Reader extends EventEmitter {
       return;
     }
     if (!inbox.take(taken)) return;
-    // A busy handler may be awaiting connection.send(): the news that a reply
-    // queue drained must reach it now, not wait behind it.
-    if (this.#busy) inbox.handleAhead(this.#item!.DRAINED, (connId, dropped) => this.#drained(connId, dropped));
+    if (this.#busy) this.#drainedAhead();
     this.#pump();
+  }
+
+  // A busy handler (concurrency 'serial') may be awaiting connection.send():
+  // the news that a reply queue drained must reach it now, not wait behind it.
+  #drainedAhead(): void {
+    this.#inbox!.handleAhead(this.#item!.DRAINED, (connId, dropped) => this.#drained(connId, dropped));
   }
 
   // A connection's reply queue emptied (dropped: bytes the reply timeout discarded).
@@ -492,6 +496,7 @@ export class Reader extends EventEmitter {
         }
         if (!this.#run(batch)) {
           this.#busy = true;
+          this.#drainedAhead(); // those already taken behind this batch
           return;
         }
       } else if (tag === I.OPEN) {

@@ -600,6 +600,7 @@ export class Writer extends EventEmitter {
       fdsBuffered: (n.fdsBuffered as number) ?? 0,
       fdsReceived: (n.fdsReceived as number) ?? 0,
       fdsRefused: (n.fdsRefused as number) ?? 0,
+      replyBytesDropped: (n.replyBytesDropped as number) ?? 0,
       fdsClosedUnclaimed: this.#inbox?.closedFds ?? 0,
       acked: (n.acked as number) ?? 0,
       unacked: this.#state === 'stopped' || this.#opts.delivery !== 'acked' ? 0 : this.#ring.unreleasedFrames(),
@@ -742,7 +743,7 @@ export class Writer extends EventEmitter {
         err,
         code === 'ERR_WRITE_TIMEOUT' || code === 'ERR_FDS_REFUSED'
           ? 'send'
-          : code === 'ERR_MESSAGE_TOO_LARGE' || code === 'ERR_INVALID_FRAME' || code === 'ERR_UNEXPECTED_FDS' || code === 'ERR_FDS_TRUNCATED'
+          : code === 'ERR_MESSAGE_TOO_LARGE' || code === 'ERR_INVALID_FRAME' || code === 'ERR_UNEXPECTED_FDS' || code === 'ERR_FDS_TRUNCATED' || code === 'ERR_REPLIES_DROPPED'
             ? 'connection'
             : 'connect',
       );

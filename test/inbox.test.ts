@@ -291,3 +291,28 @@ describe('Inbox: a lone batch taken as its region alone (the take words)', () =>
     expect(inbox.take([])).toBe(false); // an empty array given: nothing
   });
 });
+
+describe('Inbox: handleAhead()', () => {
+  it('handles the items of one tag not yet reached, in order, and next() skips them, however many in a row', () => {
+    const { inbox, push } = setup();
+    const DRAINED = 16; // a tag of this test's own layout
+    const N = 50_000; // handled ahead in a row: next() must not recurse once per item
+    const items: unknown[][] = [smallBatch(7, ['a'])];
+    for (let i = 0; i < N; i++) items.push(item(DRAINED, i + 1, i % 3));
+    items.push(item(ITEM.CLOSE, 7, undefined), item(ITEM.STOPPED, 0));
+    push(...items);
+    expect(inbox.take()).toBe(true);
+    expect(inbox.next()).toBe(ITEM.BATCH);
+    texts(inbox.batch(conn(7)));
+    const seen: [number, number][] = [];
+    inbox.handleAhead(DRAINED, (connId, dropped) => seen.push([connId, dropped]));
+    expect(seen.length).toBe(N);
+    expect(seen.slice(0, 4)).toEqual([[1, 0], [2, 1], [3, 2], [4, 0]]);
+    expect(inbox.next()).toBe(ITEM.CLOSE);
+    expect(inbox.next()).toBe(ITEM.STOPPED);
+    expect(inbox.next()).toBe(-1);
+    // Nothing left to handle twice.
+    inbox.handleAhead(DRAINED, () => seen.push([0, 0]));
+    expect(seen.length).toBe(N);
+  });
+});

@@ -1,6 +1,7 @@
 #include "js_receiver.h"
 
 #include <errno.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -107,18 +108,11 @@ void JsReceiver::Drop() {
   assembler_.reset();  // a partial frame goes with the connection
 }
 
-void JsReceiver::TellFull() {
-  const bool full = Full();
-  if (full == told_full_ || !engine_) return;
-  told_full_ = full;
-  engine_->set_consumer_full(full);
-}
-
 void JsReceiver::ReportError(CoreError why, bool report) {
   if (engine_) engine_->report_inbound_error(conn_id_, std::move(why), report);
 }
 
-bool JsReceiver::Cut(bool ok, bool unbounded) {
+bool JsReceiver::Cut(bool ok, uint64_t limit) {
   for (;;) {
     while (assembler_->has_batch()) {
       Batch b = assembler_->take_batch();
@@ -144,10 +138,9 @@ bool JsReceiver::Cut(bool ok, bool unbounded) {
       }
       batches_.push_back(std::move(b));
     }
-    TellFull();
     if (!ok) return false;
-    if (!assembler_->backlogged() || (!unbounded && pending_ >= max_pending_)) return true;
-    ok = assembler_->resume(unbounded ? kNoBudget : max_pending_ - pending_);
+    if (!assembler_->backlogged() || pending_ >= limit) return true;
+    ok = assembler_->resume(limit - pending_);
   }
 }
 
@@ -196,7 +189,7 @@ void JsReceiver::Read() {
       if (n > 0) {
         ++reads_;
         bytes_read_ += static_cast<uint64_t>(n);
-        if (!Cut(assembler_->commit(static_cast<size_t>(n), Budget(), &fds), false)) {
+        if (!Cut(assembler_->commit(static_cast<size_t>(n), Budget(), &fds), max_pending_)) {
           fds_refused_ += assembler_->refused_fds();
           ReportError(frame_error(*assembler_, assembler_cfg_.max_message_size), true);
           Drop();
@@ -228,11 +221,23 @@ void JsReceiver::Read() {
 
 void JsReceiver::Finish() {
   if (!conn_) return;
-  // The engine shut the socket down before reporting the end: reads stop at
-  // EOF after what the kernel held (bounded; the reader can add nothing).
+  // The engine shut the socket down before reporting the end: what the
+  // kernel holds is all the reader sent. So that replies sent before a close
+  // are not lost, it is read beyond maxPendingBytes, up to the end cap
+  // (WriterEngine::end_cap(): by default one connection's end always fits);
+  // what is left beyond goes with the connection,
+  // counted (reply_bytes_dropped_) and reported. Reading every end whole
+  // would let a reader that fills its send buffer (up to 2 x wmem_max) and
+  // closes, again on every reconnect, grow this process's memory without
+  // bound while the handler does not settle.
+  const uint64_t cap = engine_ ? engine_->end_cap() : max_pending_;
+  // Descriptors: an end may bring up to maxPendingFds more (each read up to 253).
+  const uint64_t fd_cap = 2 * static_cast<uint64_t>(max_pending_fds_);
+  const auto room = [&] { return pending_ < cap ? cap - pending_ : uint64_t{1}; };
+  const auto at_cap = [&] { return pending_ >= cap || pending_fds_ >= fd_cap || assembler_->backlogged(); };
   try {
-    bool ok = !assembler_->backlogged() || Cut(assembler_->resume(kNoBudget), true);
-    while (ok) {
+    bool ok = !assembler_->backlogged() || Cut(assembler_->resume(room()), cap);
+    while (ok && !at_cap()) {
       auto [ptr, len] = assembler_->prepare_read();
       std::vector<UniqueFd> fds;
       bool refused = false;
@@ -242,12 +247,25 @@ void JsReceiver::Finish() {
       if (n <= 0) break;
       ++reads_;
       bytes_read_ += static_cast<uint64_t>(n);
-      ok = Cut(assembler_->commit(static_cast<size_t>(n), kNoBudget, &fds), true);
+      ok = Cut(assembler_->commit(static_cast<size_t>(n), room(), &fds), cap);
       if (!ok) {
         // As in Read(): descriptors against the wire rule (or a bad frame)
         // are counted and reported, even at the end of the connection.
         fds_refused_ += assembler_->refused_fds();
         ReportError(frame_error(*assembler_, assembler_cfg_.max_message_size), true);
+      }
+    }
+    if (ok && at_cap()) {
+      int unread = 0;
+      if (::ioctl(conn_->fd.get(), FIONREAD, &unread) != 0 || unread < 0) unread = 0;
+      const uint64_t lost = assembler_->partial_bytes() + static_cast<uint64_t>(unread);
+      if (lost > 0 && engine_) {
+        reply_bytes_dropped_ += lost;
+        engine_->report_error(CoreError::plain(
+            "ERR_REPLIES_DROPPED", "the connection ended with " + std::to_string(lost) +
+                                       " bytes from the reader unread: onMessage held " + std::to_string(pending_) +
+                                       " bytes in batches not yet done with (the most a connection's end may bring "
+                                       "it to is " + std::to_string(cap) + "), and they went with it"));
       }
     }
   } catch (const std::bad_alloc&) {
@@ -264,7 +282,6 @@ void JsReceiver::Ack(uint64_t bytes) {
     pending_fds_ -= std::min<uint64_t>(pending_fds_, fd_marks_.front().second);
     fd_marks_.pop_front();
   }
-  TellFull();
   if (!paused_ || Full()) return;
   if (conn_ && assembler_->backlogged()) {
     // Frames read before the pause but not cut yet come first; they may use
@@ -273,7 +290,7 @@ void JsReceiver::Ack(uint64_t bytes) {
     // the TSFN, not by calling onReady re-entrantly.
     const size_t before = batches_.size();
     try {
-      if (!Cut(assembler_->resume(max_pending_ - pending_), false)) {
+      if (!Cut(assembler_->resume(max_pending_ - pending_), max_pending_)) {
         ReportError(frame_error(*assembler_, assembler_cfg_.max_message_size), true);
         Drop();
       }
@@ -301,7 +318,6 @@ void JsReceiver::Detach() {
   }
   unacked_.clear();
   pending_ = 0;
-  told_full_ = false;
   fd_marks_.clear();
   pending_fds_ = handed_len_ = acked_len_ = 0;
   paused_ = false;

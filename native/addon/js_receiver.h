@@ -12,12 +12,11 @@
 // Order: every batch of a connection precedes its DISCONNECT. The IO thread
 // shuts the socket down before it reports the end of a connection (or
 // STOPPED), so when take() meets that event, Finish() reads the dup to EOF
-// (what the kernel still holds, without the budget, as the IO thread's own
-// drain does) and those batches go out first. A new CONNECT finishes the
-// last connection the same way before Open(). That this cannot grow memory
-// connection after connection: while the batches held reach the limits
-// (Full()), the engine makes no new connection (TellFull()), and a new one
-// is not read until Ack() brings them below.
+// (what the kernel still holds, beyond the budget up to the end cap,
+// WriterEngine::end_cap(), as the IO thread's own drain does; beyond the cap
+// the rest is dropped, counted and reported) and those batches go out first. A
+// new CONNECT finishes the last connection the same way before Open(); the
+// new one is not read while the batches held reach the limits (Full()).
 //
 // Backpressure: the charge (Batch::charge()) of the batches handed over and
 // not acked, across connections, as the engine counts it; at
@@ -76,8 +75,10 @@ class JsReceiver {
   // Finish()) and watches this one. Throws a JS Error if libuv refuses it.
   void Open(UniqueFd fd, uint32_t conn_id);
   // take() met the end of the current connection (DISCONNECT, STOPPED):
-  // reads the dup to EOF, cuts what is whole (a partial frame is dropped)
-  // and closes it. No-op without a connection.
+  // reads the dup to EOF, up to the end cap, cuts what is whole (a partial
+  // frame is dropped; beyond the cap, what is unread is dropped, counted and
+  // reported as ERR_REPLIES_DROPPED) and closes it. No-op without a
+  // connection.
   void Finish();
   // The batches cut since the last call, in order.
   std::vector<Batch> TakeBatches() { return std::exchange(batches_, {}); }
@@ -97,6 +98,7 @@ class JsReceiver {
   uint64_t pauses() const { return pauses_; }
   uint64_t fds_received() const { return fds_received_; }
   uint64_t fds_refused() const { return fds_refused_; }
+  uint64_t reply_bytes_dropped() const { return reply_bytes_dropped_; }
 
  private:
   // One connection: the uv_poll_t on its dup, which owns the dup (closed
@@ -109,16 +111,14 @@ class JsReceiver {
   void Drop();              // closes the current connection (a partial frame goes with it)
   void Read();              // on readable: reads up to the budget
   // Moves the assembler's batches into batches_ (charging them), cutting
-  // backlogged frames while budget is left (all of them if `unbounded`).
-  // False after a framing error (reported to the engine; the connection is
-  // dropped by the caller).
-  bool Cut(bool parsed_ok, bool unbounded);
+  // backlogged frames while the charge held stays below `limit`
+  // (max_pending_, or the end cap in Finish()). False after a framing error
+  // (reported to the engine; the connection is dropped by the caller).
+  bool Cut(bool parsed_ok, uint64_t limit);
   void ReportError(CoreError why, bool report);
   uint64_t Budget() const { return pending_ < max_pending_ ? max_pending_ - pending_ : 1; }
   bool Full() const { return pending_ >= max_pending_ || pending_fds_ >= max_pending_fds_; }
-  // Tells the engine when Full() changes: while full, a connection that
-  // ends is not replaced (WriterEngine::reconnect_held()).
-  void TellFull();
+
   // One read of the current connection; false after it refused its
   // descriptors (reported; the caller drops the connection).
   ssize_t Receive(uint8_t* p, size_t len, std::vector<UniqueFd>* fds, bool* refused);
@@ -152,7 +152,6 @@ class JsReceiver {
   bool first_batch_ = true;     // the connection's first batch is not cut yet (an acked greeting?)
   bool paused_ = false;         // at max_pending_bytes: not watching
   uint64_t pending_ = 0;        // charge handed over, not acked (all connections)
-  bool told_full_ = false;      // what TellFull() last told the engine
   // Per batch handed over and not fully acked, in order: its length not yet
   // acked, and the rest of its charge (released when the length is).
   UnackedBatches unacked_;
@@ -161,6 +160,7 @@ class JsReceiver {
   uint64_t pending_fds_ = 0, handed_len_ = 0, acked_len_ = 0;
   std::deque<std::pair<uint64_t, uint32_t>> fd_marks_;
   uint64_t reads_ = 0, bytes_read_ = 0, pauses_ = 0, fds_received_ = 0, fds_refused_ = 0;
+  uint64_t reply_bytes_dropped_ = 0;  // beyond the end cap when their connection ended (Finish())
 };
 
 }  // namespace udsipc

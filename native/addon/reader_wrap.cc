@@ -57,6 +57,9 @@ ReaderWrap::ReaderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader
   cfg_.acked = string_option(o, "delivery") == "acked";
   cfg_.require_acked = bool_option(o, "requireAcked");
   cfg_.max_sessions = static_cast<uint32_t>(number_option(o, "maxSessions"));
+  // As ReaderEngine::start() sets it, but from before bind(): connections
+  // that queue before the engine starts are covered too.
+  listen_.pass_rights = cfg_.type == SOCK_DGRAM || !cfg_.accept_fds ? 0 : 1;
 }
 
 ReaderWrap::~ReaderWrap() { Shutdown(); }

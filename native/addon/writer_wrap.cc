@@ -329,6 +329,7 @@ Napi::Value WriterWrap::Metrics(const Napi::CallbackInfo& info) {
   v[p::kWriterFdsRefused] = static_cast<double>(receiver_.fds_refused());
   v[p::kWriterAcked] = static_cast<double>(m.acked);
   v[p::kResent] = static_cast<double>(m.resent);
+  v[p::kWriterReplyBytesDropped] = static_cast<double>(m.reply_bytes_dropped + receiver_.reply_bytes_dropped());
   for (int i = 0; i < p::kWriterMetricCount; ++i) {
     if (i == p::kConnected) o.Set(p::kWriterMetricNames[i], m.connected);
     else o.Set(p::kWriterMetricNames[i], v[i]);

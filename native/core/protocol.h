@@ -140,12 +140,12 @@ enum WriterMetric : int {
   kSentFrames, kBytesSent, kSendCalls, kConnects, kDisconnects, kConnectAttempts, kUntrustedPeers,
   kSendBufferSize, kConnected, kWriterReadCalls, kWriterBytesRead, kWriterPauses,
   kWriterJsThreadReads, kFdsSent, kFdsBuffered, kWriterFdsReceived, kWriterFdsRefused, kWriterAcked,
-  kResent, kWriterMetricCount
+  kResent, kWriterReplyBytesDropped, kWriterMetricCount
 };
 inline constexpr const char* kWriterMetricNames[kWriterMetricCount] = {
     "sent", "bytesSent", "sendCalls", "connects", "disconnects", "connectAttempts", "untrustedPeers",
     "sendBufferSize", "connected", "readCalls", "bytesRead", "pauses", "jsThreadReads", "fdsSent",
-    "fdsBuffered", "fdsReceived", "fdsRefused", "acked", "resent"};
+    "fdsBuffered", "fdsReceived", "fdsRefused", "acked", "resent", "replyBytesDropped"};
 static_assert(kWriterMetricNames[kWriterMetricCount - 1] != nullptr, "a name for every writer metric");
 
 // ─── Defaults and limits of options that reach the core ─────────────────────

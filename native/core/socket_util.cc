@@ -348,6 +348,7 @@ Listener listen_unix(const std::string& path, const ListenOptions& opts) {
     out.error = CoreError::sys("ERR_SOCKET", errno, "socket", "cannot create socket");
     return out;
   }
+  if (opts.pass_rights >= 0) (void)set_pass_rights(fd.get(), opts.pass_rights != 0);  // ENOPROTOOPT before 6.16
   const bool listens = opts.type != SOCK_DGRAM;
   if (is_abstract(path)) {
     if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), len) != 0) {

@@ -40,6 +40,10 @@ struct ListenOptions {
   int mode = -1;            // chmod the socket file to this (-1 = leave)
   int uid = -1, gid = -1;   // chown the socket file (-1 = leave; ids >= 2^31 as their uid_t bits)
   int dir_mode = -1;        // create missing parent directories with this mode (-1 = don't)
+  // SO_PASSRIGHTS (see set_pass_rights()), set before bind(): 0 refuses
+  // descriptors, so that not even a connection queued before the reader
+  // starts can bring one; 1 accepts them; -1 leaves the default.
+  int pass_rights = -1;
   // Tests only: called on the calling thread between the filesystem steps of
   // listen_unix(), named by `step`, so that a test can act as an attacker
   // racing those steps deterministically. Null in production.

@@ -84,6 +84,16 @@ uint64_t splitmix(uint64_t& s) {
 
 }  // namespace
 
+uint64_t kernel_connection_bytes() {
+  constexpr uint64_t kFallback = 16u << 20;
+  FILE* f = std::fopen("/proc/sys/net/core/wmem_max", "re");
+  if (!f) return kFallback;
+  unsigned long long v = 0;
+  const bool ok = std::fscanf(f, "%llu", &v) == 1 && v > 0;
+  std::fclose(f);
+  return ok && v < (1ull << 40) ? 4 * static_cast<uint64_t>(v) : kFallback;
+}
+
 WriterEngine::WriterEngine(WriterConfig cfg, Notify notify)
     : pool_{cfg.receive && !cfg.receive_on_consumer ? SlabPool::create(cfg.assembler.slab_size, kPooledSlabs) : nullptr},
       cfg_(with_pools(std::move(cfg), pool_.p, &offsets_pool_)),
@@ -94,6 +104,11 @@ WriterEngine::WriterEngine(WriterConfig cfg, Notify notify)
   sent_count_ = load(ctrl::kSent);
   ack_head_ = cfg_.acked ? load(ctrl::kAckHead) : head_;
   acked_count_ = load(ctrl::kAcked);
+  if (cfg_.receive) {
+    const uint64_t allowance =
+        cfg_.end_allowance ? cfg_.end_allowance : std::max(cfg_.max_pending_bytes, kernel_connection_bytes());
+    end_cap_ = cfg_.max_pending_bytes > UINT64_MAX - allowance ? UINT64_MAX : cfg_.max_pending_bytes + allowance;
+  }
   rng_ = static_cast<uint64_t>(now_ms()) ^ reinterpret_cast<uintptr_t>(this);
   // The ring is written cyclically end to end: ask for transparent huge pages
   // over its 2 MiB-aligned interior, so that warming it up costs a handful of
@@ -163,6 +178,7 @@ WriterMetrics WriterEngine::metrics() const {
   m.bytes_read = m_bytes_read_.load(std::memory_order_relaxed);
   m.pauses = m_pauses_.load(std::memory_order_relaxed);
   m.fds_sent = m_fds_sent_.load(std::memory_order_relaxed);
+  m.reply_bytes_dropped = m_reply_bytes_dropped_.load(std::memory_order_relaxed);
   m.fds_buffered = fds_.held();
   m.acked = m_acked_.load(std::memory_order_relaxed);
   m.resent = m_resent_.load(std::memory_order_relaxed);
@@ -175,12 +191,6 @@ void WriterEngine::ack(uint64_t bytes) {
   // Only a paused writer needs the IO thread to act on an ack now (see
   // paused_flag_); the others apply it on their next round.
   if (paused_flag_.load()) loop_.wake();
-}
-
-bool WriterEngine::reconnect_held() const {
-  if (!cfg_.receive || stop_requested_.load()) return false;
-  if (io_reads()) return pending_ >= cfg_.max_pending_bytes;  // acks wake us (paused_flag_, drain_inbound())
-  return consumer_full_.load();
 }
 
 void WriterEngine::report_inbound_error(uint32_t conn_id, CoreError why, bool report) {
@@ -230,7 +240,7 @@ void WriterEngine::run() {
     const bool stopping = stop_requested_.load();
     if (io_reads()) apply_acks();
     if (cfg_.receive_on_consumer) apply_inbound_error();
-    if (!connected_ && !failed_ && now >= next_connect_at_ && !reconnect_held()) try_connect(now);
+    if (!connected_ && !failed_ && now >= next_connect_at_) try_connect(now);
     if (connected_ && !want_out_ && may_send() && now >= send_retry_at_) send_published();
 
     if (stopping) {
@@ -254,9 +264,7 @@ void WriterEngine::run() {
 
     // How long may we sleep?
     int timeout = -1;
-    // Held: woken by the ack (or set_consumer_full(false)) that frees room.
-    if (!connected_ && !failed_ && !reconnect_held())
-      timeout = static_cast<int>(std::max<int64_t>(0, next_connect_at_ - now));
+    if (!connected_ && !failed_) timeout = static_cast<int>(std::max<int64_t>(0, next_connect_at_ - now));
     if (connected_ && !may_send()) {
       if (now >= greet_deadline_) {
         protocol_mismatch("no greeting from the reader within handshakeTimeoutMs (" +
@@ -911,7 +919,7 @@ CoreError WriterEngine::frame_error() const {
                           "the reader sent an invalid length prefix (varint overflow); replacing the connection");
 }
 
-bool WriterEngine::hand_over(bool ok, bool unbounded) {
+bool WriterEngine::hand_over(bool ok, uint64_t limit) {
   for (;;) {
     while (assembler_->has_batch()) {
       WriterEvent ev{WriterEvent::kBatch};
@@ -939,9 +947,9 @@ bool WriterEngine::hand_over(bool ok, bool unbounded) {
       return false;
     }
     // The assembler stops cutting at the budget it was given: go on while
-    // there is budget left (or without one, draining).
-    if (!assembler_->backlogged() || (!unbounded && pending_ >= cfg_.max_pending_bytes)) return true;
-    ok = assembler_->resume(unbounded ? kNoBudget : cfg_.max_pending_bytes - pending_);
+    // there is room below `limit`.
+    if (!assembler_->backlogged() || pending_ >= limit) return true;
+    ok = assembler_->resume(limit - pending_);
   }
 }
 
@@ -965,7 +973,7 @@ void WriterEngine::read_inbound() {
       if (n > 0) {
         m_reads_.fetch_add(1, std::memory_order_relaxed);
         m_bytes_read_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-        if (!hand_over(assembler_->commit(static_cast<size_t>(n), budget()), false)) {
+        if (!hand_over(assembler_->commit(static_cast<size_t>(n), budget()), cfg_.max_pending_bytes)) {
           disconnect(frame_error(), Drop::kProtocolError);
           return;
         }
@@ -1013,7 +1021,7 @@ void WriterEngine::apply_acks() {
     // Frames read before the pause but not cut yet come first; they may use
     // up the budget again (then reading stays paused).
     try {
-      if (!hand_over(assembler_->resume(cfg_.max_pending_bytes - pending_), false)) {
+      if (!hand_over(assembler_->resume(cfg_.max_pending_bytes - pending_), cfg_.max_pending_bytes)) {
         disconnect(frame_error(), Drop::kProtocolError);
         return;
       }
@@ -1029,12 +1037,17 @@ void WriterEngine::apply_acks() {
   if (connected_) update_interest();
 }
 
-// Before a connection is closed: hands over, without the budget, every whole
-// frame of what the kernel holds for it now (bounded by that amount: a reader
-// that keeps writing cannot keep us here), so that replies sent before a
-// close are not lost. A partial frame at the end is dropped. Beyond the
-// budget, reading stays paused until acks bring it back (for the next
-// connection), and no next connection is made until then (reconnect_held()).
+// Before a connection is closed: hands over every whole frame of what the
+// kernel holds for it now (bounded by that amount: a reader that keeps
+// writing cannot keep us here), so that replies sent before a close are not
+// lost: beyond max_pending_bytes, up to the end cap (WriterConfig::
+// end_allowance). What is left beyond the cap goes with the connection,
+// counted (reply_bytes_dropped) and reported (ERR_REPLIES_DROPPED): reading
+// every end whole would let a reader that fills its send buffer and closes,
+// again on every reconnect, grow memory without bound while the consumer
+// does not settle. A partial frame
+// at the end is dropped. Over max_pending_bytes, reading stays paused until
+// acks bring it back: the next connection is not read before.
 void WriterEngine::drain_inbound() {
   if (!io_reads() || !assembler_ || !fd_.valid()) return;
   struct PauseIfOver {
@@ -1048,25 +1061,37 @@ void WriterEngine::drain_inbound() {
   } pause_if_over{this};
   int queued = 0;
   if (::ioctl(fd_.get(), FIONREAD, &queued) != 0 || queued < 0) queued = 0;
+  size_t left = static_cast<size_t>(queued);
+  const uint64_t cap = end_cap_;
+  const auto room = [&] { return pending_ < cap ? cap - pending_ : uint64_t{1}; };
+  const auto at_cap = [&] { return pending_ >= cap || assembler_->backlogged(); };
   try {
-    if (assembler_->backlogged() && !hand_over(assembler_->resume(kNoBudget), true)) return;
-    size_t left = static_cast<size_t>(queued);
-    while (left > 0) {
+    if (assembler_->backlogged() && !hand_over(assembler_->resume(room()), cap)) return;
+    while (left > 0 && !at_cap()) {
       auto [ptr, len] = assembler_->prepare_read();
       std::vector<UniqueFd> fds;  // refused (see read_inbound()): dropped, closing them
       CoreError why;
       const ssize_t n = recv_with_fds(fd_.get(), ptr, std::min(len, left), false, &fds, &why);
-      if (why) break;
+      if (why) return;
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
+      if (n <= 0) return;
       left -= static_cast<size_t>(n);
       m_reads_.fetch_add(1, std::memory_order_relaxed);
       m_bytes_read_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-      if (!hand_over(assembler_->commit(static_cast<size_t>(n), kNoBudget), true)) return;
+      if (!hand_over(assembler_->commit(static_cast<size_t>(n), room()), cap)) return;
     }
   } catch (const std::bad_alloc&) {
-    // What was handed over stays handed over; the rest goes with the connection.
+    return;  // what was handed over stays handed over; the rest goes with the connection
   }
+  if (!at_cap()) return;
+  const uint64_t lost = assembler_->partial_bytes() + left;
+  if (lost == 0) return;
+  m_reply_bytes_dropped_.fetch_add(lost, std::memory_order_relaxed);
+  report_error(CoreError::plain(
+      "ERR_REPLIES_DROPPED", "the connection ended with " + std::to_string(lost) +
+                                 " bytes from the reader unread: the consumer held " + std::to_string(pending_) +
+                                 " bytes in batches not yet done with (the most a connection's end may bring it to is " +
+                                 std::to_string(end_cap_) + "), and they went with it"));
 }
 
 }  // namespace udsipc

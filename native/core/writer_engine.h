@@ -87,6 +87,13 @@ struct ReconnectPolicy {
   uint32_t max_attempts = 0;  // 0 = unlimited
 };
 
+// What the kernel can hold for one connection, with room to spare: the
+// reader's send buffer is at most 2 x net.core.wmem_max (the kernel doubles
+// what SO_SNDBUF asks), and its last send may pass that by up to half of it;
+// this returns twice that maximum, 4 x wmem_max. Read from /proc on each
+// call; 16 MiB if it cannot be read.
+uint64_t kernel_connection_bytes();
+
 struct WriterConfig {
   std::string path;
   // SOCK_STREAM, or SOCK_SEQPACKET: each frame of the ring goes as one packet
@@ -119,6 +126,15 @@ struct WriterConfig {
   AssemblerConfig assembler;  // max_message_size (inbound) and slab size; pools set by the engine
   // Charge of batches handed over and not acked above which reading stops.
   uint64_t max_pending_bytes = protocol::defaults::kMaxPendingBytes;
+  // When a connection ends, what the kernel still holds for it is read beyond
+  // max_pending_bytes, so that replies sent before a close are not lost, by
+  // up to this much more (the end cap, end_cap()); what is left beyond goes
+  // with the connection, dropped and reported (ERR_REPLIES_DROPPED). Reading
+  // every end whole would let a reader that fills its send buffer and closes,
+  // again on every reconnect, grow memory without bound while the consumer
+  // does not settle. 0: max(max_pending_bytes, kernel_connection_bytes()),
+  // so that one connection's end always fits.
+  uint64_t end_allowance = 0;
   // With receive: the IO thread never reads (no EPOLLIN, no assembler, no
   // kBatch events). Each kConnect carries a dup of the connected socket
   // (WriterEvent::dup) that the consumer reads on its own thread (the addon:
@@ -182,6 +198,9 @@ struct WriterMetrics {
   // Receiving: read(2) calls that returned data, bytes read, times reading
   // was paused at max_pending_bytes.
   uint64_t read_calls = 0, bytes_read = 0, pauses = 0;
+  // Bytes the reader sent that were left unread when their connection ended
+  // with the consumer 2 x max_pending_bytes behind (ERR_REPLIES_DROPPED).
+  uint64_t reply_bytes_dropped = 0;
   uint64_t fds_sent = 0;     // descriptors the kernel took with their frame (re-sends included)
   uint32_t fds_buffered = 0;  // descriptors held for frames not fully sent
   // Acked mode: frames acknowledged by the reader, and frames sent again on
@@ -240,13 +259,6 @@ class WriterEngine {
   // kError with `why` if `report`, then replaces the connection as for a
   // protocol error (backoff), unless that connection has ended already.
   void report_inbound_error(uint32_t conn_id, CoreError why, bool report);
-  // Consumer thread (receive_on_consumer): whether the batches it holds
-  // reach its limits (max_pending_bytes, or its descriptor bound). While
-  // they do, a connection that ends is not replaced (reconnect_held()).
-  void set_consumer_full(bool full) {
-    consumer_full_.store(full);
-    if (!full) loop_.wake();
-  }
   // Any thread: emits kError with `why`; the connection stays.
   void report_error(CoreError why) {
     WriterEvent ev{WriterEvent::kError};
@@ -267,6 +279,9 @@ class WriterEngine {
   void attach_fds(uint32_t start, uint32_t end, std::vector<UniqueFd> fds) {
     fds_.push(start, end, std::move(fds));
   }
+  // Any thread: the most a receiving consumer may hold in batches once a
+  // connection's end is read (WriterConfig::end_allowance).
+  uint64_t end_cap() const { return end_cap_; }
   // Any thread: a batch's offsets table, copied out, for reuse.
   void recycle_offsets(std::vector<uint32_t>&& offsets) { offsets_pool_.put(std::move(offsets)); }
   WriterMetrics metrics() const;            // any thread
@@ -274,13 +289,6 @@ class WriterEngine {
  private:
   void run();
   void try_connect(int64_t now);
-  // Receiving, not stopping: the consumer holds its limits in batches not yet
-  // done with. Then no new connection is made: it could only bring more of
-  // what cannot be taken, and the end of each one is read whole (so that
-  // replies sent before a close are not lost), so reconnecting while full
-  // would let a reader that fills its send buffer and closes, again and
-  // again, grow memory without bound. Writes queue meanwhile.
-  bool reconnect_held() const;
   int connect_unix_fd(UniqueFd* out);
   CoreError check_owner() const;
   CoreError check_peer(int fd) const;
@@ -308,10 +316,11 @@ class WriterEngine {
   CoreError frame_error() const;  // the assembler's framing error as reported
   void read_inbound();        // on EPOLLIN: reads up to the budget, hands batches over
   // Hands over the batches the assembler has cut (charging them), cutting
-  // backlogged frames up to `budget` more; false after a framing error (the
-  // error is reported as kError; the caller replaces the connection).
-  // `unbounded`: without the budget (draining a closing connection).
-  bool hand_over(bool parsed_ok, bool unbounded);
+  // backlogged frames while the charge handed over stays below `limit`
+  // (max_pending_bytes, or the end cap when draining a closing connection);
+  // false after a framing error (the error is reported as kError; the
+  // caller replaces the connection).
+  bool hand_over(bool parsed_ok, uint64_t limit);
   uint64_t budget() const;    // charge that may still be handed over
   void pause_reading();
   void apply_acks();          // releases acked charge; resumes reading below the limit
@@ -372,6 +381,7 @@ class WriterEngine {
   std::unique_ptr<FrameAssembler> assembler_;  // per connection: a cut frame goes with it
   bool first_batch_ = true;    // the connection's first batch is not cut yet (an acked greeting?)
   uint64_t pending_ = 0;       // charge handed over, not acked (all connections)
+  uint64_t end_cap_ = 0;       // set in the constructor, then read-only
   // Per batch handed over and not fully acked, in order: its length not yet
   // acked, and the rest of its charge (released when the length is).
   UnackedBatches unacked_;
@@ -405,7 +415,7 @@ class WriterEngine {
       m_attempts_{0}, m_untrusted_{0}, m_acked_{0}, m_resent_{0};
   std::atomic<int> m_sndbuf_{0};
   std::atomic<uint64_t> m_reads_{0}, m_bytes_read_{0}, m_pauses_{0}, m_fds_sent_{0};
-  std::atomic<bool> consumer_full_{false};  // set_consumer_full(); read by the IO thread
+  std::atomic<uint64_t> m_reply_bytes_dropped_{0};  // drain_inbound(): unread beyond the end cap
   // Descriptors of queued frames: pushed by the producer, the rest by the
   // send state's holder (see fd_outbox.h). cfg_.fds, or own_fds_.
   FdOutbox own_fds_;

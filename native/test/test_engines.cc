@@ -717,6 +717,7 @@ struct ReceivingWriter {
     WriterConfig c = producer_config(path, prod);
     c.receive = true;
     c.max_pending_bytes = max_pending;
+    c.end_allowance = max_pending;  // the end cap: twice max_pending (small, so that tests can pass it)
     c.assembler.max_message_size = max_message;
     c.reconnect.enabled = reconnect;
     c.reconnect.initial_delay_ms = 5;
@@ -1069,7 +1070,7 @@ TEST(writer_receive_too_large_frame_replaces_the_connection) {
 // of the old connection still unacked hold the budget on the new one (acks
 // are global) until acked.
 TEST(writer_receive_disconnect_mid_frame_then_reconnect) {
-  constexpr uint64_t kLimit = 8 * 1024;
+  constexpr uint64_t kLimit = 16 * 1024;  // the end cap (twice it, ReceivingWriter) takes all 30 KiB
   RawListener l;
   ReceivingWriter w(l.path, kLimit);
   UniqueFd p1 = l.accept();
@@ -1096,58 +1097,73 @@ TEST(writer_receive_disconnect_mid_frame_then_reconnect) {
   CHECK(!batch_after_disconnect);
   CHECK_EQ(seqs.size(), size_t{30});  // every whole frame, none of the half
   for (size_t i = 0; i < seqs.size(); ++i) CHECK_EQ(seqs[i], static_cast<uint32_t>(i));
-  // 30 KiB of the old connection's batches unacked, past the limit: no new
-  // connection until they are acked (see
-  // writer_receive_no_reconnect_while_the_consumer_is_full), then it is read.
-  CHECK(!l.accept(200).valid());
-  size_t acked = 0;
-  w.ack_all(&acked);
+  // Reconnected with 30 KiB of the old connection's batches unacked: the
+  // new connection is not read until they are acked.
   UniqueFd p2 = l.accept();
   CHECK(p2.valid());
   const auto f = frame(100, 10);
   CHECK(write_all(p2.get(), f.data(), f.size()));
   CHECK(w.until([&] { return w.count(WriterEvent::kConnect) == 2; }));
+  CHECK(!w.until([&] { return w.count(WriterEvent::kBatch) > 1 && w.events.back().type == WriterEvent::kBatch && w.events.back().conn_id == 2; }, 200));
+  size_t acked = 0;
+  w.ack_all(&acked);
   CHECK(w.until([&] { return w.events.back().type == WriterEvent::kBatch && w.events.back().conn_id == 2; }));
   CHECK_EQ(seq_of(w.events.back().batch, 0), uint32_t{100});
   w.engine.close();
 }
 
-// A connection's end is read whole (replies sent before a close are not
-// lost), even beyond max_pending_bytes; but while the consumer holds that
-// much, no new connection is made: each could bring another send buffer's
-// worth to read whole at its end, so a reader that fills its buffer and
-// closes, again and again, grew memory without bound (an attack review,
-// stop 32, measured 8 MB a cycle). Once acked below the limit it reconnects,
-// and that connection's end is read whole again.
-TEST(writer_receive_no_reconnect_while_the_consumer_is_full) {
+// A connection's end is read beyond max_pending_bytes (replies sent before a
+// close are not lost), but only up to the end cap (max_pending_bytes plus
+// WriterConfig::end_allowance, here max_pending_bytes again): the rest is
+// dropped, counted and reported (ERR_REPLIES_DROPPED). Reading every end
+// whole let a reader that fills its send buffer and closes, again on every
+// reconnect, grow memory without bound (an attack review, stop 32, measured
+// 8 MB a cycle). The next connection is made at once (nothing waits for the
+// consumer), and it is not read until acks bring the charge below the limit.
+TEST(writer_receive_end_is_read_up_to_the_end_cap) {
   constexpr uint64_t kLimit = 8 * 1024;
   RawListener l;
   ReceivingWriter w(l.path, kLimit);
   std::vector<uint8_t> bytes;
-  for (uint32_t i = 0; i < 30; ++i) {  // ~30 KiB: past the limit
+  for (uint32_t i = 0; i < 30; ++i) {  // ~30 KiB: past twice the limit
     const auto f = frame(i, 1000);
     bytes.insert(bytes.end(), f.begin(), f.end());
   }
-  const auto messages_of = [&](uint32_t conn) {
-    uint64_t n = 0;
-    for (auto& e : w.events)
-      if (e.type == WriterEvent::kBatch && e.batch.conn_id == conn) n += e.batch.count();
-    return n;
-  };
-  size_t acked = 0;
-  for (uint32_t round = 1; round <= 2; ++round) {
-    UniqueFd p = l.accept();
-    CHECK(p.valid());
-    CHECK(w.until([&] { return w.count(WriterEvent::kConnect) == round; }));
-    CHECK(write_all(p.get(), bytes.data(), bytes.size()));
-    p.reset();
-    CHECK(w.until([&] { return w.count(WriterEvent::kDisconnect) == round; }));
-    CHECK_EQ(messages_of(round), uint64_t{30});  // whole, beyond the limit
-    // Nothing acked: no new connection (the reconnect delay is 5-20 ms).
-    CHECK(!l.accept(300).valid());
-    CHECK_EQ(w.engine.metrics().connect_attempts, uint64_t{round});
-    w.ack_all(&acked);  // caught up: it reconnects
+  const size_t per_frame = bytes.size() / 30;
+  UniqueFd p1 = l.accept();
+  CHECK(p1.valid());
+  CHECK(w.until([&] { return w.count(WriterEvent::kConnect) == 1; }));
+  CHECK(write_all(p1.get(), bytes.data(), bytes.size()));
+  p1.reset();
+  CHECK(w.until([&] { return w.count(WriterEvent::kDisconnect) == 1; }));
+  uint64_t delivered = 0, held = 0;
+  size_t dropped_reports = 0;
+  for (auto& e : w.events) {
+    if (e.type == WriterEvent::kBatch) {
+      for (size_t k = 0; k < e.batch.count(); ++k) CHECK_EQ(seq_of(e.batch, k), static_cast<uint32_t>(delivered + k));
+      delivered += e.batch.count();
+      held += e.batch.charge();
+    }
+    dropped_reports += e.type == WriterEvent::kError && e.error.code == "ERR_REPLIES_DROPPED";
   }
-  CHECK(l.accept().valid());
+  std::printf("  end cap: %llu of 30 frames delivered, %llu bytes held (cap %llu), %llu dropped\n",
+              static_cast<unsigned long long>(delivered), static_cast<unsigned long long>(held),
+              static_cast<unsigned long long>(2 * kLimit),
+              static_cast<unsigned long long>(w.engine.metrics().reply_bytes_dropped));
+  CHECK(held >= 2 * kLimit);               // read beyond the limit, up to the cap
+  CHECK(held < 2 * kLimit + per_frame + 64);  // and no further (the frame that crossed it)
+  CHECK_EQ(dropped_reports, size_t{1});
+  CHECK_EQ(w.engine.metrics().reply_bytes_dropped, static_cast<uint64_t>((30 - delivered) * per_frame));
+  // Reconnected at once; not read while over the limit.
+  UniqueFd p2 = l.accept();
+  CHECK(p2.valid());
+  const auto f = frame(100, 10);
+  CHECK(write_all(p2.get(), f.data(), f.size()));
+  CHECK(w.until([&] { return w.count(WriterEvent::kConnect) == 2; }));
+  CHECK(!w.until([&] { return w.events.back().type == WriterEvent::kBatch && w.events.back().conn_id == 2; }, 200));
+  size_t acked = 0;
+  w.ack_all(&acked);
+  CHECK(w.until([&] { return w.events.back().type == WriterEvent::kBatch && w.events.back().conn_id == 2; }));
+  CHECK_EQ(seq_of(w.events.back().batch, 0), uint32_t{100});
   w.engine.close();
 }

@@ -901,6 +901,19 @@ TEST(refuse_rights_makes_the_kernel_refuse_descriptors) {
   errno = 0;
   CHECK_EQ(send_with_fds(a.get(), "x", 1, &zero, 1), ssize_t{-1});  // not accepted yet: refused already
   CHECK_EQ(errno, EPERM);
+  // ListenOptions::pass_rights 0, as a Reader listens: refused from the
+  // first connection on, before anything else touches the socket.
+  {
+    ListenOptions lo;
+    lo.pass_rights = 0;
+    Listener early = listen_unix(dir / "early.sock", lo);
+    CHECK(!early.error);
+    UniqueFd c;
+    CHECK_EQ(connect_unix(dir / "early.sock", &c), 0);
+    errno = 0;
+    CHECK_EQ(send_with_fds(c.get(), "e", 1, &zero, 1), ssize_t{-1});
+    CHECK_EQ(errno, EPERM);
+  }
   // connect_unix(refuse_fds), as a Writer connects: the listener's side of
   // the connection cannot send the connecting socket a descriptor, from the
   // first byte on; without it, it can.

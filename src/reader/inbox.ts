@@ -167,33 +167,37 @@ export class Inbox {
   /** Moves on to the next item and returns its tag (a `protocol.item` value); -1 when none is left. */
   next(): number {
     const q = this.#items;
-    const i = this.#next;
-    if (i >= q.length) {
-      if (q.length !== 0) {
-        this.#items = [];
-        this.#next = 0;
+    for (;;) {
+      const i = this.#next;
+      if (i >= q.length) {
+        if (q.length !== 0) {
+          this.#items = [];
+          this.#next = 0;
+        }
+        return -1;
       }
-      return -1;
+      this.#at = i;
+      this.#next = i + this.#slots;
+      const tag = q[i] as number;
+      // Items that only set state for the next BATCH, or were handled ahead:
+      // on to the next (a loop: many in a row must not grow the stack).
+      if (tag === HANDLED) continue;
+      if (tag === this.#fdsTag) {
+        this.#fds.keep(q[i + 2] as Int32Array);
+        q[i + 2] = undefined;
+        continue;
+      }
+      if (tag === this.#credsTag) {
+        this.#creds = q[i + 2] as Int32Array;
+        continue;
+      }
+      if (tag === this.#seqTag) {
+        this.#seqFirst = q[i + 2] as number;
+        this.#seqRedelivered = q[i + 3] as number;
+        continue;
+      }
+      return tag;
     }
-    this.#at = i;
-    this.#next = i + this.#slots;
-    const tag = q[i] as number;
-    if (tag === HANDLED) return this.next();
-    if (tag === this.#fdsTag) {
-      this.#fds.keep(q[i + 2] as Int32Array);
-      q[i + 2] = undefined;
-      return this.next();
-    }
-    if (tag === this.#credsTag) {
-      this.#creds = q[i + 2] as Int32Array;
-      return this.next();
-    }
-    if (tag === this.#seqTag) {
-      this.#seqFirst = q[i + 2] as number;
-      this.#seqRedelivered = q[i + 3] as number;
-      return this.next();
-    }
-    return tag;
   }
 
   /** The current item's connection id (0 for a peer refused before it got one, or the listening socket). */

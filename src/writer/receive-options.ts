@@ -117,4 +117,5 @@ export const WRITER_RECEIVE_METRICS: readonly MetricSpec[] = [
   ['fdsReceived', 'fds_received_total', 'counter', 'File descriptors received with the reader\'s messages (acceptFds).'],
   ['fdsRefused', 'fds_refused_total', 'counter', 'File descriptors from the reader closed on arrival (not accepted, misplaced, cut short).'],
   ['fdsClosedUnclaimed', 'fds_closed_unclaimed_total', 'counter', 'Received file descriptors onMessage did not take, closed at batch release.'],
+  ['replyBytesDropped', 'reply_bytes_dropped_total', 'counter', 'Bytes from the reader left unread when their connection ended (onMessage already held maxPendingBytes plus the end allowance).'],
 ];

@@ -85,6 +85,8 @@ export interface WriterMetrics {
   fdsReceived: number;
   /** File descriptors from the reader closed on arrival: not accepted, sent against the wire rule, or cut short. */
   fdsRefused: number;
+  /** Bytes the reader sent that were never read: their connection ended while `onMessage` already held `maxPendingBytes` plus the end allowance, max(`maxPendingBytes`, 4 × `net.core.wmem_max`) (`ERR_REPLIES_DROPPED`). */
+  replyBytesDropped: number;
   /** Received file descriptors `onMessage` did not take (`batch.takeFds()`), closed when their batch was released. */
   fdsClosedUnclaimed: number;
   /** `delivery: 'acked'`: messages the reader acknowledged (0 otherwise). */
