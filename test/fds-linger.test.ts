@@ -25,13 +25,12 @@ import { fdCount, itOnKernel } from './fd-helpers';
 const track = useTracking(500);
 afterEach(() => killChildren());
 
-// argv: type address linger_s. Makes a TCP connection whose peer never
-// reads, fills its send queue, sets SO_LINGER, sends it with one message,
-// closes its own copy, then sends a plain message. Prints one JSON line.
-const PY_LINGER = `
+// The weapon, armed (argv: type path linger_s): `tcp`, a TCP connection whose
+// peer never reads, its send queue filled (`queued` bytes), with SO_LINGER
+// set; `types` maps the socket type names.
+const ARM = `
 import errno, json, os, socket, struct, sys
 kind, path, linger = sys.argv[1], sys.argv[2], int(sys.argv[3])
-addr = '\\0' + path[1:] if path.startswith('@') else path
 lst = socket.socket(); lst.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
 lst.bind(('127.0.0.1', 0)); lst.listen(1)
 tcp = socket.socket(); tcp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
@@ -44,6 +43,12 @@ except BlockingIOError:
     pass
 tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, linger))
 types = {'stream': socket.SOCK_STREAM, 'seqpacket': socket.SOCK_SEQPACKET, 'dgram': socket.SOCK_DGRAM}
+`;
+
+// argv: type address linger_s. Arms the weapon, sends it with one message
+// (its own copy is never closed), then sends a plain message. Prints one
+// JSON line.
+const PY_LINGER = `${ARM}addr = '\\0' + path[1:] if path.startswith('@') else path
 s = socket.socket(socket.AF_UNIX, types[kind]); s.connect(addr)
 frame = (lambda b: bytes([len(b)]) + b) if kind == 'stream' else (lambda b: b)
 try:
@@ -95,22 +100,7 @@ describe('a descriptor that blocks its last close (TCP, SO_LINGER, unsent data)'
 // reply frame, then sends a plain reply frame, prints {"event":"tried",
 // "result":"sent"|"refused","queued":..}, and reads until EOF
 // ({"event":"eof","got":hex}; a second reset counts as the end). It keeps the TCP pair alive until it exits.
-const PY_LINGER_LISTENER = `
-import json, os, socket, struct, sys
-kind, path, linger = sys.argv[1], sys.argv[2], int(sys.argv[3])
-lst = socket.socket(); lst.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-lst.bind(('127.0.0.1', 0)); lst.listen(1)
-tcp = socket.socket(); tcp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-tcp.connect(lst.getsockname()); peer, _ = lst.accept()  # never read
-tcp.setblocking(False)
-queued = 0
-try:
-    while True: queued += tcp.send(b'z' * 4096)
-except BlockingIOError:
-    pass
-tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, linger))
-types = {'stream': socket.SOCK_STREAM, 'seqpacket': socket.SOCK_SEQPACKET}
-l = socket.socket(socket.AF_UNIX, types[kind]); l.bind(path); l.listen(8)
+const PY_LINGER_LISTENER = `${ARM}l = socket.socket(socket.AF_UNIX, types[kind]); l.bind(path); l.listen(8)
 print(json.dumps({'event': 'listening'}), flush=True)
 c, _ = l.accept()
 frame = (lambda b: bytes([len(b)]) + b) if kind == 'stream' else (lambda b: b)
