@@ -69,7 +69,11 @@ describe('Writer replies: connections that end while onMessage is behind', () =>
         onError: (e) => errors.push((e as IpcError).code),
         reconnect: FAST,
       }),
-    ).start();
+    );
+    const log: string[] = [];
+    w.on('error', (e) => log.push((e as IpcError).code));
+    w.on('disconnect', () => log.push('disconnect'));
+    w.start();
     let sent: number[] = [];
     try {
       await server.line((l) => l.event === 'served' && l.n === N, `${N} connections served`, 30_000);
@@ -89,6 +93,11 @@ describe('Writer replies: connections that end while onMessage is behind', () =>
     }
     await waitFor(() => errors.length >= 1, 10_000, 'the drops reported');
     expect(new Set(errors)).toEqual(new Set(['ERR_REPLIES_DROPPED']));
+    // Each report comes right before the 'disconnect' of the connection it is about.
+    await waitFor(() => log.filter((x) => x === 'disconnect').length >= N, 10_000, 'every disconnect');
+    log.forEach((x, i) => {
+      if (x === 'ERR_REPLIES_DROPPED') expect(log[i + 1]).toBe('disconnect');
+    });
     // Each frame was read whole and delivered, or dropped.
     await waitFor(() => messages * (SIZE + 3) + w.metrics().replyBytesDropped === sent.reduce((a, b) => a + b, 0), 10_000, 'every message delivered or dropped');
     expect(w.metrics().received).toBe(messages);

@@ -259,13 +259,13 @@ void JsReceiver::Finish() {
       int unread = 0;
       if (::ioctl(conn_->fd.get(), FIONREAD, &unread) != 0 || unread < 0) unread = 0;
       const uint64_t lost = assembler_->partial_bytes() + static_cast<uint64_t>(unread);
-      if (lost > 0 && engine_) {
+      if (lost > 0) {
         reply_bytes_dropped_ += lost;
-        engine_->report_error(CoreError::plain(
+        drop_report_ = CoreError::plain(
             "ERR_REPLIES_DROPPED", "the connection ended with " + std::to_string(lost) +
                                        " bytes from the reader unread: onMessage held " + std::to_string(pending_) +
                                        " bytes in batches not yet done with (the most a connection's end may bring "
-                                       "it to is " + std::to_string(cap) + "), and they went with it"));
+                                       "it to is " + std::to_string(cap) + "), and they went with it");
       }
     }
   } catch (const std::bad_alloc&) {

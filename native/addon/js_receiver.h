@@ -99,6 +99,9 @@ class JsReceiver {
   uint64_t fds_received() const { return fds_received_; }
   uint64_t fds_refused() const { return fds_refused_; }
   uint64_t reply_bytes_dropped() const { return reply_bytes_dropped_; }
+  // The ERR_REPLIES_DROPPED the last Finish() found, once (the caller
+  // reports it in order, before the event that ended the connection).
+  CoreError TakeDropReport() { return std::exchange(drop_report_, CoreError{}); }
 
  private:
   // One connection: the uv_poll_t on its dup, which owns the dup (closed
@@ -161,6 +164,7 @@ class JsReceiver {
   std::deque<std::pair<uint64_t, uint32_t>> fd_marks_;
   uint64_t reads_ = 0, bytes_read_ = 0, pauses_ = 0, fds_received_ = 0, fds_refused_ = 0;
   uint64_t reply_bytes_dropped_ = 0;  // beyond the end cap when their connection ended (Finish())
+  CoreError drop_report_;             // for TakeDropReport()
 };
 
 }  // namespace udsipc

@@ -235,6 +235,11 @@ Napi::Value WriterWrap::TakeValue(Napi::Env env) {
                   e.type == WriterEvent::kStopped)) {
       receiver_.Finish();
       flush_local();
+      // Replies that end left unread beyond the end cap: reported here, before
+      // the event that ends the connection (even STOPPED).
+      CoreError dropped = receiver_.TakeDropReport();
+      if (dropped) w.event(WriterEvent::kError, error_to_object(env, dropped), none, none);
+      if (e.type == WriterEvent::kDisconnect && engine_) engine_->consumer_finished();
     }
     switch (e.type) {
       case WriterEvent::kBatch: {

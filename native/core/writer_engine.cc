@@ -240,7 +240,8 @@ void WriterEngine::run() {
     const bool stopping = stop_requested_.load();
     if (io_reads()) apply_acks();
     if (cfg_.receive_on_consumer) apply_inbound_error();
-    if (!connected_ && !failed_ && now >= next_connect_at_) try_connect(now);
+    const bool held = awaiting_consumer();
+    if (!connected_ && !failed_ && now >= next_connect_at_ && !held) try_connect(now);
     if (connected_ && !want_out_ && may_send() && now >= send_retry_at_) send_published();
 
     if (stopping) {
@@ -264,7 +265,8 @@ void WriterEngine::run() {
 
     // How long may we sleep?
     int timeout = -1;
-    if (!connected_ && !failed_) timeout = static_cast<int>(std::max<int64_t>(0, next_connect_at_ - now));
+    // Held: consumer_finished() wakes us.
+    if (!connected_ && !failed_ && !held) timeout = static_cast<int>(std::max<int64_t>(0, next_connect_at_ - now));
     if (connected_ && !may_send()) {
       if (now >= greet_deadline_) {
         protocol_mismatch("no greeting from the reader within handshakeTimeoutMs (" +
@@ -843,6 +845,9 @@ void WriterEngine::disconnect(const CoreError& why, Drop mode) {
     WriterEvent ev{WriterEvent::kDisconnect};
     ev.error = why;
     ev.sent = m_sent_.load(std::memory_order_relaxed);  // the send state is ours: exact
+    // The consumer reads this connection's end from its dup when it takes
+    // this event; until it has (consumer_finished()), no new connection.
+    if (cfg_.receive_on_consumer) unfinished_.fetch_add(1);
     emit(std::move(ev));
   }
   if (!cfg_.reconnect.enabled) {

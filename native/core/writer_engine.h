@@ -199,7 +199,7 @@ struct WriterMetrics {
   // was paused at max_pending_bytes.
   uint64_t read_calls = 0, bytes_read = 0, pauses = 0;
   // Bytes the reader sent that were left unread when their connection ended
-  // with the consumer 2 x max_pending_bytes behind (ERR_REPLIES_DROPPED).
+  // with the consumer at the end cap (end_cap(); ERR_REPLIES_DROPPED).
   uint64_t reply_bytes_dropped = 0;
   uint64_t fds_sent = 0;     // descriptors the kernel took with their frame (re-sends included)
   uint32_t fds_buffered = 0;  // descriptors held for frames not fully sent
@@ -279,6 +279,17 @@ class WriterEngine {
   void attach_fds(uint32_t start, uint32_t end, std::vector<UniqueFd> fds) {
     fds_.push(start, end, std::move(fds));
   }
+  // Consumer thread (receive_on_consumer): it has read the end of a
+  // connection whose kDisconnect it took (JsReceiver::Finish()) and closed
+  // its dup. Until then no new connection is made: each ended connection
+  // left waiting holds its kernel queue (up to a send buffer) and a
+  // descriptor, and a consumer thread held up (busy JavaScript) must not let
+  // reconnects pile them up. This waits for that thread's event loop, not
+  // for the handler.
+  void consumer_finished() {
+    unfinished_.fetch_sub(1);
+    loop_.wake();
+  }
   // Any thread: the most a receiving consumer may hold in batches once a
   // connection's end is read (WriterConfig::end_allowance).
   uint64_t end_cap() const { return end_cap_; }
@@ -289,6 +300,9 @@ class WriterEngine {
  private:
   void run();
   void try_connect(int64_t now);
+  bool awaiting_consumer() const {  // see consumer_finished(); never while stopping
+    return cfg_.receive_on_consumer && unfinished_.load() > 0 && !stop_requested_.load();
+  }
   int connect_unix_fd(UniqueFd* out);
   CoreError check_owner() const;
   CoreError check_peer(int fd) const;
@@ -416,6 +430,7 @@ class WriterEngine {
   std::atomic<int> m_sndbuf_{0};
   std::atomic<uint64_t> m_reads_{0}, m_bytes_read_{0}, m_pauses_{0}, m_fds_sent_{0};
   std::atomic<uint64_t> m_reply_bytes_dropped_{0};  // drain_inbound(): unread beyond the end cap
+  std::atomic<uint32_t> unfinished_{0};  // kDisconnects the consumer has not finished (consumer_finished())
   // Descriptors of queued frames: pushed by the producer, the rest by the
   // send state's holder (see fd_outbox.h). cfg_.fds, or own_fds_.
   FdOutbox own_fds_;

@@ -1167,3 +1167,44 @@ TEST(writer_receive_end_is_read_up_to_the_end_cap) {
   CHECK_EQ(seq_of(w.events.back().batch, 0), uint32_t{100});
   w.engine.close();
 }
+
+// Receiving on the consumer's thread (the addon's JavaScript thread): each
+// kConnect carries a dup that the consumer reads, and the end of each
+// connection is read from it when the consumer takes its kDisconnect. Until
+// it says so (consumer_finished()), no new connection is made: otherwise a
+// consumer held up (busy JavaScript) let reconnects pile up ended
+// connections, each holding its kernel queue and a descriptor (an attack
+// review, stop 33: +572 MB of kernel memory in a 3 s stall). Stopping does
+// not wait for it.
+TEST(writer_consumer_finishes_each_end_before_the_next_connection) {
+  RawListener l;
+  Producer prod(1 << 16);
+  WriterConfig c = producer_config(l.path, prod);
+  c.receive = true;
+  c.receive_on_consumer = true;
+  c.reconnect.enabled = true;
+  c.reconnect.initial_delay_ms = 2;
+  c.reconnect.max_delay_ms = 5;
+  Collector wc;
+  WriterEngine engine(c, [&] { wc.notify(); });
+  prod.engine = &engine;
+  engine.start();
+  std::vector<WriterEvent> events;
+  const auto count = [&](WriterEvent::Type t) {
+    for (auto& e : engine.take_events()) events.push_back(std::move(e));
+    size_t n = 0;
+    for (auto& e : events) n += e.type == t;
+    return n;
+  };
+  for (size_t round = 1; round <= 2; ++round) {
+    UniqueFd p = l.accept();
+    CHECK(p.valid());
+    p.reset();  // the reader closes
+    for (int i = 0; i < 1000 && count(WriterEvent::kDisconnect) < round; ++i) wc.wait(10);
+    CHECK_EQ(count(WriterEvent::kDisconnect), round);
+    CHECK(!l.accept(200).valid());  // the reconnect delay is 2-5 ms: it waits for the consumer
+    engine.consumer_finished();
+  }
+  CHECK(l.accept().valid());  // finished: it reconnects
+  engine.close();
+}
