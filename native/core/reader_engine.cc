@@ -407,8 +407,39 @@ void ReaderEngine::resume(Conn& c) {
   update_interest(c);
 }
 
+void ReaderEngine::set_hot(Conn& c, bool on) {
+  if (c.hot == on) return;
+  c.hot = on;
+  if (on) hot_.push_back(c.id);
+  else hot_.erase(std::find(hot_.begin(), hot_.end(), c.id));
+  update_interest(c);
+}
+
+void ReaderEngine::keep_polled_if_hot() {
+  // The JS thread polls the set: hot connections are not in it, and the
+  // wake-up a round consumed (ours, or the IO thread's look in JS-thread
+  // mode) must be put back, or the poll would not come back to them.
+  if (!hot_.empty() && mode_.load(std::memory_order_relaxed) == kJsThread) loop_.wake();
+}
+
+int ReaderEngine::read_hot() {
+  if (hot_.empty()) return 0;
+  hot_scratch_ = hot_;  // a read may close a connection or cool it
+  int n = 0;
+  for (const uint32_t id : hot_scratch_) {
+    auto it = conns_.find(id);
+    if (it == conns_.end()) continue;
+    Conn& c = *it->second;
+    if (!c.hot || c.paused || c.held) continue;
+    const uint64_t reads_before = m_reads_.load(std::memory_order_relaxed);
+    read_conn(c);
+    if (m_reads_.load(std::memory_order_relaxed) != reads_before) ++n;
+  }
+  return n;
+}
+
 void ReaderEngine::update_interest(Conn& c) {
-  const uint32_t want = (c.paused || c.held || c.lingering ? 0u : static_cast<uint32_t>(EPOLLIN | EPOLLRDHUP)) |
+  const uint32_t want = (c.paused || c.held || c.lingering || c.hot ? 0u : static_cast<uint32_t>(EPOLLIN | EPOLLRDHUP)) |
                         (c.want_out ? static_cast<uint32_t>(EPOLLOUT) : 0u);
   if (want == c.interest) return;
   if (c.interest == 0) loop_.add(c.fd.get(), want, c.id);
@@ -482,6 +513,10 @@ void ReaderEngine::close_stalled_replies(int64_t now) {
 }
 
 void ReaderEngine::pause(Conn& c) {
+  if (c.hot) {
+    c.hot = false;  // update_interest() below: out of the set until resumed
+    hot_.erase(std::find(hot_.begin(), hot_.end(), c.id));
+  }
   c.paused = true;
   trim_due_ = true;
   trim_wake_.store(true, std::memory_order_relaxed);
@@ -791,12 +826,14 @@ int ReaderEngine::step(std::vector<epoll_event>& events, int max_wait_ms, bool t
         ++direct_streak_;
         last_round_bytes_ = m_bytes_.load(std::memory_order_relaxed) - bytes_before;
         notify_if_pushed();
+        keep_polled_if_hot();
         return 1;
       }
     }
   }
   direct_streak_ = 0;
-  const int n = loop_.wait(events.data(), static_cast<int>(events.size()), timeout);
+  if (!hot_.empty()) timeout = 0;  // they are read below, whatever else is ready
+  int n = loop_.wait(events.data(), static_cast<int>(events.size()), timeout);
   for (int i = 0; i < n; ++i) {
     const uint64_t tag = events[i].data.u64;
     if (tag == EventLoop::kWakeTag) continue;
@@ -813,8 +850,10 @@ int ReaderEngine::step(std::vector<epoll_event>& events, int max_wait_ms, bool t
     if (c.want_out && (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))) flush_replies(c);
     if (!c.paused && !c.held && (ev & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))) read_conn(c);
   }
+  n += read_hot();
   if (n > 0) last_round_bytes_ = m_bytes_.load(std::memory_order_relaxed) - bytes_before;
   notify_if_pushed();
+  keep_polled_if_hot();
   return n;
 }
 
@@ -925,6 +964,7 @@ void ReaderEngine::run() {
         mode_.store(kJsThread);
       }
       m_handoffs_.fetch_add(1, std::memory_order_relaxed);
+      if (!hot_.empty()) loop_.wake();  // see keep_polled_if_hot()
       poll_request_.store(true);
       call_pending_.store(true);
       notify_();
@@ -1164,6 +1204,7 @@ void ReaderEngine::on_readable_packets(Conn& c) {
     return;
   }
   if (more) full_read_ = true;
+  set_hot(c, more);
 }
 
 void ReaderEngine::on_readable(Conn& c) {
@@ -1302,6 +1343,7 @@ void ReaderEngine::close_conn(uint32_t id, CoreError why, CoreError reason) {
   // Counted out before the consumer can see the close.
   m_active_.fetch_sub(1, std::memory_order_relaxed);
   if (c.paused) paused_count_.fetch_sub(1);
+  if (c.hot) hot_.erase(std::find(hot_.begin(), hot_.end(), id));
   if (c.interest != 0) loop_.remove(c.fd.get());
   c.interest = 0;
   // No reply can reach the descriptor once it is closed (below, with c).

@@ -1208,3 +1208,99 @@ TEST(writer_consumer_finishes_each_end_before_the_next_connection) {
   CHECK(l.accept().valid());  // finished: it reconnects
   engine.close();
 }
+
+// The descriptors registered in the epoll set `epfd` ("tfd:" lines of its
+// /proc fdinfo).
+static int epoll_entries(int epfd) {
+  char name[64];
+  std::snprintf(name, sizeof name, "/proc/self/fdinfo/%d", epfd);
+  FILE* f = std::fopen(name, "r");
+  CHECK(f != nullptr);
+  int n = 0;
+  char line[512];
+  while (f && std::fgets(line, sizeof line, f)) n += std::strncmp(line, "tfd:", 4) == 0;
+  if (f) std::fclose(f);
+  return n;
+}
+
+// A seqpacket connection that a read round leaves with packets queued is out
+// of the epoll set (so that each packet its writer sends does not run the
+// set's wake-up callback) and is read every round until one drains it; the
+// JS thread's poll of the set keeps coming back to it meanwhile, and once it
+// is back in the set a later packet still wakes the reader.
+TEST(reader_hot_packet_connection_leaves_the_epoll_set_until_drained) {
+  const std::string path = temp_socket();
+  ListenOptions lo;
+  lo.type = SOCK_SEQPACKET;
+  lo.mode = 0600;
+  Listener l = listen_unix(path, lo);
+  CHECK(!l.error);
+  ReaderConfig cfg;
+  cfg.type = SOCK_SEQPACKET;
+  cfg.listen_fd = std::move(l.fd);
+  cfg.path = path;
+  cfg.dev = l.dev;
+  cfg.ino = l.ino;
+  cfg.js_thread_polling = true;
+  cfg.js_thread_under_load = true;
+  Collector rc;
+  ReaderEngine reader(std::move(cfg), [&] { rc.notify(); });
+  reader.start();
+  Consumer consumer{reader, rc};
+  const int epfd = reader.poll_fd();
+
+  UniqueFd client;
+  CHECK_EQ(connect_unix(path, &client, SOCK_SEQPACKET, /*autobind=*/true), 0);
+  std::vector<ReaderItem> items;
+  uint64_t received = 0;
+  bool open = false;
+  auto round = [&] {
+    items.clear();
+    consumer.next(items);
+    for (auto& it : items) {
+      if (it.type == ReaderItem::kOpen) open = true;
+      if (it.type != ReaderItem::kBatch) continue;
+      received += it.batch.count();
+      reader.ack(it.conn_id, it.batch.length);
+    }
+  };
+  auto until = [&](const std::function<bool()>& done) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!done() && std::chrono::steady_clock::now() < deadline) round();
+    return done();
+  };
+  // Accepted, and the JS thread polls: the listener, the wake-up eventfd and
+  // the connection are in the set.
+  CHECK(until([&] { return open && consumer.polling; }));
+  CHECK_EQ(epoll_entries(epfd), 3);
+
+  // More packets than one read round takes (4 calls of 64), and than two
+  // (the IO thread's look in JS-thread mode may read one round meanwhile).
+  raise_send_buffer(client.get(), 1 << 22);
+  const uint8_t msg[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  uint64_t sent = 0;
+  while (::send(client.get(), msg, sizeof msg, MSG_DONTWAIT | MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof msg)) ++sent;
+  CHECK(sent > 2 * 256);
+
+  // One poll: a full round, and the connection leaves the set; the set
+  // stays readable so that the next poll comes back to it.
+  pollfd p{epfd, POLLIN, 0};
+  CHECK(::poll(&p, 1, 5000) == 1);
+  const uint64_t reads_before = reader.metrics().read_calls;
+  CHECK(reader.js_thread_poll());
+  CHECK(reader.metrics().read_calls - reads_before >= 4);
+  CHECK_EQ(epoll_entries(epfd), 2);
+  p.revents = 0;
+  CHECK(::poll(&p, 1, 0) == 1);
+
+  // Read to the end: back in the set.
+  CHECK(until([&] { return received == sent; }));
+  CHECK(until([&] { return epoll_entries(epfd) == 3; }));
+
+  // A packet sent now wakes the poll and is read.
+  CHECK(::send(client.get(), msg, sizeof msg, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof msg));
+  CHECK(until([&] { return received == sent + 1; }));
+
+  client.reset();
+  reader.close();
+}
