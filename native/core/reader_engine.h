@@ -274,7 +274,7 @@ class ReaderEngine {
     // EPOLLIN|EPOLLRDHUP unless paused or held, EPOLLOUT while replies wait.
     uint32_t interest = 0;
     bool want_out = false;  // replies are queued: watch EPOLLOUT
-    // SOCK_SEQPACKET/SOCK_DGRAM: its last read round stopped with packets
+    // SOCK_SEQPACKET: its last read round stopped with packets
     // still queued, so it is read every round (in hot_) and is out of the
     // epoll set for EPOLLIN until a round drains it (see set_hot()).
     bool hot = false;
