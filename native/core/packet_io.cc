@@ -243,8 +243,11 @@ RecvResult PacketReceiver::receive(uint64_t budget, bool close, uint64_t fd_room
     iov[i].iov_base = arena_->slot(i);
     iov[i].iov_len = slot_;
     msghdr& m = h[i].msg_hdr;
+    // The EOF test needs only the address's length: with room for none the
+    // kernel copies no address bytes and still writes the length back
+    // (recvmsg(2): a truncated address reports its full length).
     m.msg_name = named_peer_ ? arena_->name(i) : nullptr;
-    m.msg_namelen = named_peer_ ? sizeof(sockaddr_un) : 0;
+    m.msg_namelen = 0;
     m.msg_iov = &iov[i];
     m.msg_iovlen = 1;
     m.msg_control = control ? arena_->control(i) : nullptr;

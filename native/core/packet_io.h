@@ -55,8 +55,9 @@
 //   before it connects, see connect_unix()), every packet carries it
 //   (msg_name, msg_namelen > 0) and an EOF entry has none. The kernel
 //   copies the sender's address when the packet is read, so a peer that
-//   binds only after attach() looked is still told right. This costs a
-//   copy of a few bytes per packet;
+//   binds only after attach() looked is still told right. Only its length
+//   is asked for (msg_namelen 0 in, the address's length out: no bytes of
+//   it are copied), a store per packet;
 // - credentials: for a peer with no address (a raw client that did not
 //   bind), attach() turns on SO_PASSCRED, and every real packet carries an
 //   SCM_CREDENTIALS control message (the kernel adds it at receive time, so
