@@ -20,6 +20,8 @@ const KEYS = ['highWaterMark', 'signal'];
  * (true), else do nothing (false). Throws what write() throws.
  */
 export const kTryQueue: unique symbol = Symbol('uds-ipc.tryQueue');
+/** @internal Writer method `(corked: boolean) => void`: see RingProducer.corked; uncorking publishes what waits. */
+export const kCork: unique symbol = Symbol('uds-ipc.cork');
 
 interface Queueing {
   [kTryQueue](data: Uint8Array | string): boolean;

@@ -21,7 +21,7 @@ import {
   type WriterOptions,
 } from './options';
 import type { Protocol } from './protocol';
-import { createWritable, kTryQueue, type WritableOptions } from './stream';
+import { createWritable, kCork, kTryQueue, type WritableOptions } from './stream';
 import * as callerData from './writer/caller-data';
 import { WriterInbox, type ReceivingWriterHandle } from './writer/inbox';
 import { WriterConnection } from './writer/connection';
@@ -370,6 +370,13 @@ export class Writer extends EventEmitter {
   /** @internal For the stream adapter: queue now if it fits and no send() waits. */
   [kTryQueue](data: Uint8Array | string): boolean {
     return this.#sends.length === 0 && this.#queue(data);
+  }
+
+  // Frames written while corked go out together, when uncorked (RpcClient:
+  // one send per group of requests).
+  [kCork](corked: boolean): void {
+    this.#ring.corked = corked;
+    if (!corked) this.#ring.publishPending();
   }
 
   // write() for send(): a refused message is not counted as written/dropped,

@@ -203,6 +203,28 @@ describe('RingProducer: publishing and the send hand-over', () => {
     expect(ctrl[C.TAIL]).toBe(p.tail);
   });
 
+  it('corked, the first frame of a task waits too; publishPending() publishes the group at once, and the end of the task still does', async () => {
+    const { p, ctrl, calls } = setup(1 << 16);
+    ctrl[C.SLEEP] = TURN.IDLE; // the IO side is idle: a publish is a direct send
+    p.corked = true;
+    expect(p.append('a', 1)).toBe(true);
+    expect(p.append('b', 1)).toBe(true);
+    expect(ctrl[C.TAIL]).toBe(0);
+    expect(calls).toHaveLength(0);
+    p.corked = false;
+    p.publishPending();
+    expect(ctrl[C.TAIL]).toBe(4);
+    expect(calls).toEqual([{ frames: 2, payload: 2, tail: 4, sleep: TURN.PRODUCER_SENDS }]); // one send for the group
+    await tick();
+    // Left corked, what was appended still goes at the end of the task.
+    p.corked = true;
+    expect(p.append('c', 1)).toBe(true);
+    expect(ctrl[C.TAIL]).toBe(4);
+    await Promise.resolve();
+    expect(ctrl[C.TAIL]).toBe(6);
+    expect(calls).toHaveLength(2);
+  });
+
   it('sends directly only when SLEEP is IDLE, after swapping it to PRODUCER_SENDS', async () => {
     const { p, ctrl, calls, sender } = setup(1024);
     ctrl[C.SLEEP] = TURN.IO_THREAD_SENDS;

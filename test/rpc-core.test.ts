@@ -415,6 +415,31 @@ describe('frames of a tick', () => {
     expect(client.inFlight).toBe(6);
   });
 
+  it('a burst of calls is handed over in corked groups of 16 as it is made (the server starts on them meanwhile), the rest at the end of the tick', async () => {
+    const log: string[] = [];
+    const client = new ClientCore(
+      {
+        write: (f) => (log.push(`w:${Buffer.from(decodeRpcEnvelope(f).kind === 'request' ? (decodeRpcEnvelope(f) as { body: Uint8Array }).body : []).toString()}`), true),
+        send: () => Promise.resolve(),
+        cork: () => log.push('cork'),
+        uncork: () => log.push('uncork'),
+      },
+      { timeoutMs: 0, streamWindow: 16 },
+    );
+    void client.call('m', 'lone', undefined, undefined);
+    expect(log).toEqual(['w:lone']); // nothing else in flight: at once, not corked
+    log.length = 0;
+    for (let i = 0; i < 40; i++) void client.call('m', `c${i}`, undefined, undefined);
+    // Synchronously, two whole groups went, each between cork and uncork.
+    const group = (from: number): string[] => ['cork', ...Array.from({ length: 16 }, (_, k) => `w:c${from + k}`), 'uncork'];
+    expect(log).toEqual([...group(0), ...group(16)]);
+    expect(client.framesWritten).toBe(33);
+    await new Promise<void>((r) => process.nextTick(r));
+    expect(log.slice(36)).toEqual(['cork', ...Array.from({ length: 8 }, (_, k) => `w:c${32 + k}`), 'uncork']);
+    expect(client.framesWritten).toBe(41);
+    expect(client.inFlight).toBe(41);
+  });
+
   it('requests still in the tick are not counted as sent when the connection is lost, and go out after it', async () => {
     const { client, frames } = sinkCore();
     const first = client.call('m', 'a', undefined, undefined);

@@ -92,6 +92,19 @@ describe('unary calls', () => {
     expect(client.inFlight).toBe(0);
   });
 
+  it('a burst of calls made in one tick reaches the transport in groups while it is being made, and every reply finds its caller', async () => {
+    const { client } = await pair({ echo: (b: Buffer) => b });
+    await client.call('echo', 'warm'); // connected, nothing in flight
+    const written0 = client.metrics().transport.written;
+    const calls = [client.call('echo', 'lone')]; // nothing in flight: written at once
+    for (let i = 0; i < 40; i++) calls.push(client.call('echo', `c${i}`));
+    // Still inside the tick: the lone request and two groups of 16 are in the Writer's queue.
+    expect(client.metrics().transport.written - written0).toBe(33);
+    await new Promise<void>((r) => process.nextTick(r));
+    expect(client.metrics().transport.written - written0).toBe(41);
+    expect((await Promise.all(calls)).map(String)).toEqual(['lone', ...Array.from({ length: 40 }, (_, i) => `c${i}`)]);
+  });
+
   it('deadlines and aborts: the caller gets ERR_TIMEOUT / AbortError, the handler sees ctx.signal aborted', async () => {
     const signals: AbortSignal[] = [];
     const { client, server } = await pair(

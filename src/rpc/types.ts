@@ -84,6 +84,13 @@ export interface FrameSink {
   writeParts?(head: Uint8Array, headLen: number, body: Uint8Array | string, bodyLen: number): boolean;
   /** Optional (with writeParts): {@link FrameSink.send} of the frame `head[0, headLen) + body`. */
   sendParts?(head: Uint8Array, headLen: number, body: Uint8Array | string, bodyLen: number): Promise<void>;
+  /**
+   * Optional: frames written from now on wait until {@link FrameSink.uncork},
+   * which sends them together (at the latest, they go at the end of the task).
+   */
+  cork?(): void;
+  /** Optional (with cork): sends what was written since cork(). */
+  uncork?(): void;
 }
 
 /** @internal The owner of a frame's memory: `retain()` keeps it valid after the frame was handled (a Batch). */

@@ -301,17 +301,27 @@ export class RingProducer<T extends Target = Target> {
     this.#accepted = (this.#accepted + 1) | 0;
     this.#payload = (this.#payload + len) | 0;
     // The first frame of a burst goes out at once (nothing waits behind it
-    // yet: no added latency); the rest of the burst is published every
-    // #publishBytes and when the task ends (one microtask per burst).
+    // yet: no added latency), unless corked; the rest of the burst is
+    // published every #publishBytes and when the task ends (one microtask
+    // per burst).
     this.#unpublished += total;
     if (this.#unpublished >= this.#publishBytes) this.#publish();
     else if (!this.#publishQueued) {
       this.#publishQueued = true;
-      this.#publish();
+      if (!this.corked) this.#publish();
       queueMicrotask(this.#publishTask);
     }
     return true;
   }
+
+  /**
+   * While true, append() does not publish the first frame of a burst at
+   * once: the caller appends a group of frames and then calls
+   * {@link RingProducer.publishPending}, so that the group goes out in one
+   * send. What is appended is still published every #publishBytes and at
+   * the end of the task, corked or not.
+   */
+  corked = false;
 
   /** Publishes what was appended since the last publish, if anything. */
   publishPending(): void {
