@@ -90,6 +90,16 @@ function byteLengthOf(data: unknown): number {
 }
 
 // Writes the frame `uvarint(n) head[0, headLen) body` at buf[at].
+/**
+ * writeParts() (the RPC server's replies) hands the tick's frames over once
+ * this many wait, without waiting for the end of the tick: a server that
+ * answers a batch of 64 requests lets the client start on the first replies
+ * while it makes the rest (with 64 calls in flight, 64 B bodies: 504 k ->
+ * 714 k calls/s, 4 interleaved rounds; groups of 8: 678 k). write() keeps
+ * "one tick, one hand-over".
+ */
+const REPLY_GROUP = 16;
+
 function putParts(buf: Buffer, at: number, n: number, head: Uint8Array, headLen: number, body: Uint8Array | string, bodyLen: number): void {
   let p = putUvarint31(buf, at, n);
   for (let i = 0; i < headLen; i++) buf[p + i] = head[i];
@@ -125,6 +135,7 @@ export class ReaderConnection implements Connection {
   #peak = 0; // the most one tick collected lately: the next buffer starts that large
   #native = 0; // bytes queued natively as of the last call
   #scheduled = false;
+  #parts = 0; // writeParts() frames in this tick's buffer
   #waiters: Waiter[] = [];
   #head = 0; // first live waiter
   #flushed: Array<() => void> = []; // whenFlushed() callers
@@ -225,6 +236,9 @@ export class ReaderConnection implements Connection {
       this.#scheduled = true;
       sink.schedule(this);
     }
+    // RPC replies go in groups, as the client's requests do (see
+    // REPLY_GROUP); the end of the tick hands over the rest.
+    if (++this.#parts >= REPLY_GROUP) this.#handOver();
   }
 
   /**
@@ -363,6 +377,13 @@ export class ReaderConnection implements Connection {
   /** @internal Hands this tick's frames to the native side. */
   flush(): void {
     this.#scheduled = false;
+    this.#handOver();
+  }
+
+  // flush() without the end of the tick: what is written later in the tick
+  // still goes with the flush already scheduled.
+  #handOver(): void {
+    this.#parts = 0;
     const sink = this.#sink;
     if (!sink || this.#len === 0) return;
     const r = sink.reply(this.id, this.#buf!.subarray(0, this.#len));
