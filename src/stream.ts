@@ -21,6 +21,8 @@ const KEYS = ['highWaterMark', 'signal'];
  */
 export const kTryQueue: unique symbol = Symbol('uds-ipc.tryQueue');
 /** @internal Writer method `(corked: boolean) => void`: see RingProducer.corked; uncorking publishes what waits. */
+/** @internal Writer method `(src, start, end, frames, payload) => boolean`: RingProducer.appendFramed, when nothing waits. */
+export const kQueueFramed: unique symbol = Symbol('uds-ipc.queueFramed');
 export const kCork: unique symbol = Symbol('uds-ipc.cork');
 
 interface Queueing {

@@ -21,7 +21,7 @@ import {
   type WriterOptions,
 } from './options';
 import type { Protocol } from './protocol';
-import { createWritable, kCork, kTryQueue, type WritableOptions } from './stream';
+import { createWritable, kCork, kQueueFramed, kTryQueue, type WritableOptions } from './stream';
 import * as callerData from './writer/caller-data';
 import { WriterInbox, type ReceivingWriterHandle } from './writer/inbox';
 import { WriterConnection } from './writer/connection';
@@ -370,6 +370,17 @@ export class Writer extends EventEmitter {
   /** @internal For the stream adapter: queue now if it fits and no send() waits. */
   [kTryQueue](data: Uint8Array | string): boolean {
     return this.#sends.length === 0 && this.#queue(data);
+  }
+
+  // Frames already encoded back to back (RpcClient's groups of requests),
+  // queued with one copy; false (nothing queued) when sends wait, the queue
+  // lacks room, or the Writer no longer sends: the caller then writes them
+  // one by one.
+  [kQueueFramed](src: Uint8Array, start: number, end: number, frames: number, payload: number): boolean {
+    if (this.#sends.length !== 0 || this.#state === 'stopping' || this.#state === 'stopped') return false;
+    if (!this.#ring.appendFramed(src, start, end, frames, payload)) return false;
+    this.#written += frames;
+    return true;
   }
 
   // Frames written while corked go out together, when uncorked (RpcClient:

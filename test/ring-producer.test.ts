@@ -225,6 +225,36 @@ describe('RingProducer: publishing and the send hand-over', () => {
     expect(calls).toHaveLength(2);
   });
 
+  it('appendFramed() queues frames encoded elsewhere with one copy, across the end of the ring too; all or none', async () => {
+    const cap = 256;
+    const { p, take } = setup(cap, { maxWrites: 10 });
+    const msgs = [Buffer.alloc(100, 1), Buffer.alloc(3, 2), Buffer.alloc(130, 3)];
+    const enc = Buffer.concat(msgs.map((m) => Buffer.concat([Buffer.from(m.length < 128 ? [m.length] : [(m.length & 0x7f) | 0x80, m.length >> 7]), m])));
+    const src = Buffer.concat([Buffer.from([9, 9]), enc, Buffer.from([9])]); // offsets inside a larger buffer
+    expect(p.append(Buffer.alloc(60, 7), 60)).toBe(true); // ring position 61
+    await tick();
+    expect(take()).toHaveLength(1);
+    // 101 + 4 + 132 = 237 bytes from 61: runs past 256 and continues at 0.
+    expect(p.appendFramed(src, 2, 2 + enc.length, 3, 233)).toBe(true);
+    expect(p.tail).toBe(61 + enc.length);
+    expect(p.accepted).toBe(4);
+    await tick();
+    expect(take()).toEqual(msgs);
+    // No room for 237 more bytes beside 200 queued: nothing is appended.
+    expect(p.append(Buffer.alloc(197, 1), 197)).toBe(true);
+    expect(p.appendFramed(src, 2, 2 + enc.length, 3, 233)).toBe(false);
+    expect(p.accepted).toBe(5);
+    await tick();
+    take();
+    // maxWrites: 10 frames may wait; 8 wait, so 3 more do not fit, whatever the bytes.
+    for (let i = 0; i < 8; i++) expect(p.append('x', 1)).toBe(true);
+    const three = Buffer.from([1, 0x61, 1, 0x62, 1, 0x63]);
+    expect(p.appendFramed(three, 0, 6, 3, 3)).toBe(false);
+    expect(p.appendFramed(three, 0, 4, 2, 2)).toBe(true);
+    await tick();
+    expect(take().map(String)).toEqual([...'xxxxxxxx', 'a', 'b']);
+  });
+
   it('sends directly only when SLEEP is IDLE, after swapping it to PRODUCER_SENDS', async () => {
     const { p, ctrl, calls, sender } = setup(1024);
     ctrl[C.SLEEP] = TURN.IO_THREAD_SENDS;

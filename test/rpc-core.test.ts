@@ -5,6 +5,7 @@ import { ClientCore } from '../src/rpc/client-core';
 import { ServerCore, type ServerConnection, type ServerCoreOptions } from '../src/rpc/server-core';
 import { encodeRpcEnvelope, decodeRpcEnvelope } from '../src/rpc/envelope';
 import type { FrameSink, RpcMethods, CallContext } from '../src/rpc/types';
+import { decodeFrames } from '../src/framing';
 import { IpcError } from '../src/errors';
 import { rng, waitFor } from './helpers';
 
@@ -438,6 +439,55 @@ describe('frames of a tick', () => {
     expect(log.slice(36)).toEqual(['cork', ...Array.from({ length: 8 }, (_, k) => `w:c${32 + k}`), 'uncork']);
     expect(client.framesWritten).toBe(41);
     expect(client.inFlight).toBe(41);
+  });
+
+  it('a group whose calls are all live goes to writeFramed() in one piece; one with an ended call, or one writeFramed() refuses, goes frame by frame', async () => {
+    const got: string[] = [];
+    let accept = true;
+    let framedCalls = 0;
+    const bodyOf = (f: Uint8Array): string => {
+      const e = decodeRpcEnvelope(f);
+      return e.kind === 'request' ? Buffer.from(e.body).toString() : e.kind;
+    };
+    const client = new ClientCore(
+      {
+        write: (f) => (got.push(`w:${bodyOf(f)}`), true),
+        send: () => Promise.resolve(),
+        writeFramed: (src, start, end, frames, payload) => {
+          framedCalls++;
+          if (!accept) return false;
+          const parts = decodeFrames(Buffer.from(src.subarray(start, end)), { maxMessageSize: 1 << 20 });
+          expect(parts).toHaveLength(frames);
+          expect(parts.reduce((n, f) => n + f.length, 0)).toBe(payload);
+          for (const f of parts) got.push(`f:${bodyOf(f)}`);
+          return true;
+        },
+      },
+      { timeoutMs: 0, streamWindow: 16 },
+    );
+    void client.call('m', 'lone', undefined, undefined);
+    for (let i = 0; i < 16; i++) void client.call('m', `a${i}`, undefined, undefined);
+    expect(got).toEqual(['w:lone', ...Array.from({ length: 16 }, (_, k) => `f:a${k}`)]);
+    expect(client.framesWritten).toBe(17);
+    // A call that ends before its group goes: the group goes frame by frame, without it.
+    got.length = 0;
+    const ac = new AbortController();
+    const aborted = client.call('m', 'b0', undefined, ac.signal);
+    aborted.catch(() => {});
+    ac.abort();
+    for (let i = 1; i < 16; i++) void client.call('m', `b${i}`, undefined, undefined);
+    // b0's request is skipped; its CANCEL (queued when it was aborted) is the group's second frame; b15 waits for the end of the tick.
+    expect(got).toEqual(['w:cancel', ...Array.from({ length: 14 }, (_, k) => `w:b${k + 1}`)]);
+    await new Promise<void>((r) => process.nextTick(r));
+    expect(got.slice(15)).toEqual(['f:b15']);
+    // Refused by writeFramed(): frame by frame.
+    got.length = 0;
+    accept = false;
+    const before = framedCalls;
+    for (let i = 0; i < 16; i++) void client.call('m', `c${i}`, undefined, undefined);
+    expect(framedCalls).toBe(before + 1);
+    expect(got).toEqual(Array.from({ length: 16 }, (_, k) => `w:c${k}`));
+    expect(client.inFlight).toBe(1 + 16 + 15 + 16);
   });
 
   it('requests still in the tick are not counted as sent when the connection is lost, and go out after it', async () => {

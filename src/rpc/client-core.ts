@@ -24,6 +24,7 @@ import {
   type BodyInput,
 } from './envelope';
 import type { FrameSink } from './types';
+import { writeUvarint } from '../varint';
 
 /** Reply bodies up to this size are copied; larger ones are views of the received memory (the caller retains it). */
 const COPY_LIMIT = 4096;
@@ -124,8 +125,11 @@ export class ClientCore {
   // other worked (a third of both CPUs idle with 64 calls in flight). In
   // groups, the server answers the first ones while the client makes the
   // rest.
+  // Each frame as the Writer's queue holds it, uvarint(length) + envelope,
+  // so that a group whose calls are all live is queued with one copy.
   #q: Buffer = Buffer.allocUnsafeSlow(16 * 1024);
   #qLen = 0;
+  #qPayload = 0; // envelope bytes in #q
   readonly #qEnds: number[] = [];
   readonly #qCalls: (ClientCall | undefined)[] = [];
   #qScheduled = false;
@@ -216,8 +220,9 @@ export class ClientCore {
     // joins the tick's frames; a lone call goes at once, without waiting
     // for whatever else its caller does in this tick (latency).
     if (size <= this.#deferMax && !this.#closed && (this.#count !== 0 || this.#qEnds.length !== 0)) {
-      const at = this.#reserve(size);
-      this.#queued(putRequest(this.#q, at, id, isStream, ms, credit, mb, body, len), c);
+      const q = this.#reserve(size + 3); // size <= DEFER_MAX: a uvarint of at most 3 bytes
+      const at = size < 0x80 ? ((q[this.#qLen] = size), this.#qLen + 1) : this.#qLen + writeUvarint(size, q, this.#qLen);
+      this.#queued(putRequest(q, at, id, isStream, ms, credit, mb, body, len), size, c);
       c.frameIndex = NOT_HANDED;
       this.#add(c);
     } else {
@@ -295,24 +300,29 @@ export class ClientCore {
 
   #control(kind: number, id: number, n = 0): void {
     if (this.#closed) return;
-    const at = this.#reserve(21);
-    this.#queued(putControl(this.#q, at, kind, id, n), undefined);
+    const q = this.#reserve(22);
+    const at = this.#qLen;
+    const end = putControl(q, at + 1, kind, id, n);
+    q[at] = end - at - 1; // at most 21: a one-byte uvarint
+    this.#queued(end, end - at - 1, undefined);
   }
 
-  // Room for `n` more bytes in the tick's queue; returns where they go.
-  #reserve(n: number): number {
+  // Room for `n` more bytes in the tick's queue (they go at #qLen); returns the queue.
+  #reserve(n: number): Buffer {
     const len = this.#qLen;
     if (len + n > this.#q.length) {
       const grown = Buffer.allocUnsafeSlow(Math.max(2 * this.#q.length, len + n));
       this.#q.copy(grown, 0, 0, len);
       this.#q = grown;
     }
-    return len;
+    return this.#q;
   }
 
-  // A frame was encoded into the queue up to `end`; `c`: the call whose request it is.
-  #queued(end: number, c: ClientCall | undefined): void {
+  // A frame (`payload` bytes after its length prefix) was encoded into the
+  // queue up to `end`; `c`: the call whose request it is.
+  #queued(end: number, payload: number, c: ClientCall | undefined): void {
     this.#qLen = end;
+    this.#qPayload += payload;
     this.#qEnds.push(end);
     this.#qCalls.push(c);
     if (end >= QUEUE_FLUSH_AT || this.#qEnds.length >= CHUNK_FRAMES) this.#flush();
@@ -340,12 +350,29 @@ export class ClientCore {
 
   #handOver(ends: number[], n: number): void {
     const calls = this.#qCalls;
-    const ab = this.#q.buffer;
-    const base = this.#q.byteOffset;
+    const q = this.#q;
+    if (this.#sending === 0 && !this.#closed && this.#sink.writeFramed !== undefined && this.#allLive(calls, n)) {
+      const first = this.framesWritten;
+      if (this.#sink.writeFramed(q, 0, this.#qLen, n, this.#qPayload)) {
+        for (let i = 0; i < n; i++) {
+          const c = calls[i];
+          if (c !== undefined) c.frameIndex = first + i;
+        }
+        this.framesWritten = first + n;
+        this.#qLen = 0;
+        this.#qPayload = 0;
+        ends.length = 0;
+        calls.length = 0;
+        return;
+      }
+    }
+    const ab = q.buffer;
+    const base = q.byteOffset;
     let start = 0;
     for (let i = 0; i < n; i++) {
       const end = ends[i];
       const c = calls[i];
+      while (q[start++] & 0x80); // past the length prefix
       const frame = new Uint8Array(ab, base + start, end - start);
       start = end;
       if (c === undefined) {
@@ -368,8 +395,18 @@ export class ClientCore {
       }
     }
     this.#qLen = 0;
+    this.#qPayload = 0;
     ends.length = 0;
     calls.length = 0;
+  }
+
+  // Whether no request among the first `n` queued frames belongs to a call that already ended.
+  #allLive(calls: (ClientCall | undefined)[], n: number): boolean {
+    for (let i = 0; i < n; i++) {
+      const c = calls[i];
+      if (c !== undefined && c.done) return false;
+    }
+    return true;
   }
 
   /** @internal The stream wants `n` more parts. */

@@ -7,7 +7,7 @@ import { Writer } from '../writer';
 import type { Batch } from '../batch';
 import { invalidType, invalidValue, IpcError, type ErrorContext } from '../errors';
 import { DEFAULT_MAX_MESSAGE_SIZE, checkObject, intOption, resolveStopOptions, validateSignal, type StopOptions, type WriterOptions } from '../options';
-import { kCork, kTryQueue } from '../stream';
+import { kCork, kQueueFramed, kTryQueue } from '../stream';
 import type { ReconnectingInfo, WriterMetrics } from '../writer/types';
 import { ClientCore, type RpcStream } from './client-core';
 import type { BodyInput } from './envelope';
@@ -118,11 +118,16 @@ export class RpcClient extends EventEmitter {
     const writer = new Writer(path, writerOptions as WriterOptions);
     this.#writer = writer;
     this.path = writer.path;
-    const queue = writer as unknown as { [kTryQueue](data: Uint8Array): boolean; [kCork](corked: boolean): void };
+    const queue = writer as unknown as {
+      [kTryQueue](data: Uint8Array): boolean;
+      [kQueueFramed](src: Uint8Array, start: number, end: number, frames: number, payload: number): boolean;
+      [kCork](corked: boolean): void;
+    };
     // write(): queue only if it fits and nothing waits (not counted as a drop when it does not).
     const sink: FrameSink = {
       write: (frame) => queue[kTryQueue](frame),
       send: (frame) => writer.send(frame),
+      writeFramed: (src, start, end, frames, payload) => queue[kQueueFramed](src, start, end, frames, payload),
       cork: () => queue[kCork](true),
       uncork: () => queue[kCork](false),
     };

@@ -85,6 +85,13 @@ export interface FrameSink {
   /** Optional (with writeParts): {@link FrameSink.send} of the frame `head[0, headLen) + body`. */
   sendParts?(head: Uint8Array, headLen: number, body: Uint8Array | string, bodyLen: number): Promise<void>;
   /**
+   * Optional: queues `frames` frames encoded back to back in `src[start,
+   * end)`, each as uvarint(length) + frame (`payload`: the frames' bytes
+   * without the prefixes), all or none; false = none queued (then the caller
+   * writes them one by one).
+   */
+  writeFramed?(src: Uint8Array, start: number, end: number, frames: number, payload: number): boolean;
+  /**
    * Optional: frames written from now on wait until {@link FrameSink.uncork},
    * which sends them together (at the latest, they go at the end of the task).
    */

@@ -315,6 +315,35 @@ export class RingProducer<T extends Target = Target> {
   }
 
   /**
+   * Appends `frames` frames that are already encoded (each uvarint(length) +
+   * payload, `payload` bytes of payload in all) back to back in
+   * `src[start, end)`, with one copy, and publishes as append() does (one
+   * burst). The caller vouches for the encoding: nothing here parses it.
+   * @returns false, appending nothing, when the queue has no room for all of them.
+   */
+  appendFramed(src: Uint8Array, start: number, end: number, frames: number, payload: number): boolean {
+    const total = end - start;
+    if (!this.#fitsMany(total, frames) && !this.#roomAfterAll(total, frames)) return false;
+    const tail = this.#tail; // read after #roomAfterAll(): a publish may rewind the ring
+    const ring = this.#ring;
+    const pos = tail & this.#mask;
+    const first = Math.min(total, this.#cap - pos);
+    setBytes.call(ring, new Uint8Array(src.buffer, src.byteOffset + start, first), pos);
+    if (first < total) setBytes.call(ring, new Uint8Array(src.buffer, src.byteOffset + start + first, total - first), 0);
+    this.#tail = (tail + total) | 0;
+    this.#accepted = (this.#accepted + frames) | 0;
+    this.#payload = (this.#payload + payload) | 0;
+    this.#unpublished += total;
+    if (this.#unpublished >= this.#publishBytes) this.#publish();
+    else if (!this.#publishQueued) {
+      this.#publishQueued = true;
+      if (!this.corked) this.#publish();
+      queueMicrotask(this.#publishTask);
+    }
+    return true;
+  }
+
+  /**
    * While true, append() does not publish the first frame of a burst at
    * once: the caller appends a group of frames and then calls
    * {@link RingProducer.publishPending}, so that the group goes out in one
@@ -404,15 +433,23 @@ export class RingProducer<T extends Target = Target> {
     );
   }
 
+  // Whether `frames` frames of `total` bytes in all fit, by the cached head and sent count.
+  #fitsMany(total: number, frames: number): boolean {
+    return (
+      ((this.#tail - this.#headCache) >>> 0) + total <= this.#maxBytes &&
+      ((this.#accepted - this.#sentCache) >>> 0) + frames <= this.#maxWrites
+    );
+  }
+
   // The cached head/sent say the queue may be full. Looks at the shared
   // values; if the queue is still full, publishes what waits (a direct send
   // may empty it at once, e.g. when maxWrites small frames fill it before a
   // publish chunk does) and looks again.
-  #roomAfterAll(total: number): boolean {
+  #roomAfterAll(total: number, frames = 1): boolean {
     for (;;) {
       this.#headCache = Atomics.load(this.#ctrl, this.#iHead);
       this.#sentCache = Atomics.load(this.#ctrl, this.#iSent);
-      if (this.#fits(total)) return true;
+      if (this.#fitsMany(total, frames)) return true;
       if (this.#unpublished === 0) return false;
       this.#publish();
     }
