@@ -20,9 +20,9 @@ const KEYS = ['highWaterMark', 'signal'];
  * (true), else do nothing (false). Throws what write() throws.
  */
 export const kTryQueue: unique symbol = Symbol('uds-ipc.tryQueue');
-/** @internal Writer method `(corked: boolean) => void`: see RingProducer.corked; uncorking publishes what waits. */
 /** @internal Writer method `(src, start, end, frames, payload) => boolean`: RingProducer.appendFramed, when nothing waits. */
 export const kQueueFramed: unique symbol = Symbol('uds-ipc.queueFramed');
+/** @internal Writer method `(corked: boolean) => void`: see RingProducer.corked; uncorking publishes what waits. */
 export const kCork: unique symbol = Symbol('uds-ipc.cork');
 
 interface Queueing {

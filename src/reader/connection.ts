@@ -89,7 +89,6 @@ function byteLengthOf(data: unknown): number {
   throw invalidType('data', 'a Uint8Array, a Buffer or a string', data, 'argument');
 }
 
-// Writes the frame `uvarint(n) head[0, headLen) body` at buf[at].
 /**
  * writeParts() (the RPC server's replies) hands the tick's frames over once
  * this many wait, without waiting for the end of the tick: a server that
@@ -100,6 +99,7 @@ function byteLengthOf(data: unknown): number {
  */
 const REPLY_GROUP = 16;
 
+// Writes the frame `uvarint(n) head[0, headLen) body` at buf[at].
 function putParts(buf: Buffer, at: number, n: number, head: Uint8Array, headLen: number, body: Uint8Array | string, bodyLen: number): void {
   let p = putUvarint31(buf, at, n);
   for (let i = 0; i < headLen; i++) buf[p + i] = head[i];
