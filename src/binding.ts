@@ -30,8 +30,12 @@ export interface NativeReaderHandle {
   /** `region` and `table` (a large batch's offsets buffer), when given, are detached. */
   ack(connId: number, bytes: number, region?: ArrayBuffer, table?: ArrayBuffer): void;
   authorize(connId: number, allowed: boolean): void;
-  /** Sends or queues whole frames to connection `connId`; returns the bytes queued for it natively, -1 if it is closed. */
-  reply(connId: number, bytes: Uint8Array, fds?: Int32Array): number;
+  /**
+   * Sends or queues whole frames to connection `connId` (the first `length`
+   * bytes of `bytes`, default all; with `fds`, exactly one frame); returns
+   * the bytes queued for it natively, -1 if it is closed.
+   */
+  reply(connId: number, bytes: Uint8Array, fds?: Int32Array, length?: number): number;
   beginStop(): void;
   /** Joins the IO thread; returns how many received messages were never handed to JS. */
   close(): number;

@@ -167,7 +167,7 @@ export class Reader extends EventEmitter {
       replies: this.#opts.type === 'stream' && this.#opts.delivery !== 'acked',
       maxReplyBytes: this.#opts.maxReplyBytes,
       maxReplyFds: this.#opts.maxPendingFds,
-      reply: (id, bytes) => (this.#handle ? this.#handle.reply(id, bytes) : -1),
+      reply: (id, bytes, length) => (this.#handle ? this.#handle.reply(id, bytes, undefined, length) : -1),
       replyFds: (id, frame, fds) => {
         if (!this.#handle) return -1;
         try {

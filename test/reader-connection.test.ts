@@ -8,8 +8,8 @@ function setup() {
   const handed: string[][] = []; // the frames of each reply() call
   let scheduled = 0;
   const sink: ReplySink = {
-    reply: (_id, bytes) => {
-      if (bytes.length > 0) handed.push(decodeFrames(Buffer.from(bytes), { maxMessageSize: 1 << 20 }).map((f) => f.toString()));
+    reply: (_id, bytes, length = bytes.length) => {
+      if (length > 0) handed.push(decodeFrames(Buffer.from(bytes.buffer, bytes.byteOffset, length), { maxMessageSize: 1 << 20 }).map((f) => f.toString()));
       return 0; // all sent
     },
     replyFds: () => 0,

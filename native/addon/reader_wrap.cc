@@ -280,7 +280,14 @@ Napi::Value ReaderWrap::Reply(const Napi::CallbackInfo& info) {
     std::vector<UniqueFd> dups = dup_fds(env, info[2].As<Napi::Int32Array>());
     return Napi::Number::New(env, static_cast<double>(engine_->reply(id, a.Data(), a.ByteLength(), &dups)));
   }
-  return Napi::Number::New(env, static_cast<double>(engine_->reply(id, a.Data(), a.ByteLength())));
+  // reply(connId, bytes, undefined, length): the first `length` bytes (the
+  // tick's buffer as it is, without a view made for it per hand-over).
+  size_t len = a.ByteLength();
+  if (info.Length() > 3 && info[3].IsNumber()) {
+    const double n = info[3].As<Napi::Number>().DoubleValue();
+    if (n >= 0 && n < static_cast<double>(len)) len = static_cast<size_t>(n);
+  }
+  return Napi::Number::New(env, static_cast<double>(engine_->reply(id, a.Data(), len)));
 }
 
 void ReaderWrap::Authorize(const Napi::CallbackInfo& info) {

@@ -28,8 +28,12 @@ import { resolveFds, splitFds, WaitingFds, type WriteOptions } from '../writer/f
 
 /** What a connection needs of its Reader. */
 export interface ReplySink {
-  /** Native: sends or queues whole frames; returns the bytes queued natively, -1 if the connection is closed. */
-  reply(connId: number, bytes: Uint8Array): number;
+  /**
+   * Native: sends or queues whole frames, the first `length` bytes of
+   * `bytes` (default: all of them); returns the bytes queued natively, -1
+   * if the connection is closed.
+   */
+  reply(connId: number, bytes: Uint8Array, length?: number): number;
   /** Native: sends or queues one frame that carries dups of `fds` (made now); as reply() otherwise. Throws for a descriptor that is not open. */
   replyFds(connId: number, frame: Uint8Array, fds: Int32Array): number;
   /** Calls `conn.flush()` once the current tick's writes are done. */
@@ -196,7 +200,7 @@ export class ReaderConnection implements Connection {
   // Hands the frames collected this tick over, then `frame` with its descriptors.
   #sendWithFds(frame: Uint8Array, fds: Int32Array, sink: ReplySink): void {
     if (this.#len > 0) {
-      const r = sink.reply(this.id, this.#buf!.subarray(0, this.#len));
+      const r = sink.reply(this.id, this.#buf!, this.#len);
       this.#len = 0;
       if (r >= 0) this.#native = r;
     }
@@ -386,7 +390,7 @@ export class ReaderConnection implements Connection {
     this.#parts = 0;
     const sink = this.#sink;
     if (!sink || this.#len === 0) return;
-    const r = sink.reply(this.id, this.#buf!.subarray(0, this.#len));
+    const r = sink.reply(this.id, this.#buf!, this.#len);
     // Decays, so that one burst does not make every later tick start huge.
     this.#peak = Math.max(this.#len, this.#peak >>> 1);
     this.#len = 0;
