@@ -440,12 +440,17 @@ export class Reader extends EventEmitter {
   #onReady(taken?: unknown[] | ArrayBuffer): void {
     if (!this.#handle) return;
     const inbox = this.#inbox!;
-    if (taken !== undefined && !Array.isArray(taken) && !this.#busy && this.#opts.concurrency !== 'connection' && inbox.idle()) {
-      // A lone small batch and nothing waiting (messages one at a time):
+    const lanes = this.#opts.concurrency === 'connection' ? this.#lanes : undefined;
+    if (taken !== undefined && !Array.isArray(taken) && !this.#busy && (lanes === undefined || lanes.size === 0) && inbox.idle()) {
+      // A lone small batch and nothing waiting (messages one at a time; with
+      // concurrency 'connection', no handler of any connection pending):
       // straight to the handler, as #pump() would run it.
       const connId = inbox.loneConnId();
       const conn = this.#conns.get(connId) ?? new ReaderConnection(connId, -1, -1, -1, undefined);
-      if (!this.#run(inbox.loneBatch(taken, conn))) this.#busy = true;
+      if (!this.#run(inbox.loneBatch(taken, conn))) {
+        if (lanes === undefined) this.#busy = true;
+        else lanes.set(laneKey(conn), []);
+      }
       if (this.#state === 'stopping' && this.#stopFinished && this.#lanes.size === 0) this.#finishStop(false);
       return;
     }

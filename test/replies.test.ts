@@ -219,6 +219,59 @@ describe('replies on the same connection (Reader side)', () => {
     fast.sock.destroy();
   });
 
+  it("concurrency 'connection': messages that come one at a time keep each connection's order while its handler is pending", async () => {
+    // Each message here arrives alone, with the connection already open:
+    // the Reader hands such a batch straight to the handler (no item list),
+    // and a pending handler must still hold back that connection's next ones.
+    const path = tmpSocket();
+    const gates = new Map<string, () => void>();
+    const seen: string[] = [];
+    const opened: Connection[] = [];
+    const reader = track(
+      new Reader(
+        path,
+        async (batch) => {
+          for (const m of batch) {
+            const s = m.toString();
+            seen.push(s);
+            if (s.endsWith('-0')) await new Promise<void>((r) => gates.set(s, r));
+          }
+        },
+        { concurrency: 'connection' },
+      ),
+    );
+    reader.on('connection', (c) => opened.push(c));
+    await reader.start();
+    const a = peer(path);
+    const b = peer(path);
+    await Promise.all([a.connected, b.connected]);
+    await waitFor(() => opened.length === 2, 10_000, 'both connections open');
+    a.sock.write(encodeFrame('a-0'));
+    await waitFor(() => gates.has('a-0'), 10_000, "a's handler pending");
+    a.sock.write(encodeFrame('a-1'));
+    await waitFor(() => reader.metrics().bytesRead >= 8, 10_000, 'a-1 read');
+    // b's first message while a's handler is pending; then b's handler is pending too.
+    b.sock.write(encodeFrame('b-0'));
+    await waitFor(() => gates.has('b-0'), 10_000, "b's handler pending");
+    b.sock.write(encodeFrame('b-1'));
+    await waitFor(() => reader.metrics().bytesRead >= 16, 10_000, 'b-1 read');
+    await new Promise((r) => setImmediate(r));
+    expect(seen).toEqual(['a-0', 'b-0']);
+    gates.get('b-0')!();
+    await waitFor(() => seen.includes('b-1'), 10_000, 'b resumes');
+    expect(seen).toEqual(['a-0', 'b-0', 'b-1']);
+    gates.get('a-0')!();
+    await waitFor(() => seen.includes('a-1'), 10_000, 'a resumes');
+    // Both idle again: the next lone messages go straight through.
+    a.sock.write(encodeFrame('a-2'));
+    await waitFor(() => seen.includes('a-2'), 10_000, 'a-2');
+    b.sock.write(encodeFrame('b-2'));
+    await waitFor(() => seen.includes('b-2'), 10_000, 'b-2');
+    expect(seen).toEqual(['a-0', 'b-0', 'b-1', 'a-1', 'a-2', 'b-2']);
+    a.sock.destroy();
+    b.sock.destroy();
+  });
+
   it("concurrency 'connection': a graceful stop waits for busy connections and delivers what they sent", async () => {
     const path = tmpSocket();
     const gates: Array<() => void> = [];
