@@ -43,6 +43,26 @@ describe('ReaderConnection: reply hand-over', () => {
     expect(handed[3]).toHaveLength(16);
   });
 
+  it('hold(): writes schedule no flush until the holder flushes; a flush scheduled before stays; groups still go at 16', () => {
+    const { conn, handed, scheduled } = setup();
+    conn.hold();
+    for (let i = 0; i < 3; i++) conn.writeParts(head, 1, `p${i}`, 2);
+    conn.write('w');
+    expect(scheduled()).toBe(0);
+    expect(handed).toEqual([]);
+    conn.flush(); // the holder's flush hands everything over and ends the hold
+    expect(handed).toEqual([['*p0', '*p1', '*p2', 'w']]);
+    conn.write('after');
+    expect(scheduled()).toBe(1); // not held any more
+    conn.hold(); // the flush scheduled before the hold stays scheduled
+    for (let i = 0; i < 16; i++) conn.writeParts(head, 1, 'g', 1);
+    expect(scheduled()).toBe(1);
+    expect(handed).toHaveLength(2); // a group of 16 is handed over while held, as always
+    expect(handed[1]).toEqual(['after', ...Array.from({ length: 16 }, () => '*g')]);
+    conn.flush();
+    expect(handed).toHaveLength(2); // nothing left
+  });
+
   it('write() keeps one hand-over per tick, however many messages', () => {
     const { conn, handed, scheduled } = setup();
     for (let i = 0; i < 40; i++) expect(conn.write(`m${i}`)).toBe(true);

@@ -264,16 +264,22 @@ export class RpcServer extends EventEmitter {
     const bytes = batch.bytes;
     const n = batch.length;
     let i = from;
-    while (i < n && st.sending === 0) {
-      st.onFrameAt(bytes, batch.start(i), batch.end(i), batch);
-      i++;
+    // The replies of the synchronous handlers go out when the loop ends, not
+    // at the end of the tick: before the Reader acknowledges the batch and
+    // before the microtasks run. Meanwhile the connection schedules no flush
+    // of its own (hold()); what async handlers write later schedules one as
+    // usual.
+    const rc = conn as Partial<ReaderConnection>;
+    const flush = rc.flush;
+    if (flush !== undefined) rc.hold?.();
+    try {
+      while (i < n && st.sending === 0) {
+        st.onFrameAt(bytes, batch.start(i), batch.end(i), batch);
+        i++;
+      }
+    } finally {
+      if (flush !== undefined) flush.call(conn);
     }
-    // The replies of the synchronous handlers go out now, not at the end of
-    // the tick: before the Reader acknowledges the batch and before the
-    // microtasks run (the tick's flush then finds nothing, or only what
-    // async handlers add meanwhile).
-    const flush = (conn as Partial<ReaderConnection>).flush;
-    if (flush !== undefined) flush.call(conn);
     if (i < n) return st.whenSent().then(() => this.#frames(st, conn, batch, i));
     // Requests beyond maxConcurrentCalls wait in the connection's queue as
     // views of this batch: keep it (and this connection paused) until they start.
