@@ -47,6 +47,10 @@ const HELP = `usage: node bench/rpc.mjs [options]
   --latency-rate 1000        calls per second in the latency case
   --latency-size 64          body size of the latency case
   --latency-warmup 300       calls not counted per latency run
+  --latency-jit-warmup 0     back-to-back calls (one at a time) before a latency run's
+                             paced calls, so that V8 has optimized each contender's
+                             code; 0 (the default) measures the first seconds of a
+                             process, as a service that was just started
   --no-throughput            only the latency case
   --quick                    smoke test (< 20 s): 1 round, sizes 64 and 102400,
                              0.25 s runs, 1 s of latency
@@ -68,6 +72,7 @@ function parseArgs(argv) {
     latencyRate: 1000,
     latencySize: 64,
     latencyWarmup: 300,
+    latencyJitWarmup: 0,
     throughput: true,
     quick: false,
     json: false,
@@ -130,6 +135,9 @@ function parseArgs(argv) {
         break;
       case '--latency-warmup':
         o.latencyWarmup = Math.floor(num());
+        break;
+      case '--latency-jit-warmup':
+        o.latencyJitWarmup = Math.max(0, Math.floor(num()));
         break;
       case '--no-throughput':
         o.throughput = false;
@@ -554,8 +562,8 @@ async function main() {
       if (o.latencySeconds > 0) {
         const count = Math.max(2, Math.round(o.latencySeconds * o.latencyRate)) + o.latencyWarmup;
         for (const impl of rotate(o.only, round)) {
-          const cfg = { mode: 'latency', size: o.latencySize, rate: o.latencyRate, count, warmup: o.latencyWarmup };
-          const r = await runOnce(impl, cfg, sock(`lat-${impl}`), o.timeout + count / o.latencyRate);
+          const cfg = { mode: 'latency', size: o.latencySize, rate: o.latencyRate, count, warmup: o.latencyWarmup, jitWarmup: o.latencyJitWarmup };
+          const r = await runOnce(impl, cfg, sock(`lat-${impl}`), o.timeout + count / o.latencyRate + o.latencyJitWarmup / 500);
           if (r.client.bad > 0) throw new Error(`${impl} latency: ${r.client.bad} replies had the wrong length`);
           (lat[impl] ??= []).push(r);
           result.runs.push({ mode: 'latency', impl, round: round + 1, client: r.client, server: r.server });

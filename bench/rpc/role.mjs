@@ -187,10 +187,14 @@ async function client() {
  * Latency: one call every 1/rate s (timer-paced on a fixed schedule, so a
  * late tick does not shift the rest; a call never waits for the previous one),
  * time from just before call() to its callback. The first `warmup` calls are
- * not counted.
+ * not counted. `jitWarmup` calls, one at a time and not paced, come first.
  */
 async function latency(c, size) {
   const { rate, count, warmup } = cfg;
+  const jitBody = Buffer.alloc(size, 0x5a);
+  for (let k = 0; k < (cfg.jitWarmup ?? 0); k++) {
+    await new Promise((resolve, reject) => c.call(jitBody, (err) => (err ? reject(err) : resolve())));
+  }
   const samples = new Float64Array(count);
   let got = 0;
   let bad = 0;
