@@ -24,6 +24,14 @@ export const kTryQueue: unique symbol = Symbol('uds-ipc.tryQueue');
 export const kQueueFramed: unique symbol = Symbol('uds-ipc.queueFramed');
 /** @internal Writer method `(corked: boolean) => void`: see RingProducer.corked; uncorking publishes what waits. */
 export const kCork: unique symbol = Symbol('uds-ipc.cork');
+/**
+ * @internal Writer method `() => void`: from now on a batch that onMessage
+ * is done with synchronously is released in a microtask queued after it
+ * returns (behind the promise reactions it queued), not at once: for
+ * RpcClient, whose batches no caller sees, so that a reply's callback does
+ * not wait for the release (an N-API call that detaches the batch's buffer).
+ */
+export const kDeferRelease: unique symbol = Symbol('uds-ipc.deferRelease');
 
 interface Queueing {
   [kTryQueue](data: Uint8Array | string): boolean;

@@ -21,7 +21,7 @@ import {
   type WriterOptions,
 } from './options';
 import type { Protocol } from './protocol';
-import { createWritable, kCork, kQueueFramed, kTryQueue, type WritableOptions } from './stream';
+import { createWritable, kCork, kDeferRelease, kQueueFramed, kTryQueue, type WritableOptions } from './stream';
 import * as callerData from './writer/caller-data';
 import { WriterInbox, type ReceivingWriterHandle } from './writer/inbox';
 import { WriterConnection } from './writer/connection';
@@ -81,6 +81,7 @@ interface Waiter extends Target {
 }
 
 const noop = (): void => {};
+const RESOLVED = Promise.resolve();
 // As module constants, for write() (see ring-producer.ts).
 const { copyBytes, messageLength } = callerData;
 // metricsText(): the one-way metrics, then the receive ones.
@@ -140,6 +141,9 @@ export class Writer extends EventEmitter {
   readonly #inbox: WriterInbox | undefined; // every event goes through it, in order
   #conn: WriterConnection | undefined; // the connection batches come from (from its CONNECT event)
   #busy = false; // an async onMessage's promise is pending: the next events wait
+  #deferRelease = false; // kDeferRelease (RpcClient)
+  #toRelease: Batch[] = []; // batches done with, released by #releaseTask (kDeferRelease)
+  readonly #releaseTask = (): void => this.#releaseDeferred();
   #forced = false; // the stop deadline passed: batches still queued are released undelivered
   #refed = true;
   #stopTimer: NodeJS.Timeout | undefined; // the stop deadline, for onMessage
@@ -385,6 +389,19 @@ export class Writer extends EventEmitter {
 
   // Frames written while corked go out together, when uncorked (RpcClient:
   // one send per group of requests).
+  [kDeferRelease](): void {
+    this.#deferRelease = true;
+  }
+
+  // Releases the batches whose release was deferred (kDeferRelease), in
+  // order; called before any other release so that acks keep their order.
+  #releaseDeferred(): void {
+    const q = this.#toRelease;
+    if (q.length === 0) return;
+    this.#toRelease = [];
+    for (let i = 0; i < q.length; i++) this.#inbox!.done(q[i]);
+  }
+
   [kCork](corked: boolean): void {
     this.#ring.corked = corked;
     if (!corked) this.#ring.publishPending();
@@ -519,6 +536,7 @@ export class Writer extends EventEmitter {
       const discarded = this.#ring.unsentFrames();
       this.#failed += discarded;
       this.#handle.close();
+      this.#releaseDeferred();
       this.#inbox?.discard();
       this.#settleAtStop();
       this.#stopPromise = Promise.resolve({ discarded });
@@ -781,6 +799,7 @@ export class Writer extends EventEmitter {
       if (tag < 0) return;
       if (tag === E.BATCH) {
         if (this.#forced) {
+          this.#releaseDeferred();
           inbox.drop();
           continue;
         }
@@ -824,12 +843,18 @@ export class Writer extends EventEmitter {
       );
       return false;
     }
+    if (this.#deferRelease) {
+      if (this.#toRelease.push(batch) === 1) RESOLVED.then(this.#releaseTask);
+      return true;
+    }
+    this.#releaseDeferred();
     this.#inbox!.done(batch);
     return true;
   }
 
   #afterAsync(batch: Batch): void {
     this.#busy = false;
+    this.#releaseDeferred();
     this.#inbox!.done(batch); // after the stop: released (the inbox has no source any more)
     if (this.#state !== 'stopped') this.#pump();
   }
@@ -846,6 +871,7 @@ export class Writer extends EventEmitter {
     this.#handle.close();
     // Closing dropped the descriptors still held for unsent messages.
     this.#lastNative.fdsBuffered = this.#handle.metrics().fdsBuffered as number;
+    this.#releaseDeferred();
     this.#inbox?.discard(); // nothing follows STOPPED; detaches: later acks become releases
     this.#conn?.closed();
     this.#failed += discarded;

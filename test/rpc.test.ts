@@ -75,6 +75,25 @@ describe('unary calls', () => {
   });
 
 
+  it('every reply batch is released, also when the release waits for the reply callbacks (a small receive budget never stalls)', async () => {
+    // RpcClient releases a reply batch after the replies' callbacks have
+    // run (kDeferRelease). With maxPendingBytes this small a batch that was
+    // never released would pause reading after a few replies and the calls
+    // would hang.
+    const reply = Buffer.alloc(1024, 7);
+    const { client } = await pair({ get: () => reply }, {}, { maxPendingBytes: 4096 });
+    for (let i = 0; i < 300; i++) expect((await client.call('get', '', { timeoutMs: 10_000 })).length).toBe(1024);
+    const many = await within(Promise.all(Array.from({ length: 64 }, () => client.call('get', '', { timeoutMs: 10_000 }))), '64 at once');
+    expect(many.every((b) => b.equals(reply))).toBe(true);
+    // A stop made inside a reply callback, while that reply's batch waits to be released.
+    const stopped = await within(
+      client.call('get').then(() => client.stop()),
+      'stop from a reply callback',
+    );
+    expect(stopped).toBeUndefined();
+    expect(client.metrics().transport.received).toBe(300 + 64 + 1);
+  });
+
   it('64 calls in flight with random delays return to the right callers', async () => {
     const r = rng(18);
     const { client, server } = await pair({

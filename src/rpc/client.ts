@@ -7,7 +7,7 @@ import { Writer } from '../writer';
 import type { Batch } from '../batch';
 import { invalidType, invalidValue, IpcError, type ErrorContext } from '../errors';
 import { DEFAULT_MAX_MESSAGE_SIZE, checkObject, intOption, resolveStopOptions, validateSignal, type StopOptions, type WriterOptions } from '../options';
-import { kCork, kQueueFramed, kTryQueue } from '../stream';
+import { kCork, kDeferRelease, kQueueFramed, kTryQueue } from '../stream';
 import type { ReconnectingInfo, WriterMetrics } from '../writer/types';
 import { ClientCore, type RpcStream } from './client-core';
 import type { BodyInput } from './envelope';
@@ -122,7 +122,11 @@ export class RpcClient extends EventEmitter {
       [kTryQueue](data: Uint8Array): boolean;
       [kQueueFramed](src: Uint8Array, start: number, end: number, frames: number, payload: number): boolean;
       [kCork](corked: boolean): void;
+      [kDeferRelease](): void;
     };
+    // Its batches are the RpcClient's own (replies are copied, or the batch
+    // retained): a reply's caller need not wait for their release.
+    queue[kDeferRelease]();
     // write(): queue only if it fits and nothing waits (not counted as a drop when it does not).
     const sink: FrameSink = {
       write: (frame) => queue[kTryQueue](frame),
