@@ -141,8 +141,7 @@ export class ReaderConnection implements Connection {
   #scheduled = false;
   // Between hold() and flush(): the holder hands the frames over itself, so
   // a write schedules no end-of-tick flush (a queueMicrotask per tick, which
-  // Node wraps in an AsyncResource: ~6 % of an RPC server's JavaScript time
-  // per call at 1,000 calls/s, bench/README.md).
+  // Node wraps in an AsyncResource; see bench/README.md, RPC).
   #held = false;
   #parts = 0; // writeParts() frames in this tick's buffer
   #waiters: Waiter[] = [];
