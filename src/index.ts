@@ -22,7 +22,7 @@ export { RpcServer, DEFAULT_MAX_CONCURRENT_CALLS } from './rpc/server';
 export type { RpcServerOptions, RpcServerMetrics, RpcServerEvents } from './rpc/server';
 export { RpcClient, DEFAULT_STREAM_WINDOW } from './rpc/client';
 export type { RpcClientOptions, RpcClientMetrics, RpcClientEvents } from './rpc/client';
-export { RpcStream } from './rpc/client-core';
+export { RpcStream, type CallCallback } from './rpc/client-core';
 export { defineMethod, defineStreamMethod } from './rpc/methods';
 export type { UnaryMethod, StreamMethod } from './rpc/methods';
 export type {

@@ -79,14 +79,44 @@ class ClientCall implements Timed {
   /** Index of its request frame among the frames this core handed to the sink. */
   frameIndex = -1;
   done = false;
-  resolve: (b: Buffer) => void = noop;
-  reject: (e: Error) => void = noop;
+  // Called as methods (c.resolve(...)): the promise's functions, or
+  // callbackResolve/callbackReject with `cb` (the callback form of call()).
+  resolve: (this: ClientCall, b: Buffer) => void = noop;
+  reject: (this: ClientCall, e: Error) => void = noop;
+  cb: CallCallback | undefined = undefined;
   offAbort: (() => void) | undefined = undefined;
   stream: RpcStream | undefined = undefined;
   constructor(
     readonly id: number,
     readonly method: string,
   ) {}
+}
+
+/** The callback of {@link RpcClient.call}'s callback form: `(err, reply)`, called once. */
+export type CallCallback = (err: Error | null, reply?: Buffer) => void;
+
+function callbackResolve(this: ClientCall, reply: Buffer): void {
+  invoke(this.cb!, null, reply);
+}
+
+function callbackReject(this: ClientCall, err: Error): void {
+  invoke(this.cb!, err, undefined);
+}
+
+// A callback runs inside the loop over a batch of replies (or over the
+// calls a lost connection fails): one that throws must not cut that loop
+// short, so its exception is thrown again on a tick of its own, where it is
+// an uncaught exception as with Node's own callback APIs.
+function invoke(cb: CallCallback, err: Error | null, reply: Buffer | undefined): void {
+  try {
+    cb(err, reply);
+  } catch (e) {
+    process.nextTick(rethrow, e);
+  }
+}
+
+function rethrow(e: unknown): never {
+  throw e;
 }
 
 /** @internal Maps an ERROR frame to the error the caller sees. */
@@ -176,6 +206,24 @@ export class ClientCore {
       c.resolve = resolve;
       c.reject = reject;
     });
+  }
+
+  /**
+   * {@link ClientCore.call} with an error-first callback instead of a
+   * promise: `cb` is called once, never before this returns.
+   */
+  callWith(method: string, body: BodyInput, timeoutMs: number | undefined, signal: AbortSignal | undefined, cb: CallCallback): void {
+    let c: ClientCall;
+    try {
+      c = this.#begin(method, body, timeoutMs, signal, undefined, 0);
+    } catch (e) {
+      process.nextTick(cb, e);
+      return;
+    }
+    this.m.calls++;
+    c.cb = cb;
+    c.resolve = callbackResolve;
+    c.reject = callbackReject;
   }
 
   /** Starts a server-streaming call. Throws synchronously for bad arguments or a closed client. */

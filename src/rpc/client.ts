@@ -9,7 +9,7 @@ import { invalidType, invalidValue, IpcError, type ErrorContext } from '../error
 import { DEFAULT_MAX_MESSAGE_SIZE, checkObject, intOption, resolveStopOptions, validateSignal, type StopOptions, type WriterOptions } from '../options';
 import { kCork, kDeferRelease, kQueueFramed, kTryQueue } from '../stream';
 import type { ReconnectingInfo, WriterMetrics } from '../writer/types';
-import { ClientCore, type RpcStream } from './client-core';
+import { ClientCore, type CallCallback, type RpcStream } from './client-core';
 import type { BodyInput } from './envelope';
 import type { CallOptions, FrameSink, StreamOptions } from './types';
 
@@ -180,7 +180,25 @@ export class RpcClient extends EventEmitter {
    * `ERR_TIMEOUT`, `ERR_CONNECTION_LOST`, `ERR_NOT_RUNNING` (stopped), `ERR_MESSAGE_TOO_LARGE`; `AbortError` (`ABORT_ERR`);
    * TypeError for invalid arguments.
    */
-  call(method: string, body: BodyInput = EMPTY, options?: CallOptions): Promise<Buffer> {
+  call(method: string, body?: BodyInput, options?: CallOptions): Promise<Buffer>;
+  /**
+   * The callback form of {@link RpcClient.call}: the same call, with the
+   * outcome passed to `callback(err, reply)` instead of a promise. It saves
+   * the promise and its microtask per call (see docs/rpc.md). `callback` is
+   * called exactly once, never before call() returns; every error a
+   * promise would reject with comes to it as `err`. An exception thrown by
+   * `callback` is thrown again on a later tick (an uncaught exception, as
+   * with Node's callback APIs); the client's other calls are unaffected.
+   * @throws TypeError `ERR_INVALID_ARG_TYPE` when `callback` is not a function.
+   */
+  call(method: string, body: BodyInput | undefined, callback: CallCallback): void;
+  call(method: string, body: BodyInput | undefined, options: CallOptions | undefined, callback: CallCallback): void;
+  call(method: string, body: BodyInput = EMPTY, options?: CallOptions | CallCallback, callback?: CallCallback): Promise<Buffer> | void {
+    if (typeof options === 'function') {
+      if (callback !== undefined) throw invalidType('options', 'an object', options, 'argument');
+      return this.#callWith(method, body, undefined, options);
+    }
+    if (callback !== undefined) return this.#callWith(method, body, options, callback);
     if (options === undefined) {
       if (typeof body !== 'string' && !(body instanceof Uint8Array)) return Promise.reject(badBody(body));
       return this.#core.call(method, body, undefined, undefined);
@@ -193,6 +211,26 @@ export class RpcClient extends EventEmitter {
       return Promise.reject(e);
     }
     return this.#core.call(method, body, o.timeoutMs, o.signal);
+  }
+
+  #callWith(method: string, body: BodyInput, options: CallOptions | undefined, callback: CallCallback): void {
+    if (typeof callback !== 'function') throw invalidType('callback', 'a function', callback, 'argument');
+    if (typeof body !== 'string' && !(body instanceof Uint8Array)) {
+      process.nextTick(callback, badBody(body));
+      return;
+    }
+    if (options === undefined) {
+      this.#core.callWith(method, body, undefined, undefined, callback);
+      return;
+    }
+    let o: { timeoutMs: number | undefined; signal: AbortSignal | undefined };
+    try {
+      o = callOptions(options, false);
+    } catch (e) {
+      process.nextTick(callback, e);
+      return;
+    }
+    this.#core.callWith(method, body, o.timeoutMs, o.signal, callback);
   }
 
   /**
