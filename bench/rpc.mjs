@@ -20,8 +20,12 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..');
 const ROLE = path.join(here, 'rpc', 'role.mjs');
 
+// uds: RpcClient.call()'s callback form, as node:net and gRPC are called
+// (bench/rpc/role.mjs's `call(body, cb)`); uds-promise: the same calls
+// through the promise `client.call()` returns, what `await` costs.
 const CONTENDERS = {
   uds: { label: 'uds-ipc RPC' },
+  'uds-promise': { label: 'uds-ipc RPC (promise)' },
   net: { label: 'node:net' },
   grpc: { label: 'gRPC (grpc-js)' },
 };
@@ -35,8 +39,12 @@ const BAR = {
 
 const HELP = `usage: node bench/rpc.mjs [options]
 
-  --only uds,net,grpc        contenders (default: all three; uds needs the RPC layer
-                             built into dist/: \`npm run build:ts\`)
+  --only uds,uds-promise,net,grpc
+                             contenders (default: all four; uds and uds-promise need
+                             the RPC layer built into dist/: \`npm run build:ts\`);
+                             uds calls with RpcClient.call()'s callback form, as the
+                             node:net and gRPC contenders are called, uds-promise
+                             through the promise call() returns
   --sizes 64,1024,10240,102400
                              request (and echoed reply) body sizes in bytes
   --inflight 1,64            calls in flight (throughput cases)
@@ -379,6 +387,7 @@ function tables(result) {
     );
     const pairs = [
       ['uds', 'net'],
+      ['uds-promise', 'net'],
       ['uds', 'grpc'],
       ['net', 'grpc'],
     ].filter(([a, b]) => o.only.includes(a) && o.only.includes(b));
@@ -447,27 +456,31 @@ function barChecks(result) {
       );
     }
   }
-  for (const inflight of result.options.inflight) {
-    for (const size of result.options.sizes) {
-      const u = at('uds', size, inflight);
-      if (u === undefined) continue;
-      const n = at('net', size, inflight);
-      const g = at('grpc', size, inflight);
-      const need = [];
-      if (n !== undefined) {
-        if (size <= 1024 && inflight === 64) need.push(`≥ 1.5× node:net: ${fmtRatio(u / n)} ${u >= 1.5 * n ? 'met' : 'NOT met'}`);
-        else need.push(`≥ node:net: ${fmtRatio(u / n)} ${u >= n ? 'met' : 'NOT met'}`);
+  for (const uds of ['uds', 'uds-promise']) {
+    for (const inflight of result.options.inflight) {
+      for (const size of result.options.sizes) {
+        const u = at(uds, size, inflight);
+        if (u === undefined) continue;
+        const n = at('net', size, inflight);
+        const g = at('grpc', size, inflight);
+        const need = [];
+        if (n !== undefined) {
+          if (size <= 1024 && inflight === 64) need.push(`≥ 1.5× node:net: ${fmtRatio(u / n)} ${u >= 1.5 * n ? 'met' : 'NOT met'}`);
+          else need.push(`≥ node:net: ${fmtRatio(u / n)} ${u >= n ? 'met' : 'NOT met'}`);
+        }
+        if (g !== undefined && size >= 102400 && inflight === 64) need.push(`≥ 10× gRPC: ${fmtRatio(u / g)} ${u >= 10 * g ? 'met' : 'NOT met'}`);
+        if (need.length) out.push(`${CONTENDERS[uds].label}, ${sizeLabel(size)}, ${inflight} in flight: ${need.join('; ')}`);
       }
-      if (g !== undefined && size >= 102400 && inflight === 64) need.push(`≥ 10× gRPC: ${fmtRatio(u / g)} ${u >= 10 * g ? 'met' : 'NOT met'}`);
-      if (need.length) out.push(`uds-ipc RPC, ${sizeLabel(size)}, ${inflight} in flight: ${need.join('; ')}`);
     }
   }
   const l = result.latency;
-  if (l.uds) {
+  for (const uds of ['uds', 'uds-promise']) {
+    const u = l[uds];
+    if (!u) continue;
     const need = [];
-    if (l.grpc) need.push(`≤ 0.5× gRPC: ${fmtRatio(l.uds.p50us / l.grpc.p50us)} ${l.uds.p50us <= 0.5 * l.grpc.p50us ? 'met' : 'NOT met'}`);
-    if (l.net) need.push(`≤ node:net: ${fmtRatio(l.uds.p50us / l.net.p50us)} ${l.uds.p50us <= l.net.p50us ? 'met' : 'NOT met'}`);
-    if (need.length) out.push(`uds-ipc RPC latency p50: ${need.join('; ')}`);
+    if (l.grpc) need.push(`≤ 0.5× gRPC: ${fmtRatio(u.p50us / l.grpc.p50us)} ${u.p50us <= 0.5 * l.grpc.p50us ? 'met' : 'NOT met'}`);
+    if (l.net) need.push(`≤ node:net: ${fmtRatio(u.p50us / l.net.p50us)} ${u.p50us <= l.net.p50us ? 'met' : 'NOT met'}`);
+    if (need.length) out.push(`${CONTENDERS[uds].label} latency p50: ${need.join('; ')}`);
   }
   return out;
 }
@@ -508,7 +521,7 @@ async function main() {
     log(e.message);
     process.exit(2);
   }
-  if (o.only.includes('uds')) {
+  if (o.only.includes('uds') || o.only.includes('uds-promise')) {
     const { loadRpc } = await import('./rpc/uds.mjs');
     const pkg = await loadRpc();
     if (pkg instanceof Error) {
@@ -555,7 +568,7 @@ async function main() {
           ((got[key] ??= {})[impl] ??= []).push(r);
           result.runs.push({ mode: 'throughput', impl, round: round + 1, ...c, client: r.client, server: r.server });
           log(
-            `  round ${round + 1} ${sizeLabel(c.size).padStart(7)} ×${String(c.inflight).padEnd(3)} ${CONTENDERS[impl].label.padEnd(15)} ${fmtRate(r.client.callsPerSec).padStart(7)} calls/s  client ${fmt(perCall(r.client).cpuUsPerCall, 2)} µs/call, server ${fmt(perCall(r.server).cpuUsPerCall, 2)} µs/call`,
+            `  round ${round + 1} ${sizeLabel(c.size).padStart(7)} ×${String(c.inflight).padEnd(3)} ${CONTENDERS[impl].label.padEnd(21)} ${fmtRate(r.client.callsPerSec).padStart(7)} calls/s  client ${fmt(perCall(r.client).cpuUsPerCall, 2)} µs/call, server ${fmt(perCall(r.server).cpuUsPerCall, 2)} µs/call`,
           );
         }
       }
@@ -567,7 +580,7 @@ async function main() {
           if (r.client.bad > 0) throw new Error(`${impl} latency: ${r.client.bad} replies had the wrong length`);
           (lat[impl] ??= []).push(r);
           result.runs.push({ mode: 'latency', impl, round: round + 1, client: r.client, server: r.server });
-          log(`  round ${round + 1} latency ${CONTENDERS[impl].label.padEnd(15)} p50 ${fmt(r.client.p50us, 1)} µs, p99 ${fmt(r.client.p99us, 1)} µs (${r.client.samples} samples)`);
+          log(`  round ${round + 1} latency ${CONTENDERS[impl].label.padEnd(21)} p50 ${fmt(r.client.p50us, 1)} µs, p99 ${fmt(r.client.p99us, 1)} µs (${r.client.samples} samples)`);
         }
       }
     }

@@ -19,7 +19,7 @@ import { readFileSync } from 'node:fs';
 import { constants, performance, PerformanceObserver } from 'node:perf_hooks';
 
 const cfg = JSON.parse(process.argv[2] ?? '{}');
-const IMPLS = { net: './net.mjs', grpc: './grpc.mjs', uds: './uds.mjs' };
+const IMPLS = { net: './net.mjs', grpc: './grpc.mjs', uds: './uds.mjs', 'uds-promise': './uds.mjs' };
 
 /** Sends a message to the parent; resolves once it was handed over (so exiting after it loses nothing). */
 function send(msg) {
@@ -114,7 +114,7 @@ async function server() {
 }
 
 async function client() {
-  const c = await impl.connect(cfg.path);
+  const c = await impl.connect(cfg.path, { promise: cfg.impl === 'uds-promise' });
   const size = cfg.size;
   if (cfg.mode === 'latency') return latency(c, size);
 

@@ -47,18 +47,24 @@ export async function startServer(sockPath, stats, handler = (body) => body, opt
   return { close: () => server.stop({ timeoutMs: 2000 }) };
 }
 
-/** Connects a client: `call(body, cb(err, reply))`. */
-export async function connect(sockPath) {
+/**
+ * Connects a client: `call(body, cb(err, reply))`. With `promise`, through
+ * `client.call()`'s promise (what `await client.call(...)` costs); otherwise
+ * through its callback form, as the node:net and gRPC contenders call.
+ */
+export async function connect(sockPath, { promise = false } = {}) {
   const { RpcClient } = await rpc();
   const client = new RpcClient(sockPath, {});
   await client.start();
   return {
-    call(body, cb) {
-      client.call('echo', body).then(
-        (reply) => cb(null, reply),
-        (err) => cb(err),
-      );
-    },
+    call: promise
+      ? (body, cb) => {
+          client.call('echo', body).then(
+            (reply) => cb(null, reply),
+            (err) => cb(err),
+          );
+        }
+      : (body, cb) => client.call('echo', body, cb),
     close: () => client.stop({ timeoutMs: 2000 }),
   };
 }
