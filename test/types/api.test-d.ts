@@ -11,7 +11,9 @@ import {
   createWritable,
   IpcError,
   Reader,
+  RpcClient,
   Writer,
+  type CallCallback,
   type Connection,
   type ErrorContext,
   type ReconnectingInfo,
@@ -115,3 +117,19 @@ expectTypeOf(reader.metricsText()).toBeString();
 expectTypeOf(writer.metricsText('app_ipc', { socket: 'main' })).toBeString();
 // @ts-expect-error: label values are strings
 writer.metricsText('p', { n: 1 });
+
+// ─── RpcClient.call: promise and callback forms ─────────────────────────────
+declare const client: RpcClient;
+expectTypeOf(client.call('m')).toEqualTypeOf<Promise<Buffer>>();
+expectTypeOf(client.call('m', 'body', { timeoutMs: 5 })).toEqualTypeOf<Promise<Buffer>>();
+expectTypeOf(
+  client.call('m', 'body', (err, reply) => {
+    expectTypeOf(err).toEqualTypeOf<Error | null>();
+    expectTypeOf(reply).toEqualTypeOf<Buffer | undefined>();
+  }),
+).toEqualTypeOf<void>();
+expectTypeOf(client.call('m', undefined, { signal }, () => {})).toEqualTypeOf<void>();
+const cb: CallCallback = () => {};
+client.call('m', new Uint8Array(1), undefined, cb);
+// @ts-expect-error: the callback comes last, after the options
+client.call('m', 'body', cb, { timeoutMs: 5 });
