@@ -22,6 +22,16 @@ const KEYS = ['highWaterMark', 'signal'];
 export const kTryQueue: unique symbol = Symbol('uds-ipc.tryQueue');
 /** @internal Writer method `(src, start, end, frames, payload) => boolean`: RingProducer.appendFramed, when nothing waits. */
 export const kQueueFramed: unique symbol = Symbol('uds-ipc.queueFramed');
+/**
+ * @internal Writer method `(len: number) => number`: RingProducer.reserve
+ * (the offset in the ring's bytes where a frame's `len` payload bytes go, or
+ * -1), when nothing waits and the Writer sends; then `[kCommit](len)`.
+ */
+export const kReserve: unique symbol = Symbol('uds-ipc.reserve');
+/** @internal Writer method `(len: number) => void`: RingProducer.commit of the frame reserved with kReserve. */
+export const kCommit: unique symbol = Symbol('uds-ipc.commit');
+/** @internal Writer getter: the ring's memory as a Buffer (RingProducer.bytes), for kReserve. */
+export const kRingBytes: unique symbol = Symbol('uds-ipc.ringBytes');
 /** @internal Writer method `(corked: boolean) => void`: see RingProducer.corked; uncorking publishes what waits. */
 export const kCork: unique symbol = Symbol('uds-ipc.cork');
 /**

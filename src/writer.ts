@@ -21,7 +21,7 @@ import {
   type WriterOptions,
 } from './options';
 import type { Protocol } from './protocol';
-import { createWritable, kCork, kDeferRelease, kQueueFramed, kTryQueue, type WritableOptions } from './stream';
+import { createWritable, kCommit, kCork, kDeferRelease, kQueueFramed, kReserve, kRingBytes, kTryQueue, type WritableOptions } from './stream';
 import * as callerData from './writer/caller-data';
 import { WriterInbox, type ReceivingWriterHandle } from './writer/inbox';
 import { WriterConnection } from './writer/connection';
@@ -385,6 +385,24 @@ export class Writer extends EventEmitter {
     if (!this.#ring.appendFramed(src, start, end, frames, payload)) return false;
     this.#written += frames;
     return true;
+  }
+
+  // A frame encoded in place in the queue (RpcClient's requests): the
+  // offset where its payload goes, or -1 when sends wait, the queue lacks
+  // room (or the frame would wrap) or the Writer no longer sends. The caller
+  // writes the payload into [kRingBytes] and commits it at once.
+  [kReserve](len: number): number {
+    if (this.#sends.length !== 0 || this.#state === 'stopping' || this.#state === 'stopped') return -1;
+    return this.#ring.reserve(len);
+  }
+
+  [kCommit](len: number): void {
+    this.#ring.commit(len);
+    this.#written++;
+  }
+
+  get [kRingBytes](): Buffer {
+    return this.#ring.bytes;
   }
 
   // Frames written while corked go out together, when uncorked (RpcClient:

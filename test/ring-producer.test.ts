@@ -255,6 +255,40 @@ describe('RingProducer: publishing and the send hand-over', () => {
     expect(take().map(String)).toEqual([...'xxxxxxxx', 'a', 'b']);
   });
 
+  it('reserve() and commit() queue a frame encoded in place; -1 (nothing reserved) when it does not fit or would wrap', async () => {
+    const cap = 256;
+    const { p, take } = setup(cap, { maxWrites: 4 });
+    const put = (bytes: Buffer): void => {
+      const at = p.reserve(bytes.length);
+      expect(at).toBeGreaterThanOrEqual(0);
+      bytes.copy(p.bytes, at);
+      p.commit(bytes.length);
+    };
+    put(Buffer.from('in place'));
+    put(Buffer.alloc(130, 3)); // a two-byte length prefix
+    expect(p.tail).toBe(9 + 132);
+    expect(p.accepted).toBe(2);
+    await tick();
+    expect(take()).toEqual([Buffer.from('in place'), Buffer.alloc(130, 3)]);
+    // From 141, 120 bytes and their prefix would run past 256: -1, nothing
+    // changes, and append() takes it across the end instead.
+    expect(p.reserve(120)).toBe(-1);
+    expect([p.tail, p.accepted]).toEqual([141, 2]);
+    expect(p.append(Buffer.alloc(120, 5), 120)).toBe(true);
+    await tick();
+    expect(take()).toEqual([Buffer.alloc(120, 5)]);
+    // maxWrites: 4 frames may wait.
+    for (let i = 0; i < 4; i++) put(Buffer.from([0x61 + i]));
+    expect(p.reserve(1)).toBe(-1);
+    await tick();
+    expect(take().map(String)).toEqual(['a', 'b', 'c', 'd']);
+    // No room for the bytes: -1.
+    put(Buffer.alloc(100, 1));
+    expect(p.reserve(200)).toBe(-1);
+    await tick();
+    expect(take()).toEqual([Buffer.alloc(100, 1)]);
+  });
+
   it('sends directly only when SLEEP is IDLE, after swapping it to PRODUCER_SENDS', async () => {
     const { p, ctrl, calls, sender } = setup(1024);
     ctrl[C.SLEEP] = TURN.IO_THREAD_SENDS;

@@ -441,6 +441,64 @@ describe('frames of a tick', () => {
     expect(client.inFlight).toBe(41);
   });
 
+  it('with a sink that lets frames be encoded in place, a burst goes into its queue as it is made, in corked groups of 16; no room: the tick queue, in order', async () => {
+    const log: string[] = [];
+    const ring = Buffer.alloc(64 * 1024);
+    let tail = 0;
+    let room = Infinity; // frames the sink still takes in place
+    const bodyOf = (f: Uint8Array): string => {
+      const e = decodeRpcEnvelope(f);
+      return e.kind === 'request' ? Buffer.from(e.body).toString() : e.kind;
+    };
+    let reserved = -1;
+    const client = new ClientCore(
+      {
+        write: (f) => (log.push(`w:${bodyOf(f)}`), true),
+        send: () => Promise.resolve(),
+        cork: () => log.push('cork'),
+        uncork: () => log.push('uncork'),
+        reserve: (len) => {
+          if (room <= 0) return -1;
+          room--;
+          reserved = len;
+          return tail;
+        },
+        bytes: () => ring,
+        commit: (len) => {
+          expect(len).toBe(reserved);
+          log.push(`p:${bodyOf(ring.subarray(tail, tail + len))}`);
+          tail += len;
+        },
+      },
+      { timeoutMs: 0, streamWindow: 16 },
+    );
+    void client.call('m', 'lone', undefined, undefined);
+    expect(log).toEqual(['w:lone']); // nothing else in flight: at once, not corked
+    log.length = 0;
+    for (let i = 0; i < 40; i++) void client.call('m', `c${i}`, undefined, undefined);
+    const group = (from: number, n: number): string[] => Array.from({ length: n }, (_, k) => `p:c${from + k}`);
+    // Synchronously: every frame is in the sink's queue; two whole groups were uncorked (sent).
+    expect(log).toEqual(['cork', ...group(0, 16), 'uncork', 'cork', ...group(16, 16), 'uncork', 'cork', ...group(32, 8)]);
+    expect(client.framesWritten).toBe(41);
+    await new Promise<void>((r) => process.nextTick(r));
+    expect(log.slice(-1)).toEqual(['uncork']); // the rest at the end of the tick
+    // The sink runs out of room after two more: the others wait in the tick's
+    // queue and follow them, in order, as a CANCEL made meanwhile does.
+    log.length = 0;
+    room = 2;
+    for (let i = 0; i < 3; i++) void client.call('m', `d${i}`, undefined, undefined);
+    const ac = new AbortController();
+    const aborted = client.call('m', 'd3', undefined, ac.signal);
+    aborted.catch(() => {});
+    ac.abort();
+    void client.call('m', 'd4', undefined, undefined);
+    expect(log).toEqual(['cork', 'p:d0', 'p:d1']);
+    await new Promise<void>((r) => process.nextTick(r));
+    // d3 ended before its group went: its request is skipped, its CANCEL goes.
+    expect(log).toEqual(['cork', 'p:d0', 'p:d1', 'uncork', 'cork', 'w:d2', 'w:cancel', 'w:d4', 'uncork']);
+    expect(client.inFlight).toBe(41 + 4);
+  });
+
   it('a group whose calls are all live goes to writeFramed() in one piece; one with an ended call, or one writeFramed() refuses, goes frame by frame', async () => {
     const got: string[] = [];
     let accept = true;

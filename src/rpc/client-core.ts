@@ -163,6 +163,9 @@ export class ClientCore {
   readonly #qEnds: number[] = [];
   readonly #qCalls: (ClientCall | undefined)[] = [];
   #qScheduled = false;
+  // A group of frames written in place (#inPlace) is open: the sink is corked.
+  #grouping = false;
+  #groupFrames = 0;
   readonly #flushQueue = (): void => {
     this.#qScheduled = false;
     this.#flush();
@@ -268,11 +271,12 @@ export class ClientCore {
     // joins the tick's frames; a lone call goes at once, without waiting
     // for whatever else its caller does in this tick (latency).
     if (size <= this.#deferMax && !this.#closed && (this.#count !== 0 || this.#qEnds.length !== 0)) {
-      const q = this.#reserve(size + 3); // size <= DEFER_MAX: a uvarint of at most 3 bytes
-      const at = size < 0x80 ? ((q[this.#qLen] = size), this.#qLen + 1) : this.#qLen + writeUvarint(size, q, this.#qLen);
-      this.#queued(putRequest(q, at, id, isStream, ms, credit, mb, body, len), size, c);
-      c.frameIndex = NOT_HANDED;
-      this.#add(c);
+      if (this.#qEnds.length === 0 && this.#sending === 0 && this.#inPlace(id, isStream, ms, credit, mb, body, len, size)) {
+        c.frameIndex = this.framesWritten++;
+        this.#add(c);
+      } else {
+        this.#enqueue(id, isStream, ms, credit, mb, body, len, size, c);
+      }
     } else {
       this.#flush(); // the tick's frames first: frames keep their order
       const frame = encodeRequest(this.#scratch, id, isStream, ms, credit, mb, body, len);
@@ -287,6 +291,48 @@ export class ClientCore {
     }
     if (signal) c.offAbort = this.#aborts.add(signal, () => this.#abort(c, signal));
     return c;
+  }
+
+  // A deferred request into the tick's queue (#q), after its length prefix.
+  #enqueue(id: number, isStream: boolean, ms: number, credit: number, mb: Buffer, body: BodyInput, len: number, size: number, c: ClientCall): void {
+    const q = this.#reserve(size + 3); // size <= DEFER_MAX: a uvarint of at most 3 bytes
+    const at = size < 0x80 ? ((q[this.#qLen] = size), this.#qLen + 1) : this.#qLen + writeUvarint(size, q, this.#qLen);
+    this.#queued(putRequest(q, at, id, isStream, ms, credit, mb, body, len), size, c);
+    c.frameIndex = NOT_HANDED;
+    this.#add(c);
+  }
+
+  // A deferred request encoded straight into the sink's queue, with no copy
+  // of its own (the tick's queue costs one more copy per request), when
+  // nothing waits in the tick's queue before it. The frames so written make
+  // a group, corked from its first frame and sent at CHUNK_FRAMES frames or
+  // at the end of the tick (#flush), as the tick's queue hands its groups
+  // over. False when the sink cannot take it that way.
+  #inPlace(id: number, isStream: boolean, ms: number, credit: number, mb: Buffer, body: BodyInput, len: number, size: number): boolean {
+    const sink = this.#sink;
+    if (sink.reserve === undefined) return false;
+    if (!this.#grouping) {
+      sink.cork?.();
+      this.#grouping = true;
+      if (!this.#qScheduled) {
+        this.#qScheduled = true;
+        process.nextTick(this.#flushQueue);
+      }
+    }
+    const at = sink.reserve(size);
+    if (at < 0) return false;
+    putRequest(sink.bytes!(), at, id, isStream, ms, credit, mb, body, len);
+    sink.commit!(size);
+    if (++this.#groupFrames >= CHUNK_FRAMES) this.#endGroup();
+    return true;
+  }
+
+  // Sends the group of frames written in place, if one is open.
+  #endGroup(): void {
+    if (!this.#grouping) return;
+    this.#grouping = false;
+    this.#groupFrames = 0;
+    this.#sink.uncork?.();
   }
 
   // Registers a call whose id came from #allocId() (its slot is free).
@@ -384,6 +430,7 @@ export class ClientCore {
   // request whose call already ended (aborted, timed out) is not sent: its
   // CANCEL, if any, follows and is ignored by the server.
   #flush(): void {
+    this.#endGroup(); // frames written in place come first
     const ends = this.#qEnds;
     const n = ends.length;
     if (n === 0) return;

@@ -7,7 +7,7 @@ import { Writer } from '../writer';
 import type { Batch } from '../batch';
 import { invalidType, invalidValue, IpcError, type ErrorContext } from '../errors';
 import { DEFAULT_MAX_MESSAGE_SIZE, checkObject, intOption, resolveStopOptions, validateSignal, type StopOptions, type WriterOptions } from '../options';
-import { kCork, kDeferRelease, kQueueFramed, kTryQueue } from '../stream';
+import { kCommit, kCork, kDeferRelease, kQueueFramed, kReserve, kRingBytes, kTryQueue } from '../stream';
 import type { ReconnectingInfo, WriterMetrics } from '../writer/types';
 import { ClientCore, type CallCallback, type RpcStream } from './client-core';
 import type { BodyInput } from './envelope';
@@ -123,6 +123,9 @@ export class RpcClient extends EventEmitter {
       [kQueueFramed](src: Uint8Array, start: number, end: number, frames: number, payload: number): boolean;
       [kCork](corked: boolean): void;
       [kDeferRelease](): void;
+      [kReserve](len: number): number;
+      [kCommit](len: number): void;
+      readonly [kRingBytes]: Buffer;
     };
     // Its batches are the RpcClient's own (replies are copied, or the batch
     // retained): a reply's caller need not wait for their release.
@@ -134,6 +137,9 @@ export class RpcClient extends EventEmitter {
       writeFramed: (src, start, end, frames, payload) => queue[kQueueFramed](src, start, end, frames, payload),
       cork: () => queue[kCork](true),
       uncork: () => queue[kCork](false),
+      reserve: (len) => queue[kReserve](len),
+      bytes: () => queue[kRingBytes],
+      commit: (len) => queue[kCommit](len),
     };
     // (The Writer validated maxMessageSize.)
     const maxFrameSize = typeof o.maxMessageSize === 'number' ? o.maxMessageSize : DEFAULT_MAX_MESSAGE_SIZE;

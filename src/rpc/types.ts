@@ -92,6 +92,19 @@ export interface FrameSink {
    */
   writeFramed?(src: Uint8Array, start: number, end: number, frames: number, payload: number): boolean;
   /**
+   * Optional: room for one frame of `len` bytes encoded in place in the
+   * transport's queue, so that it is not copied there: the offset in
+   * {@link FrameSink.bytes}() where the frame goes, or -1 (nothing reserved:
+   * no room, frames wait, or no room without wrapping; write it instead).
+   * The caller writes exactly `len` bytes there and calls
+   * {@link FrameSink.commit} before anything else is written.
+   */
+  reserve?(len: number): number;
+  /** Optional (with reserve): the memory reserve() offsets are in. */
+  bytes?(): Buffer;
+  /** Optional (with reserve): queues the frame of `len` bytes written in place. */
+  commit?(len: number): void;
+  /**
    * Optional: frames written from now on wait until {@link FrameSink.uncork},
    * which sends them together (at the latest, they go at the end of the task).
    */
