@@ -405,8 +405,8 @@ export class Writer extends EventEmitter {
     return this.#ring.bytes;
   }
 
-  // Frames written while corked go out together, when uncorked (RpcClient:
-  // one send per group of requests).
+  // See kDeferRelease (src/stream.ts): RpcClient's batches are released
+  // after the replies' callbacks.
   [kDeferRelease](): void {
     this.#deferRelease = true;
   }
@@ -420,6 +420,8 @@ export class Writer extends EventEmitter {
     for (let i = 0; i < q.length; i++) this.#inbox!.done(q[i]);
   }
 
+  // Frames written while corked go out together, when uncorked (RpcClient:
+  // one send per group of requests).
   [kCork](corked: boolean): void {
     this.#ring.corked = corked;
     if (!corked) this.#ring.publishPending();

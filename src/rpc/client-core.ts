@@ -268,8 +268,10 @@ export class ClientCore {
     const isStream = stream !== undefined;
     const size = requestSize(id, isStream, ms, credit, mb.length, len);
     // A call made while others are in flight (or wait in the tick's queue)
-    // joins the tick's frames; a lone call goes at once, without waiting
-    // for whatever else its caller does in this tick (latency).
+    // joins the tick's frames: encoded in place in the sink's queue
+    // (#inPlace) when nothing waits in the tick's queue, else there
+    // (#enqueue). A lone call goes at once, without waiting for whatever
+    // else its caller does in this tick (latency).
     if (size <= this.#deferMax && !this.#closed && (this.#count !== 0 || this.#qEnds.length !== 0)) {
       if (this.#qEnds.length === 0 && this.#sending === 0 && this.#inPlace(id, isStream, ms, credit, mb, body, len, size)) {
         c.frameIndex = this.framesWritten++;
